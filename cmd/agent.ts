@@ -1,0 +1,247 @@
+/**
+ * The node agent: each pass reads the inputs and the node, plans, and applies
+ * one transaction. Passes never overlap; triggers that arrive during a pass
+ * coalesce into one more pass. Reports are made once: a rejected input, an
+ * error and a VIP transition are logged when they appear, not every pass.
+ */
+import { planDelete, planPass, renderTransaction } from "../core/plan.ts";
+import type { DatapathConfig } from "../core/schema.ts";
+import { formatProblem, type RawSnapshot, validateSnapshot } from "../core/snapshot.ts";
+import type { Logger } from "./log.ts";
+import { type ApplyReport, type Host, InterfaceMissingError } from "./system.ts";
+
+export interface AgentSettings {
+  readonly config: DatapathConfig;
+  /** Reads the inputs (mapping files, the API); throws when they cannot be read at all. */
+  readonly readInputs: () => Promise<RawSnapshot>;
+  /** Print the transaction instead of applying it. */
+  readonly dryRun: boolean;
+  /** Where `--dry-run` prints transactions. */
+  readonly print?: (text: string) => void;
+}
+
+export interface PassResult {
+  readonly ok: boolean;
+  readonly changed: boolean;
+  readonly durationMs: number;
+  readonly vips: number;
+  readonly mappings: number;
+  readonly rejected: number;
+  readonly lines: number;
+  readonly processes: number;
+  readonly bytes: number;
+  readonly error?: string;
+  /** The interface is gone: fatal at start-up, retried later in a running agent. */
+  readonly interfaceMissing?: boolean;
+}
+
+type Role = "holder" | "forwarder";
+
+export class Agent {
+  readonly #host: Host;
+  readonly #log: Logger;
+  readonly #settings: AgentSettings;
+  #roles = new Map<string, Role>();
+  #reported = new Set<string>();
+  #lastError: string | undefined;
+
+  constructor(host: Host, log: Logger, settings: AgentSettings) {
+    this.#host = host;
+    this.#log = log;
+    this.#settings = settings;
+  }
+
+  /** One pass: read, validate, plan, apply. Never throws. */
+  async pass(trigger: string): Promise<PassResult> {
+    const started = performance.now();
+    const { config, dryRun } = this.#settings;
+    const empty = { vips: 0, mappings: 0, rejected: 0, lines: 0, processes: 0, bytes: 0 };
+    try {
+      const raw = await this.#settings.readInputs();
+      const { snapshot, problems } = validateSnapshot(raw, config);
+      this.#reportProblems(problems.map(formatProblem));
+      const live = await this.#host.readLive(config);
+      const { desired, transaction } = planPass(snapshot, config, live);
+      const lines = transaction.steps.reduce((n, s) => n + s.lines.length, 0);
+      let report: ApplyReport = { processes: 0, bytes: 0 };
+      if (dryRun) {
+        if (lines > 0) this.#settings.print?.(renderTransaction(transaction));
+      } else if (lines > 0) {
+        report = await this.#host.apply(transaction);
+      }
+      this.#reportRoles(new Map(desired.roles.map((r) => [r.ip, r.role])));
+      const result: PassResult = {
+        ok: true,
+        changed: lines > 0,
+        durationMs: performance.now() - started,
+        vips: snapshot.vips.length,
+        mappings: snapshot.pods.length,
+        rejected: problems.length,
+        lines,
+        ...report,
+      };
+      if (this.#lastError !== undefined) this.#log.info("pass succeeded again", { trigger });
+      this.#lastError = undefined;
+      if (result.changed) {
+        this.#log.info(dryRun ? "pass planned (dry run)" : "pass applied", {
+          trigger,
+          duration_ms: Math.round(result.durationMs),
+          vips: result.vips,
+          mappings: result.mappings,
+          rejected: result.rejected,
+          lines,
+          processes: report.processes,
+          bytes: report.bytes,
+        });
+      }
+      return result;
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      if (message !== this.#lastError) {
+        this.#log.error("pass failed; the node keeps its last applied state", {
+          trigger,
+          error: message,
+        });
+      }
+      this.#lastError = message;
+      return {
+        ok: false,
+        changed: false,
+        durationMs: performance.now() - started,
+        ...empty,
+        error: message,
+        interfaceMissing: error instanceof InterfaceMissingError,
+      };
+    }
+  }
+
+  /** Removes everything this product created on the node. */
+  async deleteAll(): Promise<ApplyReport & { lines: number }> {
+    const live = await this.#host.readLive(this.#settings.config);
+    const transaction = planDelete(live, this.#settings.config);
+    const lines = transaction.steps.reduce((n, s) => n + s.lines.length, 0);
+    if (this.#settings.dryRun) {
+      this.#settings.print?.(renderTransaction(transaction));
+      return { processes: 0, bytes: 0, lines };
+    }
+    const report = await this.#host.apply(transaction);
+    this.#log.info("deleted all kube-egress rules, sets, routes and chains", {
+      lines,
+      processes: report.processes,
+    });
+    this.#roles = new Map();
+    return { ...report, lines };
+  }
+
+  #reportProblems(messages: string[]) {
+    const now = new Set(messages);
+    for (const message of now) {
+      if (!this.#reported.has(message)) this.#log.warn("input rejected", { problem: message });
+    }
+    for (const message of this.#reported) {
+      if (!now.has(message)) this.#log.info("input problem gone", { problem: message });
+    }
+    this.#reported = now;
+  }
+
+  #reportRoles(roles: Map<string, Role>) {
+    for (const [vip, role] of roles) {
+      const before = this.#roles.get(vip);
+      if (before !== role) this.#log.info("VIP role", { vip, from: before ?? "none", to: role });
+    }
+    for (const [vip, before] of this.#roles) {
+      if (!roles.has(vip)) this.#log.info("VIP role", { vip, from: before, to: "none" });
+    }
+    this.#roles = roles;
+  }
+}
+
+export interface LoopOptions {
+  /** Seconds between resync passes. */
+  readonly intervalSeconds: number;
+  /** Directories whose changes trigger a pass. */
+  readonly watchPaths: readonly string[];
+  /** Remove everything on SIGTERM/SIGINT instead of leaving traffic flowing. */
+  readonly cleanupOnExit: boolean;
+  /** Resolves when the loop must stop (signals, tests). */
+  readonly stop: Promise<unknown>;
+}
+
+/**
+ * Runs passes until `stop` resolves: at start, every interval, within
+ * milliseconds of an address change on the interface, and shortly after the
+ * mapping files change.
+ */
+export async function runLoop(
+  agent: Agent,
+  host: Host,
+  config: DatapathConfig,
+  log: Logger,
+  options: LoopOptions,
+) {
+  let running: Promise<unknown> | undefined;
+  let pending: string | undefined;
+  let stopping = false;
+  const trigger = (reason: string) => {
+    if (stopping) return;
+    if (running) {
+      pending ??= reason;
+      return;
+    }
+    running = (async () => {
+      let next: string | undefined = reason;
+      while (next !== undefined && !stopping) {
+        pending = undefined;
+        await agent.pass(next);
+        next = pending;
+      }
+      running = undefined;
+    })();
+  };
+
+  trigger("start");
+  const interval = setInterval(() => trigger("resync"), options.intervalSeconds * 1000);
+  const watcher = host.watchAddresses(config.interface, () => trigger("address change"));
+  const fsWatch = watchFiles(options.watchPaths, () => trigger("inputs changed"));
+  log.info("agent running", { interface: config.interface, interval_s: options.intervalSeconds });
+
+  await options.stop;
+  stopping = true;
+  clearInterval(interval);
+  watcher.stop();
+  fsWatch.stop();
+  await running;
+  if (options.cleanupOnExit) {
+    await agent.deleteAll();
+  } else {
+    log.info(
+      "stopping; rules stay in place so egress keeps working (use --cleanup-on-exit to remove them)",
+    );
+  }
+}
+
+/** Watches directories (ConfigMap mounts swap a symlink on update) and calls back, debounced. */
+function watchFiles(paths: readonly string[], onChange: () => void): { stop(): void } {
+  const existing = paths.filter((p) => {
+    try {
+      return Deno.statSync(p).isDirectory;
+    } catch {
+      return false;
+    }
+  });
+  if (existing.length === 0) return { stop() {} };
+  const watcher = Deno.watchFs(existing, { recursive: true });
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  (async () => {
+    for await (const _event of watcher) {
+      clearTimeout(timer);
+      timer = setTimeout(onChange, 100);
+    }
+  })().catch(() => {});
+  return {
+    stop() {
+      clearTimeout(timer);
+      watcher.close();
+    },
+  };
+}

@@ -1,0 +1,247 @@
+/**
+ * The CLI: `run` (the agent; a drop-in for egress.sh), `plan`, `delete` and
+ * `status`. Each command validates its flags, then drives the agent or the
+ * core; exit codes: 0 success, 1 failure, 2 usage error.
+ */
+import { Command, Option } from "@commander-js/extra-typings";
+import { desiredState } from "../core/desired.ts";
+import { planApply, renderTransaction } from "../core/plan.ts";
+import { nodeStatus, renderStatus } from "../core/status.ts";
+import { formatProblem, validateSnapshot } from "../core/snapshot.ts";
+import { Agent, runLoop } from "./agent.ts";
+import { readMappingDirs } from "./files.ts";
+import { createLogger, type Logger } from "./log.ts";
+import {
+  collectList,
+  CommonFlags,
+  type CommonSettings,
+  DATAPATH_FLAGS,
+  parseFlags,
+  updateInterval,
+} from "./options.ts";
+import { type Host, InterfaceMissingError, systemHost } from "./system.ts";
+import { AGENT_TOOLS, ensureTools } from "./tools.ts";
+
+/** Raised inside actions to end with an exit code and a message. */
+class Exit extends Error {
+  constructor(readonly code: number, message: string) {
+    super(message);
+  }
+}
+
+function addDatapathFlags(command: Command): Command {
+  for (const spec of DATAPATH_FLAGS) {
+    const option = new Option(spec.flags, spec.description);
+    if (spec.list) {
+      const defaults = spec.defaultValue as string[];
+      option.default(defaults).argParser((value: string, previous: string[]) =>
+        collectList(value, previous, defaults)
+      );
+    } else if (spec.defaultValue !== undefined) option.default(spec.defaultValue);
+    command.addOption(option as unknown as Option);
+  }
+  return command;
+}
+
+function settingsFrom(options: Record<string, unknown>): CommonSettings {
+  const parsed = parseFlags(CommonFlags, options);
+  if (!parsed.ok) throw new Exit(2, `invalid flags: ${parsed.message}`);
+  return parsed.value;
+}
+
+async function preflight(host: Host, settings: CommonSettings): Promise<void> {
+  await ensureTools(AGENT_TOOLS, { install: false }).catch((e) => {
+    throw new Exit(1, e.message);
+  });
+  // The interface must exist before anything is changed.
+  await host.readLive(settings.config).catch((e) => {
+    throw e instanceof InterfaceMissingError ? new Exit(1, e.message) : e;
+  });
+}
+
+function newAgent(host: Host, log: Logger, settings: CommonSettings, dryRun: boolean): Agent {
+  return new Agent(host, log, {
+    config: settings.config,
+    readInputs: () => readMappingDirs(settings.podVipDir, settings.vipRouteDir),
+    dryRun,
+    print: (text) => console.log(text),
+  });
+}
+
+function waitForSignal(log: Logger): Promise<string> {
+  return new Promise((resolve) => {
+    for (const signal of ["SIGTERM", "SIGINT"] as const) {
+      Deno.addSignalListener(signal, () => {
+        log.info("signal received", { signal });
+        resolve(signal);
+      });
+    }
+  });
+}
+
+async function runCommand(options: Record<string, unknown>, host: Host): Promise<number> {
+  const settings = settingsFrom(options);
+  const interval = parseFlags(updateInterval, options.updateInterval);
+  if (!interval.ok) throw new Exit(2, `invalid flags: ${interval.message}`);
+  const log = createLogger(settings.logFormat);
+  await preflight(host, settings);
+  const agent = newAgent(host, log, settings, options.dryRun === true);
+  if (options.delete) {
+    await agent.deleteAll();
+    return 0;
+  }
+  if (interval.value === undefined) {
+    const result = await agent.pass("once");
+    return result.ok ? 0 : 1;
+  }
+  await runLoop(agent, host, settings.config, log, {
+    intervalSeconds: interval.value,
+    watchPaths: [settings.podVipDir, settings.vipRouteDir],
+    cleanupOnExit: options.cleanupOnExit === true,
+    stop: waitForSignal(log),
+  });
+  return 0;
+}
+
+async function planCommand(options: Record<string, unknown>, host: Host): Promise<number> {
+  const settings = settingsFrom(options);
+  await preflight(host, settings);
+  const { snapshot, problems } = validateSnapshot(
+    await readMappingDirs(settings.podVipDir, settings.vipRouteDir),
+    settings.config,
+  );
+  const live = await host.readLive(settings.config);
+  const desired = desiredState(snapshot, settings.config, live.routes.addresses);
+  const transaction = planApply(desired, live, settings.config);
+  const out: string[] = [
+    `# interface ${settings.config.interface}: ${
+      live.routes.addresses.join(", ") || "no IPv4 address"
+    }`,
+    `# ${snapshot.vips.length} VIP(s), ${snapshot.pods.length} mapping(s) valid, ${problems.length} input(s) rejected`,
+    ...desired.roles.map((r) =>
+      `#   VIP ${r.ip} route ${r.routeId} mark 0x${r.mark.toString(16)}: ${r.role}`
+    ),
+    ...problems.map((p) => `# rejected: ${formatProblem(p)}`),
+    "",
+    renderTransaction(transaction),
+  ];
+  console.log(out.join("\n"));
+  return 0;
+}
+
+async function deleteCommand(options: Record<string, unknown>, host: Host): Promise<number> {
+  const settings = settingsFrom(options);
+  await preflight(host, settings);
+  const log = createLogger(settings.logFormat);
+  await newAgent(host, log, settings, options.dryRun === true).deleteAll();
+  return 0;
+}
+
+async function statusCommand(options: Record<string, unknown>, host: Host): Promise<number> {
+  const settings = settingsFrom(options);
+  await preflight(host, settings);
+  const live = await host.readLive(settings.config, { counters: true });
+  let extra: { pendingLines?: number; problems?: string[] } = {};
+  try {
+    const { snapshot, problems } = validateSnapshot(
+      await readMappingDirs(settings.podVipDir, settings.vipRouteDir),
+      settings.config,
+    );
+    const transaction = planApply(
+      desiredState(snapshot, settings.config, live.routes.addresses),
+      live,
+      settings.config,
+    );
+    extra = {
+      pendingLines: transaction.steps.reduce((n, s) => n + s.lines.length, 0),
+      problems: problems.map(formatProblem),
+    };
+  } catch (error) {
+    extra = { problems: [error instanceof Error ? error.message : String(error)] };
+  }
+  const status = nodeStatus(live, live.raw.nat, settings.config.interface, extra);
+  console.log(options.json ? JSON.stringify(status, null, 2) : renderStatus(status).trimEnd());
+  return 0;
+}
+
+/** Builds the program; `host` is injectable so the CLI can be tested without root. */
+export function buildProgram(host: Host, done: (code: number) => void): Command {
+  const program = new Command("kube-egress")
+    .description(
+      "Static egress IPs for Kubernetes pods on bare metal: steer mapped pods' traffic to the node holding their VIP and SNAT it there.",
+    )
+    .showHelpAfterError()
+    .exitOverride() as unknown as Command;
+  const action =
+    (fn: (options: Record<string, unknown>, host: Host) => Promise<number>) =>
+    async (options: Record<string, unknown>) => {
+      try {
+        done(await fn(options, host));
+      } catch (error) {
+        const code = error instanceof Exit ? error.code : 1;
+        console.error(`kube-egress: ${error instanceof Error ? error.message : String(error)}`);
+        done(code);
+      }
+    };
+
+  addDatapathFlags(
+    program.command("run")
+      .description(
+        "program this node from the mapping directories (the egress.sh replacement)",
+      ) as unknown as Command,
+  )
+    .option(
+      "-u, --update-interval <seconds>",
+      "re-apply every N seconds and react to VIP moves at once; absent = apply once and exit",
+    )
+    .option("-d, --delete", "remove everything kube-egress created on this node, then exit")
+    .option("--dry-run", "print what each pass would write instead of writing it")
+    .option(
+      "--cleanup-on-exit",
+      "on SIGTERM/SIGINT remove our rules (default: leave them, so rolling updates keep egress working)",
+    )
+    .action(action(runCommand) as never);
+
+  addDatapathFlags(
+    program.command("plan").description(
+      "print the exact payloads a pass would write and the diff against the node, changing nothing",
+    ) as unknown as Command,
+  ).action(action(planCommand) as never);
+
+  addDatapathFlags(
+    program.command("delete").description(
+      "remove exactly what kube-egress created on this node",
+    ) as unknown as Command,
+  )
+    .option("--dry-run", "print what would be removed")
+    .action(action(deleteCommand) as never);
+
+  addDatapathFlags(
+    program.command("status").description(
+      "VIPs held here, mappings in force and per-VIP counters",
+    ) as unknown as Command,
+  )
+    .option("--json", "print JSON instead of a table")
+    .action(action(statusCommand) as never);
+
+  return program;
+}
+
+/** Runs the CLI and returns its exit code. */
+export async function main(args: string[], host: Host = systemHost()): Promise<number> {
+  let code = 0;
+  const program = buildProgram(host, (c) => (code = c));
+  try {
+    await program.parseAsync(args, { from: "user" });
+  } catch (error) {
+    // exitOverride: commander reports help/usage through exceptions.
+    const e = error as { exitCode?: number; code?: string };
+    if (
+      e.code === "commander.helpDisplayed" || e.code === "commander.help" ||
+      e.code === "commander.version"
+    ) return 0;
+    return typeof e.exitCode === "number" && e.exitCode !== 0 ? 2 : 0;
+  }
+  if (args.length === 0) program.outputHelp();
+  return code;
+}

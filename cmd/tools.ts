@@ -1,0 +1,75 @@
+/**
+ * The OS tools each part needs, with the Debian package that provides them.
+ * Missing tools are installed with apt-get when running as root (and allowed),
+ * otherwise named precisely with the command that installs them.
+ */
+import $ from "dax";
+
+export interface Tool {
+  readonly command: string;
+  readonly pkg: string;
+}
+
+/** What the agent runs on a node. */
+export const AGENT_TOOLS: readonly Tool[] = [
+  { command: "ip", pkg: "iproute2" },
+  { command: "iptables", pkg: "iptables" },
+  { command: "iptables-save", pkg: "iptables" },
+  { command: "iptables-restore", pkg: "iptables" },
+  { command: "ipset", pkg: "ipset" },
+];
+
+/** What the simulator adds: hosts, probes, VRRP, captures. */
+export const SIM_TOOLS: readonly Tool[] = [
+  ...AGENT_TOOLS,
+  { command: "nft", pkg: "nftables" },
+  { command: "socat", pkg: "socat" },
+  { command: "keepalived", pkg: "keepalived" },
+  { command: "arping", pkg: "arping" },
+  { command: "tcpdump", pkg: "tcpdump" },
+  { command: "conntrack", pkg: "conntrack" },
+  { command: "ping", pkg: "iputils-ping" },
+  { command: "iperf3", pkg: "iperf3" },
+];
+
+/** True when running as root. */
+export function isRoot(): boolean {
+  return Deno.uid() === 0;
+}
+
+/** Returns the tools not found on PATH. */
+export async function missingTools(tools: readonly Tool[]): Promise<Tool[]> {
+  const missing: Tool[] = [];
+  for (const tool of tools) if (!(await $.commandExists(tool.command))) missing.push(tool);
+  return missing;
+}
+
+/** The packages behind a list of tools, once each, sorted. */
+export function packagesOf(tools: readonly Tool[]): string[] {
+  return [...new Set(tools.map((t) => t.pkg))].sort();
+}
+
+/**
+ * Makes sure the tools exist: installs missing ones with apt-get when root and
+ * `install` is set, else throws an error naming the packages.
+ */
+export async function ensureTools(
+  tools: readonly Tool[],
+  options: { install: boolean; log?: (line: string) => void },
+): Promise<void> {
+  let missing = await missingTools(tools);
+  if (missing.length === 0) return;
+  const pkgs = packagesOf(missing);
+  if (options.install && isRoot() && (await $.commandExists("apt-get"))) {
+    options.log?.(`installing missing packages: ${pkgs.join(" ")}`);
+    const env = { DEBIAN_FRONTEND: "noninteractive" };
+    await $`apt-get update -qq`.env(env).quiet();
+    await $`apt-get install -y -qq --no-install-recommends ${pkgs}`.env(env).quiet();
+    missing = await missingTools(tools);
+    if (missing.length === 0) return;
+  }
+  throw new Error(
+    `missing tools: ${missing.map((t) => t.command).join(", ")}; install them with: ` +
+      `apt-get install -y ${packagesOf(missing).join(" ")}`,
+  );
+}

@@ -1,0 +1,118 @@
+/**
+ * Snapshot + node view → the kernel state this node must have. This module is
+ * the datapath of DESIGN.md written down once; everything else compares,
+ * renders or applies what it returns.
+ */
+import { compareIPv4, formatCidr, parseCidr } from "./ip.ts";
+import { hex, markFor } from "./marks.ts";
+import { MARK_CHAIN, NOSTEER_SET, PODS_SET, SNAT_CHAIN, type TableName } from "./names.ts";
+import type { DatapathConfig } from "./schema.ts";
+import type { Snapshot } from "./snapshot.ts";
+
+/** `ip rule ... fwmark mark/mask lookup table` on nodes that do not hold the VIP. */
+export interface PolicyRule {
+  readonly priority: number;
+  readonly mark: number;
+  readonly mask: number;
+  readonly table: number;
+}
+
+/** `default via gateway dev dev onlink` in a VIP's routing table. */
+export interface TableRoute {
+  readonly table: number;
+  readonly gateway: string;
+  readonly dev: string;
+}
+
+/** One VIP's role on this node. */
+export interface VipRole {
+  readonly ip: string;
+  readonly routeId: number;
+  readonly mark: number;
+  readonly role: "holder" | "forwarder";
+}
+
+export interface DesiredState {
+  readonly roles: readonly VipRole[];
+  /** Pod IP → mark of its VIP, sorted by address: the pods set. */
+  readonly podMarks: ReadonlyMap<string, number>;
+  /** Destinations never steered: the nosteer set, sorted, no duplicates. */
+  readonly noSteer: readonly string[];
+  /** Rules of our chains, in iptables-save form ("-A CHAIN ..."). */
+  readonly chains: Readonly<Record<TableName, readonly string[]>>;
+  readonly rules: readonly PolicyRule[];
+  readonly routes: readonly TableRoute[];
+}
+
+/** The one mangle rule: O(1) per packet whatever the number of pods or VIPs. */
+export function markRule(): string {
+  return `-A ${MARK_CHAIN} -m set ! --match-set ${NOSTEER_SET} dst -m conntrack --ctdir ORIGINAL` +
+    ` -m set --match-set ${PODS_SET} src -j SET --map-set ${PODS_SET} src --map-mark`;
+}
+
+/** On the holder: rewrite the source of the VIP's traffic to the VIP, before any masquerade. */
+export function snatRule(iface: string, role: VipRole, mask: number): string {
+  return `-A ${SNAT_CHAIN} -o ${iface} -m mark --mark ${hex(role.mark)}/${hex(mask)}` +
+    ` -m comment --comment "kube-egress ${role.ip} holder" -j SNAT --to-source ${role.ip} --random-fully`;
+}
+
+/** Elsewhere: keep the pod source so the holder can SNAT it (skips the CNI's masquerade). */
+export function forwardRule(iface: string, role: VipRole, mask: number): string {
+  return `-A ${SNAT_CHAIN} -o ${iface} -m mark --mark ${hex(role.mark)}/${hex(mask)}` +
+    ` -m comment --comment "kube-egress ${role.ip} forward" -j ACCEPT`;
+}
+
+function normalizeCidrs(list: readonly string[]): string[] {
+  const unique = new Set(list.map((text) => formatCidr(parseCidr(text)!)));
+  return [...unique].sort((a, b) => {
+    const [ia, pa] = a.split("/");
+    const [ib, pb] = b.split("/");
+    return compareIPv4(ia, ib) || Number(pa) - Number(pb);
+  });
+}
+
+/**
+ * Computes the desired kernel state. `localAddresses` are the IPv4 addresses
+ * on the interface: a VIP is held exactly when it is one of them.
+ */
+export function desiredState(
+  snapshot: Snapshot,
+  config: DatapathConfig,
+  localAddresses: readonly string[],
+): DesiredState {
+  const local = new Set(localAddresses);
+  const mask = config.markMask;
+  const roles: VipRole[] = snapshot.vips.map((vip) => ({
+    ip: vip.ip,
+    routeId: vip.routeId,
+    mark: markFor(vip.routeId, mask),
+    role: local.has(vip.ip) ? "holder" : "forwarder",
+  }));
+  const markOfVip = new Map(roles.map((r) => [r.ip, r.mark]));
+  const podMarks = new Map<string, number>();
+  for (const pod of snapshot.pods) {
+    const mark = markOfVip.get(pod.vip);
+    if (mark !== undefined) podMarks.set(pod.podIp, mark);
+  }
+  const forwarders = roles.filter((r) => r.role === "forwarder");
+  return {
+    roles,
+    podMarks,
+    noSteer: normalizeCidrs([...config.podCidrs, ...config.serviceCidrs, ...config.excludeCidrs]),
+    chains: {
+      mangle: [markRule()],
+      nat: roles.map((r) =>
+        r.role === "holder"
+          ? snatRule(config.interface, r, mask)
+          : forwardRule(config.interface, r, mask)
+      ),
+    },
+    rules: forwarders.map((r) => ({
+      priority: config.rulePriority,
+      mark: r.mark,
+      mask,
+      table: r.routeId,
+    })),
+    routes: forwarders.map((r) => ({ table: r.routeId, gateway: r.ip, dev: config.interface })),
+  };
+}

@@ -1,0 +1,135 @@
+/**
+ * Policy routing: our `ip rule` entries and routes, told apart from everyone
+ * else's by the route protocol we tag them with. Read from `ip -json`, compared
+ * as keys, written with `ip -batch`. Additions run before the firewall changes
+ * and removals after, so marked traffic always finds its route.
+ */
+import type { PolicyRule, TableRoute } from "./desired.ts";
+import { hex } from "./marks.ts";
+
+export interface LiveRoutes {
+  /** IPv4 addresses on the interface. */
+  readonly addresses: readonly string[];
+  /** Our rules (tagged with our protocol). */
+  readonly rules: readonly PolicyRule[];
+  /** Our routes (tagged with our protocol); `dst` other than "default" are stale by definition. */
+  readonly routes: readonly (TableRoute & { readonly dst: string })[];
+}
+
+/** The `ip -batch` input that reads everything at once: addresses, rules, our routes. */
+export function readRoutesBatch(iface: string, protocol: number): string {
+  return `address show dev ${iface}\nrule show\nroute show table all proto ${protocol}\n`;
+}
+
+type Json = Record<string, unknown>;
+
+function jsonArrays(text: string): Json[][] {
+  return text.split("\n").filter((line) => line.trim().startsWith("[")).map((line) =>
+    JSON.parse(line)
+  );
+}
+
+/**
+ * Parses the output of `ip -json -N -batch` run on `readRoutesBatch`: three
+ * JSON arrays, one per line, in that order.
+ */
+export function parseRoutesBatch(text: string, protocol: number): LiveRoutes {
+  const [addrs = [], rules = [], routes = []] = jsonArrays(text);
+  const addresses = addrs.flatMap((link) =>
+    ((link.addr_info ?? []) as Json[]).filter((a) => a.family === "inet").map((a) =>
+      String(a.local)
+    )
+  );
+  const ours = rules.filter((r) =>
+    String(r.protocol) === String(protocol) && r.fwmark !== undefined
+  );
+  return {
+    addresses,
+    rules: ours.map((r) => ({
+      priority: Number(r.priority),
+      mark: parseInt(String(r.fwmark), 16),
+      mask: r.fwmask === undefined ? 0xffffffff : parseInt(String(r.fwmask), 16),
+      table: Number(r.table),
+    })),
+    routes: routes.map((r) => ({
+      dst: String(r.dst),
+      table: Number(r.table),
+      gateway: String(r.gateway ?? ""),
+      dev: String(r.dev ?? ""),
+    })),
+  };
+}
+
+function ruleArgs(rule: PolicyRule, protocol: number): string {
+  return `pref ${rule.priority} fwmark ${hex(rule.mark)}/${
+    hex(rule.mask)
+  } lookup ${rule.table} proto ${protocol}`;
+}
+
+function routeArgs(route: TableRoute, protocol: number): string {
+  return `default via ${route.gateway} dev ${route.dev} onlink table ${route.table} proto ${protocol}`;
+}
+
+const ruleKey = (r: PolicyRule) => `${r.priority}|${r.mark}|${r.mask}|${r.table}`;
+const routeKey = (r: TableRoute) => `${r.table}|${r.gateway}|${r.dev}`;
+
+export interface RouteChanges {
+  /** Run before the firewall changes: routes first, then the rules that use them. */
+  readonly add: string[];
+  /** Run after: rules first, then the routes they used. */
+  readonly remove: string[];
+}
+
+/** The `ip -batch` lines that make our rules and routes equal the desired ones. */
+export function diffRoutes(
+  live: LiveRoutes,
+  desired: { rules: readonly PolicyRule[]; routes: readonly TableRoute[] },
+  protocol: number,
+): RouteChanges {
+  const add: string[] = [];
+  const remove: string[] = [];
+
+  const liveDefaults = new Map(
+    live.routes.filter((r) => r.dst === "default").map((r) => [r.table, r]),
+  );
+  const wantRoutes = new Set(desired.routes.map(routeKey));
+  for (const route of desired.routes) {
+    const have = liveDefaults.get(route.table);
+    // Our default in that table with another gateway is replaced in place: no gap.
+    if (!have) add.push(`route add ${routeArgs(route, protocol)}`);
+    else if (routeKey(have) !== routeKey(route)) {
+      add.push(`route replace ${routeArgs(route, protocol)}`);
+    }
+  }
+  const replacedTables = new Set(desired.routes.map((r) => r.table));
+  const staleRoutes = live.routes.filter((r) =>
+    r.dst !== "default" || (!wantRoutes.has(routeKey(r)) && !replacedTables.has(r.table))
+  );
+
+  const seen = new Set<string>();
+  const wantRules = new Set(desired.rules.map(ruleKey));
+  const staleRules: PolicyRule[] = [];
+  for (const rule of live.rules) {
+    const key = ruleKey(rule);
+    if (!wantRules.has(key) || seen.has(key)) staleRules.push(rule);
+    seen.add(key);
+  }
+  for (const rule of desired.rules) {
+    if (!seen.has(ruleKey(rule))) add.push(`rule add ${ruleArgs(rule, protocol)}`);
+  }
+
+  remove.push(...staleRules.map((r) => `rule del ${ruleArgs(r, protocol)}`));
+  remove.push(
+    ...staleRoutes.map((r) =>
+      r.dst === "default"
+        ? `route del ${routeArgs(r, protocol)}`
+        : `route del ${r.dst} table ${r.table} proto ${protocol}`
+    ),
+  );
+  return { add, remove };
+}
+
+/** Lines that remove every rule and route of ours. */
+export function deleteRoutes(live: LiveRoutes, protocol: number): string[] {
+  return diffRoutes(live, { rules: [], routes: [] }, protocol).remove;
+}

@@ -1,0 +1,144 @@
+/**
+ * Our iptables chains: read from `iptables-save -t <table>`, compared with the
+ * desired rules, and written back as one `iptables-restore --noflush` payload
+ * that declares (and so flushes) only our own chains. Foreign chains and rules
+ * are parsed only to know where our jump sits and whether a table would be left
+ * empty; they are never rewritten.
+ */
+import { CHAINS, type TableName } from "./names.ts";
+
+/** What one table holds, as far as we care. */
+export interface LiveTable {
+  /** The table is listed at all (iptables-nft creates tables on first use). */
+  readonly present: boolean;
+  /** Our chain exists. */
+  readonly chainExists: boolean;
+  /** Our chain's rules, as printed ("-A CHAIN ..."). */
+  readonly rules: readonly string[];
+  /** The rules of the built-in hook chain, in order (to find our jump and its position). */
+  readonly hookRules: readonly string[];
+  /** Nothing but ours: no foreign rules, no foreign chains, every built-in policy ACCEPT. */
+  readonly onlyOurs: boolean;
+}
+
+export type LiveIptables = Readonly<Record<TableName, LiveTable>>;
+
+const BUILTIN_CHAINS = new Set(["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"]);
+
+/**
+ * The jump from the built-in chain to ours, commented so an operator knows whose
+ * it is. Written exactly as iptables-save prints it (one-word comments unquoted),
+ * so that an unchanged pass compares equal.
+ */
+export function jumpRule(table: TableName): string {
+  const { chain, hook } = CHAINS.find((c) => c.table === table)!;
+  return `-A ${hook} -m comment --comment kube-egress -j ${chain}`;
+}
+
+function jumpsTo(chain: string, rule: string): boolean {
+  return rule.endsWith(` -j ${chain}`) || rule.includes(` -j ${chain} `);
+}
+
+/** Parses one table of `iptables-save` output (the whole output is fine too). */
+export function parseIptablesSave(text: string, table: TableName): LiveTable {
+  const { chain, hook } = CHAINS.find((c) => c.table === table)!;
+  let inTable = false;
+  let present = false;
+  let chainExists = false;
+  let foreign = false;
+  const rules: string[] = [];
+  const hookRules: string[] = [];
+  for (const raw of text.split("\n")) {
+    const line = raw.trimEnd();
+    if (line.startsWith("*")) {
+      inTable = line === `*${table}`;
+      present ||= inTable;
+      continue;
+    }
+    if (!inTable || line === "" || line.startsWith("#") || line === "COMMIT") continue;
+    if (line.startsWith(":")) {
+      const [name, policy] = line.slice(1).split(" ");
+      if (name === chain) chainExists = true;
+      else if (!BUILTIN_CHAINS.has(name) || policy !== "ACCEPT") foreign = true;
+      continue;
+    }
+    // Counters ("[p:b] -A ...") appear only with -c; drop them.
+    const rule = line.replace(/^\[\d+:\d+\] /, "");
+    if (rule.startsWith(`-A ${chain} `)) rules.push(rule);
+    else if (rule.startsWith(`-A ${hook} `)) {
+      hookRules.push(rule);
+      if (!jumpsTo(chain, rule)) foreign = true;
+    } else foreign = true;
+  }
+  return { present, chainExists, rules, hookRules, onlyOurs: present && !foreign };
+}
+
+/** Parses the per-rule packet/byte counters of our chain from `iptables-save -c`. */
+export function parseRuleCounters(
+  text: string,
+  table: TableName,
+): { rule: string; packets: number; bytes: number }[] {
+  const { chain } = CHAINS.find((c) => c.table === table)!;
+  let inTable = false;
+  const counters: { rule: string; packets: number; bytes: number }[] = [];
+  for (const line of text.split("\n")) {
+    if (line.startsWith("*")) inTable = line.trim() === `*${table}`;
+    const match = inTable && /^\[(\d+):(\d+)\] (-A .*)$/.exec(line.trimEnd());
+    if (match && match[3].startsWith(`-A ${chain} `)) {
+      counters.push({ rule: match[3], packets: Number(match[1]), bytes: Number(match[2]) });
+    }
+  }
+  return counters;
+}
+
+function deleteLine(rule: string): string {
+  return rule.replace(/^-A /, "-D ");
+}
+
+function sameList(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((item, i) => item === b[i]);
+}
+
+/**
+ * The restore payload that turns `live` into `desired`, or [] when nothing
+ * differs. Our chain is rewritten whole when any of its rules differ (it holds
+ * one rule per VIP at most; pod changes go to the ipset, not here). The jump
+ * must be the first rule of the hook chain, exactly once.
+ */
+export function diffIptables(
+  live: LiveIptables,
+  desired: Readonly<Record<TableName, readonly string[]>>,
+): string[] {
+  const lines: string[] = [];
+  for (const { table, chain, hook } of CHAINS) {
+    const have = live[table];
+    const want = desired[table];
+    const body: string[] = [];
+    if (!have.chainExists || !sameList(have.rules, want)) {
+      body.push(`:${chain} - [0:0]`, ...want);
+    }
+    const jump = jumpRule(table);
+    const jumps = have.hookRules.filter((rule) => jumpsTo(chain, rule));
+    if (!(jumps.length === 1 && have.hookRules[0] === jump)) {
+      // Declared chains come first in the section, so the jump's target exists.
+      const reorder = [...jumps.map(deleteLine), jump.replace(`-A ${hook} `, `-I ${hook} 1 `)];
+      body.splice(body[0]?.startsWith(":") ? 1 : 0, 0, ...reorder);
+    }
+    if (body.length > 0) lines.push(`*${table}`, ...body, "COMMIT");
+  }
+  return lines;
+}
+
+/** The restore payload that removes our jumps and chains, leaving every other rule alone. */
+export function deleteIptables(live: LiveIptables): string[] {
+  const lines: string[] = [];
+  for (const { table, chain } of CHAINS) {
+    const have = live[table];
+    const jumps = have.hookRules.filter((rule) => jumpsTo(chain, rule));
+    if (!have.chainExists && jumps.length === 0) continue;
+    lines.push(`*${table}`, ...jumps.map(deleteLine));
+    if (have.chainExists) lines.push(`-F ${chain}`, `-X ${chain}`);
+    lines.push("COMMIT");
+  }
+  return lines;
+}

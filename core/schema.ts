@@ -1,0 +1,126 @@
+/**
+ * The zod schemas every input goes through: addresses, ranges, route ids, the
+ * mark mask and the datapath settings. Kubernetes objects and CLI flags build on
+ * these, so one rule is written once.
+ */
+import { z } from "zod";
+import { parseCidr } from "./ip.ts";
+
+/** Route ids, as in the old kube-egress: 1..252 (253-255 are the kernel's default/main/local tables). */
+export const MIN_ROUTE_ID = 1;
+export const MAX_ROUTE_ID = 252;
+
+/** A canonical dotted-quad IPv4 address (no leading zeros). */
+export const ipv4 = z.ipv4({ error: "must be an IPv4 address such as 192.0.2.10" });
+
+/** An IPv4 range "a.b.c.d/n" whose host bits are zero. */
+export const cidrv4 = z.string().superRefine((text, ctx) => {
+  if (!z.cidrv4().safeParse(text).success) {
+    ctx.addIssue({
+      code: "custom",
+      input: text,
+      message: "must be an IPv4 range such as 10.244.0.0/16",
+    });
+  } else if (parseCidr(text) === undefined) {
+    ctx.addIssue({
+      code: "custom",
+      input: text,
+      message: "has host bits set (did you mean the network address?)",
+    });
+  }
+});
+
+/** A policy-routing table / route id. */
+export const routeId = z.int({ error: "must be a whole number" }).min(MIN_ROUTE_ID, {
+  error: `must be between ${MIN_ROUTE_ID} and ${MAX_ROUTE_ID}`,
+}).max(MAX_ROUTE_ID, { error: `must be between ${MIN_ROUTE_ID} and ${MAX_ROUTE_ID}` });
+
+/** A route id written as text (file contents, flags): digits only. */
+export const routeIdText = z.string().trim().regex(/^[0-9]+$/, {
+  error: `must be a whole number between ${MIN_ROUTE_ID} and ${MAX_ROUTE_ID}`,
+}).transform(Number).pipe(routeId);
+
+/** A Linux interface name (IFNAMSIZ is 16 including the terminator). */
+export const interfaceName = z.string().regex(/^[A-Za-z0-9_.-]{1,15}$/, {
+  error: "must be a network interface name of 1-15 letters, digits, '.', '-' or '_'",
+});
+
+/**
+ * The number of mark bits we need: route ids up to 252 fit in 8 bits. The mask
+ * must hold 8 consecutive bits starting at its lowest set bit; marks are
+ * `routeId << lowestBit`, so they never touch bits outside the mask.
+ */
+export const MARK_BITS = 8;
+
+/** Parses "0xff00" or "65280" into a 32-bit mask that can carry every route id. */
+export const markMask = z.union([z.number(), z.string()]).transform((value, ctx) => {
+  const text = String(value).trim();
+  const parsed = /^0x[0-9a-f]{1,8}$/i.test(text)
+    ? parseInt(text, 16)
+    : /^[0-9]{1,10}$/.test(text)
+    ? Number(text)
+    : NaN;
+  if (!Number.isInteger(parsed) || parsed <= 0 || parsed > 0xffffffff) {
+    ctx.addIssue({ code: "custom", message: "must be a 32-bit mask such as 0xff or 0xff00" });
+    return z.NEVER;
+  }
+  const shift = 31 - Math.clz32(parsed & -parsed);
+  const needed = ((2 ** MARK_BITS - 1) * 2 ** shift) >>> 0;
+  if (shift + MARK_BITS > 32 || ((parsed & needed) >>> 0) !== needed) {
+    ctx.addIssue({
+      code: "custom",
+      message: `needs ${MARK_BITS} consecutive bits from its lowest set bit (e.g. 0xff, 0xff00)`,
+    });
+    return z.NEVER;
+  }
+  return parsed >>> 0;
+});
+
+/** The settings that shape the datapath on a node; shared by every command and source. */
+export const DatapathConfig = z.object({
+  /** The LAN interface that holds VIPs and carries egress traffic. */
+  interface: interfaceName,
+  /** Pod ranges: mapped pods must be inside; traffic to them is never steered. */
+  podCidrs: z.array(cidrv4).min(1, { error: "needs at least one pod range" }),
+  /** Service ranges: traffic to them is never steered. */
+  serviceCidrs: z.array(cidrv4),
+  /** More destinations that are never steered (e.g. the node LAN, a storage network). */
+  excludeCidrs: z.array(cidrv4),
+  /** The fwmark bits this product may use. */
+  markMask,
+  /** Priority of the `ip rule` entries this product installs. */
+  rulePriority: z.int().min(1).max(32765),
+  /** The rtm_protocol that tags our ip rules and routes, so we find and remove exactly ours. */
+  routeProtocol: z.int().min(5).max(255),
+});
+export type DatapathConfig = z.output<typeof DatapathConfig>;
+export type DatapathConfigInput = z.input<typeof DatapathConfig>;
+
+/** Defaults that keep clear of other components; see README "Marks, rules and routes". */
+export const DATAPATH_DEFAULTS = {
+  interface: "eth0",
+  podCidrs: ["10.32.0.0/12"],
+  serviceCidrs: ["10.96.0.0/12"],
+  excludeCidrs: [] as string[],
+  markMask: "0xff",
+  rulePriority: 1000,
+  routeProtocol: 233,
+} as const;
+
+/**
+ * Renders a zod error as "field message; field message" for one-line reports.
+ * `labels` names fields as the reader knows them (a flag, a part of a file);
+ * when the issue carries the offending text (parse with `reportInput`), it is
+ * quoted, so a list entry is named by its value rather than its index.
+ */
+export function describeIssues(error: z.ZodError, labels: Record<string, string> = {}): string {
+  return error.issues.map((issue) => {
+    const input = (issue as { input?: unknown }).input;
+    const shown = typeof input === "string" || typeof input === "number";
+    const path = issue.path
+      .filter((p) => !(shown && typeof p === "number"))
+      .map((p) => labels[String(p)] ?? String(p)).join(".");
+    const value = shown ? `${JSON.stringify(input)} ` : "";
+    return [path, value + issue.message].filter(Boolean).join(" ");
+  }).join("; ");
+}

@@ -1,0 +1,192 @@
+/**
+ * The cluster snapshot: which VIPs exist (with their route ids) and which pod
+ * is mapped to which VIP. Sources (mapping directories, the Kubernetes API)
+ * produce raw entries tagged with where they came from; `validateSnapshot`
+ * checks each entry and the cross-entry rules, rejects what is wrong with a
+ * message naming the origin and field, and keeps every valid entry.
+ */
+import { z } from "zod";
+import { cidrContains, compareIPv4, parseCidr, parseIPv4 } from "./ip.ts";
+import { type DatapathConfig, describeIssues, ipv4, routeId } from "./schema.ts";
+
+/** A VIP as a source read it: origin is a file path or an object reference. */
+export interface RawVip {
+  readonly origin: string;
+  readonly ip: unknown;
+  readonly routeId: unknown;
+}
+
+/** A pod → VIP mapping as a source read it. */
+export interface RawPod {
+  readonly origin: string;
+  readonly podIp: unknown;
+  readonly vip: unknown;
+}
+
+/** A rejected input: where it came from and why. */
+export interface Problem {
+  readonly origin: string;
+  readonly reason: string;
+}
+
+/** What a source hands to validation. `problems` are source-level (e.g. unreadable files). */
+export interface RawSnapshot {
+  readonly vips: readonly RawVip[];
+  readonly pods: readonly RawPod[];
+  readonly problems: readonly Problem[];
+}
+
+export interface Vip {
+  readonly ip: string;
+  readonly routeId: number;
+}
+
+export interface PodMapping {
+  readonly podIp: string;
+  readonly vip: string;
+}
+
+/** A validated snapshot; both lists sorted by address so equal inputs give equal snapshots. */
+export interface Snapshot {
+  readonly vips: readonly Vip[];
+  readonly pods: readonly PodMapping[];
+}
+
+/** Route ids from files arrive as text; from the API as numbers. Both meet the same rule. */
+const routeIdInput = z.preprocess(
+  (value) => (typeof value === "string" && /^\s*[0-9]+\s*$/.test(value) ? Number(value) : value),
+  routeId,
+);
+
+const VipSchema = z.object({ ip: ipv4, routeId: routeIdInput });
+const PodSchema = z.object({ podIp: ipv4, vip: ipv4 });
+
+/** How fields are named in messages: the words an operator uses, not our property names. */
+const FIELD_LABELS = { podIp: "pod IP", vip: "VIP", ip: "VIP", routeId: "route id" };
+
+/** Formats a problem for logs: "origin: reason". */
+export function formatProblem(problem: Problem): string {
+  return `${problem.origin}: ${problem.reason}`;
+}
+
+function groupBy<T>(items: readonly T[], key: (item: T) => string): Map<string, T[]> {
+  const groups = new Map<string, T[]>();
+  for (const item of items) {
+    const k = key(item);
+    const group = groups.get(k);
+    if (group) group.push(item);
+    else groups.set(k, [item]);
+  }
+  return groups;
+}
+
+/**
+ * Validates a raw snapshot against the datapath settings. Never throws on bad
+ * input: every bad entry becomes a Problem and every good one is kept.
+ */
+export function validateSnapshot(
+  raw: RawSnapshot,
+  config: Pick<DatapathConfig, "podCidrs" | "serviceCidrs">,
+): { snapshot: Snapshot; problems: Problem[] } {
+  const problems: Problem[] = [...raw.problems];
+  const podRanges = config.podCidrs.map((text) => ({ text, cidr: parseCidr(text)! }));
+  const serviceRanges = config.serviceCidrs.map((text) => ({ text, cidr: parseCidr(text)! }));
+  const rangeHolding = (ranges: typeof podRanges, ip: string) =>
+    ranges.find((range) => cidrContains(range.cidr, parseIPv4(ip)!));
+
+  // 1. VIP entries on their own.
+  const vipCandidates: (Vip & { origin: string })[] = [];
+  for (const entry of raw.vips) {
+    const parsed = VipSchema.safeParse(entry);
+    if (!parsed.success) {
+      problems.push({ origin: entry.origin, reason: describeIssues(parsed.error, FIELD_LABELS) });
+      continue;
+    }
+    const inside = rangeHolding(podRanges, parsed.data.ip) ??
+      rangeHolding(serviceRanges, parsed.data.ip);
+    if (inside) {
+      problems.push({
+        origin: entry.origin,
+        reason: `VIP ${parsed.data.ip} lies inside the cluster range ${inside.text}`,
+      });
+      continue;
+    }
+    vipCandidates.push({ origin: entry.origin, ...parsed.data });
+  }
+
+  // 2. VIPs across entries: one address once, one route id once. On a clash
+  //    nobody can tell which entry is right, so all clashing entries are rejected.
+  const rejectedVips = new Map<string, string>();
+  for (const [ip, group] of groupBy(vipCandidates, (v) => v.ip)) {
+    if (group.length < 2) continue;
+    for (const vip of group) {
+      const others = group.filter((o) => o !== vip).map((o) => o.origin).join(", ");
+      problems.push({ origin: vip.origin, reason: `VIP ${ip} is also defined by ${others}` });
+      rejectedVips.set(ip, `VIP ${ip} is defined more than once`);
+    }
+  }
+  const uniqueVips = vipCandidates.filter((v) => !rejectedVips.has(v.ip));
+  for (const [id, group] of groupBy(uniqueVips, (v) => String(v.routeId))) {
+    if (group.length < 2) continue;
+    for (const vip of group) {
+      const others = group.filter((o) => o !== vip).map((o) => `${o.ip} (${o.origin})`).join(", ");
+      problems.push({
+        origin: vip.origin,
+        reason: `route id ${id} of VIP ${vip.ip} is also used by ${others}`,
+      });
+      rejectedVips.set(vip.ip, `VIP ${vip.ip} shares route id ${id} with another VIP`);
+    }
+  }
+  const vips = uniqueVips.filter((v) => !rejectedVips.has(v.ip))
+    .map(({ ip, routeId }) => ({ ip, routeId }))
+    .sort((a, b) => compareIPv4(a.ip, b.ip));
+  const knownVips = new Set(vips.map((v) => v.ip));
+
+  // 3. Pod entries on their own and against the VIPs.
+  const podCandidates: (PodMapping & { origin: string })[] = [];
+  for (const entry of raw.pods) {
+    const parsed = PodSchema.safeParse(entry);
+    if (!parsed.success) {
+      problems.push({ origin: entry.origin, reason: describeIssues(parsed.error, FIELD_LABELS) });
+      continue;
+    }
+    const { podIp, vip } = parsed.data;
+    if (!rangeHolding(podRanges, podIp)) {
+      problems.push({
+        origin: entry.origin,
+        reason: `pod IP ${podIp} is outside the pod ranges (${config.podCidrs.join(", ")})`,
+      });
+      continue;
+    }
+    if (!knownVips.has(vip)) {
+      problems.push({
+        origin: entry.origin,
+        reason: rejectedVips.has(vip)
+          ? `pod ${podIp} is mapped to a rejected VIP: ${rejectedVips.get(vip)}`
+          : `pod ${podIp} is mapped to VIP ${vip}, which has no route id`,
+      });
+      continue;
+    }
+    podCandidates.push({ origin: entry.origin, podIp, vip });
+  }
+
+  // 4. One pod IP, one VIP: a pod listed twice with different VIPs is ambiguous.
+  const pods: PodMapping[] = [];
+  for (const [podIp, group] of groupBy(podCandidates, (p) => p.podIp)) {
+    const distinct = new Set(group.map((p) => p.vip));
+    if (distinct.size === 1) {
+      pods.push({ podIp, vip: group[0].vip });
+      continue;
+    }
+    for (const pod of group) {
+      problems.push({
+        origin: pod.origin,
+        reason: `pod ${podIp} is mapped to several VIPs (${
+          [...distinct].sort(compareIPv4).join(", ")
+        })`,
+      });
+    }
+  }
+  pods.sort((a, b) => compareIPv4(a.podIp, b.podIp));
+  return { snapshot: { vips, pods }, problems };
+}

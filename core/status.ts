@@ -1,0 +1,159 @@
+/**
+ * `status`: what is in force on this node, read back from the kernel (our
+ * chains, the pods set and its counters), not from what we meant to write.
+ * Rendered as a table for people and as JSON for scripts.
+ */
+import { parseRuleCounters } from "./iptables.ts";
+import { compareIPv4 } from "./ip.ts";
+import { hex, routeIdOfMark } from "./marks.ts";
+import type { LiveState } from "./plan.ts";
+
+export interface VipStatus {
+  readonly vip: string;
+  readonly routeId: number;
+  readonly mark: string;
+  /** The role our rules give this node for the VIP. */
+  readonly role: "holder" | "forwarder";
+  /** Whether the VIP is on the interface right now. */
+  readonly held: boolean;
+  /** Mapped pods (cluster-wide) whose traffic uses this VIP. */
+  readonly pods: number;
+  /** Packets/bytes steered through this node for the VIP (pods set counters). */
+  readonly packets: number;
+  readonly bytes: number;
+  /** New connections SNATed (holder) or passed on unmasqueraded (forwarder). */
+  readonly connections: number;
+}
+
+export interface MappingStatus {
+  readonly podIp: string;
+  readonly vip: string;
+  readonly packets: number;
+  readonly bytes: number;
+}
+
+export interface NodeStatus {
+  readonly interface: string;
+  readonly addresses: readonly string[];
+  readonly vips: readonly VipStatus[];
+  readonly mappings: readonly MappingStatus[];
+  /** Lines a pass would write now (undefined when the inputs could not be read). */
+  readonly pendingLines?: number;
+  readonly problems: readonly string[];
+}
+
+const NAT_RULE =
+  /--mark (0x[0-9a-f]+)\/(0x[0-9a-f]+) .*--comment "kube-egress ([0-9.]+) (holder|forward)"/;
+
+/** Builds the status from a live state read with counters (`iptables-save -c`). */
+export function nodeStatus(
+  live: LiveState,
+  natSaveWithCounters: string,
+  iface: string,
+  extra: { pendingLines?: number; problems?: readonly string[] } = {},
+): NodeStatus {
+  const addresses = new Set(live.routes.addresses);
+  const vipOfMark = new Map<number, VipStatus>();
+  for (const counter of parseRuleCounters(natSaveWithCounters, "nat")) {
+    const match = NAT_RULE.exec(counter.rule);
+    if (!match) continue;
+    const mark = parseInt(match[1], 16);
+    const mask = parseInt(match[2], 16);
+    vipOfMark.set(mark, {
+      vip: match[3],
+      routeId: routeIdOfMark(mark, mask),
+      mark: hex(mark),
+      role: match[4] === "holder" ? "holder" : "forwarder",
+      held: addresses.has(match[3]),
+      pods: 0,
+      packets: 0,
+      bytes: 0,
+      connections: counter.packets,
+    });
+  }
+  const mappings: MappingStatus[] = [];
+  for (const [podIp, entry] of live.sets.pods) {
+    const vip = vipOfMark.get(entry.mark);
+    if (!vip) continue;
+    vipOfMark.set(entry.mark, {
+      ...vip,
+      pods: vip.pods + 1,
+      packets: vip.packets + entry.packets,
+      bytes: vip.bytes + entry.bytes,
+    });
+    mappings.push({ podIp, vip: vip.vip, packets: entry.packets, bytes: entry.bytes });
+  }
+  return {
+    interface: iface,
+    addresses: [...addresses].sort(compareIPv4),
+    vips: [...vipOfMark.values()].sort((a, b) => compareIPv4(a.vip, b.vip)),
+    mappings: mappings.sort((a, b) => compareIPv4(a.podIp, b.podIp)),
+    pendingLines: extra.pendingLines,
+    problems: extra.problems ?? [],
+  };
+}
+
+/** Formats a byte count for people: 1.5 KiB, 3.2 MiB. */
+export function formatBytes(bytes: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return unit === 0 ? `${value} B` : `${value.toFixed(1)} ${units[unit]}`;
+}
+
+/** Lays rows out in aligned columns under a header. */
+export function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  return [header, ...rows].map((row) =>
+    row.map((cell, i) => cell.padEnd(widths[i])).join("  ").trimEnd()
+  )
+    .join("\n");
+}
+
+/** The human-readable status. */
+export function renderStatus(status: NodeStatus): string {
+  const out: string[] = [];
+  out.push(`interface ${status.interface}: ${status.addresses.join(", ") || "no IPv4 address"}`);
+  if (status.pendingLines === undefined) out.push("sync: unknown (inputs unreadable)");
+  else if (status.pendingLines === 0) out.push("sync: in sync with the inputs");
+  else out.push(`sync: ${status.pendingLines} change(s) pending; run \`plan\` to see them`);
+  out.push("");
+  if (status.vips.length === 0) out.push("no VIPs programmed on this node");
+  else {
+    out.push(table(
+      ["VIP", "ROUTE", "MARK", "ROLE", "HELD", "PODS", "PACKETS", "BYTES", "NEW CONNS"],
+      status.vips.map((v) => [
+        v.vip,
+        String(v.routeId),
+        v.mark,
+        v.role,
+        v.held ? "yes" : "no",
+        String(v.pods),
+        String(v.packets),
+        formatBytes(v.bytes),
+        String(v.connections),
+      ]),
+    ));
+  }
+  if (status.mappings.length > 0) {
+    out.push(
+      "",
+      table(
+        ["POD IP", "VIP", "PACKETS", "BYTES"],
+        status.mappings.map((m) => [m.podIp, m.vip, String(m.packets), formatBytes(m.bytes)]),
+      ),
+    );
+  }
+  if (status.problems.length > 0) {
+    out.push(
+      "",
+      `rejected inputs (${status.problems.length}):`,
+      ...status.problems.map((p) => `  ${p}`),
+    );
+  }
+  return out.join("\n") + "\n";
+}
