@@ -13,11 +13,10 @@ import { readMappingDirs } from "./files.ts";
 import { createLogger, type Logger } from "./log.ts";
 import {
   collectList,
-  CommonFlags,
   type CommonSettings,
+  commonSettings,
   DATAPATH_FLAGS,
-  parseFlags,
-  updateInterval,
+  runSettings,
 } from "./options.ts";
 import { type Host, InterfaceMissingError, systemHost } from "./system.ts";
 import { AGENT_TOOLS, ensureTools } from "./tools.ts";
@@ -44,7 +43,7 @@ function addDatapathFlags(command: Command): Command {
 }
 
 function settingsFrom(options: Record<string, unknown>): CommonSettings {
-  const parsed = parseFlags(CommonFlags, options);
+  const parsed = commonSettings(options);
   if (!parsed.ok) throw new Exit(2, `invalid flags: ${parsed.message}`);
   return parsed.value;
 }
@@ -80,9 +79,9 @@ function waitForSignal(log: Logger): Promise<string> {
 }
 
 async function runCommand(options: Record<string, unknown>, host: Host): Promise<number> {
-  const settings = settingsFrom(options);
-  const interval = parseFlags(updateInterval, options.updateInterval);
-  if (!interval.ok) throw new Exit(2, `invalid flags: ${interval.message}`);
+  const parsed = runSettings(options);
+  if (!parsed.ok) throw new Exit(2, `invalid flags: ${parsed.message}`);
+  const settings = parsed.value;
   const log = createLogger(settings.logFormat);
   await preflight(host, settings);
   const agent = newAgent(host, log, settings, options.dryRun === true);
@@ -90,12 +89,12 @@ async function runCommand(options: Record<string, unknown>, host: Host): Promise
     await agent.deleteAll();
     return 0;
   }
-  if (interval.value === undefined) {
+  if (settings.intervalSeconds === undefined) {
     const result = await agent.pass("once");
     return result.ok ? 0 : 1;
   }
   await runLoop(agent, host, settings.config, log, {
-    intervalSeconds: interval.value,
+    intervalSeconds: settings.intervalSeconds,
     watchPaths: [settings.podVipDir, settings.vipRouteDir],
     cleanupOnExit: options.cleanupOnExit === true,
     stop: waitForSignal(log),

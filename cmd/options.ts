@@ -82,53 +82,46 @@ const LABELS: Record<string, string> = {
   markMask: "--mark-mask",
   rulePriority: "--rule-priority",
   routeProtocol: "--route-protocol",
-  podSubnet: "--pod-subnet",
-  serviceSubnet: "--service-subnet",
-  excludeCidr: "--exclude-cidr",
-  podipVipMappings: "--podip-vip-mappings",
-  vipRouteidMappings: "--vip-routeid-mappings",
+  podVipDir: "--podip-vip-mappings",
+  vipRouteDir: "--vip-routeid-mappings",
+  config: "",
   updateInterval: "--update-interval",
   logFormat: "--log-format",
 };
 
-const integerText = z.string().regex(/^[0-9]+$/, { error: "must be a whole number" }).transform(
-  Number,
-);
+/** Whole numbers arrive from the command line as text. */
+const integerText = (schema: z.ZodInt) =>
+  z.string().regex(/^[0-9]+$/, { error: "must be a whole number" }).transform(Number).pipe(schema);
 
-/** What commander hands over (camel-cased flag names), checked and turned into settings. */
-export const CommonFlags = z.object({
-  interface: z.string(),
-  podSubnet: z.array(z.string()),
-  serviceSubnet: z.array(z.string()),
-  excludeCidr: z.array(z.string()),
-  markMask: z.string(),
-  rulePriority: integerText,
-  routeProtocol: integerText,
-  podipVipMappings: z.string().min(1, { error: "must name a directory" }),
-  vipRouteidMappings: z.string().min(1, { error: "must name a directory" }),
+/** Every shared flag, checked in one pass so that all bad flags are named at once. */
+const CommonSettingsSchema = z.object({
+  config: DatapathConfig.extend({
+    rulePriority: integerText(DatapathConfig.shape.rulePriority),
+    routeProtocol: integerText(DatapathConfig.shape.routeProtocol),
+  }),
+  podVipDir: z.string().min(1, { error: "must name a directory" }),
+  vipRouteDir: z.string().min(1, { error: "must name a directory" }),
   logFormat: z.enum(["text", "json"], { error: 'must be "text" or "json"' }),
-}).transform((flags, ctx) => {
-  const config = DatapathConfig.safeParse({
-    interface: flags.interface,
-    podCidrs: flags.podSubnet,
-    serviceCidrs: flags.serviceSubnet,
-    excludeCidrs: flags.excludeCidr,
-    markMask: flags.markMask,
-    rulePriority: flags.rulePriority,
-    routeProtocol: flags.routeProtocol,
-  }, { reportInput: true });
-  if (!config.success) {
-    for (const issue of config.error.issues) ctx.addIssue({ ...issue, code: "custom" } as never);
-    return z.NEVER;
-  }
-  return {
-    config: config.data,
+});
+export type CommonSettings = z.output<typeof CommonSettingsSchema>;
+
+/** Turns commander's options (camel-cased flag names) into validated settings. */
+export function commonSettings(flags: Record<string, unknown>): ParseResult<CommonSettings> {
+  return parseFlags(CommonSettingsSchema, {
+    config: {
+      interface: flags.interface,
+      podCidrs: flags.podSubnet,
+      serviceCidrs: flags.serviceSubnet,
+      excludeCidrs: flags.excludeCidr,
+      markMask: flags.markMask,
+      rulePriority: flags.rulePriority,
+      routeProtocol: flags.routeProtocol,
+    },
     podVipDir: flags.podipVipMappings,
     vipRouteDir: flags.vipRouteidMappings,
     logFormat: flags.logFormat,
-  };
-});
-export type CommonSettings = z.output<typeof CommonFlags>;
+  });
+}
 
 /** `-u` as in egress.sh: seconds between passes; absent or empty = apply once and exit. */
 export const updateInterval = z.union([z.undefined(), z.literal(""), z.string()]).transform(
@@ -147,11 +140,29 @@ export const updateInterval = z.union([z.undefined(), z.literal(""), z.string()]
   },
 );
 
+/** A validated value, or the message naming every bad flag. */
+export type ParseResult<T> = { ok: true; value: T } | { ok: false; message: string };
+
+/** `run`'s settings: the shared ones plus the interval, all checked before any error is shown. */
+export function runSettings(
+  flags: Record<string, unknown>,
+): ParseResult<CommonSettings & { intervalSeconds: number | undefined }> {
+  const common = commonSettings(flags);
+  const interval = parseFlags(z.object({ updateInterval }), {
+    updateInterval: flags.updateInterval,
+  });
+  if (common.ok && interval.ok) {
+    return { ok: true, value: { ...common.value, intervalSeconds: interval.value.updateInterval } };
+  }
+  const messages = [common, interval].flatMap((r) => (r.ok ? [] : [r.message]));
+  return { ok: false, message: messages.join("; ") };
+}
+
 /** Validates flags; on failure returns one message naming each bad flag. */
 export function parseFlags<T extends z.ZodType>(
   schema: T,
   flags: unknown,
-): { ok: true; value: z.output<T> } | { ok: false; message: string } {
+): ParseResult<z.output<T>> {
   const parsed = schema.safeParse(flags, { reportInput: true });
   if (parsed.success) return { ok: true, value: parsed.data };
   return { ok: false, message: describeIssues(parsed.error, LABELS) };

@@ -119,7 +119,7 @@ export function describeIssues(error: z.ZodError, labels: Record<string, string>
     const shown = typeof input === "string" || typeof input === "number";
     const path = issue.path
       .filter((p) => !(shown && typeof p === "number"))
-      .map((p) => labels[String(p)] ?? String(p)).join(".");
+      .map((p) => labels[String(p)] ?? String(p)).filter(Boolean).join(".");
     const value = shown ? `${JSON.stringify(input)} ` : "";
     return [path, value + issue.message].filter(Boolean).join(" ");
   }).join("; ");

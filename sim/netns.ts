@@ -1,0 +1,117 @@
+/**
+ * Network namespaces owned by one simulator run. Every namespace name starts
+ * with the run's unique id, is recorded the moment it is created, and is
+ * deleted (after killing whatever runs inside it) by `destroy`, which the
+ * callers run on success, failure and Ctrl-C. Nothing here creates a link in
+ * the root namespace: veth pairs are born inside their namespaces.
+ */
+import $ from "dax";
+
+/** A short unique id for namespace names: "ke" + 6 hex digits. */
+export function newRunId(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(3));
+  return "ke" + [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+export interface ExecResult {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** One namespace: run commands in it. */
+export class Netns {
+  constructor(readonly name: string) {}
+
+  /** Runs a command inside the namespace; throws with its stderr on failure. */
+  async run(
+    args: readonly string[],
+    options: { stdin?: string; timeoutMs?: number } = {},
+  ): Promise<string> {
+    const result = await this.exec(args, options);
+    if (result.code !== 0) {
+      throw new Error(
+        `[${this.name}] ${args.join(" ")} failed (exit ${result.code}): ${result.stderr.trim()}`,
+      );
+    }
+    return result.stdout;
+  }
+
+  /** Runs a command inside the namespace and returns its exit code and output. */
+  async exec(
+    args: readonly string[],
+    options: { stdin?: string; timeoutMs?: number } = {},
+  ): Promise<ExecResult> {
+    let command = $`ip netns exec ${this.name} ${args}`.stdout("piped").stderr("piped").noThrow();
+    if (options.stdin !== undefined) command = command.stdinText(options.stdin);
+    command = command.timeout(options.timeoutMs ?? 30_000);
+    const result = await command;
+    return { code: result.code, stdout: result.stdout, stderr: result.stderr };
+  }
+
+  /** Runs several `ip` commands in one process (`ip -batch`). */
+  async ip(lines: readonly string[]): Promise<void> {
+    if (lines.length > 0) await this.run(["ip", "-batch", "-"], { stdin: lines.join("\n") + "\n" });
+  }
+
+  /** Sets sysctls ("net.ipv4.ip_forward=1") inside the namespace. */
+  async sysctl(...settings: string[]): Promise<void> {
+    for (const setting of settings) {
+      const [key, value] = setting.split("=");
+      await this.run(["sh", "-c", `echo ${value} > /proc/sys/${key.replaceAll(".", "/")}`]);
+    }
+  }
+
+  /** Starts a long-running process inside the namespace. */
+  spawn(args: readonly string[], options: { stdout?: "piped" | "null" | "inherit" } = {}) {
+    return new Deno.Command("ip", {
+      args: ["netns", "exec", this.name, ...args],
+      stdout: options.stdout ?? "null",
+      stderr: "piped",
+      stdin: "null",
+    }).spawn();
+  }
+}
+
+/** The namespaces of one run, created and destroyed together. */
+export class NetnsSet {
+  readonly #created: Netns[] = [];
+  constructor(readonly runId: string) {}
+
+  /** Creates `<runId>-<suffix>` with loopback up. */
+  async create(suffix: string): Promise<Netns> {
+    const name = `${this.runId}-${suffix}`;
+    await $`ip netns add ${name}`.quiet();
+    const ns = new Netns(name);
+    this.#created.push(ns);
+    await ns.ip(["link set lo up"]);
+    return ns;
+  }
+
+  get all(): readonly Netns[] {
+    return this.#created;
+  }
+
+  /** Kills every process in our namespaces, then deletes them. Safe to call twice. */
+  async destroy(): Promise<void> {
+    const namespaces = this.#created.splice(0).reverse();
+    for (const ns of namespaces) {
+      const pids = (await $`ip netns pids ${ns.name}`.noThrow().quiet().text().catch(() => ""))
+        .split("\n").map((p) => p.trim()).filter(Boolean);
+      for (const pid of pids) {
+        try {
+          Deno.kill(Number(pid), "SIGKILL");
+        } catch {
+          // Already gone.
+        }
+      }
+    }
+    for (const ns of namespaces) await $`ip netns del ${ns.name}`.noThrow().quiet();
+  }
+}
+
+/** Namespaces left by earlier runs (names starting with our "ke" prefix and a run id). */
+export async function leftoverNamespaces(): Promise<string[]> {
+  const text = await $`ip netns list`.noThrow().quiet().text();
+  return text.split("\n").map((l) => l.split(" ")[0]).filter((n) => /^ke[0-9a-f]{6}-/.test(n));
+}

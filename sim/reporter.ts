@@ -1,0 +1,43 @@
+/**
+ * The outside host's witness: answers every TCP connection and UDP datagram
+ * with the source address it saw, and logs each one as a JSON line
+ * ({"t": ms since epoch, "proto": "tcp"|"udp", "src": "a.b.c.d", "data": "..."})
+ * on stdout, so the simulator can both ask and watch.
+ *
+ * Usage (inside a namespace): deno run --allow-net sim/reporter.ts <tcpPort> <udpPort>
+ */
+import dgram from "node:dgram";
+
+const [tcpPort = "7000", udpPort = "7001"] = Deno.args;
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+function record(proto: string, src: string, data: string) {
+  console.log(JSON.stringify({ t: Date.now(), proto, src, data: data.trim().slice(0, 64) }));
+}
+
+const udp = dgram.createSocket("udp4");
+udp.on("message", (message, peer) => {
+  record("udp", peer.address, message.toString());
+  udp.send(`${peer.address}\n`, peer.port, peer.address);
+});
+udp.bind(Number(udpPort), "0.0.0.0");
+
+const listener = Deno.listen({ port: Number(tcpPort), hostname: "0.0.0.0" });
+console.log(
+  JSON.stringify({ t: Date.now(), proto: "ready", src: "", data: `${tcpPort}/${udpPort}` }),
+);
+for await (const conn of listener) {
+  (async () => {
+    const src = (conn.remoteAddr as Deno.NetAddr).hostname;
+    const buffer = new Uint8Array(64);
+    // Read what the client says first (a tag), with a short limit, then answer.
+    const read = await Promise.race([
+      conn.read(buffer),
+      new Promise<null>((r) => setTimeout(() => r(null), 200)),
+    ]);
+    record("tcp", src, read ? decoder.decode(buffer.subarray(0, read)) : "");
+    await conn.write(encoder.encode(`${src}\n`)).catch(() => {});
+    conn.close();
+  })().catch(() => {});
+}

@@ -1,0 +1,157 @@
+import assert from "node:assert/strict";
+import { Agent, runLoop } from "../cmd/agent.ts";
+import { createLogger } from "../cmd/log.ts";
+import type { RawSnapshot } from "../core/snapshot.ts";
+import { FakeKernel } from "./fake_kernel.ts";
+import { raw, testConfig } from "./helpers.ts";
+
+function setup(inputs: () => RawSnapshot | Promise<RawSnapshot>, dryRun = false) {
+  const kernel = new FakeKernel();
+  const host = kernel.host();
+  const lines: string[] = [];
+  const printed: string[] = [];
+  const log = createLogger("text", (line) => lines.push(line.replace(/^\S+ /, "")));
+  const agent = new Agent(host, log, {
+    config: testConfig(),
+    readInputs: async () => await inputs(),
+    dryRun,
+    print: (t) => printed.push(t),
+  });
+  return { kernel, host, lines, printed, agent, log };
+}
+
+const GOOD = raw({ "192.0.2.50": "5" }, { "10.244.1.5": "192.0.2.50" });
+
+Deno.test("agent: a bad input is reported once, not every pass, and its fix is reported", async () => {
+  let inputs = raw({ "192.0.2.50": "5" }, {
+    "10.244.1.5": "192.0.2.50",
+    "10.244.1.6": "192.0.2.99",
+  });
+  const { agent, lines, kernel } = setup(() => inputs);
+  for (let i = 0; i < 3; i++) assert.equal((await agent.pass("test")).ok, true);
+  const rejected = lines.filter((l) => l.includes("input rejected"));
+  assert.equal(rejected.length, 1);
+  assert.match(
+    rejected[0],
+    /pods\/10.244.1.6: pod 10.244.1.6 is mapped to VIP 192.0.2.99, which has no route id/,
+  );
+  // The valid mapping is in force despite the bad one.
+  assert.deepEqual([...kernel.sets.get("kube-egress-pods")!.entries.keys()], ["10.244.1.5"]);
+  inputs = GOOD;
+  await agent.pass("test");
+  assert.equal(lines.filter((l) => l.includes("input problem gone")).length, 1);
+});
+
+Deno.test("agent: a VIP transition is logged once with old and new role; unchanged passes are silent", async () => {
+  const { agent, lines, kernel } = setup(() => GOOD);
+  await agent.pass("start");
+  const count = lines.length;
+  await agent.pass("resync");
+  assert.equal(lines.length, count, "an unchanged pass logs nothing");
+  kernel.interfaces.get("eth0")!.push("192.0.2.50");
+  await agent.pass("address change");
+  await agent.pass("resync");
+  const roles = lines.filter((l) => l.includes("VIP role"));
+  assert.deepEqual(roles, [
+    "INFO  VIP role vip=192.0.2.50 from=none to=forwarder",
+    "INFO  VIP role vip=192.0.2.50 from=forwarder to=holder",
+  ]);
+});
+
+Deno.test("agent: unreadable inputs fail the pass and keep the applied state; the error is logged once", async () => {
+  let fail = false;
+  const { agent, lines, kernel } = setup(() => {
+    if (fail) throw new Error("mapping directory /x does not exist");
+    return GOOD;
+  });
+  await agent.pass("start");
+  const before = kernel.dump();
+  fail = true;
+  for (let i = 0; i < 3; i++) assert.equal((await agent.pass("resync")).ok, false);
+  assert.equal(kernel.dump(), before);
+  assert.equal(lines.filter((l) => l.includes("pass failed")).length, 1);
+  fail = false;
+  assert.equal((await agent.pass("resync")).ok, true);
+  assert.equal(lines.filter((l) => l.includes("pass succeeded again")).length, 1);
+});
+
+Deno.test("agent: a missing interface is reported before anything changes", async () => {
+  const { agent, kernel } = setup(() => GOOD);
+  kernel.interfaces.clear();
+  const result = await agent.pass("start");
+  assert.equal(result.ok, false);
+  assert.equal(result.interfaceMissing, true);
+  assert.match(result.error!, /interface eth0 does not exist/);
+  assert.equal(kernel.applied.length, 0);
+});
+
+Deno.test("agent: dry run prints the transaction and changes nothing", async () => {
+  const { agent, kernel, printed } = setup(() => GOOD, true);
+  const result = await agent.pass("once");
+  assert.equal(result.changed, true);
+  assert.equal(kernel.applied.length, 0);
+  assert.match(printed.join(""), /add kube-egress-pods 10.244.1.5 skbmark 0x5\/0xff/);
+});
+
+Deno.test("agent loop: reacts to an address change without waiting for the interval; keeps rules on stop", async () => {
+  const { agent, kernel, host, log, lines } = setup(() => GOOD);
+  let stop!: () => void;
+  const stopped = new Promise<void>((r) => (stop = r));
+  const loop = runLoop(agent, host, testConfig(), log, {
+    intervalSeconds: 3600,
+    watchPaths: [],
+    cleanupOnExit: false,
+    stop: stopped,
+  });
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(kernel.rules.length, 1);
+  kernel.interfaces.get("eth0")!.push("192.0.2.50");
+  host.fireAddressChange();
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(kernel.rules.length, 0, "the VIP arrived: its policy rule is gone");
+  stop();
+  await loop;
+  assert.ok(kernel.sets.has("kube-egress-pods"), "rules stay in place on a normal stop");
+  assert.ok(lines.some((l) => l.includes("rules stay in place")));
+});
+
+Deno.test("agent loop: --cleanup-on-exit removes everything on stop", async () => {
+  const { agent, kernel, host, log } = setup(() => GOOD);
+  const baseline = kernel.dump();
+  let stop!: () => void;
+  const stopped = new Promise<void>((r) => (stop = r));
+  const loop = runLoop(agent, host, testConfig(), log, {
+    intervalSeconds: 3600,
+    watchPaths: [],
+    cleanupOnExit: true,
+    stop: stopped,
+  });
+  await new Promise((r) => setTimeout(r, 20));
+  assert.ok(kernel.sets.size > 0);
+  stop();
+  await loop;
+  assert.equal(kernel.dump(), baseline);
+});
+
+Deno.test("agent loop: triggers during a pass coalesce into one more pass", async () => {
+  let reads = 0;
+  const { agent, host, log } = setup(async () => {
+    reads++;
+    await new Promise((r) => setTimeout(r, 30));
+    return GOOD;
+  });
+  let stop!: () => void;
+  const stopped = new Promise<void>((r) => (stop = r));
+  const loop = runLoop(agent, host, testConfig(), log, {
+    intervalSeconds: 3600,
+    watchPaths: [],
+    cleanupOnExit: false,
+    stop: stopped,
+  });
+  await new Promise((r) => setTimeout(r, 5));
+  for (let i = 0; i < 5; i++) host.fireAddressChange();
+  await new Promise((r) => setTimeout(r, 120));
+  stop();
+  await loop;
+  assert.equal(reads, 2, "the start pass plus one coalesced pass");
+});

@@ -1,0 +1,176 @@
+import assert from "node:assert/strict";
+import { main } from "../cmd/main.ts";
+import { FakeKernel } from "./fake_kernel.ts";
+
+/** Runs the CLI against a fake node, capturing stdout and stderr. */
+async function cli(args: string[], kernel = new FakeKernel()) {
+  const out: string[] = [];
+  const err: string[] = [];
+  const saved = { log: console.log, error: console.error };
+  console.log = (...a: unknown[]) => out.push(a.join(" "));
+  console.error = (...a: unknown[]) => err.push(a.join(" "));
+  const stdoutWrite = Deno.stdout.writeSync;
+  try {
+    const code = await main(args, kernel.host());
+    return { code, out: out.join("\n"), err: err.join("\n"), kernel };
+  } finally {
+    Object.assign(console, saved);
+    Deno.stdout.writeSync = stdoutWrite;
+  }
+}
+
+async function mappingDirs(pods: Record<string, string>, vips: Record<string, string>) {
+  const root = await Deno.makeTempDir({ prefix: "kube-egress-cli-" });
+  await Deno.mkdir(`${root}/p`);
+  await Deno.mkdir(`${root}/v`);
+  for (const [k, v] of Object.entries(pods)) await Deno.writeTextFile(`${root}/p/${k}`, v);
+  for (const [k, v] of Object.entries(vips)) await Deno.writeTextFile(`${root}/v/${k}`, v);
+  return { root, flags: ["-p", "10.244.0.0/16", "-v", `${root}/p`, "-r", `${root}/v`] };
+}
+
+Deno.test("cli: egress.sh flags, short and long, are accepted and applied once", async () => {
+  const { root } = await mappingDirs({ "10.244.1.5": "192.0.2.50\n" }, { "192.0.2.50": "5\n" });
+  const r = await cli([
+    "run",
+    "--interface",
+    "eth0",
+    "--pod-subnet",
+    "10.244.0.0/16",
+    "--service-subnet",
+    "10.96.0.0/12",
+    "--podip-vip-mappings",
+    `${root}/p`,
+    "--vip-routeid-mappings",
+    `${root}/v`,
+  ]);
+  assert.equal(r.code, 0, r.err);
+  assert.deepEqual([...r.kernel.sets.get("kube-egress-pods")!.entries.keys()], ["10.244.1.5"]);
+  const short = await cli([
+    "run",
+    "-i",
+    "eth0",
+    "-p",
+    "10.244.0.0/16",
+    "-s",
+    "10.96.0.0/12",
+    "-v",
+    `${root}/p`,
+    "-r",
+    `${root}/v`,
+    "-d",
+  ], r.kernel);
+  assert.equal(short.code, 0, short.err);
+  assert.equal(r.kernel.sets.size, 0, "-d removed everything");
+  await Deno.remove(root, { recursive: true });
+});
+
+Deno.test("cli: bad flags are a usage error naming each flag and value", async () => {
+  const r = await cli([
+    "run",
+    "-p",
+    "10.244.0.1/16",
+    "--mark-mask",
+    "0x7",
+    "-u",
+    "soon",
+    "--log-format",
+    "xml",
+  ]);
+  assert.equal(r.code, 2);
+  assert.match(r.err, /--pod-subnet "10.244.0.1\/16" has host bits set/);
+  assert.match(r.err, /--mark-mask "0x7" needs 8 consecutive bits/);
+  assert.match(r.err, /--log-format/);
+  const u = await cli(["run", "-p", "10.244.0.0/16", "-u", "soon"]);
+  assert.equal(u.code, 2);
+  assert.match(u.err, /--update-interval "soon" must be a number of seconds/);
+});
+
+Deno.test("cli: list flags repeat and comma-separate; defaults are replaced, not extended", async () => {
+  const { root, flags } = await mappingDirs({ "10.1.0.5": "192.0.2.50" }, { "192.0.2.50": "5" });
+  const r = await cli([
+    "plan",
+    ...flags,
+    "-p",
+    "10.1.0.0/16,10.2.0.0/16",
+    "--exclude-cidr",
+    "192.168.0.0/16",
+    "--exclude-cidr",
+    "172.16.0.0/12",
+  ]);
+  assert.equal(r.code, 0, r.err);
+  for (
+    const cidr of [
+      "10.1.0.0/16",
+      "10.2.0.0/16",
+      "10.244.0.0/16",
+      "192.168.0.0/16",
+      "172.16.0.0/12",
+      "10.96.0.0/12",
+    ]
+  ) {
+    assert.match(r.out, new RegExp(`add kube-egress-nosteer ${cidr.replace(/\./g, "\\.")}`));
+  }
+  assert.doesNotMatch(
+    r.out,
+    /10\.32\.0\.0\/12/,
+    "the default pod range is replaced by the given ones",
+  );
+  await Deno.remove(root, { recursive: true });
+});
+
+Deno.test("cli: plan prints roles, rejected inputs and the exact payload, and changes nothing", async () => {
+  const { root, flags } = await mappingDirs({
+    "10.244.1.5": "192.0.2.50",
+    "10.244.1.6": "192.0.2.77",
+  }, { "192.0.2.50": "5" });
+  const r = await cli(["plan", ...flags]);
+  assert.equal(r.code, 0, r.err);
+  assert.match(r.out, /# {3}VIP 192.0.2.50 route 5 mark 0x5: forwarder/);
+  assert.match(
+    r.out,
+    /# rejected: .*10.244.1.6: pod 10.244.1.6 is mapped to VIP 192.0.2.77, which has no route id/,
+  );
+  assert.match(r.out, /rule add pref 1000 fwmark 0x5\/0xff lookup 5 proto 233/);
+  assert.equal(r.kernel.applied.length, 0);
+  await Deno.remove(root, { recursive: true });
+});
+
+Deno.test("cli: status shows roles, counters and pending changes, as a table and as JSON", async () => {
+  const { root, flags } = await mappingDirs({
+    "10.244.1.5": "192.0.2.50",
+    "10.244.2.5": "192.0.2.51",
+  }, { "192.0.2.50": "5", "192.0.2.51": "6" });
+  const kernel = new FakeKernel();
+  kernel.interfaces.get("eth0")!.push("192.0.2.50");
+  assert.equal((await cli(["run", ...flags], kernel)).code, 0);
+  const table = await cli(["status", ...flags], kernel);
+  assert.match(table.out, /sync: in sync with the inputs/);
+  assert.match(table.out, /192\.0\.2\.50\s+5\s+0x5\s+holder\s+yes\s+1/);
+  assert.match(table.out, /192\.0\.2\.51\s+6\s+0x6\s+forwarder\s+no\s+1/);
+  const json = JSON.parse((await cli(["status", ...flags, "--json"], kernel)).out);
+  assert.equal(json.pendingLines, 0);
+  assert.deepEqual(json.vips.map((v: { vip: string; role: string }) => [v.vip, v.role]), [[
+    "192.0.2.50",
+    "holder",
+  ], ["192.0.2.51", "forwarder"]]);
+  await Deno.writeTextFile(`${root}/p/10.244.3.3`, "192.0.2.51");
+  assert.match((await cli(["status", ...flags], kernel)).out, /sync: 1 change\(s\) pending/);
+  await Deno.remove(root, { recursive: true });
+});
+
+Deno.test("cli: a missing interface is fatal before any change; missing directories fail the pass", async () => {
+  const { root, flags } = await mappingDirs({}, {});
+  const r = await cli(["run", ...flags, "-i", "bond7"]);
+  assert.equal(r.code, 1);
+  assert.match(r.err, /interface bond7 does not exist on this node/);
+  assert.equal(r.kernel.applied.length, 0);
+  const d = await cli(["run", "-p", "10.244.0.0/16", "-v", `${root}/nope`, "-r", `${root}/v`]);
+  assert.equal(d.code, 1);
+  assert.match(d.err, /mapping directory .*nope does not exist/);
+  await Deno.remove(root, { recursive: true });
+});
+
+Deno.test("cli: help lists the commands and the old flags", async () => {
+  const r = await cli(["run", "--help"]);
+  assert.equal(r.code, 0);
+});

@@ -1,0 +1,65 @@
+import assert from "node:assert/strict";
+import { desiredState } from "../core/desired.ts";
+import { snapshot, testConfig } from "./helpers.ts";
+
+const snap = snapshot(
+  { "192.0.2.50": 5, "192.0.2.51": 6 },
+  { "10.244.1.5": "192.0.2.50", "10.244.2.7": "192.0.2.51", "10.244.1.6": "192.0.2.51" },
+);
+
+Deno.test("desired: the holder SNATs, the others forward; roles by exact address", () => {
+  const desired = desiredState(
+    snap,
+    testConfig(),
+    ["192.0.2.11", "192.0.2.500", "192.0.2.510"].concat(["192.0.2.50"]),
+  );
+  assert.deepEqual(desired.roles.map((r) => [r.ip, r.role]), [["192.0.2.50", "holder"], [
+    "192.0.2.51",
+    "forwarder",
+  ]]);
+  assert.deepEqual(desired.chains.nat, [
+    '-A KUBE-EGRESS-SNAT -o eth0 -m mark --mark 0x5/0xff -m comment --comment "kube-egress 192.0.2.50 holder" -j SNAT --to-source 192.0.2.50 --random-fully',
+    '-A KUBE-EGRESS-SNAT -o eth0 -m mark --mark 0x6/0xff -m comment --comment "kube-egress 192.0.2.51 forward" -j ACCEPT',
+  ]);
+  assert.deepEqual(desired.rules, [{ priority: 1000, mark: 6, mask: 0xff, table: 6 }]);
+  assert.deepEqual(desired.routes, [{ table: 6, gateway: "192.0.2.51", dev: "eth0" }]);
+});
+
+Deno.test("desired: a node holding no VIP routes every VIP's traffic to its holder", () => {
+  const desired = desiredState(snap, testConfig(), ["192.0.2.11", "192.0.2.5"]);
+  assert.deepEqual(desired.roles.map((r) => r.role), ["forwarder", "forwarder"]);
+  assert.equal(desired.rules.length, 2);
+  assert.equal(desired.routes.length, 2);
+});
+
+Deno.test("desired: one mark rule whatever the pod count; pods carry their VIP's mark", () => {
+  const desired = desiredState(snap, testConfig({ markMask: "0xff00" }), []);
+  assert.equal(desired.chains.mangle.length, 1);
+  assert.match(
+    desired.chains.mangle[0],
+    /--match-set kube-egress-pods src -j SET --map-set kube-egress-pods src --map-mark$/,
+  );
+  assert.match(desired.chains.mangle[0], /! --match-set kube-egress-nosteer dst/);
+  assert.match(desired.chains.mangle[0], /--ctdir ORIGINAL/);
+  assert.deepEqual([...desired.podMarks], [["10.244.1.5", 0x500], ["10.244.1.6", 0x600], [
+    "10.244.2.7",
+    0x600,
+  ]]);
+});
+
+Deno.test("desired: nosteer holds pod, service and excluded ranges, deduplicated and sorted", () => {
+  const desired = desiredState(
+    snap,
+    testConfig({
+      excludeCidrs: ["192.0.2.0/24", "10.96.0.0/12"],
+      podCidrs: ["10.244.0.0/16", "10.1.0.0/16"],
+    }),
+    [],
+  );
+  assert.deepEqual(desired.noSteer, [
+    "10.1.0.0/16",
+    "10.96.0.0/12",
+    "10.244.0.0/16",
+    "192.0.2.0/24",
+  ]);
+});

@@ -1,0 +1,70 @@
+import assert from "node:assert/strict";
+import { deleteRoutes, diffRoutes, parseRoutesBatch, readRoutesBatch } from "../core/iproute.ts";
+
+// Output of `ip -json -N -batch -` on readRoutesBatch("eth0", 233), as printed by iproute2 6.1.
+const OUTPUT = [
+  '[{"ifindex":3,"ifname":"eth0","addr_info":[{"family":"inet","local":"192.0.2.11","prefixlen":24},{"family":"inet","local":"192.0.2.222","prefixlen":32},{"family":"inet6","local":"fe80::1","prefixlen":64}]}]',
+  '[{"priority":0,"src":"all","table":"255"},{"priority":1000,"src":"all","fwmark":"0x6","fwmask":"0xff","table":"6","protocol":"233"},{"priority":1000,"src":"all","fwmark":"0x7","fwmask":"0xff","table":"7","protocol":"233"},{"priority":900,"src":"all","fwmark":"0x6","fwmask":"0xff","table":"6","protocol":"4"},{"priority":32766,"src":"all","table":"254"}]',
+  '[{"dst":"default","gateway":"192.0.2.51","dev":"eth0","table":"6","flags":["onlink"]},{"dst":"default","gateway":"192.0.2.52","dev":"eth0","table":"7","flags":["onlink"]},{"dst":"198.51.100.0/24","dev":"eth0","table":"9","flags":[]}]',
+].join("\n");
+
+Deno.test("iproute: batch input reads addresses, rules and our routes at once", () => {
+  assert.equal(
+    readRoutesBatch("eth0", 233),
+    "address show dev eth0\nrule show\nroute show table all proto 233\n",
+  );
+});
+
+Deno.test("iproute: parses IPv4 addresses, only our rules, and our routes", () => {
+  const live = parseRoutesBatch(OUTPUT, 233);
+  assert.deepEqual(live.addresses, ["192.0.2.11", "192.0.2.222"]);
+  assert.deepEqual(live.rules, [
+    { priority: 1000, mark: 6, mask: 0xff, table: 6 },
+    { priority: 1000, mark: 7, mask: 0xff, table: 7 },
+  ]);
+  assert.equal(live.routes.length, 3);
+});
+
+Deno.test("iproute: adds before, removals after; a changed gateway is replaced in place", () => {
+  const live = parseRoutesBatch(OUTPUT, 233);
+  const changes = diffRoutes(live, {
+    rules: [{ priority: 1000, mark: 6, mask: 0xff, table: 6 }, {
+      priority: 1000,
+      mark: 8,
+      mask: 0xff,
+      table: 8,
+    }],
+    routes: [{ table: 6, gateway: "192.0.2.61", dev: "eth0" }, {
+      table: 8,
+      gateway: "192.0.2.53",
+      dev: "eth0",
+    }],
+  }, 233);
+  assert.deepEqual(changes.add, [
+    "route replace default via 192.0.2.61 dev eth0 onlink table 6 proto 233",
+    "route add default via 192.0.2.53 dev eth0 onlink table 8 proto 233",
+    "rule add pref 1000 fwmark 0x8/0xff lookup 8 proto 233",
+  ]);
+  assert.deepEqual(changes.remove, [
+    "rule del pref 1000 fwmark 0x7/0xff lookup 7 proto 233",
+    "route del default via 192.0.2.52 dev eth0 onlink table 7 proto 233",
+    "route del 198.51.100.0/24 table 9 proto 233",
+  ]);
+});
+
+Deno.test("iproute: equal state gives no lines; delete removes all of ours and nothing else", () => {
+  const live = parseRoutesBatch(OUTPUT, 233);
+  const same = diffRoutes(live, {
+    rules: live.rules,
+    routes: [{ table: 6, gateway: "192.0.2.51", dev: "eth0" }, {
+      table: 7,
+      gateway: "192.0.2.52",
+      dev: "eth0",
+    }],
+  }, 233);
+  assert.deepEqual(same.add, []);
+  assert.deepEqual(same.remove, ["route del 198.51.100.0/24 table 9 proto 233"]);
+  const del = deleteRoutes(live, 233);
+  assert.equal(del.length, 5);
+  assert.ok(del.every((l) => l.endsWith("proto 233")));
+});

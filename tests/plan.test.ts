@@ -1,0 +1,124 @@
+import assert from "node:assert/strict";
+import { isEmpty, planDelete, planPass, renderTransaction } from "../core/plan.ts";
+import { FakeKernel } from "./fake_kernel.ts";
+import { snapshot, testConfig } from "./helpers.ts";
+
+const config = testConfig();
+const MASQ = "-s 10.244.0.0/16 ! -d 10.244.0.0/16 -j MASQUERADE";
+const snap = snapshot(
+  { "192.0.2.50": 5, "192.0.2.51": 6 },
+  { "10.244.1.5": "192.0.2.50", "10.244.2.7": "192.0.2.51" },
+);
+
+function applyPass(kernel: FakeKernel, s = snap) {
+  const { transaction } = planPass(s, config, kernel.live(config));
+  kernel.apply(transaction);
+  return transaction;
+}
+
+Deno.test("plan: first pass creates everything in safe order; the second writes nothing", () => {
+  const kernel = new FakeKernel({ foreignNat: [MASQ] });
+  const first = applyPass(kernel);
+  assert.deepEqual(first.steps.map((s) => s.tool), ["ip", "ipset", "iptables"]);
+  assert.equal(isEmpty(planPass(snap, config, kernel.live(config)).transaction), true);
+  // The foreign masquerade is kept, behind our jump.
+  assert.deepEqual(kernel.tables.get("nat")!.chains.get("POSTROUTING"), [
+    "-m comment --comment kube-egress -j KUBE-EGRESS-SNAT",
+    MASQ,
+  ]);
+});
+
+Deno.test("plan: a VIP arriving on the node turns forward into SNAT and drops its rule after", () => {
+  const kernel = new FakeKernel();
+  applyPass(kernel);
+  kernel.interfaces.get("eth0")!.push("192.0.2.51");
+  const tx = applyPass(kernel);
+  assert.deepEqual(tx.steps.map((s) => [s.tool, s.purpose]), [
+    ["iptables", "rewrite our chains and jumps"],
+    ["ip", "remove stale rules, then their routes"],
+  ]);
+  // Only the other VIP (.50, held elsewhere) keeps its policy route.
+  assert.deepEqual(kernel.rules.map((r) => r.table), [5]);
+  assert.deepEqual(kernel.routes.map((r) => r.table), [5]);
+  assert.match(kernel.iptablesSave("nat"), /--to-source 192.0.2.51 --random-fully/);
+});
+
+Deno.test("plan: adding one pod writes one set entry and nothing else", () => {
+  const kernel = new FakeKernel();
+  applyPass(kernel);
+  const more = snapshot(
+    { "192.0.2.50": 5, "192.0.2.51": 6 },
+    { "10.244.1.5": "192.0.2.50", "10.244.2.7": "192.0.2.51", "10.244.3.3": "192.0.2.50" },
+  );
+  const tx = applyPass(kernel, more);
+  assert.deepEqual(tx.steps, [{
+    tool: "ipset",
+    purpose: "update pod and nosteer sets",
+    lines: ["add kube-egress-pods 10.244.3.3 skbmark 0x5/0xff"],
+  }]);
+});
+
+Deno.test("plan: removed VIPs lose their rule, route, nat rule and pods", () => {
+  const kernel = new FakeKernel();
+  applyPass(kernel);
+  applyPass(kernel, snapshot({ "192.0.2.50": 5 }, { "10.244.1.5": "192.0.2.50" }));
+  assert.deepEqual(kernel.rules.map((r) => r.table), [5]);
+  assert.deepEqual(kernel.routes.map((r) => r.table), [5]);
+  assert.deepEqual([...kernel.sets.get("kube-egress-pods")!.entries.keys()], ["10.244.1.5"]);
+  assert.doesNotMatch(kernel.iptablesSave("nat"), /192.0.2.51/);
+});
+
+Deno.test("plan: strict rp_filter on the interface is made loose; loose and off are left alone", () => {
+  const kernel = new FakeKernel();
+  kernel.sysctls["net.ipv4.conf.all.rp_filter"] = 1;
+  const tx = applyPass(kernel);
+  assert.deepEqual(tx.steps.find((s) => s.tool === "sysctl")?.lines, [
+    "net.ipv4.conf.eth0.rp_filter=2",
+  ]);
+  assert.equal(isEmpty(planPass(snap, config, kernel.live(config)).transaction), true);
+});
+
+Deno.test("plan: delete after apply returns the node to its baseline, foreign rules intact", () => {
+  const kernel = new FakeKernel({
+    foreignNat: [MASQ],
+    foreignMangle: ["-j MARK --set-xmark 0x4000/0x4000"],
+  });
+  const baseline = kernel.dump();
+  applyPass(kernel);
+  kernel.apply(planDelete(kernel.live(config), config));
+  assert.equal(kernel.dump(), baseline);
+});
+
+Deno.test("plan: delete on an empty node removes the tables iptables created for us", () => {
+  const kernel = new FakeKernel();
+  const baseline = kernel.dump();
+  applyPass(kernel);
+  const tx = planDelete(kernel.live(config), config);
+  assert.deepEqual(tx.steps.at(-1)?.lines, ["delete table ip mangle", "delete table ip nat"]);
+  kernel.apply(tx);
+  assert.equal(kernel.dump(), baseline);
+  assert.equal(isEmpty(planDelete(kernel.live(config), config)), true);
+});
+
+Deno.test("plan: a failed iptables step leaves the chains as they were and the next pass converges", () => {
+  const kernel = new FakeKernel();
+  kernel.failNext = "iptables";
+  assert.throws(() => applyPass(kernel), /injected/);
+  assert.equal(kernel.tables.size, 0);
+  applyPass(kernel);
+  assert.equal(isEmpty(planPass(snap, config, kernel.live(config)).transaction), true);
+});
+
+Deno.test("plan: rendering names each step's command and payload", () => {
+  const kernel = new FakeKernel();
+  const text = renderTransaction(planPass(snap, config, kernel.live(config)).transaction);
+  assert.match(
+    text,
+    /# step 1: add routes, then the rules that use them\n# \| ip -force -batch -\nroute add default via 192.0.2.50/,
+  );
+  assert.match(text, /# \| iptables-restore --noflush\n\*mangle/);
+  assert.equal(
+    renderTransaction({ steps: [] }),
+    "no changes: the node already matches the desired state\n",
+  );
+});
