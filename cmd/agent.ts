@@ -10,6 +10,16 @@ import { formatProblem, type RawSnapshot, validateSnapshot } from "../core/snaps
 import type { Logger } from "./log.ts";
 import { type ApplyReport, type Host, InterfaceMissingError } from "./system.ts";
 
+/** Someone who wants to know what the agent did (metrics, Kubernetes Events, benchmarks). */
+export interface AgentObserver {
+  /** After every pass, successful or not. */
+  pass?(result: PassResult, trigger: string): void;
+  /** A VIP's role on this node changed ("none" = not known / not in the inputs). */
+  transition?(vip: string, from: Role | "none", to: Role | "none"): void;
+  /** The set of rejected inputs changed; `problems` is the whole current list. */
+  rejected?(problems: readonly string[]): void;
+}
+
 export interface AgentSettings {
   readonly config: DatapathConfig;
   /** Reads the inputs (mapping files, the API); throws when they cannot be read at all. */
@@ -18,6 +28,8 @@ export interface AgentSettings {
   readonly dryRun: boolean;
   /** Where `--dry-run` prints transactions. */
   readonly print?: (text: string) => void;
+  /** Told about passes, transitions and rejected inputs. */
+  readonly observers?: readonly AgentObserver[];
 }
 
 export interface PassResult {
@@ -35,7 +47,7 @@ export interface PassResult {
   readonly interfaceMissing?: boolean;
 }
 
-type Role = "holder" | "forwarder";
+export type Role = "holder" | "forwarder";
 
 export class Agent {
   readonly #host: Host;
@@ -53,6 +65,12 @@ export class Agent {
 
   /** One pass: read, validate, plan, apply. Never throws. */
   async pass(trigger: string): Promise<PassResult> {
+    const result = await this.#pass(trigger);
+    for (const o of this.#settings.observers ?? []) o.pass?.(result, trigger);
+    return result;
+  }
+
+  async #pass(trigger: string): Promise<PassResult> {
     const started = performance.now();
     const { config, dryRun } = this.#settings;
     const empty = { vips: 0, mappings: 0, rejected: 0, lines: 0, processes: 0, bytes: 0 };
@@ -135,6 +153,9 @@ export class Agent {
 
   #reportProblems(messages: string[]) {
     const now = new Set(messages);
+    const changed = now.size !== this.#reported.size ||
+      [...now].some((m) => !this.#reported.has(m));
+    if (changed) { for (const o of this.#settings.observers ?? []) o.rejected?.([...now]); }
     for (const message of now) {
       if (!this.#reported.has(message)) this.#log.warn("input rejected", { problem: message });
     }
@@ -144,13 +165,18 @@ export class Agent {
     this.#reported = now;
   }
 
+  #transition(vip: string, from: Role | "none", to: Role | "none") {
+    this.#log.info("VIP role", { vip, from, to });
+    for (const o of this.#settings.observers ?? []) o.transition?.(vip, from, to);
+  }
+
   #reportRoles(roles: Map<string, Role>) {
     for (const [vip, role] of roles) {
       const before = this.#roles.get(vip);
-      if (before !== role) this.#log.info("VIP role", { vip, from: before ?? "none", to: role });
+      if (before !== role) this.#transition(vip, before ?? "none", role);
     }
     for (const [vip, before] of this.#roles) {
-      if (!roles.has(vip)) this.#log.info("VIP role", { vip, from: before, to: "none" });
+      if (!roles.has(vip)) this.#transition(vip, before, "none");
     }
     this.#roles = roles;
   }
@@ -159,8 +185,8 @@ export class Agent {
 export interface LoopOptions {
   /** Seconds between resync passes. */
   readonly intervalSeconds: number;
-  /** Directories whose changes trigger a pass. */
-  readonly watchPaths: readonly string[];
+  /** Starts watching the inputs (files, the API); calls back when they change. */
+  readonly watchInputs?: (onChange: () => void) => { stop(): void };
   /** Remove everything on SIGTERM/SIGINT instead of leaving traffic flowing. */
   readonly cleanupOnExit: boolean;
   /** Resolves when the loop must stop (signals, tests). */
@@ -202,14 +228,14 @@ export async function runLoop(
   trigger("start");
   const interval = setInterval(() => trigger("resync"), options.intervalSeconds * 1000);
   const watcher = host.watchAddresses(config.interface, () => trigger("address change"));
-  const fsWatch = watchFiles(options.watchPaths, () => trigger("inputs changed"));
+  const inputWatch = options.watchInputs?.(() => trigger("inputs changed"));
   log.info("agent running", { interface: config.interface, interval_s: options.intervalSeconds });
 
   await options.stop;
   stopping = true;
   clearInterval(interval);
   watcher.stop();
-  fsWatch.stop();
+  inputWatch?.stop();
   await running;
   if (options.cleanupOnExit) {
     await agent.deleteAll();
@@ -218,30 +244,4 @@ export async function runLoop(
       "stopping; rules stay in place so egress keeps working (use --cleanup-on-exit to remove them)",
     );
   }
-}
-
-/** Watches directories (ConfigMap mounts swap a symlink on update) and calls back, debounced. */
-function watchFiles(paths: readonly string[], onChange: () => void): { stop(): void } {
-  const existing = paths.filter((p) => {
-    try {
-      return Deno.statSync(p).isDirectory;
-    } catch {
-      return false;
-    }
-  });
-  if (existing.length === 0) return { stop() {} };
-  const watcher = Deno.watchFs(existing, { recursive: true });
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  (async () => {
-    for await (const _event of watcher) {
-      clearTimeout(timer);
-      timer = setTimeout(onChange, 100);
-    }
-  })().catch(() => {});
-  return {
-    stop() {
-      clearTimeout(timer);
-      watcher.close();
-    },
-  };
 }

@@ -48,3 +48,29 @@ export async function readMappingDirs(
   const [pods, vips] = await Promise.all([readMappingDir(podVipDir), readMappingDir(vipRouteDir)]);
   return rawSnapshotFromFiles(pods, vips);
 }
+
+/** Watches directories (ConfigMap mounts swap a symlink on update) and calls back, debounced. */
+export function watchFiles(paths: readonly string[], onChange: () => void): { stop(): void } {
+  const existing = paths.filter((p) => {
+    try {
+      return Deno.statSync(p).isDirectory;
+    } catch {
+      return false;
+    }
+  });
+  if (existing.length === 0) return { stop() {} };
+  const watcher = Deno.watchFs(existing, { recursive: true });
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  (async () => {
+    for await (const _event of watcher) {
+      clearTimeout(timer);
+      timer = setTimeout(onChange, 100);
+    }
+  })().catch(() => {});
+  return {
+    stop() {
+      clearTimeout(timer);
+      watcher.close();
+    },
+  };
+}

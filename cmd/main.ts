@@ -9,7 +9,7 @@ import { planApply, renderTransaction } from "../core/plan.ts";
 import { nodeStatus, renderStatus } from "../core/status.ts";
 import { formatProblem, validateSnapshot } from "../core/snapshot.ts";
 import { Agent, runLoop } from "./agent.ts";
-import { readMappingDirs } from "./files.ts";
+import { readMappingDirs, watchFiles } from "./files.ts";
 import { createLogger, type Logger } from "./log.ts";
 import {
   collectList,
@@ -95,7 +95,7 @@ async function runCommand(options: Record<string, unknown>, host: Host): Promise
   }
   await runLoop(agent, host, settings.config, log, {
     intervalSeconds: settings.intervalSeconds,
-    watchPaths: [settings.podVipDir, settings.vipRouteDir],
+    watchInputs: (onChange) => watchFiles([settings.podVipDir, settings.vipRouteDir], onChange),
     cleanupOnExit: options.cleanupOnExit === true,
     stop: waitForSignal(log),
   });

@@ -99,7 +99,6 @@ Deno.test("agent loop: reacts to an address change without waiting for the inter
   const stopped = new Promise<void>((r) => (stop = r));
   const loop = runLoop(agent, host, testConfig(), log, {
     intervalSeconds: 3600,
-    watchPaths: [],
     cleanupOnExit: false,
     stop: stopped,
   });
@@ -122,7 +121,6 @@ Deno.test("agent loop: --cleanup-on-exit removes everything on stop", async () =
   const stopped = new Promise<void>((r) => (stop = r));
   const loop = runLoop(agent, host, testConfig(), log, {
     intervalSeconds: 3600,
-    watchPaths: [],
     cleanupOnExit: true,
     stop: stopped,
   });
@@ -144,7 +142,6 @@ Deno.test("agent loop: triggers during a pass coalesce into one more pass", asyn
   const stopped = new Promise<void>((r) => (stop = r));
   const loop = runLoop(agent, host, testConfig(), log, {
     intervalSeconds: 3600,
-    watchPaths: [],
     cleanupOnExit: false,
     stop: stopped,
   });
@@ -154,4 +151,29 @@ Deno.test("agent loop: triggers during a pass coalesce into one more pass", asyn
   stop();
   await loop;
   assert.equal(reads, 2, "the start pass plus one coalesced pass");
+});
+
+Deno.test("agent: observers hear every pass, each transition and changes of the rejected set", async () => {
+  const passes: boolean[] = [];
+  const transitions: string[] = [];
+  const rejected: number[] = [];
+  const kernel = new FakeKernel();
+  let inputs = raw({ "192.0.2.50": "5" }, { "10.244.1.5": "192.0.2.50", "10.9.9.9": "192.0.2.50" });
+  const agent = new Agent(kernel.host(), createLogger("text", () => {}), {
+    config: testConfig(),
+    readInputs: () => Promise.resolve(inputs),
+    dryRun: false,
+    observers: [{
+      pass: (r) => passes.push(r.ok),
+      transition: (vip, from, to) => transitions.push(`${vip} ${from}->${to}`),
+      rejected: (p) => rejected.push(p.length),
+    }],
+  });
+  await agent.pass("a");
+  await agent.pass("b");
+  inputs = raw({}, {});
+  await agent.pass("c");
+  assert.deepEqual(passes, [true, true, true]);
+  assert.deepEqual(transitions, ["192.0.2.50 none->forwarder", "192.0.2.50 forwarder->none"]);
+  assert.deepEqual(rejected, [1, 0]);
 });
