@@ -10,7 +10,7 @@ import { parseRoutesBatch, readRoutesBatch } from "../core/iproute.ts";
 import { NOSTEER_SET, PODS_SET } from "../core/names.ts";
 import type { LiveState, Step, Transaction } from "../core/plan.ts";
 import type { DatapathConfig } from "../core/schema.ts";
-import { rpFilterKeys } from "../core/sysctl.ts";
+import { rpFilterInterfaces, rpFilterKeys } from "../core/sysctl.ts";
 
 /** What a pass needs from the machine; the agent loop is tested against a fake one. */
 export interface Host {
@@ -94,7 +94,7 @@ export function systemHost(): Host {
       backend ??= (await mustRun(["iptables", "--version"])).includes("legacy") ? "legacy" : "nft";
       const routes = await run(
         ["ip", "-json", "-N", "-batch", "-"],
-        readRoutesBatch(config.interface, config.routeProtocol),
+        readRoutesBatch(config.interface, config.routeProtocol, config.podCidrs),
       );
       if (routes.code !== 0) {
         if (/does not exist/.test(routes.stderr)) throw new InterfaceMissingError(config.interface);
@@ -112,15 +112,18 @@ export function systemHost(): Host {
           mustRun(["ipset", "save", s])
         ),
       );
+      const parsedRoutes = parseRoutesBatch(routes.stdout, config.routeProtocol);
       return {
         backend,
-        routes: parseRoutesBatch(routes.stdout, config.routeProtocol),
+        routes: parsedRoutes,
         iptables: {
           mangle: parseIptablesSave(mangle, "mangle"),
           nat: parseIptablesSave(nat, "nat"),
         },
         sets: parseIpsetSave(sets.join("\n")),
-        sysctls: await readSysctls(rpFilterKeys(config.interface)),
+        sysctls: await readSysctls(
+          rpFilterKeys(...rpFilterInterfaces(config.interface, parsedRoutes.podRoutes)),
+        ),
         raw: { mangle, nat },
       };
     },

@@ -14,11 +14,37 @@ export interface LiveRoutes {
   readonly rules: readonly PolicyRule[];
   /** Our routes (tagged with our protocol); `dst` other than "default" are stale by definition. */
   readonly routes: readonly (TableRoute & { readonly dst: string })[];
+  /**
+   * Main-table routes to (parts of) the pod ranges, one entry per next hop:
+   * how this node reaches pods, local and remote (the CNI's routes). Used to
+   * find the devices replies for steered pods arrive on (see core/sysctl.ts).
+   */
+  readonly podRoutes: readonly PodRoute[];
 }
 
-/** The `ip -batch` input that reads everything at once: addresses, rules, our routes. */
-export function readRoutesBatch(iface: string, protocol: number): string {
-  return `address show dev ${iface}\nrule show\nroute show table all proto ${protocol}\n`;
+/** A main-table route into the pod ranges, one per next hop. */
+export interface PodRoute {
+  readonly dst: string;
+  readonly dev: string;
+  /** The next hop; absent for directly connected ranges (the node's own pod bridge). */
+  readonly gateway?: string;
+}
+
+/**
+ * The `ip -batch` input that reads everything at once: addresses, rules, our
+ * routes, then the main table's routes inside each pod range.
+ */
+export function readRoutesBatch(
+  iface: string,
+  protocol: number,
+  podCidrs: readonly string[] = [],
+): string {
+  return [
+    `address show dev ${iface}`,
+    "rule show",
+    `route show table all proto ${protocol}`,
+    ...podCidrs.map((cidr) => `route show table main root ${cidr}`),
+  ].join("\n") + "\n";
 }
 
 type Json = Record<string, unknown>;
@@ -29,12 +55,24 @@ function jsonArrays(text: string): Json[][] {
   );
 }
 
+/** A main-table route's next hops: the route itself, or each of a multipath route's. */
+function podRoutesOf(route: Json): PodRoute[] {
+  const dst = String(route.dst);
+  const hops = Array.isArray(route.nexthops) ? route.nexthops as Json[] : [route];
+  return hops.filter((hop) => hop.dev !== undefined).map((hop) => ({
+    dst,
+    dev: String(hop.dev),
+    ...(hop.gateway !== undefined ? { gateway: String(hop.gateway) } : {}),
+  }));
+}
+
 /**
- * Parses the output of `ip -json -N -batch` run on `readRoutesBatch`: three
- * JSON arrays, one per line, in that order.
+ * Parses the output of `ip -json -N -batch` run on `readRoutesBatch`: JSON
+ * arrays, one per line, in that order (addresses, rules, our routes, then one
+ * array of main-table routes per pod range).
  */
 export function parseRoutesBatch(text: string, protocol: number): LiveRoutes {
-  const [addrs = [], rules = [], routes = []] = jsonArrays(text);
+  const [addrs = [], rules = [], routes = [], ...podRanges] = jsonArrays(text);
   const addresses = addrs.flatMap((link) =>
     ((link.addr_info ?? []) as Json[]).filter((a) => a.family === "inet").map((a) =>
       String(a.local)
@@ -57,6 +95,8 @@ export function parseRoutesBatch(text: string, protocol: number): LiveRoutes {
       gateway: String(r.gateway ?? ""),
       dev: String(r.dev ?? ""),
     })),
+    podRoutes: podRanges.flat().filter((r) => r.type === undefined || r.type === "unicast")
+      .flatMap(podRoutesOf),
   };
 }
 

@@ -10,7 +10,7 @@ import { deleteIptables, diffIptables, type LiveIptables } from "./iptables.ts";
 import { deleteRoutes, diffRoutes, type LiveRoutes } from "./iproute.ts";
 import type { DatapathConfig } from "./schema.ts";
 import type { Snapshot } from "./snapshot.ts";
-import { rpFilterFixes } from "./sysctl.ts";
+import { rpFilterFixes, rpFilterInterfaces } from "./sysctl.ts";
 
 /** Everything we read from a node before deciding. */
 export interface LiveState {
@@ -62,8 +62,11 @@ export function planApply(
       ),
       ...step(
         "sysctl",
-        "loose reverse-path filter on the interface",
-        rpFilterFixes(live.sysctls, [config.interface]),
+        "loose reverse-path filter on the interface and the overlay devices",
+        rpFilterFixes(
+          live.sysctls,
+          rpFilterInterfaces(config.interface, live.routes.podRoutes),
+        ),
       ),
       ...step("ip", "remove stale rules, then their routes", routes.remove),
     ],

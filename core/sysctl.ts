@@ -1,14 +1,29 @@
 /**
  * Reverse-path filtering. The holder receives other nodes' pod traffic on the
- * LAN interface, and with an overlay the replies reach pods on another device
- * than the one their route uses; strict mode (1) drops both. The kernel uses
- * max(all, interface), so setting the interface to loose (2) is enough and
+ * LAN interface, and with an overlay (vxlan, IPIP, ...) the replies the holder
+ * un-SNATs reach the pod's node on the overlay device, whose reverse route for
+ * an outside source is the LAN: strict mode (1) drops both. The kernel uses
+ * max(all, interface), so setting those interfaces to loose (2) is enough and
  * leaves every other interface as it was. Off (0) is left alone.
  */
+import type { PodRoute } from "./iproute.ts";
 
 /** The sysctl keys a pass reads for these interfaces. */
 export function rpFilterKeys(...ifaces: string[]): string[] {
   return ["net.ipv4.conf.all.rp_filter", ...ifaces.map((i) => `net.ipv4.conf.${i}.rp_filter`)];
+}
+
+/**
+ * The interfaces whose reverse-path filter must not be strict: the LAN
+ * interface, and every device through which the main table reaches other
+ * nodes' pods (a pod-range route with a next hop: flannel/Calico vxlan, IPIP,
+ * Antrea, host-gw). Directly connected pod ranges (the node's own pod bridge or
+ * per-pod veths) keep their setting: strict there stops pods spoofing sources.
+ */
+export function rpFilterInterfaces(iface: string, podRoutes: readonly PodRoute[]): string[] {
+  const overlays = podRoutes.filter((r) => r.gateway !== undefined && r.dev !== iface)
+    .map((r) => r.dev);
+  return [iface, ...[...new Set(overlays)].sort()];
 }
 
 /** The rp_filter mode in force on an interface: the kernel's max(all, interface). */

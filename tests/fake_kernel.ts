@@ -10,7 +10,8 @@ import { parseIptablesSave } from "../core/iptables.ts";
 import { parseRoutesBatch } from "../core/iproute.ts";
 import type { LiveState, Transaction } from "../core/plan.ts";
 import type { DatapathConfig } from "../core/schema.ts";
-import { rpFilterKeys } from "../core/sysctl.ts";
+import { cidrContains, parseCidr } from "../core/ip.ts";
+import { rpFilterInterfaces, rpFilterKeys } from "../core/sysctl.ts";
 import type { ApplyReport, Host, Raw } from "../cmd/system.ts";
 import { InterfaceMissingError } from "../cmd/system.ts";
 
@@ -54,6 +55,8 @@ export class FakeKernel {
   sets = new Map<string, IpSet>();
   rules: FakeRule[] = [];
   routes: FakeRoute[] = [];
+  /** The main table's routes (the CNI's), as `ip -json route` prints them. */
+  mainRoutes: { dst: string; dev: string; gateway?: string; flags?: string[] }[] = [];
   sysctls: Record<string, number> = {
     "net.ipv4.conf.all.rp_filter": 0,
     "net.ipv4.conf.eth0.rp_filter": 0,
@@ -109,7 +112,16 @@ export class FakeKernel {
     return lines.join("\n") + "\n";
   }
 
-  ipBatchOutput(iface: string, protocol: number): string {
+  /** `ip -json route show table main root <cidr>`: routes whose range lies inside `cidr`. */
+  mainRoutesWithin(cidr: string) {
+    const outer = parseCidr(cidr)!;
+    return this.mainRoutes.filter((r) => {
+      const inner = parseCidr(r.dst);
+      return inner !== undefined && inner.prefix >= outer.prefix && cidrContains(outer, inner.base);
+    });
+  }
+
+  ipBatchOutput(iface: string, protocol: number, podCidrs: readonly string[] = []): string {
     const addrs = this.interfaces.get(iface)!;
     const link = [{
       ifindex: 2,
@@ -135,7 +147,8 @@ export class FakeKernel {
       table: String(r.table),
       flags: ["onlink"],
     }));
-    return [link, rules, routes].map((x) => JSON.stringify(x)).join("\n") + "\n";
+    const pods = podCidrs.map((cidr) => this.mainRoutesWithin(cidr));
+    return [link, rules, routes, ...pods].map((x) => JSON.stringify(x)).join("\n") + "\n";
   }
 
   /** Everything, for before/after comparisons. */
@@ -332,16 +345,19 @@ export class FakeKernel {
     if (!this.interfaces.has(config.interface)) throw new InterfaceMissingError(config.interface);
     const mangle = this.iptablesSave("mangle", counters);
     const nat = this.iptablesSave("nat", counters);
+    const routes = parseRoutesBatch(
+      this.ipBatchOutput(config.interface, config.routeProtocol, config.podCidrs),
+      config.routeProtocol,
+    );
     return {
       backend: "nft",
-      routes: parseRoutesBatch(
-        this.ipBatchOutput(config.interface, config.routeProtocol),
-        config.routeProtocol,
-      ),
+      routes,
       iptables: { mangle: parseIptablesSave(mangle, "mangle"), nat: parseIptablesSave(nat, "nat") },
       sets: parseIpsetSave([...this.sets.keys()].map((s) => this.ipsetSave(s)).join("")),
       sysctls: Object.fromEntries(
-        rpFilterKeys(config.interface).map((k) => [k, this.sysctls[k] ?? 0]),
+        rpFilterKeys(...rpFilterInterfaces(config.interface, routes.podRoutes)).map((
+          k,
+        ) => [k, this.sysctls[k] ?? 0]),
       ),
       raw: { mangle, nat },
     };

@@ -13,6 +13,30 @@ Deno.test("iproute: batch input reads addresses, rules and our routes at once", 
     readRoutesBatch("eth0", 233),
     "address show dev eth0\nrule show\nroute show table all proto 233\n",
   );
+  assert.equal(
+    readRoutesBatch("eth0", 233, ["10.244.0.0/16", "10.32.0.0/12"]),
+    "address show dev eth0\nrule show\nroute show table all proto 233\n" +
+      "route show table main root 10.244.0.0/16\nroute show table main root 10.32.0.0/12\n",
+  );
+});
+
+Deno.test("iproute: main-table routes into the pod ranges, one per next hop, no blackholes", () => {
+  // `ip -json -N route show table main root <cidr>` for two pod ranges (iproute2 6.1).
+  const pods = [
+    '[{"dst":"10.244.2.0/24","dev":"cni0","protocol":"2","scope":"253","prefsrc":"10.244.2.1","flags":[]},' +
+    '{"dst":"10.244.1.0/24","gateway":"10.244.1.0","dev":"vxlan0","flags":["onlink"]},' +
+    '{"type":"blackhole","dst":"10.244.9.0/26","protocol":"12","flags":[]},' +
+    '{"dst":"10.244.3.0/24","flags":[],"nexthops":[{"gateway":"192.0.2.13","dev":"eth0","weight":1,"flags":[]},{"gateway":"192.0.2.23","dev":"eth1","weight":1,"flags":[]}]}]',
+    "[]",
+  ];
+  const live = parseRoutesBatch([OUTPUT, ...pods].join("\n"), 233);
+  assert.deepEqual(live.podRoutes, [
+    { dst: "10.244.2.0/24", dev: "cni0" },
+    { dst: "10.244.1.0/24", dev: "vxlan0", gateway: "10.244.1.0" },
+    { dst: "10.244.3.0/24", dev: "eth0", gateway: "192.0.2.13" },
+    { dst: "10.244.3.0/24", dev: "eth1", gateway: "192.0.2.23" },
+  ]);
+  assert.deepEqual(parseRoutesBatch(OUTPUT, 233).podRoutes, []);
 });
 
 Deno.test("iproute: parses IPv4 addresses, only our rules, and our routes", () => {

@@ -78,6 +78,23 @@ Deno.test("plan: strict rp_filter on the interface is made loose; loose and off 
   assert.equal(isEmpty(planPass(snap, config, kernel.live(config)).transaction), true);
 });
 
+Deno.test("plan: with an overlay, the device reaching other nodes' pods is loosened too", () => {
+  const kernel = new FakeKernel();
+  kernel.sysctls["net.ipv4.conf.all.rp_filter"] = 1;
+  kernel.mainRoutes = [
+    { dst: "10.244.2.0/24", dev: "cni0" },
+    { dst: "10.244.1.0/24", dev: "vxlan0", gateway: "10.244.1.0", flags: ["onlink"] },
+    { dst: "10.244.3.0/24", dev: "vxlan0", gateway: "10.244.3.0", flags: ["onlink"] },
+  ];
+  const tx = applyPass(kernel);
+  assert.deepEqual(tx.steps.find((s) => s.tool === "sysctl"), {
+    tool: "sysctl",
+    purpose: "loose reverse-path filter on the interface and the overlay devices",
+    lines: ["net.ipv4.conf.eth0.rp_filter=2", "net.ipv4.conf.vxlan0.rp_filter=2"],
+  });
+  assert.equal(isEmpty(planPass(snap, config, kernel.live(config)).transaction), true);
+});
+
 Deno.test("plan: delete after apply returns the node to its baseline, foreign rules intact", () => {
   const kernel = new FakeKernel({
     foreignNat: [MASQ],
