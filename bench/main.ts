@@ -1,14 +1,19 @@
 /**
  * `deno task bench [section...]`: prints figures (never pass/fail).
- * Sections: apply (needs root).
+ * Sections: apply, react (need root).
  */
 import { isRoot } from "../cmd/tools.ts";
 import { benchApply, renderApply } from "./apply.ts";
+import { benchReact, renderReact } from "./react.ts";
 
 const sections: Record<string, () => Promise<string>> = {
   apply: async () => {
     if (!isRoot()) return "skipped: needs root (network namespaces)";
     return renderApply(await benchApply());
+  },
+  react: async () => {
+    if (!isRoot()) return "skipped: needs root (network namespaces)";
+    return renderReact([...(await benchReact(1000)), ...(await benchReact(10000))]);
   },
 };
 

@@ -6,7 +6,13 @@
  */
 import { planDelete, planPass, renderTransaction } from "../core/plan.ts";
 import type { DatapathConfig } from "../core/schema.ts";
-import { formatProblem, type RawSnapshot, validateSnapshot } from "../core/snapshot.ts";
+import {
+  formatProblem,
+  type Problem,
+  type RawSnapshot,
+  type Snapshot,
+  validateSnapshot,
+} from "../core/snapshot.ts";
 import type { Logger } from "./log.ts";
 import { type ApplyReport, type Host, InterfaceMissingError } from "./system.ts";
 
@@ -22,8 +28,14 @@ export interface AgentObserver {
 
 export interface AgentSettings {
   readonly config: DatapathConfig;
-  /** Reads the inputs (mapping files, the API); throws when they cannot be read at all. */
-  readonly readInputs: () => Promise<RawSnapshot>;
+  /**
+   * Reads the inputs (mapping files, the API); throws when they cannot be read
+   * at all. Gets the pass's trigger ("start", "resync", "address change", ...)
+   * so that a source can serve a VIP move from memory and re-read on resync.
+   * Returning the same object as last time means "unchanged": it is not
+   * validated again.
+   */
+  readonly readInputs: (trigger: string) => Promise<RawSnapshot>;
   /** Print the transaction instead of applying it. */
   readonly dryRun: boolean;
   /** Where `--dry-run` prints transactions. */
@@ -56,6 +68,7 @@ export class Agent {
   #roles = new Map<string, Role>();
   #reported = new Set<string>();
   #lastError: string | undefined;
+  #validated: { raw: RawSnapshot; snapshot: Snapshot; problems: Problem[] } | undefined;
 
   constructor(host: Host, log: Logger, settings: AgentSettings) {
     this.#host = host;
@@ -75,8 +88,9 @@ export class Agent {
     const { config, dryRun } = this.#settings;
     const empty = { vips: 0, mappings: 0, rejected: 0, lines: 0, processes: 0, bytes: 0 };
     try {
-      const raw = await this.#settings.readInputs();
-      const { snapshot, problems } = validateSnapshot(raw, config);
+      const raw = await this.#settings.readInputs(trigger);
+      if (raw !== this.#validated?.raw) this.#validated = { raw, ...validateSnapshot(raw, config) };
+      const { snapshot, problems } = this.#validated;
       this.#reportProblems(problems.map(formatProblem));
       const live = await this.#host.readLive(config);
       const { desired, transaction } = planPass(snapshot, config, live);

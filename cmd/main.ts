@@ -9,7 +9,7 @@ import { planApply, renderTransaction } from "../core/plan.ts";
 import { nodeStatus, renderStatus } from "../core/status.ts";
 import { formatProblem, validateSnapshot } from "../core/snapshot.ts";
 import { Agent, runLoop } from "./agent.ts";
-import { readMappingDirs, watchFiles } from "./files.ts";
+import { FileSource, readMappingDirs } from "./files.ts";
 import { createLogger, type Logger } from "./log.ts";
 import {
   collectList,
@@ -58,10 +58,16 @@ async function preflight(host: Host, settings: CommonSettings): Promise<void> {
   });
 }
 
-function newAgent(host: Host, log: Logger, settings: CommonSettings, dryRun: boolean): Agent {
+function newAgent(
+  host: Host,
+  log: Logger,
+  settings: CommonSettings,
+  dryRun: boolean,
+  source = new FileSource(settings.podVipDir, settings.vipRouteDir),
+): Agent {
   return new Agent(host, log, {
     config: settings.config,
-    readInputs: () => readMappingDirs(settings.podVipDir, settings.vipRouteDir),
+    readInputs: (trigger) => source.readFor(trigger),
     dryRun,
     print: (text) => console.log(text),
   });
@@ -84,7 +90,8 @@ async function runCommand(options: Record<string, unknown>, host: Host): Promise
   const settings = parsed.value;
   const log = createLogger(settings.logFormat);
   await preflight(host, settings);
-  const agent = newAgent(host, log, settings, options.dryRun === true);
+  const source = new FileSource(settings.podVipDir, settings.vipRouteDir);
+  const agent = newAgent(host, log, settings, options.dryRun === true, source);
   if (options.delete) {
     await agent.deleteAll();
     return 0;
@@ -95,7 +102,7 @@ async function runCommand(options: Record<string, unknown>, host: Host): Promise
   }
   await runLoop(agent, host, settings.config, log, {
     intervalSeconds: settings.intervalSeconds,
-    watchInputs: (onChange) => watchFiles([settings.podVipDir, settings.vipRouteDir], onChange),
+    watchInputs: (onChange) => source.watch(onChange),
     cleanupOnExit: options.cleanupOnExit === true,
     stop: waitForSignal(log),
   });
