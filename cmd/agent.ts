@@ -14,10 +14,12 @@ import {
   validateSnapshot,
 } from "../core/snapshot.ts";
 import type { Logger } from "./log.ts";
-import { type ApplyReport, type Host, InterfaceMissingError } from "./system.ts";
+import { type ApplyReport, type Host, InterfaceMissingError, StepError } from "./system.ts";
 
 /** Someone who wants to know what the agent did (metrics, Kubernetes Events, benchmarks). */
 export interface AgentObserver {
+  /** When a pass begins (liveness: a pass that never ends is a wedged loop). */
+  passStarted?(trigger: string): void;
   /** After every pass, successful or not. */
   pass?(result: PassResult, trigger: string): void;
   /** A VIP's role on this node changed ("none" = not known / not in the inputs). */
@@ -42,6 +44,8 @@ export interface AgentSettings {
   readonly print?: (text: string) => void;
   /** Told about passes, transitions and rejected inputs. */
   readonly observers?: readonly AgentObserver[];
+  /** Wall clock in ms (tests replace it to check the error reminder). */
+  readonly now?: () => number;
 }
 
 export interface PassResult {
@@ -55,11 +59,27 @@ export interface PassResult {
   readonly processes: number;
   readonly bytes: number;
   readonly error?: string;
+  /** Which stage failed (for metrics): see ErrorKind. */
+  readonly errorKind?: ErrorKind;
   /** The interface is gone: fatal at start-up, retried later in a running agent. */
   readonly interfaceMissing?: boolean;
 }
 
 export type Role = "holder" | "forwarder";
+
+/**
+ * The stage a failed pass stopped at: reading the inputs, the interface gone,
+ * reading the node's state, or a transaction step (by tool).
+ */
+export type ErrorKind =
+  | "inputs"
+  | "interface_missing"
+  | "read_live"
+  | `apply_${StepError["step"]["tool"]}`
+  | "apply";
+
+/** How often a failure that persists is logged again (it is logged at once when it starts). */
+export const ERROR_REMINDER_MS = 10 * 60 * 1000;
 
 export class Agent {
   readonly #host: Host;
@@ -69,6 +89,9 @@ export class Agent {
   #reported = new Set<string>();
   #lastError: string | undefined;
   #validated: { raw: RawSnapshot; snapshot: Snapshot; problems: Problem[] } | undefined;
+  #failingSince = 0;
+  #failures = 0;
+  #lastErrorLog = 0;
 
   constructor(host: Host, log: Logger, settings: AgentSettings) {
     this.#host = host;
@@ -78,6 +101,7 @@ export class Agent {
 
   /** One pass: read, validate, plan, apply. Never throws. */
   async pass(trigger: string): Promise<PassResult> {
+    for (const o of this.#settings.observers ?? []) o.passStarted?.(trigger);
     const result = await this.#pass(trigger);
     for (const o of this.#settings.observers ?? []) o.pass?.(result, trigger);
     return result;
@@ -87,12 +111,15 @@ export class Agent {
     const started = performance.now();
     const { config, dryRun } = this.#settings;
     const empty = { vips: 0, mappings: 0, rejected: 0, lines: 0, processes: 0, bytes: 0 };
+    let stage: ErrorKind = "inputs";
     try {
       const raw = await this.#settings.readInputs(trigger);
       if (raw !== this.#validated?.raw) this.#validated = { raw, ...validateSnapshot(raw, config) };
       const { snapshot, problems } = this.#validated;
       this.#reportProblems(problems.map(formatProblem));
+      stage = "read_live";
       const live = await this.#host.readLive(config);
+      stage = "apply";
       const { desired, transaction } = planPass(snapshot, config, live);
       const lines = transaction.steps.reduce((n, s) => n + s.lines.length, 0);
       let report: ApplyReport = { processes: 0, bytes: 0 };
@@ -112,8 +139,15 @@ export class Agent {
         lines,
         ...report,
       };
-      if (this.#lastError !== undefined) this.#log.info("pass succeeded again", { trigger });
+      if (this.#lastError !== undefined) {
+        this.#log.info("pass succeeded again", {
+          trigger,
+          failed_passes: this.#failures,
+          failing_for_s: Math.round((this.#now() - this.#failingSince) / 1000),
+        });
+      }
       this.#lastError = undefined;
+      this.#failures = 0;
       if (result.changed) {
         this.#log.info(dryRun ? "pass planned (dry run)" : "pass applied", {
           trigger,
@@ -129,22 +163,52 @@ export class Agent {
       return result;
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
-      if (message !== this.#lastError) {
-        this.#log.error("pass failed; the node keeps its last applied state", {
-          trigger,
-          error: message,
-        });
-      }
-      this.#lastError = message;
+      this.#reportFailure(trigger, message);
+      const errorKind: ErrorKind = error instanceof InterfaceMissingError
+        ? "interface_missing"
+        : error instanceof StepError
+        ? `apply_${error.step.tool}`
+        : stage;
       return {
         ok: false,
         changed: false,
         durationMs: performance.now() - started,
         ...empty,
         error: message,
+        errorKind,
         interfaceMissing: error instanceof InterfaceMissingError,
       };
     }
+  }
+
+  #now(): number {
+    return (this.#settings.now ?? Date.now)();
+  }
+
+  /**
+   * A new or changed error is logged at once; the same error again only as a
+   * reminder every ERROR_REMINDER_MS, so a node that stays broken says so in
+   * recent logs without repeating itself every pass.
+   */
+  #reportFailure(trigger: string, message: string) {
+    const now = this.#now();
+    if (this.#failures === 0) this.#failingSince = now;
+    this.#failures++;
+    if (message !== this.#lastError) {
+      this.#log.error("pass failed; the node keeps its last applied state", {
+        trigger,
+        error: message,
+      });
+      this.#lastErrorLog = now;
+    } else if (now - this.#lastErrorLog >= ERROR_REMINDER_MS) {
+      this.#log.error("pass still failing; the node keeps its last applied state", {
+        error: message,
+        failed_passes: this.#failures,
+        failing_for_s: Math.round((now - this.#failingSince) / 1000),
+      });
+      this.#lastErrorLog = now;
+    }
+    this.#lastError = message;
   }
 
   /** Removes everything this product created on the node. */

@@ -8,7 +8,7 @@ import { desiredState } from "../core/desired.ts";
 import { planApply, renderTransaction } from "../core/plan.ts";
 import { nodeStatus, renderStatus } from "../core/status.ts";
 import { formatProblem, validateSnapshot } from "../core/snapshot.ts";
-import { Agent, runLoop } from "./agent.ts";
+import { Agent, type AgentObserver, runLoop } from "./agent.ts";
 import { FileSource, readMappingDirs } from "./files.ts";
 import { createLogger, type Logger } from "./log.ts";
 import {
@@ -18,6 +18,7 @@ import {
   DATAPATH_FLAGS,
   runSettings,
 } from "./options.ts";
+import { startOpsServer } from "./ops_server.ts";
 import { type Host, InterfaceMissingError, systemHost } from "./system.ts";
 import { AGENT_TOOLS, ensureTools } from "./tools.ts";
 
@@ -64,12 +65,14 @@ function newAgent(
   settings: CommonSettings,
   dryRun: boolean,
   source = new FileSource(settings.podVipDir, settings.vipRouteDir),
+  observers: readonly AgentObserver[] = [],
 ): Agent {
   return new Agent(host, log, {
     config: settings.config,
     readInputs: (trigger) => source.readFor(trigger),
     dryRun,
     print: (text) => console.log(text),
+    observers,
   });
 }
 
@@ -89,23 +92,35 @@ async function runCommand(options: Record<string, unknown>, host: Host): Promise
   if (!parsed.ok) throw new Exit(2, `invalid flags: ${parsed.message}`);
   const settings = parsed.value;
   const log = createLogger(settings.logFormat);
+  if (settings.metricsAddr && (settings.intervalSeconds === undefined || options.delete)) {
+    throw new Exit(2, "--metrics-addr needs --update-interval (a one-shot run exits at once)");
+  }
   await preflight(host, settings);
   const source = new FileSource(settings.podVipDir, settings.vipRouteDir);
-  const agent = newAgent(host, log, settings, options.dryRun === true, source);
+  const dryRun = options.dryRun === true;
   if (options.delete) {
-    await agent.deleteAll();
+    await newAgent(host, log, settings, dryRun, source).deleteAll();
     return 0;
   }
   if (settings.intervalSeconds === undefined) {
-    const result = await agent.pass("once");
-    return result.ok ? 0 : 1;
+    return (await newAgent(host, log, settings, dryRun, source).pass("once")).ok ? 0 : 1;
   }
-  await runLoop(agent, host, settings.config, log, {
-    intervalSeconds: settings.intervalSeconds,
-    watchInputs: (onChange) => source.watch(onChange),
-    cleanupOnExit: options.cleanupOnExit === true,
-    stop: waitForSignal(log),
-  });
+  const { config, intervalSeconds, metricsAddr } = settings;
+  const ops = metricsAddr
+    ? startOpsServer({ address: metricsAddr, config, host, intervalSeconds, log })
+    : undefined;
+  const agentHost = ops?.host ?? host;
+  const agent = newAgent(agentHost, log, settings, dryRun, source, ops?.observers);
+  try {
+    await runLoop(agent, agentHost, config, log, {
+      intervalSeconds,
+      watchInputs: (onChange) => source.watch(onChange),
+      cleanupOnExit: options.cleanupOnExit === true,
+      stop: waitForSignal(log),
+    });
+  } finally {
+    await ops?.close();
+  }
   return 0;
 }
 
@@ -205,6 +220,10 @@ export function buildProgram(host: Host, done: (code: number) => void): Command 
     .option(
       "--cleanup-on-exit",
       "on SIGTERM/SIGINT remove our rules (default: leave them, so rolling updates keep egress working)",
+    )
+    .option(
+      "--metrics-addr <host:port>",
+      "serve Prometheus /metrics, /healthz and /readyz here (e.g. 0.0.0.0:9479); off by default",
     )
     .action(action(runCommand) as never);
 

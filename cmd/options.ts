@@ -87,6 +87,7 @@ const LABELS: Record<string, string> = {
   config: "",
   updateInterval: "--update-interval",
   logFormat: "--log-format",
+  metricsAddr: "--metrics-addr",
 };
 
 /** Whole numbers arrive from the command line as text. */
@@ -140,19 +141,55 @@ export const updateInterval = z.union([z.undefined(), z.literal(""), z.string()]
   },
 );
 
+/** Where the metrics and health endpoint listens. */
+export interface ListenAddress {
+  readonly hostname: string;
+  readonly port: number;
+  /** As given on the command line, for messages. */
+  readonly text: string;
+}
+
+/**
+ * `--metrics-addr`: "host:port", ":port" (every address) or "[v6]:port".
+ * Port 0 picks a free port (tests).
+ */
+export const listenAddress = z.string().transform((text, ctx): ListenAddress => {
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]*)):([0-9]{1,5})$/.exec(text);
+  const port = match ? Number(match[3]) : NaN;
+  if (!match || port > 65535) {
+    ctx.addIssue({
+      code: "custom",
+      input: text,
+      message: "must be host:port, :port or [ipv6]:port, e.g. 0.0.0.0:9479",
+    });
+    return z.NEVER;
+  }
+  return { hostname: match[1] ?? (match[2] || "0.0.0.0"), port, text };
+});
+
 /** A validated value, or the message naming every bad flag. */
 export type ParseResult<T> = { ok: true; value: T } | { ok: false; message: string };
 
 /** `run`'s settings: the shared ones plus the interval, all checked before any error is shown. */
 export function runSettings(
   flags: Record<string, unknown>,
-): ParseResult<CommonSettings & { intervalSeconds: number | undefined }> {
+): ParseResult<
+  CommonSettings & { intervalSeconds: number | undefined; metricsAddr: ListenAddress | undefined }
+> {
   const common = commonSettings(flags);
-  const interval = parseFlags(z.object({ updateInterval }), {
-    updateInterval: flags.updateInterval,
-  });
+  const interval = parseFlags(
+    z.object({ updateInterval, metricsAddr: listenAddress.optional() }),
+    { updateInterval: flags.updateInterval, metricsAddr: flags.metricsAddr },
+  );
   if (common.ok && interval.ok) {
-    return { ok: true, value: { ...common.value, intervalSeconds: interval.value.updateInterval } };
+    return {
+      ok: true,
+      value: {
+        ...common.value,
+        intervalSeconds: interval.value.updateInterval,
+        metricsAddr: interval.value.metricsAddr,
+      },
+    };
   }
   const messages = [common, interval].flatMap((r) => (r.ok ? [] : [r.message]));
   return { ok: false, message: messages.join("; ") };

@@ -177,3 +177,20 @@ Deno.test("agent: observers hear every pass, each transition and changes of the 
   assert.deepEqual(transitions, ["192.0.2.50 none->forwarder", "192.0.2.50 forwarder->none"]);
   assert.deepEqual(rejected, [1, 0]);
 });
+
+Deno.test("agent: a persistent error is logged once, then reminded at a low rate", async () => {
+  let clock = 0;
+  const lines: string[] = [];
+  const agent = new Agent(new FakeKernel().host(), createLogger("text", (l) => lines.push(l)), {
+    config: testConfig(),
+    readInputs: () => Promise.reject(new Error("mapping directory /x does not exist")),
+    dryRun: false,
+    now: () => clock,
+  });
+  // A pass every 30 s for 25 minutes: one error line, two reminders (10 and 20 minutes).
+  for (; clock <= 25 * 60_000; clock += 30_000) await agent.pass("resync");
+  assert.equal(lines.filter((l) => l.includes("pass failed")).length, 1);
+  const reminders = lines.filter((l) => l.includes("pass still failing"));
+  assert.equal(reminders.length, 2);
+  assert.match(reminders[0], /failed_passes=21 failing_for_s=600/);
+});

@@ -174,3 +174,28 @@ Deno.test("cli: help lists the commands and the old flags", async () => {
   const r = await cli(["run", "--help"]);
   assert.equal(r.code, 0);
 });
+
+Deno.test("cli: --metrics-addr is validated and needs --update-interval", async () => {
+  const bad = await cli(["run", "--metrics-addr", "localhost"]);
+  assert.equal(bad.code, 2);
+  assert.match(bad.err, /--metrics-addr "localhost" must be host:port/);
+  const high = await cli(["run", "--metrics-addr", ":70000"]);
+  assert.equal(high.code, 2);
+  const once = await cli(["run", "--metrics-addr", ":9479"]);
+  assert.equal(once.code, 2);
+  assert.match(once.err, /--metrics-addr needs --update-interval/);
+});
+
+Deno.test("cli: listen addresses: host:port, :port (every address), [ipv6]:port", async () => {
+  const { listenAddress } = await import("../cmd/options.ts");
+  assert.deepEqual(listenAddress.parse(":9479"), {
+    hostname: "0.0.0.0",
+    port: 9479,
+    text: ":9479",
+  });
+  assert.equal(listenAddress.parse("127.0.0.1:0").hostname, "127.0.0.1");
+  assert.equal(listenAddress.parse("[::1]:9479").hostname, "::1");
+  for (const bad of ["9479", "host:", "a b:1", "[::1]9479"]) {
+    assert.equal(listenAddress.safeParse(bad).success, false, bad);
+  }
+});

@@ -62,6 +62,10 @@ export class FakeKernel {
     "net.ipv4.conf.eth0.rp_filter": 0,
   };
   applied: Transaction[] = [];
+  /** Packets/bytes the pods set reports per entry (tests set them; absent = 0). */
+  setCounters = new Map<string, { packets: number; bytes: number }>();
+  /** Packets/bytes `iptables-save -c` reports per rule body (absent = 0). */
+  ruleCounters = new Map<string, { packets: number; bytes: number }>();
   /** Makes the next apply of this tool fail (to test partial failures). */
   failNext?: string;
 
@@ -91,7 +95,10 @@ export class FakeKernel {
       out.push(`:${chain} ${BUILTINS[table].includes(chain) ? "ACCEPT" : "-"} [0:0]`);
     }
     for (const [chain, rules] of t.chains) {
-      for (const body of rules) out.push(`${counters ? "[0:0] " : ""}-A ${chain} ${body}`);
+      for (const body of rules) {
+        const c = this.ruleCounters.get(body) ?? { packets: 0, bytes: 0 };
+        out.push(`${counters ? `[${c.packets}:${c.bytes}] ` : ""}-A ${chain} ${body}`);
+      }
     }
     out.push("COMMIT", "# Completed");
     return out.join("\n") + "\n";
@@ -107,7 +114,10 @@ export class FakeKernel {
       const mark = skb >= 0 ? ` skbmark ${opts[skb + 1]}` : "";
       // hash:net prints /32 entries as bare addresses.
       const shown = key.endsWith("/32") ? key.slice(0, -3) : key;
-      lines.push(`add ${name} ${shown}${counters ? " packets 0 bytes 0" : ""}${mark}`);
+      const c = this.setCounters.get(key) ?? { packets: 0, bytes: 0 };
+      lines.push(
+        `add ${name} ${shown}${counters ? ` packets ${c.packets} bytes ${c.bytes}` : ""}${mark}`,
+      );
     }
     return lines.join("\n") + "\n";
   }
