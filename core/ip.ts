@@ -10,20 +10,35 @@ export interface Cidr {
   readonly prefix: number;
 }
 
-const OCTET = /^(0|[1-9][0-9]{0,2})$/;
+const DOT = 46;
+const ZERO = 48;
+const NINE = 57;
 
-/** Parses a dotted-quad IPv4 address into an unsigned 32-bit number, or undefined. */
+/**
+ * Parses a dotted-quad IPv4 address into an unsigned 32-bit number, or
+ * undefined. Each octet is 0 or 1-3 digits without a leading zero, at most 255.
+ * Written as one scan over the characters: it runs for every pod on every pass.
+ */
 export function parseIPv4(text: string): number | undefined {
-  const parts = text.split(".");
-  if (parts.length !== 4) return undefined;
   let value = 0;
-  for (const part of parts) {
-    if (!OCTET.test(part)) return undefined;
-    const octet = Number(part);
-    if (octet > 255) return undefined;
-    value = value * 256 + octet;
+  let octet = 0;
+  let digits = 0;
+  let parts = 0;
+  for (let i = 0; i <= text.length; i++) {
+    // The end of the text closes the last octet like a dot would.
+    const c = i < text.length ? text.charCodeAt(i) : DOT;
+    if (c === DOT) {
+      if (digits === 0 || octet > 255 || ++parts > 4) return undefined;
+      value = value * 256 + octet;
+      octet = 0;
+      digits = 0;
+    } else if (c >= ZERO && c <= NINE) {
+      // A second digit after a leading "0" would be a leading zero (octal in some tools).
+      if ((digits > 0 && octet === 0) || ++digits > 3) return undefined;
+      octet = octet * 10 + (c - ZERO);
+    } else return undefined;
   }
-  return value;
+  return parts === 4 ? value : undefined;
 }
 
 /** Formats an unsigned 32-bit number as a dotted quad. */

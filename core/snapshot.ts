@@ -69,6 +69,32 @@ export function formatProblem(problem: Problem): string {
   return `${problem.origin}: ${problem.reason}`;
 }
 
+interface PodCandidate extends PodMapping {
+  readonly origin: string;
+  /** The pod IP as a number. */
+  readonly address: number;
+}
+
+/**
+ * Pod candidates by pod IP, in order of first appearance: the first candidate
+ * of each IP, and the whole group for the rare IP listed more than once (one
+ * array per pod would be wasted on every pass).
+ */
+function podsByIp(candidates: readonly PodCandidate[]) {
+  const first = new Map<string, PodCandidate>();
+  const repeated = new Map<string, PodCandidate[]>();
+  for (const candidate of candidates) {
+    const seen = first.get(candidate.podIp);
+    if (seen === undefined) first.set(candidate.podIp, candidate);
+    else {
+      const group = repeated.get(candidate.podIp);
+      if (group) group.push(candidate);
+      else repeated.set(candidate.podIp, [seen, candidate]);
+    }
+  }
+  return { first, repeated };
+}
+
 function groupBy<T>(items: readonly T[], key: (item: T) => string): Map<string, T[]> {
   const groups = new Map<string, T[]>();
   for (const item of items) {
@@ -91,8 +117,8 @@ export function validateSnapshot(
   const problems: Problem[] = [...raw.problems];
   const podRanges = config.podCidrs.map((text) => ({ text, cidr: parseCidr(text)! }));
   const serviceRanges = config.serviceCidrs.map((text) => ({ text, cidr: parseCidr(text)! }));
-  const rangeHolding = (ranges: typeof podRanges, ip: string) =>
-    ranges.find((range) => cidrContains(range.cidr, parseIPv4(ip)!));
+  const rangeHolding = (ranges: typeof podRanges, address: number) =>
+    ranges.find((range) => cidrContains(range.cidr, address));
 
   // 1. VIP entries on their own.
   const vipCandidates: (Vip & { origin: string })[] = [];
@@ -102,8 +128,8 @@ export function validateSnapshot(
       problems.push({ origin: entry.origin, reason: describeIssues(parsed.error, FIELD_LABELS) });
       continue;
     }
-    const inside = rangeHolding(podRanges, parsed.data.ip) ??
-      rangeHolding(serviceRanges, parsed.data.ip);
+    const address = parseIPv4(parsed.data.ip)!;
+    const inside = rangeHolding(podRanges, address) ?? rangeHolding(serviceRanges, address);
     if (inside) {
       problems.push({
         origin: entry.origin,
@@ -142,8 +168,9 @@ export function validateSnapshot(
     .sort((a, b) => compareIPv4(a.ip, b.ip));
   const knownVips = new Set(vips.map((v) => v.ip));
 
-  // 3. Pod entries on their own and against the VIPs.
-  const podCandidates: (PodMapping & { origin: string })[] = [];
+  // 3. Pod entries on their own and against the VIPs. Each address is parsed
+  //    once and kept as a number for the range test and the final sort.
+  const podCandidates: PodCandidate[] = [];
   for (const entry of raw.pods) {
     const parsed = PodSchema.safeParse(entry);
     if (!parsed.success) {
@@ -151,7 +178,8 @@ export function validateSnapshot(
       continue;
     }
     const { podIp, vip } = parsed.data;
-    if (!rangeHolding(podRanges, podIp)) {
+    const address = parseIPv4(podIp)!;
+    if (!rangeHolding(podRanges, address)) {
       problems.push({
         origin: entry.origin,
         reason: `pod IP ${podIp} is outside the pod ranges (${config.podCidrs.join(", ")})`,
@@ -167,26 +195,27 @@ export function validateSnapshot(
       });
       continue;
     }
-    podCandidates.push({ origin: entry.origin, podIp, vip });
+    podCandidates.push({ origin: entry.origin, podIp, vip, address });
   }
 
   // 4. One pod IP, one VIP: a pod listed twice with different VIPs is ambiguous.
-  const pods: PodMapping[] = [];
-  for (const [podIp, group] of groupBy(podCandidates, (p) => p.podIp)) {
-    const distinct = new Set(group.map((p) => p.vip));
-    if (distinct.size === 1) {
-      pods.push({ podIp, vip: group[0].vip });
+  const kept: PodCandidate[] = [];
+  const { first, repeated } = podsByIp(podCandidates);
+  for (const [podIp, candidate] of first) {
+    const group = repeated.get(podIp);
+    if (group === undefined || group.every((p) => p.vip === candidate.vip)) {
+      kept.push(candidate);
       continue;
     }
+    const distinct = [...new Set(group.map((p) => p.vip))].sort(compareIPv4);
     for (const pod of group) {
       problems.push({
         origin: pod.origin,
-        reason: `pod ${podIp} is mapped to several VIPs (${
-          [...distinct].sort(compareIPv4).join(", ")
-        })`,
+        reason: `pod ${podIp} is mapped to several VIPs (${distinct.join(", ")})`,
       });
     }
   }
-  pods.sort((a, b) => compareIPv4(a.podIp, b.podIp));
+  kept.sort((a, b) => a.address - b.address);
+  const pods = kept.map(({ podIp, vip }) => ({ podIp, vip }));
   return { snapshot: { vips, pods }, problems };
 }

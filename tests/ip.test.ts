@@ -1,3 +1,4 @@
+import fc from "fast-check";
 import assert from "node:assert/strict";
 import {
   cidrContains,
@@ -27,6 +28,28 @@ Deno.test("ip: parses canonical dotted quads only", () => {
   ) {
     assert.equal(parseIPv4(bad), undefined, bad);
   }
+});
+
+/** The obvious definition, to check the hand-written scanner against. */
+function referenceParse(text: string): number | undefined {
+  const parts = text.split(".");
+  if (parts.length !== 4 || !parts.every((p) => /^(0|[1-9][0-9]{0,2})$/.test(p))) return undefined;
+  const octets = parts.map(Number);
+  if (octets.some((o) => o > 255)) return undefined;
+  return octets.reduce((value, o) => value * 256 + o, 0);
+}
+
+Deno.test("property: parseIPv4 agrees with the split-and-regex definition", () => {
+  const nearlyAddress = fc.array(fc.constantFrom(..."0123456789.x /"), { maxLength: 17 })
+    .map((chars) => chars.join(""));
+  const octet = fc.oneof(fc.integer({ min: 0, max: 300 }).map(String), fc.constantFrom("00", "01"));
+  const address = fc.array(octet, { minLength: 3, maxLength: 5 }).map((o) => o.join("."));
+  fc.assert(
+    fc.property(fc.oneof(nearlyAddress, address, fc.string()), (text) => {
+      assert.equal(parseIPv4(text), referenceParse(text), JSON.stringify(text));
+    }),
+    { numRuns: 5000 },
+  );
 });
 
 Deno.test("ip: formats back to the same text", () => {
