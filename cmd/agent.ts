@@ -4,6 +4,7 @@
  * coalesce into one more pass. Reports are made once: a rejected input, an
  * error and a VIP transition are logged when they appear, not every pass.
  */
+import { type LiveSets, setsAfterApply } from "../core/ipset.ts";
 import { planDelete, planPass, renderTransaction } from "../core/plan.ts";
 import type { DatapathConfig } from "../core/schema.ts";
 import {
@@ -56,8 +57,12 @@ export interface PassResult {
   readonly mappings: number;
   readonly rejected: number;
   readonly lines: number;
+  /** Processes started by the pass: reading the node and applying the changes. */
   readonly processes: number;
+  /** Bytes written to the tools (towards the kernel). */
   readonly bytes: number;
+  /** How our ipsets were checked: every entry listed, or the agent's copy confirmed by size. */
+  readonly setsRead?: "entries" | "summary";
   readonly error?: string;
   /** Which stage failed (for metrics): see ErrorKind. */
   readonly errorKind?: ErrorKind;
@@ -81,6 +86,19 @@ export type ErrorKind =
 /** How often a failure that persists is logged again (it is logged at once when it starts). */
 export const ERROR_REMINDER_MS = 10 * 60 * 1000;
 
+export interface PassOptions {
+  /**
+   * How the pass checks our ipsets against the kernel. "full" (the default)
+   * lists every entry. "quick" trusts the agent's copy of what it last read and
+   * wrote when the kernel reports the same sets with as many entries
+   * (`ipset list -t`), and lists in full otherwise: a set flushed, destroyed or
+   * grown behind our back is repaired at once, an entry changed in place only
+   * at the next full check. The loop checks quickly on events and fully on
+   * every interval resync.
+   */
+  readonly setCheck?: "full" | "quick";
+}
+
 export class Agent {
   readonly #host: Host;
   readonly #log: Logger;
@@ -92,6 +110,8 @@ export class Agent {
   #failingSince = 0;
   #failures = 0;
   #lastErrorLog = 0;
+  /** Our sets as the last pass left them; dropped whenever a pass fails. */
+  #knownSets: LiveSets | undefined;
 
   constructor(host: Host, log: Logger, settings: AgentSettings) {
     this.#host = host;
@@ -100,25 +120,28 @@ export class Agent {
   }
 
   /** One pass: read, validate, plan, apply. Never throws. */
-  async pass(trigger: string): Promise<PassResult> {
+  async pass(trigger: string, options: PassOptions = {}): Promise<PassResult> {
     for (const o of this.#settings.observers ?? []) o.passStarted?.(trigger);
-    const result = await this.#pass(trigger);
+    const result = await this.#pass(trigger, options);
     for (const o of this.#settings.observers ?? []) o.pass?.(result, trigger);
     return result;
   }
 
-  async #pass(trigger: string): Promise<PassResult> {
+  async #pass(trigger: string, options: PassOptions): Promise<PassResult> {
     const started = performance.now();
     const { config, dryRun } = this.#settings;
     const empty = { vips: 0, mappings: 0, rejected: 0, lines: 0, processes: 0, bytes: 0 };
     let stage: ErrorKind = "inputs";
+    const knownSets = options.setCheck === "quick" ? this.#knownSets : undefined;
+    // Forgotten until this pass ends well: after a failed step nobody knows what was applied.
+    this.#knownSets = undefined;
     try {
       const raw = await this.#settings.readInputs(trigger);
       if (raw !== this.#validated?.raw) this.#validated = { raw, ...validateSnapshot(raw, config) };
       const { snapshot, problems } = this.#validated;
       this.#reportProblems(problems.map(formatProblem));
       stage = "read_live";
-      const live = await this.#host.readLive(config);
+      const live = await this.#host.readLive(config, { knownSets });
       stage = "apply";
       const { desired, transaction } = planPass(snapshot, config, live);
       const lines = transaction.steps.reduce((n, s) => n + s.lines.length, 0);
@@ -128,6 +151,10 @@ export class Agent {
       } else if (lines > 0) {
         report = await this.#host.apply(transaction);
       }
+      const wroteSets = !dryRun && transaction.steps.some((s) => s.tool === "ipset");
+      this.#knownSets = wroteSets
+        ? setsAfterApply(live.sets, desired.podMarks, config.markMask, desired.noSteer)
+        : live.sets;
       this.#reportRoles(new Map(desired.roles.map((r) => [r.ip, r.role])));
       const result: PassResult = {
         ok: true,
@@ -137,7 +164,9 @@ export class Agent {
         mappings: snapshot.pods.length,
         rejected: problems.length,
         lines,
-        ...report,
+        processes: live.processes + report.processes,
+        bytes: report.bytes,
+        setsRead: live.setsRead,
       };
       if (this.#lastError !== undefined) {
         this.#log.info("pass succeeded again", {
@@ -156,7 +185,7 @@ export class Agent {
           mappings: result.mappings,
           rejected: result.rejected,
           lines,
-          processes: report.processes,
+          processes: result.processes,
           bytes: report.bytes,
         });
       }
@@ -211,22 +240,21 @@ export class Agent {
     this.#lastError = message;
   }
 
-  /** Removes everything this product created on the node. */
+  /** Removes everything this product created on the node; `processes` counts reads and writes. */
   async deleteAll(): Promise<ApplyReport & { lines: number }> {
+    this.#knownSets = undefined;
     const live = await this.#host.readLive(this.#settings.config);
     const transaction = planDelete(live, this.#settings.config);
     const lines = transaction.steps.reduce((n, s) => n + s.lines.length, 0);
     if (this.#settings.dryRun) {
       this.#settings.print?.(renderTransaction(transaction));
-      return { processes: 0, bytes: 0, lines };
+      return { processes: live.processes, bytes: 0, lines };
     }
     const report = await this.#host.apply(transaction);
-    this.#log.info("deleted all kube-egress rules, sets, routes and chains", {
-      lines,
-      processes: report.processes,
-    });
+    const processes = live.processes + report.processes;
+    this.#log.info("deleted all kube-egress rules, sets, routes and chains", { lines, processes });
     this.#roles = new Map();
-    return { ...report, lines };
+    return { processes, bytes: report.bytes, lines };
   }
 
   #reportProblems(messages: string[]) {
@@ -285,26 +313,32 @@ export async function runLoop(
 ) {
   let running: Promise<unknown> | undefined;
   let pending: string | undefined;
+  let pendingFull = false;
   let stopping = false;
-  const trigger = (reason: string) => {
+  // Events check our sets quickly; the start and every resync list them in full.
+  const trigger = (reason: string, setCheck: "full" | "quick" = "quick") => {
     if (stopping) return;
     if (running) {
       pending ??= reason;
+      pendingFull ||= setCheck === "full";
       return;
     }
     running = (async () => {
       let next: string | undefined = reason;
+      let full = setCheck === "full";
       while (next !== undefined && !stopping) {
         pending = undefined;
-        await agent.pass(next);
+        pendingFull = false;
+        await agent.pass(next, { setCheck: full ? "full" : "quick" });
         next = pending;
+        full = pendingFull;
       }
       running = undefined;
     })();
   };
 
-  trigger("start");
-  const interval = setInterval(() => trigger("resync"), options.intervalSeconds * 1000);
+  trigger("start", "full");
+  const interval = setInterval(() => trigger("resync", "full"), options.intervalSeconds * 1000);
   const watcher = host.watchAddresses(config.interface, () => trigger("address change"));
   const inputWatch = options.watchInputs?.(() => trigger("inputs changed"));
   log.info("agent running", { interface: config.interface, interval_s: options.intervalSeconds });

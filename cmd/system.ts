@@ -4,7 +4,7 @@
  * stdin), and watch the interface's addresses. Every process goes through dax.
  */
 import $ from "dax";
-import { parseIpsetSave } from "../core/ipset.ts";
+import { confirmSets, type LiveSets, parseIpsetSave, parseIpsetTerse } from "../core/ipset.ts";
 import { parseIptablesSave } from "../core/iptables.ts";
 import { parseRoutesBatch, readRoutesBatch } from "../core/iproute.ts";
 import { NOSTEER_SET, PODS_SET } from "../core/names.ts";
@@ -14,7 +14,7 @@ import { rpFilterInterfaces, rpFilterKeys } from "../core/sysctl.ts";
 
 /** What a pass needs from the machine; the agent loop is tested against a fake one. */
 export interface Host {
-  readLive(config: DatapathConfig, options?: { counters?: boolean }): Promise<LiveState & Raw>;
+  readLive(config: DatapathConfig, options?: ReadOptions): Promise<LiveRead>;
   apply(transaction: Transaction): Promise<ApplyReport>;
   watchAddresses(iface: string, onChange: () => void): { stop(): void };
 }
@@ -22,6 +22,26 @@ export interface Host {
 /** The raw iptables text, kept for status counters. */
 export interface Raw {
   readonly raw: { readonly mangle: string; readonly nat: string };
+}
+
+export interface ReadOptions {
+  /** Read our chains' packet/byte counters too (`status`). */
+  readonly counters?: boolean;
+  /**
+   * Our sets as the caller last knew them. When given, the sets' entries are
+   * not listed: their headers and sizes are (`ipset list -t`), and `knownSets`
+   * is used if they agree (see `confirmSets`); any disagreement falls back to
+   * the full listing.
+   */
+  readonly knownSets?: LiveSets;
+}
+
+/** The live state, and how it was read. */
+export interface LiveRead extends LiveState, Raw {
+  /** "entries": our sets were listed in full; "summary": `knownSets` were confirmed by size. */
+  readonly setsRead: "entries" | "summary";
+  /** Processes started to read it. */
+  readonly processes: number;
 }
 
 export interface ApplyReport {
@@ -55,14 +75,6 @@ async function run(
   return { code: result.code, stdout: result.stdout, stderr: result.stderr };
 }
 
-async function mustRun(args: string[], stdin?: string): Promise<string> {
-  const result = await run(args, stdin);
-  if (result.code !== 0) {
-    throw new Error(`${args.join(" ")} failed (exit ${result.code}): ${result.stderr.trim()}`);
-  }
-  return result.stdout;
-}
-
 const STEP_COMMANDS: Record<Exclude<Step["tool"], "sysctl">, string[]> = {
   ip: ["ip", "-force", "-batch", "-"],
   ipset: ["ipset", "restore", "-exist"],
@@ -91,27 +103,50 @@ export function systemHost(): Host {
   let backend: LiveState["backend"] | undefined;
   return {
     async readLive(config, options = {}) {
-      backend ??= (await mustRun(["iptables", "--version"])).includes("legacy") ? "legacy" : "nft";
-      const routes = await run(
-        ["ip", "-json", "-N", "-batch", "-"],
-        readRoutesBatch(config.interface, config.routeProtocol, config.podCidrs),
-      );
+      let processes = 0;
+      const tool = (args: string[], stdin?: string) => (processes++, run(args, stdin));
+      const output = async (args: string[]) => {
+        const result = await tool(args);
+        if (result.code !== 0) {
+          throw new Error(
+            `${args.join(" ")} failed (exit ${result.code}): ${result.stderr.trim()}`,
+          );
+        }
+        return result.stdout;
+      };
+      backend ??= (await output(["iptables", "--version"])).includes("legacy") ? "legacy" : "nft";
+      const setEntries = async () => {
+        // A set that does not exist is simply absent: no listing of names first.
+        const saved = await Promise.all([PODS_SET, NOSTEER_SET].map(async (name) => {
+          const result = await tool(["ipset", "save", name]);
+          if (result.code === 0) return result.stdout;
+          if (/does not exist/.test(result.stderr)) return "";
+          throw new Error(`ipset save ${name} failed: ${result.stderr.trim()}`);
+        }));
+        return parseIpsetSave(saved.join("\n"));
+      };
+      const readSets = async (): Promise<{ sets: LiveSets; setsRead: LiveRead["setsRead"] }> => {
+        if (options.knownSets) {
+          const summary = parseIpsetTerse(await output(["ipset", "list", "-t"]));
+          const confirmed = confirmSets(options.knownSets, summary);
+          if (confirmed) return { sets: confirmed, setsRead: "summary" };
+        }
+        return { sets: await setEntries(), setsRead: "entries" };
+      };
+      const counters = options.counters ? ["-c"] : [];
+      const [routes, mangle, nat, { sets, setsRead }] = await Promise.all([
+        tool(
+          ["ip", "-json", "-N", "-batch", "-"],
+          readRoutesBatch(config.interface, config.routeProtocol, config.podCidrs),
+        ),
+        output(["iptables-save", ...counters, "-t", "mangle"]),
+        output(["iptables-save", ...counters, "-t", "nat"]),
+        readSets(),
+      ]);
       if (routes.code !== 0) {
         if (/does not exist/.test(routes.stderr)) throw new InterfaceMissingError(config.interface);
         throw new Error(`reading addresses, rules and routes failed: ${routes.stderr.trim()}`);
       }
-      const counters = options.counters ? ["-c"] : [];
-      const [mangle, nat, setNames] = await Promise.all([
-        mustRun(["iptables-save", ...counters, "-t", "mangle"]),
-        mustRun(["iptables-save", ...counters, "-t", "nat"]),
-        mustRun(["ipset", "list", "-n"]),
-      ]);
-      const present = new Set(setNames.split("\n").map((s) => s.trim()));
-      const sets = await Promise.all(
-        [PODS_SET, NOSTEER_SET].filter((s) => present.has(s)).map((s) =>
-          mustRun(["ipset", "save", s])
-        ),
-      );
       const parsedRoutes = parseRoutesBatch(routes.stdout, config.routeProtocol);
       return {
         backend,
@@ -120,11 +155,13 @@ export function systemHost(): Host {
           mangle: parseIptablesSave(mangle, "mangle"),
           nat: parseIptablesSave(nat, "nat"),
         },
-        sets: parseIpsetSave(sets.join("\n")),
+        sets,
         sysctls: await readSysctls(
           rpFilterKeys(...rpFilterInterfaces(config.interface, parsedRoutes.podRoutes)),
         ),
         raw: { mangle, nat },
+        setsRead,
+        processes,
       };
     },
 

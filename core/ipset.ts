@@ -29,34 +29,55 @@ const PODS_OPTIONS =
   `hash:ip family inet hashsize 1024 maxelem ${PODS_SET_MAXELEM} counters skbinfo`;
 const NOSTEER_OPTIONS = "hash:net family inet hashsize 64 maxelem 65536";
 
-/** Parses `ipset save` output of our sets (other sets in the text are ignored). */
+const POD_ADD = `add ${PODS_SET} `;
+const NOSTEER_ADD = `add ${NOSTEER_SET} `;
+
+/**
+ * Parses `ipset save` output of our sets (other sets in the text are ignored).
+ * Lines that are not ours are skipped by their prefix alone: the pods set can
+ * hold tens of thousands of entries and is read on every full check.
+ */
 export function parseIpsetSave(text: string): LiveSets {
   let podsHeader: string | undefined;
   let nosteerHeader: string | undefined;
   const pods = new Map<string, PodEntry>();
   const nosteer = new Set<string>();
-  for (const line of text.split("\n")) {
-    const words = line.trim().split(/\s+/);
-    if (words[0] === "create" && words[1] === PODS_SET) podsHeader = line.trim();
-    else if (words[0] === "create" && words[1] === NOSTEER_SET) nosteerHeader = line.trim();
-    else if (words[0] === "add" && words[1] === PODS_SET) {
-      const option = (name: string) => {
-        const i = words.indexOf(name);
-        return i > 0 ? words[i + 1] : undefined;
-      };
-      const [mark, mask] = (option("skbmark") ?? "0x0").split("/");
-      pods.set(words[2], {
-        mark: parseInt(mark, 16),
-        mask: mask === undefined ? 0xffffffff : parseInt(mask, 16),
-        packets: Number(option("packets") ?? 0),
-        bytes: Number(option("bytes") ?? 0),
-      });
-    } else if (words[0] === "add" && words[1] === NOSTEER_SET) {
-      const cidr = parseCidr(words[2]);
+  for (const raw of text.split("\n")) {
+    const line = raw.trim();
+    if (line.startsWith(POD_ADD)) {
+      const end = line.indexOf(" ", POD_ADD.length);
+      const ip = end < 0 ? line.slice(POD_ADD.length) : line.slice(POD_ADD.length, end);
+      pods.set(ip, podEntry(line));
+    } else if (line.startsWith(NOSTEER_ADD)) {
+      const cidr = parseCidr(line.slice(NOSTEER_ADD.length).split(/\s+/)[0]);
       if (cidr) nosteer.add(formatCidr(cidr));
+    } else if (line.startsWith("create ")) {
+      const name = line.split(/\s+/)[1];
+      if (name === PODS_SET) podsHeader = line;
+      else if (name === NOSTEER_SET) nosteerHeader = line;
     }
   }
   return { podsHeader, pods, nosteerHeader, nosteer };
+}
+
+/** The value after ` name ` in an `add` line ("skbmark" → "0x5/0xff"), if present. */
+function optionOf(line: string, name: string): string | undefined {
+  const at = line.indexOf(` ${name} `);
+  if (at < 0) return undefined;
+  const start = at + name.length + 2;
+  const end = line.indexOf(" ", start);
+  return end < 0 ? line.slice(start) : line.slice(start, end);
+}
+
+/** A pods-set entry from its `add` line ("... packets 3 bytes 180 skbmark 0x5/0xff"). */
+function podEntry(line: string): PodEntry {
+  const [mark = "0x0", mask] = (optionOf(line, "skbmark") ?? "0x0").split("/");
+  return {
+    mark: parseInt(mark, 16),
+    mask: mask === undefined ? 0xffffffff : parseInt(mask, 16),
+    packets: Number(optionOf(line, "packets") ?? 0),
+    bytes: Number(optionOf(line, "bytes") ?? 0),
+  };
 }
 
 /** True when a live header carries every option we create the set with. */
@@ -69,8 +90,8 @@ function headerFits(header: string | undefined, options: string): boolean {
 }
 
 /** A pods-set entry as the words after the set name in an `add` line. */
-function podArgs(ip: string, mark: number, mask: number): string {
-  return `${ip} skbmark ${hex(mark)}/${hex(mask)}`;
+function podArgs(ip: string, markMask: string): string {
+  return `${ip} skbmark ${markMask}`;
 }
 
 /** The `ipset restore -exist` lines that make the live sets equal the desired ones. */
@@ -80,48 +101,158 @@ export function diffIpsets(
   markMask: number,
   desiredNosteer: readonly string[],
 ): string[] {
-  const wantPods = new Map([...desiredPods].map(([ip, mark]) => [ip, podArgs(ip, mark, markMask)]));
-  const havePods = new Map([...live.pods].map(([ip, e]) => [ip, podArgs(ip, e.mark, e.mask)]));
-  const wantNosteer = new Map(desiredNosteer.map((cidr) => [cidr, cidr]));
-  const haveNosteer = new Map([...live.nosteer].map((cidr) => [cidr, cidr]));
+  // Marks repeat (one per VIP): format each "mark/mask" once, not once per pod.
+  const formatted = new Map<number, string>();
+  const markText = (mark: number) => {
+    let text = formatted.get(mark);
+    if (text === undefined) formatted.set(mark, text = `${hex(mark)}/${hex(markMask)}`);
+    return text;
+  };
+  const pods: SetContents = {
+    keys: () => desiredPods.keys(),
+    args: (ip) => podArgs(ip, markText(desiredPods.get(ip)!)),
+    differs: (ip) => {
+      const have = live.pods.get(ip);
+      return have === undefined || have.mark !== desiredPods.get(ip) || have.mask !== markMask;
+    },
+    stale: () => [...live.pods.keys()].filter((ip) => !desiredPods.has(ip)),
+  };
+  const wantNosteer = new Set(desiredNosteer);
+  const nosteer: SetContents = {
+    keys: () => wantNosteer.values(),
+    args: (cidr) => cidr,
+    differs: (cidr) => !live.nosteer.has(cidr),
+    stale: () => [...live.nosteer].filter((cidr) => !wantNosteer.has(cidr)),
+  };
   return [
-    ...diffOneSet(PODS_SET, PODS_OPTIONS, live.podsHeader, wantPods, havePods),
-    ...diffOneSet(NOSTEER_SET, NOSTEER_OPTIONS, live.nosteerHeader, wantNosteer, haveNosteer),
+    ...diffOneSet(PODS_SET, PODS_OPTIONS, live.podsHeader, pods),
+    ...diffOneSet(NOSTEER_SET, NOSTEER_OPTIONS, live.nosteerHeader, nosteer),
   ];
 }
 
+/** The desired contents of one set, and how they compare with the live ones. */
+interface SetContents {
+  /** Desired keys, in the order they are written. */
+  keys(): Iterable<string>;
+  /** The words after the set name in the key's `add` line. */
+  args(key: string): string;
+  /** The live set lacks the key or holds it with other data. */
+  differs(key: string): boolean;
+  /** Live keys that are not desired. */
+  stale(): string[];
+}
+
 /**
- * One set, as key → entry words: create it when missing; rebuild it in a
- * scratch set and swap it in atomically when its type is wrong; otherwise add
- * what is missing or changed (`-exist` turns a re-add into an update) and
- * delete what is stale.
+ * One set: create it when missing; rebuild it in a scratch set and swap it in
+ * atomically when its type is wrong; otherwise add what is missing or changed
+ * (`-exist` turns a re-add into an update) and delete what is stale.
  */
 function diffOneSet(
   name: string,
   options: string,
   header: string | undefined,
-  want: ReadonlyMap<string, string>,
-  have: ReadonlyMap<string, string>,
+  want: SetContents,
 ): string[] {
-  const adds = (set: string, only?: (key: string, args: string) => boolean) =>
-    [...want].filter(([key, args]) => !only || only(key, args)).map(([, args]) =>
-      `add ${set} ${args}`
-    );
-  if (header === undefined) return [`create ${name} ${options}`, ...adds(name)];
-  if (!headerFits(header, options)) {
+  const lines: string[] = [];
+  const addAll = (set: string) => {
+    for (const key of want.keys()) lines.push(`add ${set} ${want.args(key)}`);
+  };
+  if (header === undefined) {
+    lines.push(`create ${name} ${options}`);
+    addAll(name);
+  } else if (!headerFits(header, options)) {
     // A scratch set left by an interrupted pass is reused: create -exist, then flush.
     const scratch = name + SCRATCH_SUFFIX;
-    return [
-      `create ${scratch} ${options}`,
-      `flush ${scratch}`,
-      ...adds(scratch),
-      `swap ${scratch} ${name}`,
-      `destroy ${scratch}`,
-    ];
+    lines.push(`create ${scratch} ${options}`, `flush ${scratch}`);
+    addAll(scratch);
+    lines.push(`swap ${scratch} ${name}`, `destroy ${scratch}`);
+  } else {
+    for (const key of want.keys()) {
+      if (want.differs(key)) lines.push(`add ${name} ${want.args(key)}`);
+    }
+    for (const key of want.stale()) lines.push(`del ${name} ${key}`);
   }
-  const lines = adds(name, (key, args) => have.get(key) !== args);
-  for (const key of have.keys()) if (!want.has(key)) lines.push(`del ${name} ${key}`);
   return lines;
+}
+
+/** What `ipset list -t` tells about a set without listing its entries. */
+export interface SetSummary {
+  /** The set's header as a `create` line, comparable with `LiveSets` headers. */
+  readonly header: string;
+  readonly entries: number;
+}
+
+/**
+ * Parses `ipset list -t` (every set's header, no entries): "Name:", "Type:",
+ * "Header:" and "Number of entries:" of each set, by name.
+ */
+export function parseIpsetTerse(text: string): Map<string, SetSummary> {
+  const summaries = new Map<string, SetSummary>();
+  for (const block of text.split(/\n(?=Name: )/)) {
+    const field = (name: string) => new RegExp(`^${name}: ?(.*)$`, "m").exec(block)?.[1].trim();
+    const name = field("Name");
+    const entries = Number(field("Number of entries"));
+    if (name === undefined || !Number.isInteger(entries)) continue;
+    summaries.set(name, {
+      header: ["create", name, field("Type"), field("Header")].filter(Boolean).join(" "),
+      entries,
+    });
+  }
+  return summaries;
+}
+
+/**
+ * Our sets as the caller last knew them, if the kernel's summary agrees: each
+ * set present or absent alike, with as many entries. Otherwise undefined, and
+ * the entries must be listed in full. The headers are taken from the summary,
+ * so a set whose type changed behind our back is still rebuilt.
+ *
+ * The trade-off: an entry changed in place (same count, e.g. `ipset add -exist`
+ * with another mark, or a delete plus an add) is not seen until the next full
+ * listing; the agent lists in full on every interval resync.
+ */
+export function confirmSets(
+  known: LiveSets,
+  summary: ReadonlyMap<string, SetSummary>,
+): LiveSets | undefined {
+  const pods = summary.get(PODS_SET);
+  const nosteer = summary.get(NOSTEER_SET);
+  const agrees = (header: string | undefined, live: SetSummary | undefined, size: number) =>
+    live === undefined ? header === undefined : header !== undefined && live.entries === size;
+  if (!agrees(known.podsHeader, pods, known.pods.size)) return undefined;
+  if (!agrees(known.nosteerHeader, nosteer, known.nosteer.size)) return undefined;
+  return { ...known, podsHeader: pods?.header, nosteerHeader: nosteer?.header };
+}
+
+/**
+ * Our sets as they are once a transaction planned from `live` towards these
+ * contents has been applied in full: the kernel's own header where it was kept,
+ * ours where the set was created or rebuilt; counters read as zero.
+ */
+export function setsAfterApply(
+  live: LiveSets,
+  desiredPods: ReadonlyMap<string, number>,
+  markMask: number,
+  desiredNosteer: readonly string[],
+): LiveSets {
+  // One shared entry per mark: this copy is kept between passes.
+  const entries = new Map<number, PodEntry>();
+  const pods = new Map<string, PodEntry>();
+  for (const [ip, mark] of desiredPods) {
+    let entry = entries.get(mark);
+    if (entry === undefined) {
+      entries.set(mark, entry = { mark, mask: markMask, packets: 0, bytes: 0 });
+    }
+    pods.set(ip, entry);
+  }
+  const header = (have: string | undefined, name: string, options: string) =>
+    headerFits(have, options) ? have : `create ${name} ${options}`;
+  return {
+    podsHeader: header(live.podsHeader, PODS_SET, PODS_OPTIONS),
+    pods,
+    nosteerHeader: header(live.nosteerHeader, NOSTEER_SET, NOSTEER_OPTIONS),
+    nosteer: new Set(desiredNosteer),
+  };
 }
 
 /** Lines that destroy our sets (after the rules that use them are gone). */

@@ -194,3 +194,101 @@ Deno.test("agent: a persistent error is logged once, then reminded at a low rate
   assert.equal(reminders.length, 2);
   assert.match(reminders[0], /failed_passes=21 failing_for_s=600/);
 });
+
+/** Ten pods on one VIP, plus `extra` more. */
+function manyPods(extra = 0): RawSnapshot {
+  const pods: Record<string, string> = {};
+  for (let i = 0; i < 10 + extra; i++) pods[`10.244.1.${10 + i}`] = "192.0.2.50";
+  return raw({ "192.0.2.50": "5" }, pods);
+}
+
+const podsSet = (kernel: FakeKernel) => kernel.sets.get("kube-egress-pods")!.entries;
+
+Deno.test("agent: quick checks confirm the sets by size and write only what changed", async () => {
+  let inputs = manyPods();
+  const { agent, kernel } = setup(() => inputs);
+  assert.equal((await agent.pass("start", { setCheck: "quick" })).setsRead, "entries");
+  const unchanged = await agent.pass("event", { setCheck: "quick" });
+  assert.equal(unchanged.setsRead, "summary");
+  assert.equal(unchanged.lines, 0);
+  inputs = manyPods(1);
+  const added = await agent.pass("event", { setCheck: "quick" });
+  assert.equal(added.setsRead, "summary");
+  assert.deepEqual(kernel.applied.at(-1)!.steps.map((s) => s.lines), [[
+    "add kube-egress-pods 10.244.1.20 skbmark 0x5/0xff",
+  ]]);
+  // What the agent now believes is exactly what a full listing finds.
+  assert.equal((await agent.pass("event", { setCheck: "quick" })).lines, 0);
+  const full = await agent.pass("resync", { setCheck: "full" });
+  assert.equal(full.setsRead, "entries");
+  assert.equal(full.lines, 0);
+});
+
+Deno.test("agent: a set flushed or destroyed behind our back is repaired by the next quick pass", async () => {
+  const { agent, kernel } = setup(() => manyPods());
+  await agent.pass("start");
+  podsSet(kernel).clear();
+  const repaired = await agent.pass("event", { setCheck: "quick" });
+  assert.equal(repaired.setsRead, "entries", "the size differs: listed in full");
+  assert.equal(podsSet(kernel).size, 10);
+  // Destroyed (with the rule that uses it, as `ipset destroy` requires).
+  kernel.tables.get("mangle")!.chains.set("KUBE-EGRESS-MARK", []);
+  kernel.sets.delete("kube-egress-pods");
+  assert.equal((await agent.pass("event", { setCheck: "quick" })).setsRead, "entries");
+  assert.equal(podsSet(kernel).size, 10);
+  assert.equal((await agent.pass("resync", { setCheck: "full" })).lines, 0);
+});
+
+Deno.test("agent: an entry changed in place is missed by quick checks and repaired by the next full check", async () => {
+  const { agent, kernel } = setup(() => manyPods());
+  await agent.pass("start");
+  // Same size, other mark: only a full listing can tell.
+  podsSet(kernel).set("10.244.1.10", "skbmark 0x9/0xff");
+  const quick = await agent.pass("event", { setCheck: "quick" });
+  assert.equal(quick.setsRead, "summary");
+  assert.equal(quick.lines, 0);
+  const full = await agent.pass("resync", { setCheck: "full" });
+  assert.equal(full.setsRead, "entries");
+  assert.equal(full.lines, 1);
+  assert.equal(podsSet(kernel).get("10.244.1.10"), "skbmark 0x5/0xff");
+});
+
+Deno.test("agent: after a failed pass the sets are listed in full again", async () => {
+  let inputs = manyPods();
+  const { agent, kernel } = setup(() => inputs);
+  await agent.pass("start");
+  inputs = manyPods(2);
+  kernel.failNext = "ipset";
+  assert.equal((await agent.pass("event", { setCheck: "quick" })).ok, false);
+  const retry = await agent.pass("event", { setCheck: "quick" });
+  assert.equal(retry.setsRead, "entries");
+  assert.equal(podsSet(kernel).size, 12);
+  // A dry run writes nothing, so what it read stays true.
+  const dry = setup(() => manyPods(), true);
+  await dry.agent.pass("start");
+  assert.equal((await dry.agent.pass("event", { setCheck: "quick" })).setsRead, "summary");
+});
+
+Deno.test("agent loop: events check the sets quickly; the start and every resync list them in full", async () => {
+  const { agent, host, log, kernel } = setup(() => manyPods());
+  let stop!: () => void;
+  const stopped = new Promise<void>((r) => (stop = r));
+  const loop = runLoop(agent, host, testConfig(), log, {
+    intervalSeconds: 0.2,
+    cleanupOnExit: false,
+    stop: stopped,
+  });
+  const until = async (done: () => boolean) => {
+    for (let waited = 0; !done() && waited < 10_000; waited += 10) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  };
+  await until(() => kernel.reads.entries >= 1);
+  host.fireAddressChange();
+  // The start pass, the address change, then at least one resync.
+  await until(() => kernel.reads.summary >= 1 && kernel.reads.entries >= 2);
+  stop();
+  await loop;
+  assert.equal(kernel.reads.summary, 1, "only the address change checked quickly");
+  assert.ok(kernel.reads.entries >= 2, "the start and the resyncs listed in full");
+});

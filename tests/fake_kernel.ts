@@ -5,14 +5,14 @@
  * in the real tools' output formats, so the parsers are exercised too. It also
  * records every transaction applied.
  */
-import { parseIpsetSave } from "../core/ipset.ts";
+import { confirmSets, parseIpsetSave, parseIpsetTerse } from "../core/ipset.ts";
 import { parseIptablesSave } from "../core/iptables.ts";
 import { parseRoutesBatch } from "../core/iproute.ts";
 import type { LiveState, Transaction } from "../core/plan.ts";
 import type { DatapathConfig } from "../core/schema.ts";
 import { cidrContains, parseCidr } from "../core/ip.ts";
 import { rpFilterInterfaces, rpFilterKeys } from "../core/sysctl.ts";
-import type { ApplyReport, Host, Raw } from "../cmd/system.ts";
+import type { ApplyReport, Host, LiveRead, Raw, ReadOptions } from "../cmd/system.ts";
 import { InterfaceMissingError } from "../cmd/system.ts";
 
 const BUILTINS: Record<string, string[]> = {
@@ -121,6 +121,25 @@ export class FakeKernel {
     }
     return lines.join("\n") + "\n";
   }
+
+  /** `ipset list -t`: every set's header and size, no entries. */
+  ipsetListTerse(): string {
+    return [...this.sets].map(([name, set]) => {
+      const [type, ...options] = set.header.split(" ");
+      return [
+        `Name: ${name}`,
+        `Type: ${type}`,
+        "Revision: 6",
+        `Header: ${options.join(" ")} bucketsize 12 initval 0x1234`,
+        `Size in memory: ${200 + 50 * set.entries.size}`,
+        "References: 1",
+        `Number of entries: ${set.entries.size}`,
+      ].join("\n") + "\n";
+    }).join("\n");
+  }
+
+  /** Counts the reads a host makes, like the real one's processes. */
+  reads = { entries: 0, summary: 0 };
 
   /** `ip -json route show table main root <cidr>`: routes whose range lies inside `cidr`. */
   mainRoutesWithin(cidr: string) {
@@ -373,12 +392,25 @@ export class FakeKernel {
     };
   }
 
+  /**
+   * Reads the live state as the real host does: our sets' entries in full, or,
+   * given `knownSets`, only `ipset list -t` to confirm them by size.
+   */
+  read(config: DatapathConfig, options: ReadOptions = {}): LiveRead {
+    const live = this.live(config, options.counters);
+    const confirmed = options.knownSets &&
+      confirmSets(options.knownSets, parseIpsetTerse(this.ipsetListTerse()));
+    this.reads[confirmed ? "summary" : "entries"]++;
+    return confirmed
+      ? { ...live, sets: confirmed, setsRead: "summary", processes: 4 }
+      : { ...live, setsRead: "entries", processes: 5 };
+  }
+
   /** A Host backed by this kernel; address watchers fire on `moveAddress`. */
   host(): Host & { fireAddressChange(): void } {
     const watchers = new Set<() => void>();
     return {
-      readLive: (config, options) =>
-        Promise.resolve().then(() => this.live(config, options?.counters)),
+      readLive: (config, options) => Promise.resolve().then(() => this.read(config, options)),
       apply: (tx) => Promise.resolve().then(() => this.apply(tx)),
       watchAddresses: (_iface, onChange) => {
         watchers.add(onChange);

@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { deleteIpsets, diffIpsets, parseIpsetSave } from "../core/ipset.ts";
+import {
+  confirmSets,
+  deleteIpsets,
+  diffIpsets,
+  parseIpsetSave,
+  parseIpsetTerse,
+  setsAfterApply,
+} from "../core/ipset.ts";
 
 const SAVE =
   `create kube-egress-pods hash:ip family inet hashsize 1024 maxelem 1048576 counters skbinfo bucketsize 12 initval 0x3a8a7cbf
@@ -74,4 +81,86 @@ Deno.test("ipset: delete destroys only our existing sets", () => {
     "destroy kube-egress-nosteer",
   ]);
   assert.deepEqual(deleteIpsets(parseIpsetSave("")), []);
+});
+
+/** `ipset list -t` as ipset v7.17 prints it. */
+const TERSE = `Name: kube-egress-pods
+Type: hash:ip
+Revision: 6
+Header: family inet hashsize 1024 maxelem 1048576 counters skbinfo bucketsize 12 initval 0x3a8a7cbf
+Size in memory: 504
+References: 1
+Number of entries: 2
+
+Name: kube-egress-nosteer
+Type: hash:net
+Revision: 7
+Header: family inet hashsize 64 maxelem 65536 bucketsize 12 initval 0x36d4f671
+Size in memory: 712
+References: 1
+Number of entries: 2
+
+Name: other
+Type: list:set
+Revision: 3
+Header: size 8
+Size in memory: 88
+References: 0
+Number of entries: 0
+`;
+
+Deno.test("ipset: list -t gives each set's header as a create line and its size", () => {
+  const summary = parseIpsetTerse(TERSE);
+  assert.deepEqual([...summary.keys()], ["kube-egress-pods", "kube-egress-nosteer", "other"]);
+  assert.deepEqual(summary.get("kube-egress-pods"), {
+    header:
+      "create kube-egress-pods hash:ip family inet hashsize 1024 maxelem 1048576 counters skbinfo bucketsize 12 initval 0x3a8a7cbf",
+    entries: 2,
+  });
+  assert.deepEqual(summary.get("other"), { header: "create other list:set size 8", entries: 0 });
+  assert.equal(parseIpsetTerse("").size, 0);
+});
+
+Deno.test("ipset: known sets are confirmed only when the kernel has them with as many entries", () => {
+  const known = parseIpsetSave(SAVE);
+  const confirmed = confirmSets(known, parseIpsetTerse(TERSE));
+  assert.equal(confirmed?.pods, known.pods);
+  assert.equal(confirmed?.nosteer, known.nosteer);
+  // A flushed set, a missing set, a set we did not know of: list in full.
+  assert.equal(
+    confirmSets(
+      known,
+      parseIpsetTerse(TERSE.replace("Number of entries: 2", "Number of entries: 0")),
+    ),
+    undefined,
+  );
+  const podsOnly = parseIpsetTerse(TERSE);
+  podsOnly.delete("kube-egress-nosteer");
+  assert.equal(confirmSets(known, podsOnly), undefined);
+  assert.equal(confirmSets(parseIpsetSave(""), parseIpsetTerse(TERSE)), undefined);
+  assert.deepEqual(confirmSets(parseIpsetSave(""), new Map()), parseIpsetSave(""));
+});
+
+Deno.test("ipset: a confirmed set still takes the kernel's header, so a changed type is rebuilt", () => {
+  const known = parseIpsetSave(SAVE);
+  const retyped = TERSE.replace("maxelem 1048576 counters skbinfo", "maxelem 65536");
+  const confirmed = confirmSets(known, parseIpsetTerse(retyped))!;
+  assert.match(confirmed.podsHeader!, /maxelem 65536 bucketsize/);
+  const lines = diffIpsets(confirmed, new Map([["10.244.1.5", 5], ["10.244.1.6", 6]]), 0xff, [
+    "10.244.0.0/16",
+    "192.0.2.9/32",
+  ]);
+  assert.match(lines[0], /^create kube-egress-pods-new hash:ip .*counters skbinfo$/);
+  assert.ok(lines.includes("swap kube-egress-pods-new kube-egress-pods"));
+});
+
+Deno.test("ipset: the sets after an apply are what a fresh read would find", () => {
+  const live = parseIpsetSave(SAVE);
+  const pods = new Map([["10.244.1.5", 6], ["10.244.1.7", 5]]);
+  const after = setsAfterApply(live, pods, 0xff, ["10.244.0.0/16"]);
+  assert.equal(after.podsHeader, live.podsHeader, "the kernel's header is kept");
+  assert.deepEqual(diffIpsets(after, pods, 0xff, ["10.244.0.0/16"]), []);
+  assert.deepEqual([...after.pods.keys()], ["10.244.1.5", "10.244.1.7"]);
+  const created = setsAfterApply(parseIpsetSave(""), pods, 0xff, []);
+  assert.deepEqual(diffIpsets(created, pods, 0xff, []), []);
 });
