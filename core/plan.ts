@@ -93,8 +93,13 @@ export function planDelete(
   live: LiveState,
   config: Pick<DatapathConfig, "routeProtocol">,
 ): Transaction {
+  // iptables-nft-save lists a table that does not exist as if it held only its
+  // built-in chains: a table is ours to remove only if our chain or jump is in it.
   const emptied = live.backend === "nft"
-    ? (["mangle", "nat"] as const).filter((t) => live.iptables[t].onlyOurs)
+    ? (["mangle", "nat"] as const).filter((t) => {
+      const table = live.iptables[t];
+      return table.onlyOurs && (table.chainExists || table.hookRules.length > 0);
+    })
     : [];
   return {
     steps: [

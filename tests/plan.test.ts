@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { parseIptablesSave } from "../core/iptables.ts";
 import { isEmpty, planDelete, planPass, renderTransaction } from "../core/plan.ts";
 import { FakeKernel } from "./fake_kernel.ts";
 import { snapshot, testConfig } from "./helpers.ts";
@@ -115,6 +116,21 @@ Deno.test("plan: delete on an empty node removes the tables iptables created for
   kernel.apply(tx);
   assert.equal(kernel.dump(), baseline);
   assert.equal(isEmpty(planDelete(kernel.live(config), config)), true);
+});
+
+Deno.test("plan: delete on a node that never had us removes nothing (iptables-nft lists missing tables)", () => {
+  // What iptables-nft-save prints for a table that does not exist in the kernel.
+  const missing = (table: string) =>
+    `*${table}\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n`;
+  const live = new FakeKernel().live(config);
+  const tx = planDelete({
+    ...live,
+    iptables: {
+      mangle: parseIptablesSave(missing("mangle"), "mangle"),
+      nat: parseIptablesSave(missing("nat"), "nat"),
+    },
+  }, config);
+  assert.equal(isEmpty(tx), true, JSON.stringify(tx.steps));
 });
 
 Deno.test("plan: a failed iptables step leaves the chains as they were and the next pass converges", () => {
