@@ -1,83 +1,78 @@
 /**
  * Runs inside a network namespace (started by bench/apply.ts): times real
  * passes of the agent against the kernel for a given number of mappings and
- * prints one JSON line per measured operation.
+ * prints one JSON line per sample. Every operation is repeated; the whole
+ * cycle (first apply … delete) runs `cycles` times.
  *
- * Usage: deno run -A bench/apply_worker.ts <mappings> <vips>
+ * Usage: deno run -A bench/apply_worker.ts <mappings> <vips> <cycles>
  */
-import { Agent } from "../cmd/agent.ts";
+import $ from "dax";
+import { Agent, type PassOptions } from "../cmd/agent.ts";
 import { createLogger } from "../cmd/log.ts";
 import { systemHost } from "../cmd/system.ts";
-import { DatapathConfig } from "../core/schema.ts";
 import type { RawSnapshot } from "../core/snapshot.ts";
+import { BENCH_CONFIG, syntheticSnapshot, vipAddress } from "./inputs.ts";
 
-const mappings = Number(Deno.args[0] ?? 1000);
-const vipCount = Number(Deno.args[1] ?? 16);
-const config = DatapathConfig.parse({
-  interface: "eth0",
-  podCidrs: ["10.0.0.0/8"],
-  serviceCidrs: ["172.16.0.0/12"],
-  excludeCidrs: [],
-  markMask: "0xff",
-  rulePriority: 1000,
-  routeProtocol: 233,
-});
+const [mappings, vipCount, cycles] = Deno.args.map(Number);
+/** Samples of each repeated operation per cycle. */
+const REPEAT = 5;
 
-/** VIPs 192.0.2.100+i with route ids 1+i; pods 10.x.y.z spread over them. */
-function snapshotOf(pods: number, extra = 0): RawSnapshot {
-  const vips = Array.from(
-    { length: vipCount },
-    (_, i) => ({ origin: `v${i}`, ip: `192.0.2.${100 + i}`, routeId: i + 1 }),
-  );
-  const list = Array.from({ length: pods + extra }, (_, i) => ({
-    origin: `p${i}`,
-    podIp: `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`,
-    vip: vips[i % vipCount].ip,
-  }));
-  return { vips, pods: list, problems: [] };
-}
-
-let inputs = snapshotOf(mappings);
+let inputs: RawSnapshot = syntheticSnapshot(mappings, vipCount);
 const agent = new Agent(systemHost(), createLogger("text", () => {}), {
-  config,
+  config: BENCH_CONFIG,
   readInputs: () => Promise.resolve(inputs),
   dryRun: false,
 });
-const report = (op: string, r: Awaited<ReturnType<Agent["pass"]>>) => {
-  if (!r.ok) throw new Error(`${op}: ${r.error}`);
-  console.log(
-    JSON.stringify({
-      op,
-      mappings,
-      vips: vipCount,
-      ms: r.durationMs,
-      processes: r.processes,
-      bytes: r.bytes,
-      lines: r.lines,
-    }),
-  );
-};
 
-report("first apply", await agent.pass("bench"));
-report("unchanged pass", await agent.pass("bench"));
-inputs = snapshotOf(mappings, 1);
-report("one pod added", await agent.pass("bench"));
-// Move VIP #1 onto this node and away again: the role flips twice.
-const vip = "192.0.2.101";
-await new Deno.Command("ip", { args: ["addr", "add", `${vip}/32`, "dev", "eth0"] }).output();
-report("VIP arrives", await agent.pass("bench"));
-await new Deno.Command("ip", { args: ["addr", "del", `${vip}/32`, "dev", "eth0"] }).output();
-report("VIP leaves", await agent.pass("bench"));
-const started = performance.now();
-const deleted = await agent.deleteAll();
-console.log(
-  JSON.stringify({
-    op: "delete",
-    mappings,
-    vips: vipCount,
-    ms: performance.now() - started,
-    processes: deleted.processes,
-    bytes: deleted.bytes,
-    lines: deleted.lines,
-  }),
-);
+function sample(op: string, r: {
+  ms: number;
+  processes: number;
+  bytes: number;
+  lines: number;
+  setsRead?: string;
+}) {
+  console.log(JSON.stringify({ op, mappings, vips: vipCount, ...r }));
+}
+
+async function pass(op: string, options: PassOptions) {
+  const r = await agent.pass("bench", options);
+  if (!r.ok) throw new Error(`${op}: ${r.error}`);
+  sample(op, { ms: r.durationMs, ...r });
+}
+
+const full = { setCheck: "full" } as const;
+const quick = { setCheck: "quick" } as const;
+const withExtra = (extra: number) => {
+  const snapshot = syntheticSnapshot(mappings + extra, vipCount);
+  return () => (inputs = snapshot);
+};
+const base = syntheticSnapshot(mappings, vipCount);
+const plusOne = withExtra(1);
+// VIP #1 moves onto this node and away again: the role flips twice.
+const movingVip = vipAddress(1);
+
+for (let cycle = 0; cycle < cycles; cycle++) {
+  inputs = base;
+  await pass("first apply", full);
+  for (let i = 0; i < REPEAT; i++) await pass("unchanged pass, full check (resync)", full);
+  for (let i = 0; i < REPEAT; i++) await pass("unchanged pass, quick check (event)", quick);
+  for (let i = 0; i < REPEAT; i++) {
+    plusOne();
+    await pass("one pod added (event)", quick);
+    inputs = base;
+    await pass("one pod removed (event)", quick);
+  }
+  plusOne();
+  await pass("one pod added, full check (resync)", full);
+  inputs = base;
+  await pass("one pod removed, full check (resync)", full);
+  for (let i = 0; i < REPEAT; i++) {
+    await $`ip addr add ${movingVip}/32 dev eth0`;
+    await pass("VIP moves here (address event)", quick);
+    await $`ip addr del ${movingVip}/32 dev eth0`;
+    await pass("VIP moves away (address event)", quick);
+  }
+  const started = performance.now();
+  const deleted = await agent.deleteAll();
+  sample("delete", { ms: performance.now() - started, ...deleted });
+}

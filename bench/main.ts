@@ -1,29 +1,132 @@
 /**
- * `deno task bench [section...]`: prints figures (never pass/fail).
- * Sections: apply, react (need root).
+ * `deno task bench [section...] [--no-save]`: prints a table of figures per
+ * section (never pass/fail) and appends them to bench/results.md with the
+ * machine, date, commit and load average, so runs can be compared over time.
+ *
+ * Sections: planning (no root); apply, react and forwarding (root: network namespaces).
  */
+import $ from "dax";
 import { isRoot } from "../cmd/tools.ts";
-import { benchApply, renderApply } from "./apply.ts";
+import { APPLY_NOTES, benchApply, renderApply } from "./apply.ts";
+import { commitDescription, loadAverage, machineDescription, tearDownOnSignals } from "./lib.ts";
+import { benchForwarding, forwardingNotes, renderForwarding } from "./forwarding.ts";
+import { benchPlanning, PLANNING_NOTES, renderPlanning } from "./planning.ts";
 import { benchReact, renderReact } from "./react.ts";
 
-const sections: Record<string, () => Promise<string>> = {
-  apply: async () => {
-    if (!isRoot()) return "skipped: needs root (network namespaces)";
-    return renderApply(await benchApply());
+/** What a section prints: its table and the notes that say how to read it. */
+interface SectionResult {
+  readonly table: string;
+  readonly notes: readonly string[];
+}
+
+interface Section {
+  readonly title: string;
+  readonly needsRoot: boolean;
+  run(): Promise<SectionResult>;
+}
+
+const sections: Record<string, Section> = {
+  planning: {
+    title: "Planning: snapshot → desired state → payload (pure core)",
+    needsRoot: false,
+    run: async () => ({ table: renderPlanning(await benchPlanning()), notes: PLANNING_NOTES }),
   },
-  react: async () => {
-    if (!isRoot()) return "skipped: needs root (network namespaces)";
-    return renderReact([...(await benchReact(1000)), ...(await benchReact(10000))]);
+  apply: {
+    title: "Applying in a network namespace",
+    needsRoot: true,
+    run: async () => ({ table: renderApply(await benchApply()), notes: APPLY_NOTES }),
+  },
+  react: {
+    title: "Reaction of a running agent (mod.ts run -u 300) to a VIP moving",
+    needsRoot: true,
+    run: async () => ({
+      table: renderReact([...(await benchReact(1000)), ...(await benchReact(10000))]),
+      notes: [
+        "Time from `ip addr add/del` of the VIP until the agent logs the new role (after its transaction is in the kernel); the address monitor triggers the pass, not the 300 s resync.",
+      ],
+    }),
+  },
+  forwarding: {
+    title: "Forwarding cost in the simulator (iperf3 throughput, new connections/s)",
+    needsRoot: true,
+    run: async () => {
+      const options = {
+        rounds: Number(Deno.env.get("BENCH_ROUNDS") ?? 5),
+        seconds: Number(Deno.env.get("BENCH_SECONDS") ?? 2),
+        progress: (line: string) => console.error(`[forwarding] ${line}`),
+      };
+      const figures = await benchForwarding(options);
+      return { table: renderForwarding(figures), notes: forwardingNotes(figures, options) };
+    },
   },
 };
 
-const wanted = Deno.args.length > 0 ? Deno.args : Object.keys(sections);
-for (const name of wanted) {
-  const run = sections[name];
-  if (!run) {
-    console.error(`unknown section ${name}; known: ${Object.keys(sections).join(", ")}`);
-    Deno.exit(2);
+const RESULTS = new URL("./results.md", import.meta.url).pathname;
+
+/** Scripts started in subprocesses or namespaces with --cached-only. */
+const WORKERS = [
+  "../mod.ts",
+  "../sim/reporter.ts",
+  "./planning_worker.ts",
+  "./apply_worker.ts",
+  "./accept_server.ts",
+  "./connect_worker.ts",
+].map((p) => new URL(p, import.meta.url).pathname);
+
+async function main(args: string[]): Promise<number> {
+  tearDownOnSignals();
+  const save = !args.includes("--no-save");
+  const names = args.filter((a) => !a.startsWith("--"));
+  const wanted = names.length > 0 ? names : Object.keys(sections);
+  const unknown = wanted.filter((n) => !(n in sections));
+  if (unknown.length > 0) {
+    console.error(
+      `unknown section(s) ${unknown.join(", ")}; known: ${Object.keys(sections).join(", ")}`,
+    );
+    return 2;
   }
-  console.log(`\n## ${name}  (deno task bench ${name})\n`);
-  console.log(await run());
+  await $`${Deno.execPath()} cache ${WORKERS}`.quiet();
+  const header = [
+    `## ${new Date().toISOString().replace(/\.\d+Z$/, "Z")} · commit ${await commitDescription()}`,
+    "",
+    `Machine: ${await machineDescription()}`,
+  ].join("\n");
+  console.log(header);
+  const blocks: string[] = [header];
+  for (const name of wanted) {
+    const section = sections[name];
+    const command = `deno task bench ${name}`;
+    const loadBefore = loadAverage();
+    let body: string;
+    if (section.needsRoot && !isRoot()) {
+      body = "skipped: needs root (network namespaces)";
+    } else {
+      const result = await section.run();
+      body = [
+        "```",
+        result.table,
+        "```",
+        "",
+        ...result.notes.map((n) => `- ${n}`),
+      ].join("\n");
+    }
+    const block = [
+      `### ${name}: ${section.title}`,
+      "",
+      `Command: \`${command}\` · load average (1 min) ${loadBefore.toFixed(2)} before, ${
+        loadAverage().toFixed(2)
+      } after`,
+      "",
+      body,
+    ].join("\n");
+    console.log("\n" + block);
+    blocks.push(block);
+  }
+  if (save) {
+    await Deno.writeTextFile(RESULTS, "\n" + blocks.join("\n\n") + "\n", { append: true });
+    console.log(`\nappended to ${RESULTS}`);
+  }
+  return 0;
 }
+
+if (import.meta.main) Deno.exit(await main(Deno.args));
