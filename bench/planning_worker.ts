@@ -21,7 +21,7 @@ const raw = syntheticSnapshot(pods, vips);
 const emptyTable = { present: true, chainExists: false, rules: [], hookRules: [], onlyOurs: true };
 const emptyNode: LiveState = {
   backend: "nft",
-  routes: { addresses: ["192.0.2.11"], rules: [], routes: [] },
+  routes: { addresses: ["192.0.2.11"], rules: [], routes: [], podRoutes: [] },
   iptables: { mangle: emptyTable, nat: emptyTable },
   sets: { pods: new Map(), nosteer: new Set() },
   sysctls: {},
@@ -49,6 +49,7 @@ for (let run = 0; run <= reps; run++) {
       addresses: ["192.0.2.11"],
       rules: desired.rules,
       routes: desired.routes.map((r) => ({ ...r, dst: "default" })),
+      podRoutes: [],
     },
     iptables: { mangle: chain("mangle"), nat: chain("nat") },
     sets: setsAfterApply(emptyNode.sets, desired.podMarks, config.markMask, desired.noSteer),
