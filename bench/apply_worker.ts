@@ -2,9 +2,11 @@
  * Runs inside a network namespace (started by bench/apply.ts): times real
  * passes of the agent against the kernel for a given number of mappings and
  * prints one JSON line per sample. Every operation is repeated; the whole
- * cycle (first apply … delete) runs `cycles` times.
+ * cycle (first apply … delete) runs `cycles` times. With `foreignServices`
+ * > 0, the nat table first gets as many kube-proxy-like service chains of five
+ * rules each, as on a node of a cluster with that many services.
  *
- * Usage: deno run -A bench/apply_worker.ts <mappings> <vips> <cycles>
+ * Usage: deno run -A bench/apply_worker.ts <mappings> <vips> <cycles> [foreignServices]
  */
 import $ from "dax";
 import { Agent, type PassOptions } from "../cmd/agent.ts";
@@ -13,7 +15,7 @@ import { systemHost } from "../cmd/system.ts";
 import type { RawSnapshot } from "../core/snapshot.ts";
 import { BENCH_CONFIG, syntheticSnapshot, vipAddress } from "./inputs.ts";
 
-const [mappings, vipCount, cycles] = Deno.args.map(Number);
+const [mappings, vipCount, cycles, foreignServices = 0] = Deno.args.map(Number);
 /** Samples of each repeated operation per cycle. */
 const REPEAT = 5;
 
@@ -31,7 +33,7 @@ function sample(op: string, r: {
   lines: number;
   setsRead?: string;
 }) {
-  console.log(JSON.stringify({ op, mappings, vips: vipCount, ...r }));
+  console.log(JSON.stringify({ op, mappings, vips: vipCount, foreignServices, ...r }));
 }
 
 async function pass(op: string, options: PassOptions) {
@@ -50,6 +52,30 @@ const base = syntheticSnapshot(mappings, vipCount);
 const plusOne = withExtra(1);
 // VIP #1 moves onto this node and away again: the role flips twice.
 const movingVip = vipAddress(1);
+
+/** Service chains like kube-proxy's (iptables mode), jumped to from a KUBE-SERVICES chain. */
+function kubeProxyLikeNat(services: number): string {
+  const lines = ["*nat", ":KUBE-SERVICES - [0:0]"];
+  for (let i = 0; i < services; i++) lines.push(`:KUBE-SVC-${i} - [0:0]`);
+  lines.push("-A PREROUTING -m comment --comment kube-proxy -j KUBE-SERVICES");
+  for (let i = 0; i < services; i++) {
+    const ip = `172.16.${i >> 8}.${i & 255}`;
+    lines.push(`-A KUBE-SERVICES -d ${ip}/32 -p tcp -m tcp --dport 80 -j KUBE-SVC-${i}`);
+    for (let k = 0; k < 4; k++) {
+      lines.push(
+        `-A KUBE-SVC-${i} -p tcp -m statistic --mode random --probability 0.25 -j DNAT --to-destination 10.200.${
+          i >> 8
+        }.${(i & 255)}:${8080 + k}`,
+      );
+    }
+  }
+  lines.push("-A POSTROUTING -s 10.0.0.0/8 ! -d 10.0.0.0/8 -j MASQUERADE", "COMMIT");
+  return lines.join("\n") + "\n";
+}
+
+if (foreignServices > 0) {
+  await $`iptables-restore --noflush`.stdinText(kubeProxyLikeNat(foreignServices));
+}
 
 for (let cycle = 0; cycle < cycles; cycle++) {
   inputs = base;

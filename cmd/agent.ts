@@ -141,7 +141,7 @@ export class Agent {
       const { snapshot, problems } = this.#validated;
       this.#reportProblems(problems.map(formatProblem));
       stage = "read_live";
-      const live = await this.#host.readLive(config, { knownSets });
+      const live = await this.#host.readLive(config, { knownSets, ourChainsOnly: true });
       stage = "apply";
       const { desired, transaction } = planPass(snapshot, config, live);
       const lines = transaction.steps.reduce((n, s) => n + s.lines.length, 0);

@@ -5,9 +5,9 @@
  */
 import $ from "dax";
 import { confirmSets, type LiveSets, parseIpsetSave, parseIpsetTerse } from "../core/ipset.ts";
-import { parseIptablesSave } from "../core/iptables.ts";
+import { parseChainListings, parseIptablesSave } from "../core/iptables.ts";
 import { parseRoutesBatch, readRoutesBatch } from "../core/iproute.ts";
-import { NOSTEER_SET, PODS_SET } from "../core/names.ts";
+import { CHAINS, NOSTEER_SET, PODS_SET, type TableName } from "../core/names.ts";
 import type { LiveState, Step, Transaction } from "../core/plan.ts";
 import type { DatapathConfig } from "../core/schema.ts";
 import { rpFilterInterfaces, rpFilterKeys } from "../core/sysctl.ts";
@@ -34,6 +34,13 @@ export interface ReadOptions {
    * the full listing.
    */
   readonly knownSets?: LiveSets;
+  /**
+   * Read only our chains and the built-in chains that jump to them
+   * (`iptables -S <chain>`), not whole tables: `iptables-save` of a nat table
+   * full of kube-proxy rules costs far more than the rest of a pass. The
+   * tables' `onlyOurs` is then unknown (false), so `delete` reads in full.
+   */
+  readonly ourChainsOnly?: boolean;
 }
 
 /** The live state, and how it was read. */
@@ -98,50 +105,97 @@ async function readSysctls(keys: string[]): Promise<Record<string, number>> {
   return values;
 }
 
+/** Runs the read-only tools of one read of the node, and counts them. */
+class Reader {
+  processes = 0;
+
+  run(args: string[], stdin?: string) {
+    this.processes++;
+    return run(args, stdin);
+  }
+
+  /** The tool's stdout; throws with its stderr when it fails. */
+  async output(args: string[]): Promise<string> {
+    const result = await this.run(args);
+    if (result.code !== 0) {
+      throw new Error(`${args.join(" ")} failed (exit ${result.code}): ${result.stderr.trim()}`);
+    }
+    return result.stdout;
+  }
+}
+
+/** iptables' ways of saying that a chain does not exist (legacy; nft 1.8.x). */
+const NO_CHAIN = /No chain\/target\/match by that name|incompatible, use 'nft' tool|does not exist/;
+
+/** One table: our chain and its hook chain only, or the whole table (`iptables-save`). */
+async function readTable(reader: Reader, table: TableName, options: ReadOptions) {
+  if (!options.ourChainsOnly) {
+    const text = await reader.output([
+      "iptables-save",
+      ...(options.counters ? ["-c"] : []),
+      "-t",
+      table,
+    ]);
+    return { text, table: parseIptablesSave(text, table) };
+  }
+  const { chain, hook } = CHAINS.find((c) => c.table === table)!;
+  const list = (name: string) => reader.run(["iptables", "-w", "5", "-t", table, "-S", name]);
+  const [hookListing, chainListing] = await Promise.all([list(hook), list(chain)]);
+  if (hookListing.code !== 0) {
+    throw new Error(`iptables -t ${table} -S ${hook} failed: ${hookListing.stderr.trim()}`);
+  }
+  if (chainListing.code !== 0 && !NO_CHAIN.test(chainListing.stderr)) {
+    throw new Error(`iptables -t ${table} -S ${chain} failed: ${chainListing.stderr.trim()}`);
+  }
+  const ours = chainListing.code === 0 ? chainListing.stdout : undefined;
+  return {
+    text: hookListing.stdout + (ours ?? ""),
+    table: parseChainListings(table, hookListing.stdout, ours),
+  };
+}
+
+/**
+ * Our sets: confirmed by size when the caller knows them (`ipset list -t`),
+ * otherwise, or when the sizes disagree, listed in full.
+ */
+async function readSets(
+  reader: Reader,
+  known: LiveSets | undefined,
+): Promise<{ sets: LiveSets; setsRead: LiveRead["setsRead"] }> {
+  if (known) {
+    const confirmed = confirmSets(
+      known,
+      parseIpsetTerse(await reader.output(["ipset", "list", "-t"])),
+    );
+    if (confirmed) return { sets: confirmed, setsRead: "summary" };
+  }
+  // A set that does not exist is simply absent: no listing of names first.
+  const saved = await Promise.all([PODS_SET, NOSTEER_SET].map(async (name) => {
+    const result = await reader.run(["ipset", "save", name]);
+    if (result.code === 0) return result.stdout;
+    if (/does not exist/.test(result.stderr)) return "";
+    throw new Error(`ipset save ${name} failed: ${result.stderr.trim()}`);
+  }));
+  return { sets: parseIpsetSave(saved.join("\n")), setsRead: "entries" };
+}
+
 /** The real node, reached through iproute2, iptables, ipset and /proc/sys. */
 export function systemHost(): Host {
   let backend: LiveState["backend"] | undefined;
   return {
     async readLive(config, options = {}) {
-      let processes = 0;
-      const tool = (args: string[], stdin?: string) => (processes++, run(args, stdin));
-      const output = async (args: string[]) => {
-        const result = await tool(args);
-        if (result.code !== 0) {
-          throw new Error(
-            `${args.join(" ")} failed (exit ${result.code}): ${result.stderr.trim()}`,
-          );
-        }
-        return result.stdout;
-      };
-      backend ??= (await output(["iptables", "--version"])).includes("legacy") ? "legacy" : "nft";
-      const setEntries = async () => {
-        // A set that does not exist is simply absent: no listing of names first.
-        const saved = await Promise.all([PODS_SET, NOSTEER_SET].map(async (name) => {
-          const result = await tool(["ipset", "save", name]);
-          if (result.code === 0) return result.stdout;
-          if (/does not exist/.test(result.stderr)) return "";
-          throw new Error(`ipset save ${name} failed: ${result.stderr.trim()}`);
-        }));
-        return parseIpsetSave(saved.join("\n"));
-      };
-      const readSets = async (): Promise<{ sets: LiveSets; setsRead: LiveRead["setsRead"] }> => {
-        if (options.knownSets) {
-          const summary = parseIpsetTerse(await output(["ipset", "list", "-t"]));
-          const confirmed = confirmSets(options.knownSets, summary);
-          if (confirmed) return { sets: confirmed, setsRead: "summary" };
-        }
-        return { sets: await setEntries(), setsRead: "entries" };
-      };
-      const counters = options.counters ? ["-c"] : [];
+      const reader = new Reader();
+      backend ??= (await reader.output(["iptables", "--version"])).includes("legacy")
+        ? "legacy"
+        : "nft";
       const [routes, mangle, nat, { sets, setsRead }] = await Promise.all([
-        tool(
+        reader.run(
           ["ip", "-json", "-N", "-batch", "-"],
           readRoutesBatch(config.interface, config.routeProtocol, config.podCidrs),
         ),
-        output(["iptables-save", ...counters, "-t", "mangle"]),
-        output(["iptables-save", ...counters, "-t", "nat"]),
-        readSets(),
+        readTable(reader, "mangle", options),
+        readTable(reader, "nat", options),
+        readSets(reader, options.knownSets),
       ]);
       if (routes.code !== 0) {
         if (/does not exist/.test(routes.stderr)) throw new InterfaceMissingError(config.interface);
@@ -151,17 +205,14 @@ export function systemHost(): Host {
       return {
         backend,
         routes: parsedRoutes,
-        iptables: {
-          mangle: parseIptablesSave(mangle, "mangle"),
-          nat: parseIptablesSave(nat, "nat"),
-        },
+        iptables: { mangle: mangle.table, nat: nat.table },
         sets,
         sysctls: await readSysctls(
           rpFilterKeys(...rpFilterInterfaces(config.interface, parsedRoutes.podRoutes)),
         ),
-        raw: { mangle, nat },
+        raw: { mangle: mangle.text, nat: nat.text },
         setsRead,
-        processes,
+        processes: reader.processes,
       };
     },
 

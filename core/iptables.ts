@@ -73,6 +73,30 @@ export function parseIptablesSave(text: string, table: TableName): LiveTable {
   return { present, chainExists, rules, hookRules, onlyOurs: present && !foreign };
 }
 
+/**
+ * Parses `iptables -t <table> -S <hook>` and `-S <our chain>` (undefined when
+ * our chain does not exist): our rules and the hook chain's, as iptables-save
+ * prints them, without listing the whole table. A pass needs no more; only
+ * `delete` asks whether a table holds nothing but ours, so `onlyOurs` is false
+ * here (unknown).
+ */
+export function parseChainListings(
+  table: TableName,
+  hookListing: string,
+  chainListing: string | undefined,
+): LiveTable {
+  const { chain, hook } = CHAINS.find((c) => c.table === table)!;
+  const rulesOf = (text: string, name: string) =>
+    text.split("\n").map((line) => line.trimEnd()).filter((line) => line.startsWith(`-A ${name} `));
+  return {
+    present: true,
+    chainExists: chainListing !== undefined,
+    rules: chainListing === undefined ? [] : rulesOf(chainListing, chain),
+    hookRules: rulesOf(hookListing, hook),
+    onlyOurs: false,
+  };
+}
+
 /** Parses the per-rule packet/byte counters of our chain from `iptables-save -c`. */
 export function parseRuleCounters(
   text: string,

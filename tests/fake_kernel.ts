@@ -6,7 +6,8 @@
  * records every transaction applied.
  */
 import { confirmSets, parseIpsetSave, parseIpsetTerse } from "../core/ipset.ts";
-import { parseIptablesSave } from "../core/iptables.ts";
+import { parseChainListings, parseIptablesSave } from "../core/iptables.ts";
+import { CHAINS } from "../core/names.ts";
 import { parseRoutesBatch } from "../core/iproute.ts";
 import type { LiveState, Transaction } from "../core/plan.ts";
 import type { DatapathConfig } from "../core/schema.ts";
@@ -86,6 +87,19 @@ export class FakeKernel {
   }
 
   // ---- output in the real tools' formats ----
+
+  /**
+   * `iptables -t <table> -S <chain>`: "-P"/"-N" then the chain's rules;
+   * undefined when the chain does not exist (iptables exits 1). Like
+   * iptables-nft, a missing table still lists its built-in chains.
+   */
+  iptablesList(table: string, chain: string): string | undefined {
+    const builtin = BUILTINS[table].includes(chain);
+    const rules = this.tables.get(table)?.chains.get(chain) ?? (builtin ? [] : undefined);
+    if (rules === undefined) return undefined;
+    const head = builtin ? `-P ${chain} ACCEPT` : `-N ${chain}`;
+    return [head, ...rules.map((body) => `-A ${chain} ${body}`)].join("\n") + "\n";
+  }
 
   iptablesSave(table: string, counters = false): string {
     const t = this.tables.get(table);
@@ -401,9 +415,17 @@ export class FakeKernel {
     const confirmed = options.knownSets &&
       confirmSets(options.knownSets, parseIpsetTerse(this.ipsetListTerse()));
     this.reads[confirmed ? "summary" : "entries"]++;
+    const iptables = options.ourChainsOnly
+      ? Object.fromEntries(CHAINS.map(({ table, chain, hook }) => [
+        table,
+        parseChainListings(table, this.iptablesList(table, hook)!, this.iptablesList(table, chain)),
+      ])) as LiveRead["iptables"]
+      : live.iptables;
+    // The real host's processes: ip, iptables-save or -S ×2 per table, ipset list -t or save ×2.
+    const processes = 1 + (options.ourChainsOnly ? 4 : 2) + (confirmed ? 1 : 2);
     return confirmed
-      ? { ...live, sets: confirmed, setsRead: "summary", processes: 4 }
-      : { ...live, setsRead: "entries", processes: 5 };
+      ? { ...live, iptables, sets: confirmed, setsRead: "summary", processes }
+      : { ...live, iptables, setsRead: "entries", processes };
   }
 
   /** A Host backed by this kernel; address watchers fire on `moveAddress`. */

@@ -3,6 +3,7 @@ import {
   deleteIptables,
   diffIptables,
   jumpRule,
+  parseChainListings,
   parseIptablesSave,
   parseRuleCounters,
 } from "../core/iptables.ts";
@@ -127,4 +128,31 @@ Deno.test("iptables: rule counters come from iptables-save -c", () => {
     packets: 3,
     bytes: 180,
   }]);
+});
+
+Deno.test("iptables: listings of our chain and its hook chain give what a pass needs, like iptables-save", () => {
+  // `iptables -t nat -S POSTROUTING` and `-S KUBE-EGRESS-SNAT` of the state in SAVE.
+  const hook = `-P POSTROUTING ACCEPT
+-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING
+-A POSTROUTING -m comment --comment kube-egress -j KUBE-EGRESS-SNAT
+-A POSTROUTING -s 10.244.0.0/16 ! -d 10.244.0.0/16 -j MASQUERADE
+`;
+  const chain = "-N KUBE-EGRESS-SNAT\n-A KUBE-EGRESS-SNAT -o eth0 -j ACCEPT\n";
+  const listed = parseChainListings("nat", hook, chain);
+  const saved = parseIptablesSave(SAVE, "nat");
+  assert.deepEqual(
+    { ...listed, onlyOurs: undefined, present: undefined },
+    { ...saved, onlyOurs: undefined, present: undefined },
+  );
+  assert.equal(listed.onlyOurs, false, "unknown without the whole table: never claimed");
+  const missing = parseChainListings("nat", "-P POSTROUTING ACCEPT\n", undefined);
+  assert.equal(missing.chainExists, false);
+  assert.deepEqual(
+    diffIptables({ mangle: missing, nat: missing }, { mangle: [], nat: [] }).slice(0, 3),
+    [
+      "*mangle",
+      ":KUBE-EGRESS-MARK - [0:0]",
+      "-I PREROUTING 1 -m comment --comment kube-egress -j KUBE-EGRESS-MARK",
+    ],
+  );
 });
