@@ -7,7 +7,7 @@
  * holder, SNAT). Configurations are interleaved round by round so that drift
  * in the machine's load hits all of them alike. Figures, not pass/fail.
  */
-import { applyOnAllNodes } from "../sim/agents.ts";
+import { applyOnAllNodes, EXTERNAL } from "../sim/agents.ts";
 import { Cluster, OUTSIDE_IP, type SimPod } from "../sim/cluster.ts";
 import type { Netns } from "../sim/netns.ts";
 import { sourceSeenRetry } from "../sim/probe.ts";
@@ -64,7 +64,7 @@ function mappings(config: Config, mapped: SimPod): Record<string, string> {
 async function configure(cluster: Cluster, config: Config, mapped: SimPod) {
   await cluster.writeMappings(mappings(config, mapped), VIPS);
   // "absent": kube-egress deleted from every node, as if never installed.
-  await applyOnAllNodes(cluster, config === "absent" ? ["-d"] : []);
+  await applyOnAllNodes(cluster, config === "absent" ? [...EXTERNAL, "-d"] : EXTERNAL);
   // Measure the path we mean to measure: the mapped pod leaves as the VIP only when mapped.
   const expected = config === "absent" ? mapped.node.ip : MAPPED_VIP;
   const seen = await sourceSeenRetry(mapped.ns, OUTSIDE_IP, "tcp");

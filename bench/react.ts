@@ -54,6 +54,8 @@ export async function benchReact(mappings: number, moves = 10): Promise<ReactFig
       "run",
       "-u",
       "300",
+      "--vip-mode",
+      "external",
       "--log-format",
       "json",
       "-i",

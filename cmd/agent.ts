@@ -15,6 +15,7 @@ import {
   validateSnapshot,
 } from "../core/snapshot.ts";
 import type { Logger } from "./log.ts";
+import type { VipPlacement } from "./keepalived.ts";
 import { type ApplyReport, type Host, InterfaceMissingError, StepError } from "./system.ts";
 
 /** Someone who wants to know what the agent did (metrics, Kubernetes Events, benchmarks). */
@@ -27,6 +28,12 @@ export interface AgentObserver {
   transition?(vip: string, from: Role | "none", to: Role | "none"): void;
   /** The set of rejected inputs changed; `problems` is the whole current list. */
   rejected?(problems: readonly string[]): void;
+  /**
+   * keepalived reported a VRRP state for a VIP on this node (MASTER, BACKUP,
+   * FAULT); `--vip-mode keepalived` only. The role follows once the address
+   * is on (or off) the interface: see `transition`.
+   */
+  vrrp?(vip: string, state: string): void;
 }
 
 export interface AgentSettings {
@@ -47,6 +54,11 @@ export interface AgentSettings {
   readonly observers?: readonly AgentObserver[];
   /** Wall clock in ms (tests replace it to check the error reminder). */
   readonly now?: () => number;
+  /**
+   * Places VIPs on this node (keepalived mode); offered every pass's valid
+   * VIPs. Absent: something else places them and the agent only follows.
+   */
+  readonly placement?: VipPlacement;
 }
 
 export interface PassResult {
@@ -140,6 +152,7 @@ export class Agent {
       if (raw !== this.#validated?.raw) this.#validated = { raw, ...validateSnapshot(raw, config) };
       const { snapshot, problems } = this.#validated;
       this.#reportProblems(problems.map(formatProblem));
+      await this.#settings.placement?.update(snapshot.vips);
       stage = "read_live";
       const live = await this.#host.readLive(config, { knownSets, ourChainsOnly: true });
       stage = "apply";
@@ -238,6 +251,19 @@ export class Agent {
       this.#lastErrorLog = now;
     }
     this.#lastError = message;
+  }
+
+  /**
+   * Stops placing VIPs: keepalived hands this node's VIPs to its peers (they
+   * take over within a fraction of an advert interval). Unless `pass` is false,
+   * one more pass then gives this node the forwarding role for them, so its
+   * own pods keep their egress through the new holders after the agent exits.
+   */
+  async stopPlacement(pass = true): Promise<void> {
+    const placement = this.#settings.placement;
+    if (!placement) return;
+    await placement.stop();
+    if (pass) await this.pass("VIPs handed over");
   }
 
   /** Removes everything this product created on the node; `processes` counts reads and writes. */
@@ -349,6 +375,7 @@ export async function runLoop(
   watcher.stop();
   inputWatch?.stop();
   await running;
+  await agent.stopPlacement(!options.cleanupOnExit);
   if (options.cleanupOnExit) {
     await agent.deleteAll();
   } else {

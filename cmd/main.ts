@@ -16,11 +16,20 @@ import {
   type CommonSettings,
   commonSettings,
   DATAPATH_FLAGS,
+  PLACEMENT_FLAGS,
+  type PlacementSettings,
   runSettings,
 } from "./options.ts";
 import { startOpsServer } from "./ops_server.ts";
 import { type Host, InterfaceMissingError, systemHost } from "./system.ts";
-import { AGENT_TOOLS, ensureTools } from "./tools.ts";
+import { AGENT_TOOLS, ensureTools, PLACEMENT_TOOLS } from "./tools.ts";
+import {
+  KeepalivedPlacement,
+  printingPlacement,
+  readPlacementStatus,
+  type VipPlacement,
+} from "./keepalived.ts";
+import { type KeepalivedSettings, vrrpInstances } from "../core/keepalived.ts";
 
 /** Raised inside actions to end with an exit code and a message. */
 class Exit extends Error {
@@ -30,7 +39,7 @@ class Exit extends Error {
 }
 
 function addDatapathFlags(command: Command): Command {
-  for (const spec of DATAPATH_FLAGS) {
+  for (const spec of [...DATAPATH_FLAGS, ...PLACEMENT_FLAGS]) {
     const option = new Option(spec.flags, spec.description);
     if (spec.list) {
       const defaults = spec.defaultValue as string[];
@@ -49,8 +58,14 @@ function settingsFrom(options: Record<string, unknown>): CommonSettings {
   return parsed.value;
 }
 
-async function preflight(host: Host, settings: CommonSettings): Promise<void> {
-  await ensureTools(AGENT_TOOLS, { install: false }).catch((e) => {
+async function preflight(
+  host: Host,
+  settings: CommonSettings,
+  placing = false,
+): Promise<void> {
+  await ensureTools(placing ? [...AGENT_TOOLS, ...PLACEMENT_TOOLS] : AGENT_TOOLS, {
+    install: false,
+  }).catch((e) => {
     throw new Exit(1, e.message);
   });
   // The interface must exist before anything is changed.
@@ -66,6 +81,7 @@ function newAgent(
   dryRun: boolean,
   source = new FileSource(settings.podVipDir, settings.vipRouteDir),
   observers: readonly AgentObserver[] = [],
+  placement?: VipPlacement,
 ): Agent {
   return new Agent(host, log, {
     config: settings.config,
@@ -73,6 +89,34 @@ function newAgent(
     dryRun,
     print: (text) => console.log(text),
     observers,
+    placement,
+  });
+}
+
+/** keepalived's settings for this node, from the flags. */
+function keepalivedSettings(settings: CommonSettings): KeepalivedSettings {
+  const { nodeName, advertInterval, preemptDelay } = settings.placement;
+  return { interface: settings.config.interface, nodeName, advertInterval, preemptDelay };
+}
+
+/**
+ * Who places VIPs for a running agent: keepalived (a child process; in a dry
+ * run its configuration is printed instead) or nobody (external mode).
+ */
+function newPlacement(
+  settings: CommonSettings,
+  log: Logger,
+  dryRun: boolean,
+  observers: AgentObserver[],
+): VipPlacement | undefined {
+  const placement: PlacementSettings = settings.placement;
+  if (placement.mode === "external") return undefined;
+  if (dryRun) return printingPlacement(keepalivedSettings(settings), (t) => console.log(t));
+  return new KeepalivedPlacement({
+    ...keepalivedSettings(settings),
+    stateDir: placement.stateDir,
+    log,
+    onState: (vip, state) => observers.forEach((o) => o.vrrp?.(vip, state)),
   });
 }
 
@@ -95,22 +139,35 @@ async function runCommand(options: Record<string, unknown>, host: Host): Promise
   if (settings.metricsAddr && (settings.intervalSeconds === undefined || options.delete)) {
     throw new Exit(2, "--metrics-addr needs --update-interval (a one-shot run exits at once)");
   }
-  await preflight(host, settings);
-  const source = new FileSource(settings.podVipDir, settings.vipRouteDir);
   const dryRun = options.dryRun === true;
+  const placing = settings.placement.mode === "keepalived" && !options.delete;
+  if (placing && settings.intervalSeconds === undefined && !dryRun) {
+    throw new Exit(
+      2,
+      "--vip-mode keepalived places VIPs for as long as the agent runs: give -u <seconds>, " +
+        "or use --vip-mode external to apply once and exit",
+    );
+  }
+  await preflight(host, settings, placing && !dryRun);
+  const source = new FileSource(settings.podVipDir, settings.vipRouteDir);
   if (options.delete) {
     await newAgent(host, log, settings, dryRun, source).deleteAll();
     return 0;
   }
   if (settings.intervalSeconds === undefined) {
-    return (await newAgent(host, log, settings, dryRun, source).pass("once")).ok ? 0 : 1;
+    // In keepalived mode only a dry run gets here: it prints the configuration keepalived would get.
+    const placement = placing ? newPlacement(settings, log, dryRun, []) : undefined;
+    const agent = newAgent(host, log, settings, dryRun, source, [], placement);
+    return (await agent.pass("once")).ok ? 0 : 1;
   }
   const { config, intervalSeconds, metricsAddr } = settings;
   const ops = metricsAddr
     ? startOpsServer({ address: metricsAddr, config, host, intervalSeconds, log })
     : undefined;
   const agentHost = ops?.host ?? host;
-  const agent = newAgent(agentHost, log, settings, dryRun, source, ops?.observers);
+  const observers: AgentObserver[] = [...(ops?.observers ?? [])];
+  const placement = placing ? newPlacement(settings, log, dryRun, observers) : undefined;
+  const agent = newAgent(agentHost, log, settings, dryRun, source, observers, placement);
   try {
     await runLoop(agent, agentHost, config, log, {
       intervalSeconds,
@@ -134,13 +191,24 @@ async function planCommand(options: Record<string, unknown>, host: Host): Promis
   const live = await host.readLive(settings.config);
   const desired = desiredState(snapshot, settings.config, live.routes.addresses);
   const transaction = planApply(desired, live, settings.config);
+  const { mode, nodeName } = settings.placement;
+  const instances = vrrpInstances(snapshot.vips, nodeName);
+  const placementNote = (vip: string) => {
+    if (mode === "external") return "";
+    const instance = instances.find((i) => i.vip === vip);
+    return instance
+      ? `, VRRP priority ${instance.priority} on ${nodeName}`
+      : `, not eligible on ${nodeName}`;
+  };
   const out: string[] = [
     `# interface ${settings.config.interface}: ${
       live.routes.addresses.join(", ") || "no IPv4 address"
     }`,
     `# ${snapshot.vips.length} VIP(s), ${snapshot.pods.length} mapping(s) valid, ${problems.length} input(s) rejected`,
     ...desired.roles.map((r) =>
-      `#   VIP ${r.ip} route ${r.routeId} mark 0x${r.mark.toString(16)}: ${r.role}`
+      `#   VIP ${r.ip} route ${r.routeId} mark 0x${r.mark.toString(16)}: ${r.role}${
+        placementNote(r.ip)
+      }`
     ),
     ...problems.map((p) => `# rejected: ${formatProblem(p)}`),
     "",
@@ -180,7 +248,13 @@ async function statusCommand(options: Record<string, unknown>, host: Host): Prom
   } catch (error) {
     extra = { problems: [error instanceof Error ? error.message : String(error)] };
   }
-  const status = nodeStatus(live, live.raw.nat, settings.config.interface, extra);
+  const placement = settings.placement.mode === "keepalived"
+    ? await readPlacementStatus(settings.placement.stateDir)
+    : undefined;
+  const status = nodeStatus(live, live.raw.nat, settings.config.interface, {
+    ...extra,
+    placement,
+  });
   console.log(options.json ? JSON.stringify(status, null, 2) : renderStatus(status).trimEnd());
   return 0;
 }

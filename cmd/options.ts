@@ -4,6 +4,7 @@
  * A bad flag is a usage error naming the flag and the value.
  */
 import { z } from "zod";
+import { advertInterval, nodeName, preemptDelay, VRRP_DEFAULTS } from "../core/keepalived.ts";
 import { DATAPATH_DEFAULTS, DatapathConfig, describeIssues } from "../core/schema.ts";
 
 /** A flag every command shares: letters, description, default. */
@@ -73,6 +74,39 @@ export const DATAPATH_FLAGS: readonly FlagSpec[] = [
   { flags: "--log-format <format>", description: "text or json", defaultValue: "text" },
 ];
 
+export const DEFAULT_STATE_DIR = "/run/kube-egress";
+
+/** Flags that choose who places the VIPs, and how (every command, so command lines can be reused). */
+export const PLACEMENT_FLAGS: readonly FlagSpec[] = [
+  {
+    flags: "--vip-mode <mode>",
+    description:
+      "keepalived: the agent places VIPs with a keepalived child (VRRPv3, one instance per VIP); " +
+      "external: something else (kube-vip, MetalLB, a router) places them and the agent follows",
+    defaultValue: "keepalived",
+  },
+  {
+    flags: "--node-name <name>",
+    description:
+      "this node's name for the VIP priority hash (default: $NODE_NAME, else the hostname)",
+  },
+  {
+    flags: "--state-dir <dir>",
+    description: "where the agent keeps keepalived.conf, pid files and vips.json (one per node)",
+    defaultValue: DEFAULT_STATE_DIR,
+  },
+  {
+    flags: "--vrrp-advert-interval <seconds>",
+    description: "VRRP advert interval; a holder that falls silent is replaced after ~3.5 of them",
+    defaultValue: String(VRRP_DEFAULTS.advertInterval),
+  },
+  {
+    flags: "--vrrp-preempt-delay <seconds>",
+    description: "how long a node that comes back waits before taking its VIPs back",
+    defaultValue: String(VRRP_DEFAULTS.preemptDelay),
+  },
+];
+
 /** Flag labels for error messages, keyed by the config field they feed. */
 const LABELS: Record<string, string> = {
   interface: "--interface",
@@ -88,11 +122,37 @@ const LABELS: Record<string, string> = {
   updateInterval: "--update-interval",
   logFormat: "--log-format",
   metricsAddr: "--metrics-addr",
+  placement: "",
+  mode: "--vip-mode",
+  nodeName: "--node-name",
+  stateDir: "--state-dir",
+  advertInterval: "--vrrp-advert-interval",
+  preemptDelay: "--vrrp-preempt-delay",
 };
 
 /** Whole numbers arrive from the command line as text. */
 const integerText = (schema: z.ZodInt) =>
   z.string().regex(/^[0-9]+$/, { error: "must be a whole number" }).transform(Number).pipe(schema);
+
+/** Seconds from the command line: a plain decimal number. */
+const secondsText = (schema: z.ZodNumber) =>
+  z.string().regex(/^[0-9]+(\.[0-9]+)?$/, { error: "must be a number of seconds such as 0.1" })
+    .transform(Number).pipe(schema);
+
+/** Who places VIPs on this node and with which timers. */
+const PlacementSettingsSchema = z.object({
+  mode: z.enum(["keepalived", "external"], { error: 'must be "keepalived" or "external"' }),
+  nodeName,
+  stateDir: z.string().min(1, { error: "must name a directory" }),
+  advertInterval: secondsText(advertInterval),
+  preemptDelay: secondsText(preemptDelay),
+});
+export type PlacementSettings = z.output<typeof PlacementSettingsSchema>;
+
+/** The default node name: the downward API's NODE_NAME in a DaemonSet, else the hostname. */
+export function defaultNodeName(): string {
+  return Deno.env.get("NODE_NAME") || Deno.hostname();
+}
 
 /** Every shared flag, checked in one pass so that all bad flags are named at once. */
 const CommonSettingsSchema = z.object({
@@ -103,6 +163,7 @@ const CommonSettingsSchema = z.object({
   podVipDir: z.string().min(1, { error: "must name a directory" }),
   vipRouteDir: z.string().min(1, { error: "must name a directory" }),
   logFormat: z.enum(["text", "json"], { error: 'must be "text" or "json"' }),
+  placement: PlacementSettingsSchema,
 });
 export type CommonSettings = z.output<typeof CommonSettingsSchema>;
 
@@ -121,6 +182,13 @@ export function commonSettings(flags: Record<string, unknown>): ParseResult<Comm
     podVipDir: flags.podipVipMappings,
     vipRouteDir: flags.vipRouteidMappings,
     logFormat: flags.logFormat,
+    placement: {
+      mode: flags.vipMode ?? "keepalived",
+      nodeName: flags.nodeName ?? defaultNodeName(),
+      stateDir: flags.stateDir ?? DEFAULT_STATE_DIR,
+      advertInterval: flags.vrrpAdvertInterval ?? String(VRRP_DEFAULTS.advertInterval),
+      preemptDelay: flags.vrrpPreemptDelay ?? String(VRRP_DEFAULTS.preemptDelay),
+    },
   });
 }
 

@@ -82,7 +82,7 @@ async function run(
   return { code: result.code, stdout: result.stdout, stderr: result.stderr };
 }
 
-const STEP_COMMANDS: Record<Exclude<Step["tool"], "sysctl">, string[]> = {
+const STEP_COMMANDS: Record<Exclude<Step["tool"], "sysctl" | "conntrack">, string[]> = {
   ip: ["ip", "-force", "-batch", "-"],
   ipset: ["ipset", "restore", "-exist"],
   iptables: ["iptables-restore", "--noflush", "--wait", "5"],
@@ -225,6 +225,16 @@ export function systemHost(): Host {
             const [key, value] = line.split("=");
             await Deno.writeTextFile(sysctlPath(key), value);
             bytes += value.length;
+          }
+          continue;
+        }
+        if (step.tool === "conntrack") {
+          for (const line of step.lines) {
+            const result = await run(["conntrack", ...line.split(" ")]);
+            processes++;
+            // Exit 1 with "0 flow entries" only means there was nothing to delete.
+            const nothing = result.code === 1 && /0 flow entries/.test(result.stderr);
+            if (result.code !== 0 && !nothing) throw new StepError(step, index, result.stderr);
           }
           continue;
         }

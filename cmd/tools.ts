@@ -17,17 +17,20 @@ export const AGENT_TOOLS: readonly Tool[] = [
   { command: "iptables-save", pkg: "iptables" },
   { command: "iptables-restore", pkg: "iptables" },
   { command: "ipset", pkg: "ipset" },
+  { command: "conntrack", pkg: "conntrack" },
 ];
+
+/** What `--vip-mode keepalived` adds. */
+export const PLACEMENT_TOOLS: readonly Tool[] = [{ command: "keepalived", pkg: "keepalived" }];
 
 /** What the simulator adds: hosts, probes, VRRP, captures. */
 export const SIM_TOOLS: readonly Tool[] = [
   ...AGENT_TOOLS,
+  ...PLACEMENT_TOOLS,
   { command: "nft", pkg: "nftables" },
   { command: "socat", pkg: "socat" },
-  { command: "keepalived", pkg: "keepalived" },
   { command: "arping", pkg: "arping" },
   { command: "tcpdump", pkg: "tcpdump" },
-  { command: "conntrack", pkg: "conntrack" },
   { command: "ping", pkg: "iputils-ping" },
   { command: "iperf3", pkg: "iperf3" },
 ];

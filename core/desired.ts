@@ -50,6 +50,17 @@ export function markRule(): string {
     ` -m set --match-set ${PODS_SET} src -j SET --map-set ${PODS_SET} src --map-mark`;
 }
 
+/**
+ * Copies our mark bits (only ours, under the mask) into the connection's mark,
+ * so the connections of one VIP can be found later: when this node's role for
+ * the VIP changes, exactly those conntrack entries are flushed
+ * (`conntrack -D --mark m/mask`), and nothing else's.
+ */
+export function saveMarkRule(mask: number): string {
+  return `-A ${MARK_CHAIN} -m mark ! --mark 0x0/${hex(mask)}` +
+    ` -j CONNMARK --save-mark --nfmask ${hex(mask)} --ctmask ${hex(mask)}`;
+}
+
 /** On the holder: rewrite the source of the VIP's traffic to the VIP, before any masquerade. */
 export function snatRule(iface: string, role: VipRole, mask: number): string {
   return `-A ${SNAT_CHAIN} -o ${iface} -m mark --mark ${hex(role.mark)}/${hex(mask)}` +
@@ -60,6 +71,23 @@ export function snatRule(iface: string, role: VipRole, mask: number): string {
 export function forwardRule(iface: string, role: VipRole, mask: number): string {
   return `-A ${SNAT_CHAIN} -o ${iface} -m mark --mark ${hex(role.mark)}/${hex(mask)}` +
     ` -m comment --comment "kube-egress ${role.ip} forward" -j ACCEPT`;
+}
+
+const NAT_RULE_ROLE =
+  /--mark (0x[0-9a-f]+)\/(0x[0-9a-f]+) .*--comment "kube-egress ([0-9.]+) (holder|forward)"/;
+
+/** Reads back a rule written by snatRule/forwardRule: its VIP, mark, mask and role; undefined for others. */
+export function parseRoleRule(
+  rule: string,
+): { ip: string; mark: number; mask: number; role: VipRole["role"] } | undefined {
+  const match = NAT_RULE_ROLE.exec(rule);
+  if (!match) return undefined;
+  return {
+    ip: match[3],
+    mark: parseInt(match[1], 16),
+    mask: parseInt(match[2], 16),
+    role: match[4] === "holder" ? "holder" : "forwarder",
+  };
 }
 
 function normalizeCidrs(list: readonly string[]): string[] {
@@ -100,7 +128,7 @@ export function desiredState(
     podMarks,
     noSteer: normalizeCidrs([...config.podCidrs, ...config.serviceCidrs, ...config.excludeCidrs]),
     chains: {
-      mangle: [markRule()],
+      mangle: [markRule(), saveMarkRule(mask)],
       nat: roles.map((r) =>
         r.role === "holder"
           ? snatRule(config.interface, r, mask)

@@ -4,6 +4,7 @@
  * The order keeps traffic safe at every step: routes exist before anything is
  * marked for them, and rules go away only after nothing is marked for them.
  */
+import { conntrackFlushes } from "./conntrack.ts";
 import { type DesiredState, desiredState } from "./desired.ts";
 import { deleteIpsets, diffIpsets, type LiveSets } from "./ipset.ts";
 import { deleteIptables, diffIptables, type LiveIptables } from "./iptables.ts";
@@ -23,8 +24,12 @@ export interface LiveState {
   readonly sysctls: Readonly<Record<string, number>>;
 }
 
-/** The tools a transaction drives; each step is one process fed `lines` on stdin. */
-export type Tool = "ip" | "ipset" | "iptables" | "sysctl" | "nft";
+/**
+ * The tools a transaction drives; each step is one process fed `lines` on
+ * stdin, except `sysctl` (each line written to /proc/sys) and `conntrack`
+ * (each line is the arguments of one `conntrack` process).
+ */
+export type Tool = "ip" | "ipset" | "iptables" | "sysctl" | "nft" | "conntrack";
 
 export interface Step {
   readonly tool: Tool;
@@ -59,6 +64,11 @@ export function planApply(
         "iptables",
         "rewrite our chains and jumps",
         diffIptables(live.iptables, desired.chains),
+      ),
+      ...step(
+        "conntrack",
+        "flush connections pinned to a VIP's old role",
+        conntrackFlushes(live.iptables.nat.rules, desired.roles, config.markMask),
       ),
       ...step(
         "sysctl",
@@ -125,6 +135,7 @@ export function renderTransaction(transaction: Transaction): string {
     iptables: "iptables-restore --noflush",
     sysctl: "sysctl -w",
     nft: "nft -f -",
+    conntrack: "conntrack (one process per line)",
   };
   return transaction.steps.map((s, i) =>
     `# step ${i + 1}: ${s.purpose}\n# | ${commands[s.tool]}\n${s.lines.join("\n")}\n`

@@ -14,6 +14,12 @@ export interface RawVip {
   readonly origin: string;
   readonly ip: unknown;
   readonly routeId: unknown;
+  /**
+   * Whether this node may hold the VIP (placement modes only). Sources that know
+   * better set false: a drained or cordoned node, a node the VIP does not select.
+   * Absent = eligible.
+   */
+  readonly eligible?: unknown;
 }
 
 /** A pod → VIP mapping as a source read it. */
@@ -39,6 +45,8 @@ export interface RawSnapshot {
 export interface Vip {
   readonly ip: string;
   readonly routeId: number;
+  /** false: this node must not hold the VIP (it still forwards to whoever does). Absent = eligible. */
+  readonly eligible?: boolean;
 }
 
 export interface PodMapping {
@@ -58,11 +66,21 @@ const routeIdInput = z.preprocess(
   routeId,
 );
 
-const VipSchema = z.object({ ip: ipv4, routeId: routeIdInput });
+const VipSchema = z.object({
+  ip: ipv4,
+  routeId: routeIdInput,
+  eligible: z.boolean({ error: "must be true or false" }).optional(),
+});
 const PodSchema = z.object({ podIp: ipv4, vip: ipv4 });
 
 /** How fields are named in messages: the words an operator uses, not our property names. */
-const FIELD_LABELS = { podIp: "pod IP", vip: "VIP", ip: "VIP", routeId: "route id" };
+const FIELD_LABELS = {
+  podIp: "pod IP",
+  vip: "VIP",
+  ip: "VIP",
+  routeId: "route id",
+  eligible: "eligible",
+};
 
 /** Formats a problem for logs: "origin: reason". */
 export function formatProblem(problem: Problem): string {
@@ -164,7 +182,9 @@ export function validateSnapshot(
     }
   }
   const vips = uniqueVips.filter((v) => !rejectedVips.has(v.ip))
-    .map(({ ip, routeId }) => ({ ip, routeId }))
+    .map((
+      { ip, routeId, eligible },
+    ) => (eligible === undefined ? { ip, routeId } : { ip, routeId, eligible }))
     .sort((a, b) => compareIPv4(a.ip, b.ip));
   const knownVips = new Set(vips.map((v) => v.ip));
 

@@ -3,6 +3,8 @@
  * chains, the pods set and its counters), not from what we meant to write.
  * Rendered as a table for people and as JSON for scripts.
  */
+import { parseRoleRule } from "./desired.ts";
+import type { PlacementStatus } from "./keepalived.ts";
 import { parseRuleCounters } from "./iptables.ts";
 import { compareIPv4 } from "./ip.ts";
 import { hex, routeIdOfMark } from "./marks.ts";
@@ -23,6 +25,10 @@ export interface VipStatus {
   readonly bytes: number;
   /** New connections SNATed (holder) or passed on unmasqueraded (forwarder). */
   readonly connections: number;
+  /** keepalived mode: this node's VRRP priority for the VIP (the highest holds it). */
+  readonly priority?: number;
+  /** keepalived mode: keepalived's state (MASTER/BACKUP/FAULT), "ineligible", or "stopped". */
+  readonly vrrp?: string;
 }
 
 export interface MappingStatus {
@@ -40,31 +46,39 @@ export interface NodeStatus {
   /** Lines a pass would write now (undefined when the inputs could not be read). */
   readonly pendingLines?: number;
   readonly problems: readonly string[];
+  /** keepalived mode: who this node is for VRRP and whether its keepalived runs. */
+  readonly placement?: {
+    readonly mode: string;
+    readonly node: string;
+    readonly running: boolean;
+    readonly advertInterval: number;
+    readonly preemptDelay: number;
+  };
 }
-
-const NAT_RULE =
-  /--mark (0x[0-9a-f]+)\/(0x[0-9a-f]+) .*--comment "kube-egress ([0-9.]+) (holder|forward)"/;
 
 /** Builds the status from a live state read with counters (`iptables-save -c`). */
 export function nodeStatus(
   live: LiveState,
   natSaveWithCounters: string,
   iface: string,
-  extra: { pendingLines?: number; problems?: readonly string[] } = {},
+  extra: {
+    pendingLines?: number;
+    problems?: readonly string[];
+    placement?: PlacementStatus;
+  } = {},
 ): NodeStatus {
   const addresses = new Set(live.routes.addresses);
   const vipOfMark = new Map<number, VipStatus>();
   for (const counter of parseRuleCounters(natSaveWithCounters, "nat")) {
-    const match = NAT_RULE.exec(counter.rule);
-    if (!match) continue;
-    const mark = parseInt(match[1], 16);
-    const mask = parseInt(match[2], 16);
+    const rule = parseRoleRule(counter.rule);
+    if (!rule) continue;
+    const { ip, mark, mask, role } = rule;
     vipOfMark.set(mark, {
-      vip: match[3],
+      vip: ip,
       routeId: routeIdOfMark(mark, mask),
       mark: hex(mark),
-      role: match[4] === "holder" ? "holder" : "forwarder",
-      held: addresses.has(match[3]),
+      role,
+      held: addresses.has(ip),
       pods: 0,
       packets: 0,
       bytes: 0,
@@ -83,13 +97,37 @@ export function nodeStatus(
     });
     mappings.push({ podIp, vip: vip.vip, packets: entry.packets, bytes: entry.bytes });
   }
+  const placement = extra.placement;
+  const vrrpOf = (vip: VipStatus): VipStatus => {
+    if (!placement) return vip;
+    const instance = placement.vips.find((v) => v.vip === vip.vip);
+    if (!instance) {
+      return placement.ineligible.includes(vip.vip) ? { ...vip, vrrp: "ineligible" } : vip;
+    }
+    return {
+      ...vip,
+      priority: instance.priority,
+      vrrp: placement.running ? instance.state : "stopped",
+    };
+  };
   return {
     interface: iface,
     addresses: [...addresses].sort(compareIPv4),
-    vips: [...vipOfMark.values()].sort((a, b) => compareIPv4(a.vip, b.vip)),
+    vips: [...vipOfMark.values()].map(vrrpOf).sort((a, b) => compareIPv4(a.vip, b.vip)),
     mappings: mappings.sort((a, b) => compareIPv4(a.podIp, b.podIp)),
     pendingLines: extra.pendingLines,
     problems: extra.problems ?? [],
+    ...(placement
+      ? {
+        placement: {
+          mode: placement.mode,
+          node: placement.node,
+          running: placement.running,
+          advertInterval: placement.advertInterval,
+          preemptDelay: placement.preemptDelay,
+        },
+      }
+      : {}),
   };
 }
 
@@ -121,17 +159,38 @@ export function renderStatus(status: NodeStatus): string {
   if (status.pendingLines === undefined) out.push("sync: unknown (inputs unreadable)");
   else if (status.pendingLines === 0) out.push("sync: in sync with the inputs");
   else out.push(`sync: ${status.pendingLines} change(s) pending; run \`plan\` to see them`);
+  const placement = status.placement;
+  if (placement) {
+    out.push(
+      `placement: ${placement.mode} as node ${placement.node}, ${
+        placement.running ? "running" : "not running"
+      } (adverts every ${placement.advertInterval} s, preempt delay ${placement.preemptDelay} s)`,
+    );
+  }
   out.push("");
   if (status.vips.length === 0) out.push("no VIPs programmed on this node");
   else {
+    const vrrp = placement !== undefined;
     out.push(table(
-      ["VIP", "ROUTE", "MARK", "ROLE", "HELD", "PODS", "PACKETS", "BYTES", "NEW CONNS"],
+      [
+        "VIP",
+        "ROUTE",
+        "MARK",
+        "ROLE",
+        "HELD",
+        ...(vrrp ? ["PRIORITY", "VRRP"] : []),
+        "PODS",
+        "PACKETS",
+        "BYTES",
+        "NEW CONNS",
+      ],
       status.vips.map((v) => [
         v.vip,
         String(v.routeId),
         v.mark,
         v.role,
         v.held ? "yes" : "no",
+        ...(vrrp ? [v.priority === undefined ? "-" : String(v.priority), v.vrrp ?? "-"] : []),
         String(v.pods),
         String(v.packets),
         formatBytes(v.bytes),

@@ -3,14 +3,29 @@
  * (one pass, deterministic for tests) or as a long-running agent whose log
  * lines are collected.
  */
+import { join } from "node:path";
 import type { Cluster, SimNode } from "./cluster.ts";
 import type { ExecResult } from "./netns.ts";
 
 const MOD = new URL("../mod.ts", import.meta.url).pathname;
 
-/** `deno run mod.ts <command> <cluster flags> <extra>` as argv. */
+/** For callers that place VIPs themselves (sim/vip.ts): the agent only follows the addresses. */
+export const EXTERNAL: readonly string[] = ["--vip-mode", "external"];
+
+/** A node's agent state directory (keepalived.conf, pid files, vips.json), inside the run's work dir. */
+export function stateDirOf(cluster: Cluster, node: SimNode): string {
+  return join(cluster.workDir, "state", node.name);
+}
+
+/** The flags that make one node's agent distinct: its name (VRRP priorities) and state directory. */
+export function nodeFlags(cluster: Cluster, node: SimNode): string[] {
+  return ["--node-name", node.name, "--state-dir", stateDirOf(cluster, node)];
+}
+
+/** `deno run mod.ts <command> <cluster flags> <node flags> <extra>` as argv. */
 export function agentArgv(
   cluster: Cluster,
+  node: SimNode,
   command: string,
   extra: readonly string[] = [],
 ): string[] {
@@ -22,6 +37,7 @@ export function agentArgv(
     MOD,
     command,
     ...cluster.agentFlags(),
+    ...nodeFlags(cluster, node),
     ...extra,
   ];
 }
@@ -33,10 +49,13 @@ export function agentCommand(
   command: string,
   extra: readonly string[] = [],
 ): Promise<ExecResult> {
-  return node.ns.exec(agentArgv(cluster, command, extra), { timeoutMs: 60_000 });
+  return node.ns.exec(agentArgv(cluster, node, command, extra), { timeoutMs: 60_000 });
 }
 
-/** One pass on every node, in parallel; throws if any fails. */
+/**
+ * One pass on every node, in parallel; throws if any fails. A single pass
+ * cannot place VIPs: pass EXTERNAL when the caller places them.
+ */
 export async function applyOnAllNodes(
   cluster: Cluster,
   extra: readonly string[] = [],
@@ -59,14 +78,14 @@ export interface AgentProcess {
   waitFor(pattern: RegExp, timeoutMs?: number): Promise<string>;
 }
 
-/** Starts `mod.ts run -u <interval>` on a node. */
+/** Starts `mod.ts run -u <interval>` on a node (keepalived places VIPs unless `extra` says EXTERNAL). */
 export function startAgent(
   cluster: Cluster,
   node: SimNode,
   extra: readonly string[] = [],
   intervalSeconds = 30,
 ): AgentProcess {
-  const argv = agentArgv(cluster, "run", ["-u", String(intervalSeconds), ...extra]);
+  const argv = agentArgv(cluster, node, "run", ["-u", String(intervalSeconds), ...extra]);
   const child = new Deno.Command("ip", {
     args: ["netns", "exec", node.ns.name, ...argv],
     stdout: "piped",

@@ -316,6 +316,14 @@ export class Cluster {
     return [save, rules, routes, `ipsets: ${sets.trim()}`].join("\n--\n");
   }
 
+  /**
+   * Plugs a node's cable in or out: sets the node's port on the LAN switch up
+   * or down, so the node's interface loses its carrier as with a pulled cable.
+   */
+  async setLanLink(node: SimNode, up: boolean): Promise<void> {
+    await this.#lan.ip([`link set n${node.index} ${up ? "up" : "down"}`]);
+  }
+
   node(index: number): SimNode {
     return this.nodes[index - 1];
   }

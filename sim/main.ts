@@ -6,7 +6,7 @@
  * Everything is torn down at the end, on failure and on Ctrl-C.
  * Exit code 0 only when every check held.
  */
-import { applyOnAllNodes } from "./agents.ts";
+import { applyOnAllNodes, EXTERNAL } from "./agents.ts";
 import { Cluster, OUTSIDE_IP, type SimPod } from "./cluster.ts";
 import { sourceSeenRetry } from "./probe.ts";
 import { placeVip } from "./vip.ts";
@@ -63,7 +63,7 @@ async function story(cluster: Cluster): Promise<boolean> {
   );
   await placeVip(cluster.nodes, vipA, holderA, cluster.spec.iface);
   await placeVip(cluster.nodes, vipB, holderB, cluster.spec.iface);
-  await applyOnAllNodes(cluster);
+  await applyOnAllNodes(cluster, EXTERNAL);
   const expectations = new Map(cluster.pods.map((p) => [p, mapped.get(p) ?? p.node.ip]));
   let ok = printRows(
     `sources seen by the outside host ${OUTSIDE_IP}:`,
@@ -71,7 +71,7 @@ async function story(cluster: Cluster): Promise<boolean> {
   );
 
   console.log("\ndeleting kube-egress from every node (mod.ts run -d)");
-  await applyOnAllNodes(cluster, ["-d"]);
+  await applyOnAllNodes(cluster, [...EXTERNAL, "-d"]);
   const after = new Map(cluster.pods.map((p) => [p, p.node.ip]));
   ok = printRows(
     "after delete, every pod leaves as its node again:",

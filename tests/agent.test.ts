@@ -292,3 +292,58 @@ Deno.test("agent loop: events check the sets quickly; the start and every resync
   assert.equal(kernel.reads.summary, 1, "only the address change checked quickly");
   assert.ok(kernel.reads.entries >= 2, "the start and the resyncs listed in full");
 });
+
+Deno.test("agent: placement is offered each pass's valid VIPs; on stop it hands them over, then one pass forwards", async () => {
+  const kernel = new FakeKernel();
+  const host = kernel.host();
+  const offered: string[][] = [];
+  const events: string[] = [];
+  const placement = {
+    update(vips: readonly { ip: string; eligible?: boolean }[]) {
+      offered.push(vips.map((v) => `${v.ip}${v.eligible === false ? " (ineligible)" : ""}`));
+      return Promise.resolve();
+    },
+    stop() {
+      events.push("placement stopped");
+      // keepalived removes the VIP it held on its way out.
+      kernel.interfaces.set("eth0", ["192.0.2.11"]);
+      return Promise.resolve();
+    },
+  };
+  const log = createLogger("text", () => {});
+  const agent = new Agent(host, log, {
+    config: testConfig(),
+    readInputs: () =>
+      Promise.resolve({
+        ...GOOD,
+        vips: [...GOOD.vips, { origin: "v/bad", ip: "192.0.2.300", routeId: 7 }, {
+          origin: "v/x",
+          ip: "192.0.2.52",
+          routeId: 8,
+          eligible: false,
+        }],
+      }),
+    dryRun: false,
+    placement,
+    observers: [{ transition: (vip, from, to) => events.push(`${vip} ${from}→${to}`) }],
+  });
+  kernel.interfaces.get("eth0")!.push("192.0.2.50");
+  let stop!: () => void;
+  const loop = runLoop(agent, host, testConfig(), log, {
+    intervalSeconds: 3600,
+    cleanupOnExit: false,
+    stop: new Promise<void>((r) => (stop = r)),
+  });
+  await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(offered[0], ["192.0.2.50", "192.0.2.52 (ineligible)"]);
+  stop();
+  await loop;
+  assert.deepEqual(events, [
+    "192.0.2.50 none→holder",
+    "192.0.2.52 none→forwarder",
+    "placement stopped",
+    "192.0.2.50 holder→forwarder",
+  ]);
+  assert.deepEqual(kernel.conntrackRuns, ["-D -f ipv4 --mark 0x5/0xff"]);
+  assert.equal(kernel.rules.length, 2, "this node now forwards both VIPs' traffic");
+});

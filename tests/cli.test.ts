@@ -32,6 +32,8 @@ Deno.test("cli: egress.sh flags, short and long, are accepted and applied once",
   const { root } = await mappingDirs({ "10.244.1.5": "192.0.2.50\n" }, { "192.0.2.50": "5\n" });
   const r = await cli([
     "run",
+    "--vip-mode",
+    "external",
     "--interface",
     "eth0",
     "--pod-subnet",
@@ -142,7 +144,7 @@ Deno.test("cli: status shows roles, counters and pending changes, as a table and
   }, { "192.0.2.50": "5", "192.0.2.51": "6" });
   const kernel = new FakeKernel();
   kernel.interfaces.get("eth0")!.push("192.0.2.50");
-  assert.equal((await cli(["run", ...flags], kernel)).code, 0);
+  assert.equal((await cli(["run", "--vip-mode", "external", ...flags], kernel)).code, 0);
   const table = await cli(["status", ...flags], kernel);
   assert.match(table.out, /sync: in sync with the inputs/);
   assert.match(table.out, /192\.0\.2\.50\s+5\s+0x5\s+holder\s+yes\s+1/);
@@ -160,11 +162,21 @@ Deno.test("cli: status shows roles, counters and pending changes, as a table and
 
 Deno.test("cli: a missing interface is fatal before any change; missing directories fail the pass", async () => {
   const { root, flags } = await mappingDirs({}, {});
-  const r = await cli(["run", ...flags, "-i", "bond7"]);
+  const r = await cli(["run", "--vip-mode", "external", ...flags, "-i", "bond7"]);
   assert.equal(r.code, 1);
   assert.match(r.err, /interface bond7 does not exist on this node/);
   assert.equal(r.kernel.applied.length, 0);
-  const d = await cli(["run", "-p", "10.244.0.0/16", "-v", `${root}/nope`, "-r", `${root}/v`]);
+  const d = await cli([
+    "run",
+    "--vip-mode",
+    "external",
+    "-p",
+    "10.244.0.0/16",
+    "-v",
+    `${root}/nope`,
+    "-r",
+    `${root}/v`,
+  ]);
   assert.equal(d.code, 1);
   assert.match(d.err, /mapping directory .*nope does not exist/);
   await Deno.remove(root, { recursive: true });
@@ -198,4 +210,86 @@ Deno.test("cli: listen addresses: host:port, :port (every address), [ipv6]:port"
   for (const bad of ["9479", "host:", "a b:1", "[::1]9479"]) {
     assert.equal(listenAddress.safeParse(bad).success, false, bad);
   }
+});
+
+Deno.test("cli: keepalived mode (the default) needs a running agent; bad placement flags are named", async () => {
+  const { root, flags } = await mappingDirs({ "10.244.1.5": "192.0.2.50" }, { "192.0.2.50": "5" });
+  const once = await cli(["run", ...flags]);
+  assert.equal(once.code, 2);
+  assert.match(
+    once.err,
+    /--vip-mode keepalived places VIPs for as long as the agent runs: give -u/,
+  );
+  assert.equal(once.kernel.applied.length, 0);
+  const bad = await cli([
+    "run",
+    ...flags,
+    "--vip-mode",
+    "lease",
+    "--vrrp-advert-interval",
+    "0.001",
+    "--vrrp-preempt-delay",
+    "-1",
+    "--node-name",
+    "no spaces",
+  ]);
+  assert.equal(bad.code, 2);
+  assert.match(bad.err, /--vip-mode "lease" must be "keepalived" or "external"/);
+  assert.match(bad.err, /--vrrp-advert-interval .*at least 0.01 s/);
+  assert.match(bad.err, /--vrrp-preempt-delay "-1" must be a number of seconds/);
+  assert.match(bad.err, /--node-name "no spaces" must be a node name/);
+  // -d needs no placement: it only removes the datapath.
+  assert.equal((await cli(["run", ...flags, "-d"])).code, 0);
+  await Deno.remove(root, { recursive: true });
+});
+
+Deno.test("cli: a dry run prints the keepalived configuration; plan shows this node's priorities", async () => {
+  const { root, flags } = await mappingDirs({ "10.244.1.5": "192.0.2.50" }, {
+    "192.0.2.50": "5",
+    "192.0.2.51": "6",
+  });
+  const dry = await cli(["run", ...flags, "--dry-run", "--node-name", "node1"]);
+  assert.equal(dry.code, 0, dry.err);
+  assert.match(dry.out, /vrrp_instance kube_egress_5 \{[^}]*virtual_router_id 5\n {2}priority \d+/);
+  assert.match(dry.out, /advert_int 0.1\n {2}preempt_delay 5\n/);
+  assert.equal(dry.kernel.applied.length, 0);
+  const plan = await cli(["plan", ...flags, "--node-name", "node1"]);
+  assert.match(plan.out, /VIP 192.0.2.50 route 5 mark 0x5: forwarder, VRRP priority \d+ on node1/);
+  const external = await cli(["plan", ...flags, "--vip-mode", "external"]);
+  assert.doesNotMatch(external.out, /VRRP priority/);
+  await Deno.remove(root, { recursive: true });
+});
+
+Deno.test("cli: status shows each VIP's VRRP priority and state from the agent's state directory", async () => {
+  const { root, flags } = await mappingDirs({ "10.244.1.5": "192.0.2.50" }, {
+    "192.0.2.50": "5",
+    "192.0.2.51": "6",
+  });
+  const kernel = new FakeKernel();
+  kernel.interfaces.get("eth0")!.push("192.0.2.50");
+  assert.equal((await cli(["run", "--vip-mode", "external", ...flags], kernel)).code, 0);
+  await Deno.mkdir(`${root}/state`);
+  await Deno.writeTextFile(
+    `${root}/state/vips.json`,
+    JSON.stringify({
+      mode: "keepalived",
+      node: "node1",
+      running: true,
+      advertInterval: 0.1,
+      preemptDelay: 5,
+      vips: [{ vip: "192.0.2.50", routeId: 5, vrid: 5, priority: 201, state: "MASTER" }],
+      ineligible: ["192.0.2.51"],
+    }),
+  );
+  const status = await cli(["status", ...flags, "--state-dir", `${root}/state`], kernel);
+  // No keepalived process behind the file: its state is not believed.
+  assert.match(status.out, /placement: keepalived as node node1, not running/);
+  assert.match(status.out, /192\.0\.2\.50\s+5\s+0x5\s+holder\s+yes\s+201\s+stopped/);
+  assert.match(status.out, /192\.0\.2\.51\s+6\s+0x6\s+forwarder\s+no\s+-\s+ineligible/);
+  const json = JSON.parse(
+    (await cli(["status", ...flags, "--state-dir", `${root}/state`, "--json"], kernel)).out,
+  );
+  assert.equal(json.vips[0].priority, 201);
+  assert.equal(json.placement.node, "node1");
+  await Deno.remove(root, { recursive: true });
 });

@@ -67,6 +67,8 @@ export class FakeKernel {
   setCounters = new Map<string, { packets: number; bytes: number }>();
   /** Packets/bytes `iptables-save -c` reports per rule body (absent = 0). */
   ruleCounters = new Map<string, { packets: number; bytes: number }>();
+  /** `conntrack` invocations, as their argument lines. */
+  conntrackRuns: string[] = [];
   /** Makes the next apply of this tool fail (to test partial failures). */
   failNext?: string;
 
@@ -378,9 +380,14 @@ export class FakeKernel {
       else if (step.tool === "ipset") this.ipsetRestore(step.lines);
       else if (step.tool === "ip") this.ipBatch(step.lines);
       else if (step.tool === "nft") this.nft(step.lines);
+      else if (step.tool === "conntrack") this.conntrackRuns.push(...step.lines);
       else for (const l of step.lines) this.sysctls[l.split("=")[0]] = Number(l.split("=")[1]);
     }
-    return { processes: transaction.steps.filter((s) => s.tool !== "sysctl").length, bytes };
+    const processes = transaction.steps.reduce(
+      (n, s) => n + (s.tool === "sysctl" ? 0 : s.tool === "conntrack" ? s.lines.length : 1),
+      0,
+    );
+    return { processes, bytes };
   }
 
   /** Reads the live state through the real parsers. */

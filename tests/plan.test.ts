@@ -36,8 +36,11 @@ Deno.test("plan: a VIP arriving on the node turns forward into SNAT and drops it
   const tx = applyPass(kernel);
   assert.deepEqual(tx.steps.map((s) => [s.tool, s.purpose]), [
     ["iptables", "rewrite our chains and jumps"],
+    ["conntrack", "flush connections pinned to a VIP's old role"],
     ["ip", "remove stale rules, then their routes"],
   ]);
+  // Only the moved VIP's connections are flushed, after its SNAT rule is in place.
+  assert.deepEqual(tx.steps[1].lines, ["-D -f ipv4 --mark 0x6/0xff"]);
   // Only the other VIP (.50, held elsewhere) keeps its policy route.
   assert.deepEqual(kernel.rules.map((r) => r.table), [5]);
   assert.deepEqual(kernel.routes.map((r) => r.table), [5]);
@@ -154,4 +157,18 @@ Deno.test("plan: rendering names each step's command and payload", () => {
     renderTransaction({ steps: [] }),
     "no changes: the node already matches the desired state\n",
   );
+});
+
+Deno.test("plan: a VIP leaving the node flushes only its connections; new and removed VIPs flush nothing", () => {
+  const kernel = new FakeKernel();
+  kernel.interfaces.get("eth0")!.push("192.0.2.51");
+  applyPass(kernel);
+  assert.deepEqual(kernel.conntrackRuns, [], "a VIP seen for the first time has nothing pinned");
+  kernel.interfaces.set("eth0", ["192.0.2.11"]);
+  const tx = applyPass(kernel);
+  assert.deepEqual(tx.steps.map((s) => s.tool), ["ip", "iptables", "conntrack"]);
+  assert.deepEqual(kernel.conntrackRuns, ["-D -f ipv4 --mark 0x6/0xff"]);
+  // Removing a VIP altogether: its traffic is no longer marked, nothing to flush.
+  applyPass(kernel, snapshot({ "192.0.2.50": 5 }, { "10.244.1.5": "192.0.2.50" }));
+  assert.deepEqual(kernel.conntrackRuns, ["-D -f ipv4 --mark 0x6/0xff"]);
 });

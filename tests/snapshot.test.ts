@@ -126,3 +126,25 @@ Deno.test("snapshot: VIP .22 and .222 are different VIPs", () => {
     vip: "192.0.2.222",
   }]);
 });
+
+Deno.test("snapshot: a VIP's eligibility (placement) is kept when given and checked", () => {
+  const { snapshot, problems } = validateSnapshot(
+    {
+      vips: [
+        { origin: "vip/a", ip: "192.0.2.50", routeId: 5, eligible: false },
+        { origin: "vip/b", ip: "192.0.2.51", routeId: 6, eligible: true },
+        { origin: "vip/c", ip: "192.0.2.52", routeId: 7 },
+        { origin: "vip/d", ip: "192.0.2.53", routeId: 8, eligible: "no" },
+      ],
+      pods: [],
+      problems: [],
+    },
+    config,
+  );
+  assert.deepEqual(snapshot.vips, [
+    { ip: "192.0.2.50", routeId: 5, eligible: false },
+    { ip: "192.0.2.51", routeId: 6, eligible: true },
+    { ip: "192.0.2.52", routeId: 7 },
+  ]);
+  assert.deepEqual(problems.map(formatProblem), ["vip/d: eligible must be true or false"]);
+});

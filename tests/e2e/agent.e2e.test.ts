@@ -4,7 +4,7 @@
  * Needs root; reported as skipped otherwise.
  */
 import assert from "node:assert/strict";
-import { agentCommand, applyOnAllNodes, startAgent } from "../../sim/agents.ts";
+import { agentCommand, applyOnAllNodes, EXTERNAL, startAgent } from "../../sim/agents.ts";
 import { Cluster, LAN_HOST_IP, OUTSIDE_IP } from "../../sim/cluster.ts";
 import { sourceSeenRetry } from "../../sim/probe.ts";
 import { placeVip } from "../../sim/vip.ts";
@@ -68,7 +68,7 @@ Deno.test({
         { [VIP_A]: 5, "192.0.2.52": 400 },
       );
       await placeVip(cluster.nodes, VIP_A, cluster.node(1), cluster.spec.iface);
-      await applyOnAllNodes(cluster);
+      await applyOnAllNodes(cluster, EXTERNAL);
       const seen = await sources(cluster, ["pod1-1", "pod2-1", "pod3-1", "pod1-2", "pod2-2"]);
       expectAll(seen, {
         "pod1-1": VIP_A,
@@ -90,7 +90,7 @@ Deno.test({
       const witness = await cluster.startReporter("pod-witness", server.ns, server.ip);
       await cluster.writeMappings({ [client.ip]: VIP_A }, { [VIP_A]: 5 });
       await placeVip(cluster.nodes, VIP_A, cluster.node(1), cluster.spec.iface);
-      await applyOnAllNodes(cluster);
+      await applyOnAllNodes(cluster, EXTERNAL);
       assert.equal(await sourceSeenRetry(client.ns, witness.ip, "tcp"), client.ip);
       assert.equal(await sourceSeenRetry(client.ns, witness.ip, "udp"), client.ip);
       assert.equal(await sourceSeenRetry(client.ns, OUTSIDE_IP, "tcp"), VIP_A);
@@ -109,7 +109,7 @@ Deno.test({
       });
       await placeVip(cluster.nodes, VIP_A, cluster.node(1), cluster.spec.iface);
       await placeVip(cluster.nodes, VIP_B, cluster.node(2), cluster.spec.iface);
-      await applyOnAllNodes(cluster);
+      await applyOnAllNodes(cluster, EXTERNAL);
       expectAll(await sources(cluster, ["pod1-1", "pod3-1", "pod2-1"]), {
         "pod1-1": VIP_A,
         "pod3-1": VIP_A,
@@ -118,14 +118,14 @@ Deno.test({
 
       // Move A from node1 to node3, run one pass everywhere: traffic follows.
       await placeVip(cluster.nodes, VIP_A, cluster.node(3), cluster.spec.iface);
-      await applyOnAllNodes(cluster);
+      await applyOnAllNodes(cluster, EXTERNAL);
       expectAll(await sources(cluster, ["pod1-1", "pod3-1", "pod2-1"]), {
         "pod1-1": VIP_A,
         "pod3-1": VIP_A,
         "pod2-1": VIP_B,
       });
       const status = JSON.parse(
-        (await agentCommand(cluster, cluster.node(3), "status", ["--json"])).stdout,
+        (await agentCommand(cluster, cluster.node(3), "status", [...EXTERNAL, "--json"])).stdout,
       );
       assert.deepEqual(status.vips.map((v: { vip: string; role: string }) => [v.vip, v.role]), [[
         VIP_A,
@@ -134,7 +134,7 @@ Deno.test({
       assert.ok(status.vips[0].packets > 0, "the holder's counters saw the VIP's traffic");
 
       // A second pass with nothing changed writes nothing.
-      const again = await agentCommand(cluster, cluster.node(3), "plan");
+      const again = await agentCommand(cluster, cluster.node(3), "plan", EXTERNAL);
       assert.match(again.stdout, /no changes: the node already matches the desired state/);
     }),
 });
@@ -167,9 +167,9 @@ Deno.test({
       await placeVip(cluster.nodes, VIP_A, cluster.node(1), cluster.spec.iface);
       const baseline = await Promise.all(cluster.nodes.map((n) => cluster.ruleset(n)));
       await cluster.writeMappings({ [pod.ip]: VIP_A }, { [VIP_A]: 5 });
-      await applyOnAllNodes(cluster);
+      await applyOnAllNodes(cluster, EXTERNAL);
       assert.equal(await sourceSeenRetry(pod.ns, OUTSIDE_IP, "tcp"), VIP_A);
-      await applyOnAllNodes(cluster, ["-d"]);
+      await applyOnAllNodes(cluster, [...EXTERNAL, "-d"]);
       assert.equal(await sourceSeenRetry(pod.ns, OUTSIDE_IP, "tcp"), pod.node.ip);
       const after = await Promise.all(cluster.nodes.map((n) => cluster.ruleset(n)));
       for (let i = 0; i < after.length; i++) {
@@ -188,7 +188,7 @@ Deno.test({
       await cluster.writeMappings({ [pod.ip]: VIP_A }, { [VIP_A]: 5 });
       await placeVip(cluster.nodes, VIP_A, cluster.node(1), cluster.spec.iface);
       // A 300 s interval: anything that happens within seconds came from the address monitor.
-      const agents = cluster.nodes.map((node) => startAgent(cluster, node, [], 300));
+      const agents = cluster.nodes.map((node) => startAgent(cluster, node, EXTERNAL, 300));
       try {
         await Promise.all(agents.map((a) => a.waitFor(/VIP role vip=192.0.2.50 from=none/)));
         assert.equal(await sourceSeenRetry(pod.ns, OUTSIDE_IP, "tcp"), VIP_A);
@@ -219,9 +219,9 @@ Deno.test({
       await placeVip(cluster.nodes, VIP_A, cluster.node(1), cluster.spec.iface);
       const baseline = await cluster.ruleset(node2);
       await cluster.writeMappings({ [pod.ip]: VIP_A }, { [VIP_A]: 5 });
-      await agentCommand(cluster, cluster.node(1), "run");
+      await agentCommand(cluster, cluster.node(1), "run", EXTERNAL);
 
-      const plain = startAgent(cluster, node2);
+      const plain = startAgent(cluster, node2, EXTERNAL);
       await plain.waitFor(/pass applied/);
       assert.equal(await plain.stop("SIGTERM"), 0);
       assert.ok(plain.lines.some((l) => l.includes("rules stay in place")));
@@ -231,7 +231,7 @@ Deno.test({
         "egress keeps working after the agent stopped",
       );
 
-      const cleaning = startAgent(cluster, node2, ["--cleanup-on-exit"]);
+      const cleaning = startAgent(cluster, node2, [...EXTERNAL, "--cleanup-on-exit"]);
       await cleaning.waitFor(/agent running/);
       assert.equal(await cleaning.stop("SIGTERM"), 0);
       assert.equal(await cluster.ruleset(node2), baseline);
@@ -245,7 +245,7 @@ Deno.test({
     withCluster(async (cluster) => {
       const node = cluster.node(1);
       const baseline = await cluster.ruleset(node);
-      const result = await agentCommand(cluster, node, "run", ["-i", "bond0"]);
+      const result = await agentCommand(cluster, node, "run", [...EXTERNAL, "-i", "bond0"]);
       assert.equal(result.code, 1);
       assert.match(result.stderr, /interface bond0 does not exist on this node/);
       assert.equal(await cluster.ruleset(node), baseline);

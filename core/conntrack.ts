@@ -1,0 +1,38 @@
+/**
+ * Conntrack entries pinned to an old role. NAT is decided on a connection's
+ * first packet and then kept in its conntrack entry: after a VIP moves, a
+ * long-lived flow (a UDP stream) would keep the old decision for as long as
+ * it keeps sending — SNAT to a VIP this node no longer holds, or no SNAT on
+ * the new holder. When this node's role for a VIP changes, the entries carrying
+ * that VIP's mark (saved into the connection mark under our mask, see
+ * `saveMarkRule`) are deleted, so the next packet starts a new entry that takes
+ * the new role. Other VIPs' connections and everything unmarked are untouched.
+ */
+import { parseRoleRule, type VipRole } from "./desired.ts";
+import { hex } from "./marks.ts";
+
+/** `conntrack` arguments (one process each) that delete one VIP's connections. */
+export function flushArgs(mark: number, mask: number): string {
+  return `-D -f ipv4 --mark ${hex(mark)}/${hex(mask)}`;
+}
+
+/**
+ * Flushes needed because a VIP's role on this node changes with this pass:
+ * its live SNAT-chain rule says holder and the desired one forwarder, or the
+ * reverse. A VIP that is new or removed needs none (nothing was pinned to a
+ * role of it, or nothing will be marked for it any more).
+ */
+export function conntrackFlushes(
+  liveNatRules: readonly string[],
+  desiredRoles: readonly VipRole[],
+  mask: number,
+): string[] {
+  const liveRole = new Map<number, VipRole["role"]>();
+  for (const rule of liveNatRules) {
+    const parsed = parseRoleRule(rule);
+    if (parsed && parsed.mask === mask) liveRole.set(parsed.mark, parsed.role);
+  }
+  return desiredRoles
+    .filter((r) => liveRole.has(r.mark) && liveRole.get(r.mark) !== r.role)
+    .map((r) => flushArgs(r.mark, mask));
+}

@@ -1,0 +1,128 @@
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import {
+  instanceName,
+  parseStateLine,
+  renderKeepalivedConf,
+  routeIdOfInstance,
+  stableHash,
+  VRRP_DEFAULTS,
+  vrrpInstances,
+  vrrpPriority,
+} from "../core/keepalived.ts";
+
+const settings = { ...VRRP_DEFAULTS, interface: "eth0", nodeName: "node1" };
+const vipList = (n: number) =>
+  Array.from({ length: n }, (_, i) => ({ ip: `192.0.2.${50 + i}`, routeId: i + 1 }));
+
+/** The node whose priority for the VIP is highest: where VRRP puts it. */
+function holderOf(vip: string, nodes: readonly string[]): string {
+  return nodes.reduce((best, n) => (vrrpPriority(vip, n) > vrrpPriority(vip, best) ? n : best));
+}
+
+Deno.test("keepalived: priorities are stable, within 1..254, and differ per VIP and per node", () => {
+  assert.equal(stableHash("192.0.2.50\u0000node1"), stableHash("192.0.2.50\u0000node1"));
+  fc.assert(fc.property(fc.ipV4(), fc.string({ minLength: 1 }), (vip, node) => {
+    const p = vrrpPriority(vip, node);
+    return Number.isInteger(p) && p >= 1 && p <= 254 && p === vrrpPriority(vip, node);
+  }));
+  const perNode = ["node1", "node2", "node3"].map((n) => vrrpPriority("192.0.2.50", n));
+  assert.equal(new Set(perNode).size, 3, `three nodes, three priorities: ${perNode}`);
+});
+
+Deno.test("keepalived: VIPs spread over the nodes, each node first for a fair share", () => {
+  for (const nodes of [["node1", "node2", "node3"], ["a", "b", "c", "d", "e"]]) {
+    const vips = vipList(60);
+    const count = new Map(nodes.map((n) => [n, 0]));
+    for (const v of vips) count.set(holderOf(v.ip, nodes), count.get(holderOf(v.ip, nodes))! + 1);
+    const fair = vips.length / nodes.length;
+    for (const [node, n] of count) {
+      assert.ok(n >= fair * 0.5 && n <= fair * 1.5, `${node} holds ${n} of ${vips.length}`);
+    }
+  }
+  // The simulator's two VIPs sit on two different nodes.
+  const nodes = ["node1", "node2", "node3"];
+  assert.notEqual(holderOf("192.0.2.50", nodes), holderOf("192.0.2.51", nodes));
+});
+
+Deno.test("keepalived: a node leaving moves only its own VIPs (rendezvous hashing)", () => {
+  const all = ["node1", "node2", "node3", "node4"];
+  const rest = all.filter((n) => n !== "node2");
+  for (const v of vipList(40)) {
+    const before = holderOf(v.ip, all);
+    if (before !== "node2") assert.equal(holderOf(v.ip, rest), before, v.ip);
+  }
+});
+
+Deno.test("keepalived: one instance per eligible VIP, router id = route id, ordered; ineligible left out", () => {
+  const instances = vrrpInstances([
+    { ip: "192.0.2.51", routeId: 9 },
+    { ip: "192.0.2.50", routeId: 5 },
+    { ip: "192.0.2.52", routeId: 7, eligible: false },
+  ], "node1");
+  assert.deepEqual(instances.map((i) => [i.name, i.vip, i.vrid]), [
+    ["kube_egress_5", "192.0.2.50", 5],
+    ["kube_egress_9", "192.0.2.51", 9],
+  ]);
+  assert.equal(routeIdOfInstance(instanceName(9)), 9);
+  assert.equal(routeIdOfInstance("VI_1"), undefined);
+});
+
+Deno.test("keepalived: the configuration is byte-stable and independent of input order", () => {
+  const vips = vipList(3);
+  const a = renderKeepalivedConf(vrrpInstances(vips, "node1"), settings);
+  const b = renderKeepalivedConf(vrrpInstances([...vips].reverse(), "node1"), settings);
+  assert.equal(a, b);
+  const p = vrrpPriority("192.0.2.50", "node1");
+  assert.ok(
+    a.includes(
+      [
+        "vrrp_instance kube_egress_1 {",
+        "  state BACKUP",
+        "  interface eth0",
+        "  virtual_router_id 1",
+        `  priority ${p}`,
+        "  advert_int 0.1",
+        "  preempt_delay 5",
+        "  virtual_ipaddress {",
+        "    192.0.2.50/32 dev eth0",
+        "  }",
+        "}",
+      ].join("\n"),
+    ),
+    a,
+  );
+  assert.match(a, /global_defs \{\n {2}router_id node1\n {2}vrrp_version 3\n/);
+  assert.doesNotMatch(
+    a,
+    /vrrp_strict|vrrp_iptables|nftables/,
+    "keepalived must not touch firewalls",
+  );
+  assert.equal(
+    renderKeepalivedConf([], { ...settings, advertInterval: 0.30000000000000004 }).includes(
+      "vrrp_instance",
+    ),
+    false,
+  );
+  assert.match(
+    renderKeepalivedConf(vrrpInstances(vips, "n"), { ...settings, advertInterval: 0.1 + 0.2 }),
+    /advert_int 0.3\n/,
+  );
+});
+
+Deno.test("keepalived: state changes are read from its log lines, others ignored", () => {
+  assert.deepEqual(parseStateLine("(kube_egress_5) Entering MASTER STATE"), {
+    routeId: 5,
+    state: "MASTER",
+  });
+  assert.deepEqual(
+    parseStateLine("Mon Nov 23 12:05:42 2026: (kube_egress_12) Entering BACKUP STATE (init)"),
+    { routeId: 12, state: "BACKUP" },
+  );
+  assert.deepEqual(
+    parseStateLine("(kube_egress_7): entering FAULT state (interface eth0 down)"),
+    { routeId: 7, state: "FAULT" },
+  );
+  assert.equal(parseStateLine("(VI_1) Entering MASTER STATE"), undefined);
+  assert.equal(parseStateLine("(kube_egress_5) setting VIPs."), undefined);
+});
