@@ -5,6 +5,7 @@
  */
 import { Command, Option } from "@commander-js/extra-typings";
 import { desiredState } from "../core/desired.ts";
+import { renderCrdsYaml } from "../core/kube/crd.ts";
 import { planApply, renderTransaction } from "../core/plan.ts";
 import { nodeStatus, renderStatus } from "../core/status.ts";
 import { formatProblem, validateSnapshot } from "../core/snapshot.ts";
@@ -322,6 +323,13 @@ export function buildProgram(host: Host, done: (code: number) => void): Command 
   )
     .option("--json", "print JSON instead of a table")
     .action(action(statusCommand) as never);
+
+  program.command("crds")
+    .description("print the CustomResourceDefinitions (deploy/crds.yaml) as YAML")
+    .action(() => {
+      Deno.stdout.writeSync(new TextEncoder().encode(renderCrdsYaml()));
+      done(0);
+    });
 
   return program;
 }

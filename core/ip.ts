@@ -93,3 +93,10 @@ export function cidrsOverlap(a: Cidr, b: Cidr): boolean {
 export function compareIPv4(a: string, b: string): number {
   return (parseIPv4(a) ?? 0) - (parseIPv4(b) ?? 0);
 }
+
+/** Compares two canonical ranges by address, then prefix length. */
+export function compareCidr(a: string, b: string): number {
+  const [ia, pa] = a.split("/");
+  const [ib, pb] = b.split("/");
+  return compareIPv4(ia, ib) || Number(pa) - Number(pb);
+}

@@ -6,8 +6,8 @@
  * message naming the origin and field, and keeps every valid entry.
  */
 import { z } from "zod";
-import { cidrContains, compareIPv4, parseCidr, parseIPv4 } from "./ip.ts";
-import { type DatapathConfig, describeIssues, ipv4, routeId } from "./schema.ts";
+import { cidrContains, compareCidr, compareIPv4, formatCidr, parseCidr, parseIPv4 } from "./ip.ts";
+import { cidrv4, type DatapathConfig, describeIssues, ipv4, routeId } from "./schema.ts";
 
 /** A VIP as a source read it: origin is a file path or an object reference. */
 export interface RawVip {
@@ -27,6 +27,10 @@ export interface RawPod {
   readonly origin: string;
   readonly podIp: unknown;
   readonly vip: unknown;
+  /** Steer only traffic to these ranges (absent: every destination outside the cluster). */
+  readonly destinations?: unknown;
+  /** Never steer traffic to these ranges, besides the cluster's own. */
+  readonly excluded?: unknown;
 }
 
 /** A rejected input: where it came from and why. */
@@ -52,6 +56,10 @@ export interface Vip {
 export interface PodMapping {
   readonly podIp: string;
   readonly vip: string;
+  /** Normalized (canonical, sorted, unique); absent = every destination. */
+  readonly destinations?: readonly string[];
+  /** Normalized; absent = none besides the cluster ranges. */
+  readonly excluded?: readonly string[];
 }
 
 /** A validated snapshot; both lists sorted by address so equal inputs give equal snapshots. */
@@ -71,7 +79,21 @@ const VipSchema = z.object({
   routeId: routeIdInput,
   eligible: z.boolean({ error: "must be true or false" }).optional(),
 });
-const PodSchema = z.object({ podIp: ipv4, vip: ipv4 });
+/**
+ * Canonical, sorted, unique ranges, so equal restrictions compare equal. An
+ * empty list restricts nothing, the same as an absent one.
+ */
+const cidrList = z.array(cidrv4).transform((list) =>
+  list.length === 0
+    ? undefined
+    : [...new Set(list.map((c) => formatCidr(parseCidr(c)!)))].sort(compareCidr)
+);
+const PodSchema = z.object({
+  podIp: ipv4,
+  vip: ipv4,
+  destinations: cidrList.optional(),
+  excluded: cidrList.optional(),
+});
 
 /** How fields are named in messages: the words an operator uses, not our property names. */
 const FIELD_LABELS = {
@@ -80,7 +102,16 @@ const FIELD_LABELS = {
   ip: "VIP",
   routeId: "route id",
   eligible: "eligible",
+  destinations: "destination CIDRs",
+  excluded: "excluded CIDRs",
 };
+
+/** What a mapping does with a pod's traffic, as one comparable string. */
+function egressOf(pod: PodMapping): string {
+  return pod.destinations === undefined && pod.excluded === undefined
+    ? pod.vip
+    : [pod.vip, pod.destinations?.join(",") ?? "*", pod.excluded?.join(",") ?? ""].join("|");
+}
 
 /** Formats a problem for logs: "origin: reason". */
 export function formatProblem(problem: Problem): string {
@@ -197,7 +228,7 @@ export function validateSnapshot(
       problems.push({ origin: entry.origin, reason: describeIssues(parsed.error, FIELD_LABELS) });
       continue;
     }
-    const { podIp, vip } = parsed.data;
+    const { podIp, vip, destinations, excluded } = parsed.data;
     const address = parseIPv4(podIp)!;
     if (!rangeHolding(podRanges, address)) {
       problems.push({
@@ -215,15 +246,23 @@ export function validateSnapshot(
       });
       continue;
     }
-    podCandidates.push({ origin: entry.origin, podIp, vip, address });
+    podCandidates.push({
+      origin: entry.origin,
+      podIp,
+      vip,
+      address,
+      ...(destinations ? { destinations } : {}),
+      ...(excluded ? { excluded } : {}),
+    });
   }
 
-  // 4. One pod IP, one VIP: a pod listed twice with different VIPs is ambiguous.
+  // 4. One pod IP, one egress: a pod listed twice with different VIPs (or
+  //    different destination ranges) is ambiguous.
   const kept: PodCandidate[] = [];
   const { first, repeated } = podsByIp(podCandidates);
   for (const [podIp, candidate] of first) {
     const group = repeated.get(podIp);
-    if (group === undefined || group.every((p) => p.vip === candidate.vip)) {
+    if (group === undefined || group.every((p) => egressOf(p) === egressOf(candidate))) {
       kept.push(candidate);
       continue;
     }
@@ -231,11 +270,22 @@ export function validateSnapshot(
     for (const pod of group) {
       problems.push({
         origin: pod.origin,
-        reason: `pod ${podIp} is mapped to several VIPs (${distinct.join(", ")})`,
+        reason: distinct.length > 1
+          ? `pod ${podIp} is mapped to several VIPs (${distinct.join(", ")})`
+          : `pod ${podIp} is mapped to VIP ${pod.vip} with different destination ranges`,
       });
     }
   }
   kept.sort((a, b) => a.address - b.address);
-  const pods = kept.map(({ podIp, vip }) => ({ podIp, vip }));
+  const pods = kept.map(({ podIp, vip, destinations, excluded }) =>
+    destinations === undefined && excluded === undefined
+      ? { podIp, vip }
+      : {
+        podIp,
+        vip,
+        ...(destinations ? { destinations } : {}),
+        ...(excluded ? { excluded } : {}),
+      }
+  );
   return { snapshot: { vips, pods }, problems };
 }

@@ -1,0 +1,178 @@
+/**
+ * The Kubernetes API of kube-egress, group `egress.kube-egress.io`, version
+ * `v1alpha1`: the cluster-scoped EgressVIP and the namespaced EgressPolicy.
+ * These zod schemas are the single source: agents parse objects with them and
+ * `crd.ts` generates the CRDs' structural OpenAPI schemas from them.
+ */
+import { z } from "zod";
+import { cidrv4, ipv4, routeId } from "../schema.ts";
+
+export const GROUP = "egress.kube-egress.io";
+export const VERSION = "v1alpha1";
+export const API_VERSION = `${GROUP}/${VERSION}`;
+
+/** Finalizer that keeps an EgressVIP alive while a policy still uses it. */
+export const VIP_FINALIZER = `${GROUP}/in-use`;
+
+/** The kinds a policy may name as targets; pods are matched through their owner chain. */
+export const TARGET_KINDS = [
+  "Pod",
+  "Deployment",
+  "StatefulSet",
+  "DaemonSet",
+  "ReplicaSet",
+  "Job",
+] as const;
+export type TargetKind = (typeof TARGET_KINDS)[number];
+
+/** An object name (DNS subdomain, RFC 1123). */
+export const objectName = z.string().min(1).max(253).regex(
+  /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/,
+  { error: "must be a lowercase RFC 1123 name such as office-nat" },
+);
+
+const LabelSelectorRequirement = z.object({
+  key: z.string().min(1).meta({ description: "the label key" }),
+  operator: z.enum(["In", "NotIn", "Exists", "DoesNotExist"]),
+  values: z.array(z.string()).optional().meta({
+    description: "label values: required for In and NotIn, empty for Exists and DoesNotExist",
+  }),
+}).superRefine((req, ctx) => {
+  const needsValues = req.operator === "In" || req.operator === "NotIn";
+  const count = req.values?.length ?? 0;
+  if (needsValues && count === 0) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["values"],
+      message: `are required with ${req.operator}`,
+    });
+  } else if (!needsValues && count > 0) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["values"],
+      message: `must be empty with ${req.operator}`,
+    });
+  }
+});
+
+/** A Kubernetes label selector (metav1.LabelSelector); `{}` selects everything. */
+export const LabelSelector = z.object({
+  matchLabels: z.record(z.string(), z.string()).optional(),
+  matchExpressions: z.array(LabelSelectorRequirement).optional(),
+});
+export type LabelSelector = z.output<typeof LabelSelector>;
+
+/** A status condition (metav1.Condition). */
+export const Condition = z.object({
+  type: z.string().min(1),
+  status: z.enum(["True", "False", "Unknown"]),
+  reason: z.string(),
+  message: z.string(),
+  lastTransitionTime: z.string().meta({ format: "date-time" }),
+  observedGeneration: z.int().min(0).optional(),
+});
+export type Condition = z.output<typeof Condition>;
+
+export const EgressVIPSpec = z.object({
+  ip: ipv4.meta({ description: "the egress address; selected pods' traffic leaves with it" }),
+  routeId: routeId.optional().meta({
+    description:
+      "policy-routing table and fwmark id (1-252); assigned uniquely when absent and shown in status.routeId",
+  }),
+  nodeSelector: LabelSelector.optional().meta({
+    description: "nodes allowed to hold the address; absent: every node",
+  }),
+  namespaceSelector: LabelSelector.optional().meta({
+    description: "namespaces whose policies may use this VIP; absent: every namespace",
+  }),
+});
+export type EgressVIPSpec = z.output<typeof EgressVIPSpec>;
+
+export const EgressVIPStatus = z.object({
+  routeId: z.int().min(1).max(252).optional().meta({
+    description: "the route id in force (spec.routeId or the assigned one)",
+  }),
+  holder: z.string().optional().meta({ description: "the node that holds the address" }),
+  pods: z.int().min(0).optional().meta({ description: "pods whose traffic uses this VIP" }),
+  policies: z.int().min(0).optional().meta({ description: "policies that use this VIP" }),
+  observedGeneration: z.int().min(0).optional(),
+  conditions: z.array(Condition).optional(),
+});
+export type EgressVIPStatus = z.output<typeof EgressVIPStatus>;
+
+export const PolicyTarget = z.object({
+  kind: z.enum(TARGET_KINDS),
+  name: objectName,
+});
+export type PolicyTarget = z.output<typeof PolicyTarget>;
+
+export const EgressPolicySpec = z.object({
+  vip: objectName.meta({ description: "name of the EgressVIP whose address the pods leave with" }),
+  podSelector: LabelSelector.optional().meta({
+    description: "pods of this namespace to select; {} selects all of them",
+  }),
+  targets: z.array(PolicyTarget).optional().meta({
+    description:
+      "named Pods, or the pods of named Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs",
+  }),
+  destinationCIDRs: z.array(cidrv4).optional().meta({
+    description:
+      "steer only traffic to these ranges; absent: every destination outside the cluster",
+  }),
+  excludedCIDRs: z.array(cidrv4).optional().meta({
+    description: "never steer traffic to these ranges",
+  }),
+}).superRefine((spec, ctx) => {
+  if (spec.podSelector === undefined && (spec.targets ?? []).length === 0) {
+    ctx.addIssue({ code: "custom", message: "needs a podSelector or at least one target" });
+  }
+});
+export type EgressPolicySpec = z.output<typeof EgressPolicySpec>;
+
+export const EgressPolicyStatus = z.object({
+  ip: z.string().optional().meta({ description: "the VIP's address" }),
+  pods: z.int().min(0).optional().meta({ description: "pods whose traffic this policy steers" }),
+  observedGeneration: z.int().min(0).optional(),
+  conditions: z.array(Condition).optional(),
+});
+export type EgressPolicyStatus = z.output<typeof EgressPolicyStatus>;
+
+/** Condition types of an EgressPolicy. */
+export const POLICY_CONDITIONS = ["Ready", "VIPNotFound", "NotAllowed", "Conflict"] as const;
+
+/** Resource names, kinds and what `kubectl get` shows; used by the CRD generator and RBAC. */
+export const KINDS = {
+  EgressVIP: {
+    plural: "egressvips",
+    singular: "egressvip",
+    shortNames: ["evip", "evips"],
+    scope: "Cluster",
+    spec: EgressVIPSpec,
+    status: EgressVIPStatus,
+    description: "A floating egress address: selected pods' traffic leaves the cluster with it.",
+    columns: [
+      { name: "IP", type: "string", jsonPath: ".spec.ip" },
+      { name: "Route", type: "integer", jsonPath: ".status.routeId" },
+      { name: "Holder", type: "string", jsonPath: ".status.holder" },
+      { name: "Pods", type: "integer", jsonPath: ".status.pods" },
+      { name: "Ready", type: "string", jsonPath: '.status.conditions[?(@.type=="Ready")].status' },
+      { name: "Age", type: "date", jsonPath: ".metadata.creationTimestamp" },
+    ],
+  },
+  EgressPolicy: {
+    plural: "egresspolicies",
+    singular: "egresspolicy",
+    shortNames: ["epol", "egpol"],
+    scope: "Namespaced",
+    spec: EgressPolicySpec,
+    status: EgressPolicyStatus,
+    description: "Which pods of a namespace leave the cluster with which EgressVIP.",
+    columns: [
+      { name: "VIP", type: "string", jsonPath: ".spec.vip" },
+      { name: "IP", type: "string", jsonPath: ".status.ip" },
+      { name: "Pods", type: "integer", jsonPath: ".status.pods" },
+      { name: "Ready", type: "string", jsonPath: '.status.conditions[?(@.type=="Ready")].status' },
+      { name: "Age", type: "date", jsonPath: ".metadata.creationTimestamp" },
+    ],
+  },
+} as const;
