@@ -151,8 +151,12 @@ export interface CustomRecord {
 
 /** Keeps metadata, spec and status of an EgressVIP or EgressPolicy. */
 export function customRecord(object: unknown): CustomRecord | undefined {
-  const parsed = z.object({ metadata: Metadata, spec: z.unknown(), status: z.unknown() })
+  const parsed = z.object({
+    metadata: Metadata,
+    spec: z.unknown().optional(),
+    status: z.unknown().optional(),
+  })
     .safeParse(object);
   if (!parsed.success) return undefined;
-  return parsed.data;
+  return { metadata: parsed.data.metadata, spec: parsed.data.spec, status: parsed.data.status };
 }

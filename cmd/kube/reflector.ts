@@ -1,0 +1,197 @@
+/**
+ * A reflector keeps a local cache of one collection: list (paginated), then
+ * watch from the list's resourceVersion; resume the watch from the last seen
+ * resourceVersion (events and bookmarks) after a timeout or a dropped
+ * connection; relist when the server answers 410 Gone (the version is too old).
+ * The cache is replaced only by a complete relist and is never cleared on
+ * errors, so a lost API server leaves the last good view in place.
+ */
+import { ApiError, type KubeClient } from "./client.ts";
+import type { Resource } from "../../core/kube/resources.ts";
+import type { Logger } from "../log.ts";
+
+export interface ReflectorOptions<T> {
+  readonly resource: Resource;
+  /** Reduces an API object to what the cache keeps; undefined = skip the object. */
+  readonly reduce: (object: unknown) => T | undefined;
+  /** The cache key of an API object ("namespace/name" or "name"). */
+  readonly key: (object: unknown) => string | undefined;
+  /** Ask for metadata only (PartialObjectMetadata). */
+  readonly metadataOnly?: boolean;
+  /** Called after every change to the cache (a whole relist counts once). */
+  readonly onChange: () => void;
+  /** Server-side watch timeout; the watch is then resumed. */
+  readonly watchTimeoutSeconds?: number;
+  /** First retry delay after an error; doubles up to maxBackoffMs. */
+  readonly backoffMs?: number;
+  readonly maxBackoffMs?: number;
+  readonly pageSize?: number;
+}
+
+/** What a reflector did, for tests and metrics. */
+export interface ReflectorStats {
+  lists: number;
+  watches: number;
+  events: number;
+  bookmarks: number;
+  gone: number;
+  errors: number;
+}
+
+export class Reflector<T> {
+  readonly store = new Map<string, T>();
+  readonly stats: ReflectorStats = {
+    lists: 0,
+    watches: 0,
+    events: 0,
+    bookmarks: 0,
+    gone: 0,
+    errors: 0,
+  };
+  #synced = false;
+  #resourceVersion: string | undefined;
+  #abort = new AbortController();
+  #running?: Promise<void>;
+  #lastError?: string;
+
+  constructor(
+    readonly client: KubeClient,
+    readonly log: Logger,
+    readonly options: ReflectorOptions<T>,
+  ) {}
+
+  /** True once the first list completed. */
+  get synced(): boolean {
+    return this.#synced;
+  }
+
+  /** The last list/watch error, until a watch succeeds again. */
+  get lastError(): string | undefined {
+    return this.#lastError;
+  }
+
+  /** The resourceVersion a resumed watch would start from. */
+  get resourceVersion(): string | undefined {
+    return this.#resourceVersion;
+  }
+
+  get #name(): string {
+    return this.options.resource.plural;
+  }
+
+  /** Starts listing and watching in the background. */
+  start(): void {
+    this.#running ??= this.#loop();
+  }
+
+  /** Stops the watch; the cache keeps its content. */
+  async stop(): Promise<void> {
+    this.#abort.abort();
+    await this.#running;
+  }
+
+  async #loop() {
+    const signal = this.#abort.signal;
+    let delay = this.options.backoffMs ?? 500;
+    while (!signal.aborted) {
+      try {
+        if (this.#resourceVersion === undefined) await this.#relist();
+        await this.#watch(signal);
+        delay = this.options.backoffMs ?? 500;
+        if (this.#lastError !== undefined) {
+          this.log.info("watch resumed", { resource: this.#name });
+          this.#lastError = undefined;
+        }
+      } catch (error) {
+        if (signal.aborted) break;
+        this.stats.errors++;
+        if (error instanceof ApiError && error.status === 410) {
+          this.#gone();
+          continue;
+        }
+        const message = error instanceof Error ? error.message : String(error);
+        if (message !== this.#lastError) {
+          this.log.warn("list/watch failed; keeping the last known objects and retrying", {
+            resource: this.#name,
+            error: message,
+          });
+        }
+        this.#lastError = message;
+        await sleep(delay * (0.8 + Math.random() * 0.4), signal);
+        delay = Math.min(delay * 2, this.options.maxBackoffMs ?? 30_000);
+      }
+    }
+  }
+
+  #gone() {
+    this.stats.gone++;
+    this.log.info("resourceVersion expired (410 Gone); relisting", { resource: this.#name });
+    this.#resourceVersion = undefined;
+  }
+
+  async #relist() {
+    const fresh = new Map<string, T>();
+    const { resourceVersion } = await this.client.list(this.options.resource, {
+      metadataOnly: this.options.metadataOnly,
+      pageSize: this.options.pageSize,
+      onItems: (items) => {
+        for (const item of items) this.#put(fresh, item);
+      },
+    });
+    this.stats.lists++;
+    this.store.clear();
+    for (const [k, v] of fresh) this.store.set(k, v);
+    this.#resourceVersion = resourceVersion;
+    this.#synced = true;
+    this.options.onChange();
+  }
+
+  #put(store: Map<string, T>, object: unknown) {
+    const key = this.options.key(object);
+    if (key === undefined) return;
+    const value = this.options.reduce(object);
+    if (value === undefined) store.delete(key);
+    else store.set(key, value);
+  }
+
+  async #watch(signal: AbortSignal) {
+    this.stats.watches++;
+    for await (
+      const event of this.client.watch(this.options.resource, this.#resourceVersion!, {
+        signal,
+        timeoutSeconds: this.options.watchTimeoutSeconds,
+        metadataOnly: this.options.metadataOnly,
+      })
+    ) {
+      if (event.type === "ERROR") {
+        if (event.object.code === 410) {
+          this.#gone();
+          return;
+        }
+        throw new Error(`watch error: ${JSON.stringify(event.object).slice(0, 300)}`);
+      }
+      const version = event.object.metadata?.resourceVersion;
+      if (event.type === "BOOKMARK") {
+        this.stats.bookmarks++;
+      } else {
+        this.stats.events++;
+        if (event.type === "DELETED") {
+          const key = this.options.key(event.object);
+          if (key !== undefined) this.store.delete(key);
+        } else this.#put(this.store, event.object);
+        this.options.onChange();
+      }
+      if (version) this.#resourceVersion = version;
+    }
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => {
+      clearTimeout(timer);
+      resolve();
+    }, { once: true });
+  });
+}

@@ -1,0 +1,175 @@
+/**
+ * The Kubernetes source: list/watch pods, namespaces, nodes, ReplicaSets
+ * (metadata only) and the two kinds, keep them as small records, and hand the
+ * agent a RawSnapshot built by core/kube/selection.ts. Changes trigger a pass
+ * at once; the caches survive API outages, so the last good snapshot stays in
+ * force until the API server is back.
+ */
+import {
+  type CustomRecord,
+  customRecord,
+  type NamespaceRecord,
+  namespaceRecord,
+  type NodeRecord,
+  nodeRecord,
+  objectKey,
+  type OwnerRecord,
+  ownerRecord,
+  type PodRecord,
+  podRecord,
+} from "../../core/kube/objects.ts";
+import {
+  EGRESS_POLICIES,
+  EGRESS_VIPS,
+  NAMESPACES,
+  NODES,
+  PODS,
+  REPLICASETS,
+  type Resource,
+} from "../../core/kube/resources.ts";
+import { type ClusterView, selectEgress, type Selection } from "../../core/kube/selection.ts";
+import { optionalSelectorMatches } from "../../core/kube/selector.ts";
+import { EgressVIPSpec } from "../../core/kube/api.ts";
+import type { RawSnapshot } from "../../core/snapshot.ts";
+import type { Logger } from "../log.ts";
+import type { KubeClient } from "./client.ts";
+import { Reflector } from "./reflector.ts";
+
+function keyOf(object: unknown): string | undefined {
+  const meta = (object as { metadata?: { name?: string; namespace?: string } })?.metadata;
+  return meta?.name ? objectKey({ name: meta.name, namespace: meta.namespace }) : undefined;
+}
+
+export interface KubeSourceOptions {
+  /** How long the first pass waits for the initial lists. */
+  readonly syncTimeoutMs?: number;
+  /** Server-side watch timeout (the watch is then resumed from its resourceVersion). */
+  readonly watchTimeoutSeconds?: number;
+}
+
+export class KubeSource {
+  readonly pods: Reflector<PodRecord>;
+  readonly namespaces: Reflector<NamespaceRecord>;
+  readonly nodes: Reflector<NodeRecord>;
+  readonly replicaSets: Reflector<OwnerRecord>;
+  readonly vips: Reflector<CustomRecord>;
+  readonly policies: Reflector<CustomRecord>;
+  readonly #listeners = new Set<() => void>();
+  readonly #syncTimeoutMs: number;
+  #selection?: { version: number; value: Selection };
+  #version = 0;
+
+  constructor(readonly client: KubeClient, readonly log: Logger, options: KubeSourceOptions = {}) {
+    this.#syncTimeoutMs = options.syncTimeoutMs ?? 15_000;
+    const make = <T>(
+      resource: Resource,
+      reduce: (o: unknown) => T | undefined,
+      metadataOnly = false,
+    ) =>
+      new Reflector<T>(client, log, {
+        resource,
+        reduce,
+        key: keyOf,
+        metadataOnly,
+        watchTimeoutSeconds: options.watchTimeoutSeconds,
+        onChange: () => this.#changed(),
+      });
+    this.pods = make(PODS, podRecord);
+    this.namespaces = make(NAMESPACES, namespaceRecord);
+    this.nodes = make(NODES, nodeRecord);
+    this.replicaSets = make(REPLICASETS, ownerRecord, true);
+    this.vips = make(EGRESS_VIPS, customRecord);
+    this.policies = make(EGRESS_POLICIES, customRecord);
+  }
+
+  get #reflectors(): Reflector<unknown>[] {
+    return [this.pods, this.namespaces, this.nodes, this.replicaSets, this.vips, this.policies];
+  }
+
+  #changed() {
+    this.#version++;
+    for (const listener of this.#listeners) listener();
+  }
+
+  /** Starts every list/watch. */
+  start(): this {
+    for (const r of this.#reflectors) r.start();
+    return this;
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.#reflectors.map((r) => r.stop()));
+  }
+
+  /** True once every collection has been listed. */
+  get synced(): boolean {
+    return this.#reflectors.every((r) => r.synced);
+  }
+
+  /** Resolves when synced, or throws after the timeout naming what is missing. */
+  async waitForSync(timeoutMs = this.#syncTimeoutMs): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.synced) {
+      if (Date.now() >= deadline) {
+        const waiting = this.#reflectors.filter((r) => !r.synced);
+        const error = waiting.find((r) => r.lastError)?.lastError;
+        throw new Error(
+          `no complete list yet from the Kubernetes API at ${this.client.server} (waiting for ${
+            waiting.map((r) => r.options.resource.plural).join(", ")
+          })${error ? `: ${error}` : ""}`,
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+
+  /** The caches as selection reads them. */
+  view(): ClusterView {
+    const namespaces = new Map([...this.namespaces.store.values()].map((n) => [n.name, n]));
+    return {
+      vips: this.vips.store.values(),
+      policies: this.policies.store.values(),
+      pods: this.pods.store.values(),
+      namespaces,
+      replicaSets: this.replicaSets.store,
+    };
+  }
+
+  /** Selection of the current caches (computed once per change). */
+  selection(): Selection {
+    if (this.#selection?.version !== this.#version) {
+      this.#selection = { version: this.#version, value: selectEgress(this.view()) };
+    }
+    return this.#selection.value;
+  }
+
+  /** The agent's readInputs: waits for the first lists, then the current snapshot. */
+  readInputs = async (): Promise<RawSnapshot> => {
+    await this.waitForSync();
+    return this.selection().raw;
+  };
+
+  /** The agent's watchInputs: calls back on every cache change. */
+  watchInputs = (onChange: () => void): { stop(): void } => {
+    this.#listeners.add(onChange);
+    return { stop: () => this.#listeners.delete(onChange) };
+  };
+
+  /**
+   * VIP addresses this node may hold: the VIP's nodeSelector matches the
+   * node's labels and the node is not cordoned. For VIP placement
+   * (keepalived priorities, giving VIPs up on drain).
+   */
+  eligibleVips(nodeName: string): Set<string> {
+    const node = this.nodes.store.get(nodeName);
+    const eligible = new Set<string>();
+    if (!node || node.unschedulable) return eligible;
+    for (const vip of this.vips.store.values()) {
+      const spec = EgressVIPSpec.safeParse(vip.spec);
+      if (spec.success && optionalSelectorMatches(spec.data.nodeSelector, node.labels)) {
+        eligible.add(spec.data.ip);
+      }
+    }
+    return eligible;
+  }
+}
