@@ -8,9 +8,9 @@ import { desiredState } from "../core/desired.ts";
 import { renderCrdsYaml } from "../core/kube/crd.ts";
 import { planApply, renderTransaction } from "../core/plan.ts";
 import { nodeStatus, renderStatus } from "../core/status.ts";
-import { formatProblem, validateSnapshot } from "../core/snapshot.ts";
+import { formatProblem, type RawSnapshot, validateSnapshot } from "../core/snapshot.ts";
 import { Agent, type AgentObserver, runLoop } from "./agent.ts";
-import { FileSource, readMappingDirs } from "./files.ts";
+import { fileInputs, type Inputs, openInputs } from "./inputs.ts";
 import { createLogger, type Logger } from "./log.ts";
 import {
   collectList,
@@ -31,6 +31,9 @@ import {
   type VipPlacement,
 } from "./keepalived.ts";
 import { type KeepalivedSettings, vrrpInstances } from "../core/keepalived.ts";
+
+/** Resync interval of `run --source kubernetes` when -u is not given (changes arrive by watch). */
+const KUBERNETES_RESYNC_SECONDS = 60;
 
 /** Raised inside actions to end with an exit code and a message. */
 class Exit extends Error {
@@ -80,16 +83,16 @@ function newAgent(
   log: Logger,
   settings: CommonSettings,
   dryRun: boolean,
-  source = new FileSource(settings.podVipDir, settings.vipRouteDir),
+  inputs: Inputs,
   observers: readonly AgentObserver[] = [],
   placement?: VipPlacement,
 ): Agent {
   return new Agent(host, log, {
     config: settings.config,
-    readInputs: (trigger) => source.readFor(trigger),
+    readInputs: inputs.readInputs,
     dryRun,
     print: (text) => console.log(text),
-    observers,
+    observers: [...inputs.observers, ...observers],
     placement,
   });
 }
@@ -137,12 +140,16 @@ async function runCommand(options: Record<string, unknown>, host: Host): Promise
   if (!parsed.ok) throw new Exit(2, `invalid flags: ${parsed.message}`);
   const settings = parsed.value;
   const log = createLogger(settings.logFormat);
-  if (settings.metricsAddr && (settings.intervalSeconds === undefined || options.delete)) {
+  const oneShot = settings.intervalSeconds === undefined && settings.source === "files";
+  if (settings.metricsAddr && (oneShot || options.delete)) {
     throw new Exit(2, "--metrics-addr needs --update-interval (a one-shot run exits at once)");
   }
   const dryRun = options.dryRun === true;
+  // The Kubernetes source is a watch: it always runs as an agent (resync default 60 s).
+  const intervalSeconds = settings.intervalSeconds ??
+    (settings.source === "kubernetes" ? KUBERNETES_RESYNC_SECONDS : undefined);
   const placing = settings.placement.mode === "keepalived" && !options.delete;
-  if (placing && settings.intervalSeconds === undefined && !dryRun) {
+  if (placing && intervalSeconds === undefined && !dryRun) {
     throw new Exit(
       2,
       "--vip-mode keepalived places VIPs for as long as the agent runs: give -u <seconds>, " +
@@ -150,45 +157,54 @@ async function runCommand(options: Record<string, unknown>, host: Host): Promise
     );
   }
   await preflight(host, settings, placing && !dryRun);
-  const source = new FileSource(settings.podVipDir, settings.vipRouteDir);
   if (options.delete) {
-    await newAgent(host, log, settings, dryRun, source).deleteAll();
+    const inputs = fileInputs(settings);
+    await newAgent(host, log, settings, dryRun, inputs).deleteAll();
     return 0;
   }
-  if (settings.intervalSeconds === undefined) {
+  if (intervalSeconds === undefined) {
     // In keepalived mode only a dry run gets here: it prints the configuration keepalived would get.
     const placement = placing ? newPlacement(settings, log, dryRun, []) : undefined;
-    const agent = newAgent(host, log, settings, dryRun, source, [], placement);
+    const agent = newAgent(host, log, settings, dryRun, fileInputs(settings), [], placement);
     return (await agent.pass("once")).ok ? 0 : 1;
   }
-  const { config, intervalSeconds, metricsAddr } = settings;
+  const { config, metricsAddr } = settings;
   const ops = metricsAddr
     ? startOpsServer({ address: metricsAddr, config, host, intervalSeconds, log })
     : undefined;
   const agentHost = ops?.host ?? host;
   const observers: AgentObserver[] = [...(ops?.observers ?? [])];
   const placement = placing ? newPlacement(settings, log, dryRun, observers) : undefined;
-  const agent = newAgent(agentHost, log, settings, dryRun, source, observers, placement);
+  const inputs = await openInputs(settings, log, { agent: true });
+  const agent = newAgent(agentHost, log, settings, dryRun, inputs, observers, placement);
   try {
     await runLoop(agent, agentHost, config, log, {
       intervalSeconds,
-      watchInputs: (onChange) => source.watch(onChange),
+      watchInputs: inputs.watchInputs,
       cleanupOnExit: options.cleanupOnExit === true,
       stop: waitForSignal(log),
     });
   } finally {
+    await inputs.stop();
     await ops?.close();
   }
   return 0;
 }
 
+/** Reads the inputs once from the configured source (files, or one full list of the API). */
+async function readOnce(settings: CommonSettings): Promise<RawSnapshot> {
+  const inputs = await openInputs(settings, createLogger(settings.logFormat), { agent: false });
+  try {
+    return await inputs.readInputs("once");
+  } finally {
+    await inputs.stop();
+  }
+}
+
 async function planCommand(options: Record<string, unknown>, host: Host): Promise<number> {
   const settings = settingsFrom(options);
   await preflight(host, settings);
-  const { snapshot, problems } = validateSnapshot(
-    await readMappingDirs(settings.podVipDir, settings.vipRouteDir),
-    settings.config,
-  );
+  const { snapshot, problems } = validateSnapshot(await readOnce(settings), settings.config);
   const live = await host.readLive(settings.config);
   const desired = desiredState(snapshot, settings.config, live.routes.addresses);
   const transaction = planApply(desired, live, settings.config);
@@ -223,7 +239,7 @@ async function deleteCommand(options: Record<string, unknown>, host: Host): Prom
   const settings = settingsFrom(options);
   await preflight(host, settings);
   const log = createLogger(settings.logFormat);
-  await newAgent(host, log, settings, options.dryRun === true).deleteAll();
+  await newAgent(host, log, settings, options.dryRun === true, fileInputs(settings)).deleteAll();
   return 0;
 }
 
@@ -233,10 +249,7 @@ async function statusCommand(options: Record<string, unknown>, host: Host): Prom
   const live = await host.readLive(settings.config, { counters: true });
   let extra: { pendingLines?: number; problems?: string[] } = {};
   try {
-    const { snapshot, problems } = validateSnapshot(
-      await readMappingDirs(settings.podVipDir, settings.vipRouteDir),
-      settings.config,
-    );
+    const { snapshot, problems } = validateSnapshot(await readOnce(settings), settings.config);
     const transaction = planApply(
       desiredState(snapshot, settings.config, live.routes.addresses),
       live,
@@ -288,7 +301,7 @@ export function buildProgram(host: Host, done: (code: number) => void): Command 
   )
     .option(
       "-u, --update-interval <seconds>",
-      "re-apply every N seconds and react to VIP moves at once; absent = apply once and exit",
+      "re-apply every N seconds and react to VIP moves at once; absent = apply once and exit (--source kubernetes: always runs, default 60)",
     )
     .option("-d, --delete", "remove everything kube-egress created on this node, then exit")
     .option("--dry-run", "print what each pass would write instead of writing it")

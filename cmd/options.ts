@@ -72,6 +72,22 @@ export const DATAPATH_FLAGS: readonly FlagSpec[] = [
     defaultValue: String(DATAPATH_DEFAULTS.routeProtocol),
   },
   { flags: "--log-format <format>", description: "text or json", defaultValue: "text" },
+  {
+    flags: "--source <source>",
+    description:
+      "where mappings come from: files (the -v/-r directories) or kubernetes (EgressVIP/EgressPolicy objects)",
+    defaultValue: "files",
+  },
+  {
+    flags: "--kubeconfig <path>",
+    description:
+      "kubeconfig for --source kubernetes (default: in-cluster service account, else $KUBECONFIG or ~/.kube/config)",
+  },
+  {
+    flags: "--lease-namespace <namespace>",
+    description:
+      "namespace of the leader-election Lease (default: the pod's or kubeconfig context's, else kube-egress)",
+  },
 ];
 
 export const DEFAULT_STATE_DIR = "/run/kube-egress";
@@ -128,6 +144,9 @@ const LABELS: Record<string, string> = {
   stateDir: "--state-dir",
   advertInterval: "--vrrp-advert-interval",
   preemptDelay: "--vrrp-preempt-delay",
+  source: "--source",
+  kubeconfig: "--kubeconfig",
+  leaseNamespace: "--lease-namespace",
 };
 
 /** Whole numbers arrive from the command line as text. */
@@ -164,6 +183,11 @@ const CommonSettingsSchema = z.object({
   vipRouteDir: z.string().min(1, { error: "must name a directory" }),
   logFormat: z.enum(["text", "json"], { error: 'must be "text" or "json"' }),
   placement: PlacementSettingsSchema,
+  source: z.enum(["files", "kubernetes"], { error: 'must be "files" or "kubernetes"' }),
+  kubeconfig: z.string().min(1).optional(),
+  leaseNamespace: z.string().regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, {
+    error: "must be a namespace name",
+  }).optional(),
 });
 export type CommonSettings = z.output<typeof CommonSettingsSchema>;
 
@@ -189,6 +213,9 @@ export function commonSettings(flags: Record<string, unknown>): ParseResult<Comm
       advertInterval: flags.vrrpAdvertInterval ?? String(VRRP_DEFAULTS.advertInterval),
       preemptDelay: flags.vrrpPreemptDelay ?? String(VRRP_DEFAULTS.preemptDelay),
     },
+    source: flags.source ?? "files",
+    kubeconfig: flags.kubeconfig,
+    leaseNamespace: flags.leaseNamespace,
   });
 }
 

@@ -278,14 +278,12 @@ export function validateSnapshot(
   }
   kept.sort((a, b) => a.address - b.address);
   const pods = kept.map(({ podIp, vip, destinations, excluded }) =>
-    destinations === undefined && excluded === undefined
-      ? { podIp, vip }
-      : {
-        podIp,
-        vip,
-        ...(destinations ? { destinations } : {}),
-        ...(excluded ? { excluded } : {}),
-      }
+    destinations === undefined && excluded === undefined ? { podIp, vip } : {
+      podIp,
+      vip,
+      ...(destinations ? { destinations } : {}),
+      ...(excluded ? { excluded } : {}),
+    }
   );
   return { snapshot: { vips, pods }, problems };
 }

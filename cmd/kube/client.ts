@@ -229,7 +229,13 @@ export class KubeClient {
    * PUT an object (or its status when the resource is "<plural>/status").
    * The object's metadata.resourceVersion makes it optimistic: 409 when stale.
    */
-  async update(resource: Resource, object: { metadata: { name: string; namespace?: string } }) {
+  async update(
+    resource: Resource,
+    object: {
+      metadata: { name: string; namespace?: string; [key: string]: unknown };
+      [key: string]: unknown;
+    },
+  ) {
     this.#check(resource, "update");
     const [, sub] = resource.plural.split("/");
     const path = resourcePath(resource, {

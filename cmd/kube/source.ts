@@ -41,6 +41,11 @@ function keyOf(object: unknown): string | undefined {
 }
 
 export interface KubeSourceOptions {
+  /**
+   * This node's name: each VIP in the snapshot then says whether this node may
+   * hold it (nodeSelector, cordon/drain), for VIP placement.
+   */
+  readonly nodeName?: string;
   /** How long the first pass waits for the initial lists. */
   readonly syncTimeoutMs?: number;
   /** Server-side watch timeout (the watch is then resumed from its resourceVersion). */
@@ -56,11 +61,13 @@ export class KubeSource {
   readonly policies: Reflector<CustomRecord>;
   readonly #listeners = new Set<() => void>();
   readonly #syncTimeoutMs: number;
+  readonly #nodeName?: string;
   #selection?: { version: number; value: Selection };
   #version = 0;
 
   constructor(readonly client: KubeClient, readonly log: Logger, options: KubeSourceOptions = {}) {
     this.#syncTimeoutMs = options.syncTimeoutMs ?? 15_000;
+    this.#nodeName = options.nodeName;
     const make = <T>(
       resource: Resource,
       reduce: (o: unknown) => T | undefined,
@@ -143,10 +150,17 @@ export class KubeSource {
     return this.#selection.value;
   }
 
-  /** The agent's readInputs: waits for the first lists, then the current snapshot. */
+  /**
+   * The agent's readInputs: waits for the first lists, then the current
+   * snapshot, each VIP marked eligible or not for this node (when the node's
+   * object is known).
+   */
   readInputs = async (): Promise<RawSnapshot> => {
     await this.waitForSync();
-    return this.selection().raw;
+    const raw = this.selection().raw;
+    if (this.#nodeName === undefined || !this.nodes.store.has(this.#nodeName)) return raw;
+    const eligible = this.eligibleVips(this.#nodeName);
+    return { ...raw, vips: raw.vips.map((v) => ({ ...v, eligible: eligible.has(String(v.ip)) })) };
   };
 
   /** The agent's watchInputs: calls back on every cache change. */

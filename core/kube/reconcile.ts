@@ -321,3 +321,52 @@ export function reconcileWrites(
   }
   return { statuses, finalizers };
 }
+
+/**
+ * Events for VIPs whose holder changed since the last look (`previous`, by
+ * VIP name; empty right after the election, when nothing is reported).
+ */
+export function holderEvents(
+  previous: ReadonlyMap<string, string | undefined> | undefined,
+  vips: readonly CustomRecord[],
+): { events: { object: ObjectRef; event: EventSpec }[]; next: Map<string, string | undefined> } {
+  const next = new Map<string, string | undefined>();
+  const events: { object: ObjectRef; event: EventSpec }[] = [];
+  for (const record of vips) {
+    const status = EgressVIPStatus.safeParse(record.status ?? {});
+    const holder = status.success ? status.data.holder : undefined;
+    const ip = (record.spec as { ip?: string } | undefined)?.ip ?? record.metadata.name;
+    next.set(record.metadata.name, holder);
+    if (!previous?.has(record.metadata.name)) continue;
+    const before = previous.get(record.metadata.name);
+    if (before === holder) continue;
+    events.push({
+      object: ref("EgressVIP", record),
+      event: holder
+        ? {
+          type: "Normal",
+          reason: "Moved",
+          message: before
+            ? `${ip} moved from ${before} to ${holder}`
+            : `${ip} is now held by ${holder}`,
+        }
+        : { type: "Warning", reason: "NotHeld", message: `${ip} is no longer held by ${before}` },
+    });
+  }
+  return { events, next };
+}
+
+/** The status a node writes for a VIP it gained or lost; undefined when nothing changes. */
+export function holderStatus(
+  record: CustomRecord,
+  node: string,
+  holds: boolean,
+): Record<string, unknown> | undefined {
+  const status = { ...(record.status as Record<string, unknown> | undefined ?? {}) };
+  if (holds && status.holder !== node) return { ...status, holder: node };
+  if (!holds && status.holder === node) {
+    delete status.holder;
+    return status;
+  }
+  return undefined;
+}

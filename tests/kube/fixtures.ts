@@ -115,3 +115,12 @@ export function podObject(
     },
   };
 }
+
+/** Waits until `check` holds (bounded: 100 tries, 50 ms apart). */
+export async function eventually(check: () => boolean | Promise<boolean>, what: string) {
+  for (let i = 0; i < 100; i++) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}

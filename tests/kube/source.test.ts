@@ -5,19 +5,10 @@ import { createLogger } from "../../cmd/log.ts";
 import { validateSnapshot } from "../../core/snapshot.ts";
 import { startTestApiServer, type TestApiServer } from "../../sim/kube_api.ts";
 import { testConfig } from "../helpers.ts";
-import { podObject, policyObject, vipObject } from "./fixtures.ts";
+import { eventually, podObject, policyObject, vipObject } from "./fixtures.ts";
 
 const TOKEN = "s3cret";
 const opts = { sanitizeOps: false, sanitizeResources: false };
-
-/** Waits until `check` holds (bounded: 100 tries, 50 ms apart). */
-export async function eventually(check: () => boolean | Promise<boolean>, what: string) {
-  for (let i = 0; i < 100; i++) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 async function setup(
   fn: (api: TestApiServer, source: KubeSource, logs: string[]) => Promise<void>,
@@ -183,5 +174,31 @@ Deno.test({
         spec: { unschedulable: true },
       });
       await eventually(() => source.eligibleVips("n1").size === 0, "cordon");
+      // The snapshot carries it for VIP placement (only VIPs with a route id are in it).
+      const client = source.client;
+      const n2 = new KubeSource(client, createLogger("text", () => {}), { nodeName: "n2" }).start();
+      try {
+        api.apply(vipObject("b", { ip: "192.0.2.51" }, { status: { routeId: 3 } }));
+        await eventually(
+          async () => (await n2.readInputs()).vips.length === 1,
+          "VIP b in the snapshot",
+        );
+        assert.deepEqual((await n2.readInputs()).vips.map((v) => [v.ip, v.eligible]), [[
+          "192.0.2.51",
+          true,
+        ]]);
+        api.apply({
+          apiVersion: "v1",
+          kind: "Node",
+          metadata: { name: "n2", labels: {} },
+          spec: { unschedulable: true },
+        });
+        await eventually(
+          async () => (await n2.readInputs()).vips[0].eligible === false,
+          "drained: ineligible",
+        );
+      } finally {
+        await n2.stop();
+      }
     }),
 });

@@ -1,0 +1,83 @@
+/**
+ * Where the agent's inputs come from: the mapping directories (files) or the
+ * Kubernetes API. Either way the agent gets `readInputs` (a RawSnapshot),
+ * `watchInputs` (change notifications) and observers; with Kubernetes, the
+ * leader election and the cluster-wide writer run alongside.
+ */
+import type { RawSnapshot } from "../core/snapshot.ts";
+import type { AgentObserver } from "./agent.ts";
+import { FileSource } from "./files.ts";
+import { KubeClient } from "./kube/client.ts";
+import { Controller, HolderReporter } from "./kube/controller.ts";
+import { LeaderElector } from "./kube/leader.ts";
+import { KubeSource } from "./kube/source.ts";
+import type { Logger } from "./log.ts";
+import type { CommonSettings } from "./options.ts";
+
+export interface Inputs {
+  /** The agent's readInputs; `trigger` says why the pass runs ("resync" re-reads files). */
+  readonly readInputs: (trigger: string) => Promise<RawSnapshot>;
+  readonly watchInputs: (onChange: () => void) => { stop(): void };
+  readonly observers: readonly AgentObserver[];
+  /** Stops watches (and hands back the leader lease). */
+  stop(): Promise<void>;
+}
+
+/** The mapping directories, served from memory and re-read on change and resync. */
+export function fileInputs(settings: Pick<CommonSettings, "podVipDir" | "vipRouteDir">): Inputs {
+  const source = new FileSource(settings.podVipDir, settings.vipRouteDir);
+  return {
+    readInputs: (trigger) => source.readFor(trigger),
+    watchInputs: (onChange) => source.watch(onChange),
+    observers: [],
+    stop: () => Promise.resolve(),
+  };
+}
+
+/** The default name of the leader-election Lease. */
+export const LEASE_NAME = "kube-egress-leader";
+
+/**
+ * Opens the configured source. `agent` = a long-running agent (with leader
+ * election and status reporting); otherwise a read-only view for plan/status.
+ */
+export async function openInputs(
+  settings: CommonSettings,
+  log: Logger,
+  options: { agent: boolean },
+): Promise<Inputs> {
+  if (settings.source === "files") return fileInputs(settings);
+  const client = await KubeClient.fromEnvironment({ kubeconfig: settings.kubeconfig });
+  const source = new KubeSource(client, log, { nodeName: settings.placement.nodeName }).start();
+  if (!options.agent) {
+    return {
+      readInputs: source.readInputs,
+      watchInputs: source.watchInputs,
+      observers: [],
+      async stop() {
+        await source.stop();
+        client.close();
+      },
+    };
+  }
+  const controller = new Controller(client, source, log, settings.placement.nodeName);
+  const elector = new LeaderElector(client, log, {
+    namespace: settings.leaseNamespace ?? client.namespace ?? "kube-egress",
+    name: LEASE_NAME,
+    identity: settings.placement.nodeName,
+    onChange: (leading) => controller.setActive(leading),
+  }).start();
+  const holder = new HolderReporter(client, source, log, settings.placement.nodeName);
+  log.info("kubernetes source", { server: client.server, node: settings.placement.nodeName });
+  return {
+    readInputs: source.readInputs,
+    watchInputs: source.watchInputs,
+    observers: [holder],
+    async stop() {
+      await elector.stop();
+      await controller.stop();
+      await source.stop();
+      client.close();
+    },
+  };
+}

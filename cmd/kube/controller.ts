@@ -1,0 +1,287 @@
+/**
+ * Cluster-wide writes. The elected agent (see leader.ts) reconciles on every
+ * change of the caches: route ids, statuses and conditions, finalizers and
+ * Events, each write optimistic (a 409 means our cache was stale; the watch
+ * brings the new version and the next round retries). Every agent also
+ * reports, for the VIPs it gains or loses, the holder in the VIP's status: only
+ * that node knows the address is on its interface.
+ */
+import { API_VERSION } from "../../core/kube/api.ts";
+import {
+  type EventSpec,
+  holderEvents,
+  holderStatus,
+  type ObjectRef,
+  reconcileWrites,
+} from "../../core/kube/reconcile.ts";
+import { EGRESS_POLICIES, EGRESS_VIPS, EVENTS, type Resource } from "../../core/kube/resources.ts";
+import type { CustomRecord } from "../../core/kube/objects.ts";
+import type { AgentObserver, Role } from "../agent.ts";
+import type { Logger } from "../log.ts";
+import { ApiError, type KubeClient } from "./client.ts";
+import type { KubeSource } from "./source.ts";
+
+const statusResource = (r: Resource): Resource => ({ ...r, plural: `${r.plural}/status` });
+
+/** Records a core/v1 Event about one of our objects. */
+export async function recordEvent(
+  client: KubeClient,
+  reporter: string,
+  object: ObjectRef,
+  event: EventSpec,
+): Promise<void> {
+  const now = new Date().toISOString();
+  // Events of cluster-scoped objects live in "default", as kubectl describe expects.
+  const namespace = object.namespace ?? "default";
+  const suffix = `${Date.now().toString(16)}${Math.floor(Math.random() * 0xffff).toString(16)}`;
+  await client.create(EVENTS, {
+    apiVersion: "v1",
+    kind: "Event",
+    metadata: { name: `${object.name}.${suffix}`, namespace },
+    involvedObject: {
+      apiVersion: API_VERSION,
+      kind: object.kind,
+      name: object.name,
+      ...(object.namespace ? { namespace: object.namespace } : {}),
+      uid: object.uid,
+      resourceVersion: object.resourceVersion,
+    },
+    type: event.type,
+    reason: event.reason,
+    message: event.message,
+    source: { component: "kube-egress", host: reporter },
+    reportingComponent: "kube-egress",
+    reportingInstance: reporter,
+    firstTimestamp: now,
+    lastTimestamp: now,
+    count: 1,
+  }, namespace);
+}
+
+/** What a write round did (for logs and tests). */
+export interface RoundResult {
+  readonly writes: number;
+  readonly conflicts: number;
+  readonly events: number;
+  readonly errors: number;
+}
+
+/** The elected agent's reconciler. Started on election, stopped on loss. */
+export class Controller {
+  #active = false;
+  #running?: Promise<void>;
+  #again = false;
+  #holders?: Map<string, string | undefined>;
+  #unsubscribe?: () => void;
+  #interval?: ReturnType<typeof setInterval>;
+  #lastError?: string;
+  /** Rounds completed, for tests. */
+  rounds = 0;
+
+  constructor(
+    readonly client: KubeClient,
+    readonly source: KubeSource,
+    readonly log: Logger,
+    readonly identity: string,
+    readonly resyncMs = 30_000,
+  ) {}
+
+  /** Starts or stops reconciling (leadership changed). */
+  setActive(active: boolean) {
+    if (active === this.#active) return;
+    this.#active = active;
+    if (active) {
+      this.#holders = undefined;
+      this.#unsubscribe = this.source.watchInputs(() => this.trigger()).stop;
+      this.#interval = setInterval(() => this.trigger(), this.resyncMs);
+      this.trigger();
+    } else {
+      this.#unsubscribe?.();
+      clearInterval(this.#interval);
+    }
+  }
+
+  /** Runs a round now, or once more after the current one. */
+  trigger() {
+    if (!this.#active) return;
+    if (this.#running) {
+      this.#again = true;
+      return;
+    }
+    this.#running = (async () => {
+      do {
+        this.#again = false;
+        await this.round().catch((error) => this.#error(error));
+      } while (this.#again && this.#active);
+      this.#running = undefined;
+    })();
+  }
+
+  /** Waits for the current round, if any. */
+  async idle(): Promise<void> {
+    while (this.#running) await this.#running;
+  }
+
+  async stop() {
+    this.setActive(false);
+    await this.idle();
+  }
+
+  #error(error: unknown) {
+    const message = error instanceof Error ? error.message : String(error);
+    if (message !== this.#lastError) this.log.warn("cluster-wide write failed", { error: message });
+    this.#lastError = message;
+  }
+
+  /** One reconcile round against the caches. */
+  async round(): Promise<RoundResult> {
+    if (!this.source.synced) return { writes: 0, conflicts: 0, events: 0, errors: 0 };
+    const vips = [...this.source.vips.store.values()];
+    const policies = [...this.source.policies.store.values()];
+    const writes = reconcileWrites(
+      vips,
+      policies,
+      this.source.selection(),
+      new Date().toISOString(),
+    );
+    const result = { writes: 0, conflicts: 0, events: 0, errors: 0 };
+    const byKey = new Map<string, CustomRecord>();
+    for (const r of vips) byKey.set(`EgressVIP/${r.metadata.name}`, r);
+    for (const r of policies) {
+      byKey.set(`EgressPolicy/${r.metadata.namespace}/${r.metadata.name}`, r);
+    }
+    const recordOf = (o: ObjectRef) =>
+      byKey.get(`${o.kind}/${o.namespace ? `${o.namespace}/` : ""}${o.name}`)!;
+    const resourceOf = (o: ObjectRef) => (o.kind === "EgressVIP" ? EGRESS_VIPS : EGRESS_POLICIES);
+
+    const attempt = async (
+      write: () => Promise<unknown>,
+      object: ObjectRef,
+      events: readonly EventSpec[],
+    ) => {
+      try {
+        await write();
+        result.writes++;
+      } catch (error) {
+        if (error instanceof ApiError && (error.status === 409 || error.status === 404)) {
+          result.conflicts++; // stale cache or gone: the watch brings news, then we retry
+          return;
+        }
+        result.errors++;
+        this.#error(error);
+        return;
+      }
+      for (const event of events) await this.#event(object, event, result);
+    };
+
+    for (const write of writes.statuses) {
+      const record = recordOf(write.object);
+      await attempt(
+        () =>
+          this.client.update(statusResource(resourceOf(write.object)), {
+            apiVersion: API_VERSION,
+            kind: write.object.kind,
+            metadata: record.metadata,
+            spec: record.spec,
+            status: write.status,
+          }),
+        write.object,
+        write.events,
+      );
+    }
+    for (const write of writes.finalizers) {
+      const record = recordOf(write.object);
+      await attempt(
+        () =>
+          this.client.update(resourceOf(write.object), {
+            apiVersion: API_VERSION,
+            kind: write.object.kind,
+            metadata: { ...record.metadata, finalizers: [...write.finalizers] },
+            spec: record.spec,
+          }),
+        write.object,
+        write.events,
+      );
+    }
+    const moves = holderEvents(this.#holders, vips);
+    this.#holders = moves.next;
+    for (const { object, event } of moves.events) await this.#event(object, event, result);
+    this.rounds++;
+    if (result.writes + result.events > 0) {
+      this.log.info("cluster-wide writes", { ...result });
+    }
+    return result;
+  }
+
+  async #event(object: ObjectRef, event: EventSpec, result: { events: number; errors: number }) {
+    try {
+      await recordEvent(this.client, this.identity, object, event);
+      result.events++;
+    } catch (error) {
+      result.errors++;
+      this.#error(error);
+    }
+  }
+}
+
+/**
+ * Every agent: writes status.holder for the VIPs this node gains, clears it
+ * for those it loses. An AgentObserver, fed by the agent's role transitions;
+ * a failed write (409, API down) is retried on the next pass.
+ */
+export class HolderReporter implements AgentObserver {
+  readonly #held = new Set<string>();
+  #busy = false;
+
+  constructor(
+    readonly client: KubeClient,
+    readonly source: KubeSource,
+    readonly log: Logger,
+    readonly node: string,
+  ) {}
+
+  transition(vip: string, _from: Role | "none", to: Role | "none") {
+    if (to === "holder") this.#held.add(vip);
+    else this.#held.delete(vip);
+  }
+
+  pass() {
+    void this.sync();
+  }
+
+  /** Writes what differs between the roles and the VIPs' status.holder. */
+  async sync(): Promise<void> {
+    if (this.#busy || !this.source.synced) return;
+    this.#busy = true;
+    try {
+      for (const record of this.source.vips.store.values()) {
+        const ip = (record.spec as { ip?: string } | undefined)?.ip;
+        if (!ip) continue;
+        const status = holderStatus(record, this.node, this.#held.has(ip));
+        if (!status) continue;
+        try {
+          await this.client.update(statusResource(EGRESS_VIPS), {
+            apiVersion: API_VERSION,
+            kind: "EgressVIP",
+            metadata: record.metadata,
+            spec: record.spec,
+            status,
+          });
+          this.log.info(this.#held.has(ip) ? "reported holder" : "cleared holder", {
+            vip: ip,
+            node: this.node,
+          });
+        } catch (error) {
+          if (!(error instanceof ApiError && error.status === 409)) {
+            this.log.warn("could not report the VIP holder", {
+              vip: ip,
+              error: error instanceof Error ? error.message : String(error),
+            });
+          }
+        }
+      }
+    } finally {
+      this.#busy = false;
+    }
+  }
+}

@@ -1,0 +1,214 @@
+import assert from "node:assert/strict";
+import { KubeClient } from "../../cmd/kube/client.ts";
+import { Controller, HolderReporter } from "../../cmd/kube/controller.ts";
+import { LeaderElector } from "../../cmd/kube/leader.ts";
+import { KubeSource } from "../../cmd/kube/source.ts";
+import { createLogger } from "../../cmd/log.ts";
+import { VIP_FINALIZER } from "../../core/kube/api.ts";
+import { leaseAction, nextLeaseSpec, observe } from "../../core/kube/lease.ts";
+import { startTestApiServer, type TestApiServer } from "../../sim/kube_api.ts";
+import { eventually, podObject, policyObject, vipObject } from "./fixtures.ts";
+
+const opts = { sanitizeOps: false, sanitizeResources: false };
+
+interface Node {
+  name: string;
+  client: KubeClient;
+  source: KubeSource;
+  controller: Controller;
+  elector: LeaderElector;
+  holder: HolderReporter;
+  logs: string[];
+}
+
+async function node(api: TestApiServer, name: string): Promise<Node> {
+  const client = await KubeClient.connect({ server: api.url });
+  const logs: string[] = [];
+  const log = createLogger("text", (l) => logs.push(l));
+  const source = new KubeSource(client, log, { syncTimeoutMs: 5000 }).start();
+  const controller = new Controller(client, source, log, name);
+  const elector = new LeaderElector(client, log, {
+    namespace: "kube-egress",
+    name: "kube-egress-leader",
+    identity: name,
+    leaseDurationSeconds: 2,
+    renewDeadlineMs: 1500,
+    retryPeriodMs: 100,
+    onChange: (leading) => controller.setActive(leading),
+  }).start();
+  const holder = new HolderReporter(client, source, log, name);
+  return { name, client, source, controller, elector, holder, logs };
+}
+
+async function stopNode(n: Node) {
+  await n.elector.stop();
+  await n.controller.stop();
+  await n.source.stop();
+  n.client.close();
+}
+
+const condition = (object: unknown, type: string) =>
+  ((object as {
+    status?: { conditions?: { type: string; status: string; reason: string; message: string }[] };
+  })
+    .status?.conditions ?? []).find((c) => c.type === type);
+
+Deno.test("lease: renew own, wait for a live holder, take over after the duration on our clock", () => {
+  const held = observe(undefined, { holderIdentity: "a", leaseDurationSeconds: 10 }, 1000);
+  assert.equal(leaseAction(held, "a", 1000), "renew");
+  assert.equal(leaseAction(held, "b", 10_999), "wait");
+  assert.equal(leaseAction(held, "b", 11_000), "acquire");
+  // The record changed: the clock restarts.
+  const renewed = observe(
+    held,
+    { holderIdentity: "a", leaseDurationSeconds: 10, renewTime: "x" },
+    10_000,
+  );
+  assert.equal(leaseAction(renewed, "b", 11_000), "wait");
+  assert.equal(leaseAction(observe(undefined, { holderIdentity: "" }, 0), "b", 0), "acquire");
+  const next = nextLeaseSpec({ holderIdentity: "a", leaseTransitions: 2 }, "b", 15, new Date(0));
+  assert.equal(next.leaseTransitions, 3);
+  assert.equal(next.holderIdentity, "b");
+});
+
+Deno.test({
+  name:
+    "controller: one elected agent assigns route ids, writes status, finalizers and events; takeover on stop",
+  ...opts,
+  fn: async () => {
+    const api = await startTestApiServer({ bookmarkMs: 200 });
+    api.apply({ apiVersion: "v1", kind: "Namespace", metadata: { name: "default" } });
+    api.apply(vipObject("office", { ip: "192.0.2.50" }));
+    api.apply(vipObject("fixed", { ip: "192.0.2.51", routeId: 7 }));
+    api.apply(
+      policyObject("default", "pod1", { vip: "office", targets: [{ kind: "Pod", name: "pod1" }] }),
+    );
+    api.apply(policyObject("default", "lost", { vip: "nope", podSelector: {} }));
+    api.apply(podObject("default", "pod1", "10.244.1.11"));
+    const nodes = [await node(api, "node1"), await node(api, "node2")];
+    try {
+      await eventually(() => nodes.filter((n) => n.elector.leading).length === 1, "one leader");
+      await eventually(() => api.get("EgressVIP", "office")?.status !== undefined, "VIP status");
+      await eventually(
+        () => condition(api.get("EgressPolicy", "pod1", "default"), "Ready")?.status === "True",
+        "ready policy",
+      );
+      const office = api.get("EgressVIP", "office")!;
+      assert.equal((office.status as { routeId: number }).routeId, 1);
+      assert.equal((api.get("EgressVIP", "fixed")!.status as { routeId: number }).routeId, 7);
+      assert.deepEqual(office.metadata.finalizers, [VIP_FINALIZER]);
+      const pol = api.get("EgressPolicy", "pod1", "default")!;
+      assert.deepEqual((pol.status as { pods: number; ip: string }).pods, 1);
+      assert.equal((pol.status as { ip: string }).ip, "192.0.2.50");
+      await eventually(
+        () =>
+          condition(api.get("EgressPolicy", "lost", "default"), "VIPNotFound")?.status === "True",
+        "VIPNotFound",
+      );
+      await eventually(
+        () =>
+          api.list("Event").some((e) =>
+            (e as { reason?: string }).reason === "RejectedVIPNotFound"
+          ),
+        "a warning event for the rejected policy",
+      );
+
+      // Deleting a VIP in use: blocked by the finalizer, says why; released once unused.
+      api.delete("EgressVIP", "office");
+      await eventually(
+        () => condition(api.get("EgressVIP", "office"), "InUse")?.reason === "DeletionBlocked",
+        "blocked",
+      );
+      assert.match(
+        condition(api.get("EgressVIP", "office"), "InUse")!.message,
+        /used by default\/pod1/,
+      );
+      api.delete("EgressPolicy", "pod1", "default");
+      await eventually(
+        () => api.get("EgressVIP", "office") === undefined,
+        "the VIP to go once unused",
+      );
+
+      // A node reports holding a VIP; the leader records a Moved event when it changes hands.
+      const fixedIp = "192.0.2.51";
+      nodes[0].holder.transition(fixedIp, "forwarder", "holder");
+      await eventually(async () => {
+        await nodes[0].holder.sync();
+        return (api.get("EgressVIP", "fixed")!.status as { holder?: string }).holder === "node1";
+      }, "holder node1");
+      nodes[0].holder.transition(fixedIp, "holder", "forwarder");
+      nodes[1].holder.transition(fixedIp, "forwarder", "holder");
+      await eventually(async () => {
+        await nodes[0].holder.sync();
+        await nodes[1].holder.sync();
+        return (api.get("EgressVIP", "fixed")!.status as { holder?: string }).holder === "node2";
+      }, "holder node2");
+      await eventually(
+        () =>
+          api.list("Event").some((e) => {
+            const { reason, message } = e as { reason?: string; message?: string };
+            return reason === "Moved" && /192.0.2.51 .*node2/.test(String(message));
+          }),
+        "a Moved event",
+      );
+
+      // The leader stops (rolling update): it hands the lease back and the other takes over.
+      const leader = nodes.find((n) => n.elector.leading)!;
+      const other = nodes.find((n) => n !== leader)!;
+      await stopNode(leader);
+      nodes.splice(nodes.indexOf(leader), 1);
+      await eventually(() => other.elector.leading, "takeover");
+      api.apply(vipObject("later", { ip: "192.0.2.52" }));
+      await eventually(
+        () => (api.get("EgressVIP", "later")?.status as { routeId?: number })?.routeId === 1,
+        "the new leader writes",
+      );
+    } finally {
+      for (const n of nodes) await stopNode(n);
+      await api.stop();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "controller: an unchanged cluster gets no writes; a stale write gets 409 and converges after the watch",
+  ...opts,
+  fn: async () => {
+    const api = await startTestApiServer({ bookmarkMs: 200 });
+    api.apply(vipObject("office", { ip: "192.0.2.50" }));
+    const n = await node(api, "node1");
+    try {
+      await eventually(
+        () => (api.get("EgressVIP", "office")?.status as { routeId?: number })?.routeId === 1,
+        "route id",
+      );
+      await n.controller.idle();
+      const rv = api.get("EgressVIP", "office")!.metadata.resourceVersion;
+      const rounds = n.controller.rounds;
+      n.controller.trigger();
+      await eventually(() => n.controller.rounds > rounds, "another round");
+      await n.controller.idle();
+      assert.equal(api.get("EgressVIP", "office")!.metadata.resourceVersion, rv, "nothing written");
+      // Our cache is stale (someone wrote since): the optimistic write gets 409 and changes nothing.
+      const cached = n.source.vips.store.get("office")!;
+      n.source.vips.store.set("office", {
+        ...cached,
+        metadata: { ...cached.metadata, resourceVersion: "1" },
+        status: {},
+      });
+      const stale = await n.controller.round();
+      assert.deepEqual([stale.writes, stale.conflicts], [0, 1]);
+      assert.equal(api.get("EgressVIP", "office")!.metadata.resourceVersion, rv);
+      // The watch brings the next version and the controller converges.
+      api.apply(vipObject("office", { ip: "192.0.2.50", routeId: 9 }));
+      await eventually(
+        () => (api.get("EgressVIP", "office")?.status as { routeId?: number })?.routeId === 9,
+        "route id 9",
+      );
+    } finally {
+      await stopNode(n);
+      await api.stop();
+    }
+  },
+});
