@@ -21,6 +21,7 @@ import {
   type PlacementSettings,
   runSettings,
 } from "./options.ts";
+import { doctorCommand, UsageError } from "./doctor_command.ts";
 import { startOpsServer } from "./ops_server.ts";
 import { type Host, InterfaceMissingError, systemHost } from "./system.ts";
 import { AGENT_TOOLS, ensureTools, PLACEMENT_TOOLS } from "./tools.ts";
@@ -287,7 +288,7 @@ export function buildProgram(host: Host, done: (code: number) => void): Command 
       try {
         done(await fn(options, host));
       } catch (error) {
-        const code = error instanceof Exit ? error.code : 1;
+        const code = error instanceof Exit ? error.code : error instanceof UsageError ? 2 : 1;
         console.error(`kube-egress: ${error instanceof Error ? error.message : String(error)}`);
         done(code);
       }
@@ -343,6 +344,18 @@ export function buildProgram(host: Host, done: (code: number) => void): Command 
       Deno.stdout.writeSync(new TextEncoder().encode(renderCrdsYaml()));
       done(0);
     });
+
+  addDatapathFlags(
+    program.command("doctor").description(
+      "check this node for what breaks egress (backend, marks, rp_filter, forwarding, chain order, duplicate VIPs, tools, route tables); exit 1 on a failed check",
+    ) as unknown as Command,
+  )
+    .option("--json", "print JSON instead of a report")
+    .option("--no-arp", "do not send ARP probes for the VIPs (skips duplicate-vip)")
+    .option("--skip <checks>", "comma-separated check ids to skip")
+    .action(
+      action((options, host) => doctorCommand(settingsFrom(options), options, host)) as never,
+    );
 
   return program;
 }

@@ -1,0 +1,42 @@
+/**
+ * `kube-egress doctor`: collects the facts, runs the checks, prints the
+ * report (or JSON) on stdout. Exit 1 when a check failed, 0 otherwise
+ * (warnings included), so it can gate a rollout or an init container.
+ */
+import { CHECKS, diagnose, renderDoctor, summarize } from "../core/doctor.ts";
+import { collectFacts } from "./doctor.ts";
+import type { CommonSettings } from "./options.ts";
+import type { Host } from "./system.ts";
+
+/** Runs doctor with validated settings and its own flags; returns the exit code. */
+export async function doctorCommand(
+  settings: CommonSettings,
+  flags: Record<string, unknown>,
+  host: Host,
+): Promise<number> {
+  const skip = String(flags.skip ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+  const known = new Set(CHECKS.map((c) => c.id));
+  const unknown = skip.filter((id) => !known.has(id));
+  if (unknown.length > 0) {
+    throw new UsageError(
+      `--skip: unknown check(s) ${unknown.join(", ")}; checks are ${[...known].join(", ")}`,
+    );
+  }
+  const facts = await collectFacts(host, {
+    config: settings.config,
+    podVipDir: settings.podVipDir,
+    vipRouteDir: settings.vipRouteDir,
+    arp: flags.arp !== false,
+  });
+  const reports = diagnose(facts, skip);
+  const failed = reports.some((r) => r.verdict === "fail");
+  if (flags.json) {
+    console.log(
+      JSON.stringify({ ok: !failed, summary: summarize(reports), checks: reports }, null, 2),
+    );
+  } else console.log(renderDoctor(reports).trimEnd());
+  return failed ? 1 : 0;
+}
+
+/** A bad flag value found after parsing (exit code 2). */
+export class UsageError extends Error {}

@@ -1,0 +1,517 @@
+/**
+ * `doctor`: preflight and live diagnosis of a node. The probes (cmd/doctor.ts)
+ * collect facts: tool outputs as printed; each check here turns facts into a
+ * verdict, what was found, and the fix. Pure, so every check is tested on
+ * captured outputs.
+ */
+import { effectiveRpFilter } from "./sysctl.ts";
+import { hex, markFor } from "./marks.ts";
+import { CHAINS, MARK_CHAIN, SNAT_CHAIN } from "./names.ts";
+import {
+  freeMarkWindow,
+  FULL,
+  ipRuleMarkUses,
+  iptablesMarkUses,
+  type MarkUse,
+  nativeNftRules,
+  nftMarkUses,
+} from "./mark_usage.ts";
+import type { DatapathConfig } from "./schema.ts";
+import type { Vip } from "./snapshot.ts";
+
+export type Verdict = "pass" | "warn" | "fail" | "skip";
+
+export interface CheckReport {
+  readonly id: string;
+  readonly verdict: Verdict;
+  /** What was found. */
+  readonly detail: string;
+  /** What to do about it (absent when nothing is to be done). */
+  readonly fix?: string;
+}
+
+/** What the probes found; a field is undefined when it could not be probed (tool missing...). */
+export interface DoctorFacts {
+  readonly config: DatapathConfig;
+  /** Required tools not found, with their package. */
+  readonly missingTools: readonly { command: string; pkg: string }[];
+  /** Optional tools not found (checks that need them are skipped). */
+  readonly missingOptional: readonly { command: string; pkg: string; for: string }[];
+  /** IPv4 addresses on the interface; undefined when the interface does not exist. */
+  readonly addresses?: readonly string[];
+  /** The inputs' valid VIPs, or why they could not be read. */
+  readonly vips?: readonly Vip[];
+  readonly inputsError?: string;
+  readonly rejected: readonly string[];
+  /** The flavour `iptables` is on this node. */
+  readonly backend?: "nft" | "legacy";
+  /** iptables-save output of each backend (every table), when its tool exists. */
+  readonly iptablesSave: { readonly nft?: string; readonly legacy?: string };
+  /** `nft -j list ruleset`. */
+  readonly nftRuleset?: string;
+  /** `ip -N -j rule show` and `ip -4 -N -j route show table all`. */
+  readonly ipRules?: string;
+  readonly ipRoutes?: string;
+  /** sysctl key → value (net.ipv4.ip_forward, conf.<if>.forwarding, rp_filter keys). */
+  readonly sysctls: Readonly<Record<string, number>>;
+  /** VIP → MAC addresses that answered an ARP probe for it (undefined: not probed). */
+  readonly arpReplies?: ReadonlyMap<string, readonly string[]>;
+  /** Lines a pass would write now (undefined: unknown). */
+  readonly pendingLines?: number;
+}
+
+const held = (facts: DoctorFacts) => {
+  const local = new Set(facts.addresses ?? []);
+  return (facts.vips ?? []).filter((v) => local.has(v.ip));
+};
+
+// ---- tools, interface, inputs, sync ----
+
+function checkTools(f: DoctorFacts): CheckReport {
+  if (f.missingTools.length > 0) {
+    const pkgs = [...new Set(f.missingTools.map((t) => t.pkg))].sort();
+    return {
+      id: "tools",
+      verdict: "fail",
+      detail: `missing: ${f.missingTools.map((t) => t.command).join(", ")}`,
+      fix: `apt-get install -y ${pkgs.join(" ")} (or use the kube-egress image, which has them)`,
+    };
+  }
+  if (f.missingOptional.length > 0) {
+    return {
+      id: "tools",
+      verdict: "warn",
+      detail: `required tools present; optional missing: ${
+        f.missingOptional.map((t) => `${t.command} (for ${t.for})`).join(", ")
+      }`,
+      fix: `apt-get install -y ${[...new Set(f.missingOptional.map((t) => t.pkg))].join(" ")}`,
+    };
+  }
+  return { id: "tools", verdict: "pass", detail: "every tool the agent and doctor use is present" };
+}
+
+function checkInterface(f: DoctorFacts): CheckReport {
+  const iface = f.config.interface;
+  if (f.addresses === undefined) {
+    return {
+      id: "interface",
+      verdict: "fail",
+      detail: `interface ${iface} does not exist on this node`,
+      fix: "pass the node's LAN interface with --interface (see `ip -br link`)",
+    };
+  }
+  if (f.addresses.length === 0) {
+    return {
+      id: "interface",
+      verdict: "fail",
+      detail: `interface ${iface} has no IPv4 address`,
+      fix: "use the interface that carries the node's LAN address",
+    };
+  }
+  return { id: "interface", verdict: "pass", detail: `${iface}: ${f.addresses.join(", ")}` };
+}
+
+function checkInputs(f: DoctorFacts): CheckReport {
+  if (f.inputsError !== undefined) {
+    return {
+      id: "inputs",
+      verdict: "fail",
+      detail: f.inputsError,
+      fix: "check the mapping directories (-v, -r) and that the ConfigMaps are mounted",
+    };
+  }
+  const counts = `${f.vips?.length ?? 0} VIP(s) valid`;
+  if (f.rejected.length > 0) {
+    return {
+      id: "inputs",
+      verdict: "warn",
+      detail: `${counts}; ${f.rejected.length} rejected: ${f.rejected.join("; ")}`,
+      fix: "correct or remove the rejected entries; the valid ones are applied meanwhile",
+    };
+  }
+  return { id: "inputs", verdict: "pass", detail: `${counts}, none rejected` };
+}
+
+function checkSync(f: DoctorFacts): CheckReport {
+  if (f.pendingLines === undefined) {
+    return { id: "sync", verdict: "skip", detail: "node state or inputs could not be read" };
+  }
+  if (f.pendingLines > 0) {
+    return {
+      id: "sync",
+      verdict: "warn",
+      detail: `${f.pendingLines} change(s) pending: the node does not match the inputs`,
+      fix: "is the agent running on this node? `kube-egress plan` shows the changes",
+    };
+  }
+  return { id: "sync", verdict: "pass", detail: "the node matches the inputs" };
+}
+
+// ---- kernel settings ----
+
+function checkForwarding(f: DoctorFacts): CheckReport {
+  const iface = f.config.interface;
+  const off = ["net.ipv4.ip_forward", `net.ipv4.conf.${iface}.forwarding`].filter((k) =>
+    f.sysctls[k] === 0
+  );
+  if (off.length > 0) {
+    return {
+      id: "ip-forward",
+      verdict: "fail",
+      detail: `${off.join(", ")} = 0: pod traffic is not forwarded`,
+      fix: "sysctl -w net.ipv4.ip_forward=1 (and persist it in /etc/sysctl.d/)",
+    };
+  }
+  return { id: "ip-forward", verdict: "pass", detail: "IPv4 forwarding is on" };
+}
+
+function checkRpFilter(f: DoctorFacts): CheckReport {
+  const iface = f.config.interface;
+  const mode = effectiveRpFilter(f.sysctls, iface);
+  const holder = held(f).length > 0;
+  if (mode !== 1) {
+    return {
+      id: "rp-filter",
+      verdict: "pass",
+      detail: `effective rp_filter on ${iface} is ${mode} (${mode === 2 ? "loose" : "off"})`,
+    };
+  }
+  return {
+    id: "rp-filter",
+    verdict: holder ? "fail" : "warn",
+    detail: `effective rp_filter on ${iface} is 1 (strict)${
+      holder
+        ? ": this node holds a VIP and drops other nodes' pod traffic"
+        : ": after a takeover this node would drop other nodes' pod traffic until the agent's next pass"
+    }`,
+    fix:
+      `sysctl -w net.ipv4.conf.${iface}.rp_filter=2 (the agent does this on every pass: is it running?)`,
+  };
+}
+
+// ---- iptables backend and chain order ----
+
+const NAT_TARGETS = /-j (MASQUERADE|SNAT)\b/;
+
+function foreignRules(save: string): string[] {
+  return save.split("\n").filter((l) => l.startsWith("-A ")).filter((l) =>
+    !CHAINS.some((c) => l.startsWith(`-A ${c.chain} `) || l.endsWith(`-j ${c.chain}`))
+  );
+}
+
+function checkBackend(f: DoctorFacts): CheckReport {
+  const ours = f.backend;
+  if (!ours) return { id: "iptables-backend", verdict: "skip", detail: "iptables not found" };
+  const other = ours === "nft" ? "legacy" : "nft";
+  const mine = foreignRules(f.iptablesSave[ours] ?? "");
+  const theirs = foreignRules(f.iptablesSave[other] ?? "");
+  const natTheirs = theirs.filter((l) => NAT_TARGETS.test(l));
+  const native = f.nftRuleset ? nativeNftRules(f.nftRuleset) : [];
+  const nativeNat = native.filter((r) => r.expr.some((e) => "masquerade" in e || "snat" in e));
+  const useSame = ours === "nft"
+    ? "update-alternatives --set iptables /usr/sbin/iptables-legacy"
+    : "update-alternatives --set iptables /usr/sbin/iptables-nft";
+  if (natTheirs.length > 0 || (mine.length === 0 && theirs.length > 0)) {
+    return {
+      id: "iptables-backend",
+      verdict: "fail",
+      detail: `kube-egress uses iptables-${ours}, but ${theirs.length} rule(s) of other ` +
+        `components are in iptables-${other}${
+          natTheirs.length > 0 ? `, including masquerade: ${natTheirs[0]}` : ""
+        }. Our ACCEPT cannot keep another backend's masquerade off forwarded pod traffic`,
+      fix: `run the agent with the backend the CNI and kube-proxy use (${useSame} in the ` +
+        `image, or detect it as kube-proxy's iptables-wrapper does)`,
+    };
+  }
+  if (nativeNat.length > 0) {
+    return {
+      id: "iptables-backend",
+      verdict: "warn",
+      detail: `native nftables NAT outside iptables' tables: ${
+        nativeNat.map((r) => r.where).join(", ")
+      }; our ACCEPT does not stop it, so it must not match mapped pods' traffic`,
+      fix: "check that those rules leave pod traffic to the outside alone (e.g. only " +
+        "kube-proxy's 0x4000-marked service traffic)",
+    };
+  }
+  return {
+    id: "iptables-backend",
+    verdict: "pass",
+    detail: `iptables-${ours}, shared with ${mine.length} rule(s) of other components; ` +
+      `iptables-${other}: ${theirs.length} rule(s)`,
+  };
+}
+
+/** Chains reachable from `chain` (jumps and gotos) in one table's rules. */
+function reachable(rules: readonly string[], chain: string, seen = new Set<string>()): string[] {
+  if (seen.has(chain)) return [];
+  seen.add(chain);
+  const own = rules.filter((r) => r.startsWith(`-A ${chain} `));
+  const targets = own.flatMap((r) => [...r.matchAll(/ -[jg] (\S+)/g)].map((m) => m[1]));
+  return [...own, ...targets.flatMap((t) => reachable(rules, t, seen))];
+}
+
+function tableRules(save: string, table: string): string[] {
+  const out: string[] = [];
+  let current = "";
+  for (const line of save.split("\n")) {
+    if (line.startsWith("*")) current = line.slice(1).trim();
+    else if (current === table && line.startsWith("-A ")) out.push(line.trim());
+  }
+  return out;
+}
+
+function checkChainOrder(f: DoctorFacts): CheckReport {
+  const save = f.backend ? f.iptablesSave[f.backend] : undefined;
+  if (save === undefined) {
+    return { id: "chain-order", verdict: "skip", detail: "iptables not read" };
+  }
+  const problems: string[] = [];
+  const warnings: string[] = [];
+  for (const { table, chain, hook } of CHAINS) {
+    const rules = tableRules(save, table);
+    const hookRules = rules.filter((r) => r.startsWith(`-A ${hook} `));
+    const at = hookRules.findIndex((r) => r.endsWith(`-j ${chain}`));
+    if (at < 0) {
+      if ((f.vips?.length ?? 0) > 0) problems.push(`no jump to ${chain} in ${table} ${hook}`);
+      continue;
+    }
+    for (const before of hookRules.slice(0, at)) {
+      const effective = [before, ...reachable(rules, / -[jg] (\S+)/.exec(before)?.[1] ?? "")];
+      const bad = table === "nat"
+        ? effective.find((r) => NAT_TARGETS.test(r) || / -j ACCEPT\b/.test(r))
+        : effective.find((r) => / -j (ACCEPT|DROP)\b/.test(r));
+      if (bad) problems.push(`in ${table} ${hook}, before our jump: ${before}`);
+      else warnings.push(`${table} ${hook} has a rule before our jump: ${before}`);
+    }
+  }
+  if (problems.length > 0) {
+    return {
+      id: "chain-order",
+      verdict: "fail",
+      detail: problems.join("; "),
+      fix: `${MARK_CHAIN} and ${SNAT_CHAIN} must be jumped to first: run a pass ` +
+        "(the agent re-inserts its jumps at position 1), and stop whatever keeps inserting " +
+        "rules above them",
+    };
+  }
+  if (warnings.length > 0) {
+    return {
+      id: "chain-order",
+      verdict: "warn",
+      detail: warnings.join("; "),
+      fix: "harmless now; the agent moves its jumps back to the top on its next pass",
+    };
+  }
+  return {
+    id: "chain-order",
+    verdict: "pass",
+    detail: (f.vips?.length ?? 0) > 0
+      ? "our jumps come first in mangle PREROUTING and nat POSTROUTING, before any masquerade"
+      : "no VIPs: nothing to order",
+  };
+}
+
+// ---- marks ----
+
+function describeUse(u: MarkUse): string {
+  return `${u.where}: ${u.rule} (${u.access}s ${u.bits === FULL ? "all bits" : hex(u.bits)})`;
+}
+
+function checkMarks(f: DoctorFacts): CheckReport {
+  const mask = f.config.markMask;
+  const uses: MarkUse[] = [
+    ...Object.entries(f.iptablesSave).flatMap(([backend, save]) =>
+      save ? iptablesMarkUses(save, `iptables-${backend}`) : []
+    ),
+    ...(f.nftRuleset ? nftMarkUses(f.nftRuleset) : []),
+    ...(f.ipRules ? ipRuleMarkUses(f.ipRules, f.config.routeProtocol) : []),
+  ];
+  const ourMarks = (f.vips ?? []).map((v) => markFor(v.routeId, mask));
+  const fails: MarkUse[] = [];
+  const warns: MarkUse[] = [];
+  for (const u of uses) {
+    if ((u.bits & mask) === 0) continue;
+    if (u.access === "write") (u.bits === FULL ? warns : fails).push(u);
+    else if (u.priority !== undefined) {
+      // An ip rule before ours that one of our marks matches steals our traffic.
+      const stolen = u.priority < f.config.rulePriority &&
+        ourMarks.some((m) => (m & u.bits) === u.value);
+      (stolen ? fails : warns).push(u);
+    } else if (u.bits === FULL) {
+      // An exact full-width match only sees our marks when its value is one of them.
+      if (ourMarks.includes(u.value ?? -1)) fails.push(u);
+    } else warns.push(u);
+  }
+  const partial = uses.filter((u) => u.bits !== FULL).reduce((a, u) => a | u.bits, 0) >>> 0;
+  const window = freeMarkWindow(partial);
+  const suggestion = window !== undefined && window !== mask
+    ? `pick a free window, e.g. --mark-mask ${hex(window)}`
+    : "no 8-bit window is free of other components' bits; find the owner and move one of them";
+  if (fails.length > 0) {
+    return {
+      id: "mark-bits",
+      verdict: "fail",
+      detail: `mark mask ${hex(mask)} collides with: ${fails.map(describeUse).join("; ")}`,
+      fix: suggestion,
+    };
+  }
+  if (warns.length > 0) {
+    return {
+      id: "mark-bits",
+      verdict: "warn",
+      detail: `mark mask ${hex(mask)} overlaps: ${warns.map(describeUse).join("; ")}`,
+      fix: warns.every((u) => u.bits === FULL)
+        ? "these rules set or compare the whole mark, whatever mask we use: make sure they " +
+          "never match mapped pods' outgoing traffic"
+        : suggestion,
+    };
+  }
+  return {
+    id: "mark-bits",
+    verdict: "pass",
+    detail: `mark mask ${hex(mask)} is not used by any of ${uses.length} other mark rule(s)`,
+  };
+}
+
+// ---- routing tables ----
+
+function checkRouteTables(f: DoctorFacts): CheckReport {
+  if (f.ipRules === undefined || f.ipRoutes === undefined) {
+    return { id: "route-tables", verdict: "skip", detail: "ip rules/routes not read" };
+  }
+  const protocol = String(f.config.routeProtocol);
+  const users = new Map<number, string[]>();
+  const note = (table: number, what: string) => {
+    if (table >= 1 && table <= 252) users.set(table, [...(users.get(table) ?? []), what]);
+  };
+  for (const r of JSON.parse(f.ipRoutes) as Record<string, unknown>[]) {
+    if (String(r.protocol) !== protocol && r.table !== undefined) {
+      note(Number(r.table), `route ${r.dst}`);
+    }
+  }
+  for (const r of JSON.parse(f.ipRules) as Record<string, unknown>[]) {
+    if (String(r.protocol) !== protocol) note(Number(r.table), `rule pref ${r.priority}`);
+  }
+  const clashes = (f.vips ?? []).filter((v) => users.has(v.routeId));
+  if (clashes.length > 0) {
+    return {
+      id: "route-tables",
+      verdict: "fail",
+      detail: clashes.map((v) =>
+        `VIP ${v.ip} uses route id ${v.routeId}, but table ${v.routeId} is also used by: ${
+          users.get(v.routeId)!.join(", ")
+        }`
+      ).join("; "),
+      fix: "give the VIP a route id no one else uses on any node",
+    };
+  }
+  const taken = [...users.keys()].sort((a, b) => a - b);
+  return {
+    id: "route-tables",
+    verdict: "pass",
+    detail: taken.length > 0
+      ? `no VIP's table is used by others; tables taken by others here: ${taken.join(", ")}`
+      : "no other routing tables in 1..252",
+  };
+}
+
+// ---- the VIP on the LAN ----
+
+function checkDuplicates(f: DoctorFacts): CheckReport {
+  if (f.arpReplies === undefined) {
+    return { id: "duplicate-vip", verdict: "skip", detail: "ARP probe not run" };
+  }
+  const mine = new Set(held(f).map((v) => v.ip));
+  const fails: string[] = [];
+  const warns: string[] = [];
+  for (const [vip, macs] of f.arpReplies) {
+    if (mine.has(vip) && macs.length > 0) {
+      fails.push(`${vip} is on this node and also answered by ${macs.join(", ")}`);
+    } else if (!mine.has(vip) && macs.length > 1) {
+      fails.push(`${vip} is answered by several machines: ${macs.join(", ")}`);
+    } else if (!mine.has(vip) && macs.length === 0) {
+      warns.push(`${vip}: no machine on the LAN answers for it`);
+    }
+  }
+  if (fails.length > 0) {
+    return {
+      id: "duplicate-vip",
+      verdict: "fail",
+      detail: fails.join("; "),
+      fix: "a VIP must be on exactly one node: remove it from the others " +
+        "(check keepalived/VIP placement and static addresses)",
+    };
+  }
+  if (warns.length > 0) {
+    return {
+      id: "duplicate-vip",
+      verdict: "warn",
+      detail: warns.join("; ") + ": pods mapped to it have no egress",
+      fix: "place the VIP on a node (VIP placement / keepalived)",
+    };
+  }
+  return {
+    id: "duplicate-vip",
+    verdict: "pass",
+    detail: f.arpReplies.size > 0
+      ? `each of ${f.arpReplies.size} VIP(s) is on exactly one machine`
+      : "no VIPs to probe",
+  };
+}
+
+/** The checks, in the order they are shown. */
+export const CHECKS: readonly { id: string; run: (f: DoctorFacts) => CheckReport }[] = [
+  { id: "tools", run: checkTools },
+  { id: "interface", run: checkInterface },
+  { id: "inputs", run: checkInputs },
+  { id: "iptables-backend", run: checkBackend },
+  { id: "chain-order", run: checkChainOrder },
+  { id: "mark-bits", run: checkMarks },
+  { id: "ip-forward", run: checkForwarding },
+  { id: "rp-filter", run: checkRpFilter },
+  { id: "route-tables", run: checkRouteTables },
+  { id: "duplicate-vip", run: checkDuplicates },
+  { id: "sync", run: checkSync },
+];
+
+/** Runs every check (except those skipped by id). */
+export function diagnose(facts: DoctorFacts, skip: readonly string[] = []): CheckReport[] {
+  return CHECKS.map((c) =>
+    skip.includes(c.id)
+      ? { id: c.id, verdict: "skip" as const, detail: "skipped (--skip)" }
+      : c.run(facts)
+  );
+}
+
+/** Distinct MAC addresses in arping output (Habets' "bytes from MAC (IP)" or iputils' "reply from IP [MAC]"). */
+export function parseArpReplies(output: string): string[] {
+  const macs = new Set<string>();
+  for (const line of output.split("\n")) {
+    if (!/\bfrom\b/i.test(line)) continue;
+    const mac = /\b([0-9a-f]{2}(?::[0-9a-f]{2}){5})\b/i.exec(line)?.[1];
+    if (mac) macs.add(mac.toLowerCase());
+  }
+  return [...macs].sort();
+}
+
+const MARK: Record<Verdict, string> = { pass: "PASS", warn: "WARN", fail: "FAIL", skip: "SKIP" };
+
+/** The report for people: one block per check, fixes indented, then a summary line. */
+export function renderDoctor(reports: readonly CheckReport[]): string {
+  const width = Math.max(...reports.map((r) => r.id.length));
+  const out = reports.map((r) =>
+    `${MARK[r.verdict]}  ${r.id.padEnd(width)}  ${r.detail}` +
+    (r.fix ? `\n${" ".repeat(width + 8)}fix: ${r.fix}` : "")
+  );
+  out.push("", summarize(reports));
+  return out.join("\n") + "\n";
+}
+
+/** "doctor: 1 failed, 2 warnings, 7 passed, 1 skipped". */
+export function summarize(reports: readonly CheckReport[]): string {
+  const n = (v: Verdict) => reports.filter((r) => r.verdict === v).length;
+  return `doctor: ${n("fail")} failed, ${n("warn")} warning(s), ${n("pass")} passed, ${
+    n("skip")
+  } skipped`;
+}
