@@ -54,3 +54,20 @@ export function createLogger(
     sink(formatLine(format, level, message, fields, new Date()));
   return { info: emit("info"), warn: emit("warn"), error: emit("error") };
 }
+
+/**
+ * The log format asked for on a command line, found before the flags are
+ * parsed, so that even usage errors come out as JSON with `--log-format json`.
+ */
+export function logFormatFromArgs(args: readonly string[]): LogFormat {
+  const at = args.indexOf("--log-format");
+  const value = at >= 0 ? args[at + 1] : args.find((a) => a.startsWith("--log-format="))?.slice(13);
+  return value === "json" ? "json" : "text";
+}
+
+/** A fatal message of a command: "kube-egress: message" as text, an error line as JSON. */
+export function fatalLine(format: LogFormat, message: string, now = new Date()): string {
+  return format === "json"
+    ? formatLine("json", "error", message, {}, now)
+    : `kube-egress: ${message}`;
+}

@@ -11,7 +11,7 @@ import { nodeStatus, renderStatus } from "../core/status.ts";
 import { formatProblem, type RawSnapshot, validateSnapshot } from "../core/snapshot.ts";
 import { Agent, type AgentObserver, runLoop } from "./agent.ts";
 import { fileInputs, type Inputs, openInputs } from "./inputs.ts";
-import { createLogger, type Logger } from "./log.ts";
+import { createLogger, fatalLine, type LogFormat, logFormatFromArgs, type Logger } from "./log.ts";
 import {
   collectList,
   type CommonSettings,
@@ -275,13 +275,23 @@ async function statusCommand(options: Record<string, unknown>, host: Host): Prom
 }
 
 /** Builds the program; `host` is injectable so the CLI can be tested without root. */
-export function buildProgram(host: Host, done: (code: number) => void): Command {
+export function buildProgram(
+  host: Host,
+  done: (code: number) => void,
+  logFormat: LogFormat = "text",
+): Command {
   const program = new Command("kube-egress")
     .description(
       "Static egress IPs for Kubernetes pods on bare metal: steer mapped pods' traffic to the node holding their VIP and SNAT it there.",
     )
-    .showHelpAfterError()
     .exitOverride() as unknown as Command;
+  // With JSON logs, stderr carries only JSON lines: usage errors too, without the help text.
+  program.configureOutput({
+    writeErr: (text) => console.error(text.replace(/\n$/, "")),
+    outputError: (text, write) =>
+      write(logFormat === "json" ? fatalLine("json", text.trim().replace(/^error: /, "")) : text),
+  });
+  if (logFormat === "text") program.showHelpAfterError();
   const action =
     (fn: (options: Record<string, unknown>, host: Host) => Promise<number>) =>
     async (options: Record<string, unknown>) => {
@@ -289,7 +299,7 @@ export function buildProgram(host: Host, done: (code: number) => void): Command 
         done(await fn(options, host));
       } catch (error) {
         const code = error instanceof Exit ? error.code : error instanceof UsageError ? 2 : 1;
-        console.error(`kube-egress: ${error instanceof Error ? error.message : String(error)}`);
+        console.error(fatalLine(logFormat, error instanceof Error ? error.message : String(error)));
         done(code);
       }
     };
@@ -363,7 +373,7 @@ export function buildProgram(host: Host, done: (code: number) => void): Command 
 /** Runs the CLI and returns its exit code. */
 export async function main(args: string[], host: Host = systemHost()): Promise<number> {
   let code = 0;
-  const program = buildProgram(host, (c) => (code = c));
+  const program = buildProgram(host, (c) => (code = c), logFormatFromArgs(args));
   try {
     await program.parseAsync(args, { from: "user" });
   } catch (error) {

@@ -292,4 +292,25 @@ Deno.test("cli: status shows each VIP's VRRP priority and state from the agent's
   assert.equal(json.vips[0].priority, 201);
   assert.equal(json.placement.node, "node1");
   await Deno.remove(root, { recursive: true });
+
+Deno.test("cli: with --log-format json every stderr line is JSON, usage errors included", async () => {
+  for (
+    const args of [
+      ["run", "--log-format", "json", "-u", "soon"],
+      ["status", "--log-format=json", "--bogus"],
+      ["plan", "--log-format", "json", "-v", "/nonexistent/kube-egress-test"],
+    ]
+  ) {
+    const r = await cli(args);
+    assert.notEqual(r.code, 0, args.join(" "));
+    const lines = r.err.split("\n").filter(Boolean);
+    assert.ok(lines.length > 0, args.join(" "));
+    for (const line of lines) {
+      const entry = JSON.parse(line);
+      assert.equal(entry.level, "error", line);
+      assert.ok(entry.msg.length > 0);
+    }
+  }
+  const text = await cli(["run", "-u", "soon"]);
+  assert.match(text.err, /^kube-egress: invalid flags: --update-interval "soon"/m);
 });
