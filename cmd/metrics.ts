@@ -298,7 +298,7 @@ export class AgentMetrics implements AgentObserver {
   async #readKernel(): Promise<KernelFigures | undefined> {
     const { config, host } = this.#options;
     try {
-      const live = await host.readLive(config, { counters: true });
+      const live = await host.readLive(config, { counters: true, ourChainsOnly: true });
       const figures = kernelFigures(live, live.raw.nat, config.interface);
       this.#packets.update(figures.packets);
       this.#bytes.update(figures.bytes);

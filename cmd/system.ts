@@ -124,6 +124,14 @@ class Reader {
   }
 }
 
+/** `iptables -S -v` lines ("-A C ... -c p b ...") in iptables-save -c form ("[p:b] -A C ..."). */
+function countedAsSave(listing: string): string {
+  return listing.split("\n").map((line) => {
+    const m = / -c (\d+) (\d+)/.exec(line);
+    return m ? `[${m[1]}:${m[2]}] ${line.replace(m[0], "")}` : line;
+  }).join("\n");
+}
+
 /** iptables' ways of saying that a chain does not exist (legacy; nft 1.8.x). */
 const NO_CHAIN = /No chain\/target\/match by that name|incompatible, use 'nft' tool|does not exist/;
 
@@ -139,7 +147,11 @@ async function readTable(reader: Reader, table: TableName, options: ReadOptions)
     return { text, table: parseIptablesSave(text, table) };
   }
   const { chain, hook } = CHAINS.find((c) => c.table === table)!;
-  const list = (name: string) => reader.run(["iptables", "-w", "5", "-t", table, "-S", name]);
+  const verbose = options.counters ? ["-v"] : [];
+  const list = async (name: string) => {
+    const r = await reader.run(["iptables", "-w", "5", "-t", table, "-S", name, ...verbose]);
+    return { ...r, stdout: r.stdout.replace(/ -c \d+ \d+/g, ""), counted: r.stdout };
+  };
   const [hookListing, chainListing] = await Promise.all([list(hook), list(chain)]);
   if (hookListing.code !== 0) {
     throw new Error(`iptables -t ${table} -S ${hook} failed: ${hookListing.stderr.trim()}`);
@@ -149,7 +161,10 @@ async function readTable(reader: Reader, table: TableName, options: ReadOptions)
   }
   const ours = chainListing.code === 0 ? chainListing.stdout : undefined;
   return {
-    text: hookListing.stdout + (ours ?? ""),
+    // With counters, in iptables-save -c form ("[p:b] -A ...") for parseRuleCounters.
+    text: options.counters
+      ? `*${table}\n${countedAsSave(hookListing.counted + (ours ? chainListing.counted : ""))}`
+      : hookListing.stdout + (ours ?? ""),
     table: parseChainListings(table, hookListing.stdout, ours),
   };
 }
