@@ -3,7 +3,7 @@
  * section (never pass/fail) and appends them to bench/results.md with the
  * machine, date, commit and load average, so runs can be compared over time.
  *
- * Sections: planning (no root); apply, react and forwarding (root: network namespaces).
+ * Sections: planning, metrics (no root); apply, react and forwarding (root: network namespaces).
  */
 import $ from "dax";
 import { isRoot } from "../cmd/tools.ts";
@@ -11,6 +11,7 @@ import { APPLY_NOTES, benchApply, renderApply } from "./apply.ts";
 import { commitDescription, loadAverage, machineDescription, tearDownOnSignals } from "./lib.ts";
 import { benchForwarding, forwardingNotes, renderForwarding } from "./forwarding.ts";
 import { benchPlanning, PLANNING_NOTES, renderPlanning } from "./planning.ts";
+import { benchMetrics, METRICS_NOTES, renderMetrics } from "./metrics.ts";
 import { benchReact, renderReact } from "./react.ts";
 
 /** What a section prints: its table and the notes that say how to read it. */
@@ -30,6 +31,11 @@ const sections: Record<string, Section> = {
     title: "Planning: snapshot → desired state → payload (pure core)",
     needsRoot: false,
     run: async () => ({ table: renderPlanning(await benchPlanning()), notes: PLANNING_NOTES }),
+  },
+  metrics: {
+    title: "Metrics endpoint: work per scrape and prom-client's load cost",
+    needsRoot: false,
+    run: async () => ({ table: renderMetrics(await benchMetrics()), notes: METRICS_NOTES }),
   },
   apply: {
     title: "Applying in a network namespace",

@@ -22,7 +22,6 @@ import {
   runSettings,
 } from "./options.ts";
 import { doctorCommand, UsageError } from "./doctor_command.ts";
-import { startOpsServer } from "./ops_server.ts";
 import { type Host, InterfaceMissingError, systemHost } from "./system.ts";
 import { AGENT_TOOLS, ensureTools, PLACEMENT_TOOLS } from "./tools.ts";
 import {
@@ -170,8 +169,15 @@ async function runCommand(options: Record<string, unknown>, host: Host): Promise
     return (await agent.pass("once")).ok ? 0 : 1;
   }
   const { config, metricsAddr } = settings;
+  // Loaded only when asked for: importing prom-client takes ~0.1 s (deno task bench metrics).
   const ops = metricsAddr
-    ? startOpsServer({ address: metricsAddr, config, host, intervalSeconds, log })
+    ? (await import("./ops_server.ts")).startOpsServer({
+      address: metricsAddr,
+      config,
+      host,
+      intervalSeconds,
+      log,
+    })
     : undefined;
   const agentHost = ops?.host ?? host;
   const observers: AgentObserver[] = [...(ops?.observers ?? [])];
