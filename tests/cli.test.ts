@@ -292,6 +292,7 @@ Deno.test("cli: status shows each VIP's VRRP priority and state from the agent's
   assert.equal(json.vips[0].priority, 201);
   assert.equal(json.placement.node, "node1");
   await Deno.remove(root, { recursive: true });
+});
 
 Deno.test("cli: with --log-format json every stderr line is JSON, usage errors included", async () => {
   for (

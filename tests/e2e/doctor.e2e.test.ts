@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { agentArgv, agentCommand, applyOnAllNodes } from "../../sim/agents.ts";
+import { agentArgv, agentCommand, applyOnAllNodes, EXTERNAL } from "../../sim/agents.ts";
 import { Cluster, type SimNode } from "../../sim/cluster.ts";
 import { placeVip } from "../../sim/vip.ts";
 import type { CheckReport } from "../../core/doctor.ts";
@@ -22,7 +22,7 @@ interface DoctorRun {
 }
 
 async function doctor(cluster: Cluster, node: SimNode): Promise<DoctorRun> {
-  const r = await agentCommand(cluster, node, "doctor", ["--json"]);
+  const r = await agentCommand(cluster, node, "doctor", [...EXTERNAL, "--json"]);
   const parsed = JSON.parse(r.stdout) as { checks: CheckReport[] };
   return {
     code: r.code,
@@ -60,7 +60,7 @@ Deno.test({
         [VIP]: 5,
       });
       await placeVip(cluster.nodes, VIP, n1, iface);
-      await applyOnAllNodes(cluster);
+      await applyOnAllNodes(cluster, EXTERNAL);
 
       await t.step("healthy holder and forwarder pass every check", async () => {
         await expectHealthy(cluster, n1);
@@ -164,6 +164,7 @@ Deno.test({
             "iptables-nft-save",
             "nft",
             "arping",
+            "conntrack",
           ]
         ) {
           const path = (await n1.ns.run(["sh", "-c", `command -v ${tool}`])).trim();
@@ -172,7 +173,7 @@ Deno.test({
         const r = await n1.ns.exec([
           "env",
           `PATH=${bin}`,
-          ...agentArgv(cluster, "doctor", ["--json"]),
+          ...agentArgv(cluster, n1, "doctor", [...EXTERNAL, "--json"]),
         ]);
         const checks = (JSON.parse(r.stdout) as { checks: CheckReport[] }).checks;
         assert.equal(r.code, 1);

@@ -6,7 +6,7 @@
  * directory, and JSON log lines. Needs root; reported as skipped otherwise.
  */
 import assert from "node:assert/strict";
-import { startAgent } from "../../sim/agents.ts";
+import { EXTERNAL, startAgent } from "../../sim/agents.ts";
 import { Cluster, OUTSIDE_IP, type SimNode } from "../../sim/cluster.ts";
 import { sourceSeenRetry } from "../../sim/probe.ts";
 import { placeVip } from "../../sim/vip.ts";
@@ -52,8 +52,10 @@ Deno.test({
       const [p1, p2] = [cluster.pod(1, 1), cluster.pod(2, 1)];
       await cluster.writeMappings({ [p1.ip]: VIP, [p2.ip]: VIP }, { [VIP]: 5 });
       await placeVip(cluster.nodes, VIP, n1, cluster.spec.iface);
-      agents.push(startAgent(cluster, n1, ["--metrics-addr", ADDR]));
-      agents.push(startAgent(cluster, n2, ["--metrics-addr", ADDR, "--log-format", "json"]));
+      agents.push(startAgent(cluster, n1, [...EXTERNAL, "--metrics-addr", ADDR]));
+      agents.push(
+        startAgent(cluster, n2, [...EXTERNAL, "--metrics-addr", ADDR, "--log-format", "json"]),
+      );
 
       await t.step("both agents become ready after their first pass", async () => {
         for (const node of [n1, n2]) {
