@@ -3,10 +3,12 @@
  * section (never pass/fail) and appends them to bench/results.md with the
  * machine, date, commit and load average, so runs can be compared over time.
  *
- * Sections: planning, metrics (no root); apply, react and forwarding (root: network namespaces).
+ * Sections: planning, metrics (no root); apply, react, agent and forwarding (root: network
+ * namespaces).
  */
 import $ from "dax";
 import { isRoot } from "../cmd/tools.ts";
+import { AGENT_NOTES, AGENT_V8_FLAGS, benchAgentFiles, renderAgent } from "./agent.ts";
 import { APPLY_NOTES, benchApply, renderApply } from "./apply.ts";
 import { commitDescription, loadAverage, machineDescription, tearDownOnSignals } from "./lib.ts";
 import { benchForwarding, forwardingNotes, renderForwarding } from "./forwarding.ts";
@@ -50,6 +52,17 @@ const sections: Record<string, Section> = {
       notes: [
         "Time from `ip addr add/del` of the VIP until the agent logs the new role (after its transaction is in the kernel); the address monitor triggers the pass, not the 300 s resync.",
       ],
+    }),
+  },
+  agent: {
+    title: "The running agent: memory and pod event → rules in force, 10,000 pods",
+    needsRoot: true,
+    run: async () => ({
+      table: renderAgent([
+        await benchAgentFiles(),
+        await benchAgentFiles(AGENT_V8_FLAGS),
+      ]),
+      notes: AGENT_NOTES,
     }),
   },
   forwarding: {
