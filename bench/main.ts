@@ -70,12 +70,12 @@ const sections: Record<string, Section> = {
     needsRoot: true,
     run: async () => {
       const options = {
-        rounds: Number(Deno.env.get("BENCH_ROUNDS") ?? 5),
+        rounds: Number(Deno.env.get("BENCH_ROUNDS") ?? 7),
         seconds: Number(Deno.env.get("BENCH_SECONDS") ?? 2),
         progress: (line: string) => console.error(`[forwarding] ${line}`),
       };
-      const figures = await benchForwarding(options);
-      return { table: renderForwarding(figures), notes: forwardingNotes(figures, options) };
+      const result = await benchForwarding(options);
+      return { table: renderForwarding(result), notes: forwardingNotes(result, options) };
     },
   },
 };
