@@ -3,8 +3,8 @@
  * section (never pass/fail) and appends them to bench/results.md with the
  * machine, date, commit and load average, so runs can be compared over time.
  *
- * Sections: planning, metrics (no root); apply, react, agent and forwarding (root: network
- * namespaces).
+ * Sections: planning, metrics (no root); apply, react, agent, kube and forwarding (root:
+ * network namespaces).
  */
 import $ from "dax";
 import { isRoot } from "../cmd/tools.ts";
@@ -15,6 +15,7 @@ import { benchForwarding, forwardingNotes, renderForwarding } from "./forwarding
 import { benchPlanning, PLANNING_NOTES, renderPlanning } from "./planning.ts";
 import { benchMetrics, METRICS_NOTES, renderMetrics } from "./metrics.ts";
 import { benchReact, renderReact } from "./react.ts";
+import { benchKube, KUBE_NOTES, renderKube } from "./kube.ts";
 
 /** What a section prints: its table and the notes that say how to read it. */
 interface SectionResult {
@@ -65,6 +66,16 @@ const sections: Record<string, Section> = {
       notes: AGENT_NOTES,
     }),
   },
+  kube: {
+    title: "Kubernetes source: agents against the test API server (pods in API → rules, memory)",
+    needsRoot: true,
+    run: async () => {
+      const sizes = (Deno.env.get("BENCH_KUBE_PODS") ?? "0,10000").split(",").map(Number);
+      const figures = [];
+      for (const pods of sizes) figures.push(await benchKube(pods));
+      return { table: renderKube(figures), notes: KUBE_NOTES };
+    },
+  },
   forwarding: {
     title: "Forwarding cost in the simulator (iperf3 throughput, new connections/s)",
     needsRoot: true,
@@ -86,6 +97,7 @@ const RESULTS = new URL("./results.md", import.meta.url).pathname;
 const WORKERS = [
   "../mod.ts",
   "../sim/reporter.ts",
+  "../sim/kube_api.ts",
   "./planning_worker.ts",
   "./apply_worker.ts",
   "./accept_server.ts",

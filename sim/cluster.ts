@@ -173,6 +173,18 @@ export class Cluster {
     await Deno.mkdir(this.vipRouteDir, { recursive: true });
   }
 
+  /**
+   * Adds a host on the LAN (e.g. the test Kubernetes API server): its own
+   * namespace of the run, plugged into the switch, `ip`/24, default route via
+   * the router. No link to the root namespace.
+   */
+  async addLanHost(suffix: string, ip: string): Promise<Netns> {
+    const host = await this.namespaces.create(suffix);
+    await this.#plugIntoLan(host, "eth0", suffix.slice(0, 12));
+    await host.ip([`addr add ${ip}/24 dev eth0`, `route add default via ${ROUTER_LAN_IP}`]);
+    return host;
+  }
+
   /** Connects a namespace to the LAN bridge with a veth created inside the two namespaces. */
   async #plugIntoLan(host: Netns, iface: string, port: string) {
     await host.ip([

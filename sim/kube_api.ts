@@ -127,6 +127,8 @@ export interface TestApiServerOptions {
   readonly historyLimit?: number;
   /** Pods to create at start (see `syntheticPods`). */
   readonly pods?: number;
+  /** First IP of those pods. */
+  readonly firstPodIp?: string;
 }
 
 /** A running test API server. */
@@ -195,7 +197,12 @@ export function startTestApiServer(options: TestApiServerOptions = {}): Promise<
   const watches = new Set<{ close(): void }>();
   let available = true;
 
-  for (const object of syntheticPods(options.pods ?? 0)) store.create(infoOfKind("Pod"), object);
+  const podInfo = infoOfKind("Pod");
+  for (const object of syntheticPods(options.pods ?? 0, { firstIp: options.firstPodIp })) {
+    // Like kubelet: the pod is created, then its status (IP, phase) is written.
+    const created = store.create(podInfo, object);
+    store.update(podInfo, { ...created, status: object.status }, { status: true });
+  }
 
   const handler = async (request: Request): Promise<Response> => {
     const url = new URL(request.url);
@@ -421,16 +428,25 @@ export function startTestApiServer(options: TestApiServerOptions = {}): Promise<
 }
 
 /**
- * `n` realistic Pods spread over namespaces and nodes (with the bulk of a real
- * pod spec: containers, env, volumes, status conditions), for memory and
- * latency measurements. IPs 10.<x>.<y>.<z> inside 10.32.0.0/12 wrap around.
+ * `n` realistic Pods spread over namespaces `team-<k>` and nodes `node-<k>`
+ * (with the bulk of a real pod spec: containers, env, volumes, status
+ * conditions), for memory and latency measurements. IPs count up from
+ * `firstIp` (default 10.32.0.1).
  */
-export function* syntheticPods(n: number, options: { nodes?: number; namespaces?: number } = {}) {
+export function* syntheticPods(
+  n: number,
+  options: { nodes?: number; namespaces?: number; firstIp?: string } = {},
+) {
   const nodes = options.nodes ?? 100;
   const namespaces = options.namespaces ?? 50;
+  const first = (options.firstIp ?? "10.32.0.1").split(".").reduce(
+    (a, o) => a * 256 + Number(o),
+    0,
+  );
   for (let i = 0; i < n; i++) {
     const ns = `team-${i % namespaces}`;
-    const ip = `10.${32 + ((i >> 16) & 15)}.${(i >> 8) & 255}.${i & 255}`;
+    const v = first + i;
+    const ip = [v >>> 24, (v >>> 16) & 255, (v >>> 8) & 255, v & 255].join(".");
     yield {
       apiVersion: "v1",
       kind: "Pod",
@@ -580,6 +596,7 @@ if (import.meta.main) {
     port: Number(port),
     token: flag("--token"),
     pods: Number(flag("--pods") ?? 0),
+    firstPodIp: flag("--first-pod-ip"),
     bookmarkMs: Number(flag("--bookmark-ms") ?? 1000),
     tls: tlsDir
       ? {

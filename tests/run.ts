@@ -48,7 +48,7 @@ async function main(): Promise<number> {
   const args = Deno.args.length > 0 ? Deno.args : ["tests/"];
   // Agents started inside namespaces run with --cached-only: cache their modules first.
   const cache = await new Deno.Command(Deno.execPath(), {
-    args: ["cache", "mod.ts", "sim/reporter.ts"],
+    args: ["cache", "mod.ts", "sim/reporter.ts", "sim/kube_api.ts"],
   }).output();
   if (!cache.success) console.error(new TextDecoder().decode(cache.stderr));
   const test = await new Deno.Command(Deno.execPath(), {

@@ -1,0 +1,245 @@
+/**
+ * The test Kubernetes API server inside a simulated cluster: a process in its
+ * own namespace of the run, on the LAN at 192.0.2.5:6443 over HTTPS (a CA and
+ * a server certificate made for the run), reachable from the node namespaces
+ * and from nothing else. The test drives it over the process's stdin/stdout
+ * (sim/kube_api.ts `serveControl`), so no link to the root namespace is needed.
+ * Agents get a kubeconfig (CA + bearer token) and `--source kubernetes`.
+ */
+import $ from "dax";
+import { join } from "node:path";
+import type { Cluster, SimNode, SimPod } from "./cluster.ts";
+import { kubeconfigFor } from "./kube_api.ts";
+import type { Netns } from "./netns.ts";
+
+export const API_IP = "192.0.2.5";
+export const API_PORT = 6443;
+const SERVER = new URL("./kube_api.ts", import.meta.url).pathname;
+
+export interface Reply {
+  readonly ok: boolean;
+  /** When the server handled the command (ms since the epoch). */
+  readonly t: number;
+  readonly result?: unknown;
+  readonly error?: string;
+}
+
+/** Makes a CA and a server certificate for `ip` (webpki refuses a self-signed leaf as its own CA). */
+async function makeCertificates(dir: string, ip: string): Promise<{ ca: string }> {
+  await Deno.mkdir(dir, { recursive: true });
+  const at = (f: string) => join(dir, f);
+  await $`openssl req -x509 -newkey rsa:2048 -nodes -keyout ${at("ca.key")} -out ${
+    at("ca.crt")
+  } -days 2 -subj /CN=kube-egress-test-ca`
+    .quiet();
+  await $`openssl req -newkey rsa:2048 -nodes -keyout ${at("server.key")} -out ${
+    at("server.csr")
+  } -subj /CN=kube-apiserver`
+    .quiet();
+  await Deno.writeTextFile(at("ext.cnf"), `subjectAltName=IP:${ip}\nbasicConstraints=CA:FALSE\n`);
+  await $`openssl x509 -req -in ${at("server.csr")} -CA ${at("ca.crt")} -CAkey ${
+    at("ca.key")
+  } -CAcreateserial -out ${at("server.crt")} -days 2 -extfile ${at("ext.cnf")}`
+    .quiet();
+  return { ca: await Deno.readTextFile(at("ca.crt")) };
+}
+
+export class SimApiServer {
+  #next = 1;
+  readonly #waiting = new Map<number, (reply: Reply) => void>();
+  readonly #writer: WritableStreamDefaultWriter<Uint8Array>;
+
+  private constructor(
+    readonly ns: Netns,
+    readonly url: string,
+    readonly kubeconfigPath: string,
+    readonly child: Deno.ChildProcess,
+  ) {
+    this.#writer = child.stdin.getWriter();
+  }
+
+  /** Starts the server in a new LAN namespace of the cluster and writes the agents' kubeconfig. */
+  static async start(
+    cluster: Cluster,
+    options: { token?: string; pods?: number; firstPodIp?: string } = {},
+  ): Promise<SimApiServer> {
+    const ns = await cluster.addLanHost("api", API_IP);
+    const tlsDir = join(cluster.workDir, "api-tls");
+    const { ca } = await makeCertificates(tlsDir, API_IP);
+    const token = options.token ?? crypto.randomUUID();
+    const child = new Deno.Command("ip", {
+      args: [
+        "netns",
+        "exec",
+        ns.name,
+        Deno.execPath(),
+        "run",
+        "-A",
+        "--cached-only",
+        SERVER,
+        "--listen",
+        `${API_IP}:${API_PORT}`,
+        "--token",
+        token,
+        "--tls-dir",
+        tlsDir,
+        "--pods",
+        String(options.pods ?? 0),
+        ...(options.firstPodIp ? ["--first-pod-ip", options.firstPodIp] : []),
+      ],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    const url = `https://${API_IP}:${API_PORT}`;
+    const kubeconfigPath = join(cluster.workDir, "kubeconfig");
+    await Deno.writeTextFile(kubeconfigPath, kubeconfigFor(url, token, ca));
+    const server = new SimApiServer(ns, url, kubeconfigPath, child);
+    await server.#readReplies();
+    return server;
+  }
+
+  /** Reads reply lines; resolves once the server says it listens (bounded: 30 s). */
+  #readReplies(): Promise<void> {
+    let ready!: () => void;
+    let failed!: (e: Error) => void;
+    const started = new Promise<void>((resolve, reject) => {
+      ready = resolve;
+      failed = reject;
+    });
+    const timer = setTimeout(() => failed(new Error("test API server did not start")), 30_000);
+    (async () => {
+      let buffer = "";
+      for await (const chunk of this.child.stdout.pipeThrough(new TextDecoderStream())) {
+        buffer += chunk;
+        const lines = buffer.split("\n");
+        buffer = lines.pop()!;
+        for (const line of lines) {
+          const message = JSON.parse(line);
+          if (message.ready) {
+            clearTimeout(timer);
+            ready();
+          } else {
+            this.#waiting.get(message.id)?.(message);
+            this.#waiting.delete(message.id);
+          }
+        }
+      }
+      failed(new Error("test API server exited"));
+    })().catch((e) => failed(e));
+    return started;
+  }
+
+  /** Sends one control command and waits for its reply (bounded: 10 s). */
+  async command(op: string, args: Record<string, unknown> = {}): Promise<Reply> {
+    const id = this.#next++;
+    const reply = new Promise<Reply>((resolve, reject) => {
+      this.#waiting.set(id, resolve);
+      setTimeout(() => reject(new Error(`no reply to ${op}`)), 10_000);
+    });
+    await this.#writer.write(new TextEncoder().encode(JSON.stringify({ id, op, ...args }) + "\n"));
+    const result = await reply;
+    if (!result.ok) throw new Error(`test API server: ${op} failed: ${result.error}`);
+    return result;
+  }
+
+  apply(object: Record<string, unknown>): Promise<Reply> {
+    return this.command("apply", { object });
+  }
+
+  delete(kind: string, name: string, namespace?: string): Promise<Reply> {
+    return this.command("delete", { kind, name, namespace });
+  }
+
+  async get<T = Record<string, unknown>>(kind: string, name: string, namespace?: string) {
+    return (await this.command("get", { kind, name, namespace })).result as T | null;
+  }
+
+  async list<T = Record<string, unknown>>(kind: string, namespace?: string): Promise<T[]> {
+    return (await this.command("list", { kind, namespace })).result as T[];
+  }
+
+  /** "group/plural verb" of every request the server has served. */
+  async requests(): Promise<string[]> {
+    return (await this.command("requests")).result as string[];
+  }
+
+  async stop(): Promise<void> {
+    await this.#writer.close().catch(() => {});
+    try {
+      this.child.kill("SIGTERM");
+    } catch {
+      // Already gone.
+    }
+    await this.child.status;
+  }
+}
+
+/** The flags that point an agent at the simulated API server. */
+export function kubeFlags(api: SimApiServer): string[] {
+  return [
+    "--source",
+    "kubernetes",
+    "--kubeconfig",
+    api.kubeconfigPath,
+    "--lease-namespace",
+    "kube-egress",
+  ];
+}
+
+/** The Node object of a simulated node. */
+export function nodeObject(node: SimNode, labels: Record<string, string> = {}) {
+  return {
+    apiVersion: "v1",
+    kind: "Node",
+    metadata: { name: node.name, labels: { "kubernetes.io/hostname": node.name, ...labels } },
+    spec: {},
+    status: { addresses: [{ type: "InternalIP", address: node.ip }] },
+  };
+}
+
+/** A Pod object for a simulated pod's namespace (its IP and node), under any name and labels. */
+export function podObject(
+  pod: SimPod,
+  name: string,
+  options: { namespace?: string; labels?: Record<string, string> } = {},
+) {
+  return {
+    apiVersion: "v1",
+    kind: "Pod",
+    metadata: { name, namespace: options.namespace ?? "default", labels: options.labels ?? {} },
+    spec: { nodeName: pod.node.name, containers: [{ name: "app", image: "busybox" }] },
+    status: { phase: "Running", podIP: pod.ip, podIPs: [{ ip: pod.ip }] },
+  };
+}
+
+/** Polls until the pod IP is in the pods set of a node; ms epoch when first seen (bounded). */
+async function inForceAt(node: SimNode, podIp: string, setName: string, timeoutMs: number) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const r = await node.ns.exec(["ipset", "test", setName, podIp], { timeoutMs: 5000 });
+    if (r.code === 0) return Date.now();
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  throw new Error(`${podIp} not in ${setName} on ${node.name} within ${timeoutMs} ms`);
+}
+
+/**
+ * Creates a Pod object for `pod` (selected by `labels`) and measures the time
+ * from the API server storing it to its IP being in the pods set on every
+ * node. Resolution: one `ipset test` process per poll (a few ms).
+ */
+export async function podToRulesLatency(
+  api: SimApiServer,
+  nodes: readonly SimNode[],
+  pod: SimPod,
+  name: string,
+  labels: Record<string, string>,
+  setName = "kube-egress-pods",
+): Promise<{ totalMs: number; perNodeMs: number[] }> {
+  const polls = nodes.map((n) => inForceAt(n, pod.ip, setName, 15_000));
+  const { t } = await api.apply(podObject(pod, name, { labels }));
+  const seen = await Promise.all(polls);
+  const perNodeMs = seen.map((s) => Math.max(0, s - t));
+  return { totalMs: Math.max(...perNodeMs), perNodeMs };
+}
