@@ -11,7 +11,7 @@ import type { DatapathConfig } from "../core/schema.ts";
 import { formatProblem, type Snapshot, validateSnapshot } from "../core/snapshot.ts";
 import { rpFilterKeys } from "../core/sysctl.ts";
 import { readMappingDirs } from "./files.ts";
-import type { Host } from "./system.ts";
+import { type Host, procSysRoot } from "./system.ts";
 import { AGENT_TOOLS, missingTools, type Tool } from "./tools.ts";
 
 /** Tools doctor can do without, and the check that needs each. */
@@ -37,7 +37,7 @@ async function output(args: string[]): Promise<string | undefined> {
 
 async function readSysctl(key: string): Promise<number | undefined> {
   try {
-    return Number((await Deno.readTextFile(`/proc/sys/${key.replaceAll(".", "/")}`)).trim());
+    return Number((await Deno.readTextFile(`${procSysRoot()}/${key.replaceAll(".", "/")}`)).trim());
   } catch {
     return undefined;
   }

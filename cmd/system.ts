@@ -89,8 +89,19 @@ const STEP_COMMANDS: Record<Exclude<Step["tool"], "sysctl" | "conntrack">, strin
   nft: ["nft", "-f", "-"],
 };
 
+/**
+ * Where the node's sysctls are. In an unprivileged container /proc/sys is
+ * read-only; the DaemonSet mounts the host's /proc/sys/net under /host/proc/sys
+ * and sets KUBE_EGRESS_PROC_SYS (as Cilium does with its host-proc-sys-net).
+ */
+export function procSysRoot(
+  env: (name: string) => string | undefined = (name) => Deno.env.get(name),
+): string {
+  return (env("KUBE_EGRESS_PROC_SYS") || "/proc/sys").replace(/\/+$/, "");
+}
+
 function sysctlPath(key: string): string {
-  return "/proc/sys/" + key.replaceAll(".", "/");
+  return `${procSysRoot()}/${key.replaceAll(".", "/")}`;
 }
 
 async function readSysctls(keys: string[]): Promise<Record<string, number>> {

@@ -1,0 +1,162 @@
+/**
+ * deploy/ and the Dockerfile against the code: RBAC grants exactly what the
+ * agent uses, the DaemonSet runs the agent as the README says (no privileged,
+ * probes on the health endpoints, flags the CLI knows), the examples parse with
+ * the same schemas as the agent, and the image's files and entrypoint work.
+ */
+import assert from "node:assert/strict";
+import { parseAllDocuments } from "yaml";
+import $ from "dax";
+import { buildProgram } from "../../cmd/main.ts";
+import { EgressPolicySpec, EgressVIPSpec } from "../../core/kube/api.ts";
+import { AGENT_PERMISSIONS } from "../../core/kube/resources.ts";
+import { FakeKernel } from "../fake_kernel.ts";
+import { procSysRoot } from "../../cmd/system.ts";
+
+const ROOT = new URL("../../", import.meta.url).pathname;
+// deno-lint-ignore no-explicit-any
+type Doc = any;
+
+async function docs(path: string): Promise<Doc[]> {
+  return parseAllDocuments(await Deno.readTextFile(ROOT + path)).map((d) => d.toJS()).filter(
+    Boolean,
+  );
+}
+
+/** "group/resource verb" triples. */
+function triples(rules: { apiGroups: string[]; resources: string[]; verbs: string[] }[]): string[] {
+  return rules.flatMap((r) =>
+    r.apiGroups.flatMap((g) =>
+      r.resources.flatMap((res) => r.verbs.map((v) => `${g || "core"}/${res} ${v}`))
+    )
+  ).sort();
+}
+
+Deno.test("deploy: RBAC grants exactly the verbs and resources the agent's client may use", async () => {
+  const rbac = await docs("deploy/rbac.yaml");
+  const granted = triples(
+    rbac.filter((d) => d.kind === "ClusterRole" || d.kind === "Role").flatMap((d) => d.rules),
+  );
+  const used = AGENT_PERMISSIONS.flatMap((p) =>
+    p.verbs.map((v) => `${p.resource.group || "core"}/${p.resource.plural} ${v}`)
+  ).sort();
+  assert.deepEqual(granted, used);
+  // Leases only in the agents' own namespace.
+  const role = rbac.find((d) => d.kind === "Role");
+  assert.equal(role.metadata.namespace, "kube-egress");
+  assert.deepEqual(triples(role.rules), [
+    "coordination.k8s.io/leases create",
+    "coordination.k8s.io/leases get",
+    "coordination.k8s.io/leases update",
+  ]);
+  const bindings = rbac.filter((d) => d.kind.endsWith("Binding"));
+  for (const b of bindings) {
+    assert.deepEqual(b.subjects, [{
+      kind: "ServiceAccount",
+      name: "kube-egress",
+      namespace: "kube-egress",
+    }]);
+  }
+});
+
+Deno.test("deploy: the DaemonSet runs unprivileged on the host network with probes, limits and known flags", async () => {
+  const [ds] = await docs("deploy/daemonset.yaml");
+  const pod = ds.spec.template.spec;
+  assert.equal(pod.hostNetwork, true);
+  assert.equal(pod.serviceAccountName, "kube-egress");
+  const [c] = pod.containers;
+  assert.equal(c.securityContext.privileged, false);
+  assert.deepEqual(c.securityContext.capabilities, {
+    drop: ["ALL"],
+    add: ["NET_ADMIN", "NET_RAW"],
+  });
+  const mounts = Object.fromEntries(c.volumeMounts.map((m: Doc) => [m.name, m.mountPath]));
+  assert.equal(mounts["xtables-lock"], "/run/xtables.lock");
+  const volumes = Object.fromEntries(pod.volumes.map((v: Doc) => [v.name, v]));
+  assert.equal(volumes["xtables-lock"].hostPath.path, "/run/xtables.lock");
+  assert.equal(c.livenessProbe.httpGet.path, "/healthz");
+  assert.equal(c.readinessProbe.httpGet.path, "/readyz");
+  const metricsArg = c.args.find((a: string) => a.startsWith("--metrics-addr="));
+  const port = Number(metricsArg.split(":").at(-1));
+  assert.deepEqual(c.ports, [{ name: "metrics", containerPort: port, protocol: "TCP" }]);
+  assert.equal(c.livenessProbe.httpGet.port, "metrics");
+  assert.ok(c.resources.requests.cpu && c.resources.requests.memory && c.resources.limits.memory);
+  const procSys = c.env.find((e: Doc) => e.name === "KUBE_EGRESS_PROC_SYS").value;
+  assert.equal(mounts["proc-sys-net"], `${procSys}/net`);
+  assert.equal(
+    c.env.find((e: Doc) => e.name === "NODE_NAME").valueFrom.fieldRef.fieldPath,
+    "spec.nodeName",
+  );
+  // Every flag is one `run` knows; the settings validate.
+  const program = buildProgram(new FakeKernel().host(), () => {});
+  const run = program.commands.find((cmd) => cmd.name() === "run")!;
+  const known = new Set(run.options.map((o) => o.long));
+  assert.equal(c.args[0], "run");
+  for (const arg of c.args.slice(1)) assert.ok(known.has(arg.split("=")[0]), `unknown flag ${arg}`);
+  assert.ok(c.args.includes("--source=kubernetes"));
+});
+
+Deno.test("deploy: kustomization lists files that exist; kubectl kustomize builds it when kubectl is there", async () => {
+  const [k] = await docs("deploy/kustomization.yaml");
+  for (const r of k.resources) await Deno.stat(ROOT + "deploy/" + r);
+  if (await $.commandExists("kubectl")) {
+    const out = await $`kubectl kustomize ${ROOT + "deploy"}`.text();
+    const kinds = parseAllDocuments(out).map((d) => d.toJS().kind).sort();
+    assert.deepEqual(kinds, [
+      "ClusterRole",
+      "ClusterRoleBinding",
+      "CustomResourceDefinition",
+      "CustomResourceDefinition",
+      "DaemonSet",
+      "Namespace",
+      "Role",
+      "RoleBinding",
+      "ServiceAccount",
+    ]);
+  }
+});
+
+Deno.test("deploy: the examples follow the old README flow and parse with the agent's schemas", async () => {
+  const [vip] = await docs("deploy/examples/vip.yaml");
+  const [policy] = await docs("deploy/examples/policy-pod1.yaml");
+  const [pod] = await docs("deploy/examples/pod1.yaml");
+  assert.equal(EgressVIPSpec.safeParse(vip.spec).success, true);
+  assert.equal(EgressPolicySpec.safeParse(policy.spec).success, true);
+  assert.equal(policy.spec.vip, vip.metadata.name);
+  assert.deepEqual(policy.spec.targets, [{ kind: "Pod", name: pod.metadata.name }]);
+  assert.equal(policy.metadata.namespace, pod.metadata.namespace);
+});
+
+Deno.test("Dockerfile: every COPY source exists, the image holds the whole module graph, the entrypoint runs", async () => {
+  const text = await Deno.readTextFile(ROOT + "Dockerfile");
+  const copies = [...text.matchAll(/^COPY\s+(.+)$/gm)].map((m) => m[1].split(/\s+/).slice(0, -1))
+    .flat();
+  assert.ok(copies.length > 0);
+  for (const source of copies) await Deno.stat(ROOT + source);
+  // Every local module the program loads is inside a copied path.
+  const info = JSON.parse(await $`deno info --json ${ROOT + "mod.ts"}`.cwd(ROOT).text());
+  const local = info.modules.map((m: { specifier: string }) => m.specifier)
+    .filter((s: string) => s.startsWith("file://")).map((s: string) =>
+      s.slice(`file://${ROOT}`.length)
+    );
+  for (const file of local) {
+    assert.ok(
+      copies.some((c) => (c.endsWith("/") ? file.startsWith(c) : file === c)),
+      `${file} is not copied`,
+    );
+  }
+  const entrypoint = JSON.parse(/^ENTRYPOINT\s+(\[.*\])$/m.exec(text)![1]) as string[];
+  const [cmd, ...args] = entrypoint;
+  assert.equal(cmd, "deno");
+  const help = await new Deno.Command(Deno.execPath(), { args: [...args, "--help"], cwd: ROOT })
+    .output();
+  assert.equal(help.code, 0, new TextDecoder().decode(help.stderr));
+  assert.match(new TextDecoder().decode(help.stdout), /Usage: kube-egress/);
+  const cmdArgs = JSON.parse(/^CMD\s+(\[.*\])$/m.exec(text)![1]) as string[];
+  assert.deepEqual(cmdArgs, ["run", "--source=kubernetes"]);
+});
+
+Deno.test("deploy: sysctls are found under KUBE_EGRESS_PROC_SYS (the DaemonSet's host /proc/sys/net mount)", () => {
+  assert.equal(procSysRoot(() => undefined), "/proc/sys");
+  assert.equal(procSysRoot(() => "/host/proc/sys/"), "/host/proc/sys");
+});
