@@ -6,6 +6,7 @@
 import { Command, Option } from "@commander-js/extra-typings";
 import { desiredState } from "../core/desired.ts";
 import { renderCrdsYaml } from "../core/kube/crd.ts";
+import { runMigrate } from "./migrate.ts";
 import { planApply, renderTransaction } from "../core/plan.ts";
 import { nodeStatus, renderStatus } from "../core/status.ts";
 import { formatProblem, type RawSnapshot, validateSnapshot } from "../core/snapshot.ts";
@@ -359,6 +360,39 @@ export function buildProgram(
     .action(() => {
       Deno.stdout.writeSync(new TextEncoder().encode(renderCrdsYaml()));
       done(0);
+    });
+
+  program.command("migrate")
+    .description(
+      "turn the old ConfigMaps (podip-vip-mappings, vip-routeid-mappings) and egress-mapper Vip/Egress objects into EgressVIP/EgressPolicy objects (printed as YAML)",
+    )
+    .argument("[files...]", "YAML files with the old ConfigMaps and Vip/Egress objects (Lists too)")
+    .option("--from-api", "also read them from the Kubernetes API (and name pods by their IPs)")
+    .option("--apply", "create the new objects in the API (existing ones are left alone)")
+    .option("--kubeconfig <path>", "kubeconfig (default: in-cluster, $KUBECONFIG, ~/.kube/config)")
+    .option("--configmap-namespace <ns>", "namespace of the old ConfigMaps", "kube-egress")
+    .option(
+      "--old-api <group/version>",
+      "API of egress-mapper's Vip/Egress CRDs",
+      "egress-mapper.io/v1",
+    )
+    .action(async (files: string[], options: Record<string, unknown>) => {
+      try {
+        const result = await runMigrate({
+          files,
+          fromApi: options.fromApi === true,
+          apply: options.apply === true,
+          kubeconfig: options.kubeconfig as string | undefined,
+          configMapNamespace: String(options.configmapNamespace),
+          oldApi: String(options.oldApi),
+        });
+        for (const line of result.err) console.error(line);
+        Deno.stdout.writeSync(new TextEncoder().encode(result.out));
+        done(0);
+      } catch (error) {
+        console.error(`kube-egress: ${error instanceof Error ? error.message : String(error)}`);
+        done(1);
+      }
     });
 
   addDatapathFlags(

@@ -67,19 +67,26 @@ async function readRef(ref?: { data?: string; file?: string }): Promise<string |
   return ref.data ?? await Deno.readTextFile(ref.file!);
 }
 
-/** The permission table as "group/plural verb" strings. */
-const ALLOWED = new Set(
-  AGENT_PERMISSIONS.flatMap((p) => p.verbs.map((v) => `${resourceName(p.resource)} ${v}`)),
-);
+/** A permission table as "group/plural verb" strings. */
+function allowed(permissions: readonly { resource: Resource; verbs: readonly Verb[] }[]) {
+  return new Set(
+    permissions.flatMap((p) => p.verbs.map((v) => `${resourceName(p.resource)} ${v}`)),
+  );
+}
+
+/** Who may do what: the agent's table by default; `migrate` brings its own. */
+export type Permissions = readonly { resource: Resource; verbs: readonly Verb[] }[];
 
 export class KubeClient {
   readonly #connection: Connection;
   readonly #http?: Deno.HttpClient;
   readonly #userAgent = "kube-egress";
+  readonly #allowed: Set<string>;
   #token?: { value: string; readAt: number };
 
-  private constructor(connection: Connection, http?: Deno.HttpClient) {
+  private constructor(connection: Connection, permissions: Permissions, http?: Deno.HttpClient) {
     this.#connection = connection;
+    this.#allowed = allowed(permissions);
     this.#http = http;
   }
 
@@ -93,7 +100,10 @@ export class KubeClient {
   }
 
   /** Builds a client for a connection (TLS material is read once here). */
-  static async connect(connection: Connection): Promise<KubeClient> {
+  static async connect(
+    connection: Connection,
+    permissions: Permissions = AGENT_PERMISSIONS,
+  ): Promise<KubeClient> {
     const [ca, cert, key] = await Promise.all([
       readRef(connection.ca),
       readRef(connection.clientCert),
@@ -106,14 +116,16 @@ export class KubeClient {
         ...(cert && key ? { cert, key } : {}),
       })
       : undefined;
-    return new KubeClient(connection, http);
+    return new KubeClient(connection, permissions, http);
   }
 
   /**
    * Finds the API server: `kubeconfig` when given, else in-cluster (service
    * account) when running in a pod, else $KUBECONFIG or ~/.kube/config.
    */
-  static async fromEnvironment(options: { kubeconfig?: string; context?: string } = {}) {
+  static async fromEnvironment(
+    options: { kubeconfig?: string; context?: string; permissions?: Permissions } = {},
+  ) {
     const env = Deno.env.toObject();
     if (!options.kubeconfig) {
       const namespace = await Deno.readTextFile(`${SERVICE_ACCOUNT_DIR}/namespace`).then(
@@ -121,7 +133,7 @@ export class KubeClient {
         () => undefined,
       );
       const inCluster = inClusterConnection(env, namespace);
-      if (inCluster) return await KubeClient.connect(inCluster);
+      if (inCluster) return await KubeClient.connect(inCluster, options.permissions);
     }
     const path = options.kubeconfig ?? env.KUBECONFIG?.split(":")[0] ??
       `${env.HOME ?? "/root"}/.kube/config`;
@@ -137,6 +149,7 @@ export class KubeClient {
     }
     return await KubeClient.connect(
       connectionFromKubeconfig(parse(text), dirname(path), options.context),
+      options.permissions,
     );
   }
 
@@ -157,7 +170,7 @@ export class KubeClient {
 
   #check(resource: Resource, verb: Verb) {
     const key = `${resourceName(resource)} ${verb}`;
-    if (!ALLOWED.has(key)) {
+    if (!this.#allowed.has(key)) {
       throw new Error(`kube-egress is not granted "${key}" (see core/kube/resources.ts)`);
     }
   }
