@@ -166,7 +166,13 @@ export class Agent {
       }
       const wroteSets = !dryRun && transaction.steps.some((s) => s.tool === "ipset");
       this.#knownSets = wroteSets
-        ? setsAfterApply(live.sets, desired.podMarks, config.markMask, desired.noSteer)
+        ? setsAfterApply(
+          live.sets,
+          desired.podMarks,
+          config.markMask,
+          desired.noSteer,
+          desired.scopedSets,
+        )
         : live.sets;
       this.#reportRoles(new Map(desired.roles.map((r) => [r.ip, r.role])));
       const result: PassResult = {

@@ -8,6 +8,7 @@ import { confirmSets, type LiveSets, parseIpsetSave, parseIpsetTerse } from "../
 import { parseChainListings, parseIptablesSave } from "../core/iptables.ts";
 import { parseRoutesBatch, readRoutesBatch } from "../core/iproute.ts";
 import { CHAINS, NOSTEER_SET, PODS_SET, type TableName } from "../core/names.ts";
+import { SCOPED_PREFIX } from "../core/scoped.ts";
 import type { LiveState, Step, Transaction } from "../core/plan.ts";
 import type { DatapathConfig } from "../core/schema.ts";
 import { rpFilterInterfaces, rpFilterKeys } from "../core/sysctl.ts";
@@ -195,8 +196,11 @@ async function readSets(
     );
     if (confirmed) return { sets: confirmed, setsRead: "summary" };
   }
-  // A set that does not exist is simply absent: no listing of names first.
-  const saved = await Promise.all([PODS_SET, NOSTEER_SET].map(async (name) => {
+  // A set that does not exist is simply absent. Destination-scoped sets have
+  // generated names: those are found in the list of names.
+  const names = (await reader.output(["ipset", "list", "-n"])).split("\n").map((n) => n.trim())
+    .filter((n) => n.startsWith(SCOPED_PREFIX));
+  const saved = await Promise.all([PODS_SET, NOSTEER_SET, ...names].map(async (name) => {
     const result = await reader.run(["ipset", "save", name]);
     if (result.code === 0) return result.stdout;
     if (/does not exist/.test(result.stderr)) return "";

@@ -8,6 +8,14 @@ import { hex, markFor } from "./marks.ts";
 import { MARK_CHAIN, NOSTEER_SET, PODS_SET, SNAT_CHAIN, type TableName } from "./names.ts";
 import type { DatapathConfig } from "./schema.ts";
 import type { Snapshot } from "./snapshot.ts";
+import {
+  isScoped,
+  type ScopedClass,
+  scopedClasses,
+  scopedRule,
+  wantedScopedSets,
+  type WantedSet,
+} from "./scoped.ts";
 
 /** `ip rule ... fwmark mark/mask lookup table` on nodes that do not hold the VIP. */
 export interface PolicyRule {
@@ -34,8 +42,12 @@ export interface VipRole {
 
 export interface DesiredState {
   readonly roles: readonly VipRole[];
-  /** Pod IP → mark of its VIP, sorted by address: the pods set. */
+  /** Pod IP → mark of its VIP, sorted by address: the pods set (unrestricted pods). */
   readonly podMarks: ReadonlyMap<string, number>;
+  /** Pods restricted to or from some destinations, by class (core/scoped.ts). */
+  readonly scoped: readonly ScopedClass[];
+  /** The sets those classes need, by name. */
+  readonly scopedSets: ReadonlyMap<string, WantedSet>;
   /** Destinations never steered: the nosteer set, sorted, no duplicates. */
   readonly noSteer: readonly string[];
   /** Rules of our chains, in iptables-save form ("-A CHAIN ..."). */
@@ -118,17 +130,25 @@ export function desiredState(
   }));
   const markOfVip = new Map(roles.map((r) => [r.ip, r.mark]));
   const podMarks = new Map<string, number>();
+  let anyScoped = false;
   for (const pod of snapshot.pods) {
+    if (isScoped(pod)) {
+      anyScoped = true;
+      continue;
+    }
     const mark = markOfVip.get(pod.vip);
     if (mark !== undefined) podMarks.set(pod.podIp, mark);
   }
+  const scoped = anyScoped ? scopedClasses(snapshot.pods, markOfVip) : [];
   const forwarders = roles.filter((r) => r.role === "forwarder");
   return {
     roles,
     podMarks,
+    scoped,
+    scopedSets: wantedScopedSets(scoped, mask),
     noSteer: normalizeCidrs([...config.podCidrs, ...config.serviceCidrs, ...config.excludeCidrs]),
     chains: {
-      mangle: [markRule(), saveMarkRule(mask)],
+      mangle: [markRule(), ...scoped.map(scopedRule), saveMarkRule(mask)],
       nat: roles.map((r) =>
         r.role === "holder"
           ? snatRule(config.interface, r, mask)

@@ -7,6 +7,7 @@
 import { formatCidr, parseCidr } from "./ip.ts";
 import { hex } from "./marks.ts";
 import { NOSTEER_SET, PODS_SET, PODS_SET_MAXELEM, SCRATCH_SUFFIX } from "./names.ts";
+import { type LiveScopedSet, parseScopedSets, SCOPED_PREFIX, type WantedSet } from "./scoped.ts";
 
 /** One pods-set entry: its mark and the packets/bytes it has steered. */
 export interface PodEntry {
@@ -22,6 +23,8 @@ export interface LiveSets {
   readonly pods: ReadonlyMap<string, PodEntry>;
   readonly nosteerHeader?: string;
   readonly nosteer: ReadonlySet<string>;
+  /** Destination-scoped sets (core/scoped.ts), by name; absent = none. */
+  readonly scoped?: ReadonlyMap<string, LiveScopedSet>;
 }
 
 /** The options each set is created with; a live set whose header lacks one is rebuilt. */
@@ -57,7 +60,8 @@ export function parseIpsetSave(text: string): LiveSets {
       else if (name === NOSTEER_SET) nosteerHeader = line;
     }
   }
-  return { podsHeader, pods, nosteerHeader, nosteer };
+  const scoped = text.includes(` ${SCOPED_PREFIX}`) ? parseScopedSets(text) : undefined;
+  return { podsHeader, pods, nosteerHeader, nosteer, ...(scoped?.size ? { scoped } : {}) };
 }
 
 /** The value after ` name ` in an `add` line ("skbmark" → "0x5/0xff"), if present. */
@@ -94,12 +98,17 @@ function podArgs(ip: string, markMask: string): string {
   return `${ip} skbmark ${markMask}`;
 }
 
-/** The `ipset restore -exist` lines that make the live sets equal the desired ones. */
+/**
+ * The `ipset restore -exist` lines that make the live sets equal the desired
+ * ones. Scoped sets no longer wanted are not destroyed here (a rule may still
+ * use them): see `staleScopedSets`.
+ */
 export function diffIpsets(
   live: LiveSets,
   desiredPods: ReadonlyMap<string, number>,
   markMask: number,
   desiredNosteer: readonly string[],
+  desiredScoped: ReadonlyMap<string, WantedSet> = new Map(),
 ): string[] {
   // Marks repeat (one per VIP): format each "mark/mask" once, not once per pod.
   const formatted = new Map<number, string>();
@@ -124,10 +133,29 @@ export function diffIpsets(
     differs: (cidr) => !live.nosteer.has(cidr),
     stale: () => [...live.nosteer].filter((cidr) => !wantNosteer.has(cidr)),
   };
+  const scoped = [...desiredScoped].flatMap(([name, want]) => {
+    const have = live.scoped?.get(name);
+    return diffOneSet(name, want.options, have?.header, {
+      keys: () => want.entries.keys(),
+      args: (key) => want.entries.get(key)!,
+      differs: (key) => have?.entries.get(key) !== want.entries.get(key),
+      stale: () => [...(have?.entries.keys() ?? [])].filter((key) => !want.entries.has(key)),
+    });
+  });
   return [
     ...diffOneSet(PODS_SET, PODS_OPTIONS, live.podsHeader, pods),
     ...diffOneSet(NOSTEER_SET, NOSTEER_OPTIONS, live.nosteerHeader, nosteer),
+    ...scoped,
   ];
+}
+
+/** Lines that destroy scoped sets no longer wanted (run after the rules that used them are gone). */
+export function staleScopedSets(
+  live: LiveSets,
+  desiredScoped: ReadonlyMap<string, WantedSet> = new Map(),
+): string[] {
+  return [...(live.scoped?.keys() ?? [])].filter((name) => !desiredScoped.has(name)).sort()
+    .map((name) => `destroy ${name}`);
 }
 
 /** The desired contents of one set, and how they compare with the live ones. */
@@ -221,7 +249,21 @@ export function confirmSets(
     live === undefined ? header === undefined : header !== undefined && live.entries === size;
   if (!agrees(known.podsHeader, pods, known.pods.size)) return undefined;
   if (!agrees(known.nosteerHeader, nosteer, known.nosteer.size)) return undefined;
-  return { ...known, podsHeader: pods?.header, nosteerHeader: nosteer?.header };
+  const liveScoped = [...summary.keys()].filter((name) => name.startsWith(SCOPED_PREFIX));
+  if (liveScoped.length !== (known.scoped?.size ?? 0)) return undefined;
+  const scoped = new Map<string, LiveScopedSet>();
+  for (const name of liveScoped) {
+    const have = known.scoped?.get(name);
+    const sum = summary.get(name)!;
+    if (!have || have.entries.size !== sum.entries) return undefined;
+    scoped.set(name, { header: sum.header, entries: have.entries });
+  }
+  return {
+    ...known,
+    podsHeader: pods?.header,
+    nosteerHeader: nosteer?.header,
+    ...(scoped.size ? { scoped } : {}),
+  };
 }
 
 /**
@@ -234,6 +276,7 @@ export function setsAfterApply(
   desiredPods: ReadonlyMap<string, number>,
   markMask: number,
   desiredNosteer: readonly string[],
+  desiredScoped: ReadonlyMap<string, WantedSet> = new Map(),
 ): LiveSets {
   // One shared entry per mark: this copy is kept between passes.
   const entries = new Map<number, PodEntry>();
@@ -252,6 +295,16 @@ export function setsAfterApply(
     pods,
     nosteerHeader: header(live.nosteerHeader, NOSTEER_SET, NOSTEER_OPTIONS),
     nosteer: new Set(desiredNosteer),
+    ...(desiredScoped.size
+      ? {
+        scoped: new Map(
+          [...desiredScoped].map(([name, want]) => [name, {
+            header: header(live.scoped?.get(name)?.header, name, want.options)!,
+            entries: want.entries,
+          }]),
+        ),
+      }
+      : {}),
   };
 }
 
@@ -260,5 +313,6 @@ export function deleteIpsets(live: LiveSets): string[] {
   const lines: string[] = [];
   if (live.podsHeader !== undefined) lines.push(`destroy ${PODS_SET}`);
   if (live.nosteerHeader !== undefined) lines.push(`destroy ${NOSTEER_SET}`);
+  for (const name of [...(live.scoped?.keys() ?? [])].sort()) lines.push(`destroy ${name}`);
   return lines;
 }

@@ -6,7 +6,7 @@
  */
 import { conntrackFlushes } from "./conntrack.ts";
 import { type DesiredState, desiredState } from "./desired.ts";
-import { deleteIpsets, diffIpsets, type LiveSets } from "./ipset.ts";
+import { deleteIpsets, diffIpsets, type LiveSets, staleScopedSets } from "./ipset.ts";
 import { deleteIptables, diffIptables, type LiveIptables } from "./iptables.ts";
 import { deleteRoutes, diffRoutes, type LiveRoutes } from "./iproute.ts";
 import type { DatapathConfig } from "./schema.ts";
@@ -58,12 +58,23 @@ export function planApply(
       ...step(
         "ipset",
         "update pod and nosteer sets",
-        diffIpsets(live.sets, desired.podMarks, config.markMask, desired.noSteer),
+        diffIpsets(
+          live.sets,
+          desired.podMarks,
+          config.markMask,
+          desired.noSteer,
+          desired.scopedSets,
+        ),
       ),
       ...step(
         "iptables",
         "rewrite our chains and jumps",
         diffIptables(live.iptables, desired.chains),
+      ),
+      ...step(
+        "ipset",
+        "destroy destination-scoped sets no rule uses any more",
+        staleScopedSets(live.sets, desired.scopedSets),
       ),
       ...step(
         "conntrack",

@@ -6,6 +6,7 @@
 import { parseRoleRule } from "./desired.ts";
 import type { PlacementStatus } from "./keepalived.ts";
 import { parseRuleCounters } from "./iptables.ts";
+import { SCOPED_PREFIX } from "./scoped.ts";
 import { compareIPv4 } from "./ip.ts";
 import { hex, routeIdOfMark } from "./marks.ts";
 import type { LiveState } from "./plan.ts";
@@ -96,6 +97,17 @@ export function nodeStatus(
       bytes: vip.bytes + entry.bytes,
     });
     mappings.push({ podIp, vip: vip.vip, packets: entry.packets, bytes: entry.bytes });
+  }
+  // Destination-scoped pods (their own sets; counters are not read for them).
+  for (const [name, set] of live.sets.scoped ?? []) {
+    if (!name.startsWith(`${SCOPED_PREFIX}p-`)) continue;
+    for (const [podIp, args] of set.entries) {
+      const mark = parseInt(args.split(" skbmark ")[1] ?? "", 16);
+      const vip = vipOfMark.get(mark);
+      if (!vip) continue;
+      vipOfMark.set(mark, { ...vip, pods: vip.pods + 1 });
+      mappings.push({ podIp, vip: vip.vip, packets: 0, bytes: 0 });
+    }
   }
   const placement = extra.placement;
   const vrrpOf = (vip: VipStatus): VipStatus => {

@@ -428,8 +428,10 @@ export class FakeKernel {
         parseChainListings(table, this.iptablesList(table, hook)!, this.iptablesList(table, chain)),
       ])) as LiveRead["iptables"]
       : live.iptables;
-    // The real host's processes: ip, iptables-save or -S ×2 per table, ipset list -t or save ×2.
-    const processes = 1 + (options.ourChainsOnly ? 4 : 2) + (confirmed ? 1 : 2);
+    // The real host's processes: ip, iptables-save or -S ×2 per table, and ipset list -t, or
+    // ipset list -n plus a save per set of ours (pods, nosteer, destination-scoped ones).
+    const scoped = [...this.sets.keys()].filter((name) => name.startsWith("kube-egress-s")).length;
+    const processes = 1 + (options.ourChainsOnly ? 4 : 2) + (confirmed ? 1 : 3 + scoped);
     return confirmed
       ? { ...live, iptables, sets: confirmed, setsRead: "summary", processes }
       : { ...live, iptables, setsRead: "entries", processes };

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { type AgentProcess, EXTERNAL, startAgent } from "../../sim/agents.ts";
-import { Cluster, OUTSIDE_IP } from "../../sim/cluster.ts";
+import { Cluster, LAN_HOST_IP, OUTSIDE_IP } from "../../sim/cluster.ts";
 import {
   kubeFlags,
   nodeObject,
@@ -146,6 +146,102 @@ Deno.test({
       );
       const used = await api.requests();
       assert.deepEqual(used.filter((r) => !granted.has(r)), []);
+    } finally {
+      for (const agent of agents) await agent.stop();
+      await api?.stop();
+      await cluster.destroy();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "e2e kube: destinationCIDRs steer only those destinations; excludedCIDRs keep theirs on the node; delete is the baseline",
+  ...e2e,
+  fn: async () => {
+    const cluster = await Cluster.create({ nodes: 2, podsPerNode: 2 });
+    let api: SimApiServer | undefined;
+    const agents: AgentProcess[] = [];
+    try {
+      api = await SimApiServer.start(cluster);
+      for (const node of cluster.nodes) await api.apply(nodeObject(node));
+      await api.apply({
+        apiVersion: "egress.kube-egress.io/v1alpha1",
+        kind: "EgressVIP",
+        metadata: { name: "office" },
+        spec: { ip: VIP, routeId: 7 },
+      });
+      const only = cluster.pod(2, 1);
+      const except = cluster.pod(2, 2);
+      const plain = cluster.pod(1, 1);
+      await api.apply(podObject(only, "only-outside", { labels: { egress: "only" } }));
+      await api.apply(podObject(except, "not-outside", { labels: { egress: "except" } }));
+      await api.apply(podObject(plain, "plain", { labels: { egress: "all" } }));
+      const policy = (name: string, spec: Record<string, unknown>) => ({
+        apiVersion: "egress.kube-egress.io/v1alpha1",
+        kind: "EgressPolicy",
+        metadata: { name, namespace: "default" },
+        spec: { vip: "office", podSelector: { matchLabels: { egress: name } }, ...spec },
+      });
+      await api.apply(policy("only", { destinationCIDRs: ["198.51.100.0/24"] }));
+      await api.apply(policy("except", { excludedCIDRs: ["198.51.100.0/24"] }));
+      await api.apply(policy("all", {}));
+      await placeVip(cluster.nodes, VIP, cluster.node(1), cluster.spec.iface);
+      const baseline = await Promise.all(cluster.nodes.map((n) => cluster.ruleset(n)));
+      for (const node of cluster.nodes) {
+        agents.push(startAgent(cluster, node, [...EXTERNAL, ...kubeFlags(api)], 300));
+      }
+      await leavesAs(only.ns, VIP, "destinationCIDRs: the outside network leaves as the VIP");
+      await leavesAs(
+        except.ns,
+        except.node.ip,
+        "excludedCIDRs: the outside network leaves as the node",
+      );
+      await leavesAs(plain.ns, VIP, "no restriction");
+      assert.equal(
+        await sourceSeen(only.ns, LAN_HOST_IP, "tcp"),
+        only.node.ip,
+        "destinationCIDRs: the LAN host is not steered",
+      );
+      assert.equal(
+        await sourceSeen(except.ns, LAN_HOST_IP, "tcp"),
+        VIP,
+        "excludedCIDRs: everything else is steered",
+      );
+      // Lifting the restriction moves the pod to the plain pods set; its class sets go.
+      await api.apply(policy("only", {}));
+      await eventually(
+        () => sourceSeen(only.ns, LAN_HOST_IP, "tcp"),
+        (s) => s === VIP,
+        "the LAN host steered once unrestricted",
+      );
+      const scopedSets = async () =>
+        (await only.node.ns.run(["ipset", "list", "-n"])).split("\n").filter((n) =>
+          n.startsWith("kube-egress-s")
+        );
+      await eventually(
+        scopedSets,
+        (names) => names.length === 2,
+        "only the excluded class's two sets",
+      );
+      for (const agent of agents.splice(0)) await agent.stop();
+      for (const node of cluster.nodes) {
+        const r = await node.ns.exec([
+          Deno.execPath(),
+          "run",
+          "-A",
+          "--cached-only",
+          new URL("../../mod.ts", import.meta.url).pathname,
+          "delete",
+          "-i",
+          cluster.spec.iface,
+          "--vip-mode",
+          "external",
+        ]);
+        assert.equal(r.code, 0, r.stderr);
+      }
+      const after = await Promise.all(cluster.nodes.map((n) => cluster.ruleset(n)));
+      assert.deepEqual(after, baseline);
     } finally {
       for (const agent of agents) await agent.stop();
       await api?.stop();
