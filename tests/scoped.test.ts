@@ -170,6 +170,9 @@ Deno.test("scoped: status lists destination-scoped pods with their VIP", () => {
   kernel.apply(planPass(snapshot, config, kernel.live(config)).transaction);
   const live = kernel.live(config, true);
   const status = nodeStatus(live, live.raw.nat, "eth0");
-  assert.deepEqual(status.mappings.map((m) => [m.podIp, m.vip]), [["10.244.1.1", VIP], ["10.244.1.2", VIP]]);
+  assert.deepEqual(status.mappings.map((m) => [m.podIp, m.vip]), [["10.244.1.1", VIP], [
+    "10.244.1.2",
+    VIP,
+  ]]);
   assert.equal(status.vips.find((v) => v.vip === VIP)!.pods, 2);
 });
