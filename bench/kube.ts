@@ -20,6 +20,8 @@ const NAMESPACES = 50;
 
 export interface KubeFigures {
   readonly pods: number;
+  /** V8 flags of the agents ("" = Deno's defaults). */
+  readonly v8Flags: string;
   readonly convergeMs: number;
   readonly rssMiB: number[];
   readonly peakMiB: number[];
@@ -47,7 +49,7 @@ async function setSize(ns: Netns): Promise<number> {
 }
 
 /** Runs the scenario with `pods` synthetic pods and `samples` latency samples. */
-export async function benchKube(pods: number, samples = 10): Promise<KubeFigures> {
+export async function benchKube(pods: number, v8Flags = "", samples = 10): Promise<KubeFigures> {
   const cluster = await Cluster.create({ nodes: 3, podsPerNode: 4 });
   const unregister = onInterrupt(() => cluster.destroy());
   let api: SimApiServer | undefined;
@@ -78,10 +80,18 @@ export async function benchKube(pods: number, samples = 10): Promise<KubeFigures
     });
     await placeVip(cluster.nodes, VIP, cluster.node(1), cluster.spec.iface);
     const started = performance.now();
-    for (const node of cluster.nodes) {
-      agents.push(
-        startAgent(cluster, node, [...EXTERNAL, ...kubeFlags(api), "--log-format", "json"], 300),
-      );
+    // The agents inherit the environment: DENO_V8_FLAGS reaches their deno.
+    const before = Deno.env.get("DENO_V8_FLAGS");
+    if (v8Flags) Deno.env.set("DENO_V8_FLAGS", v8Flags);
+    try {
+      for (const node of cluster.nodes) {
+        agents.push(
+          startAgent(cluster, node, [...EXTERNAL, ...kubeFlags(api), "--log-format", "json"], 300),
+        );
+      }
+    } finally {
+      if (before === undefined) Deno.env.delete("DENO_V8_FLAGS");
+      else Deno.env.set("DENO_V8_FLAGS", before);
     }
     let convergeMs = NaN;
     for (let i = 0; i < 1200; i++) {
@@ -118,6 +128,7 @@ export async function benchKube(pods: number, samples = 10): Promise<KubeFigures
     const memory = await Promise.all(cluster.nodes.map((n) => agentMemory(n.ns)));
     return {
       pods,
+      v8Flags,
       convergeMs,
       rssMiB: memory.map((m) => m.rss),
       peakMiB: memory.map((m) => m.peak),
@@ -135,6 +146,7 @@ export function renderKube(figures: readonly KubeFigures[]): string {
   return table(
     [
       "pods in API",
+      "agent V8 flags",
       "all nodes in sync (ms)",
       "agent RSS MiB (3 nodes)",
       "peak MiB",
@@ -142,6 +154,7 @@ export function renderKube(figures: readonly KubeFigures[]): string {
     ],
     figures.map((f) => [
       String(f.pods),
+      f.v8Flags || "(defaults)",
       f.pods === 0 ? "–" : f.convergeMs.toFixed(0),
       f.rssMiB.map((v) => v.toFixed(0)).join(" / "),
       f.peakMiB.map((v) => v.toFixed(0)).join(" / "),

@@ -72,7 +72,10 @@ const sections: Record<string, Section> = {
     run: async () => {
       const sizes = (Deno.env.get("BENCH_KUBE_PODS") ?? "0,10000").split(",").map(Number);
       const figures = [];
-      for (const pods of sizes) figures.push(await benchKube(pods));
+      for (const pods of sizes) {
+        figures.push(await benchKube(pods));
+        if (pods > 0) figures.push(await benchKube(pods, AGENT_V8_FLAGS));
+      }
       return { table: renderKube(figures), notes: KUBE_NOTES };
     },
   },
