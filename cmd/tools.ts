@@ -27,6 +27,9 @@ export const PLACEMENT_TOOLS: readonly Tool[] = [{ command: "keepalived", pkg: "
 export const SIM_TOOLS: readonly Tool[] = [
   ...AGENT_TOOLS,
   ...PLACEMENT_TOOLS,
+  { command: "bridge", pkg: "iproute2" },
+  { command: "ss", pkg: "iproute2" },
+  { command: "setsid", pkg: "util-linux" },
   { command: "nft", pkg: "nftables" },
   { command: "socat", pkg: "socat" },
   { command: "arping", pkg: "arping" },

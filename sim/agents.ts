@@ -72,10 +72,15 @@ export async function applyOnAllNodes(
 export interface AgentProcess {
   readonly node: SimNode;
   readonly lines: string[];
+  /** The process id (the agent itself: `ip netns exec` execs it). */
+  readonly pid: number;
   /** Resolves with the exit code after the signal. */
   stop(signal?: Deno.Signal): Promise<number>;
-  /** Waits until a log line matches, or fails after `timeoutMs`. */
-  waitFor(pattern: RegExp, timeoutMs?: number): Promise<string>;
+  /**
+   * Waits until a log line matches, or fails after `timeoutMs`. Only lines
+   * from index `since` on count (take `lines.length` before causing the event).
+   */
+  waitFor(pattern: RegExp, timeoutMs?: number, since?: number): Promise<string>;
 }
 
 /** Starts `mod.ts run -u <interval>` on a node (keepalived places VIPs unless `extra` says EXTERNAL). */
@@ -113,6 +118,7 @@ export function startAgent(
   return {
     node,
     lines,
+    pid: child.pid,
     async stop(signal: Deno.Signal = "SIGTERM") {
       try {
         child.kill(signal);
@@ -123,8 +129,8 @@ export function startAgent(
       await done;
       return status.code;
     },
-    waitFor(pattern, timeoutMs = 15_000) {
-      const seen = lines.find((l) => pattern.test(l));
+    waitFor(pattern, timeoutMs = 20_000, since = 0) {
+      const seen = lines.slice(since).find((l) => pattern.test(l));
       if (seen) return Promise.resolve(seen);
       return new Promise((resolve, reject) => {
         const timer = setTimeout(
@@ -142,4 +148,43 @@ export function startAgent(
       });
     },
   };
+}
+
+/** The log file of a detached agent (`sim up`). */
+export function agentLogPath(cluster: Cluster, node: SimNode): string {
+  return `${cluster.logDir}/${node.name}.agent.log`;
+}
+
+/**
+ * Starts `mod.ts run -u <interval>` on a node as a process that outlives this
+ * program (`sim up`); its log goes to `agentLogPath`.
+ */
+export function startDetachedAgent(
+  cluster: Cluster,
+  node: SimNode,
+  extra: readonly string[] = [],
+  intervalSeconds = 30,
+): void {
+  node.ns.spawnDetached(
+    agentArgv(cluster, node, "run", ["-u", String(intervalSeconds), ...extra]),
+    agentLogPath(cluster, node),
+  );
+}
+
+/** Waits (bounded) until a line of a log file matches. */
+export async function waitForLogLine(
+  path: string,
+  pattern: RegExp,
+  timeoutMs = 30_000,
+): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  while (true) {
+    const text = await Deno.readTextFile(path).catch(() => "");
+    const line = text.split("\n").find((l) => pattern.test(l));
+    if (line !== undefined) return line;
+    if (Date.now() >= deadline) {
+      throw new Error(`no line matching ${pattern} in ${path} within ${timeoutMs} ms:\n${text}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }

@@ -1,37 +1,49 @@
 /**
- * A bare-metal cluster in network namespaces: a LAN switch, N nodes with a pod
- * bridge each and host-gw routes between them, a CNI-like masquerade, M pods
- * per node, a router to a routed outside network, and two outside hosts (one
- * on the LAN, one behind the router) that report the source they see.
- *
- *   pods ─ cni0 ─ node (eth0) ─┐
- *   pods ─ cni0 ─ node (eth0) ─┼─ lan (br0) ─┬─ router ─ outside 198.51.100.10
- *   pods ─ cni0 ─ node (eth0) ─┘             └─ lanhost 192.0.2.100
- *
- * Addresses: LAN 192.0.2.0/24 (router .1, nodes .11+, lanhost .100, VIPs
- * .50-.59), outside 198.51.100.0/24, pods 10.244.<node>.0/24, services
- * 10.96.0.0/12. Nothing is connected to the root namespace.
+ * A bare-metal cluster in network namespaces, built from `layout.ts`: a LAN
+ * switch, N nodes with a pod bridge each and host-gw or vxlan routes between
+ * them, a CNI masquerade and a kube-proxy-style ClusterIP service on every
+ * node, M pods per node, a router to a routed outside network, and two
+ * outside hosts (one on the LAN, one behind the router) that report the
+ * source they see over TCP, UDP and ICMP. Nothing is connected to the root
+ * namespace; `destroy` removes every namespace, process and file of the run.
  */
 import { join } from "node:path";
-import { type Netns, NetnsSet, newRunId } from "./netns.ts";
+import { Netns, NetnsSet, newRunId } from "./netns.ts";
+import {
+  clusterLayout,
+  ClusterSpec,
+  type ClusterSpecInput,
+  cniRouteLines,
+  type HostLayout,
+  type Layout,
+  nodeNatRules,
+  nodeSysctls,
+  POD_CIDR,
+  type PodLayout,
+  podMtu,
+  ROUTER_LAN_IP,
+  ROUTER_OUTSIDE_IP,
+  SERVICE_CIDR,
+  TCP_PORT,
+  UDP_PORT,
+  vxlanFdbLines,
+} from "./layout.ts";
+import { IcmpWitness } from "./witness.ts";
 
-export const LAN_PREFIX = "192.0.2";
-export const ROUTER_LAN_IP = `${LAN_PREFIX}.1`;
-export const LAN_HOST_IP = `${LAN_PREFIX}.100`;
-export const OUTSIDE_IP = "198.51.100.10";
-export const POD_CIDR = "10.244.0.0/16";
-export const SERVICE_CIDR = "10.96.0.0/12";
-export const TCP_PORT = 7000;
-export const UDP_PORT = 7001;
-
-export interface ClusterSpec {
-  readonly nodes: number;
-  readonly podsPerNode: number;
-  /** Name of each node's LAN interface (not always eth0 in real clusters). */
-  readonly iface: string;
-}
-
-export const DEFAULT_SPEC: ClusterSpec = { nodes: 3, podsPerNode: 2, iface: "eth0" };
+export {
+  type ClusterSpec,
+  CNI_MASQUERADE,
+  DEFAULT_SPEC,
+  LAN_HOST_IP,
+  LAN_PREFIX,
+  OUTSIDE_IP,
+  POD_CIDR,
+  ROUTER_LAN_IP,
+  SERVICE_CIDR,
+  SERVICE_IP,
+  TCP_PORT,
+  UDP_PORT,
+} from "./layout.ts";
 
 export interface SimNode {
   readonly name: string;
@@ -48,12 +60,15 @@ export interface SimPod {
   readonly ip: string;
 }
 
+/** A host that reports the source it sees (outside hosts, or a pod used as a server). */
 export interface OutsideHost {
   readonly name: string;
   readonly ns: Netns;
   readonly ip: string;
-  /** Every TCP connection / UDP datagram seen, in arrival order. */
+  /** Every TCP connection / UDP datagram seen, in arrival order (empty for detached reporters). */
   readonly events: ReporterEvent[];
+  /** Who saw which ICMP echo request (outside hosts of a cluster built in this process). */
+  readonly icmp?: IcmpWitness;
 }
 
 export interface ReporterEvent {
@@ -63,59 +78,97 @@ export interface ReporterEvent {
   readonly data: string;
 }
 
-/** The CNI's own masquerade, as flannel and friends install it. */
-export const CNI_MASQUERADE =
-  `-s ${POD_CIDR} ! -d ${POD_CIDR} -m comment --comment "cni masquerade" -j MASQUERADE`;
+export interface CreateOptions {
+  /** Use this run id instead of a fresh one. */
+  readonly runId?: string;
+  /** Told about each building step. */
+  readonly progress?: (line: string) => void;
+  /**
+   * Long-running processes outlive this program (`sim up`): reporters run
+   * detached, and no ICMP witness is kept (`sim status` starts its own).
+   */
+  readonly detached?: boolean;
+}
 
 const REPORTER = new URL("./reporter.ts", import.meta.url).pathname;
 
 export class Cluster {
+  readonly spec: ClusterSpec;
+  readonly layout: Layout;
   readonly nodes: SimNode[] = [];
   readonly pods: SimPod[] = [];
+  /** The pod behind the ClusterIP service (node 1); not one of `pods`. */
+  readonly serviceBackend: SimPod;
   readonly outsideHosts: OutsideHost[] = [];
-  readonly #reporters: Deno.ChildProcess[] = [];
-  #lan!: Netns;
-  #router!: Netns;
+  readonly #children: Deno.ChildProcess[] = [];
+  readonly #witnesses: IcmpWitness[] = [];
 
   private constructor(
-    readonly spec: ClusterSpec,
+    spec: ClusterSpec,
     readonly namespaces: NetnsSet,
     readonly workDir: string,
-    readonly progress: (line: string) => void,
-  ) {}
+    readonly progress: (line: string) => void = () => {},
+  ) {
+    this.spec = spec;
+    this.layout = clusterLayout(spec);
+    const ns = (suffix: string) => this.#ns(suffix);
+    for (const node of this.layout.nodes) {
+      this.nodes.push({ ...pick(node), ns: ns(node.suffix) });
+    }
+    const pod = (p: PodLayout): SimPod => ({
+      name: p.name,
+      node: this.node(p.nodeIndex),
+      ns: ns(p.suffix),
+      ip: p.ip,
+    });
+    this.pods.push(...this.layout.pods.map(pod));
+    this.serviceBackend = pod(this.layout.serviceBackend);
+  }
 
   get runId(): string {
     return this.namespaces.runId;
   }
 
+  /** A namespace of this run by its suffix ("n1", "n1p2", "out", ...). */
+  #ns(suffix: string): Netns {
+    return new Netns(`${this.runId}-${suffix}`);
+  }
+
   /** The outside host behind the router (a routed network, not the LAN). */
   get outside(): OutsideHost {
-    return this.outsideHosts.find((h) => h.ip === OUTSIDE_IP)!;
+    return this.host("outside");
   }
 
   /** The outside host on the LAN itself. */
   get lanHost(): OutsideHost {
-    return this.outsideHosts.find((h) => h.ip === LAN_HOST_IP)!;
+    return this.host("lanhost");
   }
 
   get router(): Netns {
-    return this.#router;
+    return this.#ns("rt");
+  }
+
+  get lan(): Netns {
+    return this.#ns("lan");
+  }
+
+  host(name: string): OutsideHost {
+    const host = this.outsideHosts.find((h) => h.name === name);
+    if (!host) throw new Error(`no reporter named ${name} in run ${this.runId}`);
+    return host;
   }
 
   /**
    * Builds the cluster. On any failure everything created so far is removed
    * before the error is rethrown.
    */
-  static async create(
-    spec: Partial<ClusterSpec> = {},
-    options: { runId?: string; progress?: (line: string) => void } = {},
-  ): Promise<Cluster> {
-    const full = { ...DEFAULT_SPEC, ...spec };
+  static async create(spec: ClusterSpecInput = {}, options: CreateOptions = {}): Promise<Cluster> {
+    const full = ClusterSpec.parse(spec);
     const runId = options.runId ?? newRunId();
     const workDir = await Deno.makeTempDir({ prefix: `${runId}-` });
-    const cluster = new Cluster(full, new NetnsSet(runId), workDir, options.progress ?? (() => {}));
+    const cluster = new Cluster(full, new NetnsSet(runId), workDir, options.progress);
     try {
-      await cluster.#build();
+      await cluster.#build(options.detached === true);
       return cluster;
     } catch (error) {
       await cluster.destroy();
@@ -123,54 +176,135 @@ export class Cluster {
     }
   }
 
-  async #build() {
-    const { nodes, podsPerNode, iface } = this.spec;
-    const ns = this.namespaces;
-    this.progress(`run ${this.runId}: LAN switch, router and outside hosts`);
-    this.#lan = await ns.create("lan");
-    await this.#lan.ip(["link add br0 type bridge", "link set br0 up"]);
+  /**
+   * A cluster built earlier by `create` (in another process, for `sim status`
+   * and `sim down`): the same layout over the run's existing namespaces.
+   * Reporters are reached over the network; no process is started.
+   */
+  static async attach(runId: string, spec: ClusterSpecInput, workDir: string): Promise<Cluster> {
+    const cluster = new Cluster(ClusterSpec.parse(spec), await NetnsSet.adopt(runId), workDir);
+    for (const host of cluster.layout.hosts) {
+      cluster.outsideHosts.push({
+        name: host.name,
+        ns: cluster.#ns(host.suffix),
+        ip: host.ip,
+        events: [],
+      });
+    }
+    return cluster;
+  }
 
-    this.#router = await ns.create("rt");
-    await this.#plugIntoLan(this.#router, "eth0", "rt");
-    const outside = await ns.create("out");
-    await this.#router.ip([
+  async #build(detached: boolean) {
+    const { spec, layout } = this;
+    const create = (suffix: string) => this.namespaces.create(suffix);
+    this.progress(
+      `run ${this.runId}: LAN switch, router and outside hosts (${spec.nodes} nodes, ` +
+        `${spec.podsPerNode} pods each, CNI ${spec.cni}, interface ${spec.iface}, rp_filter ${spec.rpFilter})`,
+    );
+    const lan = await create("lan");
+    await lan.ip(["link add br0 type bridge", "link set br0 up"]);
+
+    const router = await create("rt");
+    await this.#plugIntoLan(router, "eth0", "rt");
+    const outside = await create("out");
+    await router.ip([
       `addr add ${ROUTER_LAN_IP}/24 dev eth0`,
       `link add eth1 type veth peer name eth0 netns ${outside.name}`,
-      "addr add 198.51.100.1/24 dev eth1",
+      `addr add ${ROUTER_OUTSIDE_IP}/24 dev eth1`,
       "link set eth1 up",
     ]);
-    await this.#router.sysctl("net.ipv4.ip_forward=1");
+    await router.sysctl("net.ipv4.ip_forward=1");
+    const [outsideLayout, lanHostLayout] = layout.hosts;
     await outside.ip([
-      `addr add ${OUTSIDE_IP}/24 dev eth0`,
+      `addr add ${outsideLayout.ip}/24 dev eth0`,
       "link set eth0 up",
-      "route add default via 198.51.100.1",
+      `route add default via ${ROUTER_OUTSIDE_IP}`,
     ]);
-
-    const lanHost = await ns.create("lanhost");
+    const lanHost = await create("lanhost");
     await this.#plugIntoLan(lanHost, "eth0", "lh");
     await lanHost.ip([
-      `addr add ${LAN_HOST_IP}/24 dev eth0`,
+      `addr add ${lanHostLayout.ip}/24 dev eth0`,
       `route add default via ${ROUTER_LAN_IP}`,
     ]);
 
-    for (let i = 1; i <= nodes; i++) {
-      this.progress(`node ${i}/${nodes} with ${podsPerNode} pod(s)`);
-      const node = await this.#addNode(i, iface);
-      for (let k = 1; k <= podsPerNode; k++) await this.#addPod(node, k);
-    }
-    // host-gw: every node routes every other node's pod range via that node.
     for (const node of this.nodes) {
-      await node.ns.ip(
-        this.nodes.filter((other) => other !== node).map((other) =>
-          `route add ${other.podCidr} via ${other.ip} dev ${iface}`
-        ),
+      this.progress(
+        `node ${node.index}/${spec.nodes}: interface ${spec.iface}, cni0, ${spec.podsPerNode} pod(s)`,
       );
+      await this.#buildNode(node, create);
     }
-    this.progress("outside hosts: starting source reporters");
-    await this.startReporter("out", outside, OUTSIDE_IP);
-    await this.startReporter("lanhost", lanHost, LAN_HOST_IP);
+    this.progress(`CNI ${spec.cni}: routes between the nodes' pod ranges`);
+    for (const [i, node] of this.nodes.entries()) {
+      await node.ns.ip(cniRouteLines(layout, layout.nodes[i]));
+      const fdb = vxlanFdbLines(layout, layout.nodes[i]);
+      if (fdb.length > 0) {
+        await node.ns.run(["bridge", "-batch", "-"], { stdin: fdb.join("\n") + "\n" });
+      }
+    }
+
+    this.progress("reporters: outside hosts and the service backend say which source they see");
+    await Deno.mkdir(this.logDir, { recursive: true });
+    const reporters = [
+      ...layout.hosts.map((h) => ({ host: h, ns: this.#ns(h.suffix) })),
+      {
+        host: {
+          name: "svc-backend",
+          suffix: layout.serviceBackend.suffix,
+          ip: layout.serviceBackend.ip,
+        },
+        ns: this.serviceBackend.ns,
+      },
+    ];
+    await Promise.all(reporters.map(({ host, ns }) => this.#startHost(host, ns, detached)));
     await Deno.mkdir(this.podVipDir, { recursive: true });
     await Deno.mkdir(this.vipRouteDir, { recursive: true });
+  }
+
+  async #buildNode(node: SimNode, create: (suffix: string) => Promise<Netns>) {
+    const { spec, layout } = this;
+    const nodeLayout = layout.nodes[node.index - 1];
+    const ns = await create(nodeLayout.suffix);
+    // Before any interface exists, so that `default` applies to every one of them.
+    await ns.sysctl(...nodeSysctls(spec));
+    await this.#plugIntoLan(ns, spec.iface, nodeLayout.suffix);
+    await ns.ip([
+      `addr add ${node.ip}/24 dev ${spec.iface}`,
+      "link add cni0 type bridge",
+      `addr add ${nodeLayout.gateway}/24 dev cni0`,
+      "link set cni0 up",
+      `route add default via ${ROUTER_LAN_IP}`,
+    ]);
+    await ns.run(["iptables-restore", "--noflush"], {
+      stdin: nodeNatRules(layout).join("\n") + "\n",
+    });
+    const mtu = podMtu(spec);
+    for (const pod of layout.pods.filter((p) => p.nodeIndex === node.index)) {
+      const podNs = await create(pod.suffix);
+      await podNs.ip([
+        `link add eth0 type veth peer name ${pod.veth} netns ${ns.name}`,
+        `addr add ${pod.ip}/24 dev eth0`,
+        `link set eth0 mtu ${mtu} up`,
+        `route add default via ${nodeLayout.gateway}`,
+      ]);
+      await ns.ip([`link set ${pod.veth} master cni0`, `link set ${pod.veth} mtu ${mtu} up`]);
+    }
+    const backend = layout.serviceBackend;
+    if (backend.nodeIndex === node.index) {
+      // A routed veth (Calico style): the node's stack sees every packet, so
+      // service replies to this node's own pods are un-DNATed.
+      const podNs = await create(backend.suffix);
+      await podNs.ip([
+        `link add eth0 type veth peer name ${backend.veth} netns ${ns.name}`,
+        `addr add ${backend.ip}/32 dev eth0`,
+        `link set eth0 mtu ${mtu} up`,
+        `route add ${nodeLayout.gateway} dev eth0 scope link`,
+        `route add default via ${nodeLayout.gateway} dev eth0`,
+      ]);
+      await ns.ip([
+        `link set ${backend.veth} mtu ${mtu} up`,
+        `route add ${backend.ip}/32 dev ${backend.veth} scope link`,
+      ]);
+    }
   }
 
   /**
@@ -188,66 +322,35 @@ export class Cluster {
   /** Connects a namespace to the LAN bridge with a veth created inside the two namespaces. */
   async #plugIntoLan(host: Netns, iface: string, port: string) {
     await host.ip([
-      `link add ${iface} type veth peer name ${port} netns ${this.#lan.name}`,
+      `link add ${iface} type veth peer name ${port} netns ${this.lan.name}`,
       `link set ${iface} up`,
     ]);
-    await this.#lan.ip([`link set ${port} master br0`, `link set ${port} up`]);
+    await this.lan.ip([`link set ${port} master br0`, `link set ${port} up`]);
   }
 
-  async #addNode(index: number, iface: string): Promise<SimNode> {
-    const ns = await this.namespaces.create(`n${index}`);
-    const node: SimNode = {
-      name: `node${index}`,
-      index,
-      ns,
-      ip: `${LAN_PREFIX}.${10 + index}`,
-      podCidr: `10.244.${index}.0/24`,
-    };
-    await this.#plugIntoLan(ns, iface, `n${index}`);
-    await ns.ip([
-      `addr add ${node.ip}/24 dev ${iface}`,
-      "link add cni0 type bridge",
-      `addr add 10.244.${index}.1/24 dev cni0`,
-      "link set cni0 up",
-      `route add default via ${ROUTER_LAN_IP}`,
-    ]);
-    await ns.sysctl("net.ipv4.ip_forward=1");
-    await ns.run(["iptables", "-t", "nat", "-A", "POSTROUTING", ...splitArgs(CNI_MASQUERADE)]);
-    this.nodes.push(node);
-    return node;
-  }
-
-  async #addPod(node: SimNode, k: number): Promise<SimPod> {
-    const ns = await this.namespaces.create(`n${node.index}p${k}`);
-    const pod: SimPod = {
-      name: `pod${node.index}-${k}`,
-      node,
-      ns,
-      ip: `10.244.${node.index}.${10 + k}`,
-    };
-    await ns.ip([
-      `link add eth0 type veth peer name veth${k} netns ${node.ns.name}`,
-      `addr add ${pod.ip}/24 dev eth0`,
-      "link set eth0 up",
-      `route add default via 10.244.${node.index}.1`,
-    ]);
-    await node.ns.ip([`link set veth${k} master cni0`, `link set veth${k} up`]);
-    this.pods.push(pod);
-    return pod;
+  async #startHost(host: HostLayout, ns: Netns, detached: boolean) {
+    if (detached) {
+      ns.spawnDetached(reporterArgv());
+      this.outsideHosts.push({ name: host.name, ns, ip: host.ip, events: [] });
+      await waitForListener(ns);
+      return;
+    }
+    const isOutside = this.layout.hosts.some((h) => h.name === host.name);
+    const icmp = isOutside ? await IcmpWitness.start(ns) : undefined;
+    if (icmp) this.#witnesses.push(icmp);
+    await this.startReporter(host.name, ns, host.ip, icmp);
   }
 
   /** Starts a source reporter in any namespace of the run (outside hosts, or a pod for pod-to-pod checks). */
-  async startReporter(name: string, ns: Netns, ip: string): Promise<OutsideHost> {
-    const child = ns.spawn([
-      Deno.execPath(),
-      "run",
-      "--allow-net",
-      REPORTER,
-      String(TCP_PORT),
-      String(UDP_PORT),
-    ], { stdout: "piped" });
-    this.#reporters.push(child);
-    const host: OutsideHost = { name, ns, ip, events: [] };
+  async startReporter(
+    name: string,
+    ns: Netns,
+    ip: string,
+    icmp?: IcmpWitness,
+  ): Promise<OutsideHost> {
+    const child = ns.spawn(reporterArgv(), { stdout: "piped" });
+    this.#children.push(child);
+    const host: OutsideHost = { name, ns, ip, events: [], icmp };
     this.outsideHosts.push(host);
     let ready!: () => void;
     const isReady = new Promise<void>((r) => (ready = r));
@@ -266,7 +369,7 @@ export class Cluster {
     })().catch(() => {});
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`reporter on ${name} did not start`)), 20_000);
+      timer = setTimeout(() => reject(new Error(`reporter on ${name} did not start`)), 30_000);
     });
     await Promise.race([isReady, timeout]).finally(() => clearTimeout(timer));
     return host;
@@ -282,17 +385,46 @@ export class Cluster {
     return join(this.workDir, "vip_routeid_mapping");
   }
 
-  /** Replaces the mapping directories' contents. */
+  /** Where detached processes (agents of `sim up`) write their logs. */
+  get logDir(): string {
+    return join(this.workDir, "logs");
+  }
+
+  /**
+   * Replaces the mapping directories' contents. Files are written before
+   * stale ones are removed, each with one write, so an agent watching the
+   * directories never sees a mapping vanish and come back.
+   */
   async writeMappings(pods: Record<string, string>, vips: Record<string, number | string>) {
-    for (const dir of [this.podVipDir, this.vipRouteDir]) {
-      for await (const entry of Deno.readDir(dir)) await Deno.remove(join(dir, entry.name));
-    }
-    for (const [podIp, vip] of Object.entries(pods)) {
-      await Deno.writeTextFile(join(this.podVipDir, podIp), `${vip}\n`);
-    }
-    for (const [vip, id] of Object.entries(vips)) {
-      await Deno.writeTextFile(join(this.vipRouteDir, vip), `${id}\n`);
-    }
+    const write = async (dir: string, entries: Record<string, string | number>) => {
+      for (const [name, value] of Object.entries(entries)) {
+        const path = join(dir, name);
+        const text = `${value}\n`;
+        const old = await Deno.readTextFile(path).catch(() => undefined);
+        if (old !== text) {
+          // Write aside and rename, so a reader never sees a half-written file.
+          await Deno.writeTextFile(`${path}.tmp`, text);
+          await Deno.rename(`${path}.tmp`, path);
+        }
+      }
+      for await (const entry of Deno.readDir(dir)) {
+        if (!(entry.name in entries)) await Deno.remove(join(dir, entry.name));
+      }
+    };
+    await write(this.vipRouteDir, vips);
+    await write(this.podVipDir, pods);
+  }
+
+  /** The current mappings, read back from the directories. */
+  async readMappings(): Promise<{ pods: Record<string, string>; vips: Record<string, string> }> {
+    const read = async (dir: string) => {
+      const out: Record<string, string> = {};
+      for await (const entry of Deno.readDir(dir)) {
+        out[entry.name] = (await Deno.readTextFile(join(dir, entry.name))).trim();
+      }
+      return out;
+    };
+    return { pods: await read(this.podVipDir), vips: await read(this.vipRouteDir) };
   }
 
   /** The agent flags matching this cluster. */
@@ -333,20 +465,27 @@ export class Cluster {
    * or down, so the node's interface loses its carrier as with a pulled cable.
    */
   async setLanLink(node: SimNode, up: boolean): Promise<void> {
-    await this.#lan.ip([`link set n${node.index} ${up ? "up" : "down"}`]);
+    await this.lan.ip([
+      `link set ${this.layout.nodes[node.index - 1].suffix} ${up ? "up" : "down"}`,
+    ]);
   }
 
   node(index: number): SimNode {
-    return this.nodes[index - 1];
+    const node = this.nodes[index - 1];
+    if (!node) throw new Error(`no node${index} (the cluster has ${this.nodes.length})`);
+    return node;
   }
 
   pod(nodeIndex: number, k: number): SimPod {
-    return this.pods.find((p) => p.node.index === nodeIndex && p.name === `pod${nodeIndex}-${k}`)!;
+    const pod = this.pods.find((p) => p.name === `pod${nodeIndex}-${k}`);
+    if (!pod) throw new Error(`no pod${nodeIndex}-${k} in run ${this.runId}`);
+    return pod;
   }
 
-  /** Removes every namespace, process and file of this run. */
+  /** Removes every namespace, process and file of this run. Safe to call twice. */
   async destroy(): Promise<void> {
-    for (const child of this.#reporters.splice(0)) {
+    for (const witness of this.#witnesses.splice(0)) await witness.stop();
+    for (const child of this.#children.splice(0)) {
       try {
         child.kill("SIGKILL");
       } catch {
@@ -359,7 +498,29 @@ export class Cluster {
   }
 }
 
-/** Splits a rule written as one string into argv, keeping quoted words together. */
-export function splitArgs(text: string): string[] {
-  return [...text.matchAll(/"([^"]*)"|(\S+)/g)].map((m) => m[1] ?? m[2]);
+function pick(node: { name: string; index: number; ip: string; podCidr: string }) {
+  return { name: node.name, index: node.index, ip: node.ip, podCidr: node.podCidr };
+}
+
+function reporterArgv(): string[] {
+  return [
+    Deno.execPath(),
+    "run",
+    "--cached-only",
+    "--allow-net",
+    REPORTER,
+    String(TCP_PORT),
+    String(UDP_PORT),
+  ];
+}
+
+/** Waits (bounded) until something listens on the reporter's TCP port in `ns`. */
+async function waitForListener(ns: Netns, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const out = await ns.exec(["ss", "-Htln", `sport = :${TCP_PORT}`]);
+    if (out.stdout.trim()) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`reporter in ${ns.name} did not start within ${timeoutMs} ms`);
 }

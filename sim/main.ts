@@ -1,113 +1,463 @@
 /**
- * `deno task sim`: builds a simulated bare-metal cluster in network
- * namespaces, runs the real agent on every node, maps pods to two VIPs held
- * by different nodes, and shows the source address the outside world sees
- * for each pod; then deletes the rules and shows the node addresses again.
- * Everything is torn down at the end, on failure and on Ctrl-C.
- * Exit code 0 only when every check held.
+ * `deno task sim`: a bare-metal cluster in network namespaces, with the real
+ * agent on every node and outside hosts that say which source they see.
+ *
+ *   deno task sim [flags]              the story: map, check, fail over, unmap, delete, tear down
+ *   deno task sim up [flags]           build a cluster and leave it running for exploring
+ *   deno task sim status [--run <id>]  nodes, VIPs, agents, mappings and a live source check
+ *   deno task sim exec <ns> <cmd...>   run a command in one of the cluster's namespaces
+ *   deno task sim down [--run <id>|--all]
+ *
+ * Exit codes: 0 every check held, 1 a check failed or something broke, 2 bad flags.
  */
-import { applyOnAllNodes, EXTERNAL } from "./agents.ts";
-import { Cluster, OUTSIDE_IP, type SimPod } from "./cluster.ts";
-import { sourceSeenRetry } from "./probe.ts";
-import { placeVip } from "./vip.ts";
-import { ensureTools, isRoot, SIM_TOOLS } from "../cmd/tools.ts";
+import { Command, Option } from "@commander-js/extra-typings";
+import $ from "dax";
+import { describeIssues } from "../core/schema.ts";
 import { table } from "../core/status.ts";
+import { ensureTools, isRoot, SIM_TOOLS } from "../cmd/tools.ts";
+import { agentLogPath, startDetachedAgent, waitForLogLine } from "./agents.ts";
+import { checkPods, checksLegend, renderChecks } from "./check.ts";
+import { Cluster, type OutsideHost } from "./cluster.ts";
+import {
+  ClusterSpec,
+  CniMode,
+  DEFAULT_SPEC,
+  MAX_NODES,
+  MAX_PODS_PER_NODE,
+  namespaceEntries,
+  resolveNamespace,
+} from "./layout.ts";
+import { NetnsSet, runNamespaces } from "./netns.ts";
+import { findState, listStates, removeState, RUN_ID, saveState } from "./state.ts";
+import { expectedSources, runStory, STORY_VIPS, storyPlan } from "./story.ts";
+import { manualVips, nodeAddresses, type VipDriver } from "./vip.ts";
+import { IcmpWitness } from "./witness.ts";
 
-const VIPS = { "192.0.2.50": 5, "192.0.2.51": 6 };
-
-interface Row {
-  pod: SimPod;
-  expected: string;
-  tcp: string;
-  udp: string;
-}
-
-async function probeRows(expectations: Map<SimPod, string>): Promise<Row[]> {
-  const rows: Row[] = [];
-  for (const [pod, expected] of expectations) {
-    const [tcp, udp] = await Promise.all([
-      sourceSeenRetry(pod.ns, OUTSIDE_IP, "tcp"),
-      sourceSeenRetry(pod.ns, OUTSIDE_IP, "udp"),
-    ]);
-    rows.push({ pod, expected, tcp, udp });
+/** Ends a command with an exit code and a message. */
+class Exit extends Error {
+  constructor(readonly code: number, message: string) {
+    super(message);
   }
-  return rows;
 }
 
-function printRows(title: string, rows: Row[]): boolean {
-  console.log(`\n${title}`);
-  console.log(table(
-    ["POD", "POD IP", "NODE", "SHOULD LEAVE AS", "TCP SOURCE", "UDP SOURCE", ""],
-    rows.map((r) => {
-      const ok = r.tcp === r.expected && r.udp === r.expected;
-      return [r.pod.name, r.pod.ip, r.pod.node.name, r.expected, r.tcp, r.udp, ok ? "✓" : "✗"];
-    }),
-  ));
-  return rows.every((r) => r.tcp === r.expected && r.udp === r.expected);
+const VIP_MODES = ["manual"] as const;
+type VipMode = typeof VIP_MODES[number];
+
+interface ClusterFlags {
+  nodes: string;
+  pods: string;
+  cni: string;
+  iface: string;
+  rpFilter: string;
+  vipMode: string;
 }
 
-async function story(cluster: Cluster): Promise<boolean> {
-  const [vipA, vipB] = Object.keys(VIPS);
-  const holderA = cluster.node(1);
-  const holderB = cluster.node(Math.min(2, cluster.nodes.length));
-  // Map the first pod of every node to A and the second to B; leave the rest unmapped.
-  const mapped = new Map<SimPod, string>();
-  for (const pod of cluster.pods) {
-    const k = Number(pod.name.split("-")[1]);
-    if (k === 1) mapped.set(pod, vipA);
-    else if (k === 2) mapped.set(pod, vipB);
-  }
-  await cluster.writeMappings(Object.fromEntries([...mapped].map(([p, v]) => [p.ip, v])), VIPS);
-  console.log(
-    `\nVIP ${vipA} on ${holderA.name}, VIP ${vipB} on ${holderB.name}; running the agent on every node`,
-  );
-  await placeVip(cluster.nodes, vipA, holderA, cluster.spec.iface);
-  await placeVip(cluster.nodes, vipB, holderB, cluster.spec.iface);
-  await applyOnAllNodes(cluster, EXTERNAL);
-  const expectations = new Map(cluster.pods.map((p) => [p, mapped.get(p) ?? p.node.ip]));
-  let ok = printRows(
-    `sources seen by the outside host ${OUTSIDE_IP}:`,
-    await probeRows(expectations),
-  );
-
-  console.log("\ndeleting kube-egress from every node (mod.ts run -d)");
-  await applyOnAllNodes(cluster, [...EXTERNAL, "-d"]);
-  const after = new Map(cluster.pods.map((p) => [p, p.node.ip]));
-  ok = printRows(
-    "after delete, every pod leaves as its node again:",
-    await probeRows(after),
-  ) && ok;
-  return ok;
-}
-
-async function main(): Promise<number> {
-  if (!isRoot()) {
-    console.error(
-      "deno task sim needs root: it creates network namespaces (run it with sudo, or as root)",
+function addClusterFlags<C extends Command<[], Record<string, unknown>>>(command: C) {
+  return command
+    .option("-n, --nodes <n>", `number of nodes (1-${MAX_NODES})`, String(DEFAULT_SPEC.nodes))
+    .option(
+      "-m, --pods <n>",
+      `pods per node (1-${MAX_PODS_PER_NODE})`,
+      String(DEFAULT_SPEC.podsPerNode),
+    )
+    .addOption(
+      new Option("--cni <mode>", "how pods on different nodes reach each other")
+        .choices(CniMode.options).default(DEFAULT_SPEC.cni),
+    )
+    .option("-i, --iface <name>", "the nodes' LAN interface name", DEFAULT_SPEC.iface)
+    .addOption(
+      new Option(
+        "--rp-filter <mode>",
+        "the nodes' net.ipv4.conf.{all,default}.rp_filter: 0 off, 1 strict (most distributions), 2 loose",
+      ).choices(["0", "1", "2"]).default(String(DEFAULT_SPEC.rpFilter)),
+    )
+    .addOption(
+      new Option(
+        "--vip-mode <mode>",
+        "manual: the simulator moves VIPs itself (ip addr + gratuitous ARP)",
+      ).choices(VIP_MODES).default("manual"),
     );
-    return 1;
+}
+
+function specFrom(flags: ClusterFlags): ClusterSpec {
+  const parsed = ClusterSpec.safeParse({
+    nodes: Number(flags.nodes),
+    podsPerNode: Number(flags.pods),
+    cni: flags.cni,
+    iface: flags.iface,
+    rpFilter: Number(flags.rpFilter),
+  });
+  if (!parsed.success) {
+    throw new Exit(
+      2,
+      `invalid flags: ${
+        describeIssues(parsed.error, {
+          nodes: "--nodes",
+          podsPerNode: "--pods",
+          cni: "--cni",
+          iface: "--iface",
+          rpFilter: "--rp-filter",
+        })
+      }`,
+    );
   }
-  await ensureTools(SIM_TOOLS, { install: true, log: (l) => console.log(l) });
+  return parsed.data;
+}
+
+function vipDriver(mode: VipMode, cluster: Cluster): VipDriver {
+  switch (mode) {
+    case "manual":
+      return manualVips(cluster.nodes, cluster.spec.iface);
+  }
+}
+
+/** Root, the tools, and the agent's modules in Deno's cache (agents run with --cached-only). */
+async function prepare(): Promise<void> {
+  if (!isRoot()) {
+    throw new Exit(1, "the simulator needs root: it creates network namespaces (use sudo)");
+  }
+  try {
+    await ensureTools(SIM_TOOLS, { install: true, log: (l) => console.log(l) });
+  } catch (error) {
+    throw new Exit(1, error instanceof Error ? error.message : String(error));
+  }
+  const root = new URL("..", import.meta.url).pathname;
+  await $`${Deno.execPath()} cache ${root}mod.ts ${root}sim/reporter.ts`.quiet();
+}
+
+/**
+ * Runs `body` with the cluster it builds, tearing the cluster down on
+ * failure and on Ctrl-C (and on success unless `keep`).
+ */
+async function withCluster<T>(
+  build: () => Promise<Cluster>,
+  body: (cluster: Cluster) => Promise<T>,
+  keep = false,
+): Promise<T> {
   let cluster: Cluster | undefined;
-  let interrupted = false;
+  let building = true;
   const onSignal = async () => {
-    if (interrupted) return;
-    interrupted = true;
     console.error("\ninterrupted: tearing the simulated cluster down");
     await cluster?.destroy();
+    if (building) console.error("(namespaces created before the interrupt are removed too)");
     Deno.exit(130);
   };
   Deno.addSignalListener("SIGINT", onSignal);
   Deno.addSignalListener("SIGTERM", onSignal);
+  let ok = false;
   try {
-    cluster = await Cluster.create({}, { progress: (line) => console.log(line) });
-    const ok = await story(cluster);
-    console.log(ok ? "\nall checks ✓" : "\nsome checks ✗");
-    return ok ? 0 : 1;
+    cluster = await build();
+    building = false;
+    const result = await body(cluster);
+    ok = true;
+    return result;
   } finally {
-    console.log("tearing down");
-    await cluster?.destroy();
+    Deno.removeSignalListener("SIGINT", onSignal);
+    Deno.removeSignalListener("SIGTERM", onSignal);
+    if (cluster && (!ok || !keep)) {
+      await cluster.destroy();
+      const left = await runNamespaces(cluster.runId);
+      console.log(
+        left.length === 0
+          ? `torn down: run ${cluster.runId} left no namespace, process or file`
+          : `warning: namespaces left behind: ${left.join(" ")}`,
+      );
+    }
   }
 }
 
-if (import.meta.main) Deno.exit(await main());
+async function storyCommand(flags: ClusterFlags): Promise<number> {
+  const spec = specFrom(flags);
+  await prepare();
+  const started = performance.now();
+  const ok = await withCluster(
+    () => Cluster.create(spec, { progress: (line) => console.log(line) }),
+    async (cluster) => {
+      const result = await runStory(cluster, {
+        driver: vipDriver(flags.vipMode as VipMode, cluster),
+        say: (line) => console.log(line),
+      });
+      const checks = result.phases.flatMap((p) => p.checks);
+      const failed = checks.filter((c) => !c.ok).length;
+      console.log(
+        `\n${result.ok ? "all checks ✓" : "some checks ✗"}: ${
+          checks.length - failed
+        }/${checks.length} ` +
+          `pod checks held, rulesets equal to the baseline on ${
+            result.baseline.filter((b) => b.equal).length
+          }/${result.baseline.length} nodes`,
+      );
+      return result.ok;
+    },
+  );
+  console.log(`took ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  return ok ? 0 : 1;
+}
+
+async function upCommand(flags: ClusterFlags): Promise<number> {
+  const spec = specFrom(flags);
+  const vipMode = flags.vipMode as VipMode;
+  await prepare();
+  return await withCluster(
+    () => Cluster.create(spec, { progress: (line) => console.log(line), detached: true }),
+    async (cluster) => {
+      const plan = storyPlan(cluster.layout);
+      await cluster.writeMappings(
+        Object.fromEntries(
+          [...plan.mappings].map((
+            [pod, vip],
+          ) => [cluster.pods.find((p) => p.name === pod)!.ip, vip]),
+        ),
+        STORY_VIPS,
+      );
+      const driver = vipDriver(vipMode, cluster);
+      await driver.place(
+        new Map([...plan.holders].map(([vip, index]) => [vip, cluster.node(index)])),
+      );
+      console.log("starting the agent (mod.ts run -u 30) in every node namespace");
+      for (const node of cluster.nodes) startDetachedAgent(cluster, node, driver.agentFlags);
+      await Promise.all(
+        cluster.nodes.flatMap((node) =>
+          Object.keys(STORY_VIPS).map((vip) =>
+            waitForLogLine(agentLogPath(cluster, node), new RegExp(`VIP role vip=${vip} `), 60_000)
+          )
+        ),
+      );
+      await saveState({
+        runId: cluster.runId,
+        spec,
+        workDir: cluster.workDir,
+        vipMode,
+        vips: { ...STORY_VIPS },
+        createdAt: new Date().toISOString(),
+      });
+      console.log(`\nrun ${cluster.runId} is up.\n`);
+      console.log(namespaceTable(cluster));
+      console.log(`
+mappings (edit them; the agents follow within a second):
+  ${cluster.podVipDir}   files <pod IP> containing <VIP>
+  ${cluster.vipRouteDir}   files <VIP> containing <route id>
+agent logs: ${cluster.logDir}/
+
+  deno task sim status                       VIP holders, agents, mappings, live source check
+  deno task sim exec pod2-1 ping -c1 ${cluster.outside.ip}
+  deno task sim exec node1 iptables-save     any command in any namespace above
+  deno task sim down                         remove everything of this run`);
+      return 0;
+    },
+    true,
+  );
+}
+
+function namespaceTable(cluster: Cluster): string {
+  return table(
+    ["NAMESPACE", "ALSO CALLED", "WHAT"],
+    namespaceEntries(cluster.layout).map((
+      e,
+    ) => [`${cluster.runId}-${e.suffix}`, e.aliases.join(", "), e.what]),
+  );
+}
+
+/** Agent processes in a node namespace: pids whose command line runs mod.ts. */
+async function agentPids(cluster: Cluster, nodeIndex: number): Promise<number[]> {
+  const pids = await cluster.node(nodeIndex).ns.pids();
+  const agents: number[] = [];
+  for (const pid of pids) {
+    const cmdline = await Deno.readTextFile(`/proc/${pid}/cmdline`).catch(() => "");
+    const args = cmdline.split("\0");
+    if (args.some((a) => a.endsWith("/mod.ts")) && args.includes("run")) agents.push(pid);
+  }
+  return agents;
+}
+
+async function statusCommand(options: { run?: string; check: boolean }): Promise<number> {
+  if (!isRoot()) throw new Exit(1, "sim status needs root (it reads the cluster's namespaces)");
+  const state = await findState(parseRunId(options.run));
+  const existing = await runNamespaces(state.runId);
+  if (existing.length === 0) {
+    throw new Exit(
+      1,
+      `run ${state.runId} is recorded but its namespaces are gone (a reboot?); ` +
+        `\`deno task sim down --run ${state.runId}\` forgets it`,
+    );
+  }
+  const cluster = await Cluster.attach(state.runId, state.spec, state.workDir);
+  const { spec } = cluster;
+  console.log(
+    `run ${state.runId}, up since ${state.createdAt}: ${spec.nodes} nodes, ${spec.podsPerNode} ` +
+      `pods each, CNI ${spec.cni}, interface ${spec.iface}, rp_filter ${spec.rpFilter}, ` +
+      `VIPs ${state.vipMode}\n`,
+  );
+  const vips = Object.keys(state.vips);
+  const rows = await Promise.all(cluster.nodes.map(async (node) => {
+    const [addresses, agents] = await Promise.all([
+      nodeAddresses(node, spec.iface),
+      agentPids(cluster, node.index),
+    ]);
+    return [
+      node.name,
+      node.ns.name,
+      node.ip,
+      vips.filter((v) => addresses.includes(v)).join(", ") || "-",
+      agents.length ? `running (pid ${agents.join(", ")})` : "not running",
+    ];
+  }));
+  console.log(table(["NODE", "NAMESPACE", "ADDRESS", "HOLDS", "AGENT"], rows));
+
+  const mappings = await cluster.readMappings().catch(() => ({
+    pods: {} as Record<string, string>,
+    vips: {} as Record<string, string>,
+  }));
+  const byName = new Map(
+    cluster.pods.filter((p) => mappings.pods[p.ip]).map((p) => [p.name, mappings.pods[p.ip]]),
+  );
+  console.log(
+    `\nmappings (${cluster.podVipDir}): ` +
+      ([...byName].map(([pod, vip]) => `${pod} → ${vip}`).join(", ") || "none"),
+  );
+  console.log(`agent logs: ${cluster.logDir}/`);
+  if (!options.check) return 0;
+
+  const witnesses: IcmpWitness[] = [];
+  try {
+    const hosts: OutsideHost[] = [];
+    for (const host of cluster.outsideHosts) {
+      const icmp = await IcmpWitness.start(host.ns);
+      witnesses.push(icmp);
+      hosts.push({ ...host, icmp });
+    }
+    const checks = await checkPods(cluster, expectedSources(cluster.pods, byName), { hosts });
+    console.log(`\n${checksLegend(cluster)}`);
+    console.log(renderChecks(checks));
+    return checks.every((c) => c.ok) ? 0 : 1;
+  } finally {
+    for (const w of witnesses) await w.stop();
+  }
+}
+
+async function execCommand(
+  namespace: string,
+  command: string[],
+  options: { run?: string },
+): Promise<number> {
+  if (!isRoot()) throw new Exit(1, "sim exec needs root (ip netns exec)");
+  const state = await findState(parseRunId(options.run));
+  const cluster = await Cluster.attach(state.runId, state.spec, state.workDir);
+  const suffix = resolveNamespace(cluster.layout, state.runId, namespace);
+  if (!suffix) {
+    throw new Exit(
+      2,
+      `no namespace "${namespace}" in run ${state.runId}:\n${namespaceTable(cluster)}`,
+    );
+  }
+  const result = await $`ip netns exec ${`${state.runId}-${suffix}`} ${command}`
+    .stdin("inherit").noThrow();
+  return result.code;
+}
+
+async function downCommand(options: { run?: string; all?: boolean }): Promise<number> {
+  if (!isRoot()) throw new Exit(1, "sim down needs root (it deletes network namespaces)");
+  const runId = parseRunId(options.run);
+  const { states } = await listStates();
+  let targets: { runId: string; workDir?: string }[];
+  if (options.all) targets = states;
+  else if (runId !== undefined) {
+    // A run that crashed before recording itself can still be removed by id.
+    targets = [states.find((s) => s.runId === runId) ?? { runId }];
+  } else targets = [await findState()];
+  if (targets.length === 0) console.log("no simulated cluster is up");
+  for (const target of targets) {
+    const namespaces = await NetnsSet.adopt(target.runId);
+    const count = namespaces.all.length;
+    await namespaces.destroy();
+    if (target.workDir) await Deno.remove(target.workDir, { recursive: true }).catch(() => {});
+    await removeState(target.runId);
+    console.log(`run ${target.runId}: removed ${count} namespace(s), their processes and files`);
+  }
+  return 0;
+}
+
+function parseRunId(text: string | undefined): string | undefined {
+  if (text === undefined) return undefined;
+  const parsed = RUN_ID.safeParse(text);
+  if (!parsed.success) throw new Exit(2, `invalid flags: --run ${describeIssues(parsed.error)}`);
+  return parsed.data;
+}
+
+/** Builds the CLI; `done` receives the exit code. */
+export function buildProgram(done: (code: number) => void) {
+  const action =
+    <A extends unknown[]>(fn: (...args: A) => Promise<number>) => async (...args: A) => {
+      try {
+        done(await fn(...args));
+      } catch (error) {
+        const code = error instanceof Exit ? error.code : 1;
+        console.error(`sim: ${error instanceof Error ? error.message : String(error)}`);
+        done(code);
+      }
+    };
+  const program = new Command("deno task sim")
+    .description(
+      "A bare-metal cluster in network namespaces (LAN, router, outside hosts, nodes, pods), with " +
+        "the real kube-egress agent on every node. Without a command: the story (map pods to two " +
+        "VIPs, check the sources seen outside over TCP/UDP/ICMP, fail a VIP over, remove a " +
+        "mapping, delete, compare every node's ruleset with its baseline, tear down). " +
+        "Needs root. Exit code 0 only if every check held.",
+    )
+    .enablePositionalOptions()
+    .showHelpAfterError()
+    .exitOverride();
+
+  addClusterFlags(
+    program.command("story", { isDefault: true })
+      .description("tell the whole story and tear everything down (the default command)"),
+  ).action(action((flags) => storyCommand(flags as unknown as ClusterFlags)));
+
+  addClusterFlags(
+    program.command("up").description(
+      "build a cluster, start the agents, map pods to two VIPs, and leave it running " +
+        "(explore it with status/exec; remove it with down)",
+    ),
+  ).action(action((flags) => upCommand(flags as unknown as ClusterFlags)));
+
+  program.command("status")
+    .description("VIP holders, agents and mappings of the running cluster, and a live source check")
+    .option("--run <id>", "which cluster (when more than one is up)")
+    .option("--no-check", "skip the live source check")
+    .action(action((options) => statusCommand(options)));
+
+  program.command("exec")
+    .description(
+      "run a command in a namespace of the running cluster, e.g. `exec pod1-1 ping -c1 198.51.100.10`; " +
+        "namespaces: node1, pod1-2, outside, lanhost, router, switch, svc-backend, or n1, n1p2, ...",
+    )
+    .argument("<namespace>", "node1, pod1-2, outside, lanhost, router, switch, svc-backend, ...")
+    .argument("<command...>", "the command and its arguments")
+    .option("--run <id>", "which cluster (when more than one is up)")
+    .passThroughOptions()
+    .action(action((namespace, command, options) => execCommand(namespace, command, options)));
+
+  program.command("down")
+    .description("delete the running cluster's namespaces, processes and files (only that run's)")
+    .option("--run <id>", "which cluster (when more than one is up)")
+    .option("--all", "every cluster started with `up`")
+    .action(action((options) => downCommand(options)));
+
+  return program;
+}
+
+/** Runs the CLI and returns its exit code. */
+export async function main(args: string[]): Promise<number> {
+  let code = 0;
+  const program = buildProgram((c) => (code = c));
+  try {
+    await program.parseAsync(args, { from: "user" });
+  } catch (error) {
+    const e = error as { exitCode?: number; code?: string };
+    if (e.code === "commander.helpDisplayed" || e.code === "commander.help") return 0;
+    return typeof e.exitCode === "number" && e.exitCode !== 0 ? 2 : 0;
+  }
+  return code;
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -63,13 +63,48 @@ export class Netns {
   }
 
   /** Starts a long-running process inside the namespace. */
-  spawn(args: readonly string[], options: { stdout?: "piped" | "null" | "inherit" } = {}) {
+  spawn(
+    args: readonly string[],
+    options: { stdout?: "piped" | "null" | "inherit"; stderr?: "piped" | "null" } = {},
+  ): Deno.ChildProcess {
     return new Deno.Command("ip", {
       args: ["netns", "exec", this.name, ...args],
       stdout: options.stdout ?? "null",
-      stderr: "piped",
+      stderr: options.stderr ?? "piped",
       stdin: "null",
     }).spawn();
+  }
+
+  /**
+   * Starts a process that outlives this program (`sim up`): in its own
+   * session, output appended to `log` (or discarded). It stays in the
+   * namespace, so deleting the run's namespaces (`sim down`) ends it.
+   */
+  spawnDetached(args: readonly string[], log?: string): void {
+    const redirect = log === undefined ? "" : ' >>"$KE_SIM_LOG" 2>&1';
+    const child = new Deno.Command("ip", {
+      args: [
+        "netns",
+        "exec",
+        this.name,
+        "setsid",
+        "sh",
+        "-c",
+        `exec "$0" "$@"${redirect}`,
+        ...args,
+      ],
+      env: log === undefined ? {} : { KE_SIM_LOG: log },
+      stdout: "null",
+      stderr: "null",
+      stdin: "null",
+    }).spawn();
+    child.unref();
+  }
+
+  /** The ids of the processes running inside the namespace. */
+  async pids(): Promise<number[]> {
+    const text = await $`ip netns pids ${this.name}`.noThrow().quiet().text().catch(() => "");
+    return text.split("\n").map((p) => Number(p.trim())).filter((p) => p > 0);
   }
 }
 
@@ -92,15 +127,20 @@ export class NetnsSet {
     return this.#created;
   }
 
+  /** The namespaces of an earlier run that still exist (for `sim down` and `sim status`). */
+  static async adopt(runId: string): Promise<NetnsSet> {
+    const set = new NetnsSet(runId);
+    for (const name of await runNamespaces(runId)) set.#created.push(new Netns(name));
+    return set;
+  }
+
   /** Kills every process in our namespaces, then deletes them. Safe to call twice. */
   async destroy(): Promise<void> {
     const namespaces = this.#created.splice(0).reverse();
     for (const ns of namespaces) {
-      const pids = (await $`ip netns pids ${ns.name}`.noThrow().quiet().text().catch(() => ""))
-        .split("\n").map((p) => p.trim()).filter(Boolean);
-      for (const pid of pids) {
+      for (const pid of await ns.pids()) {
         try {
-          Deno.kill(Number(pid), "SIGKILL");
+          Deno.kill(pid, "SIGKILL");
         } catch {
           // Already gone.
         }
@@ -110,8 +150,17 @@ export class NetnsSet {
   }
 }
 
+async function namespaceNames(): Promise<string[]> {
+  const text = await $`ip netns list`.noThrow().quiet().text();
+  return text.split("\n").map((l) => l.split(" ")[0]).filter(Boolean);
+}
+
 /** Namespaces left by earlier runs (names starting with our "ke" prefix and a run id). */
 export async function leftoverNamespaces(): Promise<string[]> {
-  const text = await $`ip netns list`.noThrow().quiet().text();
-  return text.split("\n").map((l) => l.split(" ")[0]).filter((n) => /^ke[0-9a-f]{6}-/.test(n));
+  return (await namespaceNames()).filter((n) => /^ke[0-9a-f]{6}-/.test(n));
+}
+
+/** The namespaces of one run: exactly those named "<runId>-...". */
+export async function runNamespaces(runId: string): Promise<string[]> {
+  return (await namespaceNames()).filter((n) => n.startsWith(`${runId}-`));
 }

@@ -1,18 +1,20 @@
 /**
  * Asking an outside host which source address a pod's traffic arrives with.
- * TCP and UDP use the reporter's answer; both run socat inside the pod's
- * namespace with short, bounded timeouts.
+ * TCP and UDP use the reporter's answer (socat in the pod's namespace); ICMP
+ * sends a tagged ping and asks the host's tcpdump witness. Every probe has
+ * short, bounded timeouts; a failed probe reads "timeout" or "error: ...".
  */
 import type { Netns } from "./netns.ts";
-import { TCP_PORT, UDP_PORT } from "./cluster.ts";
+import { TCP_PORT, UDP_PORT } from "./layout.ts";
+import { type IcmpWitness, newTag } from "./witness.ts";
 
-export type Proto = "tcp" | "udp";
+export type Proto = "tcp" | "udp" | "icmp";
 
-/** The source the host at `target` saw, or "timeout" / "error: ..." when nothing came back. */
+/** The source the host at `target` saw over TCP or UDP, or "timeout" / "error: ...". */
 export async function sourceSeen(
   from: Netns,
   target: string,
-  proto: Proto,
+  proto: "tcp" | "udp",
   tag = "probe",
 ): Promise<string> {
   const address = proto === "tcp"
@@ -29,17 +31,49 @@ export async function sourceSeen(
     : `error: ${result.stderr.trim().split("\n").at(-1) ?? result.code}`;
 }
 
-/** The first answer among a few tries (the first packet of a fresh path may need ARP). */
+/**
+ * The source the witness saw on a tagged echo request from `from`. When the
+ * request arrived but no reply came back, the source is followed by
+ * "(no reply)": the way back is broken (e.g. reverse-path filtering).
+ */
+export async function icmpSourceSeen(
+  from: Netns,
+  target: string,
+  witness: IcmpWitness,
+): Promise<string> {
+  const tag = newTag();
+  const ping = await from.exec(["ping", "-n", "-q", "-c", "1", "-W", "2", "-p", tag, target], {
+    timeoutMs: 5000,
+  });
+  const src = await witness.sourceOf(tag, 1500);
+  if (src === undefined) return ping.code === 0 ? "error: reply without a request" : "timeout";
+  return ping.code === 0 ? src : `${src} (no reply)`;
+}
+
+/** True for an answer that is an address (not a timeout, error or missing reply). */
+export function isAddress(answer: string): boolean {
+  return /^\d+\.\d+\.\d+\.\d+$/.test(answer);
+}
+
+/**
+ * The first address among a few tries: the first packet of a fresh path may
+ * wait for ARP or be lost while a route changes. Wrong addresses are returned
+ * at once, never retried away.
+ */
 export async function sourceSeenRetry(
   from: Netns,
   target: string,
   proto: Proto,
-  tries = 3,
+  options: { tries?: number; witness?: IcmpWitness } = {},
 ): Promise<string> {
+  const tries = options.tries ?? 3;
   let last = "";
   for (let i = 0; i < tries; i++) {
-    last = await sourceSeen(from, target, proto);
-    if (!last.startsWith("error") && last !== "timeout") return last;
+    if (proto === "icmp") {
+      if (!options.witness) throw new Error(`no ICMP witness at ${target}`);
+      last = await icmpSourceSeen(from, target, options.witness);
+    } else last = await sourceSeen(from, target, proto);
+    if (isAddress(last)) return last;
   }
   return last;
 }

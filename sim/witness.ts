@@ -1,0 +1,107 @@
+/**
+ * The outside host's ICMP witness: tcpdump in the host's namespace prints
+ * every echo request that arrives, with its source and its bytes. A probe
+ * sends a ping whose padding carries a random tag and asks the witness which
+ * source the tagged packet came from, so parallel probes never mix up.
+ */
+import type { Netns } from "./netns.ts";
+
+/** One echo request as tcpdump printed it. */
+interface Capture {
+  readonly src: string;
+  hex: string;
+}
+
+const HEADER = /\bIP (\d+\.\d+\.\d+\.\d+) > \d+\.\d+\.\d+\.\d+: ICMP echo request\b/;
+const HEX_LINE = /^\s+0x[0-9a-f]+:\s+((?:[0-9a-f]{2,4}\s?)+)/;
+
+/** Parses tcpdump `-n -x` output into captures (exported for tests). */
+export function parseTcpdump(lines: readonly string[], into: Capture[] = []): Capture[] {
+  for (const line of lines) {
+    const header = HEADER.exec(line);
+    if (header) into.push({ src: header[1], hex: "" });
+    else {
+      const hex = HEX_LINE.exec(line);
+      if (hex && into.length > 0) into[into.length - 1].hex += hex[1].replace(/\s+/g, "");
+    }
+  }
+  return into;
+}
+
+/** A fresh tag for `ping -p` (8 bytes as 16 hex digits). */
+export function newTag(): string {
+  return [...crypto.getRandomValues(new Uint8Array(8))].map((b) => b.toString(16).padStart(2, "0"))
+    .join("");
+}
+
+export class IcmpWitness {
+  readonly #captures: Capture[] = [];
+  #stopped = false;
+
+  private constructor(readonly ns: Netns, readonly child: Deno.ChildProcess) {}
+
+  /** Starts tcpdump on `iface` and waits until it is capturing. */
+  static async start(ns: Netns, iface = "eth0", timeoutMs = 20_000): Promise<IcmpWitness> {
+    const child = ns.spawn([
+      "tcpdump",
+      "-l",
+      "-n",
+      "-x",
+      "--immediate-mode",
+      "-Q",
+      "in",
+      "-i",
+      iface,
+      "icmp[icmptype] == icmp-echo",
+    ], { stdout: "piped", stderr: "piped" });
+    const witness = new IcmpWitness(ns, child);
+    let buffer = "";
+    (async () => {
+      for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
+        buffer += chunk;
+        const lines = buffer.split("\n");
+        buffer = lines.pop()!;
+        parseTcpdump(lines, witness.#captures);
+      }
+    })().catch(() => {});
+    let errors = "";
+    const listening = (async () => {
+      for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) {
+        errors += chunk;
+        if (errors.includes("listening on")) return true;
+      }
+      return false;
+    })();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<false>((r) => (timer = setTimeout(() => r(false), timeoutMs)));
+    const ok = await Promise.race([listening, timeout]).finally(() => clearTimeout(timer));
+    if (!ok) {
+      await witness.stop();
+      throw new Error(`tcpdump in ${ns.name} did not start: ${errors.trim() || "no output"}`);
+    }
+    return witness;
+  }
+
+  /** The source of the echo request carrying `tag`, or undefined if none came within `timeoutMs`. */
+  async sourceOf(tag: string, timeoutMs = 1500): Promise<string | undefined> {
+    const deadline = Date.now() + timeoutMs;
+    while (true) {
+      const hit = this.#captures.find((c) => c.hex.includes(tag));
+      if (hit) return hit.src;
+      if (Date.now() >= deadline || this.#stopped) return undefined;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+
+  /** Ends tcpdump. Safe to call twice. */
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    try {
+      this.child.kill("SIGKILL");
+    } catch {
+      // Already gone.
+    }
+    await this.child.status.catch(() => {});
+  }
+}
