@@ -5,24 +5,13 @@
  */
 import assert from "node:assert/strict";
 import { agentCommand, applyOnAllNodes, EXTERNAL, startAgent } from "../../sim/agents.ts";
-import { Cluster, LAN_HOST_IP, OUTSIDE_IP } from "../../sim/cluster.ts";
+import { type Cluster, LAN_HOST_IP, OUTSIDE_IP } from "../../sim/cluster.ts";
 import { sourceSeenRetry } from "../../sim/probe.ts";
 import { placeVip } from "../../sim/vip.ts";
-import { isRoot } from "../helpers.ts";
+import { e2e, withCluster } from "./cluster.ts";
 
 const VIP_A = "192.0.2.50";
 const VIP_B = "192.0.2.51";
-const e2e = { ignore: !isRoot, sanitizeOps: false, sanitizeResources: false };
-
-/** Builds a fresh cluster for one test and always tears it down. */
-async function withCluster(fn: (cluster: Cluster) => Promise<void>, spec = {}) {
-  const cluster = await Cluster.create(spec);
-  try {
-    await fn(cluster);
-  } finally {
-    await cluster.destroy();
-  }
-}
 
 /** Sources seen outside for each pod, TCP and UDP, to the routed host and the LAN host. */
 async function sources(cluster: Cluster, podNames: string[]) {
@@ -139,41 +128,79 @@ Deno.test({
     }),
 });
 
+/** Things "another component" owns in the same tables as kube-egress. */
+const FOREIGN = {
+  mangle: [
+    "-t",
+    "mangle",
+    "-A",
+    "PREROUTING",
+    "-m",
+    "comment",
+    "--comment",
+    "other component",
+    "-j",
+    "MARK",
+    "--set-xmark",
+    "0x4000/0x4000",
+  ],
+  nat: [
+    "-t",
+    "nat",
+    "-I",
+    "POSTROUTING",
+    "1",
+    "-d",
+    "203.0.113.0/24",
+    "-m",
+    "comment",
+    "--comment",
+    "other component",
+    "-j",
+    "RETURN",
+  ],
+  rule: ["ip", "rule", "add", "pref", "1000", "fwmark", "0x8000/0x8000", "lookup", "100"],
+  route: ["ip", "route", "add", "default", "via", "192.0.2.1", "table", "100"],
+  ipset: ["ipset", "create", "other-component", "hash:ip"],
+};
+
 Deno.test({
   name:
-    "e2e agent: delete restores node addresses and the byte-exact baseline ruleset; foreign rules survive",
+    "e2e agent: foreign rules in the same tables survive apply and delete; delete restores node addresses and the byte-exact baseline",
   ...e2e,
   fn: () =>
     withCluster(async (cluster) => {
       const pod = cluster.pod(2, 1);
-      // "Another component" owns a rule in the same tables.
+      // Besides the CNI masquerade and kube-proxy's chains every node already has:
+      // a mangle mark, a nat rule ahead of everything, an ip rule at our own
+      // priority, a route in another table, and an ipset.
       for (const node of cluster.nodes) {
-        await node.ns.run([
-          "iptables",
-          "-t",
-          "mangle",
-          "-A",
-          "PREROUTING",
-          "-m",
-          "comment",
-          "--comment",
-          "other component",
-          "-j",
-          "MARK",
-          "--set-xmark",
-          "0x4000/0x4000",
-        ]);
+        await node.ns.run(["iptables", ...FOREIGN.mangle]);
+        await node.ns.run(["iptables", ...FOREIGN.nat]);
+        await node.ns.run(FOREIGN.rule);
+        await node.ns.run(FOREIGN.route);
+        await node.ns.run(FOREIGN.ipset);
       }
       await placeVip(cluster.nodes, VIP_A, cluster.node(1), cluster.spec.iface);
       const baseline = await Promise.all(cluster.nodes.map((n) => cluster.ruleset(n)));
       await cluster.writeMappings({ [pod.ip]: VIP_A }, { [VIP_A]: 5 });
       await applyOnAllNodes(cluster, EXTERNAL);
       assert.equal(await sourceSeenRetry(pod.ns, OUTSIDE_IP, "tcp"), VIP_A);
+      for (const [i, node] of cluster.nodes.entries()) {
+        const now = await cluster.ruleset(node);
+        const kept = baseline[i].split("\n").filter((line) => !now.split("\n").includes(line));
+        assert.deepEqual(kept, [], `${node.name}: lines of the baseline gone after apply`);
+        assert.match(now, /KUBE-EGRESS/, `${node.name} has our chains`);
+      }
       await applyOnAllNodes(cluster, [...EXTERNAL, "-d"]);
       assert.equal(await sourceSeenRetry(pod.ns, OUTSIDE_IP, "tcp"), pod.node.ip);
       const after = await Promise.all(cluster.nodes.map((n) => cluster.ruleset(n)));
       for (let i = 0; i < after.length; i++) {
         assert.equal(after[i], baseline[i], `node${i + 1} ruleset differs from its baseline`);
+        assert.match(after[i], /other component/);
+        assert.match(after[i], /1000:\s+from all fwmark 0x8000\/0x8000 lookup 100/);
+        assert.match(after[i], /default via 192\.0\.2\.1 dev \S+ table 100/);
+        assert.match(after[i], /ipsets: other-component/);
       }
     }),
 });
