@@ -1,11 +1,12 @@
 /**
- * End-to-end: the agent's life on running nodes: a pod remapped to another
+ * End-to-end: the agent's life on running nodes (VIPs placed by the test:
+ * `--vip-mode external`): a pod remapped to another
  * VIP, a VIP removed, the holder's agent restarted under traffic, and an agent
  * killed with SIGKILL in the middle of a pass. Agents are the real `mod.ts run`
  * processes in the node namespaces. Needs root; reported as skipped otherwise.
  */
 import assert from "node:assert/strict";
-import { agentCommand, type AgentProcess, startAgent } from "../../sim/agents.ts";
+import { agentCommand, type AgentProcess, EXTERNAL, startAgent } from "../../sim/agents.ts";
 import { checkPod, renderChecks } from "../../sim/check.ts";
 import type { Cluster, SimNode, SimPod } from "../../sim/cluster.ts";
 import { OUTSIDE_IP } from "../../sim/layout.ts";
@@ -19,7 +20,7 @@ const VIPS = { [VIP_A]: 5, [VIP_B]: 6 };
 
 /** Starts an agent on every node and waits for each one's first pass. */
 async function startAgents(cluster: Cluster): Promise<AgentProcess[]> {
-  const agents = cluster.nodes.map((node) => startAgent(cluster, node));
+  const agents = cluster.nodes.map((node) => startAgent(cluster, node, EXTERNAL));
   await Promise.all(agents.map((a) => a.waitFor(/pass (applied|failed)/, 60_000)));
   return agents;
 }
@@ -171,7 +172,7 @@ Deno.test({
           assert.equal(await agents[0].stop("SIGTERM"), 0);
           assert.ok(agents[0].lines.some((l) => l.includes("rules stay in place")));
           await new Promise((r) => setTimeout(r, 300));
-          agents[0] = startAgent(cluster, holder);
+          agents[0] = startAgent(cluster, holder, EXTERNAL);
           await agents[0].waitFor(/agent running/, 60_000);
           // Its first pass found nothing to do: it reports roles, but writes nothing.
           await agents[0].waitFor(/VIP role vip=192\.0\.2\.50 from=none to=holder/, 30_000);
@@ -195,7 +196,7 @@ Deno.test({
         assertNoDuplicates(after, holder.name);
         assert.deepEqual(after.jumps, before.jumps);
         assert.deepEqual(after.rules, before.rules);
-        assert.match((await agentCommand(cluster, holder, "plan")).stdout, /no changes/);
+        assert.match((await agentCommand(cluster, holder, "plan", EXTERNAL)).stdout, /no changes/);
       } finally {
         await stopAll(agents);
       }
@@ -226,7 +227,7 @@ Deno.test({
       const mappings = { ...bulkMappings(2000), [pod.ip]: VIP_A };
       await cluster.writeMappings(mappings, VIPS);
       for (const node of [cluster.node(1), cluster.node(3)]) {
-        assert.equal((await agentCommand(cluster, node, "run")).code, 0);
+        assert.equal((await agentCommand(cluster, node, "run", EXTERNAL)).code, 0);
       }
 
       // Kill node2's agent the moment its first step (policy routes and rules)
@@ -236,7 +237,7 @@ Deno.test({
         for await (const _ of monitor.stdout) return true;
         return false;
       })();
-      const victim = startAgent(cluster, node2);
+      const victim = startAgent(cluster, node2, EXTERNAL);
       let killedMidPass: boolean;
       try {
         assert.ok(await firstEvent, "ip monitor saw the agent's routes");
@@ -256,14 +257,14 @@ Deno.test({
       assert.ok(partial.rules.length > 0, "the kill came after the first step");
 
       // A restarted agent converges: everything present once, nothing pending, traffic right.
-      const restarted = startAgent(cluster, node2);
+      const restarted = startAgent(cluster, node2, EXTERNAL);
       try {
         await restarted.waitFor(/pass applied/, 60_000);
         const objects = await ourObjects(node2);
         assertNoDuplicates(objects, node2.name);
         assert.equal(objects.rules.length, 2, objects.rules.join("\n"));
         assert.equal(Object.keys(await podMarks(node2)).length, 2001);
-        assert.match((await agentCommand(cluster, node2, "plan")).stdout, /no changes/);
+        assert.match((await agentCommand(cluster, node2, "plan", EXTERNAL)).stdout, /no changes/);
         await assertLeavesAs(cluster, pod, VIP_A);
       } finally {
         await restarted.stop("SIGKILL");
