@@ -45,8 +45,11 @@ export async function icmpSourceSeen(
   const ping = await from.exec(["ping", "-n", "-q", "-c", "1", "-W", "2", "-p", tag, target], {
     timeoutMs: 5000,
   });
-  const src = await witness.sourceOf(tag, 1500);
-  if (src === undefined) return ping.code === 0 ? "error: reply without a request" : "timeout";
+  // After a reply the request surely arrived: only tcpdump's report may lag on a loaded machine.
+  const src = await witness.sourceOf(tag, ping.code === 0 ? 5000 : 1500);
+  if (src === undefined) {
+    return ping.code === 0 ? `error: reply without a request (${witness.describe()})` : "timeout";
+  }
   return ping.code === 0 ? src : `${src} (no reply)`;
 }
 

@@ -37,8 +37,21 @@ export function newTag(): string {
 export class IcmpWitness {
   readonly #captures: Capture[] = [];
   #stopped = false;
+  #exit: Deno.CommandStatus | undefined;
 
-  private constructor(readonly ns: Netns, readonly child: Deno.ChildProcess) {}
+  private constructor(readonly ns: Netns, readonly child: Deno.ChildProcess) {
+    child.status.then((status) => (this.#exit = status)).catch(() => {});
+  }
+
+  /** What the witness has seen so far, for error messages. */
+  describe(): string {
+    const state = this.#exit
+      ? `tcpdump exited (code ${this.#exit.code}${
+        this.#exit.signal ? `, ${this.#exit.signal}` : ""
+      })`
+      : "tcpdump running";
+    return `${state}, ${this.#captures.length} request(s) seen in ${this.ns.name}`;
+  }
 
   /** Starts tcpdump on `iface` and waits until it is capturing. */
   static async start(ns: Netns, iface = "eth0", timeoutMs = 20_000): Promise<IcmpWitness> {
