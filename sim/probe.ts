@@ -41,6 +41,7 @@ export async function icmpSourceSeen(
   target: string,
   witness: IcmpWitness,
 ): Promise<string> {
+  await witness.ensureRunning();
   const tag = newTag();
   const ping = await from.exec(["ping", "-n", "-q", "-c", "1", "-W", "2", "-p", tag, target], {
     timeoutMs: 5000,

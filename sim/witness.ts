@@ -34,65 +34,98 @@ export function newTag(): string {
     .join("");
 }
 
+const TCPDUMP_ARGS = (iface: string) => [
+  "tcpdump",
+  "-l",
+  "-n",
+  "-x",
+  "--immediate-mode",
+  "-Q",
+  "in",
+  "-i",
+  iface,
+  "icmp[icmptype] == icmp-echo",
+];
+
+/** How often a witness whose tcpdump died is restarted before it gives up. */
+const MAX_RESTARTS = 5;
+
 export class IcmpWitness {
   readonly #captures: Capture[] = [];
   #stopped = false;
+  #child!: Deno.ChildProcess;
   #exit: Deno.CommandStatus | undefined;
+  /** The end of tcpdump's stderr (its start-up line, its exit statistics), for error messages. */
+  #stderr = "";
+  #restarts = 0;
 
-  private constructor(readonly ns: Netns, readonly child: Deno.ChildProcess) {
-    child.status.then((status) => (this.#exit = status)).catch(() => {});
-  }
+  private constructor(readonly ns: Netns, readonly iface: string) {}
 
   /** What the witness has seen so far, for error messages. */
   describe(): string {
     const state = this.#exit
       ? `tcpdump exited (code ${this.#exit.code}${
         this.#exit.signal ? `, ${this.#exit.signal}` : ""
-      })`
+      }): ${this.#stderr.trim().split("\n").slice(-2).join(" / ")}`
       : "tcpdump running";
-    return `${state}, ${this.#captures.length} request(s) seen in ${this.ns.name}`;
+    return `${state}, ${this.#captures.length} request(s) seen in ${this.ns.name}` +
+      (this.#restarts ? `, restarted ${this.#restarts} time(s)` : "");
   }
 
   /** Starts tcpdump on `iface` and waits until it is capturing. */
   static async start(ns: Netns, iface = "eth0", timeoutMs = 20_000): Promise<IcmpWitness> {
-    const child = ns.spawn([
-      "tcpdump",
-      "-l",
-      "-n",
-      "-x",
-      "--immediate-mode",
-      "-Q",
-      "in",
-      "-i",
-      iface,
-      "icmp[icmptype] == icmp-echo",
-    ], { stdout: "piped", stderr: "piped" });
-    const witness = new IcmpWitness(ns, child);
+    const witness = new IcmpWitness(ns, iface);
+    await witness.#spawn(timeoutMs);
+    return witness;
+  }
+
+  async #spawn(timeoutMs: number): Promise<void> {
+    const child = this.ns.spawn(TCPDUMP_ARGS(this.iface), { stdout: "piped", stderr: "piped" });
+    this.#child = child;
+    this.#exit = undefined;
+    child.status.then((status) => {
+      if (this.#child === child) this.#exit = status;
+    }).catch(() => {});
     let buffer = "";
     (async () => {
       for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
         buffer += chunk;
         const lines = buffer.split("\n");
         buffer = lines.pop()!;
-        parseTcpdump(lines, witness.#captures);
+        parseTcpdump(lines, this.#captures);
       }
     })().catch(() => {});
-    let errors = "";
-    const listening = (async () => {
+    let listening!: (ok: boolean) => void;
+    const isListening = new Promise<boolean>((r) => (listening = r));
+    // stderr is read to its end (never cancelled: tcpdump would die of SIGPIPE on its next line).
+    (async () => {
       for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) {
-        errors += chunk;
-        if (errors.includes("listening on")) return true;
+        this.#stderr = (this.#stderr + chunk).slice(-2000);
+        if (this.#stderr.includes("listening on")) listening(true);
       }
-      return false;
-    })();
+      listening(false);
+    })().catch(() => listening(false));
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<false>((r) => (timer = setTimeout(() => r(false), timeoutMs)));
-    const ok = await Promise.race([listening, timeout]).finally(() => clearTimeout(timer));
+    const ok = await Promise.race([isListening, timeout]).finally(() => clearTimeout(timer));
     if (!ok) {
-      await witness.stop();
-      throw new Error(`tcpdump in ${ns.name} did not start: ${errors.trim() || "no output"}`);
+      await this.stop();
+      throw new Error(
+        `tcpdump in ${this.ns.name} did not start: ${this.#stderr.trim() || "no output"}`,
+      );
     }
-    return witness;
+  }
+
+  /**
+   * Restarts tcpdump if it died (a few times at most), so one lost capture
+   * process does not fail every later probe. Requests sent while it was down
+   * are not seen; the probe's retry sends a new one.
+   */
+  async ensureRunning(): Promise<void> {
+    if (this.#stopped || this.#exit === undefined || this.#restarts >= MAX_RESTARTS) return;
+    this.#restarts++;
+    console.error(`[sim] ICMP witness restarted: ${this.describe()}`);
+    await this.#spawn(20_000);
   }
 
   /** The source of the echo request carrying `tag`, or undefined if none came within `timeoutMs`. */
@@ -111,10 +144,10 @@ export class IcmpWitness {
     if (this.#stopped) return;
     this.#stopped = true;
     try {
-      this.child.kill("SIGKILL");
+      this.#child.kill("SIGKILL");
     } catch {
       // Already gone.
     }
-    await this.child.status.catch(() => {});
+    await this.#child.status.catch(() => {});
   }
 }

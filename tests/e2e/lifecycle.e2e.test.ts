@@ -253,8 +253,16 @@ Deno.test({
         await victim.stop("SIGKILL");
       }
       assert.ok(killedMidPass, `the agent finished before the kill:\n${victim.lines.join("\n")}`);
+      // Tools the agent had started may still be finishing their input: let them.
+      for (let i = 0; i < 100 && (await node2.ns.pids()).length > 0; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
       const partial = await ourObjects(node2);
-      assert.ok(partial.rules.length > 0, "the kill came after the first step");
+      const marks = Object.keys(await podMarks(node2).catch(() => ({}))).length;
+      assert.ok(
+        partial.jumps.length < 2 || marks < 2001,
+        `the node was complete at the kill: ${partial.jumps.length} jumps, ${marks} pods`,
+      );
 
       // A restarted agent converges: everything present once, nothing pending, traffic right.
       const restarted = startAgent(cluster, node2, EXTERNAL);
