@@ -351,7 +351,9 @@ export async function runLoop(
   const trigger = (reason: string, setCheck: "full" | "quick" = "quick") => {
     if (stopping) return;
     if (running) {
-      pending ??= reason;
+      // A resync coalesced with events keeps its name: sources re-read on "resync".
+      if (setCheck === "full") pending = reason;
+      else pending ??= reason;
       pendingFull ||= setCheck === "full";
       return;
     }

@@ -347,3 +347,37 @@ Deno.test("agent: placement is offered each pass's valid VIPs; on stop it hands 
   assert.deepEqual(kernel.conntrackRuns, ["-D -f ipv4 --mark 0x5/0xff"]);
   assert.equal(kernel.rules.length, 2, "this node now forwards both VIPs' traffic");
 });
+
+Deno.test("agent loop: a resync that coalesces with an event keeps its name and its full check", async () => {
+  const kernel = new FakeKernel();
+  const host = kernel.host();
+  const log = createLogger("text", () => {});
+  const triggers: string[] = [];
+  const agent = new Agent(host, log, {
+    config: testConfig(),
+    readInputs: async (trigger) => {
+      triggers.push(trigger);
+      // The start pass is slow: an event and then a resync arrive while it runs.
+      if (triggers.length === 1) await new Promise((r) => setTimeout(r, 1000));
+      return manyPods();
+    },
+    dryRun: false,
+  });
+  let stop!: () => void;
+  const stopped = new Promise<void>((r) => (stop = r));
+  const loop = runLoop(agent, host, testConfig(), log, {
+    intervalSeconds: 0.2,
+    cleanupOnExit: false,
+    stop: stopped,
+  });
+  await new Promise((r) => setTimeout(r, 20));
+  host.fireAddressChange();
+  for (let waited = 0; triggers.length < 2 && waited < 10_000; waited += 10) {
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  stop();
+  await loop;
+  // Sources re-read their inputs on "resync" (the file source does): the name must survive.
+  assert.deepEqual(triggers.slice(0, 2), ["start", "resync"]);
+  assert.equal(kernel.reads.summary, 0, "the coalesced pass listed the sets in full");
+});
