@@ -143,6 +143,9 @@ export async function benchAgentFiles(
       ...(v8Flags ? [`--v8-flags=${v8Flags}`] : []),
       MOD,
       "run",
+      // VIP placement (keepalived) is not what is measured here.
+      "--vip-mode",
+      "external",
       "-u",
       String(interval),
       "--log-format",
@@ -224,7 +227,7 @@ export function renderAgent(figures: readonly AgentFigure[]): string {
 }
 
 export const AGENT_NOTES = [
-  "The real CLI: deno run -A [--v8-flags=...] mod.ts run -u 5 --log-format json ... in a namespace (eth0 192.0.2.11/24), 16 VIPs.",
+  "The real CLI: deno run -A [--v8-flags=...] mod.ts run --vip-mode external -u 5 --log-format json ... in a namespace (eth0 192.0.2.11/24), 16 VIPs.",
   "V8 FLAGS: after a pass the live heap is ~15 MiB at 10,000 pods; the rest of the RSS is the runtime and modules (~75 MiB before the first pass: Deno 34, dax 26, zod/commander/metrics) and heap V8 keeps for reuse, mostly the young generation (up to 3 × 16 MiB semi-spaces by default). --max-semi-space-size=2 caps that, at no measured cost in pass time.",
   "FIRST PASS: from starting the process (Deno start-up, reading the source) to its first 'pass applied' log line. RSS: VmRSS of the agent process right after that, and again after the events and one more resync (a full check); PEAK: its VmHWM.",
   "POD EVENT → RULES: from the new mapping appearing in the source (files: a new file written; the watcher debounces 100 ms) to the 'pass applied' line of the pass that wrote it (logged after the transaction is in the kernel); each is then checked with ipset test.",
