@@ -7,9 +7,16 @@
  * and peak), and the time from a pod's IP appearing in the API to its rules
  * being in force on every node.
  */
-import { EXTERNAL, startAgent } from "../sim/agents.ts";
+import type { AgentProcess } from "../sim/agents.ts";
 import { Cluster } from "../sim/cluster.ts";
-import { kubeFlags, nodeObject, podToRulesLatency, SimApiServer } from "../sim/kube_sim.ts";
+import {
+  egressPolicy,
+  egressVip,
+  podToRulesLatency,
+  type SimApiServer,
+  startApiWithNodes,
+  startKubeAgents,
+} from "../sim/kube_sim.ts";
 import { placeVip } from "../sim/vip.ts";
 import { table } from "../core/status.ts";
 import { formatStats, onInterrupt, stats } from "./lib.ts";
@@ -53,42 +60,25 @@ export async function benchKube(pods: number, v8Flags = "", samples = 10): Promi
   const cluster = await Cluster.create({ nodes: 3, podsPerNode: 4 });
   const unregister = onInterrupt(() => cluster.destroy());
   let api: SimApiServer | undefined;
-  const agents: ReturnType<typeof startAgent>[] = [];
+  const agents: AgentProcess[] = [];
   try {
-    api = await SimApiServer.start(cluster, { pods, firstPodIp: "10.244.100.1" });
-    for (const node of cluster.nodes) await api.apply(nodeObject(node));
-    await api.apply({
-      apiVersion: "egress.kube-egress.io/v1alpha1",
-      kind: "EgressVIP",
-      metadata: { name: "office" },
-      spec: { ip: VIP, routeId: 5 },
-    });
+    api = await startApiWithNodes(cluster, { pods, firstPodIp: "10.244.100.1" });
+    await api.apply(egressVip("office", { ip: VIP, routeId: 5 }));
     const namespaces = pods > 0 ? Math.min(NAMESPACES, pods) : 0;
     for (let k = 0; k < namespaces; k++) {
-      await api.apply({
-        apiVersion: "egress.kube-egress.io/v1alpha1",
-        kind: "EgressPolicy",
-        metadata: { name: "all", namespace: `team-${k}` },
-        spec: { vip: "office", podSelector: {} },
-      });
+      await api.apply(egressPolicy(`team-${k}`, "all", { vip: "office", podSelector: {} }));
     }
-    await api.apply({
-      apiVersion: "egress.kube-egress.io/v1alpha1",
-      kind: "EgressPolicy",
-      metadata: { name: "measured", namespace: "default" },
-      spec: { vip: "office", podSelector: { matchLabels: { measured: "yes" } } },
-    });
+    await api.apply(egressPolicy("default", "measured", {
+      vip: "office",
+      podSelector: { matchLabels: { measured: "yes" } },
+    }));
     await placeVip(cluster.nodes, VIP, cluster.node(1), cluster.spec.iface);
     const started = performance.now();
     // The agents inherit the environment: DENO_V8_FLAGS reaches their deno.
     const before = Deno.env.get("DENO_V8_FLAGS");
     if (v8Flags) Deno.env.set("DENO_V8_FLAGS", v8Flags);
     try {
-      for (const node of cluster.nodes) {
-        agents.push(
-          startAgent(cluster, node, [...EXTERNAL, ...kubeFlags(api), "--log-format", "json"], 300),
-        );
-      }
+      agents.push(...startKubeAgents(cluster, api, ["--log-format", "json"]));
     } finally {
       if (before === undefined) Deno.env.delete("DENO_V8_FLAGS");
       else Deno.env.set("DENO_V8_FLAGS", before);

@@ -10,6 +10,8 @@ import $ from "dax";
 import { join } from "node:path";
 import type { Cluster, SimNode, SimPod } from "./cluster.ts";
 import { kubeconfigFor } from "./kube_api.ts";
+import { API_VERSION } from "../core/kube/api.ts";
+import { type AgentProcess, EXTERNAL, startAgent } from "./agents.ts";
 import type { Netns } from "./netns.ts";
 
 export const API_IP = "192.0.2.5";
@@ -242,4 +244,40 @@ export async function podToRulesLatency(
   const seen = await Promise.all(polls);
   const perNodeMs = seen.map((s) => Math.max(0, s - t));
   return { totalMs: Math.max(...perNodeMs), perNodeMs };
+}
+
+/** An EgressVIP object. */
+export function egressVip(name: string, spec: Record<string, unknown>) {
+  return { apiVersion: API_VERSION, kind: "EgressVIP", metadata: { name }, spec };
+}
+
+/** An EgressPolicy object. */
+export function egressPolicy(namespace: string, name: string, spec: Record<string, unknown>) {
+  return { apiVersion: API_VERSION, kind: "EgressPolicy", metadata: { name, namespace }, spec };
+}
+
+/** Starts the API server in the cluster with a Node object for every simulated node. */
+export async function startApiWithNodes(
+  cluster: Cluster,
+  options: Parameters<typeof SimApiServer.start>[1] = {},
+): Promise<SimApiServer> {
+  const api = await SimApiServer.start(cluster, options);
+  try {
+    for (const node of cluster.nodes) await api.apply(nodeObject(node));
+    return api;
+  } catch (error) {
+    await api.stop();
+    throw error;
+  }
+}
+
+/** `mod.ts run --source kubernetes --vip-mode external` on every node (VIPs placed by the test). */
+export function startKubeAgents(
+  cluster: Cluster,
+  api: SimApiServer,
+  extra: readonly string[] = [],
+): AgentProcess[] {
+  return cluster.nodes.map((node) =>
+    startAgent(cluster, node, [...EXTERNAL, ...kubeFlags(api), ...extra], 300)
+  );
 }

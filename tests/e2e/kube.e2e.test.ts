@@ -5,14 +5,16 @@
  * report the source address they see. Needs root; skipped otherwise.
  */
 import assert from "node:assert/strict";
-import { type AgentProcess, EXTERNAL, startAgent } from "../../sim/agents.ts";
+import type { AgentProcess } from "../../sim/agents.ts";
 import { Cluster, LAN_HOST_IP, OUTSIDE_IP } from "../../sim/cluster.ts";
 import {
-  kubeFlags,
-  nodeObject,
+  egressPolicy,
+  egressVip,
   podObject,
   podToRulesLatency,
-  SimApiServer,
+  type SimApiServer,
+  startApiWithNodes,
+  startKubeAgents,
 } from "../../sim/kube_sim.ts";
 import type { Netns } from "../../sim/netns.ts";
 import { sourceSeen } from "../../sim/probe.ts";
@@ -67,30 +69,17 @@ Deno.test({
     let api: SimApiServer | undefined;
     const agents: AgentProcess[] = [];
     try {
-      api = await SimApiServer.start(cluster);
+      api = await startApiWithNodes(cluster);
       await api.apply({ apiVersion: "v1", kind: "Namespace", metadata: { name: "default" } });
-      for (const node of cluster.nodes) await api.apply(nodeObject(node));
       // The old README's flow: a VIP, a policy for pod1, a test pod.
-      await api.apply({
-        apiVersion: "egress.kube-egress.io/v1alpha1",
-        kind: "EgressVIP",
-        metadata: { name: "office" },
-        spec: { ip: VIP },
-      });
-      await api.apply({
-        apiVersion: "egress.kube-egress.io/v1alpha1",
-        kind: "EgressPolicy",
-        metadata: { name: "pod1", namespace: "default" },
-        spec: {
-          vip: "office",
-          targets: [{ kind: "Pod", name: "pod1" }],
-          podSelector: { matchLabels: { egress: "office" } },
-        },
-      });
+      await api.apply(egressVip("office", { ip: VIP }));
+      await api.apply(egressPolicy("default", "pod1", {
+        vip: "office",
+        targets: [{ kind: "Pod", name: "pod1" }],
+        podSelector: { matchLabels: { egress: "office" } },
+      }));
       await placeVip(cluster.nodes, VIP, cluster.node(1), cluster.spec.iface);
-      for (const node of cluster.nodes) {
-        agents.push(startAgent(cluster, node, [...EXTERNAL, ...kubeFlags(api)], 300));
-      }
+      agents.push(...startKubeAgents(cluster, api));
       await Promise.all(agents.map((a) => a.waitFor(/agent running/, 30_000)));
 
       // Start "pod1" on node2: its traffic leaves as the VIP, through the holder node1.
@@ -163,34 +152,26 @@ Deno.test({
     let api: SimApiServer | undefined;
     const agents: AgentProcess[] = [];
     try {
-      api = await SimApiServer.start(cluster);
-      for (const node of cluster.nodes) await api.apply(nodeObject(node));
-      await api.apply({
-        apiVersion: "egress.kube-egress.io/v1alpha1",
-        kind: "EgressVIP",
-        metadata: { name: "office" },
-        spec: { ip: VIP, routeId: 7 },
-      });
+      api = await startApiWithNodes(cluster);
+      await api.apply(egressVip("office", { ip: VIP, routeId: 7 }));
       const only = cluster.pod(2, 1);
       const except = cluster.pod(2, 2);
       const plain = cluster.pod(1, 1);
       await api.apply(podObject(only, "only-outside", { labels: { egress: "only" } }));
       await api.apply(podObject(except, "not-outside", { labels: { egress: "except" } }));
       await api.apply(podObject(plain, "plain", { labels: { egress: "all" } }));
-      const policy = (name: string, spec: Record<string, unknown>) => ({
-        apiVersion: "egress.kube-egress.io/v1alpha1",
-        kind: "EgressPolicy",
-        metadata: { name, namespace: "default" },
-        spec: { vip: "office", podSelector: { matchLabels: { egress: name } }, ...spec },
-      });
+      const policy = (name: string, spec: Record<string, unknown>) =>
+        egressPolicy("default", name, {
+          vip: "office",
+          podSelector: { matchLabels: { egress: name } },
+          ...spec,
+        });
       await api.apply(policy("only", { destinationCIDRs: ["198.51.100.0/24"] }));
       await api.apply(policy("except", { excludedCIDRs: ["198.51.100.0/24"] }));
       await api.apply(policy("all", {}));
       await placeVip(cluster.nodes, VIP, cluster.node(1), cluster.spec.iface);
       const baseline = await Promise.all(cluster.nodes.map((n) => cluster.ruleset(n)));
-      for (const node of cluster.nodes) {
-        agents.push(startAgent(cluster, node, [...EXTERNAL, ...kubeFlags(api)], 300));
-      }
+      agents.push(...startKubeAgents(cluster, api));
       await leavesAs(only.ns, VIP, "destinationCIDRs: the outside network leaves as the VIP");
       await leavesAs(
         except.ns,
