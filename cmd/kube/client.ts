@@ -298,7 +298,13 @@ export class KubeClient {
   async *watch(
     resource: Resource,
     resourceVersion: string,
-    options: { signal?: AbortSignal; timeoutSeconds?: number; metadataOnly?: boolean } = {},
+    options: {
+      signal?: AbortSignal;
+      timeoutSeconds?: number;
+      metadataOnly?: boolean;
+      /** Called once the server accepted the watch (its stream is open). */
+      onOpen?: () => void;
+    } = {},
   ): AsyncGenerator<WatchEvent> {
     this.#check(resource, "watch");
     const response = await this.#fetch("GET", resourcePath(resource), {
@@ -311,6 +317,7 @@ export class KubeClient {
       accept: options.metadataOnly ? PARTIAL_WATCH : "application/json",
       signal: options.signal,
     });
+    options.onOpen?.();
     let buffer = "";
     for await (const chunk of response.body!.pipeThrough(new TextDecoderStream())) {
       buffer += chunk;

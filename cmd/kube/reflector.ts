@@ -96,12 +96,13 @@ export class Reflector<T> {
     while (!signal.aborted) {
       try {
         if (this.#resourceVersion === undefined) await this.#relist();
-        await this.#watch(signal);
-        delay = this.options.backoffMs ?? 500;
-        if (this.#lastError !== undefined) {
-          this.log.info("watch resumed", { resource: this.#name });
-          this.#lastError = undefined;
-        }
+        await this.#watch(signal, () => {
+          delay = this.options.backoffMs ?? 500;
+          if (this.#lastError !== undefined) {
+            this.log.info("watch resumed", { resource: this.#name });
+            this.#lastError = undefined;
+          }
+        });
       } catch (error) {
         if (signal.aborted) break;
         this.stats.errors++;
@@ -154,13 +155,14 @@ export class Reflector<T> {
     else store.set(key, value);
   }
 
-  async #watch(signal: AbortSignal) {
+  async #watch(signal: AbortSignal, onOpen: () => void) {
     this.stats.watches++;
     for await (
       const event of this.client.watch(this.options.resource, this.#resourceVersion!, {
         signal,
         timeoutSeconds: this.options.watchTimeoutSeconds,
         metadataOnly: this.options.metadataOnly,
+        onOpen,
       })
     ) {
       if (event.type === "ERROR") {
