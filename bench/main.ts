@@ -72,9 +72,15 @@ const sections: Record<string, Section> = {
     run: async () => {
       const sizes = (Deno.env.get("BENCH_KUBE_PODS") ?? "0,10000").split(",").map(Number);
       const figures = [];
+      // More V8 flag sets to compare, ";"-separated (e.g. "--max-old-space-size=96").
+      const extra = (Deno.env.get("BENCH_KUBE_V8") ?? "").split(";").filter(Boolean);
       for (const pods of sizes) {
         figures.push(await benchKube(pods));
-        if (pods > 0) figures.push(await benchKube(pods, AGENT_V8_FLAGS));
+        if (pods > 0) {
+          for (const flags of [AGENT_V8_FLAGS, ...extra]) {
+            figures.push(await benchKube(pods, flags));
+          }
+        }
       }
       return { table: renderKube(figures), notes: KUBE_NOTES };
     },

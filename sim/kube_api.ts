@@ -243,6 +243,9 @@ export function startTestApiServer(options: TestApiServerOptions = {}): Promise<
           after = decoded.after;
           rv = decoded.rv;
         }
+        // Later pages are served from the current objects, not a snapshot at the first
+        // page's version (as etcd would): an object changed meanwhile shows its newer
+        // state, and the watch from the list's version replays the change anyway.
         const all = store.list(resource, namespace);
         const keyOf = (o: Obj) => `${o.metadata.namespace ?? ""}/${o.metadata.name}`;
         const remaining = after ? all.filter((o) => keyOf(o) > after) : all;

@@ -154,13 +154,24 @@ export class Controller {
       byKey.get(`${o.kind}/${o.namespace ? `${o.namespace}/` : ""}${o.name}`)!;
     const resourceOf = (o: ObjectRef) => (o.kind === "EgressVIP" ? EGRESS_VIPS : EGRESS_POLICIES);
 
+    // The version each write returned: a second write to the same object in this
+    // round (status, then finalizers) builds on it instead of getting a 409.
+    const written = new Map<string, string>();
+    const keyOf = (o: ObjectRef) => `${o.kind}/${o.namespace ?? ""}/${o.name}`;
+    const metadataOf = (o: ObjectRef, record: CustomRecord) => {
+      const version = written.get(keyOf(o));
+      return version ? { ...record.metadata, resourceVersion: version } : record.metadata;
+    };
     const attempt = async (
-      write: () => Promise<unknown>,
+      write: () => Promise<Record<string, unknown>>,
       object: ObjectRef,
       events: readonly EventSpec[],
     ) => {
       try {
-        await write();
+        const stored = await write() as { metadata?: { resourceVersion?: string } };
+        if (stored.metadata?.resourceVersion) {
+          written.set(keyOf(object), stored.metadata.resourceVersion);
+        }
         result.writes++;
       } catch (error) {
         if (error instanceof ApiError && (error.status === 409 || error.status === 404)) {
@@ -181,7 +192,7 @@ export class Controller {
           this.client.update(statusResource(resourceOf(write.object)), {
             apiVersion: API_VERSION,
             kind: write.object.kind,
-            metadata: record.metadata,
+            metadata: metadataOf(write.object, record),
             spec: record.spec,
             status: write.status,
           }),
@@ -196,7 +207,7 @@ export class Controller {
           this.client.update(resourceOf(write.object), {
             apiVersion: API_VERSION,
             kind: write.object.kind,
-            metadata: { ...record.metadata, finalizers: [...write.finalizers] },
+            metadata: { ...metadataOf(write.object, record), finalizers: [...write.finalizers] },
             spec: record.spec,
           }),
         write.object,

@@ -96,7 +96,10 @@ Deno.test({
       const office = api.get("EgressVIP", "office")!;
       assert.equal((office.status as { routeId: number }).routeId, 1);
       assert.equal((api.get("EgressVIP", "fixed")!.status as { routeId: number }).routeId, 7);
-      assert.deepEqual(office.metadata.finalizers, [VIP_FINALIZER]);
+      await eventually(
+        () => api.get("EgressVIP", "office")?.metadata.finalizers?.[0] === VIP_FINALIZER,
+        "the finalizer",
+      );
       const pol = api.get("EgressPolicy", "pod1", "default")!;
       assert.deepEqual((pol.status as { pods: number; ip: string }).pods, 1);
       assert.equal((pol.status as { ip: string }).ip, "192.0.2.50");
@@ -208,6 +211,30 @@ Deno.test({
       );
     } finally {
       await stopNode(n);
+      await api.stop();
+    }
+  },
+});
+
+Deno.test({
+  name: "controller: status and finalizer of a new VIP are written in one round, without a 409",
+  ...opts,
+  fn: async () => {
+    const api = await startTestApiServer();
+    api.apply(vipObject("office", { ip: "192.0.2.50" }));
+    const client = await KubeClient.connect({ server: api.url });
+    const log = createLogger("text", () => {});
+    const source = new KubeSource(client, log).start();
+    try {
+      await source.waitForSync();
+      const round = await new Controller(client, source, log, "node1").round();
+      assert.deepEqual([round.writes, round.conflicts, round.errors], [2, 0, 0]);
+      const vip = api.get("EgressVIP", "office")!;
+      assert.deepEqual(vip.metadata.finalizers, [VIP_FINALIZER]);
+      assert.equal((vip.status as { routeId: number }).routeId, 1);
+    } finally {
+      await source.stop();
+      client.close();
       await api.stop();
     }
   },
