@@ -3,14 +3,15 @@
  * section (never pass/fail) and appends them to bench/results.md with the
  * machine, date, commit and load average, so runs can be compared over time.
  *
- * Sections: planning, metrics (no root); apply, react, agent, kube and forwarding (root:
- * network namespaces).
+ * Sections: planning, metrics (no root); apply, react, agent, kube, forwarding and failover
+ * (root: network namespaces).
  */
 import $ from "dax";
 import { isRoot } from "../cmd/tools.ts";
 import { AGENT_NOTES, AGENT_V8_FLAGS, benchAgentFiles, renderAgent } from "./agent.ts";
 import { APPLY_NOTES, benchApply, renderApply } from "./apply.ts";
 import { commitDescription, loadAverage, machineDescription, tearDownOnSignals } from "./lib.ts";
+import { benchFailover, failoverNotes, renderFailover } from "./failover.ts";
 import { benchForwarding, forwardingNotes, renderForwarding } from "./forwarding.ts";
 import { benchPlanning, PLANNING_NOTES, renderPlanning } from "./planning.ts";
 import { benchMetrics, METRICS_NOTES, renderMetrics } from "./metrics.ts";
@@ -98,6 +99,17 @@ const sections: Record<string, Section> = {
       return { table: renderForwarding(result), notes: forwardingNotes(result, options) };
     },
   },
+  failover: {
+    title: "VIP failover in the simulator (keepalived mode): gap and wrong-source packets",
+    needsRoot: true,
+    run: async () => {
+      const figures = await benchFailover({
+        runs: Number(Deno.env.get("BENCH_RUNS") ?? 5),
+        progress: (line: string) => console.error(`[failover] ${line}`),
+      });
+      return { table: renderFailover(figures), notes: failoverNotes(figures) };
+    },
+  },
 };
 
 const RESULTS = new URL("./results.md", import.meta.url).pathname;
@@ -107,6 +119,7 @@ const WORKERS = [
   "../mod.ts",
   "../sim/reporter.ts",
   "../sim/kube_api.ts",
+  "../sim/stream_sender.ts",
   "./planning_worker.ts",
   "./apply_worker.ts",
   "./accept_server.ts",

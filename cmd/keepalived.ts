@@ -58,9 +58,14 @@ const KEPT_LOG_LINES = 20;
 const NOTEWORTHY = /error|fail|cannot|can't|unknown|invalid|warning|duplicate|conflict/i;
 
 interface Running {
+  /** dax's handle: used to wait for the exit and read the log, not to signal (see #signal). */
   readonly child: ReturnType<typeof spawnKeepalived>;
   readonly startedAt: number;
   readonly exited: Promise<number>;
+  /** keepalived's (parent) pid, read from its pid file once it has written it. */
+  pid?: number;
+  /** A reload was asked for before the pid was known. */
+  reloadPending?: boolean;
 }
 
 function spawnKeepalived(paths: Paths) {
@@ -109,6 +114,19 @@ async function readPid(path: string): Promise<number | undefined> {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** The promise's value, or undefined if it takes longer than `ms`. */
+async function within<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** VIP placement by a keepalived child process. */
 export class KeepalivedPlacement implements VipPlacement {
   readonly #options: KeepalivedOptions;
@@ -150,12 +168,9 @@ export class KeepalivedPlacement implements VipPlacement {
       if (text !== this.#written) {
         await Deno.mkdir(this.#options.stateDir, { recursive: true, mode: 0o700 });
         await writeAtomically(this.#paths.conf, text);
-        const reload = this.#running !== undefined && this.#written !== undefined;
+        const running = this.#written !== undefined ? this.#running : undefined;
         this.#written = text;
-        if (reload) {
-          this.#running!.child.kill("SIGHUP");
-          this.#options.log.info("keepalived reloaded", { instances: this.#instances.length });
-        }
+        if (running) this.#reload(running);
         await this.#writeStatus();
       }
       if (!this.#running && this.#restartTimer === undefined) await this.#start();
@@ -180,11 +195,12 @@ export class KeepalivedPlacement implements VipPlacement {
     this.#running = undefined;
     // SIGTERM: keepalived sends priority-0 adverts (backups take over after
     // their skew time, a fraction of an advert interval) and removes the VIPs.
-    running.child.kill("SIGTERM");
-    const exited = await Promise.race([running.exited, sleep(STOP_TIMEOUT_MS).then(() => null)]);
-    if (exited === null) {
-      running.child.kill("SIGKILL");
-      await running.exited;
+    this.#signal(running, "SIGTERM");
+    if (await within(running.exited, STOP_TIMEOUT_MS) === undefined) {
+      const vrrpPid = await readPid(this.#paths.vrrpPid);
+      this.#signal(running, "SIGKILL");
+      if (vrrpPid !== undefined && await liveKeepalived(vrrpPid)) Deno.kill(vrrpPid, "SIGKILL");
+      await within(running.exited, STOP_TIMEOUT_MS);
       await this.#releaseAddresses();
     }
     this.#states.clear();
@@ -192,18 +208,60 @@ export class KeepalivedPlacement implements VipPlacement {
     this.#options.log.info("keepalived stopped; this node's VIPs were handed over");
   }
 
+  /**
+   * Signals keepalived through its pid. dax's kill() cannot be used more than
+   * once: the Node child_process layer it runs on in Deno ignores every kill
+   * after the first, so a SIGHUP (reload) would swallow the later SIGTERM.
+   * Before the pid is known, dax's one kill is still unused and serves.
+   */
+  #signal(running: Running, signal: "SIGHUP" | "SIGTERM" | "SIGKILL") {
+    try {
+      if (running.pid !== undefined) Deno.kill(running.pid, signal);
+      else running.child.kill(signal);
+    } catch {
+      // Already gone: its exit is handled by #exited.
+    }
+  }
+
+  #reload(running: Running) {
+    if (running.pid === undefined) {
+      running.reloadPending = true;
+      return;
+    }
+    this.#signal(running, "SIGHUP");
+    this.#options.log.info("keepalived reloaded", { instances: this.#instances.length });
+  }
+
+  /** Waits (bounded) for keepalived to write its pid file, then remembers the pid. */
+  async #learnPid(running: Running) {
+    const deadline = performance.now() + STOP_TIMEOUT_MS;
+    let exited = false;
+    running.exited.then(() => (exited = true));
+    while (!exited && performance.now() < deadline) {
+      const pid = await readPid(this.#paths.pid);
+      if (pid !== undefined && (await liveKeepalived(pid))?.cmdline.includes(this.#paths.conf)) {
+        running.pid = pid;
+        if (running.reloadPending && this.#running === running) this.#reload(running);
+        return;
+      }
+      await sleep(20);
+    }
+  }
+
   async #start(): Promise<void> {
     await this.#retirePrevious();
     const child = spawnKeepalived(this.#paths);
     const startedAt = performance.now();
     const exited = child.then((result) => result.code);
-    this.#running = { child, startedAt, exited };
+    const running: Running = { child, startedAt, exited };
+    this.#running = running;
     this.#followLog(child.stderr());
     this.#options.log.info("keepalived started", {
       config: this.#paths.conf,
       instances: this.#instances.length,
     });
-    exited.then((code) => this.#exited(code, startedAt));
+    exited.then((code) => this.#exited(running, code));
+    await this.#learnPid(running);
     await this.#writeStatus();
   }
 
@@ -270,16 +328,16 @@ export class KeepalivedPlacement implements VipPlacement {
     }
   }
 
-  async #exited(code: number, startedAt: number) {
-    if (this.#stopping) return;
+  #exited(running: Running, code: number) {
+    if (this.#stopping || this.#running !== running) return;
     this.#running = undefined;
     this.#states.clear();
     // Killed without its own cleanup (SIGKILL, a crash), keepalived leaves its
     // VIPs on the interface while the peers take them over: remove them, so
     // the address is never on two nodes and this node's datapath turns to the
     // forwarding role at once.
-    await this.#releaseAddresses();
-    if (performance.now() - startedAt > HEALTHY_AFTER_MS) {
+    const released = this.#releaseAddresses().then(() => this.#writeStatus()).catch(() => {});
+    if (performance.now() - running.startedAt > HEALTHY_AFTER_MS) {
       this.#restartDelay = this.#options.restartDelayMs ?? 1000;
     }
     this.#options.log.error("keepalived exited; its VIPs were released, restarting", {
@@ -287,12 +345,27 @@ export class KeepalivedPlacement implements VipPlacement {
       restart_in_ms: this.#restartDelay,
       last_lines: this.#lastLines.slice(-5).join(" | "),
     });
-    await this.#writeStatus().catch(() => {});
-    this.#restartTimer = setTimeout(() => {
+    // Scheduled at once: no pass may start another keepalived in the meantime.
+    this.#scheduleRestart(released);
+  }
+
+  #scheduleRestart(after: Promise<unknown>) {
+    const delay = this.#restartDelay;
+    this.#restartDelay = Math.min(delay * 2, MAX_RESTART_DELAY_MS);
+    this.#restartTimer = setTimeout(async () => {
+      await after;
       this.#restartTimer = undefined;
-      if (!this.#stopping) this.#start().catch(() => {});
-    }, this.#restartDelay);
-    this.#restartDelay = Math.min(this.#restartDelay * 2, MAX_RESTART_DELAY_MS);
+      if (this.#stopping || this.#running) return;
+      try {
+        await this.#start();
+      } catch (error) {
+        this.#options.log.error("keepalived could not be started; retrying", {
+          error: error instanceof Error ? error.message : String(error),
+          retry_in_ms: this.#restartDelay,
+        });
+        this.#scheduleRestart(Promise.resolve());
+      }
+    }, delay);
   }
 
   /** Removes this configuration's VIPs from the interface (those that are there). */

@@ -12,6 +12,7 @@ import {
   isScoped,
   type ScopedClass,
   scopedClasses,
+  scopedDropInvalidRule,
   scopedRule,
   wantedScopedSets,
   type WantedSet,
@@ -60,6 +61,19 @@ export interface DesiredState {
 export function markRule(): string {
   return `-A ${MARK_CHAIN} -m set ! --match-set ${NOSTEER_SET} dst -m conntrack --ctdir ORIGINAL` +
     ` -m set --match-set ${PODS_SET} src -j SET --map-set ${PODS_SET} src --map-mark`;
+}
+
+/**
+ * Drops what no SNAT rule can fix: a mapped pod's packet to a steerable
+ * destination that conntrack calls INVALID (a FIN or stray ACK of a
+ * connection whose entry is gone, e.g. flushed when the VIP moved, or seen
+ * here only in one direction while neighbours still point at an old holder).
+ * NAT never sees such packets, so they would leave with the pod's own
+ * address. kube-proxy drops forwarded INVALID packets for the same reason.
+ */
+export function dropInvalidRule(): string {
+  return `-A ${MARK_CHAIN} -m set ! --match-set ${NOSTEER_SET} dst -m conntrack --ctstate INVALID` +
+    ` -m set --match-set ${PODS_SET} src -j DROP`;
 }
 
 /**
@@ -148,7 +162,13 @@ export function desiredState(
     scopedSets: wantedScopedSets(scoped, mask),
     noSteer: normalizeCidrs([...config.podCidrs, ...config.serviceCidrs, ...config.excludeCidrs]),
     chains: {
-      mangle: [markRule(), ...scoped.map(scopedRule), saveMarkRule(mask)],
+      mangle: [
+        dropInvalidRule(),
+        ...scoped.map(scopedDropInvalidRule),
+        markRule(),
+        ...scoped.map(scopedRule),
+        saveMarkRule(mask),
+      ],
       nat: roles.map((r) =>
         r.role === "holder"
           ? snatRule(config.interface, r, mask)

@@ -102,11 +102,24 @@ export function scopedClasses(
 /** The class's mangle rule, in iptables-save form. */
 export function scopedRule(cls: ScopedClass): string {
   const names = scopedSetNames(cls.id);
-  return `-A ${MARK_CHAIN} -m set ! --match-set ${NOSTEER_SET} dst` +
-    (cls.destinations ? ` -m set --match-set ${names.destinations} dst` : "") +
-    (cls.excluded ? ` -m set ! --match-set ${names.excluded} dst` : "") +
+  return `-A ${MARK_CHAIN} ${scopeMatch(cls)}` +
     ` -m conntrack --ctdir ORIGINAL -m set --match-set ${names.pods} src` +
     ` -j SET --map-set ${names.pods} src --map-mark`;
+}
+
+/** The class's INVALID packets to its destinations are dropped, as `dropInvalidRule` does for the pods set. */
+export function scopedDropInvalidRule(cls: ScopedClass): string {
+  const names = scopedSetNames(cls.id);
+  return `-A ${MARK_CHAIN} ${scopeMatch(cls)}` +
+    ` -m conntrack --ctstate INVALID -m set --match-set ${names.pods} src -j DROP`;
+}
+
+/** Destinations a class steers: not never-steered, within its destinations, outside its exclusions. */
+function scopeMatch(cls: ScopedClass): string {
+  const names = scopedSetNames(cls.id);
+  return `-m set ! --match-set ${NOSTEER_SET} dst` +
+    (cls.destinations ? ` -m set --match-set ${names.destinations} dst` : "") +
+    (cls.excluded ? ` -m set ! --match-set ${names.excluded} dst` : "");
 }
 
 /** Every scoped set the classes need, by name. */

@@ -125,6 +125,18 @@ export function startAgent(
       } catch {
         // Already exited.
       }
+      // Bounded: an agent that does not stop in time is killed (and the caller sees 137).
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, 30_000)));
+      if (await Promise.race([child.status.then(() => false), late.then(() => true)])) {
+        lines.push(`[sim] agent on ${node.name} did not stop within 30 s after ${signal}; killed`);
+        try {
+          child.kill("SIGKILL");
+        } catch {
+          // Exited meanwhile.
+        }
+      }
+      clearTimeout(timer);
       const status = await child.status;
       await done;
       return status.code;

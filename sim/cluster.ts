@@ -72,9 +72,12 @@ export interface OutsideHost {
 }
 
 export interface ReporterEvent {
+  /** Arrival time, ms since the epoch (Date.now() of the reporter). */
   readonly t: number;
   readonly proto: string;
   readonly src: string;
+  /** Source port as seen by the reporter (after any NAT). */
+  readonly port?: number;
   readonly data: string;
 }
 

@@ -1,8 +1,9 @@
 /**
  * The outside host's witness: answers every TCP connection and UDP datagram
  * with the source address it saw, and logs each one as a JSON line
- * ({"t": ms since epoch, "proto": "tcp"|"udp", "src": "a.b.c.d", "data": "..."})
- * on stdout, so the simulator can both ask and watch.
+ * ({"t": ms since epoch, "proto": "tcp"|"udp", "src": "a.b.c.d", "port": <source port>,
+ * "data": "..."}) on stdout, so the simulator can both ask and watch. The source
+ * port tells NAT bindings apart: a flow SNATed by another holder shows another port.
  *
  * Usage (inside a namespace): deno run --allow-net sim/reporter.ts <tcpPort> <udpPort>
  */
@@ -12,13 +13,13 @@ const [tcpPort = "7000", udpPort = "7001"] = Deno.args;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-function record(proto: string, src: string, data: string) {
-  console.log(JSON.stringify({ t: Date.now(), proto, src, data: data.trim().slice(0, 64) }));
+function record(proto: string, src: string, port: number, data: string) {
+  console.log(JSON.stringify({ t: Date.now(), proto, src, port, data: data.trim().slice(0, 64) }));
 }
 
 const udp = dgram.createSocket("udp4");
 udp.on("message", (message, peer) => {
-  record("udp", peer.address, message.toString());
+  record("udp", peer.address, peer.port, message.toString());
   udp.send(`${peer.address}\n`, peer.port, peer.address);
 });
 udp.bind(Number(udpPort), "0.0.0.0");
@@ -29,14 +30,14 @@ console.log(
 );
 for await (const conn of listener) {
   (async () => {
-    const src = (conn.remoteAddr as Deno.NetAddr).hostname;
+    const { hostname: src, port } = conn.remoteAddr as Deno.NetAddr;
     const buffer = new Uint8Array(64);
     // Read what the client says first (a tag), with a short limit, then answer.
     const read = await Promise.race([
       conn.read(buffer),
       new Promise<null>((r) => setTimeout(() => r(null), 200)),
     ]);
-    record("tcp", src, read ? decoder.decode(buffer.subarray(0, read)) : "");
+    record("tcp", src, port, read ? decoder.decode(buffer.subarray(0, read)) : "");
     await conn.write(encoder.encode(`${src}\n`)).catch(() => {});
     conn.close();
   })().catch(() => {});

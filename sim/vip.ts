@@ -13,9 +13,11 @@ export async function placeVip(
   node: SimNode | null,
   iface: string,
 ) {
-  for (const other of nodes) {
-    if (other !== node) await other.ns.exec(["ip", "addr", "del", `${vip}/32`, "dev", iface]);
-  }
+  await Promise.all(
+    nodes.filter((other) => other !== node).map((other) =>
+      other.ns.exec(["ip", "addr", "del", `${vip}/32`, "dev", iface])
+    ),
+  );
   if (!node) return;
   await node.ns.run(["ip", "addr", "replace", `${vip}/32`, "dev", iface]);
   await announce(node, vip, iface);

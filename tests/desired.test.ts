@@ -34,15 +34,19 @@ Deno.test("desired: a node holding no VIP routes every VIP's traffic to its hold
 
 Deno.test("desired: one mark rule whatever the pod count; pods carry their VIP's mark", () => {
   const desired = desiredState(snap, testConfig({ markMask: "0xff00" }), []);
-  assert.equal(desired.chains.mangle.length, 2, "the mark rule, then the save into the ct mark");
-  assert.match(
+  assert.equal(desired.chains.mangle.length, 3, "drop INVALID, mark, save into the ct mark");
+  assert.equal(
     desired.chains.mangle[0],
+    "-A KUBE-EGRESS-MARK -m set ! --match-set kube-egress-nosteer dst -m conntrack --ctstate INVALID -m set --match-set kube-egress-pods src -j DROP",
+  );
+  assert.match(
+    desired.chains.mangle[1],
     /--match-set kube-egress-pods src -j SET --map-set kube-egress-pods src --map-mark$/,
   );
-  assert.match(desired.chains.mangle[0], /! --match-set kube-egress-nosteer dst/);
-  assert.match(desired.chains.mangle[0], /--ctdir ORIGINAL/);
+  assert.match(desired.chains.mangle[1], /! --match-set kube-egress-nosteer dst/);
+  assert.match(desired.chains.mangle[1], /--ctdir ORIGINAL/);
   assert.equal(
-    desired.chains.mangle[1],
+    desired.chains.mangle[2],
     "-A KUBE-EGRESS-MARK -m mark ! --mark 0x0/0xff00 -j CONNMARK --save-mark --nfmask 0xff00 --ctmask 0xff00",
     "only our bits are copied into the connection mark",
   );

@@ -1,0 +1,77 @@
+import assert from "node:assert/strict";
+import { analyzeFailover, streamArrivals } from "../sim/stream.ts";
+import type { ReporterEvent } from "../sim/cluster.ts";
+
+const VIP = "192.0.2.50";
+
+/** UDP every 10 ms from `from` to `to` (exclusive), with a source per time. */
+function udp(tag: string, from: number, to: number, src: (t: number) => string): ReporterEvent[] {
+  const events: ReporterEvent[] = [];
+  for (let t = from; t < to; t += 10) {
+    events.push({ t, proto: "udp", src: src(t), data: `${tag} u ${t / 10}` });
+  }
+  return events;
+}
+
+Deno.test("stream: the gap runs from the last good packet before the fault to the first after", () => {
+  // Good until 1000 (fault at 995), silence, good again from 1420.
+  const events = [
+    ...udp("a", 0, 1000, () => VIP),
+    ...udp("a", 1420, 2000, () => VIP),
+    { t: 1500, proto: "tcp", src: VIP, data: "a t 30" },
+  ];
+  const result = analyzeFailover(events, { tag: "a", vip: VIP, faultAt: 995 });
+  assert.equal(result.gapMs, 430);
+  assert.equal(result.lastBefore, 990);
+  assert.equal(result.firstAfter, 1420);
+  assert.equal(result.wrongSource, 0);
+  assert.deepEqual(result.received, { udp: 158, tcp: 1 });
+  assert.equal(result.udpLost, 42);
+});
+
+Deno.test("stream: packets with another source are counted as wrong, by source; other tags are ignored", () => {
+  const events = [
+    ...udp("a", 0, 500, () => VIP),
+    ...udp("a", 500, 530, () => "10.244.2.11"), // the pod's own address leaked
+    ...udp("a", 700, 900, () => VIP),
+    ...udp("b", 0, 900, () => "192.0.2.12"), // another stream: not ours
+    { t: 600, proto: "tcp", src: "192.0.2.12", data: "a t 12" }, // a node address
+    { t: 610, proto: "tcp", src: VIP, data: "probe" }, // not a stream packet at all
+  ];
+  const result = analyzeFailover(events, { tag: "a", vip: VIP, faultAt: 480 });
+  assert.equal(result.wrongSource, 4);
+  assert.deepEqual(result.wrongSources, { "10.244.2.11": 3, "192.0.2.12": 1 });
+  assert.equal(result.gapMs, 210, "wrong-source packets do not close the gap");
+});
+
+Deno.test("stream: no good packet after the fault gives no gap; `until` cuts off a later move", () => {
+  const never = analyzeFailover(udp("a", 0, 500, () => VIP), { tag: "a", vip: VIP, faultAt: 600 });
+  assert.equal(never.gapMs, undefined);
+  const events = [
+    ...udp("a", 0, 1000, () => VIP),
+    ...udp("a", 1300, 5000, () => VIP),
+    ...udp("a", 6000, 7000, () => VIP), // a second, longer gap later (preemption back)
+  ];
+  assert.equal(analyzeFailover(events, { tag: "a", vip: VIP, faultAt: 1000 }).gapMs, 1010);
+  assert.equal(
+    analyzeFailover(events, { tag: "a", vip: VIP, faultAt: 1000, until: 5500 }).gapMs,
+    310,
+  );
+  // A stream that starts only after the fault: the gap counts from the fault.
+  assert.equal(
+    analyzeFailover(udp("a", 400, 600, () => VIP), { tag: "a", vip: VIP, faultAt: 100 }).gapMs,
+    300,
+  );
+});
+
+Deno.test("stream: arrivals are parsed from the reporter's data and sorted by time", () => {
+  const arrivals = streamArrivals([
+    { t: 20, proto: "tcp", src: VIP, port: 4000, data: "x t 1" },
+    { t: 10, proto: "udp", src: VIP, port: 5000, data: "x u 7" },
+    { t: 15, proto: "udp", src: VIP, data: "x u seven" },
+  ], "x");
+  assert.deepEqual(arrivals, [
+    { t: 10, proto: "udp", seq: 7, src: VIP, port: 5000 },
+    { t: 20, proto: "tcp", seq: 1, src: VIP, port: 4000 },
+  ]);
+});
