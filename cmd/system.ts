@@ -197,15 +197,22 @@ async function readSets(
     if (confirmed) return { sets: confirmed, setsRead: "summary" };
   }
   // A set that does not exist is simply absent. Destination-scoped sets have
-  // generated names: those are found in the list of names.
-  const names = (await reader.output(["ipset", "list", "-n"])).split("\n").map((n) => n.trim())
-    .filter((n) => n.startsWith(SCOPED_PREFIX));
-  const saved = await Promise.all([PODS_SET, NOSTEER_SET, ...names].map(async (name) => {
+  // generated names, found in the list of names, which is read alongside our
+  // two fixed sets so that the usual case (no scoped sets) takes one round.
+  const save = async (name: string) => {
     const result = await reader.run(["ipset", "save", name]);
     if (result.code === 0) return result.stdout;
     if (/does not exist/.test(result.stderr)) return "";
     throw new Error(`ipset save ${name} failed: ${result.stderr.trim()}`);
-  }));
+  };
+  const [fixed, names] = await Promise.all([
+    Promise.all([PODS_SET, NOSTEER_SET].map(save)),
+    reader.output(["ipset", "list", "-n"]),
+  ]);
+  const scopedNames = names.split("\n").map((n) => n.trim()).filter((n) =>
+    n.startsWith(SCOPED_PREFIX)
+  );
+  const saved = [...fixed, ...await Promise.all(scopedNames.map(save))];
   return { sets: parseIpsetSave(saved.join("\n")), setsRead: "entries" };
 }
 
