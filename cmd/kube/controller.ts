@@ -92,7 +92,7 @@ export class Controller {
     this.#active = active;
     if (active) {
       this.#holders = undefined;
-      this.#unsubscribe = this.source.watchInputs(() => this.trigger()).stop;
+      this.#unsubscribe = this.source.watchCaches(() => this.trigger()).stop;
       this.#interval = setInterval(() => this.trigger(), this.resyncMs);
       this.trigger();
     } else {

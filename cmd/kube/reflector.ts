@@ -18,8 +18,17 @@ export interface ReflectorOptions<T> {
   readonly key: (object: unknown) => string | undefined;
   /** Ask for metadata only (PartialObjectMetadata). */
   readonly metadataOnly?: boolean;
-  /** Called after every change to the cache (a whole relist counts once). */
-  readonly onChange: () => void;
+  /**
+   * Called after every change to the cache (a whole relist counts once).
+   * `significant` is false when a record was replaced by an `equivalent` one.
+   */
+  readonly onChange: (significant: boolean) => void;
+  /**
+   * Records that mean the same to the consumer (e.g. differing only in a status
+   * it does not read): an update from one to the other still refreshes the
+   * cache but is reported as not significant. Default: no two records are.
+   */
+  equivalent?(a: T, b: T): boolean;
   /** Server-side watch timeout; the watch is then resumed. */
   readonly watchTimeoutSeconds?: number;
   /** First retry delay after an error; doubles up to maxBackoffMs. */
@@ -144,7 +153,7 @@ export class Reflector<T> {
     for (const [k, v] of fresh) this.store.set(k, v);
     this.#resourceVersion = resourceVersion;
     this.#synced = true;
-    this.options.onChange();
+    this.options.onChange(true);
   }
 
   #put(store: Map<string, T>, object: unknown) {
@@ -177,11 +186,15 @@ export class Reflector<T> {
         this.stats.bookmarks++;
       } else {
         this.stats.events++;
+        const key = this.options.key(event.object);
+        const before = key === undefined ? undefined : this.store.get(key);
         if (event.type === "DELETED") {
-          const key = this.options.key(event.object);
           if (key !== undefined) this.store.delete(key);
         } else this.#put(this.store, event.object);
-        this.options.onChange();
+        const after = key === undefined ? undefined : this.store.get(key);
+        const same = before !== undefined && after !== undefined &&
+          (this.options.equivalent?.(before, after) ?? false);
+        this.options.onChange(!same);
       }
       if (version) this.#resourceVersion = version;
     }

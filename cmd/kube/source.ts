@@ -17,6 +17,8 @@ import {
   ownerRecord,
   type PodRecord,
   podRecord,
+  sameForSelection,
+  sameRecord,
 } from "../../core/kube/objects.ts";
 import {
   EGRESS_POLICIES,
@@ -59,10 +61,15 @@ export class KubeSource {
   readonly replicaSets: Reflector<OwnerRecord>;
   readonly vips: Reflector<CustomRecord>;
   readonly policies: Reflector<CustomRecord>;
+  /** The agent's: called when the selection may have changed. */
   readonly #listeners = new Set<() => void>();
+  /** The elected writer's: called on every cache change, statuses included. */
+  readonly #cacheListeners = new Set<() => void>();
   readonly #syncTimeoutMs: number;
   readonly #nodeName?: string;
   #selection?: { version: number; value: Selection };
+  #inputs?: { version: number; value: RawSnapshot };
+  /** Bumped on every change that may alter the selection. */
   #version = 0;
 
   constructor(readonly client: KubeClient, readonly log: Logger, options: KubeSourceOptions = {}) {
@@ -71,6 +78,7 @@ export class KubeSource {
     const make = <T>(
       resource: Resource,
       reduce: (o: unknown) => T | undefined,
+      equivalent: (a: T, b: T) => boolean,
       metadataOnly = false,
     ) =>
       new Reflector<T>(client, log, {
@@ -78,24 +86,32 @@ export class KubeSource {
         reduce,
         key: keyOf,
         metadataOnly,
+        equivalent,
         watchTimeoutSeconds: options.watchTimeoutSeconds,
-        onChange: () => this.#changed(),
+        onChange: (significant) => this.#changed(significant),
       });
-    this.pods = make(PODS, podRecord);
-    this.namespaces = make(NAMESPACES, namespaceRecord);
-    this.nodes = make(NODES, nodeRecord);
-    this.replicaSets = make(REPLICASETS, ownerRecord, true);
-    this.vips = make(EGRESS_VIPS, customRecord);
-    this.policies = make(EGRESS_POLICIES, customRecord);
+    this.pods = make(PODS, podRecord, sameRecord);
+    this.namespaces = make(NAMESPACES, namespaceRecord, sameRecord);
+    this.nodes = make(NODES, nodeRecord, sameRecord);
+    this.replicaSets = make(REPLICASETS, ownerRecord, sameRecord, true);
+    this.vips = make(EGRESS_VIPS, customRecord, sameForSelection);
+    this.policies = make(EGRESS_POLICIES, customRecord, sameForSelection);
   }
 
   get #reflectors(): Reflector<unknown>[] {
     return [this.pods, this.namespaces, this.nodes, this.replicaSets, this.vips, this.policies];
   }
 
-  #changed() {
-    this.#version++;
-    for (const listener of this.#listeners) listener();
+  /**
+   * Status writes (ours and the other agents') and pod updates that keep the
+   * reduced record as it was reach the caches but not the agent: with 10,000
+   * pods each pass re-selects and re-validates them all.
+   */
+  #changed(significant: boolean) {
+    // The version first: a listener may read the selection at once.
+    if (significant) this.#version++;
+    for (const listener of this.#cacheListeners) listener();
+    if (significant) { for (const listener of this.#listeners) listener(); }
   }
 
   /** Starts every list/watch. */
@@ -157,16 +173,29 @@ export class KubeSource {
    */
   readInputs = async (): Promise<RawSnapshot> => {
     await this.waitForSync();
-    const raw = this.selection().raw;
+    // The same object while nothing changed: the agent then skips validating it again.
+    if (this.#inputs?.version !== this.#version) {
+      this.#inputs = { version: this.#version, value: this.#withEligibility(this.selection().raw) };
+    }
+    return this.#inputs.value;
+  };
+
+  #withEligibility(raw: RawSnapshot): RawSnapshot {
     if (this.#nodeName === undefined || !this.nodes.store.has(this.#nodeName)) return raw;
     const eligible = this.eligibleVips(this.#nodeName);
     return { ...raw, vips: raw.vips.map((v) => ({ ...v, eligible: eligible.has(String(v.ip)) })) };
-  };
+  }
 
-  /** The agent's watchInputs: calls back on every cache change. */
+  /** The agent's watchInputs: calls back when a change may alter the selection. */
   watchInputs = (onChange: () => void): { stop(): void } => {
     this.#listeners.add(onChange);
     return { stop: () => this.#listeners.delete(onChange) };
+  };
+
+  /** Calls back on every cache change, statuses included (the elected writer reconciles them). */
+  watchCaches = (onChange: () => void): { stop(): void } => {
+    this.#cacheListeners.add(onChange);
+    return { stop: () => this.#cacheListeners.delete(onChange) };
   };
 
   /**

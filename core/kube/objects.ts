@@ -160,3 +160,30 @@ export function customRecord(object: unknown): CustomRecord | undefined {
   if (!parsed.success) return undefined;
   return { metadata: parsed.data.metadata, spec: parsed.data.spec, status: parsed.data.status };
 }
+
+/**
+ * Two reduced records (pods, namespaces, nodes, ReplicaSets) are the same:
+ * they keep only what selection reads, so an update that leaves the record
+ * as it was (a pod's conditions, a node's heartbeat) changes no egress.
+ */
+export function sameRecord<T>(a: T, b: T): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+/**
+ * Two EgressVIP/EgressPolicy records select the same egress: same identity,
+ * creation time and spec, and for a VIP the same assigned route id. The rest
+ * of the status (counts, conditions, the holder) is written by the agents
+ * themselves and must not trigger passes on every node.
+ */
+export function sameForSelection(a: CustomRecord, b: CustomRecord): boolean {
+  const selected = (r: CustomRecord) =>
+    JSON.stringify([
+      r.metadata.name,
+      r.metadata.namespace,
+      r.metadata.creationTimestamp,
+      r.spec,
+      (r.status as { routeId?: unknown } | undefined)?.routeId,
+    ]);
+  return selected(a) === selected(b);
+}

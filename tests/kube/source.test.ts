@@ -202,3 +202,47 @@ Deno.test({
       }
     }),
 });
+
+Deno.test({
+  name:
+    "kube source: status writes reach the caches but trigger no pass; the inputs stay the same object",
+  ...opts,
+  fn: () =>
+    setup(async (api, source) => {
+      seed(api);
+      await eventually(async () => "10.244.1.11" in await mapped(source), "the seeded pod");
+      const before = await source.readInputs();
+      let passes = 0;
+      let cacheChanges = 0;
+      source.watchInputs(() => passes++);
+      source.watchCaches(() => cacheChanges++);
+      // What the agents themselves write: a holder, policy counts, pod conditions.
+      api.apply(
+        vipObject("office", { ip: "192.0.2.50" }, { status: { routeId: 5, holder: "n1" } }),
+      );
+      api.apply(
+        policyObject(
+          "default",
+          "pod1",
+          { vip: "office", targets: [{ kind: "Pod", name: "pod1" }] },
+          {
+            status: { pods: 1 },
+          },
+        ),
+      );
+      await eventually(() => cacheChanges >= 2, "the status writes in the caches");
+      assert.equal(
+        (source.vips.store.get("office")?.status as { holder?: string }).holder,
+        "n1",
+        "the cache has the new status (the elected writer reads it)",
+      );
+      assert.equal(passes, 0, "no pass for writes that change no egress");
+      assert.equal(await source.readInputs(), before, "the same inputs: not validated again");
+      // A change that matters still does.
+      api.apply(
+        vipObject("office", { ip: "192.0.2.50" }, { status: { routeId: 6, holder: "n1" } }),
+      );
+      await eventually(() => passes >= 1, "a pass for the new route id");
+      assert.notEqual(await source.readInputs(), before);
+    }),
+});
