@@ -19,6 +19,9 @@ RUN deno cache --frozen mod.ts
 
 # Runs as root with NET_ADMIN/NET_RAW granted by the DaemonSet (not privileged).
 # Small V8 semi-spaces: the agent's live heap is small, and this keeps V8 from
-# holding tens of MiB of young generation (see `deno task bench agent`).
+# holding tens of MiB of young generation; and glibc gives freed memory back
+# instead of keeping it (~30 MiB after the first list of 10,000 pods). See
+# `deno task bench agent` / `kube` and README "Memory".
+ENV GLIBC_TUNABLES=glibc.malloc.trim_threshold=65536
 ENTRYPOINT ["deno", "run", "--allow-all", "--cached-only", "--v8-flags=--max-semi-space-size=2", "mod.ts"]
 CMD ["run", "--source=kubernetes"]

@@ -19,7 +19,14 @@ import {
 } from "../sim/kube_sim.ts";
 import { placeVip } from "../sim/vip.ts";
 import { table } from "../core/status.ts";
-import { formatStats, onInterrupt, stats } from "./lib.ts";
+import {
+  describeEnv,
+  formatStats,
+  onInterrupt,
+  type RuntimeEnv,
+  stats,
+  withEnvironment,
+} from "./lib.ts";
 import type { Netns } from "../sim/netns.ts";
 
 const VIP = "192.0.2.50";
@@ -27,8 +34,8 @@ const NAMESPACES = 50;
 
 export interface KubeFigures {
   readonly pods: number;
-  /** V8 flags of the agents ("" = Deno's defaults). */
-  readonly v8Flags: string;
+  /** The environment the agents ran with ({} = Deno's and glibc's defaults). */
+  readonly runtime: RuntimeEnv;
   readonly convergeMs: number;
   readonly rssMiB: number[];
   readonly peakMiB: number[];
@@ -56,7 +63,11 @@ async function setSize(ns: Netns): Promise<number> {
 }
 
 /** Runs the scenario with `pods` synthetic pods and `samples` latency samples. */
-export async function benchKube(pods: number, v8Flags = "", samples = 10): Promise<KubeFigures> {
+export async function benchKube(
+  pods: number,
+  runtime: RuntimeEnv = {},
+  samples = 10,
+): Promise<KubeFigures> {
   const cluster = await Cluster.create({ nodes: 3, podsPerNode: 4 });
   const unregister = onInterrupt(() => cluster.destroy());
   let api: SimApiServer | undefined;
@@ -74,15 +85,14 @@ export async function benchKube(pods: number, v8Flags = "", samples = 10): Promi
     }));
     await placeVip(cluster.nodes, VIP, cluster.node(1), cluster.spec.iface);
     const started = performance.now();
-    // The agents inherit the environment: DENO_V8_FLAGS reaches their deno.
-    const before = Deno.env.get("DENO_V8_FLAGS");
-    if (v8Flags) Deno.env.set("DENO_V8_FLAGS", v8Flags);
-    try {
-      agents.push(...startKubeAgents(cluster, api, ["--log-format", "json"]));
-    } finally {
-      if (before === undefined) Deno.env.delete("DENO_V8_FLAGS");
-      else Deno.env.set("DENO_V8_FLAGS", before);
-    }
+    // The agents inherit the environment (DENO_V8_FLAGS, GLIBC_TUNABLES).
+    const server = api;
+    agents.push(
+      ...withEnvironment(
+        runtime,
+        () => startKubeAgents(cluster, server, ["--log-format", "json"]),
+      ),
+    );
     let convergeMs = NaN;
     for (let i = 0; i < 1200; i++) {
       const sizes = await Promise.all(cluster.nodes.map((n) => setSize(n.ns)));
@@ -118,7 +128,7 @@ export async function benchKube(pods: number, v8Flags = "", samples = 10): Promi
     const memory = await Promise.all(cluster.nodes.map((n) => agentMemory(n.ns)));
     return {
       pods,
-      v8Flags,
+      runtime,
       convergeMs,
       rssMiB: memory.map((m) => m.rss),
       peakMiB: memory.map((m) => m.peak),
@@ -136,7 +146,7 @@ export function renderKube(figures: readonly KubeFigures[]): string {
   return table(
     [
       "pods in API",
-      "agent V8 flags",
+      "agent runtime",
       "all nodes in sync (ms)",
       "agent RSS MiB (3 nodes)",
       "peak MiB",
@@ -144,7 +154,7 @@ export function renderKube(figures: readonly KubeFigures[]): string {
     ],
     figures.map((f) => [
       String(f.pods),
-      f.v8Flags || "(defaults)",
+      describeEnv(f.runtime),
       f.pods === 0 ? "–" : f.convergeMs.toFixed(0),
       f.rssMiB.map((v) => v.toFixed(0)).join(" / "),
       f.peakMiB.map((v) => v.toFixed(0)).join(" / "),

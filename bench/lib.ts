@@ -131,3 +131,26 @@ export function tearDownOnSignals() {
   };
   for (const signal of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(signal, handler);
 }
+
+/** Environment variables for the processes a benchmark starts (e.g. how the image runs the agent). */
+export type RuntimeEnv = Readonly<Record<string, string>>;
+
+/** Runs `start` with `env` set in this process's environment (children inherit it), then restores it. */
+export function withEnvironment<T>(env: RuntimeEnv, start: () => T): T {
+  const before = Object.keys(env).map((key) => [key, Deno.env.get(key)] as const);
+  for (const [key, value] of Object.entries(env)) Deno.env.set(key, value);
+  try {
+    return start();
+  } finally {
+    for (const [key, value] of before) {
+      if (value === undefined) Deno.env.delete(key);
+      else Deno.env.set(key, value);
+    }
+  }
+}
+
+/** "DENO_V8_FLAGS=… GLIBC_TUNABLES=…", or "(defaults)". */
+export function describeEnv(env: RuntimeEnv): string {
+  const entries = Object.entries(env);
+  return entries.length === 0 ? "(defaults)" : entries.map(([k, v]) => `${k}=${v}`).join(" ");
+}

@@ -8,7 +8,14 @@
  */
 import $ from "dax";
 import { isRoot } from "../cmd/tools.ts";
-import { AGENT_NOTES, AGENT_V8_FLAGS, benchAgentFiles, renderAgent } from "./agent.ts";
+import {
+  AGENT_NOTES,
+  AGENT_RUNTIME,
+  benchAgentFiles,
+  MEMORY_SAVER_NOTE,
+  MEMORY_SAVER_RUNTIME,
+  renderAgent,
+} from "./agent.ts";
 import { APPLY_NOTES, benchApply, renderApply } from "./apply.ts";
 import { commitDescription, loadAverage, machineDescription, tearDownOnSignals } from "./lib.ts";
 import { benchFailover, failoverNotes, renderFailover } from "./failover.ts";
@@ -62,7 +69,7 @@ const sections: Record<string, Section> = {
     run: async () => ({
       table: renderAgent([
         await benchAgentFiles(),
-        await benchAgentFiles(AGENT_V8_FLAGS),
+        await benchAgentFiles(AGENT_RUNTIME),
       ]),
       notes: AGENT_NOTES,
     }),
@@ -73,17 +80,21 @@ const sections: Record<string, Section> = {
     run: async () => {
       const sizes = (Deno.env.get("BENCH_KUBE_PODS") ?? "0,10000").split(",").map(Number);
       const figures = [];
-      // More V8 flag sets to compare, ";"-separated (e.g. "--max-old-space-size=96").
+      // More V8 flag sets to compare with the recommended runtime, ";"-separated
+      // (e.g. "--max-semi-space-size=2,--max-old-space-size=96").
       const extra = (Deno.env.get("BENCH_KUBE_V8") ?? "").split(";").filter(Boolean);
       for (const pods of sizes) {
         figures.push(await benchKube(pods));
         if (pods > 0) {
-          for (const flags of [AGENT_V8_FLAGS, ...extra]) {
-            figures.push(await benchKube(pods, flags));
-          }
+          const runtimes = [
+            AGENT_RUNTIME,
+            MEMORY_SAVER_RUNTIME,
+            ...extra.map((flags) => ({ ...AGENT_RUNTIME, DENO_V8_FLAGS: flags })),
+          ];
+          for (const runtime of runtimes) figures.push(await benchKube(pods, runtime));
         }
       }
-      return { table: renderKube(figures), notes: KUBE_NOTES };
+      return { table: renderKube(figures), notes: [...KUBE_NOTES, MEMORY_SAVER_NOTE] };
     },
   },
   forwarding: {
