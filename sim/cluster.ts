@@ -91,6 +91,11 @@ export interface CreateOptions {
    * detached, and no ICMP witness is kept (`sim status` starts its own).
    */
   readonly detached?: boolean;
+  /**
+   * Called with the cluster before anything is built, so that a caller can
+   * tear it down from a signal handler while it is still being built.
+   */
+  readonly onCreate?: (cluster: Cluster) => void;
 }
 
 const REPORTER = new URL("./reporter.ts", import.meta.url).pathname;
@@ -170,6 +175,7 @@ export class Cluster {
     const runId = options.runId ?? newRunId();
     const workDir = await Deno.makeTempDir({ prefix: `${runId}-` });
     const cluster = new Cluster(full, new NetnsSet(runId), workDir, options.progress);
+    options.onCreate?.(cluster);
     try {
       await cluster.#build(options.detached === true);
       return cluster;
@@ -485,8 +491,19 @@ export class Cluster {
     return pod;
   }
 
-  /** Removes every namespace, process and file of this run. Safe to call twice. */
-  async destroy(): Promise<void> {
+  #destroyed: Promise<void> | undefined;
+
+  /**
+   * Removes every namespace, process and file of this run. Safe to call more
+   * than once, also concurrently (a second Ctrl-C): every caller waits for the
+   * one teardown to finish.
+   */
+  destroy(): Promise<void> {
+    this.#destroyed ??= this.#destroy();
+    return this.#destroyed;
+  }
+
+  async #destroy(): Promise<void> {
     for (const witness of this.#witnesses.splice(0)) await witness.stop();
     for (const child of this.#children.splice(0)) {
       try {

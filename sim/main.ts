@@ -15,7 +15,7 @@ import $ from "dax";
 import { describeIssues } from "../core/schema.ts";
 import { table } from "../core/status.ts";
 import { ensureTools, isRoot, SIM_TOOLS } from "../cmd/tools.ts";
-import { agentLogPath, startDetachedAgent, waitForLogLine } from "./agents.ts";
+import { agentLogPath, startDetachedAgent, stateDirOf, waitForLogLine } from "./agents.ts";
 import { checkPods, checksLegend, renderChecks } from "./check.ts";
 import { Cluster, type OutsideHost } from "./cluster.ts";
 import {
@@ -29,8 +29,15 @@ import {
 } from "./layout.ts";
 import { NetnsSet, runNamespaces } from "./netns.ts";
 import { findState, listStates, removeState, RUN_ID, saveState } from "./state.ts";
-import { expectedSources, runStory, STORY_VIPS, storyPlan } from "./story.ts";
-import { manualVips, nodeAddresses, type VipDriver } from "./vip.ts";
+import { expectedSources, mappingsByIp, runStory, storyPlan } from "./story.ts";
+import {
+  keepalivedVips,
+  manualVips,
+  nodeAddresses,
+  VIP_MODES,
+  type VipDriver,
+  type VipMode,
+} from "./vip.ts";
 import { IcmpWitness } from "./witness.ts";
 
 /** Ends a command with an exit code and a message. */
@@ -39,9 +46,6 @@ class Exit extends Error {
     super(message);
   }
 }
-
-const VIP_MODES = ["manual"] as const;
-type VipMode = typeof VIP_MODES[number];
 
 interface ClusterFlags {
   nodes: string;
@@ -74,8 +78,9 @@ function addClusterFlags<C extends Command<[], Record<string, unknown>>>(command
     .addOption(
       new Option(
         "--vip-mode <mode>",
-        "manual: the simulator moves VIPs itself (ip addr + gratuitous ARP)",
-      ).choices(VIP_MODES).default("manual"),
+        "keepalived: the agents' keepalived (VRRP) places the VIPs and a failover stops the " +
+          "holder's keepalived; manual: the simulator moves them (ip addr + gratuitous ARP)",
+      ).choices(VIP_MODES).default("keepalived"),
     );
 }
 
@@ -108,6 +113,8 @@ function vipDriver(mode: VipMode, cluster: Cluster): VipDriver {
   switch (mode) {
     case "manual":
       return manualVips(cluster.nodes, cluster.spec.iface);
+    case "keepalived":
+      return keepalivedVips(cluster.nodes, cluster.spec.iface, (n) => stateDirOf(cluster, n));
   }
 }
 
@@ -130,24 +137,28 @@ async function prepare(): Promise<void> {
  * failure and on Ctrl-C (and on success unless `keep`).
  */
 async function withCluster<T>(
-  build: () => Promise<Cluster>,
+  build: (track: (cluster: Cluster) => void) => Promise<Cluster>,
   body: (cluster: Cluster) => Promise<T>,
   keep = false,
 ): Promise<T> {
   let cluster: Cluster | undefined;
-  let building = true;
-  const onSignal = async () => {
-    console.error("\ninterrupted: tearing the simulated cluster down");
-    await cluster?.destroy();
-    if (building) console.error("(namespaces created before the interrupt are removed too)");
-    Deno.exit(130);
+  let teardown: Promise<void> | undefined;
+  // Ctrl-C reaches every process of the terminal's group, often more than
+  // once: the first signal tears down, later ones wait for that teardown.
+  const onSignal = () => {
+    teardown ??= (async () => {
+      console.error("\ninterrupted: tearing the simulated cluster down");
+      await cluster?.destroy();
+      const left = cluster ? await runNamespaces(cluster.runId) : [];
+      if (left.length > 0) console.error(`namespaces left behind: ${left.join(" ")}`);
+      Deno.exit(130);
+    })();
   };
   Deno.addSignalListener("SIGINT", onSignal);
   Deno.addSignalListener("SIGTERM", onSignal);
   let ok = false;
   try {
-    cluster = await build();
-    building = false;
+    cluster = await build((c) => (cluster = c));
     const result = await body(cluster);
     ok = true;
     return result;
@@ -171,7 +182,7 @@ async function storyCommand(flags: ClusterFlags): Promise<number> {
   await prepare();
   const started = performance.now();
   const ok = await withCluster(
-    () => Cluster.create(spec, { progress: (line) => console.log(line) }),
+    (track) => Cluster.create(spec, { progress: (line) => console.log(line), onCreate: track }),
     async (cluster) => {
       const result = await runStory(cluster, {
         driver: vipDriver(flags.vipMode as VipMode, cluster),
@@ -199,36 +210,49 @@ async function upCommand(flags: ClusterFlags): Promise<number> {
   const vipMode = flags.vipMode as VipMode;
   await prepare();
   return await withCluster(
-    () => Cluster.create(spec, { progress: (line) => console.log(line), detached: true }),
+    (track) =>
+      Cluster.create(spec, {
+        progress: (line) => console.log(line),
+        detached: true,
+        onCreate: track,
+      }),
     async (cluster) => {
       const plan = storyPlan(cluster.layout);
-      await cluster.writeMappings(
-        Object.fromEntries(
-          [...plan.mappings].map((
-            [pod, vip],
-          ) => [cluster.pods.find((p) => p.name === pod)!.ip, vip]),
-        ),
-        STORY_VIPS,
-      );
+      await cluster.writeMappings(mappingsByIp(cluster, plan.mappings), plan.vips);
       const driver = vipDriver(vipMode, cluster);
-      await driver.place(
+      console.log(
+        `starting the agent (mod.ts run -u 30 ${
+          driver.agentFlags.join(" ")
+        }) in every node namespace`,
+      );
+      for (const node of cluster.nodes) startDetachedAgent(cluster, node, driver.agentFlags);
+      const holders = await driver.settle(
         new Map([...plan.holders].map(([vip, index]) => [vip, cluster.node(index)])),
       );
-      console.log("starting the agent (mod.ts run -u 30) in every node namespace");
-      for (const node of cluster.nodes) startDetachedAgent(cluster, node, driver.agentFlags);
       await Promise.all(
         cluster.nodes.flatMap((node) =>
-          Object.keys(STORY_VIPS).map((vip) =>
-            waitForLogLine(agentLogPath(cluster, node), new RegExp(`VIP role vip=${vip} `), 60_000)
+          [...holders].map(([vip, holder]) =>
+            waitForLogLine(
+              agentLogPath(cluster, node),
+              new RegExp(
+                `VIP role vip=${vip.replaceAll(".", "\\.")} from=\\S+ to=${
+                  node === holder ? "holder" : "forwarder"
+                }`,
+              ),
+              60_000,
+            )
           )
         ),
+      );
+      console.log(
+        "VIPs: " + [...holders].map(([vip, node]) => `${vip} on ${node.name}`).join(", "),
       );
       await saveState({
         runId: cluster.runId,
         spec,
         workDir: cluster.workDir,
         vipMode,
-        vips: { ...STORY_VIPS },
+        vips: { ...plan.vips },
         createdAt: new Date().toISOString(),
       });
       console.log(`\nrun ${cluster.runId} is up.\n`);
@@ -370,11 +394,23 @@ async function downCommand(options: { run?: string; all?: boolean }): Promise<nu
     const namespaces = await NetnsSet.adopt(target.runId);
     const count = namespaces.all.length;
     await namespaces.destroy();
-    if (target.workDir) await Deno.remove(target.workDir, { recursive: true }).catch(() => {});
+    for (const dir of [target.workDir, ...await runWorkDirs(target.runId)]) {
+      if (dir) await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
     await removeState(target.runId);
     console.log(`run ${target.runId}: removed ${count} namespace(s), their processes and files`);
   }
   return 0;
+}
+
+/** Work directories a run made with Deno.makeTempDir ("<tmp>/<runId>-..."), found by name. */
+async function runWorkDirs(runId: string): Promise<string[]> {
+  const tmp = Deno.env.get("TMPDIR") ?? "/tmp";
+  const dirs: string[] = [];
+  for await (const entry of Deno.readDir(tmp)) {
+    if (entry.isDirectory && entry.name.startsWith(`${runId}-`)) dirs.push(`${tmp}/${entry.name}`);
+  }
+  return dirs;
 }
 
 function parseRunId(text: string | undefined): string | undefined {

@@ -113,11 +113,19 @@ export class NetnsSet {
   readonly #created: Netns[] = [];
   constructor(readonly runId: string) {}
 
-  /** Creates `<runId>-<suffix>` with loopback up. */
+  #closed = false;
+
+  /** Creates `<runId>-<suffix>` with loopback up (refused once `destroy` has begun). */
   async create(suffix: string): Promise<Netns> {
     const name = `${this.runId}-${suffix}`;
+    if (this.#closed) throw new Error(`run ${this.runId} is being torn down`);
     await $`ip netns add ${name}`.quiet();
     const ns = new Netns(name);
+    if (this.#closed) {
+      // destroy() began while this one was being added: it would never see it.
+      await $`ip netns del ${name}`.noThrow().quiet();
+      throw new Error(`run ${this.runId} is being torn down`);
+    }
     this.#created.push(ns);
     await ns.ip(["link set lo up"]);
     return ns;
@@ -136,6 +144,7 @@ export class NetnsSet {
 
   /** Kills every process in our namespaces, then deletes them. Safe to call twice. */
   async destroy(): Promise<void> {
+    this.#closed = true;
     const namespaces = this.#created.splice(0).reverse();
     for (const ns of namespaces) {
       for (const pid of await ns.pids()) {

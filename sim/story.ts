@@ -4,36 +4,65 @@
  * the outside world sees, a failover of one VIP, a mapping removed, and
  * `delete` returning every node to its baseline ruleset.
  */
-import type { Layout } from "./layout.ts";
+import { vrrpPriority } from "../core/keepalived.ts";
+import { LAN_PREFIX, type Layout, type NodeLayout } from "./layout.ts";
 import type { Cluster, SimNode, SimPod } from "./cluster.ts";
 import { agentCommand, type AgentProcess, startAgent } from "./agents.ts";
 import { checkPods, checksLegend, type PodCheck, renderChecks } from "./check.ts";
-import { type VipDriver, vipHolders } from "./vip.ts";
+import type { VipDriver } from "./vip.ts";
 
-/** The story's two VIPs and their route ids. */
-export const STORY_VIPS: Readonly<Record<string, number>> = { "192.0.2.50": 5, "192.0.2.51": 6 };
+/** VIPs the story may use: 192.0.2.50-59, route id = last octet - 45 (5-14). */
+const CANDIDATE_VIPS = Array.from({ length: 10 }, (_, i) => `${LAN_PREFIX}.${50 + i}`);
+
+function routeIdOf(vip: string): number {
+  return Number(vip.split(".")[3]) - 45;
+}
+
+/**
+ * The nodes in the order keepalived would elect them for `vip`: by VRRP
+ * priority (the agent's rendezvous hash of VIP and node name), equal
+ * priorities broken by the higher address, as VRRP does.
+ */
+export function vipRanking(vip: string, nodes: readonly NodeLayout[]): NodeLayout[] {
+  return [...nodes].sort((a, b) =>
+    vrrpPriority(vip, b.name) - vrrpPriority(vip, a.name) || b.index - a.index
+  );
+}
 
 /** Who is mapped where, which VIP sits where first, which VIP fails over, what gets unmapped. */
 export interface StoryPlan {
+  /** The two VIPs (A, then B) and their route ids. */
+  readonly vips: Readonly<Record<string, number>>;
   /** Pod name → VIP. Pods not listed leave as their node. */
   readonly mappings: ReadonlyMap<string, string>;
-  /** VIP → index of the node that holds it first. */
+  /** VIP → index of the node that holds it first (keepalived's choice, also used in manual mode). */
   readonly holders: ReadonlyMap<string, number>;
   /** The VIP whose holder fails. */
   readonly failoverVip: string;
+  /** Index of the node that takes it over (the next in its ranking); undefined with one node. */
+  readonly failoverTo?: number;
+  /** A pod mapped to the failing VIP on a node that neither loses nor gains it, if there is one. */
+  readonly streamer?: string;
   /** The pod removed from the mappings at the end. */
   readonly unmap: string;
 }
 
 /**
- * The plan for a layout: pod k=1 of every node uses VIP A (held by node 1),
- * pod k=2 uses VIP B (held by node 2) except on the last node, where it stays
- * unmapped to show the difference; further pods are unmapped. A fails over;
- * the first pod of B is unmapped at the end.
+ * The plan for a layout: VIP A is 192.0.2.50, VIP B the next candidate that
+ * keepalived puts on another node than A (so the two sit on different nodes
+ * in both VIP modes). Pod k=1 of every node uses A, pod k=2 uses B except on
+ * the last node, where it stays unmapped to show the difference; further pods
+ * are unmapped. A fails over to the next node of its ranking; the first pod
+ * of B is unmapped at the end.
  */
 export function storyPlan(layout: Layout): StoryPlan {
-  const [vipA, vipB] = Object.keys(STORY_VIPS);
-  const last = layout.nodes.length;
+  const nodes = layout.nodes;
+  const vipA = CANDIDATE_VIPS[0];
+  const rankA = vipRanking(vipA, nodes);
+  const vipB = CANDIDATE_VIPS.slice(1).find((v) =>
+    nodes.length < 2 || vipRanking(v, nodes)[0] !== rankA[0]
+  )!;
+  const last = nodes.length;
   const mappings = new Map<string, string>();
   for (const pod of layout.pods) {
     if (pod.k === 1) mappings.set(pod.name, vipA);
@@ -41,10 +70,18 @@ export function storyPlan(layout: Layout): StoryPlan {
   }
   const unmap = [...mappings].find(([, vip]) => vip === vipB)?.[0] ??
     [...mappings.keys()].at(-1)!;
+  const holderA = rankA[0].index;
+  const failoverTo = rankA[1]?.index;
+  const onA = layout.pods.filter((p) => mappings.get(p.name) === vipA);
+  const streamer = onA.find((p) => p.nodeIndex !== holderA && p.nodeIndex !== failoverTo) ??
+    onA.find((p) => p.nodeIndex !== holderA);
   return {
+    vips: { [vipA]: routeIdOf(vipA), [vipB]: routeIdOf(vipB) },
     mappings,
-    holders: new Map([[vipA, 1], [vipB, Math.min(2, last)]]),
+    holders: new Map([[vipA, holderA], [vipB, vipRanking(vipB, nodes)[0].index]]),
     failoverVip: vipA,
+    failoverTo,
+    streamer: streamer?.name,
     unmap,
   };
 }
@@ -92,13 +129,55 @@ export function lineDiff(before: string, after: string): string[] {
   ];
 }
 
+/** The role an agent last logged for a VIP ("holder", "forwarder", "none"), if any. */
+export function lastRole(lines: readonly string[], vip: string): string | undefined {
+  const pattern = new RegExp(`VIP role vip=${vip.replaceAll(".", "\\.")} from=\\S+ to=(\\S+)`);
+  for (let i = lines.length - 1; i >= 0; i--) {
+    const match = pattern.exec(lines[i]);
+    if (match) return match[1];
+  }
+  return undefined;
+}
+
+/** Waits (bounded) until every agent's last logged role for each VIP matches the holders. */
+async function waitForRoles(
+  agents: readonly AgentProcess[],
+  holders: ReadonlyMap<string, SimNode>,
+  timeoutMs = 30_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  const wrong = () =>
+    agents.flatMap((a) =>
+      [...holders].filter(([vip, holder]) =>
+        lastRole(a.lines, vip) !== (a.node === holder ? "holder" : "forwarder")
+      ).map(([vip]) => `${a.node.name}/${vip}: ${lastRole(a.lines, vip) ?? "no role yet"}`)
+    );
+  while (wrong().length > 0) {
+    if (Date.now() >= deadline) {
+      throw new Error(
+        `agents did not take their roles within ${timeoutMs} ms: ${wrong().join(", ")}`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Pod name → VIP, as the mapping files want it: pod IP → VIP. */
+export function mappingsByIp(
+  cluster: Cluster,
+  mappings: ReadonlyMap<string, string>,
+): Record<string, string> {
+  return Object.fromEntries(
+    [...mappings].map(([pod, vip]) => [cluster.pods.find((p) => p.name === pod)!.ip, vip]),
+  );
+}
+
 /** Runs the story on a freshly built cluster; the caller destroys the cluster. */
 export async function runStory(cluster: Cluster, options: StoryOptions): Promise<StoryResult> {
   const say = options.say ?? (() => {});
   const { driver } = options;
-  const iface = cluster.spec.iface;
   const plan = storyPlan(cluster.layout);
-  const vips = Object.keys(STORY_VIPS);
+  const vips = Object.keys(plan.vips);
   const phases: StoryPhase[] = [];
   const check = async (title: string, mappings: ReadonlyMap<string, string>) => {
     const started = performance.now();
@@ -110,64 +189,65 @@ export async function runStory(cluster: Cluster, options: StoryOptions): Promise
   };
 
   const baseline = await Promise.all(cluster.nodes.map((n) => cluster.ruleset(n)));
-  await cluster.writeMappings(
-    Object.fromEntries(
-      [...plan.mappings].map(([pod, vip]) => [cluster.pods.find((p) => p.name === pod)!.ip, vip]),
-    ),
-    STORY_VIPS,
-  );
-  const holderOf = (vip: string) => cluster.node(plan.holders.get(vip)!);
-  say(
-    `\nmapping ${plan.mappings.size} pods to two VIPs: ` +
-      vips.map((v) => `${v} (route ${STORY_VIPS[v]}, on ${holderOf(v).name})`).join(", "),
-  );
-  await driver.place(new Map(vips.map((v) => [v, holderOf(v)])));
-
-  say(`starting the agent (mod.ts run) in every node namespace`);
+  say(`\nstarting the agent (mod.ts run ${driver.agentFlags.join(" ")}) in every node namespace`);
   const agents: AgentProcess[] = cluster.nodes.map((node) =>
     startAgent(cluster, node, driver.agentFlags)
   );
   let failover: StoryResult["failover"];
+  let holders: Map<string, SimNode>;
   try {
-    await Promise.all(
-      agents.flatMap((a) =>
-        vips.map((vip) =>
-          a.waitFor(new RegExp(`VIP role vip=${vip.replaceAll(".", "\\.")} `), 60_000)
-        )
-      ),
+    // The mappings appear once every agent runs, so that every keepalived starts
+    // its VRRP instances at the same moment and the elected holders are the
+    // highest priorities at once (a late node would wait out the preempt delay).
+    await Promise.all(agents.map((a) => a.waitFor(/agent running/, 60_000)));
+    await cluster.writeMappings(mappingsByIp(cluster, plan.mappings), plan.vips);
+    say(
+      `mapping ${plan.mappings.size} pods to two VIPs: ` +
+        vips.map((v) =>
+          `${v} (route ${plan.vips[v]}: ${
+            [...plan.mappings].filter(([, x]) => x === v).map(([p]) => p).join(", ")
+          })`
+        ).join(", "),
+    );
+    const started = performance.now();
+    holders = await driver.settle(
+      new Map(vips.map((v) => [v, cluster.node(plan.holders.get(v)!)])),
+    );
+    await waitForRoles(agents, holders);
+    say(
+      (driver.mode === "keepalived" ? "keepalived elected: " : "placed by hand: ") +
+        vips.map((v) => `${v} on ${holders.get(v)!.name}`).join(", ") +
+        ` (${((performance.now() - started) / 1000).toFixed(1)} s after the mappings appeared)`,
     );
     await check("every pod, as seen from outside:", plan.mappings);
 
-    if (cluster.nodes.length >= 2) {
+    if (plan.failoverTo !== undefined) {
       const vip = plan.failoverVip;
-      const [from] = (await vipHolders(cluster.nodes, [vip], iface)).get(vip)!;
-      const since = agents.map((a) => a.lines.length);
-      say(`\nfailover: ${vip} leaves ${from.name} (${driver.mode})`);
-      const to = await driver.failover(vip, from);
-      const role = (node: SimNode, change: string) =>
-        agents[node.index - 1].waitFor(
-          new RegExp(`VIP role vip=${vip.replaceAll(".", "\\.")} ${change}`),
-          30_000,
-          since[node.index - 1],
-        );
-      await Promise.all([
-        role(from, "from=holder to=forwarder"),
-        role(to, "from=forwarder to=holder"),
-      ]);
+      const from = holders.get(vip)!;
+      say(
+        `\nfailover: ` +
+          (driver.mode === "keepalived"
+            ? `stopping keepalived on ${from.name} (SIGTERM), the holder of ${vip}`
+            : `moving ${vip} from ${from.name} to ${cluster.node(plan.failoverTo).name}`),
+      );
+      const to = await driver.failover(vip, from, cluster.node(plan.failoverTo));
+      holders = new Map([...holders, [vip, to]]);
+      await waitForRoles(agents, holders);
       failover = { vip, from: from.name, to: to.name };
-      say(`${vip} is now on ${to.name}; both agents switched roles`);
+      say(`${vip} is now on ${to.name}; every agent follows`);
       await check(`after the failover of ${vip} to ${to.name}:`, plan.mappings);
+      const after = await driver.afterFailover(vip, from);
+      if (after) {
+        holders = new Map([...holders, [vip, from]]);
+        await waitForRoles(agents, holders);
+        say(after);
+      }
     }
 
     const remaining = new Map([...plan.mappings].filter(([pod]) => pod !== plan.unmap));
     const since = agents.map((a) => a.lines.length);
     say(`\nremoving the mapping of ${plan.unmap}; the agents see the file change`);
-    await cluster.writeMappings(
-      Object.fromEntries(
-        [...remaining].map(([pod, vip]) => [cluster.pods.find((p) => p.name === pod)!.ip, vip]),
-      ),
-      STORY_VIPS,
-    );
+    await cluster.writeMappings(mappingsByIp(cluster, remaining), plan.vips);
     await Promise.all(agents.map((a, i) => a.waitFor(/pass applied/, 30_000, since[i])));
     const unmapped = cluster.pods.find((p) => p.name === plan.unmap)!;
     const [after] = await checkPods(cluster, new Map([[unmapped, unmapped.node.ip]]));

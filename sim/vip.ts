@@ -57,37 +57,150 @@ export async function vipHolders(
 }
 
 /**
- * How the simulator floats VIPs. "manual": the simulator itself moves the
- * address and announces it (deterministic, for tests and the story).
+ * How the simulator floats VIPs. "manual": the simulator moves the address
+ * itself (deterministic); "keepalived": the agents' own keepalived (VRRP, one
+ * instance per VIP) places them, and a failover stops the holder's keepalived.
  */
 export interface VipDriver {
-  readonly mode: string;
+  readonly mode: VipMode;
   /** Agent flags this mode needs. */
   readonly agentFlags: readonly string[];
-  /** Puts each VIP on its node. */
-  place(wanted: ReadonlyMap<string, SimNode>): Promise<void>;
-  /** Takes `vip` away from `from`; resolves with the node that holds it now. */
-  failover(vip: string, from: SimNode): Promise<SimNode>;
-  /** Removes every VIP it placed (the end of a run). */
+  /**
+   * Once the agents run: puts each VIP on its node (manual), or waits until
+   * keepalived has elected exactly one holder per VIP (keepalived). Resolves
+   * with the holders.
+   */
+  settle(wanted: ReadonlyMap<string, SimNode>): Promise<Map<string, SimNode>>;
+  /**
+   * Takes `vip` away from `from` (manual: moves it to `to`; keepalived: stops
+   * `from`'s keepalived and lets VRRP elect). Resolves with the new holder.
+   */
+  failover(vip: string, from: SimNode, to: SimNode): Promise<SimNode>;
+  /**
+   * What happens after a failover on its own, waited for: keepalived's agent
+   * restarts keepalived, which takes the VIP back after its preempt delay.
+   * Resolves with a sentence for the story, or undefined when nothing happens.
+   */
+  afterFailover(vip: string, from: SimNode): Promise<string | undefined>;
+  /** Removes every VIP it placed (the end of a run; the agents are stopped). */
   release(vips: readonly string[]): Promise<void>;
 }
 
-/** The manual driver: `ip addr` + gratuitous ARP, the new holder being the next node. */
+export const VIP_MODES = ["keepalived", "manual"] as const;
+export type VipMode = typeof VIP_MODES[number];
+
+/** The manual driver: `ip addr` + gratuitous ARP; the agents only follow (`--vip-mode external`). */
 export function manualVips(nodes: readonly SimNode[], iface: string): VipDriver {
   return {
     mode: "manual",
     agentFlags: EXTERNAL,
-    async place(wanted) {
+    async settle(wanted) {
       for (const [vip, node] of wanted) await placeVip(nodes, vip, node, iface);
+      return new Map(wanted);
     },
-    async failover(vip, from) {
-      if (nodes.length < 2) throw new Error("a failover needs at least two nodes");
-      const to = nodes[(nodes.indexOf(from) + nodes.length - 1) % nodes.length];
+    async failover(vip, _from, to) {
       await placeVip(nodes, vip, to, iface);
       return to;
     },
+    afterFailover: () => Promise.resolve(undefined),
     async release(vips) {
       for (const vip of vips) await placeVip(nodes, vip, null, iface);
+    },
+  };
+}
+
+/** Polls `vipHolders` until `done` accepts them, or fails after `timeoutMs` saying what it saw. */
+async function waitForHolders(
+  nodes: readonly SimNode[],
+  vips: readonly string[],
+  iface: string,
+  done: (holders: Map<string, SimNode[]>) => boolean,
+  what: string,
+  timeoutMs: number,
+): Promise<Map<string, SimNode[]>> {
+  const deadline = Date.now() + timeoutMs;
+  while (true) {
+    const holders = await vipHolders(nodes, vips, iface);
+    if (done(holders)) return holders;
+    if (Date.now() >= deadline) {
+      const seen = [...holders].map(([v, n]) =>
+        `${v} on ${n.map((x) => x.name).join("+") || "no node"}`
+      );
+      throw new Error(`${what} within ${timeoutMs / 1000} s; seen: ${seen.join(", ")}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/**
+ * The keepalived driver. The agents run keepalived with a preempt delay of
+ * `preemptDelay` seconds: a node that comes back waits that long before it
+ * takes its VIPs back.
+ */
+export function keepalivedVips(
+  nodes: readonly SimNode[],
+  iface: string,
+  stateDir: (node: SimNode) => string,
+  preemptDelay = 5,
+): VipDriver {
+  const only = (holders: Map<string, SimNode[]>) =>
+    [...holders.values()].every((n) => n.length === 1);
+  return {
+    mode: "keepalived",
+    agentFlags: ["--vip-mode", "keepalived", "--vrrp-preempt-delay", String(preemptDelay)],
+    async settle(wanted) {
+      const vips = [...wanted.keys()];
+      // Agents that start a little apart may elect a lower node first; the
+      // rightful one takes over after the preempt delay.
+      const settled = (holders: Map<string, SimNode[]>) =>
+        only(holders) && vips.every((v) => holders.get(v)![0] === wanted.get(v));
+      const holders = await waitForHolders(
+        nodes,
+        vips,
+        iface,
+        (h) => settled(h),
+        "keepalived did not elect the expected holders",
+        (preemptDelay + 30) * 1000,
+      );
+      return new Map([...holders].map(([v, n]) => [v, n[0]]));
+    },
+    async failover(vip, from) {
+      const pid = Number((await Deno.readTextFile(`${stateDir(from)}/keepalived.pid`)).trim());
+      // "Stop": keepalived announces priority 0 and removes its VIPs; the next node takes over.
+      Deno.kill(pid, "SIGTERM");
+      const holders = await waitForHolders(
+        nodes,
+        [vip],
+        iface,
+        (h) => h.get(vip)!.length === 1 && h.get(vip)![0] !== from,
+        `no other node took ${vip} over from ${from.name}`,
+        15_000,
+      );
+      return holders.get(vip)![0];
+    },
+    async afterFailover(vip, from) {
+      const started = performance.now();
+      await waitForHolders(
+        nodes,
+        [vip],
+        iface,
+        (h) => h.get(vip)!.length === 1 && h.get(vip)![0] === from,
+        `${from.name} did not take ${vip} back`,
+        (preemptDelay + 20) * 1000,
+      );
+      return `${from.name}'s agent restarted its keepalived, which took ${vip} back after ` +
+        `${((performance.now() - started) / 1000).toFixed(1)} s (preempt delay ${preemptDelay} s)`;
+    },
+    async release(vips) {
+      // Stopping the agents stopped keepalived, which removed the VIPs: check it.
+      await waitForHolders(
+        nodes,
+        vips,
+        iface,
+        (h) => [...h.values()].every((n) => n.length === 0),
+        "VIPs are still on a node after the agents stopped",
+        10_000,
+      );
     },
   };
 }
