@@ -190,11 +190,17 @@ async function storyCommand(flags: ClusterFlags): Promise<number> {
       });
       const checks = result.phases.flatMap((p) => p.checks);
       const failed = checks.filter((c) => !c.ok).length;
+      const f = result.failover;
       console.log(
         `\n${result.ok ? "all checks ✓" : "some checks ✗"}: ${
           checks.length - failed
         }/${checks.length} ` +
-          `pod checks held, rulesets equal to the baseline on ${
+          `pod checks held` +
+          (f?.streamer
+            ? `; failover of ${f.vip} ${f.from} → ${f.to}: gap ${f.gapMs ?? "∞"} ms, ` +
+              `${f.wrongSource} packet(s) with a wrong source`
+            : "") +
+          `; rulesets equal to the baseline on ${
             result.baseline.filter((b) => b.equal).length
           }/${result.baseline.length} nodes`,
       );
@@ -247,6 +253,8 @@ async function upCommand(flags: ClusterFlags): Promise<number> {
       console.log(
         "VIPs: " + [...holders].map(([vip, node]) => `${vip} on ${node.name}`).join(", "),
       );
+      const [vipA, holderNodeA] = [...holders][0];
+      const holderA = holderNodeA.name;
       await saveState({
         runId: cluster.runId,
         spec,
@@ -266,6 +274,7 @@ agent logs: ${cluster.logDir}/
   deno task sim status                       VIP holders, agents, mappings, live source check
   deno task sim exec pod2-1 ping -c1 ${cluster.outside.ip}
   deno task sim exec node1 iptables-save     any command in any namespace above
+  deno task sim exec ${holderA} ip link set ${spec.iface} down   pull ${holderA}'s cable: ${vipA} fails over
   deno task sim down                         remove everything of this run`);
       return 0;
     },

@@ -6,20 +6,32 @@
 import { vrrpPriority } from "../core/keepalived.ts";
 import { type AgentProcess, stateDirOf } from "./agents.ts";
 import type { Cluster, SimNode } from "./cluster.ts";
+import { vipHolders } from "./vip.ts";
+
+/**
+ * Nodes in the order keepalived elects them for a VIP: by VRRP priority (the
+ * agent's hash of VIP and node name), equal priorities broken by the higher
+ * address (in the simulator: the higher node index), as VRRP does. Pure, for
+ * layouts as well as running clusters.
+ */
+export function rankNodes<T extends { readonly name: string; readonly index: number }>(
+  vip: string,
+  nodes: readonly T[],
+): T[] {
+  return [...nodes].sort((a, b) =>
+    vrrpPriority(vip, b.name) - vrrpPriority(vip, a.name) || b.index - a.index
+  );
+}
 
 /** Nodes by their VRRP priority for a VIP: where keepalived puts it first, then who takes over. */
 export function ranking(cluster: Cluster, vip: string): SimNode[] {
-  return [...cluster.nodes].sort((a, b) => vrrpPriority(vip, b.name) - vrrpPriority(vip, a.name));
+  return rankNodes(vip, cluster.nodes);
 }
 
 /** The nodes that have the VIP on their interface right now (exact address match). */
 export async function holdersOf(cluster: Cluster, vip: string): Promise<string[]> {
-  const found: string[] = [];
-  for (const node of cluster.nodes) {
-    const out = await node.ns.run(["ip", "-4", "-o", "address", "show", "dev", cluster.spec.iface]);
-    if (out.split(/\s+/).includes(`${vip}/32`)) found.push(node.name);
-  }
-  return found;
+  const holders = await vipHolders(cluster.nodes, [vip], cluster.spec.iface);
+  return holders.get(vip)!.map((n) => n.name);
 }
 
 /** The role an agent last logged for a VIP ("holder", "forwarder", "none"), or undefined. */

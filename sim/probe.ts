@@ -26,9 +26,10 @@ export async function sourceSeen(
   });
   const answer = result.stdout.trim();
   if (answer) return answer;
-  return result.code === 0
-    ? "timeout"
-    : `error: ${result.stderr.trim().split("\n").at(-1) ?? result.code}`;
+  if (result.code === 0) return "timeout";
+  // socat says "<date> socat[pid] E connecting to AF=2 a.b.c.d:port: <reason>": keep the reason.
+  const last = result.stderr.trim().split("\n").at(-1) ?? "";
+  return `error: ${last.split(": ").at(-1) || `exit ${result.code}`}`;
 }
 
 /**

@@ -4,8 +4,9 @@
  * the outside world sees, a failover of one VIP, a mapping removed, and
  * `delete` returning every node to its baseline ruleset.
  */
-import { vrrpPriority } from "../core/keepalived.ts";
-import { LAN_PREFIX, type Layout, type NodeLayout } from "./layout.ts";
+import { LAN_PREFIX, type Layout } from "./layout.ts";
+import { rankNodes, waitForPlacement } from "./placement.ts";
+import { measureFailover } from "./stream.ts";
 import type { Cluster, SimNode, SimPod } from "./cluster.ts";
 import { agentCommand, type AgentProcess, startAgent } from "./agents.ts";
 import { checkPods, checksLegend, type PodCheck, renderChecks } from "./check.ts";
@@ -16,17 +17,6 @@ const CANDIDATE_VIPS = Array.from({ length: 10 }, (_, i) => `${LAN_PREFIX}.${50 
 
 function routeIdOf(vip: string): number {
   return Number(vip.split(".")[3]) - 45;
-}
-
-/**
- * The nodes in the order keepalived would elect them for `vip`: by VRRP
- * priority (the agent's rendezvous hash of VIP and node name), equal
- * priorities broken by the higher address, as VRRP does.
- */
-export function vipRanking(vip: string, nodes: readonly NodeLayout[]): NodeLayout[] {
-  return [...nodes].sort((a, b) =>
-    vrrpPriority(vip, b.name) - vrrpPriority(vip, a.name) || b.index - a.index
-  );
 }
 
 /** Who is mapped where, which VIP sits where first, which VIP fails over, what gets unmapped. */
@@ -58,9 +48,9 @@ export interface StoryPlan {
 export function storyPlan(layout: Layout): StoryPlan {
   const nodes = layout.nodes;
   const vipA = CANDIDATE_VIPS[0];
-  const rankA = vipRanking(vipA, nodes);
+  const rankA = rankNodes(vipA, nodes);
   const vipB = CANDIDATE_VIPS.slice(1).find((v) =>
-    nodes.length < 2 || vipRanking(v, nodes)[0] !== rankA[0]
+    nodes.length < 2 || rankNodes(v, nodes)[0] !== rankA[0]
   )!;
   const last = nodes.length;
   const mappings = new Map<string, string>();
@@ -78,7 +68,7 @@ export function storyPlan(layout: Layout): StoryPlan {
   return {
     vips: { [vipA]: routeIdOf(vipA), [vipB]: routeIdOf(vipB) },
     mappings,
-    holders: new Map([[vipA, holderA], [vipB, vipRanking(vipB, nodes)[0].index]]),
+    holders: new Map([[vipA, holderA], [vipB, rankNodes(vipB, nodes)[0].index]]),
     failoverVip: vipA,
     failoverTo,
     streamer: streamer?.name,
@@ -99,10 +89,27 @@ export interface StoryPhase {
   readonly checks: readonly PodCheck[];
 }
 
+/** The failover, and what the streaming pod's traffic saw during it. */
+export interface StoryFailover {
+  readonly vip: string;
+  readonly from: string;
+  readonly to: string;
+  /** The pod that streamed while the VIP moved (none when every mapped pod sits on a moving node). */
+  readonly streamer?: string;
+  /** Last packet via the old holder to first via the new one (ms); undefined if it never resumed. */
+  readonly gapMs?: number;
+  /** Packets that reached the outside host with another source than the VIP (wire capture). */
+  readonly wrongSource?: number;
+  /** The stream's UDP datagrams that never arrived. */
+  readonly udpLost?: number;
+  /** True when traffic resumed and nothing left with a wrong source. */
+  readonly ok: boolean;
+}
+
 export interface StoryResult {
   readonly ok: boolean;
   readonly phases: readonly StoryPhase[];
-  readonly failover?: { readonly vip: string; readonly from: string; readonly to: string };
+  readonly failover?: StoryFailover;
   /** Per node: the ruleset after `delete` equals the one before the agents started. */
   readonly baseline: readonly { readonly node: string; readonly equal: boolean }[];
   /** Lines where the nodes' rulesets differ from the baseline (empty when equal). */
@@ -129,37 +136,15 @@ export function lineDiff(before: string, after: string): string[] {
   ];
 }
 
-/** The role an agent last logged for a VIP ("holder", "forwarder", "none"), if any. */
-export function lastRole(lines: readonly string[], vip: string): string | undefined {
-  const pattern = new RegExp(`VIP role vip=${vip.replaceAll(".", "\\.")} from=\\S+ to=(\\S+)`);
-  for (let i = lines.length - 1; i >= 0; i--) {
-    const match = pattern.exec(lines[i]);
-    if (match) return match[1];
-  }
-  return undefined;
-}
-
-/** Waits (bounded) until every agent's last logged role for each VIP matches the holders. */
-async function waitForRoles(
+/** Waits (bounded) until each VIP sits on its holder alone and every agent agrees. */
+function settled(
+  cluster: Cluster,
   agents: readonly AgentProcess[],
   holders: ReadonlyMap<string, SimNode>,
-  timeoutMs = 30_000,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  const wrong = () =>
-    agents.flatMap((a) =>
-      [...holders].filter(([vip, holder]) =>
-        lastRole(a.lines, vip) !== (a.node === holder ? "holder" : "forwarder")
-      ).map(([vip]) => `${a.node.name}/${vip}: ${lastRole(a.lines, vip) ?? "no role yet"}`)
-    );
-  while (wrong().length > 0) {
-    if (Date.now() >= deadline) {
-      throw new Error(
-        `agents did not take their roles within ${timeoutMs} ms: ${wrong().join(", ")}`,
-      );
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
+): Promise<void[]> {
+  return Promise.all(
+    [...holders].map(([vip, node]) => waitForPlacement(cluster, agents, vip, node, 30_000)),
+  );
 }
 
 /** Pod name → VIP, as the mapping files want it: pod IP → VIP. */
@@ -213,7 +198,7 @@ export async function runStory(cluster: Cluster, options: StoryOptions): Promise
     holders = await driver.settle(
       new Map(vips.map((v) => [v, cluster.node(plan.holders.get(v)!)])),
     );
-    await waitForRoles(agents, holders);
+    await settled(cluster, agents, holders);
     say(
       (driver.mode === "keepalived" ? "keepalived elected: " : "placed by hand: ") +
         vips.map((v) => `${v} on ${holders.get(v)!.name}`).join(", ") +
@@ -230,16 +215,50 @@ export async function runStory(cluster: Cluster, options: StoryOptions): Promise
             ? `stopping keepalived on ${from.name} (SIGTERM), the holder of ${vip}`
             : `moving ${vip} from ${from.name} to ${cluster.node(plan.failoverTo).name}`),
       );
-      const to = await driver.failover(vip, from, cluster.node(plan.failoverTo));
+      const target = cluster.node(plan.failoverTo);
+      let to = target;
+      const fault = async () => (to = await driver.failover(vip, from, target));
+      const streamer = cluster.pods.find((p) => p.name === plan.streamer);
+      if (streamer) {
+        say(
+          `while ${streamer.name} on ${streamer.node.name} streams to ${cluster.outside.ip} ` +
+            `(UDP every 10 ms on one flow, a new TCP connection every 50 ms)`,
+        );
+        const run = await measureFailover(cluster.outside, {
+          vip,
+          senders: [{ tag: streamer.name, ns: streamer.ns }],
+          fault,
+        });
+        const { analysis } = run.streams[0];
+        failover = {
+          vip,
+          from: from.name,
+          to: to.name,
+          streamer: streamer.name,
+          gapMs: run.gapMs,
+          wrongSource: run.wrongSource,
+          udpLost: analysis.udpLost,
+          ok: run.gapMs !== undefined && run.wrongSource === 0,
+        };
+        say(
+          `gap: ${run.gapMs === undefined ? "traffic never resumed" : `${run.gapMs} ms`} from ` +
+            `the last packet via ${from.name} to the first via ${to.name}; ` +
+            `${analysis.received.udp} UDP datagrams and ${analysis.received.tcp} TCP connections ` +
+            `arrived, ${analysis.udpLost} datagrams lost; packets with a wrong source: ` +
+            `${run.wrongSource} ${mark(failover.ok)}`,
+        );
+      } else {
+        await fault();
+        failover = { vip, from: from.name, to: to.name, ok: true };
+      }
       holders = new Map([...holders, [vip, to]]);
-      await waitForRoles(agents, holders);
-      failover = { vip, from: from.name, to: to.name };
+      await settled(cluster, agents, holders);
       say(`${vip} is now on ${to.name}; every agent follows`);
       await check(`after the failover of ${vip} to ${to.name}:`, plan.mappings);
       const after = await driver.afterFailover(vip, from);
       if (after) {
         holders = new Map([...holders, [vip, from]]);
-        await waitForRoles(agents, holders);
+        await settled(cluster, agents, holders);
         say(after);
       }
     }
@@ -280,6 +299,6 @@ export async function runStory(cluster: Cluster, options: StoryOptions): Promise
   );
   for (const line of baselineDiff) say(`  ${line}`);
   const ok = phases.every((p) => p.checks.every((c) => c.ok)) &&
-    baselineResult.every((b) => b.equal);
+    baselineResult.every((b) => b.equal) && (failover?.ok ?? true);
   return { ok, phases, failover, baseline: baselineResult, baselineDiff };
 }

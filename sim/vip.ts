@@ -145,6 +145,7 @@ export function keepalivedVips(
 ): VipDriver {
   const only = (holders: Map<string, SimNode[]>) =>
     [...holders.values()].every((n) => n.length === 1);
+  let failedAt = performance.now();
   return {
     mode: "keepalived",
     agentFlags: ["--vip-mode", "keepalived", "--vrrp-preempt-delay", String(preemptDelay)],
@@ -167,6 +168,7 @@ export function keepalivedVips(
     async failover(vip, from) {
       const pid = Number((await Deno.readTextFile(`${stateDir(from)}/keepalived.pid`)).trim());
       // "Stop": keepalived announces priority 0 and removes its VIPs; the next node takes over.
+      failedAt = performance.now();
       Deno.kill(pid, "SIGTERM");
       const holders = await waitForHolders(
         nodes,
@@ -179,7 +181,6 @@ export function keepalivedVips(
       return holders.get(vip)![0];
     },
     async afterFailover(vip, from) {
-      const started = performance.now();
       await waitForHolders(
         nodes,
         [vip],
@@ -188,8 +189,9 @@ export function keepalivedVips(
         `${from.name} did not take ${vip} back`,
         (preemptDelay + 20) * 1000,
       );
-      return `${from.name}'s agent restarted its keepalived, which took ${vip} back after ` +
-        `${((performance.now() - started) / 1000).toFixed(1)} s (preempt delay ${preemptDelay} s)`;
+      return `${from.name}'s agent restarted its keepalived, which took ${vip} back ` +
+        `${((performance.now() - failedAt) / 1000).toFixed(1)} s after the failover ` +
+        `(restart after 1 s, then the preempt delay of ${preemptDelay} s)`;
     },
     async release(vips) {
       // Stopping the agents stopped keepalived, which removed the VIPs: check it.

@@ -12,14 +12,32 @@ Deno.test("sim story: default plan maps five pods to two VIPs on two nodes and l
     "pod1-2": "192.0.2.51",
     "pod2-2": "192.0.2.51",
   });
-  assert.deepEqual(Object.fromEntries(plan.holders), { "192.0.2.50": 1, "192.0.2.51": 2 });
+  // keepalived's ranking (core/keepalived.ts priorities): .50 node2 > node3 > node1, .51 node1 first.
+  assert.deepEqual(plan.vips, { "192.0.2.50": 5, "192.0.2.51": 6 });
+  assert.deepEqual(Object.fromEntries(plan.holders), { "192.0.2.50": 2, "192.0.2.51": 1 });
   assert.equal(plan.failoverVip, "192.0.2.50");
+  assert.equal(plan.failoverTo, 3);
+  assert.equal(plan.streamer, "pod1-1", "a pod of .50 on the node that neither loses nor gains it");
   assert.equal(plan.unmap, "pod1-2");
+});
+
+Deno.test("sim story: the two VIPs always start on different nodes when there are two", () => {
+  for (let nodes = 2; nodes <= 8; nodes++) {
+    const plan = storyPlan(clusterLayout(ClusterSpec.parse({ nodes })));
+    const [a, b] = Object.keys(plan.vips);
+    assert.notEqual(plan.holders.get(a), plan.holders.get(b), `${nodes} nodes`);
+    assert.notEqual(plan.failoverTo, plan.holders.get(a));
+    const streamer = plan.streamer!;
+    assert.equal(plan.mappings.get(streamer), a);
+    assert.notEqual(Number(streamer.slice(3).split("-")[0]), plan.holders.get(a));
+  }
 });
 
 Deno.test("sim story: plans for one node and one pod per node stay consistent", () => {
   const single = storyPlan(clusterLayout(ClusterSpec.parse({ nodes: 1 })));
   assert.deepEqual(Object.fromEntries(single.holders), { "192.0.2.50": 1, "192.0.2.51": 1 });
+  assert.equal(single.failoverTo, undefined);
+  assert.equal(single.streamer, undefined);
   assert.deepEqual(Object.fromEntries(single.mappings), {
     "pod1-1": "192.0.2.50",
     "pod1-2": "192.0.2.51",

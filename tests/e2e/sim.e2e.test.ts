@@ -5,15 +5,16 @@
  */
 import assert from "node:assert/strict";
 import $ from "dax";
-import { agentCommand, applyOnAllNodes, EXTERNAL } from "../../sim/agents.ts";
+import { agentCommand, applyOnAllNodes, EXTERNAL, stateDirOf } from "../../sim/agents.ts";
 import { checkPod, renderChecks } from "../../sim/check.ts";
 import type { Cluster } from "../../sim/cluster.ts";
 import { runNamespaces } from "../../sim/netns.ts";
 import { runStory, type StoryResult } from "../../sim/story.ts";
-import { manualVips, placeVip } from "../../sim/vip.ts";
+import { keepalivedVips, manualVips, placeVip, type VipMode } from "../../sim/vip.ts";
 import { e2e, withCluster } from "./cluster.ts";
 
 const VIP_A = "192.0.2.50";
+const VIP_B = "192.0.2.51";
 
 function explain(result: StoryResult): string {
   return [
@@ -22,9 +23,12 @@ function explain(result: StoryResult): string {
   ].join("\n");
 }
 
-/** The story's assertions, whatever the CNI. */
-async function assertStory(cluster: Cluster) {
-  const result = await runStory(cluster, { driver: manualVips(cluster.nodes, cluster.spec.iface) });
+/** The story's assertions, whatever the CNI and the VIP mode. */
+async function assertStory(cluster: Cluster, mode: VipMode) {
+  const driver = mode === "manual"
+    ? manualVips(cluster.nodes, cluster.spec.iface)
+    : keepalivedVips(cluster.nodes, cluster.spec.iface, (n) => stateDirOf(cluster, n));
+  const result = await runStory(cluster, { driver });
   assert.ok(result.ok, explain(result));
   assert.deepEqual(result.phases.map((p) => p.checks.length), [6, 6, 1, 6]);
   const [initial, afterFailover, unmapped, afterDelete] = result.phases;
@@ -32,15 +36,23 @@ async function assertStory(cluster: Cluster) {
     Object.fromEntries(phase.checks.map((c) => [c.pod, c.expected]));
   const mapped = {
     "pod1-1": VIP_A,
-    "pod1-2": "192.0.2.51",
+    "pod1-2": VIP_B,
     "pod2-1": VIP_A,
-    "pod2-2": "192.0.2.51",
+    "pod2-2": VIP_B,
     "pod3-1": VIP_A,
     "pod3-2": cluster.node(3).ip,
   };
   assert.deepEqual(expected(initial), mapped);
   assert.deepEqual(expected(afterFailover), mapped);
-  assert.deepEqual(result.failover, { vip: VIP_A, from: "node1", to: "node3" });
+  // keepalived's ranking for .50 is node2, node3, node1: A fails over from node2 to node3
+  // while pod1-1 (node1, neither side) streams; nothing may leave with another source.
+  const failover = result.failover!;
+  assert.deepEqual(
+    [failover.vip, failover.from, failover.to, failover.streamer],
+    [VIP_A, "node2", "node3", "pod1-1"],
+  );
+  assert.equal(failover.wrongSource, 0);
+  assert.ok(failover.gapMs !== undefined, "the stream resumed through the new holder");
   assert.deepEqual(unmapped.checks.map((c) => [c.pod, c.expected]), [[
     "pod1-2",
     cluster.node(1).ip,
@@ -58,16 +70,24 @@ async function assertStory(cluster: Cluster) {
 }
 
 Deno.test({
-  name: "e2e sim: the story holds with host-gw routes (TCP, UDP, ICMP, service, failover, delete)",
+  name:
+    "e2e sim: the story holds with host-gw routes and keepalived (TCP, UDP, ICMP, service, failover under a stream, delete)",
   ...e2e,
-  fn: () => withCluster(assertStory, { cni: "host-gw" }),
+  fn: () => withCluster((c) => assertStory(c, "keepalived"), { cni: "host-gw" }),
 });
 
 Deno.test({
   name:
-    "e2e sim: the story holds on a vxlan overlay with strict rp_filter and an interface named bond0",
+    "e2e sim: the story holds on a vxlan overlay with strict rp_filter, keepalived and an interface named bond0",
   ...e2e,
-  fn: () => withCluster(assertStory, { cni: "vxlan", iface: "bond0", rpFilter: 1 }),
+  fn: () =>
+    withCluster((c) => assertStory(c, "keepalived"), { cni: "vxlan", iface: "bond0", rpFilter: 1 }),
+});
+
+Deno.test({
+  name: "e2e sim: the story holds on a vxlan overlay with VIPs moved by hand",
+  ...e2e,
+  fn: () => withCluster((c) => assertStory(c, "manual"), { cni: "vxlan" }),
 });
 
 Deno.test({
@@ -129,11 +149,12 @@ Deno.test({
 
       const status = await sim("status");
       assert.equal(status.code, 0, status.stdout + status.stderr);
+      // keepalived (the default VIP mode) puts .51 on node1 and .50 on node2.
       assert.match(
         status.stdout,
-        /node1\s+\S+-n1\s+192\.0\.2\.11\s+192\.0\.2\.50\s+running \(pid \d+\)/,
+        /node1\s+\S+-n1\s+192\.0\.2\.11\s+192\.0\.2\.51\s+running \(pid \d+\)/,
       );
-      assert.match(status.stdout, /node2\s+\S+-n2\s+192\.0\.2\.12\s+192\.0\.2\.51\s+running/);
+      assert.match(status.stdout, /node2\s+\S+-n2\s+192\.0\.2\.12\s+192\.0\.2\.50\s+running/);
       assert.match(
         status.stdout,
         /pod2-1\s+node2\s+192\.0\.2\.50(\s+192\.0\.2\.50){3}\s+10\.244\.2\.11\s+✓/,
