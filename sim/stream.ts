@@ -21,6 +21,7 @@
  * break something, stop both, `analyzeFailover` + `wireLeaks`.
  */
 import { OUTSIDE_IP, type OutsideHost, type ReporterEvent, TCP_PORT, UDP_PORT } from "./cluster.ts";
+import { eachLine, readyWithin, terminate } from "./children.ts";
 import type { Netns } from "./netns.ts";
 
 const SENDER = new URL("./stream_sender.ts", import.meta.url).pathname;
@@ -73,43 +74,17 @@ export async function startStream(from: Netns, options: StreamOptions): Promise<
   const lines: string[] = [];
   let ready!: () => void;
   const started = new Promise<void>((resolve) => (ready = resolve));
-  const reading = (async () => {
-    let buffer = "";
-    for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
-      buffer += chunk;
-      const parts = buffer.split("\n");
-      buffer = parts.pop()!;
-      for (const line of parts) {
-        if (line.includes('"ready"')) ready();
-        else if (line.trim()) lines.push(line);
-      }
-    }
-  })().catch(() => {});
+  const reading = eachLine(child.stdout, (line) => {
+    if (line.includes('"ready"')) ready();
+    else if (line.trim()) lines.push(line);
+  }).catch(() => {});
   // stderr is piped by Netns.spawn: drain it so the sender never blocks on it.
   child.stderr.pipeTo(new WritableStream()).catch(() => {});
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`stream ${options.tag} did not start`)), 20_000);
-  });
-  try {
-    await Promise.race([started, timeout]);
-  } catch (error) {
-    child.kill("SIGKILL");
-    await child.status;
-    throw error;
-  } finally {
-    clearTimeout(timer);
-  }
+  await readyWithin(child, started, 20_000, () => `stream ${options.tag} did not start`);
   return {
     tag: options.tag,
     async stop() {
-      try {
-        child.kill("SIGTERM");
-      } catch {
-        // Already ended (maxMs).
-      }
-      await child.status;
-      await reading;
+      await terminate(child, reading);
       const summary = lines.at(-1);
       return summary
         ? JSON.parse(summary)
@@ -271,46 +246,19 @@ export async function startCapture(
   const packets: WirePacket[] = [];
   let listening!: () => void;
   const ready = new Promise<void>((resolve) => (listening = resolve));
-  const errors = (async () => {
-    let text = "";
-    for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) {
-      text += chunk;
-      if (text.includes("listening on")) listening();
-    }
-    return text;
-  })().catch(() => "");
-  const reading = (async () => {
-    let buffer = "";
-    for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
-      buffer += chunk;
-      const lines = buffer.split("\n");
-      buffer = lines.pop()!;
-      for (const line of lines) {
-        const packet = parseTcpdumpLine(line);
-        if (packet) packets.push(packet);
-      }
-    }
-  })().catch(() => {});
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<"timeout">((resolve) => {
-    timer = setTimeout(() => resolve("timeout"), 10_000);
-  });
-  const started = await Promise.race([ready, timeout]);
-  clearTimeout(timer);
-  if (started === "timeout") {
-    child.kill("SIGKILL");
-    await child.status;
-    throw new Error(`tcpdump did not start: ${await errors}`);
-  }
+  const errorLines: string[] = [];
+  eachLine(child.stderr, (line) => {
+    errorLines.push(line);
+    if (line.includes("listening on")) listening();
+  }).catch(() => {});
+  const reading = eachLine(child.stdout, (line) => {
+    const packet = parseTcpdumpLine(line);
+    if (packet) packets.push(packet);
+  }).catch(() => {});
+  await readyWithin(child, ready, 10_000, () => `tcpdump did not start: ${errorLines.join(" | ")}`);
   return {
     async stop() {
-      try {
-        child.kill("SIGTERM");
-      } catch {
-        // Already gone.
-      }
-      await child.status;
-      await reading;
+      await terminate(child, reading);
       return packets;
     },
   };

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { analyzeFailover, streamArrivals } from "../sim/stream.ts";
+import { analyzeFailover, parseTcpdumpLine, streamArrivals, wireLeaks } from "../sim/stream.ts";
 import type { ReporterEvent } from "../sim/cluster.ts";
 
 const VIP = "192.0.2.50";
@@ -74,4 +74,26 @@ Deno.test("stream: arrivals are parsed from the reporter's data and sorted by ti
     { t: 10, proto: "udp", seq: 7, src: VIP, port: 5000 },
     { t: 20, proto: "tcp", seq: 1, src: VIP, port: 4000 },
   ]);
+});
+
+Deno.test("stream: tcpdump lines become packets; leaks are packets with none of the VIPs as source", () => {
+  const lines = [
+    "1795437065.350123 IP 192.0.2.50.35902 > 198.51.100.10.7001: UDP, length 10",
+    "1795437065.351000 IP 10.244.3.11.44814 > 198.51.100.10.7000: Flags [F.], seq 10, ack 13, win 63, length 0",
+    "1795437065.352000 IP 192.0.2.51.4000 > 198.51.100.10.7000: Flags [S], seq 1, win 64240, length 0",
+    "1795437065.353000 ARP, Request who-has 192.0.2.50 tell 192.0.2.11, length 28",
+  ];
+  const packets = lines.map(parseTcpdumpLine).filter((p) => p !== undefined);
+  assert.deepEqual(packets[0], {
+    t: 1795437065350,
+    proto: "udp",
+    src: "192.0.2.50",
+    sport: 35902,
+    dst: "198.51.100.10",
+    dport: 7001,
+  });
+  assert.equal(packets[1].flags, "F.");
+  assert.equal(packets.length, 3);
+  assert.deepEqual(wireLeaks(packets, VIP).sources, { "10.244.3.11": 1, "192.0.2.51": 1 });
+  assert.equal(wireLeaks(packets, [VIP, "192.0.2.51"]).count, 1);
 });

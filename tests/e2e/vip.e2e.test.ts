@@ -287,6 +287,17 @@ Deno.test({
       },
       EXTERNAL,
       async (cluster) => {
+        // Control: before any agent runs, the mapped pod leaves as its node, and both the
+        // reporter and the capture say so (the measurement can see a leak).
+        const control = await measureFailover(cluster.outside, {
+          vip: VIP_A,
+          senders: [{ tag: "control", ns: cluster.pod(2, 1).ns }],
+          fault: () => Promise.resolve(),
+          beforeMs: 300,
+          afterMs: 300,
+        });
+        assert.ok(control.streams[0].analysis.wrongSources[cluster.node(2).ip] > 0);
+        assert.ok(control.wire.sources[cluster.node(2).ip] > 0);
         await placeVip(cluster.nodes, VIP_A, cluster.node(1), cluster.spec.iface);
         await placeVip(cluster.nodes, VIP_B, cluster.node(2), cluster.spec.iface);
       },
