@@ -5,7 +5,7 @@
  */
 import { join } from "node:path";
 import type { Cluster, SimNode } from "./cluster.ts";
-import type { ExecResult } from "./netns.ts";
+import { type ExecResult, forEachLine } from "./netns.ts";
 
 const MOD = new URL("../mod.ts", import.meta.url).pathname;
 
@@ -99,21 +99,14 @@ export function startAgent(
   }).spawn();
   const lines: string[] = [];
   const waiters: { pattern: RegExp; resolve: (line: string) => void }[] = [];
-  const collect = async (stream: ReadableStream<Uint8Array>) => {
-    let buffer = "";
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-      buffer += chunk;
-      const parts = buffer.split("\n");
-      buffer = parts.pop()!;
-      for (const line of parts) {
-        lines.push(line);
-        for (const w of waiters.filter((w) => w.pattern.test(line))) {
-          waiters.splice(waiters.indexOf(w), 1);
-          w.resolve(line);
-        }
+  const collect = (stream: ReadableStream<Uint8Array>) =>
+    forEachLine(stream, (line) => {
+      lines.push(line);
+      for (const w of waiters.filter((w) => w.pattern.test(line))) {
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(line);
       }
-    }
-  };
+    });
   const done = Promise.all([collect(child.stdout), collect(child.stderr)]).catch(() => {});
   return {
     node,

@@ -8,7 +8,7 @@
  * namespace; `destroy` removes every namespace, process and file of the run.
  */
 import { join } from "node:path";
-import { Netns, NetnsSet, newRunId } from "./netns.ts";
+import { forEachLine, Netns, NetnsSet, newRunId } from "./netns.ts";
 import {
   clusterLayout,
   ClusterSpec,
@@ -363,19 +363,11 @@ export class Cluster {
     this.outsideHosts.push(host);
     let ready!: () => void;
     const isReady = new Promise<void>((r) => (ready = r));
-    (async () => {
-      let buffer = "";
-      for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
-        buffer += chunk;
-        const lines = buffer.split("\n");
-        buffer = lines.pop()!;
-        for (const line of lines) {
-          const event = JSON.parse(line) as ReporterEvent;
-          if (event.proto === "ready") ready();
-          else host.events.push(event);
-        }
-      }
-    })().catch(() => {});
+    forEachLine(child.stdout, (line) => {
+      const event = JSON.parse(line) as ReporterEvent;
+      if (event.proto === "ready") ready();
+      else host.events.push(event);
+    }).catch(() => {});
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise((_, reject) => {
       timer = setTimeout(() => reject(new Error(`reporter on ${name} did not start`)), 30_000);

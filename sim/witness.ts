@@ -4,7 +4,7 @@
  * sends a ping whose padding carries a random tag and asks the witness which
  * source the tagged packet came from, so parallel probes never mix up.
  */
-import type { Netns } from "./netns.ts";
+import { forEachLine, type Netns } from "./netns.ts";
 
 /** One echo request as tcpdump printed it. */
 interface Capture {
@@ -86,15 +86,7 @@ export class IcmpWitness {
     child.status.then((status) => {
       if (this.#child === child) this.#exit = status;
     }).catch(() => {});
-    let buffer = "";
-    (async () => {
-      for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
-        buffer += chunk;
-        const lines = buffer.split("\n");
-        buffer = lines.pop()!;
-        parseTcpdump(lines, this.#captures);
-      }
-    })().catch(() => {});
+    forEachLine(child.stdout, (line) => parseTcpdump([line], this.#captures)).catch(() => {});
     let listening!: (ok: boolean) => void;
     const isListening = new Promise<boolean>((r) => (listening = r));
     // stderr is read to its end (never cancelled: tcpdump would die of SIGPIPE on its next line).
