@@ -263,6 +263,8 @@ export async function runStory(cluster: Cluster, options: StoryOptions): Promise
       }
     }
 
+    if (plan.failoverTo === undefined) say("\n(one node: there is no other node to fail over to)");
+
     const remaining = new Map([...plan.mappings].filter(([pod]) => pod !== plan.unmap));
     const since = agents.map((a) => a.lines.length);
     say(`\nremoving the mapping of ${plan.unmap}; the agents see the file change`);
