@@ -5,7 +5,8 @@
  */
 import { join } from "node:path";
 import type { Cluster, SimNode } from "./cluster.ts";
-import { type ExecResult, forEachLine } from "./netns.ts";
+import { eachLine } from "./children.ts";
+import type { ExecResult } from "./netns.ts";
 
 const MOD = new URL("../mod.ts", import.meta.url).pathname;
 
@@ -100,7 +101,7 @@ export function startAgent(
   const lines: string[] = [];
   const waiters: { pattern: RegExp; resolve: (line: string) => void }[] = [];
   const collect = (stream: ReadableStream<Uint8Array>) =>
-    forEachLine(stream, (line) => {
+    eachLine(stream, (line) => {
       lines.push(line);
       for (const w of waiters.filter((w) => w.pattern.test(line))) {
         waiters.splice(waiters.indexOf(w), 1);

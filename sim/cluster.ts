@@ -8,7 +8,8 @@
  * namespace; `destroy` removes every namespace, process and file of the run.
  */
 import { join } from "node:path";
-import { forEachLine, Netns, NetnsSet, newRunId } from "./netns.ts";
+import { eachLine, readyWithin } from "./children.ts";
+import { Netns, NetnsSet, newRunId } from "./netns.ts";
 import {
   clusterLayout,
   ClusterSpec,
@@ -363,16 +364,12 @@ export class Cluster {
     this.outsideHosts.push(host);
     let ready!: () => void;
     const isReady = new Promise<void>((r) => (ready = r));
-    forEachLine(child.stdout, (line) => {
+    eachLine(child.stdout, (line) => {
       const event = JSON.parse(line) as ReporterEvent;
       if (event.proto === "ready") ready();
       else host.events.push(event);
     }).catch(() => {});
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`reporter on ${name} did not start`)), 30_000);
-    });
-    await Promise.race([isReady, timeout]).finally(() => clearTimeout(timer));
+    await readyWithin(child, isReady, 30_000, () => `reporter on ${name} did not start`);
     return host;
   }
 

@@ -19,24 +19,6 @@ export interface ExecResult {
   readonly stderr: string;
 }
 
-/**
- * Calls `onLine` for every complete line of a process's output stream, until
- * the stream ends (a last line without a newline is passed too).
- */
-export async function forEachLine(
-  stream: ReadableStream<Uint8Array>,
-  onLine: (line: string) => void,
-): Promise<void> {
-  let buffer = "";
-  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-    buffer += chunk;
-    const lines = buffer.split("\n");
-    buffer = lines.pop()!;
-    for (const line of lines) onLine(line);
-  }
-  if (buffer) onLine(buffer);
-}
-
 /** One namespace: run commands in it. */
 export class Netns {
   constructor(readonly name: string) {}

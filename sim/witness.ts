@@ -4,7 +4,8 @@
  * sends a ping whose padding carries a random tag and asks the witness which
  * source the tagged packet came from, so parallel probes never mix up.
  */
-import { forEachLine, type Netns } from "./netns.ts";
+import { eachLine } from "./children.ts";
+import type { Netns } from "./netns.ts";
 
 /** One echo request as tcpdump printed it. */
 interface Capture {
@@ -86,7 +87,7 @@ export class IcmpWitness {
     child.status.then((status) => {
       if (this.#child === child) this.#exit = status;
     }).catch(() => {});
-    forEachLine(child.stdout, (line) => parseTcpdump([line], this.#captures)).catch(() => {});
+    eachLine(child.stdout, (line) => parseTcpdump([line], this.#captures)).catch(() => {});
     let listening!: (ok: boolean) => void;
     const isListening = new Promise<boolean>((r) => (listening = r));
     // stderr is read to its end (never cancelled: tcpdump would die of SIGPIPE on its next line).
