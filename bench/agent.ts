@@ -7,7 +7,8 @@
  * pass/fail.
  */
 import { join } from "node:path";
-import { type Netns, NetnsSet, newRunId } from "../sim/netns.ts";
+import { NetnsSet, newRunId } from "../sim/netns.ts";
+import { AgentLog, benchNode, fileAgentArgv } from "./file_agent.ts";
 import { table } from "../core/status.ts";
 import { podAddress, vipAddress } from "./inputs.ts";
 import {
@@ -19,8 +20,6 @@ import {
   stats,
   withEnvironment,
 } from "./lib.ts";
-
-const MOD = new URL("../mod.ts", import.meta.url).pathname;
 
 /**
  * How the agent is meant to run (Dockerfile ENV/ENTRYPOINT, deno.json task
@@ -56,48 +55,6 @@ export interface AgentFigure {
   readonly resyncs: number;
 }
 
-/** A running agent's JSON log lines, each with the time it arrived. */
-class AgentLog {
-  readonly lines: { at: number; entry: Record<string, unknown> }[] = [];
-
-  constructor(stream: ReadableStream<Uint8Array>) {
-    (async () => {
-      let buffer = "";
-      for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-        buffer += chunk;
-        const parts = buffer.split("\n");
-        buffer = parts.pop()!;
-        for (const line of parts) {
-          try {
-            this.lines.push({ at: performance.now(), entry: JSON.parse(line) });
-          } catch {
-            // Not a log line (e.g. a Deno warning).
-          }
-        }
-      }
-    })().catch(() => {});
-  }
-
-  /** The first line after `since` that matches, waiting up to `timeoutMs`. */
-  async waitFor(
-    match: (entry: Record<string, unknown>) => boolean,
-    since: number,
-    timeoutMs = 30_000,
-  ) {
-    const deadline = performance.now() + timeoutMs;
-    while (performance.now() < deadline) {
-      const hit = this.lines.find((l) => l.at >= since && match(l.entry));
-      if (hit) return hit;
-      await new Promise((r) => setTimeout(r, 2));
-    }
-    throw new Error(
-      `no matching agent log line within ${timeoutMs} ms:\n${
-        this.lines.slice(-10).map((l) => JSON.stringify(l.entry)).join("\n")
-      }`,
-    );
-  }
-}
-
 function rssOf(pid: number): { rss: number; peak: number } {
   const status = Deno.readTextFileSync(`/proc/${pid}/status`);
   const field = (name: string) =>
@@ -110,18 +67,6 @@ async function writeFiles(dir: string, files: Record<string, string>) {
   for (const [name, content] of Object.entries(files)) {
     await Deno.writeTextFile(join(dir, name), `${content}\n`);
   }
-}
-
-/** A node namespace with eth0 192.0.2.11/24, as in the apply benchmark. */
-async function benchNode(namespaces: NetnsSet): Promise<Netns> {
-  const ns = await namespaces.create("agent");
-  await ns.ip([
-    "link add eth0 type veth peer name eth1",
-    "link set eth0 up",
-    "link set eth1 up",
-    "addr add 192.0.2.11/24 dev eth0",
-  ]);
-  return ns;
 }
 
 /**
@@ -157,34 +102,9 @@ export async function benchAgentFiles(
     );
     await writeFiles(join(dir, "vips"), vips);
     await writeFiles(join(dir, "pods"), mappings);
-    const ns = await benchNode(namespaces);
+    const ns = await benchNode(namespaces, "agent");
     const started = performance.now();
-    child = withEnvironment(runtime, () =>
-      ns.spawn([
-        Deno.execPath(),
-        "run",
-        "-A",
-        "--cached-only",
-        MOD,
-        "run",
-        // VIP placement (keepalived) is not what is measured here.
-        "--vip-mode",
-        "external",
-        "-u",
-        String(interval),
-        "--log-format",
-        "json",
-        "-i",
-        "eth0",
-        "-p",
-        "10.0.0.0/8",
-        "-s",
-        "172.16.0.0/12",
-        "-v",
-        join(dir, "pods"),
-        "-r",
-        join(dir, "vips"),
-      ]));
+    child = withEnvironment(runtime, () => ns.spawn(fileAgentArgv(dir, interval)));
     const log = new AgentLog(child.stderr);
     const applied = (e: Record<string, unknown>) => e.msg === "pass applied";
     const first = await log.waitFor(applied, started, 60_000);

@@ -4,6 +4,7 @@
  * pass/fail.
  */
 import { NetnsSet, newRunId } from "../sim/netns.ts";
+import { benchNode } from "./file_agent.ts";
 import { table } from "../core/status.ts";
 import { formatStats, onInterrupt, runWorker, type Stats, stats } from "./lib.ts";
 
@@ -58,13 +59,7 @@ export async function benchApply(cases = CASES, vips = 16): Promise<ApplyFigure[
     const namespaces = new NetnsSet(newRunId());
     const unregister = onInterrupt(() => namespaces.destroy());
     try {
-      const ns = await namespaces.create("bench");
-      await ns.ip([
-        "link add eth0 type veth peer name eth1",
-        "link set eth0 up",
-        "link set eth1 up",
-        "addr add 192.0.2.11/24 dev eth0",
-      ]);
+      const ns = await benchNode(namespaces, "bench");
       const samples = await runWorker<Sample>(WORKER, [
         size,
         vips,

@@ -8,9 +8,9 @@
  */
 import { join } from "node:path";
 import { NetnsSet, newRunId } from "../sim/netns.ts";
+import { AgentLog, benchNode, fileAgentArgv } from "./file_agent.ts";
 import { table } from "../core/status.ts";
 
-const MOD = new URL("../mod.ts", import.meta.url).pathname;
 const VIP = "192.0.2.100";
 
 export interface ReactFigure {
@@ -38,57 +38,12 @@ export async function benchReact(mappings: number, moves = 10): Promise<ReactFig
   let agent: Deno.ChildProcess | undefined;
   try {
     await writeMappings(dir, mappings);
-    const ns = await namespaces.create("react");
-    await ns.ip([
-      "link add eth0 type veth peer name eth1",
-      "link set eth0 up",
-      "link set eth1 up",
-      "addr add 192.0.2.11/24 dev eth0",
-    ]);
-    agent = ns.spawn([
-      Deno.execPath(),
-      "run",
-      "-A",
-      "--cached-only",
-      MOD,
-      "run",
-      "-u",
-      "300",
-      "--vip-mode",
-      "external",
-      "--log-format",
-      "json",
-      "-i",
-      "eth0",
-      "-p",
-      "10.0.0.0/8",
-      "-s",
-      "172.16.0.0/12",
-      "-v",
-      join(dir, "pods"),
-      "-r",
-      join(dir, "vips"),
-    ]);
-    const roles: { at: number; to: string }[] = [];
-    (async () => {
-      let buffer = "";
-      for await (const chunk of agent!.stderr.pipeThrough(new TextDecoderStream())) {
-        buffer += chunk;
-        const lines = buffer.split("\n");
-        buffer = lines.pop()!;
-        for (const line of lines) {
-          const entry = JSON.parse(line);
-          if (entry.msg === "VIP role") roles.push({ at: performance.now(), to: entry.to });
-        }
-      }
-    })().catch(() => {});
+    const ns = await benchNode(namespaces, "react");
+    agent = ns.spawn(fileAgentArgv(dir, 300));
+    const log = new AgentLog(agent.stderr);
     const waitRole = async (to: string, since: number) => {
-      for (let i = 0; i < 1000; i++) {
-        const hit = roles.find((r) => r.at >= since && r.to === to);
-        if (hit) return hit.at - since;
-        await new Promise((r) => setTimeout(r, 2));
-      }
-      throw new Error(`the agent did not become ${to} within 2 s`);
+      const hit = await log.waitFor((e) => e.msg === "VIP role" && e.to === to, since, 2000);
+      return hit.at - since;
     };
     await waitRole("forwarder", 0);
     const arrives: number[] = [];
