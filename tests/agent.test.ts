@@ -20,6 +20,27 @@ function setup(inputs: () => RawSnapshot | Promise<RawSnapshot>, dryRun = false)
   return { kernel, host, lines, printed, agent, log };
 }
 
+/** Runs the agent loop until the returned `stop` is called; `stop` resolves when the loop has ended. */
+function startLoop(
+  agent: Agent,
+  host: ReturnType<FakeKernel["host"]>,
+  log: ReturnType<typeof createLogger>,
+  options: { intervalSeconds: number; cleanupOnExit?: boolean },
+): { stop(): Promise<void> } {
+  let stop!: () => void;
+  const loop = runLoop(agent, host, testConfig(), log, {
+    intervalSeconds: options.intervalSeconds,
+    cleanupOnExit: options.cleanupOnExit ?? false,
+    stop: new Promise<void>((r) => (stop = r)),
+  });
+  return {
+    stop: async () => {
+      stop();
+      await loop;
+    },
+  };
+}
+
 const GOOD = raw({ "192.0.2.50": "5" }, { "10.244.1.5": "192.0.2.50" });
 
 Deno.test("agent: a bad input is reported once, not every pass, and its fix is reported", async () => {
@@ -95,21 +116,14 @@ Deno.test("agent: dry run prints the transaction and changes nothing", async () 
 
 Deno.test("agent loop: reacts to an address change without waiting for the interval; keeps rules on stop", async () => {
   const { agent, kernel, host, log, lines } = setup(() => GOOD);
-  let stop!: () => void;
-  const stopped = new Promise<void>((r) => (stop = r));
-  const loop = runLoop(agent, host, testConfig(), log, {
-    intervalSeconds: 3600,
-    cleanupOnExit: false,
-    stop: stopped,
-  });
+  const loop = startLoop(agent, host, log, { intervalSeconds: 3600 });
   await new Promise((r) => setTimeout(r, 20));
   assert.equal(kernel.rules.length, 1);
   kernel.interfaces.get("eth0")!.push("192.0.2.50");
   host.fireAddressChange();
   await new Promise((r) => setTimeout(r, 20));
   assert.equal(kernel.rules.length, 0, "the VIP arrived: its policy rule is gone");
-  stop();
-  await loop;
+  await loop.stop();
   assert.ok(kernel.sets.has("kube-egress-pods"), "rules stay in place on a normal stop");
   assert.ok(lines.some((l) => l.includes("rules stay in place")));
 });
@@ -117,17 +131,10 @@ Deno.test("agent loop: reacts to an address change without waiting for the inter
 Deno.test("agent loop: --cleanup-on-exit removes everything on stop", async () => {
   const { agent, kernel, host, log } = setup(() => GOOD);
   const baseline = kernel.dump();
-  let stop!: () => void;
-  const stopped = new Promise<void>((r) => (stop = r));
-  const loop = runLoop(agent, host, testConfig(), log, {
-    intervalSeconds: 3600,
-    cleanupOnExit: true,
-    stop: stopped,
-  });
+  const loop = startLoop(agent, host, log, { intervalSeconds: 3600, cleanupOnExit: true });
   await new Promise((r) => setTimeout(r, 20));
   assert.ok(kernel.sets.size > 0);
-  stop();
-  await loop;
+  await loop.stop();
   assert.equal(kernel.dump(), baseline);
 });
 
@@ -138,18 +145,11 @@ Deno.test("agent loop: triggers during a pass coalesce into one more pass", asyn
     await new Promise((r) => setTimeout(r, 30));
     return GOOD;
   });
-  let stop!: () => void;
-  const stopped = new Promise<void>((r) => (stop = r));
-  const loop = runLoop(agent, host, testConfig(), log, {
-    intervalSeconds: 3600,
-    cleanupOnExit: false,
-    stop: stopped,
-  });
+  const loop = startLoop(agent, host, log, { intervalSeconds: 3600 });
   await new Promise((r) => setTimeout(r, 5));
   for (let i = 0; i < 5; i++) host.fireAddressChange();
   await new Promise((r) => setTimeout(r, 120));
-  stop();
-  await loop;
+  await loop.stop();
   assert.equal(reads, 2, "the start pass plus one coalesced pass");
 });
 
@@ -271,13 +271,7 @@ Deno.test("agent: after a failed pass the sets are listed in full again", async 
 
 Deno.test("agent loop: events check the sets quickly; the start and every resync list them in full", async () => {
   const { agent, host, log, kernel } = setup(() => manyPods());
-  let stop!: () => void;
-  const stopped = new Promise<void>((r) => (stop = r));
-  const loop = runLoop(agent, host, testConfig(), log, {
-    intervalSeconds: 0.2,
-    cleanupOnExit: false,
-    stop: stopped,
-  });
+  const loop = startLoop(agent, host, log, { intervalSeconds: 0.2 });
   const until = async (done: () => boolean) => {
     for (let waited = 0; !done() && waited < 10_000; waited += 10) {
       await new Promise((r) => setTimeout(r, 10));
@@ -287,8 +281,7 @@ Deno.test("agent loop: events check the sets quickly; the start and every resync
   host.fireAddressChange();
   // The start pass, the address change, then at least one resync.
   await until(() => kernel.reads.summary >= 1 && kernel.reads.entries >= 2);
-  stop();
-  await loop;
+  await loop.stop();
   assert.equal(kernel.reads.summary, 1, "only the address change checked quickly");
   assert.ok(kernel.reads.entries >= 2, "the start and the resyncs listed in full");
 });
@@ -328,16 +321,10 @@ Deno.test("agent: placement is offered each pass's valid VIPs; on stop it hands 
     observers: [{ transition: (vip, from, to) => events.push(`${vip} ${from}→${to}`) }],
   });
   kernel.interfaces.get("eth0")!.push("192.0.2.50");
-  let stop!: () => void;
-  const loop = runLoop(agent, host, testConfig(), log, {
-    intervalSeconds: 3600,
-    cleanupOnExit: false,
-    stop: new Promise<void>((r) => (stop = r)),
-  });
+  const loop = startLoop(agent, host, log, { intervalSeconds: 3600 });
   await new Promise((r) => setTimeout(r, 20));
   assert.deepEqual(offered[0], ["192.0.2.50", "192.0.2.52 (ineligible)"]);
-  stop();
-  await loop;
+  await loop.stop();
   assert.deepEqual(events, [
     "192.0.2.50 none→holder",
     "192.0.2.52 none→forwarder",
@@ -363,20 +350,13 @@ Deno.test("agent loop: a resync that coalesces with an event keeps its name and 
     },
     dryRun: false,
   });
-  let stop!: () => void;
-  const stopped = new Promise<void>((r) => (stop = r));
-  const loop = runLoop(agent, host, testConfig(), log, {
-    intervalSeconds: 0.2,
-    cleanupOnExit: false,
-    stop: stopped,
-  });
+  const loop = startLoop(agent, host, log, { intervalSeconds: 0.2 });
   await new Promise((r) => setTimeout(r, 20));
   host.fireAddressChange();
   for (let waited = 0; triggers.length < 2 && waited < 10_000; waited += 10) {
     await new Promise((r) => setTimeout(r, 10));
   }
-  stop();
-  await loop;
+  await loop.stop();
   // Sources re-read their inputs on "resync" (the file source does): the name must survive.
   assert.deepEqual(triggers.slice(0, 2), ["start", "resync"]);
   assert.equal(kernel.reads.summary, 0, "the coalesced pass listed the sets in full");
