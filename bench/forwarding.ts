@@ -96,10 +96,20 @@ async function configure(cluster: Cluster, config: Config, mapped: SimPod) {
   }
 }
 
+/**
+ * iperf3's CPU affinity: the client (whose CPU also runs the forwarding, as
+ * veth delivery is synchronous) on one CPU, the server on another, so that
+ * the two ends do not trade places between runs. Nothing on a single CPU.
+ */
+function affinity(cpu: number): string[] {
+  return navigator.hardwareConcurrency >= 2 ? ["-A", String(cpu)] : [];
+}
+
 async function throughputGbps(pod: Netns, seconds: number): Promise<number> {
   const out = await pod.run(
     [
       "iperf3",
+      ...affinity(0),
       "-c",
       OUTSIDE_IP,
       "-t",
@@ -175,7 +185,7 @@ export async function benchForwarding(options: ForwardingOptions): Promise<Forwa
     }
     await placeVip(cluster.nodes, MAPPED_VIP, cluster.node(2), cluster.spec.iface);
     const outside = cluster.outside.ns;
-    await startServer(outside, ["iperf3", "-s", "--forceflush"], /listening/i);
+    await startServer(outside, ["iperf3", ...affinity(1), "-s", "--forceflush"], /listening/i);
     await startServer(
       outside,
       [Deno.execPath(), "run", "--allow-net", "--cached-only", ACCEPT_SERVER, String(ACCEPT_PORT)],
@@ -278,7 +288,7 @@ export function forwardingNotes({ figures }: ForwardingResult, options: Forwardi
     .map((s) => ((s.max - s.min) / 2 / s.median) * 100);
   return [
     `Cluster: 2 nodes, LAN bridge, router, outside host 198.51.100.10 (sim/cluster.ts). Mapped pod pod1-1 on node1, its VIP ${MAPPED_VIP} on node2; unmapped pod pod1-2 on node1 (CNI masquerade). 16 VIPs; the 9,999 other mappings are pod IPs with no pod.`,
-    `Each round (${options.rounds} in all) applies each configuration in turn (rotated order) with the real agent (mod.ts run / run -d), checks the mapped pod's source address, then runs per pod: iperf3 -c -t ${options.seconds} -O 1 (one TCP stream) and ${options.seconds} s of sequential connect + close (bench/connect_worker.ts; tcp_tw_reuse in the pods).`,
+    `Each round (${options.rounds} in all) applies each configuration in turn (rotated order) with the real agent (mod.ts run / run -d), checks the mapped pod's source address, then runs per pod: iperf3 -A 0 -c -t ${options.seconds} -O 1 (one TCP stream; server -A 1) and ${options.seconds} s of sequential connect + close (bench/connect_worker.ts; tcp_tw_reuse in the pods).`,
     `Noise: on this 2-core VM both ends of iperf3 and the forwarding run on the same two CPUs, so a run is CPU-bound and shares them with whatever else runs; the half-range spread of a cell reaches ±${
       Math.max(...spreads).toFixed(0)
     }% (median cell ±${

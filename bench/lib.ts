@@ -74,11 +74,14 @@ export async function machineDescription(): Promise<string> {
   ].filter(Boolean).join("; ");
 }
 
-/** The commit being measured: short hash, "+dirty" when the tree has changes. */
+/**
+ * The commit being measured: short hash, "+dirty" when tracked files other
+ * than bench/results.md (which the benchmark itself appends to) have changes.
+ */
 export async function commitDescription(): Promise<string> {
   const hash = await $`git rev-parse --short HEAD`.noThrow().quiet().text().catch(() => "");
-  const dirty = await $`git status --porcelain --untracked-files=no`.noThrow().quiet().text()
-    .catch(() => "");
+  const dirty = await $`git status --porcelain --untracked-files=no -- . :!bench/results.md`
+    .noThrow().quiet().text().catch(() => "");
   return (hash.trim() || "unknown") + (dirty.trim() ? "+dirty" : "");
 }
 
