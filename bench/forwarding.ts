@@ -60,6 +60,7 @@ export interface ForwardingResult {
 /** The comparisons the issue asks for, and the cost of the steered path itself. */
 const COMPARISONS: readonly [ForwardingRatio["pod"], Config, Config][] = [
   ["mapped", "10,000 mappings", "1 mapping"],
+  ["unmapped", "10,000 mappings", "1 mapping"],
   ["unmapped", "10,000 mappings", "absent"],
   ["unmapped", "1 mapping", "absent"],
   ["mapped", "1 mapping", "absent"],
@@ -294,7 +295,7 @@ export function forwardingNotes({ figures }: ForwardingResult, options: Forwardi
     }% (median cell ±${
       stats(spreads).median.toFixed(0)
     }%). A ratio inside that spread cannot be told from 1.`,
-    "RATIO (paired per round): each round's figure over the same round's baseline, so that slow drift in the machine's load cancels; median and range over the rounds. The 5 % target is about mapped: 10,000 / 1 and unmapped: 10,000 / absent.",
+    "RATIO (paired per round): each round's figure over the same round's baseline, so that slow drift in the machine's load cancels; median and range over the rounds. The 5 % target is about 10,000 mappings against 1 (what the number of mappings costs) and, for the unmapped pod, against kube-egress absent (what being installed costs).",
     "'absent' = kube-egress deleted from every node; the mapped pod then leaves through the CNI masquerade like the unmapped one. 'mapped: 1 mapping / absent' includes the extra hop through the holder.",
   ];
 }
