@@ -8,9 +8,13 @@ import $ from "dax";
 import { type DoctorFacts, parseArpReplies } from "../core/doctor.ts";
 import { planPass } from "../core/plan.ts";
 import type { DatapathConfig } from "../core/schema.ts";
-import { formatProblem, type Snapshot, validateSnapshot } from "../core/snapshot.ts";
+import {
+  formatProblem,
+  type RawSnapshot,
+  type Snapshot,
+  validateSnapshot,
+} from "../core/snapshot.ts";
 import { rpFilterKeys } from "../core/sysctl.ts";
-import { readMappingDirs } from "./files.ts";
 import { type Host, procSysRoot } from "./system.ts";
 import { AGENT_TOOLS, missingTools, type Tool } from "./tools.ts";
 
@@ -24,8 +28,8 @@ const OPTIONAL_TOOLS: readonly (Tool & { for: string })[] = [
 
 export interface DoctorOptions {
   readonly config: DatapathConfig;
-  readonly podVipDir: string;
-  readonly vipRouteDir: string;
+  /** The mappings from the configured source (directories or the Kubernetes API). */
+  readonly readInputs: () => Promise<RawSnapshot>;
   /** Send ARP probes for the VIPs (duplicate-vip). */
   readonly arp: boolean;
 }
@@ -72,10 +76,7 @@ export async function collectFacts(host: Host, options: DoctorOptions): Promise<
   let inputsError: string | undefined;
   let rejected: string[] = [];
   try {
-    const validated = validateSnapshot(
-      await readMappingDirs(options.podVipDir, options.vipRouteDir),
-      config,
-    );
+    const validated = validateSnapshot(await options.readInputs(), config);
     snapshot = validated.snapshot;
     rejected = validated.problems.map(formatProblem);
   } catch (error) {

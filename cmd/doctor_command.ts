@@ -5,6 +5,7 @@
  */
 import { CHECKS, diagnose, renderDoctor, summarize } from "../core/doctor.ts";
 import { collectFacts } from "./doctor.ts";
+import type { RawSnapshot } from "../core/snapshot.ts";
 import type { CommonSettings } from "./options.ts";
 import type { Host } from "./system.ts";
 
@@ -13,6 +14,7 @@ export async function doctorCommand(
   settings: CommonSettings,
   flags: Record<string, unknown>,
   host: Host,
+  readInputs: () => Promise<RawSnapshot>,
 ): Promise<number> {
   const skip = String(flags.skip ?? "").split(",").map((s) => s.trim()).filter(Boolean);
   const known = new Set(CHECKS.map((c) => c.id));
@@ -24,8 +26,7 @@ export async function doctorCommand(
   }
   const facts = await collectFacts(host, {
     config: settings.config,
-    podVipDir: settings.podVipDir,
-    vipRouteDir: settings.vipRouteDir,
+    readInputs,
     arp: flags.arp !== false,
   });
   const reports = diagnose(facts, skip);

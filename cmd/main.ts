@@ -404,7 +404,10 @@ export function buildProgram(
     .option("--no-arp", "do not send ARP probes for the VIPs (skips duplicate-vip)")
     .option("--skip <checks>", "comma-separated check ids to skip")
     .action(
-      action((options, host) => doctorCommand(settingsFrom(options), options, host)) as never,
+      action((options, host) => {
+        const settings = settingsFrom(options);
+        return doctorCommand(settings, options, host, () => readOnce(settings));
+      }) as never,
     );
 
   return program;

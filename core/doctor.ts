@@ -117,7 +117,8 @@ function checkInputs(f: DoctorFacts): CheckReport {
       id: "inputs",
       verdict: "fail",
       detail: f.inputsError,
-      fix: "check the mapping directories (-v, -r) and that the ConfigMaps are mounted",
+      fix:
+        "check the mapping directories (-v, -r) and that the ConfigMaps are mounted; with --source kubernetes, the kubeconfig and the agent's RBAC",
     };
   }
   const counts = `${f.vips?.length ?? 0} VIP(s) valid`;

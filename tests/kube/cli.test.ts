@@ -5,7 +5,7 @@ import { FakeKernel } from "../fake_kernel.ts";
 import { podObject, policyObject, vipObject } from "./fixtures.ts";
 
 Deno.test({
-  name: "cli: plan and status read the Kubernetes API once with --source kubernetes",
+  name: "cli: plan, status and doctor read the Kubernetes API once with --source kubernetes",
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
@@ -38,6 +38,15 @@ Deno.test({
       out.length = 0;
       assert.equal(await main(["status", ...flags, "--json"], kernel.host()), 0);
       assert.ok(JSON.parse(out.join("\n")).pendingLines > 0, "status sees the pending pass");
+      out.length = 0;
+      // Only the inputs check is asserted; the others read this machine's own
+      // state (read-only, and no ARP probe is sent).
+      await main(["doctor", ...flags, "--json", "--no-arp"], kernel.host());
+      const inputs = JSON.parse(out.join("\n")).checks.find((c: { id: string }) =>
+        c.id === "inputs"
+      );
+      assert.equal(inputs.verdict, "pass", inputs.detail);
+      assert.match(inputs.detail, /1 VIP/);
     } finally {
       Object.assign(console, saved);
       await api.stop();
