@@ -4,6 +4,7 @@
  * `watchInputs` (change notifications) and observers; with Kubernetes, the
  * leader election and the cluster-wide writer run alongside.
  */
+import type { Condition } from "../core/health.ts";
 import type { RawSnapshot } from "../core/snapshot.ts";
 import type { AgentObserver } from "./agent.ts";
 import { FileSource } from "./files.ts";
@@ -19,6 +20,8 @@ export interface Inputs {
   readonly readInputs: (trigger: string) => Promise<RawSnapshot>;
   readonly watchInputs: (onChange: () => void) => { stop(): void };
   readonly observers: readonly AgentObserver[];
+  /** The source's own readiness condition (/readyz), if it has one. */
+  readonly readiness?: Condition;
   /** Stops watches (and hands back the leader lease). */
   stop(): Promise<void>;
 }
@@ -73,6 +76,7 @@ export async function openInputs(
     readInputs: source.readInputs,
     watchInputs: source.watchInputs,
     observers: [holder],
+    readiness: () => source.problem(),
     async stop() {
       await elector.stop();
       await controller.stop();

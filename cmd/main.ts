@@ -184,6 +184,7 @@ async function runCommand(options: Record<string, unknown>, host: Host): Promise
   const observers: AgentObserver[] = [...(ops?.observers ?? [])];
   const placement = placing ? newPlacement(settings, log, dryRun, observers) : undefined;
   const inputs = await openInputs(settings, log, { agent: true });
+  if (inputs.readiness) ops?.health.addCondition(settings.source, inputs.readiness);
   const agent = newAgent(agentHost, log, settings, dryRun, inputs, observers, placement);
   try {
     await runLoop(agent, agentHost, config, log, {

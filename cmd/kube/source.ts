@@ -129,6 +129,28 @@ export class KubeSource {
     return this.#reflectors.every((r) => r.synced);
   }
 
+  /**
+   * Readiness of the source: undefined when every collection is listed and
+   * watched, else what is wrong. A failing watch keeps the last known objects
+   * (the agent goes on with them) but the node is reported not ready, since
+   * changes made meanwhile in the API are not seen.
+   */
+  problem(): string | undefined {
+    const failing = this.#reflectors.filter((r) => r.lastError !== undefined);
+    if (failing.length > 0) {
+      return `list/watch failing for ${failing.map((r) => r.options.resource.plural).join(", ")}: ${
+        failing[0].lastError
+      }`;
+    }
+    const waiting = this.#reflectors.filter((r) => !r.synced);
+    if (waiting.length > 0) {
+      return `waiting for the first list of ${
+        waiting.map((r) => r.options.resource.plural).join(", ")
+      }`;
+    }
+    return undefined;
+  }
+
   /** Resolves when synced, or throws after the timeout naming what is missing. */
   async waitForSync(timeoutMs = this.#syncTimeoutMs): Promise<void> {
     const deadline = Date.now() + timeoutMs;

@@ -246,3 +246,21 @@ Deno.test({
       assert.notEqual(await source.readInputs(), before);
     }),
 });
+
+Deno.test({
+  name: "kube source: readiness names the collections not yet listed or whose watch fails",
+  ...opts,
+  fn: () =>
+    setup(async (api, source) => {
+      seed(api);
+      await source.waitForSync();
+      assert.equal(source.problem(), undefined);
+      api.setAvailable(false);
+      await eventually(
+        () => /^list\/watch failing for .*pods.*503/.test(source.problem() ?? ""),
+        "not ready while the API server refuses",
+      );
+      api.setAvailable(true);
+      await eventually(() => source.problem() === undefined, "ready again once watches resume");
+    }),
+});
