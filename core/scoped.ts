@@ -102,16 +102,15 @@ export function scopedClasses(
 /** The class's mangle rule, in iptables-save form. */
 export function scopedRule(cls: ScopedClass): string {
   const names = scopedSetNames(cls.id);
-  return `-A ${MARK_CHAIN} ${scopeMatch(cls)}` +
-    ` -m conntrack --ctdir ORIGINAL -m set --match-set ${names.pods} src` +
-    ` -j SET --map-set ${names.pods} src --map-mark`;
+  return `-A ${MARK_CHAIN} -m set --match-set ${names.pods} src ${scopeMatch(cls)}` +
+    ` -m conntrack --ctdir ORIGINAL -j SET --map-set ${names.pods} src --map-mark`;
 }
 
 /** The class's INVALID packets to its destinations are dropped, as `dropInvalidRule` does for the pods set. */
 export function scopedDropInvalidRule(cls: ScopedClass): string {
   const names = scopedSetNames(cls.id);
-  return `-A ${MARK_CHAIN} ${scopeMatch(cls)}` +
-    ` -m conntrack --ctstate INVALID -m set --match-set ${names.pods} src -j DROP`;
+  return `-A ${MARK_CHAIN} -m set --match-set ${names.pods} src ${scopeMatch(cls)}` +
+    ` -m conntrack --ctstate INVALID -j DROP`;
 }
 
 /** Destinations a class steers: not never-steered, within its destinations, outside its exclusions. */

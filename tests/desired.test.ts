@@ -37,12 +37,14 @@ Deno.test("desired: one mark rule whatever the pod count; pods carry their VIP's
   assert.equal(desired.chains.mangle.length, 3, "drop INVALID, mark, save into the ct mark");
   assert.equal(
     desired.chains.mangle[0],
-    "-A KUBE-EGRESS-MARK -m set ! --match-set kube-egress-nosteer dst -m conntrack --ctstate INVALID -m set --match-set kube-egress-pods src -j DROP",
+    "-A KUBE-EGRESS-MARK -m set --match-set kube-egress-pods src -m set ! --match-set kube-egress-nosteer dst -m conntrack --ctstate INVALID -j DROP",
   );
   assert.match(
     desired.chains.mangle[1],
-    /--match-set kube-egress-pods src -j SET --map-set kube-egress-pods src --map-mark$/,
+    /^-A KUBE-EGRESS-MARK -m set --match-set kube-egress-pods src /,
+    "the pods set first: one lookup ends the rule for packets not from a mapped pod",
   );
+  assert.match(desired.chains.mangle[1], / -j SET --map-set kube-egress-pods src --map-mark$/);
   assert.match(desired.chains.mangle[1], /! --match-set kube-egress-nosteer dst/);
   assert.match(desired.chains.mangle[1], /--ctdir ORIGINAL/);
   assert.equal(
