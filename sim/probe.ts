@@ -63,7 +63,8 @@ export function isAddress(answer: string): boolean {
 /**
  * The first address among a few tries: the first packet of a fresh path may
  * wait for ARP or be lost while a route changes. Wrong addresses are returned
- * at once, never retried away.
+ * at once, never retried away. Tries are spaced (0.25 s, then 0.5 s) so that
+ * a path still settling after a move is not judged in one instant.
  */
 export async function sourceSeenRetry(
   from: Netns,
@@ -79,6 +80,7 @@ export async function sourceSeenRetry(
       last = await icmpSourceSeen(from, target, options.witness);
     } else last = await sourceSeen(from, target, proto);
     if (isAddress(last)) return last;
+    if (i + 1 < tries) await new Promise((r) => setTimeout(r, 250 * 2 ** i));
   }
   return last;
 }

@@ -60,6 +60,22 @@ async function withAgents(
   }
 }
 
+interface StatusJson {
+  readonly placement: { readonly running: boolean; readonly node: string };
+  readonly vips: readonly { vip: string; vrrp: string; priority: number; role: string }[];
+}
+
+/** `status --json` of a node once keepalived has reported a state for each of its VIPs (10 s at most). */
+async function statusOnceReported(cluster: Cluster, node: SimNode): Promise<StatusJson> {
+  for (let i = 0;; i++) {
+    const status: StatusJson = JSON.parse(
+      (await agentCommand(cluster, node, "status", ["--json"])).stdout,
+    );
+    if (i >= 50 || !status.vips.some((v) => v.vrrp === "UNKNOWN")) return status;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
 /** Every pod's TCP and UDP traffic (or that of the pods on `nodes`) leaves as its VIP. */
 async function leaveAsTheirVip(cluster: Cluster, nodes: readonly SimNode[] = cluster.nodes) {
   for (const pod of cluster.pods.filter((p) => nodes.includes(p.node))) {
@@ -110,13 +126,14 @@ Deno.test({
       await waitForPlacement(cluster, agents, VIP_A, firstA);
       await waitForPlacement(cluster, agents, VIP_B, firstB);
       for (const node of cluster.nodes) {
-        const status = JSON.parse(
-          (await agentCommand(cluster, node, "status", ["--json"])).stdout,
-        );
+        // A backup reports its state when keepalived's notify runs, which may
+        // lag the holder's address on a loaded machine: wait (bounded) for it.
+        const status = await statusOnceReported(cluster, node);
         assert.equal(status.placement.running, true);
         assert.equal(status.placement.node, node.name);
         for (const vip of [VIP_A, VIP_B]) {
-          const row = status.vips.find((v: { vip: string }) => v.vip === vip);
+          const row = status.vips.find((v) => v.vip === vip);
+          assert.ok(row, `${node.name} status lists ${vip}`);
           const first = vip === VIP_A ? firstA : firstB;
           assert.equal(row.priority, vrrpPriority(vip, node.name));
           assert.equal(row.role, node === first ? "holder" : "forwarder");
