@@ -23,5 +23,5 @@ RUN deno cache --frozen mod.ts
 # instead of keeping it (~30 MiB after the first list of 10,000 pods). See
 # `deno task bench agent` / `kube` and README "Memory".
 ENV GLIBC_TUNABLES=glibc.malloc.trim_threshold=65536
-ENTRYPOINT ["deno", "run", "--allow-all", "--cached-only", "--v8-flags=--max-semi-space-size=2", "mod.ts"]
+ENTRYPOINT ["deno", "run", "--allow-all", "--cached-only", "--v8-flags=--max-semi-space-size=2,--heap-growing-percent=50", "mod.ts"]
 CMD ["run", "--source=kubernetes"]
