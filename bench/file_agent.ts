@@ -4,9 +4,8 @@
  * the file source, and its JSON log lines with the time each arrived.
  */
 import { join } from "node:path";
+import { modArgv } from "../sim/agents.ts";
 import type { Netns, NetnsSet } from "../sim/netns.ts";
-
-const MOD = new URL("../mod.ts", import.meta.url).pathname;
 
 /** A node namespace with eth0 192.0.2.11/24 (its peer stays in the namespace). */
 export async function benchNode(namespaces: NetnsSet, suffix: string): Promise<Netns> {
@@ -25,13 +24,7 @@ export async function benchNode(namespaces: NetnsSet, suffix: string): Promise<N
  * pods in 10.0.0.0/8, JSON logs, VIPs placed by the benchmark itself.
  */
 export function fileAgentArgv(dir: string, intervalSeconds: number): string[] {
-  return [
-    Deno.execPath(),
-    "run",
-    "-A",
-    "--cached-only",
-    MOD,
-    "run",
+  return modArgv("run", [
     "--vip-mode",
     "external",
     "-u",
@@ -48,7 +41,7 @@ export function fileAgentArgv(dir: string, intervalSeconds: number): string[] {
     join(dir, "pods"),
     "-r",
     join(dir, "vips"),
-  ];
+  ]);
 }
 
 /** A running agent's JSON log lines (stderr), each with the time it arrived. */

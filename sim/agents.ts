@@ -23,6 +23,11 @@ export function nodeFlags(cluster: Cluster, node: SimNode): string[] {
   return ["--node-name", node.name, "--state-dir", stateDirOf(cluster, node)];
 }
 
+/** `deno run mod.ts <command> <args>` as argv, with this Deno and only the modules already cached. */
+export function modArgv(command: string, args: readonly string[]): string[] {
+  return [Deno.execPath(), "run", "-A", "--cached-only", MOD, command, ...args];
+}
+
 /** `deno run mod.ts <command> <cluster flags> <node flags> <extra>` as argv. */
 export function agentArgv(
   cluster: Cluster,
@@ -30,17 +35,11 @@ export function agentArgv(
   command: string,
   extra: readonly string[] = [],
 ): string[] {
-  return [
-    Deno.execPath(),
-    "run",
-    "-A",
-    "--cached-only",
-    MOD,
-    command,
+  return modArgv(command, [
     ...cluster.agentFlags(),
     ...nodeFlags(cluster, node),
     ...extra,
-  ];
+  ]);
 }
 
 /** Runs one agent command on a node and waits for it. */
