@@ -37,51 +37,70 @@ const NOSTEER_ADD = `add ${NOSTEER_SET} `;
 
 /**
  * Parses `ipset save` output of our sets (other sets in the text are ignored).
- * Lines that are not ours are skipped by their prefix alone: the pods set can
- * hold tens of thousands of entries and is read on every full check.
+ * The pods set can hold tens of thousands of entries and is read on every full
+ * check, so its lines are scanned in place (no per-line strings but the IP);
+ * the few other lines are split as usual.
  */
 export function parseIpsetSave(text: string): LiveSets {
   let podsHeader: string | undefined;
   let nosteerHeader: string | undefined;
   const pods = new Map<string, PodEntry>();
   const nosteer = new Set<string>();
-  for (const raw of text.split("\n")) {
-    const line = raw.trim();
-    if (line.startsWith(POD_ADD)) {
-      const end = line.indexOf(" ", POD_ADD.length);
-      const ip = end < 0 ? line.slice(POD_ADD.length) : line.slice(POD_ADD.length, end);
-      pods.set(ip, podEntry(line));
-    } else if (line.startsWith(NOSTEER_ADD)) {
-      const cidr = parseCidr(line.slice(NOSTEER_ADD.length).split(/\s+/)[0]);
+  for (let start = 0; start < text.length;) {
+    let next = text.indexOf("\n", start);
+    if (next < 0) next = text.length;
+    let end = next;
+    while (end > start && text.charCodeAt(end - 1) <= 32) end--;
+    while (start < end && text.charCodeAt(start) <= 32) start++;
+    if (text.startsWith(POD_ADD, start)) {
+      scanPodEntry(text, start + POD_ADD.length, end, pods);
+    } else if (text.startsWith(NOSTEER_ADD, start)) {
+      const cidr = parseCidr(text.slice(start + NOSTEER_ADD.length, end).split(/\s+/)[0]);
       if (cidr) nosteer.add(formatCidr(cidr));
-    } else if (line.startsWith("create ")) {
+    } else if (text.startsWith("create ", start)) {
+      const line = text.slice(start, end);
       const name = line.split(/\s+/)[1];
       if (name === PODS_SET) podsHeader = line;
       else if (name === NOSTEER_SET) nosteerHeader = line;
     }
+    start = next + 1;
   }
   const scoped = text.includes(` ${SCOPED_PREFIX}`) ? parseScopedSets(text) : undefined;
   return { podsHeader, pods, nosteerHeader, nosteer, ...(scoped?.size ? { scoped } : {}) };
 }
 
-/** The value after ` name ` in an `add` line ("skbmark" → "0x5/0xff"), if present. */
-function optionOf(line: string, name: string): string | undefined {
-  const at = line.indexOf(` ${name} `);
-  if (at < 0) return undefined;
-  const start = at + name.length + 2;
-  const end = line.indexOf(" ", start);
-  return end < 0 ? line.slice(start) : line.slice(start, end);
-}
-
-/** A pods-set entry from its `add` line ("... packets 3 bytes 180 skbmark 0x5/0xff"). */
-function podEntry(line: string): PodEntry {
-  const [mark = "0x0", mask] = (optionOf(line, "skbmark") ?? "0x0").split("/");
-  return {
-    mark: parseInt(mark, 16),
-    mask: mask === undefined ? 0xffffffff : parseInt(mask, 16),
-    packets: Number(optionOf(line, "packets") ?? 0),
-    bytes: Number(optionOf(line, "bytes") ?? 0),
+/**
+ * One pods-set entry from `text[from, end)`: "<ip> packets N bytes M skbmark
+ * 0x5/0xff", option-value pairs in any order, unknown ones skipped (a hash:ip
+ * set has no valueless options).
+ */
+function scanPodEntry(text: string, from: number, end: number, into: Map<string, PodEntry>) {
+  const wordEnd = (at: number) => {
+    const space = text.indexOf(" ", at);
+    return space < 0 || space > end ? end : space;
   };
+  let at = wordEnd(from);
+  const ip = text.slice(from, at);
+  let mark = 0;
+  let mask = 0xffffffff;
+  let packets = 0;
+  let bytes = 0;
+  while (at < end) {
+    const key = at + 1;
+    const value = wordEnd(key) + 1;
+    at = wordEnd(value);
+    if (text.startsWith("packets ", key)) packets = Number(text.slice(value, at));
+    else if (text.startsWith("bytes ", key)) bytes = Number(text.slice(value, at));
+    else if (text.startsWith("skbmark ", key)) {
+      const slash = text.indexOf("/", value);
+      if (slash < 0 || slash > at) mark = parseInt(text.slice(value, at), 16);
+      else {
+        mark = parseInt(text.slice(value, slash), 16);
+        mask = parseInt(text.slice(slash + 1, at), 16);
+      }
+    }
+  }
+  into.set(ip, { mark, mask, packets, bytes });
 }
 
 /** True when a live header carries every option we create the set with. */

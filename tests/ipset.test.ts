@@ -29,6 +29,24 @@ Deno.test("ipset: parses our sets with marks and counters; ignores other sets", 
   assert.ok(live.podsHeader?.includes("skbinfo"));
 });
 
+Deno.test("ipset: pods entries parse in any option order, without counters, with CRLF or blanks", () => {
+  const live = parseIpsetSave(
+    [
+      "add kube-egress-pods 10.244.1.7 skbmark 0x7/0xff00 bytes 60 packets 1\r",
+      "  add kube-egress-pods 10.244.1.8 skbmark 0x8  ",
+      "add kube-egress-pods 10.244.1.9",
+      "add kube-egress-pods 10.244.1.10 skbprio 1:2 packets 4 bytes 240 skbmark 0xa/0xff",
+      "",
+    ].join("\n"),
+  );
+  assert.deepEqual([...live.pods], [
+    ["10.244.1.7", { mark: 7, mask: 0xff00, packets: 1, bytes: 60 }],
+    ["10.244.1.8", { mark: 8, mask: 0xffffffff, packets: 0, bytes: 0 }],
+    ["10.244.1.9", { mark: 0, mask: 0xffffffff, packets: 0, bytes: 0 }],
+    ["10.244.1.10", { mark: 10, mask: 0xff, packets: 4, bytes: 240 }],
+  ]);
+});
+
 Deno.test("ipset: missing sets are created with all entries", () => {
   const lines = diffIpsets(parseIpsetSave(""), new Map([["10.244.1.5", 5]]), 0xff, [
     "10.244.0.0/16",
