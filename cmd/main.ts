@@ -100,8 +100,14 @@ function newAgent(
 
 /** keepalived's settings for this node, from the flags. */
 function keepalivedSettings(settings: CommonSettings): KeepalivedSettings {
-  const { nodeName, advertInterval, preemptDelay } = settings.placement;
-  return { interface: settings.config.interface, nodeName, advertInterval, preemptDelay };
+  const { nodeName, advertInterval, preemptDelay, unicastPeers } = settings.placement;
+  return {
+    interface: settings.config.interface,
+    nodeName,
+    advertInterval,
+    preemptDelay,
+    unicastPeers,
+  };
 }
 
 /**

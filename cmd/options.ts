@@ -5,7 +5,7 @@
  */
 import { z } from "zod";
 import { advertInterval, nodeName, preemptDelay, VRRP_DEFAULTS } from "../core/keepalived.ts";
-import { DATAPATH_DEFAULTS, DatapathConfig, describeIssues } from "../core/schema.ts";
+import { DATAPATH_DEFAULTS, DatapathConfig, describeIssues, ipv4 } from "../core/schema.ts";
 
 /** A flag every command shares: letters, description, default. */
 export interface FlagSpec {
@@ -121,6 +121,13 @@ export const PLACEMENT_FLAGS: readonly FlagSpec[] = [
     description: "how long a node that comes back waits before taking its VIPs back",
     defaultValue: String(VRRP_DEFAULTS.preemptDelay),
   },
+  {
+    flags: "--vrrp-unicast-peers <ip>",
+    description:
+      "the nodes' LAN addresses: send VRRP adverts to each instead of multicast (for LANs that drop multicast); the same list on every node, repeat or comma-separate",
+    defaultValue: [],
+    list: true,
+  },
 ];
 
 /** Flag labels for error messages, keyed by the config field they feed. */
@@ -144,6 +151,7 @@ const LABELS: Record<string, string> = {
   stateDir: "--state-dir",
   advertInterval: "--vrrp-advert-interval",
   preemptDelay: "--vrrp-preempt-delay",
+  unicastPeers: "--vrrp-unicast-peers",
   source: "--source",
   kubeconfig: "--kubeconfig",
   leaseNamespace: "--lease-namespace",
@@ -165,6 +173,9 @@ const PlacementSettingsSchema = z.object({
   stateDir: z.string().min(1, { error: "must name a directory" }),
   advertInterval: secondsText(advertInterval),
   preemptDelay: secondsText(preemptDelay),
+  unicastPeers: z.array(ipv4).refine((ips) => new Set(ips).size === ips.length, {
+    error: "lists an address twice",
+  }),
 });
 export type PlacementSettings = z.output<typeof PlacementSettingsSchema>;
 
@@ -212,6 +223,7 @@ export function commonSettings(flags: Record<string, unknown>): ParseResult<Comm
       stateDir: flags.stateDir ?? DEFAULT_STATE_DIR,
       advertInterval: flags.vrrpAdvertInterval ?? String(VRRP_DEFAULTS.advertInterval),
       preemptDelay: flags.vrrpPreemptDelay ?? String(VRRP_DEFAULTS.preemptDelay),
+      unicastPeers: flags.vrrpUnicastPeers ?? [],
     },
     source: flags.source ?? "files",
     kubeconfig: flags.kubeconfig,

@@ -21,6 +21,12 @@ export interface KeepalivedSettings extends VrrpTimers {
   readonly interface: string;
   /** This node's name: the second half of the priority hash. */
   readonly nodeName: string;
+  /**
+   * The nodes' LAN addresses, for VRRP over unicast where the LAN drops
+   * multicast (some switches, cloud-like bare metal). Empty: multicast.
+   * The same list serves every node (its own address included: tested).
+   */
+  readonly unicastPeers?: readonly string[];
 }
 
 /** A VIP offered to placement. `eligible: false` = this node must not hold it (drained, cordoned, not selected). */
@@ -155,6 +161,7 @@ export function renderKeepalivedConf(
       `  priority ${instance.priority}`,
       `  advert_int ${seconds(settings.advertInterval)}`,
       `  preempt_delay ${seconds(settings.preemptDelay)}`,
+      ...unicastPeerLines(settings.unicastPeers ?? []),
       "  virtual_ipaddress {",
       `    ${instance.vip}/32 dev ${settings.interface}`,
       "  }",
@@ -162,6 +169,12 @@ export function renderKeepalivedConf(
     );
   }
   return lines.join("\n") + "\n";
+}
+
+/** `unicast_peer { ... }`: adverts sent to each peer instead of the VRRP multicast group. */
+function unicastPeerLines(peers: readonly string[]): string[] {
+  if (peers.length === 0) return [];
+  return ["  unicast_peer {", ...peers.map((ip) => `    ${ip}`), "  }"];
 }
 
 /** The VRRP states keepalived reports for an instance. */

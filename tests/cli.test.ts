@@ -232,12 +232,15 @@ Deno.test("cli: keepalived mode (the default) needs a running agent; bad placeme
     "-1",
     "--node-name",
     "no spaces",
+    "--vrrp-unicast-peers",
+    "192.0.2.11,192.0.2.300",
   ]);
   assert.equal(bad.code, 2);
   assert.match(bad.err, /--vip-mode "lease" must be "keepalived" or "external"/);
   assert.match(bad.err, /--vrrp-advert-interval .*at least 0.01 s/);
   assert.match(bad.err, /--vrrp-preempt-delay "-1" must be a number of seconds/);
   assert.match(bad.err, /--node-name "no spaces" must be a node name/);
+  assert.match(bad.err, /--vrrp-unicast-peers "192.0.2.300" must be an IPv4 address/);
   // -d needs no placement: it only removes the datapath.
   assert.equal((await cli(["run", ...flags, "-d"])).code, 0);
   await Deno.remove(root, { recursive: true });

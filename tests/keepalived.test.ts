@@ -68,6 +68,15 @@ Deno.test("keepalived: one instance per eligible VIP, router id = route id, orde
   assert.equal(routeIdOfInstance("VI_1"), undefined);
 });
 
+Deno.test("keepalived: unicast peers go into every instance; none = multicast", () => {
+  const instances = vrrpInstances(vipList(2), "node1");
+  const peers = ["192.0.2.11", "192.0.2.12", "192.0.2.13"];
+  const text = renderKeepalivedConf(instances, { ...settings, unicastPeers: peers });
+  const block = "  unicast_peer {\n    192.0.2.11\n    192.0.2.12\n    192.0.2.13\n  }\n";
+  assert.equal(text.split(block).length - 1, 2, "one block per instance");
+  assert.ok(!renderKeepalivedConf(instances, settings).includes("unicast_peer"));
+});
+
 Deno.test("keepalived: the configuration is byte-stable and independent of input order", () => {
   const vips = vipList(3);
   const a = renderKeepalivedConf(vrrpInstances(vips, "node1"), settings);

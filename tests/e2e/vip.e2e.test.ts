@@ -26,6 +26,7 @@ import {
 import { sourceSeenRetry } from "../../sim/probe.ts";
 import { type FailoverRun, measureFailover } from "../../sim/stream.ts";
 import { placeVip } from "../../sim/vip.ts";
+import { clusterLayout, DEFAULT_SPEC } from "../../sim/layout.ts";
 import { vrrpPriority } from "../../core/keepalived.ts";
 import { isRoot } from "../helpers.ts";
 
@@ -368,4 +369,40 @@ Deno.test({
       await waitForPlacement(cluster, agents, VIP_A, first, 30_000);
       await leaveAsTheirVip(cluster);
     }),
+});
+
+Deno.test({
+  name:
+    "e2e vip: VRRP over unicast where the LAN drops multicast: one holder per VIP, takeover on a crash",
+  ...e2e,
+  fn: () => {
+    const nodeIps = clusterLayout(DEFAULT_SPEC).nodes.map((n) => n.ip);
+    // Every node drops what it sends to the VRRP multicast group: adverts sent
+    // there would be lost, and each node would claim every VIP.
+    const dropMulticast = ["OUTPUT", "-d", "224.0.0.18", "-j", "DROP"];
+    return withAgents(
+      async (cluster, agents) => {
+        const [first, second] = ranking(cluster, VIP_A);
+        await waitForPlacement(cluster, agents, VIP_A, first);
+        await waitForPlacement(cluster, agents, VIP_B, ranking(cluster, VIP_B)[0]);
+        await killKeepalived(cluster, first);
+        await waitForPlacement(cluster, agents, VIP_A, second);
+        for (const node of cluster.nodes) {
+          const r = await node.ns.exec(["iptables", "-C", ...dropMulticast, "-v"]);
+          assert.equal(r.code, 0, `${node.name}: the multicast drop is in place`);
+          const counters = await node.ns.exec(["iptables", "-nvxL", "OUTPUT"]);
+          const dropped = /^\s*(\d+)\s+\d+\s+DROP\b.*224\.0\.0\.18/m.exec(counters.stdout);
+          assert.equal(dropped?.[1], "0", `${node.name} sent no multicast advert`);
+        }
+        await leaveAsTheirVip(cluster, cluster.nodes.filter((n) => n !== first));
+      },
+      ["--vrrp-unicast-peers", nodeIps.join(",")],
+      async (cluster) => {
+        for (const node of cluster.nodes) {
+          const r = await node.ns.exec(["iptables", "-I", ...dropMulticast]);
+          assert.equal(r.code, 0, r.stderr);
+        }
+      },
+    );
+  },
 });
