@@ -161,7 +161,7 @@ export class KeepalivedPlacement implements VipPlacement {
 
   async update(vips: readonly PlacementVip[]): Promise<void> {
     if (this.#stopping) return;
-    this.#instances = vrrpInstances(vips, this.#options.nodeName);
+    this.#instances = vrrpInstances(vips, this.#options.nodeName, this.#options.vridOffset);
     this.#ineligible = vips.filter((v) => v.eligible === false).map((v) => v.ip);
     const text = renderKeepalivedConf(this.#instances, this.#options);
     try {
@@ -423,7 +423,8 @@ export function printingPlacement(
   let last: string | undefined;
   return {
     update(vips) {
-      const text = renderKeepalivedConf(vrrpInstances(vips, settings.nodeName), settings);
+      const instances = vrrpInstances(vips, settings.nodeName, settings.vridOffset);
+      const text = renderKeepalivedConf(instances, settings);
       if (text !== last) print(`# keepalived.conf (--vip-mode keepalived)\n${text}`);
       last = text;
       return Promise.resolve();

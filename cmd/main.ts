@@ -100,13 +100,14 @@ function newAgent(
 
 /** keepalived's settings for this node, from the flags. */
 function keepalivedSettings(settings: CommonSettings): KeepalivedSettings {
-  const { nodeName, advertInterval, preemptDelay, unicastPeers } = settings.placement;
+  const { nodeName, advertInterval, preemptDelay, unicastPeers, vridOffset } = settings.placement;
   return {
     interface: settings.config.interface,
     nodeName,
     advertInterval,
     preemptDelay,
     unicastPeers,
+    vridOffset,
   };
 }
 
@@ -224,7 +225,7 @@ async function planCommand(options: Record<string, unknown>, host: Host): Promis
   const desired = desiredState(snapshot, settings.config, live.routes.addresses);
   const transaction = planApply(desired, live, settings.config);
   const { mode, nodeName } = settings.placement;
-  const instances = vrrpInstances(snapshot.vips, nodeName);
+  const instances = vrrpInstances(snapshot.vips, nodeName, settings.placement.vridOffset);
   const placementNote = (vip: string) => {
     if (mode === "external") return "";
     const instance = instances.find((i) => i.vip === vip);

@@ -4,7 +4,13 @@
  * A bad flag is a usage error naming the flag and the value.
  */
 import { z } from "zod";
-import { advertInterval, nodeName, preemptDelay, VRRP_DEFAULTS } from "../core/keepalived.ts";
+import {
+  advertInterval,
+  nodeName,
+  preemptDelay,
+  vridOffset,
+  VRRP_DEFAULTS,
+} from "../core/keepalived.ts";
 import { DATAPATH_DEFAULTS, DatapathConfig, describeIssues, ipv4 } from "../core/schema.ts";
 
 /** A flag every command shares: letters, description, default. */
@@ -122,6 +128,12 @@ export const PLACEMENT_FLAGS: readonly FlagSpec[] = [
     defaultValue: String(VRRP_DEFAULTS.preemptDelay),
   },
   {
+    flags: "--vrrp-vrid-offset <n>",
+    description:
+      "shift the VRRP virtual router ids (route id + n, wrapping within 1-255) where the LAN already runs VRRP with those ids",
+    defaultValue: "0",
+  },
+  {
     flags: "--vrrp-unicast-peers <ip>",
     description:
       "the nodes' LAN addresses: send VRRP adverts to each instead of multicast (for LANs that drop multicast); the same list on every node, repeat or comma-separate",
@@ -152,6 +164,7 @@ const LABELS: Record<string, string> = {
   advertInterval: "--vrrp-advert-interval",
   preemptDelay: "--vrrp-preempt-delay",
   unicastPeers: "--vrrp-unicast-peers",
+  vridOffset: "--vrrp-vrid-offset",
   source: "--source",
   kubeconfig: "--kubeconfig",
   leaseNamespace: "--lease-namespace",
@@ -173,6 +186,7 @@ const PlacementSettingsSchema = z.object({
   stateDir: z.string().min(1, { error: "must name a directory" }),
   advertInterval: secondsText(advertInterval),
   preemptDelay: secondsText(preemptDelay),
+  vridOffset: integerText(vridOffset),
   unicastPeers: z.array(ipv4).refine((ips) => new Set(ips).size === ips.length, {
     error: "lists an address twice",
   }),
@@ -224,6 +238,7 @@ export function commonSettings(flags: Record<string, unknown>): ParseResult<Comm
       advertInterval: flags.vrrpAdvertInterval ?? String(VRRP_DEFAULTS.advertInterval),
       preemptDelay: flags.vrrpPreemptDelay ?? String(VRRP_DEFAULTS.preemptDelay),
       unicastPeers: flags.vrrpUnicastPeers ?? [],
+      vridOffset: flags.vrrpVridOffset ?? "0",
     },
     source: flags.source ?? "files",
     kubeconfig: flags.kubeconfig,

@@ -27,6 +27,8 @@ export interface KeepalivedSettings extends VrrpTimers {
    * The same list serves every node (its own address included: tested).
    */
   readonly unicastPeers?: readonly string[];
+  /** Shifts the virtual router ids (see `vrrpRouterId`); 0 by default. */
+  readonly vridOffset?: number;
 }
 
 /** A VIP offered to placement. `eligible: false` = this node must not hold it (drained, cordoned, not selected). */
@@ -100,14 +102,32 @@ export function vrrpPriority(vip: string, node: string): number {
   return 1 + (stableHash(`${vip}\u0000${node}`) % 254);
 }
 
+/**
+ * The VRRP virtual router id of a route id: the route id itself, or shifted by
+ * `offset` within 1-255 (wrapping) where the LAN already runs VRRP with those
+ * ids. Route ids are 1-252 and unique, so the ids stay unique for any offset.
+ */
+export function vrrpRouterId(routeId: number, offset = 0): number {
+  return ((routeId - 1 + offset) % 255) + 1;
+}
+
+/** `--vrrp-vrid-offset`: 0 (ids = route ids) to 254. */
+export const vridOffset = z.int({ error: "must be a whole number" })
+  .min(0, { error: "must be between 0 and 254" })
+  .max(254, { error: "must be between 0 and 254" });
+
 /** The instances this node runs: one per eligible VIP, ordered by route id. */
-export function vrrpInstances(vips: readonly PlacementVip[], node: string): VrrpInstance[] {
+export function vrrpInstances(
+  vips: readonly PlacementVip[],
+  node: string,
+  vridOffset = 0,
+): VrrpInstance[] {
   return vips.filter((v) => v.eligible !== false)
     .map((v) => ({
       name: instanceName(v.routeId),
       vip: v.ip,
       routeId: v.routeId,
-      vrid: v.routeId,
+      vrid: vrrpRouterId(v.routeId, vridOffset),
       priority: vrrpPriority(v.ip, node),
     }))
     .sort((a, b) => a.routeId - b.routeId);

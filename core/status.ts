@@ -28,6 +28,8 @@ export interface VipStatus {
   readonly connections: number;
   /** keepalived mode: this node's VRRP priority for the VIP (the highest holds it). */
   readonly priority?: number;
+  /** keepalived mode: the VRRP virtual router id (the route id, or shifted by --vrrp-vrid-offset). */
+  readonly vrid?: number;
   /** keepalived mode: keepalived's state (MASTER/BACKUP/FAULT), "ineligible", or "stopped". */
   readonly vrrp?: string;
 }
@@ -119,6 +121,7 @@ export function nodeStatus(
     return {
       ...vip,
       priority: instance.priority,
+      vrid: instance.vrid,
       vrrp: placement.running ? instance.state : "stopped",
     };
   };

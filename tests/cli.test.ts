@@ -234,6 +234,8 @@ Deno.test("cli: keepalived mode (the default) needs a running agent; bad placeme
     "no spaces",
     "--vrrp-unicast-peers",
     "192.0.2.11,192.0.2.300",
+    "--vrrp-vrid-offset",
+    "255",
   ]);
   assert.equal(bad.code, 2);
   assert.match(bad.err, /--vip-mode "lease" must be "keepalived" or "external"/);
@@ -241,6 +243,7 @@ Deno.test("cli: keepalived mode (the default) needs a running agent; bad placeme
   assert.match(bad.err, /--vrrp-preempt-delay "-1" must be a number of seconds/);
   assert.match(bad.err, /--node-name "no spaces" must be a node name/);
   assert.match(bad.err, /--vrrp-unicast-peers "192.0.2.300" must be an IPv4 address/);
+  assert.match(bad.err, /--vrrp-vrid-offset 255 must be between 0 and 254/);
   // -d needs no placement: it only removes the datapath.
   assert.equal((await cli(["run", ...flags, "-d"])).code, 0);
   await Deno.remove(root, { recursive: true });
@@ -280,7 +283,7 @@ Deno.test("cli: status shows each VIP's VRRP priority and state from the agent's
       running: true,
       advertInterval: 0.1,
       preemptDelay: 5,
-      vips: [{ vip: "192.0.2.50", routeId: 5, vrid: 5, priority: 201, state: "MASTER" }],
+      vips: [{ vip: "192.0.2.50", routeId: 5, vrid: 15, priority: 201, state: "MASTER" }],
       ineligible: ["192.0.2.51"],
     }),
   );
@@ -293,6 +296,7 @@ Deno.test("cli: status shows each VIP's VRRP priority and state from the agent's
     (await cli(["status", ...flags, "--state-dir", `${root}/state`, "--json"], kernel)).out,
   );
   assert.equal(json.vips[0].priority, 201);
+  assert.equal(json.vips[0].vrid, 15);
   assert.equal(json.placement.node, "node1");
   await Deno.remove(root, { recursive: true });
 });

@@ -9,6 +9,7 @@ import {
   VRRP_DEFAULTS,
   vrrpInstances,
   vrrpPriority,
+  vrrpRouterId,
 } from "../core/keepalived.ts";
 
 const settings = { ...VRRP_DEFAULTS, interface: "eth0", nodeName: "node1" };
@@ -66,6 +67,17 @@ Deno.test("keepalived: one instance per eligible VIP, router id = route id, orde
   ]);
   assert.equal(routeIdOfInstance(instanceName(9)), 9);
   assert.equal(routeIdOfInstance("VI_1"), undefined);
+});
+
+Deno.test("keepalived: virtual router ids are the route ids, or shifted and still unique", () => {
+  assert.deepEqual(vrrpInstances(vipList(2), "node1").map((i) => i.vrid), [1, 2]);
+  for (const offset of [0, 1, 3, 100, 254]) {
+    const ids = Array.from({ length: 252 }, (_, i) => vrrpRouterId(i + 1, offset));
+    assert.equal(new Set(ids).size, 252, `offset ${offset}: unique`);
+    assert.ok(ids.every((id) => id >= 1 && id <= 255), `offset ${offset}: within 1-255`);
+  }
+  assert.equal(vrrpRouterId(252, 10), 7);
+  assert.deepEqual(vrrpInstances(vipList(1), "node1", 3).map((i) => i.vrid), [4]);
 });
 
 Deno.test("keepalived: unicast peers go into every instance; none = multicast", () => {

@@ -63,7 +63,13 @@ async function withAgents(
 
 interface StatusJson {
   readonly placement: { readonly running: boolean; readonly node: string };
-  readonly vips: readonly { vip: string; vrrp: string; priority: number; role: string }[];
+  readonly vips: readonly {
+    vip: string;
+    vrrp: string;
+    priority: number;
+    role: string;
+    vrid: number;
+  }[];
 }
 
 /** `status --json` of a node once keepalived has reported a state for each of its VIPs (10 s at most). */
@@ -373,7 +379,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "e2e vip: VRRP over unicast where the LAN drops multicast: one holder per VIP, takeover on a crash",
+    "e2e vip: VRRP over unicast where the LAN drops multicast, router ids shifted: one holder per VIP, takeover on a crash",
   ...e2e,
   fn: () => {
     const nodeIps = clusterLayout(DEFAULT_SPEC).nodes.map((n) => n.ip);
@@ -395,8 +401,10 @@ Deno.test({
           assert.equal(dropped?.[1], "0", `${node.name} sent no multicast advert`);
         }
         await leaveAsTheirVip(cluster, cluster.nodes.filter((n) => n !== first));
+        const status = await statusOnceReported(cluster, second);
+        assert.deepEqual(status.vips.map((v) => [v.vip, v.vrid]), [[VIP_A, 105], [VIP_B, 106]]);
       },
-      ["--vrrp-unicast-peers", nodeIps.join(",")],
+      ["--vrrp-unicast-peers", nodeIps.join(","), "--vrrp-vrid-offset", "100"],
       async (cluster) => {
         for (const node of cluster.nodes) {
           const r = await node.ns.exec(["iptables", "-I", ...dropMulticast]);
