@@ -5,8 +5,9 @@
  * error and a VIP transition are logged when they appear, not every pass.
  */
 import { type LiveSets, setsAfterApply } from "../core/ipset.ts";
-import { planDelete, planPass, renderTransaction } from "../core/plan.ts";
+import { planDelete, planPass, renderTransaction, type Transaction } from "../core/plan.ts";
 import type { DatapathConfig } from "../core/schema.ts";
+import { rememberOriginals } from "../core/sysctl.ts";
 import {
   formatProblem,
   type Problem,
@@ -15,6 +16,11 @@ import {
   validateSnapshot,
 } from "../core/snapshot.ts";
 import type { Logger } from "./log.ts";
+import {
+  readRpFilterOriginals,
+  removeRpFilterOriginals,
+  writeRpFilterOriginals,
+} from "./rp_filter_state.ts";
 import type { VipPlacement } from "./keepalived.ts";
 import { type ApplyReport, type Host, InterfaceMissingError, StepError } from "./system.ts";
 
@@ -59,6 +65,12 @@ export interface AgentSettings {
    * VIPs. Absent: something else places them and the agent only follows.
    */
   readonly placement?: VipPlacement;
+  /**
+   * Where the reverse-path filters the agent loosens are remembered as they
+   * were, for `deleteAll` to give back (cmd/rp_filter_state.ts). Absent: not
+   * remembered, not given back.
+   */
+  readonly stateDir?: string;
 }
 
 export interface PassResult {
@@ -162,6 +174,7 @@ export class Agent {
       if (dryRun) {
         if (lines > 0) this.#settings.print?.(renderTransaction(transaction));
       } else if (lines > 0) {
+        await this.#rememberRpFilters(transaction, live.sysctls);
         report = await this.#host.apply(transaction);
       }
       const wroteSets = !dryRun && transaction.steps.some((s) => s.tool === "ipset");
@@ -272,17 +285,51 @@ export class Agent {
     if (pass) await this.pass("VIPs handed over");
   }
 
+  /**
+   * Before a pass loosens reverse-path filters: remembers their values (the
+   * first ones only). A state dir that cannot be written costs the restore at
+   * `delete`, not the pass.
+   */
+  async #rememberRpFilters(transaction: Transaction, live: Readonly<Record<string, number>>) {
+    const { stateDir } = this.#settings;
+    const fixes = transaction.steps.filter((s) => s.tool === "sysctl").flatMap((s) => s.lines);
+    if (stateDir === undefined || fixes.length === 0) return;
+    try {
+      const remembered = await readRpFilterOriginals(stateDir);
+      const next = rememberOriginals(remembered, fixes, live);
+      if (Object.keys(next).length > Object.keys(remembered).length) {
+        await writeRpFilterOriginals(stateDir, next);
+      }
+    } catch (error) {
+      this.#log.warn("could not remember the reverse-path filters; delete will not restore them", {
+        error: error instanceof Error ? error.message : String(error),
+      });
+    }
+  }
+
   /** Removes everything this product created on the node; `processes` counts reads and writes. */
   async deleteAll(): Promise<ApplyReport & { lines: number }> {
     this.#knownSets = undefined;
     const live = await this.#host.readLive(this.#settings.config);
-    const transaction = planDelete(live, this.#settings.config);
+    const { stateDir } = this.#settings;
+    let originals: Record<string, number> = {};
+    if (stateDir !== undefined) {
+      try {
+        originals = await readRpFilterOriginals(stateDir);
+      } catch (error) {
+        this.#log.warn("reverse-path filters not restored", {
+          error: error instanceof Error ? error.message : String(error),
+        });
+      }
+    }
+    const transaction = planDelete(live, this.#settings.config, originals);
     const lines = transaction.steps.reduce((n, s) => n + s.lines.length, 0);
     if (this.#settings.dryRun) {
       this.#settings.print?.(renderTransaction(transaction));
       return { processes: live.processes, bytes: 0, lines };
     }
     const report = await this.#host.apply(transaction);
+    if (stateDir !== undefined) await removeRpFilterOriginals(stateDir);
     const processes = live.processes + report.processes;
     this.#log.info("deleted all kube-egress rules, sets, routes and chains", { lines, processes });
     this.#roles = new Map();

@@ -95,6 +95,7 @@ function newAgent(
     print: (text) => console.log(text),
     observers: [...inputs.observers, ...observers],
     placement,
+    stateDir: settings.placement.stateDir,
   });
 }
 

@@ -114,7 +114,8 @@ export const PLACEMENT_FLAGS: readonly FlagSpec[] = [
   },
   {
     flags: "--state-dir <dir>",
-    description: "where the agent keeps keepalived.conf, pid files and vips.json (one per node)",
+    description:
+      "where the agent keeps keepalived.conf, pid files, vips.json and the rp_filter values it loosened (one per node)",
     defaultValue: DEFAULT_STATE_DIR,
   },
   {

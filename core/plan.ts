@@ -11,7 +11,7 @@ import { deleteIptables, diffIptables, type LiveIptables } from "./iptables.ts";
 import { deleteRoutes, diffRoutes, type LiveRoutes } from "./iproute.ts";
 import type { DatapathConfig } from "./schema.ts";
 import type { Snapshot } from "./snapshot.ts";
-import { rpFilterFixes, rpFilterInterfaces } from "./sysctl.ts";
+import { rpFilterFixes, rpFilterInterfaces, rpFilterRestores } from "./sysctl.ts";
 
 /** Everything we read from a node before deciding. */
 export interface LiveState {
@@ -113,6 +113,8 @@ export function planPass(
 export function planDelete(
   live: LiveState,
   config: Pick<DatapathConfig, "routeProtocol">,
+  /** Reverse-path filters as they were before the agent loosened them (its state file). */
+  rpFilterOriginals: Readonly<Record<string, number>> = {},
 ): Transaction {
   // iptables-nft-save lists a table that does not exist as if it held only its
   // built-in chains: a table is ours to remove only if our chain or jump is in it.
@@ -128,6 +130,11 @@ export function planDelete(
       ...step("ipset", "destroy our sets", deleteIpsets(live.sets)),
       ...step("ip", "remove our rules and routes", deleteRoutes(live.routes, config.routeProtocol)),
       ...step("nft", "remove tables that only we used", emptied.map((t) => `delete table ip ${t}`)),
+      ...step(
+        "sysctl",
+        "give back the reverse-path filters we loosened",
+        rpFilterRestores(rpFilterOriginals, live.sysctls),
+      ),
     ],
   };
 }

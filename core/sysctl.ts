@@ -43,3 +43,39 @@ export function rpFilterFixes(
   return ifaces.filter((i) => effectiveRpFilter(sysctls, i) === 1)
     .map((i) => `net.ipv4.conf.${i}.rp_filter=2`);
 }
+
+/** The value a loosened reverse-path filter is given. */
+const LOOSE = 2;
+
+/**
+ * The originals to remember before `fixes` ("key=2" lines) are applied: each
+ * key's live value, unless one is already remembered (the first original is
+ * the one to give back, not the loose value a later pass sees).
+ */
+export function rememberOriginals(
+  remembered: Readonly<Record<string, number>>,
+  fixes: readonly string[],
+  live: Readonly<Record<string, number>>,
+): Record<string, number> {
+  const next = { ...remembered };
+  for (const line of fixes) {
+    const key = line.slice(0, line.indexOf("="));
+    if (!(key in next) && key in live) next[key] = live[key];
+  }
+  return next;
+}
+
+/**
+ * "key=value" writes that give back the remembered reverse-path filters: only
+ * where the value is still the loose one we set (an operator's later change
+ * stands) and the interface is still there (a key the node did not report).
+ */
+export function rpFilterRestores(
+  remembered: Readonly<Record<string, number>>,
+  live: Readonly<Record<string, number>>,
+): string[] {
+  return Object.entries(remembered)
+    .filter(([key, original]) => live[key] === LOOSE && original !== LOOSE)
+    .map(([key, original]) => `${key}=${original}`)
+    .sort();
+}

@@ -296,7 +296,7 @@ export async function runStory(cluster: Cluster, options: StoryOptions): Promise
     lineDiff(baseline[i], after[i]).map((l) => `${n.name}: ${l}`)
   );
   say(
-    "rulesets (iptables-save, ip rule, every routing table, ipsets) equal the baseline: " +
+    "rulesets (iptables-save, ip rule, every routing table, ipsets, rp_filter) equal the baseline: " +
       baselineResult.map((b) => `${b.node} ${mark(b.equal)}`).join("  "),
   );
   for (const line of baselineDiff) say(`  ${line}`);

@@ -361,3 +361,56 @@ Deno.test("agent loop: a resync that coalesces with an event keeps its name and 
   assert.deepEqual(triggers.slice(0, 2), ["start", "resync"]);
   assert.equal(kernel.reads.summary, 0, "the coalesced pass listed the sets in full");
 });
+
+Deno.test("agent: loosened reverse-path filters are remembered in the state dir and restored by delete", async () => {
+  const stateDir = await Deno.makeTempDir({ prefix: "kube-egress-state-" });
+  try {
+    const kernel = new FakeKernel();
+    kernel.sysctls["net.ipv4.conf.eth0.rp_filter"] = 1;
+    const settings = {
+      config: testConfig(),
+      readInputs: () => Promise.resolve(GOOD),
+      dryRun: false,
+      stateDir,
+    };
+    const agent = new Agent(kernel.host(), createLogger("text", () => {}), settings);
+    assert.ok((await agent.pass("start")).ok);
+    assert.equal(kernel.sysctls["net.ipv4.conf.eth0.rp_filter"], 2);
+    const file = `${stateDir}/rp_filter.json`;
+    assert.deepEqual(JSON.parse(await Deno.readTextFile(file)), {
+      "net.ipv4.conf.eth0.rp_filter": 1,
+    });
+    // A new agent (a restarted pod) sees the loose value, keeps the original.
+    const next = new Agent(kernel.host(), createLogger("text", () => {}), settings);
+    assert.ok((await next.pass("start")).ok);
+    assert.deepEqual(JSON.parse(await Deno.readTextFile(file)), {
+      "net.ipv4.conf.eth0.rp_filter": 1,
+    });
+    await next.deleteAll();
+    assert.equal(kernel.sysctls["net.ipv4.conf.eth0.rp_filter"], 1);
+    await assert.rejects(Deno.stat(file), Deno.errors.NotFound);
+  } finally {
+    await Deno.remove(stateDir, { recursive: true });
+  }
+});
+
+Deno.test("agent: a bad state file is named in a warning; delete removes the rest", async () => {
+  const stateDir = await Deno.makeTempDir({ prefix: "kube-egress-state-" });
+  try {
+    await Deno.writeTextFile(`${stateDir}/rp_filter.json`, '{"net.ipv4.conf.eth0.rp_filter": 7}');
+    const kernel = new FakeKernel();
+    const lines: string[] = [];
+    const agent = new Agent(kernel.host(), createLogger("text", (l) => lines.push(l)), {
+      config: testConfig(),
+      readInputs: () => Promise.resolve(GOOD),
+      dryRun: false,
+      stateDir,
+    });
+    assert.ok((await agent.pass("start")).ok);
+    await agent.deleteAll();
+    assert.equal(kernel.rules.length, 0);
+    assert.ok(lines.some((l) => l.includes("rp_filter.json") && l.includes("not restored")));
+  } finally {
+    await Deno.remove(stateDir, { recursive: true });
+  }
+});

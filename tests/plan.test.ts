@@ -99,6 +99,26 @@ Deno.test("plan: with an overlay, the device reaching other nodes' pods is loose
   assert.equal(isEmpty(planPass(snap, config, kernel.live(config)).transaction), true);
 });
 
+Deno.test("plan: delete gives back the reverse-path filters remembered before the pass", () => {
+  const kernel = new FakeKernel();
+  kernel.sysctls["net.ipv4.conf.eth0.rp_filter"] = 1;
+  const baseline = kernel.dump();
+  const before = { ...kernel.sysctls };
+  applyPass(kernel);
+  assert.equal(kernel.sysctls["net.ipv4.conf.eth0.rp_filter"], 2);
+  const tx = planDelete(kernel.live(config), config, {
+    "net.ipv4.conf.eth0.rp_filter": before["net.ipv4.conf.eth0.rp_filter"],
+  });
+  assert.deepEqual(tx.steps.at(-1), {
+    tool: "sysctl",
+    purpose: "give back the reverse-path filters we loosened",
+    lines: ["net.ipv4.conf.eth0.rp_filter=1"],
+  });
+  kernel.apply(tx);
+  assert.deepEqual(kernel.sysctls, before);
+  assert.equal(kernel.dump(), baseline);
+});
+
 Deno.test("plan: delete after apply returns the node to its baseline, foreign rules intact", () => {
   const kernel = new FakeKernel({
     foreignNat: [MASQ],

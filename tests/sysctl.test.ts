@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
 import type { PodRoute } from "../core/iproute.ts";
-import { rpFilterFixes, rpFilterInterfaces, rpFilterKeys } from "../core/sysctl.ts";
+import {
+  rememberOriginals,
+  rpFilterFixes,
+  rpFilterInterfaces,
+  rpFilterKeys,
+  rpFilterRestores,
+} from "../core/sysctl.ts";
 
 const BRIDGE: PodRoute = { dst: "10.244.2.0/24", dev: "cni0" };
 
@@ -59,4 +65,22 @@ Deno.test("sysctl: strict (all or interface) becomes loose on exactly the listed
     rpFilterFixes({ "net.ipv4.conf.all.rp_filter": 2, "net.ipv4.conf.eth0.rp_filter": 1 }, ifaces),
     [],
   );
+});
+
+Deno.test("sysctl: the first original is remembered; only what is still loose is given back", () => {
+  const live = { "net.ipv4.conf.eth0.rp_filter": 1, "net.ipv4.conf.vxlan0.rp_filter": 0 };
+  const fixes = ["net.ipv4.conf.eth0.rp_filter=2", "net.ipv4.conf.vxlan0.rp_filter=2"];
+  const first = rememberOriginals({}, fixes, live);
+  assert.deepEqual(first, live);
+  // A later pass sees the loose value: the original stays.
+  const again = rememberOriginals(first, fixes, { "net.ipv4.conf.eth0.rp_filter": 2 });
+  assert.deepEqual(again, first);
+  assert.deepEqual(
+    rpFilterRestores(first, {
+      "net.ipv4.conf.eth0.rp_filter": 2,
+      "net.ipv4.conf.vxlan0.rp_filter": 1, // changed by someone since: stands
+    }),
+    ["net.ipv4.conf.eth0.rp_filter=1"],
+  );
+  assert.deepEqual(rpFilterRestores(first, {}), [], "interfaces gone: nothing to write");
 });

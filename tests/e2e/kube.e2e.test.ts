@@ -5,7 +5,7 @@
  * report the source address they see. Needs root; skipped otherwise.
  */
 import assert from "node:assert/strict";
-import type { AgentProcess } from "../../sim/agents.ts";
+import { type AgentProcess, stateDirOf } from "../../sim/agents.ts";
 import { Cluster, LAN_HOST_IP, OUTSIDE_IP } from "../../sim/cluster.ts";
 import {
   egressPolicy,
@@ -231,6 +231,9 @@ Deno.test({
           cluster.spec.iface,
           "--vip-mode",
           "external",
+          // Where its agent remembered the reverse-path filters it loosened.
+          "--state-dir",
+          stateDirOf(cluster, node),
         ]);
         assert.equal(r.code, 0, r.stderr);
       }

@@ -165,9 +165,16 @@ Deno.test({
         new RegExp(`192\\.0\\.2\\.50\\s+5\\s+0x5\\s+holder\\s+yes\\s+\\d+\\s+MASTER`),
       );
       await leaveAsTheirVip(cluster);
-      // keepalived's files live in the node's own state directory.
+      // keepalived's files, and the rp_filter values the agent loosened (the
+      // simulated nodes start strict), live in the node's own state directory.
       const files = [...Deno.readDirSync(stateDirOf(cluster, firstA))].map((e) => e.name).sort();
-      assert.deepEqual(files, ["keepalived.conf", "keepalived.pid", "vips.json", "vrrp.pid"]);
+      assert.deepEqual(files, [
+        "keepalived.conf",
+        "keepalived.pid",
+        "rp_filter.json",
+        "vips.json",
+        "vrrp.pid",
+      ]);
     }),
 });
 
