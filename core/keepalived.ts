@@ -116,18 +116,18 @@ export const vridOffset = z.int({ error: "must be a whole number" })
   .min(0, { error: "must be between 0 and 254" })
   .max(254, { error: "must be between 0 and 254" });
 
-/** The instances this node runs: one per eligible VIP, ordered by route id. */
+/** The instances this node runs: one per eligible VIP, ordered by route id; `offset` shifts the router ids. */
 export function vrrpInstances(
   vips: readonly PlacementVip[],
   node: string,
-  vridOffset = 0,
+  offset = 0,
 ): VrrpInstance[] {
   return vips.filter((v) => v.eligible !== false)
     .map((v) => ({
       name: instanceName(v.routeId),
       vip: v.ip,
       routeId: v.routeId,
-      vrid: vrrpRouterId(v.routeId, vridOffset),
+      vrid: vrrpRouterId(v.routeId, offset),
       priority: vrrpPriority(v.ip, node),
     }))
     .sort((a, b) => a.routeId - b.routeId);
