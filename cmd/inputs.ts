@@ -78,6 +78,7 @@ export async function openInputs(
     observers: [holder],
     readiness: () => source.problem(),
     async stop() {
+      holder.stop();
       await elector.stop();
       await controller.stop();
       await source.stop();

@@ -23,6 +23,7 @@ import {
   type VrrpState,
 } from "../core/keepalived.ts";
 import type { Logger } from "./log.ts";
+import { LatestFile, writeAtomically } from "./state_file.ts";
 
 /** Who places VIPs on this node (keepalived today; a Kubernetes lease mode may follow). */
 export interface VipPlacement {
@@ -80,15 +81,6 @@ interface Paths {
   readonly status: string;
 }
 
-let temporaries = 0;
-
-/** Writes a file by renaming a complete temporary copy over it: readers never see half a file. */
-async function writeAtomically(path: string, text: string): Promise<void> {
-  const temporary = `${path}.${Deno.pid}.${temporaries++}.tmp`;
-  await Deno.writeTextFile(temporary, text);
-  await Deno.rename(temporary, path);
-}
-
 /** The process behind a pid, if it is alive (a zombie is not) and is keepalived. */
 async function liveKeepalived(pid: number): Promise<{ cmdline: string } | undefined> {
   try {
@@ -141,6 +133,7 @@ export class KeepalivedPlacement implements VipPlacement {
   #restartTimer: ReturnType<typeof setTimeout> | undefined;
   #restartDelay: number;
   #reportedError: string | undefined;
+  readonly #statusFile: LatestFile;
 
   constructor(options: KeepalivedOptions) {
     this.#options = options;
@@ -152,6 +145,8 @@ export class KeepalivedPlacement implements VipPlacement {
       vrrpPid: join(dir, "vrrp.pid"),
       status: join(dir, PLACEMENT_STATUS_FILE),
     };
+    // keepalived's state lines come in bursts: each rewrites the file, in order.
+    this.#statusFile = new LatestFile(this.#paths.status, () => this.#renderStatus());
   }
 
   /** The configuration file keepalived runs from. */
@@ -379,7 +374,11 @@ export class KeepalivedPlacement implements VipPlacement {
       .noThrow();
   }
 
-  async #writeStatus(): Promise<void> {
+  #writeStatus(): Promise<void> {
+    return this.#statusFile.update();
+  }
+
+  #renderStatus(): string {
     const status: PlacementStatus = {
       mode: "keepalived",
       node: this.#options.nodeName,
@@ -395,7 +394,7 @@ export class KeepalivedPlacement implements VipPlacement {
       })),
       ineligible: this.#ineligible,
     };
-    await writeAtomically(this.#paths.status, JSON.stringify(status, null, 2) + "\n");
+    return JSON.stringify(status, null, 2) + "\n";
   }
 }
 

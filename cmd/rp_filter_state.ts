@@ -6,6 +6,7 @@
  */
 import { join } from "node:path";
 import { z } from "zod";
+import { writeAtomically } from "./state_file.ts";
 
 const FILE = "rp_filter.json";
 
@@ -43,9 +44,7 @@ export async function writeRpFilterOriginals(
   originals: Readonly<Record<string, number>>,
 ): Promise<void> {
   await Deno.mkdir(stateDir, { recursive: true });
-  const path = join(stateDir, FILE);
-  await Deno.writeTextFile(`${path}.tmp`, JSON.stringify(originals, null, 2) + "\n");
-  await Deno.rename(`${path}.tmp`, path);
+  await writeAtomically(join(stateDir, FILE), JSON.stringify(originals, null, 2) + "\n");
 }
 
 /** Forgets the originals once they were given back. */

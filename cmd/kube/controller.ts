@@ -237,19 +237,28 @@ export class Controller {
 
 /**
  * Every agent: writes status.holder for the VIPs this node gains, clears it
- * for those it loses. An AgentObserver, fed by the agent's role transitions;
- * a failed write (409, API down) is retried on the next pass.
+ * for those it loses. An AgentObserver, fed by the agent's role transitions.
+ * A failed write (409 because the elected agent wrote the status first, or
+ * the API down) is retried on a timer, not left to the next pass: with the
+ * Kubernetes source a pass may be minutes away.
  */
 export class HolderReporter implements AgentObserver {
   readonly #held = new Set<string>();
-  #busy = false;
+  #running?: Promise<void>;
+  #again = false;
+  #retryTimer?: ReturnType<typeof setTimeout>;
+  #retryMs: number;
+  #stopped = false;
 
   constructor(
     readonly client: KubeClient,
     readonly source: KubeSource,
     readonly log: Logger,
     readonly node: string,
-  ) {}
+    readonly retry = { firstMs: 250, maxMs: 10_000 },
+  ) {
+    this.#retryMs = retry.firstMs;
+  }
 
   transition(vip: string, _from: Role | "none", to: Role | "none") {
     if (to === "holder") this.#held.add(vip);
@@ -260,39 +269,80 @@ export class HolderReporter implements AgentObserver {
     void this.sync();
   }
 
-  /** Writes what differs between the roles and the VIPs' status.holder. */
-  async sync(): Promise<void> {
-    if (this.#busy || !this.source.synced) return;
-    this.#busy = true;
-    try {
-      for (const record of this.source.vips.store.values()) {
-        const ip = (record.spec as { ip?: string } | undefined)?.ip;
-        if (!ip) continue;
-        const status = holderStatus(record, this.node, this.#held.has(ip));
-        if (!status) continue;
-        try {
-          await this.client.update(statusResource(EGRESS_VIPS), {
-            apiVersion: API_VERSION,
-            kind: "EgressVIP",
-            metadata: record.metadata,
-            spec: record.spec,
-            status,
-          });
-          this.log.info(this.#held.has(ip) ? "reported holder" : "cleared holder", {
+  /** No more writes or retries (the agent stops). */
+  stop() {
+    this.#stopped = true;
+    clearTimeout(this.#retryTimer);
+  }
+
+  /**
+   * Writes what differs between the roles and the VIPs' status.holder. A call
+   * while a sync runs makes that one go round once more (with what the caches
+   * hold then), so no transition is ever dropped.
+   */
+  sync(): Promise<void> {
+    if (this.#running) {
+      this.#again = true;
+      return this.#running;
+    }
+    this.#running = (async () => {
+      try {
+        do {
+          this.#again = false;
+          await this.#syncOnce();
+        } while (this.#again && !this.#stopped);
+      } finally {
+        this.#running = undefined;
+      }
+    })();
+    return this.#running;
+  }
+
+  async #syncOnce(): Promise<void> {
+    if (this.#stopped || !this.source.synced) return;
+    let failed = false;
+    for (const record of this.source.vips.store.values()) {
+      const ip = (record.spec as { ip?: string } | undefined)?.ip;
+      if (!ip) continue;
+      const status = holderStatus(record, this.node, this.#held.has(ip));
+      if (!status) continue;
+      try {
+        await this.client.update(statusResource(EGRESS_VIPS), {
+          apiVersion: API_VERSION,
+          kind: "EgressVIP",
+          metadata: record.metadata,
+          spec: record.spec,
+          status,
+        });
+        this.log.info(this.#held.has(ip) ? "reported holder" : "cleared holder", {
+          vip: ip,
+          node: this.node,
+        });
+      } catch (error) {
+        failed = true;
+        if (!(error instanceof ApiError && error.status === 409)) {
+          this.log.warn("could not report the VIP holder; retrying", {
             vip: ip,
-            node: this.node,
+            error: error instanceof Error ? error.message : String(error),
+            retry_in_ms: this.#retryMs,
           });
-        } catch (error) {
-          if (!(error instanceof ApiError && error.status === 409)) {
-            this.log.warn("could not report the VIP holder", {
-              vip: ip,
-              error: error instanceof Error ? error.message : String(error),
-            });
-          }
         }
       }
-    } finally {
-      this.#busy = false;
     }
+    this.#scheduleRetry(failed);
+  }
+
+  /** After a failure: again in a while (doubling, bounded); after a success: reset. */
+  #scheduleRetry(failed: boolean) {
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = undefined;
+    if (!failed) {
+      this.#retryMs = this.retry.firstMs;
+      return;
+    }
+    if (this.#stopped) return;
+    const delay = this.#retryMs;
+    this.#retryMs = Math.min(delay * 2, this.retry.maxMs);
+    this.#retryTimer = setTimeout(() => void this.sync(), delay);
   }
 }

@@ -41,6 +41,7 @@ async function node(api: TestApiServer, name: string): Promise<Node> {
 }
 
 async function stopNode(n: Node) {
+  n.holder.stop();
   await n.elector.stop();
   await n.controller.stop();
   await n.source.stop();
@@ -209,6 +210,40 @@ Deno.test({
         () => (api.get("EgressVIP", "office")?.status as { routeId?: number })?.routeId === 9,
         "route id 9",
       );
+    } finally {
+      await stopNode(n);
+      await api.stop();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "holder: a report that loses the race with the elected agent's write (409) is retried without another pass",
+  ...opts,
+  fn: async () => {
+    const api = await startTestApiServer({ bookmarkMs: 200 });
+    api.apply(vipObject("office", { ip: "192.0.2.50", routeId: 3 }));
+    const n = await node(api, "node1");
+    try {
+      await n.source.waitForSync();
+      await eventually(() => api.get("EgressVIP", "office")?.status !== undefined, "VIP status");
+      await n.controller.idle();
+      // The elected agent writes between our cache's version and our report: 409.
+      const cached = n.source.vips.store.get("office")!;
+      n.source.vips.store.set("office", {
+        ...cached,
+        metadata: { ...cached.metadata, resourceVersion: "1" },
+      });
+      n.holder.transition("192.0.2.50", "forwarder", "holder");
+      n.holder.pass();
+      api.apply(vipObject("office", { ip: "192.0.2.50", routeId: 4 }));
+      // No pass follows (with the Kubernetes source the next may be minutes away).
+      await eventually(
+        () => (api.get("EgressVIP", "office")!.status as { holder?: string }).holder === "node1",
+        "the holder reported by the retry",
+      );
+      await eventually(() => n.logs.some((l) => l.includes("reported holder")), "the log line");
     } finally {
       await stopNode(n);
       await api.stop();
