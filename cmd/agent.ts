@@ -23,6 +23,7 @@ import {
 } from "./rp_filter_state.ts";
 import type { VipPlacement } from "./keepalived.ts";
 import { type ApplyReport, type Host, InterfaceMissingError, StepError } from "./system.ts";
+import { errorMessage } from "../core/errors.ts";
 
 /** Someone who wants to know what the agent did (metrics, Kubernetes Events, benchmarks). */
 export interface AgentObserver {
@@ -223,7 +224,7 @@ export class Agent {
       }
       return result;
     } catch (error) {
-      const message = error instanceof Error ? error.message : String(error);
+      const message = errorMessage(error);
       this.#reportFailure(trigger, message);
       const errorKind: ErrorKind = error instanceof InterfaceMissingError
         ? "interface_missing"
@@ -302,7 +303,7 @@ export class Agent {
       }
     } catch (error) {
       this.#log.warn("could not remember the reverse-path filters; delete will not restore them", {
-        error: error instanceof Error ? error.message : String(error),
+        error: errorMessage(error),
       });
     }
   }
@@ -318,7 +319,7 @@ export class Agent {
         originals = await readRpFilterOriginals(stateDir);
       } catch (error) {
         this.#log.warn("reverse-path filters not restored", {
-          error: error instanceof Error ? error.message : String(error),
+          error: errorMessage(error),
         });
       }
     }

@@ -17,6 +17,7 @@ import {
 import { rpFilterKeys } from "../core/sysctl.ts";
 import { type Host, procSysRoot } from "./system.ts";
 import { AGENT_TOOLS, missingTools, type Tool } from "./tools.ts";
+import { errorMessage } from "../core/errors.ts";
 
 /** Tools doctor can do without, and the check that needs each. */
 const OPTIONAL_TOOLS: readonly (Tool & { for: string })[] = [
@@ -80,7 +81,7 @@ export async function collectFacts(host: Host, options: DoctorOptions): Promise<
     snapshot = validated.snapshot;
     rejected = validated.problems.map(formatProblem);
   } catch (error) {
-    inputsError = error instanceof Error ? error.message : String(error);
+    inputsError = errorMessage(error);
   }
 
   const vips = snapshot?.vips;

@@ -7,6 +7,7 @@
 import { join } from "node:path";
 import { type FileEntry, isIgnoredName, rawSnapshotFromFiles } from "../core/mapping_files.ts";
 import type { RawSnapshot } from "../core/snapshot.ts";
+import { errorMessage } from "../core/errors.ts";
 
 /** Mapping files hold one address or number; anything bigger is not a mapping. */
 const MAX_FILE_BYTES = 1024;
@@ -32,7 +33,7 @@ function readEntry(dir: string, name: string, buffer: Uint8Array, decoder: TextD
     }
     return { path, name, content: decoder.decode(buffer.subarray(0, length)) };
   } catch (error) {
-    return { path, name, error: error instanceof Error ? error.message : String(error) };
+    return { path, name, error: errorMessage(error) };
   }
 }
 

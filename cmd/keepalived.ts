@@ -24,6 +24,7 @@ import {
 } from "../core/keepalived.ts";
 import type { Logger } from "./log.ts";
 import { LatestFile, writeAtomically } from "./state_file.ts";
+import { errorMessage } from "../core/errors.ts";
 
 /** Who places VIPs on this node (keepalived today; a Kubernetes lease mode may follow). */
 export interface VipPlacement {
@@ -171,7 +172,7 @@ export class KeepalivedPlacement implements VipPlacement {
       if (!this.#running && this.#restartTimer === undefined) await this.#start();
       this.#reportedError = undefined;
     } catch (error) {
-      const message = error instanceof Error ? error.message : String(error);
+      const message = errorMessage(error);
       if (message !== this.#reportedError) {
         this.#options.log.error("VIP placement failed; retrying on the next pass", {
           error: message,
@@ -355,7 +356,7 @@ export class KeepalivedPlacement implements VipPlacement {
         await this.#start();
       } catch (error) {
         this.#options.log.error("keepalived could not be started; retrying", {
-          error: error instanceof Error ? error.message : String(error),
+          error: errorMessage(error),
           retry_in_ms: this.#restartDelay,
         });
         this.#scheduleRestart(Promise.resolve());

@@ -32,6 +32,7 @@ import {
   type VipPlacement,
 } from "./keepalived.ts";
 import { type KeepalivedSettings, vrrpInstances } from "../core/keepalived.ts";
+import { errorMessage } from "../core/errors.ts";
 
 /** Resync interval of `run --source kubernetes` when -u is not given (changes arrive by watch). */
 const KUBERNETES_RESYNC_SECONDS = 60;
@@ -277,7 +278,7 @@ async function statusCommand(options: Record<string, unknown>, host: Host): Prom
       problems: problems.map(formatProblem),
     };
   } catch (error) {
-    extra = { problems: [error instanceof Error ? error.message : String(error)] };
+    extra = { problems: [errorMessage(error)] };
   }
   const placement = settings.placement.mode === "keepalived"
     ? await readPlacementStatus(settings.placement.stateDir)
@@ -315,7 +316,7 @@ export function buildProgram(
         done(await fn(options, host));
       } catch (error) {
         const code = error instanceof Exit ? error.code : error instanceof UsageError ? 2 : 1;
-        console.error(fatalLine(logFormat, error instanceof Error ? error.message : String(error)));
+        console.error(fatalLine(logFormat, errorMessage(error)));
         done(code);
       }
     };
@@ -399,7 +400,7 @@ export function buildProgram(
         Deno.stdout.writeSync(new TextEncoder().encode(result.out));
         done(0);
       } catch (error) {
-        console.error(`kube-egress: ${error instanceof Error ? error.message : String(error)}`);
+        console.error(`kube-egress: ${errorMessage(error)}`);
         done(1);
       }
     });

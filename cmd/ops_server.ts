@@ -12,6 +12,7 @@ import type { Logger } from "./log.ts";
 import { AgentMetrics } from "./metrics.ts";
 import type { ListenAddress } from "./options.ts";
 import type { Host } from "./system.ts";
+import { errorMessage } from "../core/errors.ts";
 
 /** What the HTTP handler serves. */
 export interface OpsEndpoints {
@@ -90,7 +91,7 @@ export function startOpsServer(options: {
   try {
     server = Deno.serve({ hostname, port, onListen: () => {} }, handler);
   } catch (error) {
-    const reason = error instanceof Error ? error.message : String(error);
+    const reason = errorMessage(error);
     throw new Error(`cannot listen on ${options.address.text} (--metrics-addr): ${reason}`);
   }
   options.log.info("metrics and health endpoints listening", {

@@ -20,6 +20,7 @@ import {
   StatusError,
   type StoredEvent,
 } from "./kube_store.ts";
+import { errorMessage } from "../core/errors.ts";
 
 /** The resources the server knows. */
 export const RESOURCES: readonly ResourceInfo[] = [
@@ -290,7 +291,7 @@ export function startTestApiServer(options: TestApiServerOptions = {}): Promise<
       return status(405, "MethodNotAllowed", `${request.method} is not supported`);
     } catch (error) {
       if (error instanceof StatusError) return status(error.code, error.reason, error.message);
-      return status(500, "InternalError", error instanceof Error ? error.message : String(error));
+      return status(500, "InternalError", errorMessage(error));
     }
   };
 

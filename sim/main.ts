@@ -39,6 +39,7 @@ import {
   type VipMode,
 } from "./vip.ts";
 import { IcmpWitness } from "./witness.ts";
+import { errorMessage } from "../core/errors.ts";
 
 /** Ends a command with an exit code and a message. */
 class Exit extends Error {
@@ -126,7 +127,7 @@ async function prepare(): Promise<void> {
   try {
     await ensureTools(SIM_TOOLS, { install: true, log: (l) => console.log(l) });
   } catch (error) {
-    throw new Exit(1, error instanceof Error ? error.message : String(error));
+    throw new Exit(1, errorMessage(error));
   }
   const root = new URL("..", import.meta.url).pathname;
   await $`${Deno.execPath()} cache ${root}mod.ts ${root}sim/reporter.ts`.quiet();
@@ -437,7 +438,7 @@ export function buildProgram(done: (code: number) => void) {
         done(await fn(...args));
       } catch (error) {
         const code = error instanceof Exit ? error.code : 1;
-        console.error(`sim: ${error instanceof Error ? error.message : String(error)}`);
+        console.error(`sim: ${errorMessage(error)}`);
         done(code);
       }
     };

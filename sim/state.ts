@@ -7,6 +7,7 @@
 import { join } from "node:path";
 import { z } from "zod";
 import { ClusterSpec } from "./layout.ts";
+import { errorMessage } from "../core/errors.ts";
 
 export const RUN_ID = z.string().regex(/^ke[0-9a-f]{6}$/, {
   error: "must be a run id such as ke1a2b3c (see `deno task sim status`)",
@@ -54,7 +55,7 @@ export async function listStates(): Promise<{ states: RunState[]; broken: string
       try {
         states.push(RunState.parse(JSON.parse(await Deno.readTextFile(path))));
       } catch (error) {
-        broken.push(`${path}: ${error instanceof Error ? error.message : String(error)}`);
+        broken.push(`${path}: ${errorMessage(error)}`);
       }
     }
   } catch (error) {

@@ -20,6 +20,7 @@ import type { AgentObserver, Role } from "../agent.ts";
 import type { Logger } from "../log.ts";
 import { ApiError, type KubeClient } from "./client.ts";
 import type { KubeSource } from "./source.ts";
+import { errorMessage } from "../../core/errors.ts";
 
 const statusResource = (r: Resource): Resource => ({ ...r, plural: `${r.plural}/status` });
 
@@ -128,7 +129,7 @@ export class Controller {
   }
 
   #error(error: unknown) {
-    const message = error instanceof Error ? error.message : String(error);
+    const message = errorMessage(error);
     if (message !== this.#lastError) this.log.warn("cluster-wide write failed", { error: message });
     this.#lastError = message;
   }
@@ -323,7 +324,7 @@ export class HolderReporter implements AgentObserver {
         if (!(error instanceof ApiError && error.status === 409)) {
           this.log.warn("could not report the VIP holder; retrying", {
             vip: ip,
-            error: error instanceof Error ? error.message : String(error),
+            error: errorMessage(error),
             retry_in_ms: this.#retryMs,
           });
         }

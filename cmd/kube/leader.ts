@@ -15,6 +15,7 @@ import {
 import { LEASES } from "../../core/kube/resources.ts";
 import type { Logger } from "../log.ts";
 import { ApiError, type KubeClient } from "./client.ts";
+import { errorMessage } from "../../core/errors.ts";
 
 export interface ElectorOptions {
   readonly namespace: string;
@@ -75,7 +76,7 @@ export class LeaderElector {
   }
 
   #failed(error: unknown) {
-    const message = error instanceof Error ? error.message : String(error);
+    const message = errorMessage(error);
     if (message !== this.#lastError) {
       this.log.warn("leader election: lease request failed", { error: message });
     }

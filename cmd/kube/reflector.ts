@@ -9,6 +9,7 @@
 import { ApiError, type KubeClient } from "./client.ts";
 import type { Resource } from "../../core/kube/resources.ts";
 import type { Logger } from "../log.ts";
+import { errorMessage } from "../../core/errors.ts";
 
 export interface ReflectorOptions<T> {
   readonly resource: Resource;
@@ -119,7 +120,7 @@ export class Reflector<T> {
           this.#gone();
           continue;
         }
-        const message = error instanceof Error ? error.message : String(error);
+        const message = errorMessage(error);
         if (message !== this.#lastError) {
           this.log.warn("list/watch failed; keeping the last known objects and retrying", {
             resource: this.#name,
