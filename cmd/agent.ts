@@ -4,6 +4,7 @@
  * coalesce into one more pass. Reports are made once: a rejected input, an
  * error and a VIP transition are logged when they appear, not every pass.
  */
+import { owedFlushes, withOwedFlushes } from "../core/conntrack.ts";
 import { type LiveSets, setsAfterApply } from "../core/ipset.ts";
 import { planDelete, planPass, renderTransaction, type Transaction } from "../core/plan.ts";
 import type { DatapathConfig } from "../core/schema.ts";
@@ -137,6 +138,8 @@ export class Agent {
   #lastErrorLog = 0;
   /** Our sets as the last pass left them; dropped whenever a pass fails. */
   #knownSets: LiveSets | undefined;
+  /** Conntrack flushes a failed pass still owes (its roles changed, its flush did not run). */
+  #owedFlushes: string[] = [];
 
   constructor(host: Host, log: Logger, settings: AgentSettings) {
     this.#host = host;
@@ -157,6 +160,7 @@ export class Agent {
     const { config, dryRun } = this.#settings;
     const empty = { vips: 0, mappings: 0, rejected: 0, lines: 0, processes: 0, bytes: 0 };
     let stage: ErrorKind = "inputs";
+    let applying: Transaction | undefined;
     const knownSets = options.setCheck === "quick" ? this.#knownSets : undefined;
     // Forgotten until this pass ends well: after a failed step nobody knows what was applied.
     this.#knownSets = undefined;
@@ -169,15 +173,21 @@ export class Agent {
       stage = "read_live";
       const live = await this.#host.readLive(config, { knownSets, ourChainsOnly: true });
       stage = "apply";
-      const { desired, transaction } = planPass(snapshot, config, live);
+      const planned = planPass(snapshot, config, live);
+      const { desired } = planned;
+      const transaction = dryRun
+        ? planned.transaction
+        : withOwedFlushes(planned.transaction, this.#owedFlushes);
       const lines = transaction.steps.reduce((n, s) => n + s.lines.length, 0);
       let report: ApplyReport = { processes: 0, bytes: 0 };
       if (dryRun) {
         if (lines > 0) this.#settings.print?.(renderTransaction(transaction));
       } else if (lines > 0) {
         await this.#rememberRpFilters(transaction, live.sysctls);
+        applying = transaction;
         report = await this.#host.apply(transaction);
       }
+      this.#owedFlushes = [];
       const wroteSets = !dryRun && transaction.steps.some((s) => s.tool === "ipset");
       this.#knownSets = wroteSets
         ? setsAfterApply(
@@ -225,6 +235,10 @@ export class Agent {
       return result;
     } catch (error) {
       const message = errorMessage(error);
+      if (applying) {
+        const failedAt = error instanceof StepError ? error.index : undefined;
+        this.#owedFlushes = owedFlushes(applying, failedAt, this.#owedFlushes);
+      }
       this.#reportFailure(trigger, message);
       const errorKind: ErrorKind = error instanceof InterfaceMissingError
         ? "interface_missing"
@@ -377,12 +391,16 @@ export interface LoopOptions {
   readonly cleanupOnExit: boolean;
   /** Resolves when the loop must stop (signals, tests). */
   readonly stop: Promise<unknown>;
+  /** First delay before a failed pass is tried again (doubling up to the interval); default 1 s. */
+  readonly retryFirstMs?: number;
 }
 
 /**
  * Runs passes until `stop` resolves: at start, every interval, within
  * milliseconds of an address change on the interface, and shortly after the
- * mapping files change.
+ * mapping files change. A failed pass (the xtables lock held too long, say) is
+ * tried again after 1 s, 2 s, 4 s… up to the interval: a takeover whose pass
+ * failed must not wait a whole interval for the SNAT role.
  */
 export async function runLoop(
   agent: Agent,
@@ -395,6 +413,20 @@ export async function runLoop(
   let pending: string | undefined;
   let pendingFull = false;
   let stopping = false;
+  const firstRetryMs = options.retryFirstMs ?? 1000;
+  let retryMs = firstRetryMs;
+  let retryTimer: ReturnType<typeof setTimeout> | undefined;
+  const afterPass = (result: PassResult) => {
+    clearTimeout(retryTimer);
+    retryTimer = undefined;
+    if (result.ok) {
+      retryMs = firstRetryMs;
+      return;
+    }
+    if (stopping || pending !== undefined) return;
+    retryTimer = setTimeout(() => trigger("retry after a failed pass", "full"), retryMs);
+    retryMs = Math.min(retryMs * 2, options.intervalSeconds * 1000);
+  };
   // Events check our sets quickly; the start and every resync list them in full.
   const trigger = (reason: string, setCheck: "full" | "quick" = "quick") => {
     if (stopping) return;
@@ -411,7 +443,7 @@ export async function runLoop(
       while (next !== undefined && !stopping) {
         pending = undefined;
         pendingFull = false;
-        await agent.pass(next, { setCheck: full ? "full" : "quick" });
+        afterPass(await agent.pass(next, { setCheck: full ? "full" : "quick" }));
         next = pending;
         full = pendingFull;
       }
@@ -428,6 +460,7 @@ export async function runLoop(
   await options.stop;
   stopping = true;
   clearInterval(interval);
+  clearTimeout(retryTimer);
   watcher.stop();
   inputWatch?.stop();
   await running;

@@ -51,7 +51,10 @@ export async function openInputs(
 ): Promise<Inputs> {
   if (settings.source === "files") return fileInputs(settings);
   const client = await KubeClient.fromEnvironment({ kubeconfig: settings.kubeconfig });
-  const source = new KubeSource(client, log, { nodeName: settings.placement.nodeName }).start();
+  const source = new KubeSource(client, log, {
+    nodeName: settings.placement.nodeName,
+    vrrpPeers: settings.placement.unicastPeers === "auto",
+  }).start();
   if (!options.agent) {
     return {
       readInputs: source.readInputs,

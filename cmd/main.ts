@@ -108,7 +108,8 @@ function keepalivedSettings(settings: CommonSettings): KeepalivedSettings {
     nodeName,
     advertInterval,
     preemptDelay,
-    unicastPeers,
+    // "auto": each VIP brings its peers from the Nodes (cmd/kube/source.ts).
+    unicastPeers: unicastPeers === "auto" ? [] : unicastPeers,
     vridOffset,
   };
 }

@@ -137,7 +137,7 @@ export const PLACEMENT_FLAGS: readonly FlagSpec[] = [
   {
     flags: "--vrrp-unicast-peers <ip>",
     description:
-      "the nodes' LAN addresses: send VRRP adverts to each instead of multicast (for LANs that drop multicast); the same list on every node, repeat or comma-separate",
+      'the nodes\' LAN addresses: send VRRP adverts to each instead of multicast (for LANs that drop multicast); the same list on every node, repeat or comma-separate; "auto" with --source kubernetes: the InternalIPs of the Nodes that may hold each VIP',
     defaultValue: [],
     list: true,
   },
@@ -188,9 +188,13 @@ const PlacementSettingsSchema = z.object({
   advertInterval: secondsText(advertInterval),
   preemptDelay: secondsText(preemptDelay),
   vridOffset: integerText(vridOffset),
-  unicastPeers: z.array(ipv4).refine((ips) => new Set(ips).size === ips.length, {
-    error: "lists an address twice",
-  }),
+  unicastPeers: z.union([
+    z.tuple([z.literal("auto")]).transform(() => "auto" as const),
+    z.array(ipv4, { error: 'must be IPv4 addresses or "auto"' }).refine(
+      (ips) => new Set(ips).size === ips.length,
+      { error: "lists an address twice" },
+    ),
+  ], { error: 'must be IPv4 addresses or "auto"' }),
 });
 export type PlacementSettings = z.output<typeof PlacementSettingsSchema>;
 
@@ -214,6 +218,9 @@ const CommonSettingsSchema = z.object({
   leaseNamespace: z.string().regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, {
     error: "must be a namespace name",
   }).optional(),
+}).refine((s) => s.placement.unicastPeers !== "auto" || s.source === "kubernetes", {
+  error: '"auto" needs --source kubernetes (the peers are the Nodes\' InternalIPs)',
+  path: ["placement", "unicastPeers"],
 });
 export type CommonSettings = z.output<typeof CommonSettingsSchema>;
 

@@ -10,6 +10,7 @@
  */
 import { parseRoleRule, type VipRole } from "./desired.ts";
 import { hex } from "./marks.ts";
+import type { Transaction } from "./plan.ts";
 
 /** `conntrack` arguments (one process each) that delete one VIP's connections. */
 export function flushArgs(mark: number, mask: number): string {
@@ -35,4 +36,48 @@ export function conntrackFlushes(
   return desiredRoles
     .filter((r) => liveRole.has(r.mark) && liveRole.get(r.mark) !== r.role)
     .map((r) => flushArgs(r.mark, mask));
+}
+
+/**
+ * The flushes still owed after `transaction` failed at step `failedAt`
+ * (undefined: where is unknown). Deleting by mark is idempotent, so owing too
+ * much costs nothing and owing too little leaves flows pinned: once the
+ * iptables step changed the roles, the next pass sees nothing left to flip
+ * and would never flush. Owed are the flushes of a conntrack step that did
+ * not run, if the roles changed before it; those `owedBefore` stay owed either
+ * way.
+ */
+export function owedFlushes(
+  transaction: Transaction,
+  failedAt: number | undefined,
+  owedBefore: readonly string[],
+): string[] {
+  const steps = transaction.steps;
+  const flushAt = steps.findIndex((s) => s.tool === "conntrack");
+  const at = failedAt ?? flushAt;
+  if (flushAt < 0 || at > flushAt) return [];
+  const iptablesAt = steps.findIndex((s) => s.tool === "iptables");
+  const rolesChanged = iptablesAt >= 0 && iptablesAt < at;
+  return steps[flushAt].lines.filter((line) => rolesChanged || owedBefore.includes(line));
+}
+
+/** `transaction` with the owed flushes added to its conntrack step (or a new last one). */
+export function withOwedFlushes(transaction: Transaction, owed: readonly string[]): Transaction {
+  if (owed.length === 0) return transaction;
+  const steps = [...transaction.steps];
+  const flushAt = steps.findIndex((s) => s.tool === "conntrack");
+  if (flushAt < 0) {
+    steps.push({
+      tool: "conntrack",
+      purpose: "flush connections owed by a failed pass",
+      lines: owed,
+    });
+  } else {
+    const lines = steps[flushAt].lines;
+    steps[flushAt] = {
+      ...steps[flushAt],
+      lines: [...lines, ...owed.filter((l) => !lines.includes(l))],
+    };
+  }
+  return { steps };
 }

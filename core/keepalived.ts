@@ -36,6 +36,8 @@ export interface PlacementVip {
   readonly ip: string;
   readonly routeId: number;
   readonly eligible?: boolean;
+  /** Unicast peers for this VIP's instance (the Kubernetes source's `auto`); overrides the settings' list. */
+  readonly peers?: readonly string[];
 }
 
 /** One VRRP instance in this node's keepalived configuration. */
@@ -45,6 +47,7 @@ export interface VrrpInstance {
   readonly routeId: number;
   readonly vrid: number;
   readonly priority: number;
+  readonly peers?: readonly string[];
 }
 
 /** Defaults: 100 ms adverts (takeover after ~0.3-0.4 s), 5 s before a returning node preempts. */
@@ -129,6 +132,7 @@ export function vrrpInstances(
       routeId: v.routeId,
       vrid: vrrpRouterId(v.routeId, offset),
       priority: vrrpPriority(v.ip, node),
+      ...(v.peers ? { peers: v.peers } : {}),
     }))
     .sort((a, b) => a.routeId - b.routeId);
 }
@@ -181,7 +185,7 @@ export function renderKeepalivedConf(
       `  priority ${instance.priority}`,
       `  advert_int ${seconds(settings.advertInterval)}`,
       `  preempt_delay ${seconds(settings.preemptDelay)}`,
-      ...unicastPeerLines(settings.unicastPeers ?? []),
+      ...unicastPeerLines(instance.peers ?? settings.unicastPeers ?? []),
       "  virtual_ipaddress {",
       `    ${instance.vip}/32 dev ${settings.interface}`,
       "  }",

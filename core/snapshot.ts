@@ -20,6 +20,8 @@ export interface RawVip {
    * Absent = eligible.
    */
   readonly eligible?: unknown;
+  /** VRRP over unicast: the addresses of the nodes that may hold it (absent: the flag's list or multicast). */
+  readonly peers?: unknown;
 }
 
 /** A pod → VIP mapping as a source read it. */
@@ -51,6 +53,8 @@ export interface Vip {
   readonly routeId: number;
   /** false: this node must not hold the VIP (it still forwards to whoever does). Absent = eligible. */
   readonly eligible?: boolean;
+  /** VRRP unicast peers for this VIP's instance, sorted. */
+  readonly peers?: readonly string[];
 }
 
 export interface PodMapping {
@@ -78,6 +82,7 @@ const VipSchema = z.object({
   ip: ipv4,
   routeId: routeIdInput,
   eligible: z.boolean({ error: "must be true or false" }).optional(),
+  peers: z.array(ipv4).optional(),
 });
 /**
  * Canonical, sorted, unique ranges, so equal restrictions compare equal. An
@@ -102,6 +107,7 @@ const FIELD_LABELS = {
   ip: "VIP",
   routeId: "route id",
   eligible: "eligible",
+  peers: "VRRP peers",
   destinations: "destination CIDRs",
   excluded: "excluded CIDRs",
 };
@@ -213,9 +219,12 @@ export function validateSnapshot(
     }
   }
   const vips = uniqueVips.filter((v) => !rejectedVips.has(v.ip))
-    .map((
-      { ip, routeId, eligible },
-    ) => (eligible === undefined ? { ip, routeId } : { ip, routeId, eligible }))
+    .map(({ ip, routeId, eligible, peers }) => ({
+      ip,
+      routeId,
+      ...(eligible === undefined ? {} : { eligible }),
+      ...(peers === undefined ? {} : { peers }),
+    }))
     .sort((a, b) => compareIPv4(a.ip, b.ip));
   const knownVips = new Set(vips.map((v) => v.ip));
 

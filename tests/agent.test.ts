@@ -25,12 +25,13 @@ function startLoop(
   agent: Agent,
   host: ReturnType<FakeKernel["host"]>,
   log: ReturnType<typeof createLogger>,
-  options: { intervalSeconds: number; cleanupOnExit?: boolean },
+  options: { intervalSeconds: number; cleanupOnExit?: boolean; retryFirstMs?: number },
 ): { stop(): Promise<void> } {
   let stop!: () => void;
   const loop = runLoop(agent, host, testConfig(), log, {
     intervalSeconds: options.intervalSeconds,
     cleanupOnExit: options.cleanupOnExit ?? false,
+    retryFirstMs: options.retryFirstMs,
     stop: new Promise<void>((r) => (stop = r)),
   });
   return {
@@ -77,6 +78,21 @@ Deno.test("agent: a VIP transition is logged once with old and new role; unchang
     "INFO  VIP role vip=192.0.2.50 from=none to=forwarder",
     "INFO  VIP role vip=192.0.2.50 from=forwarder to=holder",
   ]);
+});
+
+Deno.test("agent: a conntrack flush that failed after the role changed is retried by the next pass", async () => {
+  const { agent, kernel } = setup(() => GOOD);
+  await agent.pass("start");
+  kernel.interfaces.get("eth0")!.push("192.0.2.50");
+  kernel.failNext = "conntrack";
+  const failed = await agent.pass("address change");
+  assert.equal(failed.ok, false);
+  assert.equal(failed.errorKind, "apply_conntrack");
+  assert.deepEqual(kernel.conntrackRuns, [], "the roles changed, the flush did not run");
+  const retry = await agent.pass("resync");
+  assert.equal(retry.ok, true);
+  assert.deepEqual(kernel.conntrackRuns, ["-D -f ipv4 --mark 0x5/0xff"]);
+  assert.equal((await agent.pass("resync")).changed, false, "owed once, then nothing");
 });
 
 Deno.test("agent: unreadable inputs fail the pass and keep the applied state; the error is logged once", async () => {
@@ -126,6 +142,28 @@ Deno.test("agent loop: reacts to an address change without waiting for the inter
   await loop.stop();
   assert.ok(kernel.sets.has("kube-egress-pods"), "rules stay in place on a normal stop");
   assert.ok(lines.some((l) => l.includes("rules stay in place")));
+});
+
+Deno.test("agent loop: a failed pass is tried again soon, with growing delays, not after the interval", async () => {
+  const { agent, kernel, host, log, lines } = setup(() => GOOD);
+  let failures = 3;
+  const apply = host.apply.bind(host);
+  const started: number[] = [];
+  host.apply = (tx) => {
+    started.push(performance.now());
+    if (failures-- > 0) return Promise.reject(new Error("xtables lock held (injected)"));
+    return apply(tx);
+  };
+  const loop = startLoop(agent, host, log, { intervalSeconds: 3600, retryFirstMs: 20 });
+  for (let waited = 0; kernel.rules.length === 0 && waited < 5000; waited += 10) {
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  await loop.stop();
+  assert.equal(kernel.rules.length, 1, "applied by the third retry");
+  assert.equal(started.length, 4);
+  const gaps = started.slice(1).map((t, i) => t - started[i]);
+  assert.ok(gaps[0] >= 19 && gaps[1] >= 39 && gaps[2] >= 79, `delays double: ${gaps.join(", ")}`);
+  assert.ok(lines.some((l) => l.includes("pass succeeded again") && l.includes("retry")));
 });
 
 Deno.test("agent loop: --cleanup-on-exit removes everything on stop", async () => {

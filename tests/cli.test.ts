@@ -244,6 +244,9 @@ Deno.test("cli: keepalived mode (the default) needs a running agent; bad placeme
   assert.match(bad.err, /--node-name "no spaces" must be a node name/);
   assert.match(bad.err, /--vrrp-unicast-peers "192.0.2.300" must be an IPv4 address/);
   assert.match(bad.err, /--vrrp-vrid-offset 255 must be between 0 and 254/);
+  const auto = await cli(["run", ...flags, "--vrrp-unicast-peers", "auto"]);
+  assert.equal(auto.code, 2);
+  assert.match(auto.err, /--vrrp-unicast-peers "auto" needs --source kubernetes/);
   // -d needs no placement: it only removes the datapath.
   assert.equal((await cli(["run", ...flags, "-d"])).code, 0);
   await Deno.remove(root, { recursive: true });

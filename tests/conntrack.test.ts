@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { conntrackFlushes } from "../core/conntrack.ts";
+import { conntrackFlushes, owedFlushes, withOwedFlushes } from "../core/conntrack.ts";
 import { desiredState, forwardRule, snatRule } from "../core/desired.ts";
 import { snapshot, testConfig } from "./helpers.ts";
 
@@ -27,4 +27,27 @@ Deno.test("conntrack: rules of another mask or foreign rules never cause a flush
     conntrackFlushes([snatRule("eth0", holder, 0xff00)], [other], config.markMask),
     ["-D -f ipv4 --mark 0x500/0xff00"],
   );
+});
+
+Deno.test("conntrack: flushes are owed after a failure between the role change and the flush, and only then", () => {
+  const flush = "-D -f ipv4 --mark 0x500/0xff00";
+  const tx = {
+    steps: [
+      { tool: "ip" as const, purpose: "routes", lines: ["route add x"] },
+      { tool: "iptables" as const, purpose: "chains", lines: ["*nat", "COMMIT"] },
+      { tool: "conntrack" as const, purpose: "flush", lines: [flush] },
+      { tool: "ip" as const, purpose: "remove", lines: ["rule del y"] },
+    ],
+  };
+  assert.deepEqual(owedFlushes(tx, 0, []), [], "failed before the roles changed");
+  assert.deepEqual(owedFlushes(tx, 1, []), [], "iptables-restore is all or nothing");
+  assert.deepEqual(owedFlushes(tx, 2, []), [flush], "the flush itself failed");
+  assert.deepEqual(owedFlushes(tx, 3, []), [], "flushed; a later step failed");
+  assert.deepEqual(owedFlushes(tx, undefined, []), [flush], "failed somewhere: owe it");
+  assert.deepEqual(owedFlushes(tx, 0, [flush]), [flush], "owed before: still owed");
+  // The next pass's transaction carries them, once.
+  const next = withOwedFlushes({ steps: [] }, [flush]);
+  assert.deepEqual(next.steps.map((s) => [s.tool, s.lines]), [["conntrack", [flush]]]);
+  assert.deepEqual(withOwedFlushes(tx, [flush]).steps[2].lines, [flush]);
+  assert.equal(withOwedFlushes(tx, []), tx);
 });

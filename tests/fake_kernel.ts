@@ -14,7 +14,7 @@ import type { DatapathConfig } from "../core/schema.ts";
 import { cidrContains, parseCidr } from "../core/ip.ts";
 import { rpFilterInterfaces, rpFilterKeys } from "../core/sysctl.ts";
 import type { ApplyReport, Host, LiveRead, Raw, ReadOptions } from "../cmd/system.ts";
-import { InterfaceMissingError } from "../cmd/system.ts";
+import { InterfaceMissingError, StepError } from "../cmd/system.ts";
 
 const BUILTINS: Record<string, string[]> = {
   mangle: ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"],
@@ -370,10 +370,10 @@ export class FakeKernel {
   apply(transaction: Transaction): ApplyReport {
     this.applied.push(transaction);
     let bytes = 0;
-    for (const step of transaction.steps) {
+    for (const [index, step] of transaction.steps.entries()) {
       if (this.failNext === step.tool) {
         this.failNext = undefined;
-        throw new Error(`${step.tool} failed (injected)`);
+        throw new StepError(step, index, `${step.tool} failed (injected)`);
       }
       bytes += step.lines.join("\n").length + 1;
       if (step.tool === "iptables") this.iptablesRestore(step.lines);

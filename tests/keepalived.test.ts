@@ -89,6 +89,16 @@ Deno.test("keepalived: unicast peers go into every instance; none = multicast", 
   assert.ok(!renderKeepalivedConf(instances, settings).includes("unicast_peer"));
 });
 
+Deno.test("keepalived: a VIP's own peers (from the Nodes) replace the flag's list for its instance", () => {
+  const [a, b] = vipList(2);
+  const instances = vrrpInstances([{ ...a, peers: ["192.0.2.12", "192.0.2.11"] }, b], "node1");
+  assert.deepEqual(instances.map((i) => i.peers), [["192.0.2.12", "192.0.2.11"], undefined]);
+  const text = renderKeepalivedConf(instances, { ...settings, unicastPeers: ["192.0.2.99"] });
+  const [first, second] = text.split("vrrp_instance ").slice(1);
+  assert.match(first, /unicast_peer \{\n {4}192\.0\.2\.12\n {4}192\.0\.2\.11\n {2}\}/);
+  assert.match(second, /unicast_peer \{\n {4}192\.0\.2\.99\n {2}\}/);
+});
+
 Deno.test("keepalived: the configuration is byte-stable and independent of input order", () => {
   const vips = vipList(3);
   const a = renderKeepalivedConf(vrrpInstances(vips, "node1"), settings);

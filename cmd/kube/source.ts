@@ -30,8 +30,7 @@ import {
   type Resource,
 } from "../../core/kube/resources.ts";
 import { type ClusterView, selectEgress, type Selection } from "../../core/kube/selection.ts";
-import { optionalSelectorMatches } from "../../core/kube/selector.ts";
-import { EgressVIPSpec } from "../../core/kube/api.ts";
+import { eligibleVips, vrrpPeers } from "../../core/kube/placement.ts";
 import type { RawSnapshot } from "../../core/snapshot.ts";
 import type { Logger } from "../log.ts";
 import type { KubeClient } from "./client.ts";
@@ -48,6 +47,11 @@ export interface KubeSourceOptions {
    * hold it (nodeSelector, cordon/drain), for VIP placement.
    */
   readonly nodeName?: string;
+  /**
+   * VRRP over unicast with peers from the Nodes: each VIP in the snapshot
+   * also lists the InternalIPs of the nodes that may hold it.
+   */
+  readonly vrrpPeers?: boolean;
   /** How long the first pass waits for the initial lists. */
   readonly syncTimeoutMs?: number;
   /** Server-side watch timeout (the watch is then resumed from its resourceVersion). */
@@ -67,6 +71,7 @@ export class KubeSource {
   readonly #cacheListeners = new Set<() => void>();
   readonly #syncTimeoutMs: number;
   readonly #nodeName?: string;
+  readonly #vrrpPeers: boolean;
   #selection?: { version: number; value: Selection };
   #inputs?: { version: number; value: RawSnapshot };
   /** Bumped on every change that may alter the selection. */
@@ -75,6 +80,7 @@ export class KubeSource {
   constructor(readonly client: KubeClient, readonly log: Logger, options: KubeSourceOptions = {}) {
     this.#syncTimeoutMs = options.syncTimeoutMs ?? 15_000;
     this.#nodeName = options.nodeName;
+    this.#vrrpPeers = options.vrrpPeers === true;
     const make = <T>(
       resource: Resource,
       reduce: (o: unknown) => T | undefined,
@@ -205,7 +211,17 @@ export class KubeSource {
   #withEligibility(raw: RawSnapshot): RawSnapshot {
     if (this.#nodeName === undefined || !this.nodes.store.has(this.#nodeName)) return raw;
     const eligible = this.eligibleVips(this.#nodeName);
-    return { ...raw, vips: raw.vips.map((v) => ({ ...v, eligible: eligible.has(String(v.ip)) })) };
+    const peers = this.#vrrpPeers
+      ? vrrpPeers(this.vips.store.values(), this.nodes.store.values())
+      : undefined;
+    return {
+      ...raw,
+      vips: raw.vips.map((v) => ({
+        ...v,
+        eligible: eligible.has(String(v.ip)),
+        ...(peers ? { peers: peers.get(String(v.ip)) ?? [] } : {}),
+      })),
+    };
   }
 
   /** The agent's watchInputs: calls back when a change may alter the selection. */
@@ -226,15 +242,6 @@ export class KubeSource {
    * (keepalived priorities, giving VIPs up on drain).
    */
   eligibleVips(nodeName: string): Set<string> {
-    const node = this.nodes.store.get(nodeName);
-    const eligible = new Set<string>();
-    if (!node || node.unschedulable) return eligible;
-    for (const vip of this.vips.store.values()) {
-      const spec = EgressVIPSpec.safeParse(vip.spec);
-      if (spec.success && optionalSelectorMatches(spec.data.nodeSelector, node.labels)) {
-        eligible.add(spec.data.ip);
-      }
-    }
-    return eligible;
+    return eligibleVips(this.vips.store.values(), this.nodes.store.get(nodeName));
   }
 }

@@ -58,6 +58,8 @@ export interface NodeRecord {
   readonly name: string;
   readonly labels: Readonly<Record<string, string>>;
   readonly unschedulable: boolean;
+  /** The first IPv4 InternalIP (VRRP over unicast advertises to it). */
+  readonly internalIp?: string;
 }
 
 /** A ReplicaSet (metadata only): its controlling owner, e.g. the Deployment. */
@@ -120,17 +122,24 @@ export function namespaceRecord(object: unknown): NamespaceRecord | undefined {
   return { name: parsed.data.metadata.name, labels: parsed.data.metadata.labels ?? {} };
 }
 
-/** Reduces a Node to its name, labels and whether it is cordoned. */
+/** Reduces a Node to its name, labels, whether it is cordoned, and its InternalIP. */
 export function nodeRecord(object: unknown): NodeRecord | undefined {
   const parsed = z.object({
     metadata: Metadata,
     spec: z.object({ unschedulable: z.boolean().optional() }).optional(),
+    status: z.object({
+      addresses: z.array(z.object({ type: z.string(), address: z.string() })).optional(),
+    }).optional(),
   }).safeParse(object);
   if (!parsed.success) return undefined;
+  const internalIp = parsed.data.status?.addresses?.find((a) =>
+    a.type === "InternalIP" && isV4(a.address)
+  )?.address;
   return {
     name: parsed.data.metadata.name,
     labels: parsed.data.metadata.labels ?? {},
     unschedulable: parsed.data.spec?.unschedulable === true,
+    ...(internalIp ? { internalIp } : {}),
   };
 }
 

@@ -6,10 +6,11 @@
  */
 import assert from "node:assert/strict";
 import { type AgentProcess, stateDirOf } from "../../sim/agents.ts";
-import { Cluster, LAN_HOST_IP, OUTSIDE_IP } from "../../sim/cluster.ts";
+import { Cluster, LAN_HOST_IP, OUTSIDE_IP, type SimNode } from "../../sim/cluster.ts";
 import {
   egressPolicy,
   egressVip,
+  nodeObject,
   podObject,
   podToRulesLatency,
   type SimApiServer,
@@ -19,6 +20,7 @@ import {
 import type { Netns } from "../../sim/netns.ts";
 import { sourceSeen } from "../../sim/probe.ts";
 import { placeVip } from "../../sim/vip.ts";
+import { rankNodes, waitForPlacement } from "../../sim/placement.ts";
 import { AGENT_PERMISSIONS, resourceName } from "../../core/kube/resources.ts";
 import { isRoot } from "../helpers.ts";
 
@@ -239,6 +241,84 @@ Deno.test({
       }
       const after = await Promise.all(cluster.nodes.map((n) => cluster.ruleset(n)));
       assert.deepEqual(after, baseline);
+    } finally {
+      for (const agent of agents) await agent.stop();
+      await api?.stop();
+      await cluster.destroy();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "e2e kube: VRRP unicast peers from the Nodes where the LAN drops multicast: one holder among the selected nodes; a cordon moves it",
+  ...e2e,
+  fn: async () => {
+    const cluster = await Cluster.create({ nodes: 3, podsPerNode: 1 });
+    let api: SimApiServer | undefined;
+    const agents: AgentProcess[] = [];
+    // Every node drops what it sends to the VRRP multicast group.
+    const dropMulticast = ["OUTPUT", "-d", "224.0.0.18", "-j", "DROP"];
+    try {
+      for (const node of cluster.nodes) {
+        const r = await node.ns.exec(["iptables", "-I", ...dropMulticast]);
+        assert.equal(r.code, 0, r.stderr);
+      }
+      api = await startApiWithNodes(cluster);
+      // Only node1 and node2 may hold the VIP; node3's pod uses it.
+      const [eligibleFirst, eligibleSecond] = rankNodes(VIP, cluster.nodes.slice(0, 2));
+      for (const node of cluster.nodes.slice(0, 2)) {
+        await api.apply(nodeObject(node, { "egress.kube-egress.io/gateway": "true" }));
+      }
+      await api.apply(egressVip("office", {
+        ip: VIP,
+        routeId: 4,
+        nodeSelector: { matchLabels: { "egress.kube-egress.io/gateway": "true" } },
+      }));
+      await api.apply(egressPolicy("default", "apps", {
+        vip: "office",
+        podSelector: { matchLabels: { egress: "office" } },
+      }));
+      const pod = cluster.pod(3, 1);
+      await api.apply(podObject(pod, "app", { labels: { egress: "office" } }));
+      agents.push(
+        ...startKubeAgents(cluster, api, [
+          "--vip-mode",
+          "keepalived",
+          "--vrrp-unicast-peers",
+          "auto",
+        ]),
+      );
+      await waitForPlacement(cluster, agents, VIP, eligibleFirst);
+      // Each instance advertises to the selected nodes only; node3 runs none.
+      const conf = (node: SimNode) =>
+        Deno.readTextFileSync(`${stateDirOf(cluster, node)}/keepalived.conf`);
+      const peers = (node: SimNode) =>
+        /unicast_peer \{([^}]*)\}/.exec(conf(node))?.[1].trim().split(/\s+/);
+      const selectedIps = cluster.nodes.slice(0, 2).map((n) => n.ip).sort();
+      assert.deepEqual(peers(eligibleFirst), selectedIps);
+      assert.deepEqual(peers(eligibleSecond), selectedIps);
+      assert.doesNotMatch(conf(cluster.node(3)), /vrrp_instance/);
+      await leavesAs(pod.ns, VIP, "node3's pod, through the holder");
+
+      // Cordon the holder: it gives the VIP up, the other selected node takes it.
+      await api.apply({
+        ...nodeObject(eligibleFirst, { "egress.kube-egress.io/gateway": "true" }),
+        spec: { unschedulable: true },
+      });
+      await waitForPlacement(cluster, agents, VIP, eligibleSecond);
+      assert.deepEqual(peers(eligibleSecond), [eligibleSecond.ip]);
+      await leavesAs(pod.ns, VIP, "node3's pod, through the new holder");
+      await eventually(
+        () => api!.get<Obj>("EgressVIP", "office"),
+        (v) => v?.status?.holder === eligibleSecond.name,
+        "the new holder in the VIP's status",
+      );
+      for (const node of cluster.nodes) {
+        const counters = await node.ns.exec(["iptables", "-nvxL", "OUTPUT"]);
+        const dropped = /^\s*(\d+)\s+\d+\s+DROP\b.*224\.0\.0\.18/m.exec(counters.stdout);
+        assert.equal(dropped?.[1], "0", `${node.name} sent no multicast advert`);
+      }
     } finally {
       for (const agent of agents) await agent.stop();
       await api?.stop();

@@ -205,6 +205,52 @@ Deno.test({
 
 Deno.test({
   name:
+    "kube source: with VRRP peers from the Nodes each VIP lists the InternalIPs of the nodes that may hold it",
+  ...opts,
+  fn: () =>
+    setup(async (api, source) => {
+      const node = (name: string, ip: string | undefined, labels = {}, spec = {}) => ({
+        apiVersion: "v1",
+        kind: "Node",
+        metadata: { name, labels },
+        spec,
+        status: { addresses: ip ? [{ type: "InternalIP", address: ip }] : [] },
+      });
+      api.apply(vipObject("a", { ip: "192.0.2.50", nodeSelector: { matchLabels: { gw: "y" } } }, {
+        status: { routeId: 1 },
+      }));
+      api.apply(vipObject("b", { ip: "192.0.2.51" }, { status: { routeId: 2 } }));
+      api.apply(node("n1", "192.0.2.12", { gw: "y" }));
+      api.apply(node("n2", "192.0.2.11", { gw: "y" }));
+      api.apply(node("n3", "192.0.2.13"));
+      api.apply(node("n4", undefined, { gw: "y" })); // no address: cannot take part
+      const n3 = new KubeSource(source.client, createLogger("text", () => {}), {
+        nodeName: "n3",
+        vrrpPeers: true,
+      }).start();
+      const peers = async () =>
+        Object.fromEntries((await n3.readInputs()).vips.map((v) => [v.ip, v.peers]));
+      try {
+        await eventually(async () => (await n3.readInputs()).vips.length === 2, "both VIPs");
+        await eventually(async () => (await peers())["192.0.2.51"]?.length === 3, "all nodes");
+        assert.deepEqual(await peers(), {
+          "192.0.2.50": ["192.0.2.11", "192.0.2.12"],
+          "192.0.2.51": ["192.0.2.11", "192.0.2.12", "192.0.2.13"],
+        });
+        // A cordoned node leaves the lists.
+        api.apply(node("n2", "192.0.2.11", { gw: "y" }, { unschedulable: true }));
+        await eventually(async () => (await peers())["192.0.2.50"]?.length === 1, "cordon");
+        assert.deepEqual((await peers())["192.0.2.51"], ["192.0.2.12", "192.0.2.13"]);
+        // Without the option the snapshot carries no peers.
+        assert.ok((await source.readInputs()).vips.every((v) => v.peers === undefined));
+      } finally {
+        await n3.stop();
+      }
+    }),
+});
+
+Deno.test({
+  name:
     "kube source: status writes reach the caches but trigger no pass; the inputs stay the same object",
   ...opts,
   fn: () =>
