@@ -2,6 +2,7 @@
  * Files in the agent's state directory that other processes read (`status`,
  * `delete`): always whole, and always the latest content.
  */
+import { Coalesced } from "./coalesced.ts";
 
 let temporaries = 0;
 
@@ -20,35 +21,21 @@ export async function writeAtomically(path: string, text: string): Promise<void>
 /**
  * A file rewritten from changing state. Writes never overlap: two that did
  * could finish in the wrong order and leave an older state in place for good.
- * A write asked for while one runs renders the state when its turn comes, so
- * any number asked for meanwhile make one more write.
+ * A write asked for while one runs renders the state when its turn comes.
  */
 export class LatestFile {
-  #running?: Promise<void>;
-  #again = false;
+  readonly #writes: Coalesced;
 
   constructor(
     readonly path: string,
     readonly render: () => string,
     readonly write: (path: string, text: string) => Promise<void> = writeAtomically,
-  ) {}
+  ) {
+    this.#writes = new Coalesced(() => this.write(this.path, this.render()));
+  }
 
   /** Resolves once the file holds the state as it was at this call, or later. */
   update(): Promise<void> {
-    if (this.#running) {
-      this.#again = true;
-      return this.#running;
-    }
-    this.#running = (async () => {
-      try {
-        do {
-          this.#again = false;
-          await this.write(this.path, this.render());
-        } while (this.#again);
-      } finally {
-        this.#running = undefined;
-      }
-    })();
-    return this.#running;
+    return this.#writes.run();
   }
 }

@@ -20,6 +20,7 @@ import type { AgentObserver, Role } from "../agent.ts";
 import type { Logger } from "../log.ts";
 import { ApiError, type KubeClient } from "./client.ts";
 import type { KubeSource } from "./source.ts";
+import { Coalesced } from "../coalesced.ts";
 import { errorMessage } from "../../core/errors.ts";
 
 const statusResource = (r: Resource): Resource => ({ ...r, plural: `${r.plural}/status` });
@@ -70,8 +71,10 @@ export interface RoundResult {
 /** The elected agent's reconciler. Started on election, stopped on loss. */
 export class Controller {
   #active = false;
-  #running?: Promise<void>;
-  #again = false;
+  /** Rounds never overlap; changes during one make one more (if still active). */
+  readonly #rounds = new Coalesced(async () => {
+    if (this.#active) await this.round().catch((error) => this.#error(error));
+  });
   #holders?: Map<string, string | undefined>;
   #unsubscribe?: () => void;
   #interval?: ReturnType<typeof setInterval>;
@@ -104,23 +107,12 @@ export class Controller {
 
   /** Runs a round now, or once more after the current one. */
   trigger() {
-    if (!this.#active) return;
-    if (this.#running) {
-      this.#again = true;
-      return;
-    }
-    this.#running = (async () => {
-      do {
-        this.#again = false;
-        await this.round().catch((error) => this.#error(error));
-      } while (this.#again && this.#active);
-      this.#running = undefined;
-    })();
+    if (this.#active) void this.#rounds.run();
   }
 
   /** Waits for the current round, if any. */
-  async idle(): Promise<void> {
-    while (this.#running) await this.#running;
+  idle(): Promise<void> {
+    return this.#rounds.idle();
   }
 
   async stop() {
@@ -245,8 +237,7 @@ export class Controller {
  */
 export class HolderReporter implements AgentObserver {
   readonly #held = new Set<string>();
-  #running?: Promise<void>;
-  #again = false;
+  readonly #syncs = new Coalesced(() => this.#syncOnce());
   #retryTimer?: ReturnType<typeof setTimeout>;
   #retryMs: number;
   #stopped = false;
@@ -282,21 +273,7 @@ export class HolderReporter implements AgentObserver {
    * hold then), so no transition is ever dropped.
    */
   sync(): Promise<void> {
-    if (this.#running) {
-      this.#again = true;
-      return this.#running;
-    }
-    this.#running = (async () => {
-      try {
-        do {
-          this.#again = false;
-          await this.#syncOnce();
-        } while (this.#again && !this.#stopped);
-      } finally {
-        this.#running = undefined;
-      }
-    })();
-    return this.#running;
+    return this.#syncs.run();
   }
 
   async #syncOnce(): Promise<void> {
