@@ -47,6 +47,8 @@ export interface WantedSet {
 export interface LiveScopedSet {
   readonly header: string;
   readonly entries: ReadonlyMap<string, string>;
+  /** Pod sets: each entry's packet and byte counters (the sets are created with `counters`). */
+  readonly counters?: ReadonlyMap<string, { readonly packets: number; readonly bytes: number }>;
 }
 
 /** FNV-1a, 32 bits, as 8 hex digits: a short stable id for a class. */
@@ -162,15 +164,33 @@ function entryOf(words: readonly string[]): [string, string] | undefined {
 
 /** Parses the scoped sets out of `ipset save` text (other sets are ignored). */
 export function parseScopedSets(text: string): Map<string, LiveScopedSet> {
-  const sets = new Map<string, { header: string; entries: Map<string, string> }>();
+  const sets = new Map<
+    string,
+    {
+      header: string;
+      entries: Map<string, string>;
+      counters?: Map<string, { packets: number; bytes: number }>;
+    }
+  >();
   for (const raw of text.split("\n")) {
     const line = raw.trim();
     const words = line.split(/\s+/);
     if (!words[1]?.startsWith(SCOPED_PREFIX)) continue;
     if (words[0] === "create") sets.set(words[1], { header: line, entries: new Map() });
     else if (words[0] === "add") {
+      const set = sets.get(words[1]);
       const entry = entryOf(words.slice(2));
-      if (entry) sets.get(words[1])?.entries.set(entry[0], entry[1]);
+      if (!set || !entry) continue;
+      set.entries.set(entry[0], entry[1]);
+      const packets = words.indexOf("packets");
+      const bytes = words.indexOf("bytes");
+      if (packets > 0 && bytes > 0) {
+        set.counters ??= new Map();
+        set.counters.set(entry[0], {
+          packets: Number(words[packets + 1]),
+          bytes: Number(words[bytes + 1]),
+        });
+      }
     }
   }
   return sets;

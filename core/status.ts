@@ -100,15 +100,21 @@ export function nodeStatus(
     });
     mappings.push({ podIp, vip: vip.vip, packets: entry.packets, bytes: entry.bytes });
   }
-  // Destination-scoped pods (their own sets; counters are not read for them).
+  // Destination-scoped pods: their own sets, with counters of their own.
   for (const [name, set] of live.sets.scoped ?? []) {
     if (!name.startsWith(`${SCOPED_PREFIX}p-`)) continue;
     for (const [podIp, args] of set.entries) {
       const mark = parseInt(args.split(" skbmark ")[1] ?? "", 16);
       const vip = vipOfMark.get(mark);
       if (!vip) continue;
-      vipOfMark.set(mark, { ...vip, pods: vip.pods + 1 });
-      mappings.push({ podIp, vip: vip.vip, packets: 0, bytes: 0 });
+      const { packets, bytes } = set.counters?.get(podIp) ?? { packets: 0, bytes: 0 };
+      vipOfMark.set(mark, {
+        ...vip,
+        pods: vip.pods + 1,
+        packets: vip.packets + packets,
+        bytes: vip.bytes + bytes,
+      });
+      mappings.push({ podIp, vip: vip.vip, packets, bytes });
     }
   }
   const placement = extra.placement;

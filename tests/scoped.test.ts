@@ -169,18 +169,23 @@ Deno.test("scoped: delete right after a scoped apply removes the class sets and 
   assert.equal(kernel.dump(), baseline);
 });
 
-Deno.test("scoped: status lists destination-scoped pods with their VIP", () => {
+Deno.test("scoped: status lists destination-scoped pods with their VIP and their own counters", () => {
   const kernel = new FakeKernel();
   const { snapshot } = validateSnapshot(
     raw([{ podIp: "10.244.1.1" }, { podIp: "10.244.1.2", destinations: ["203.0.113.0/24"] }]),
     config,
   );
   kernel.apply(planPass(snapshot, config, kernel.live(config)).transaction);
+  kernel.setCounters.set("10.244.1.1", { packets: 3, bytes: 300 });
+  kernel.setCounters.set("10.244.1.2", { packets: 5, bytes: 700 });
   const live = kernel.live(config, true);
   const status = nodeStatus(live, live.raw.nat, "eth0");
-  assert.deepEqual(status.mappings.map((m) => [m.podIp, m.vip]), [["10.244.1.1", VIP], [
-    "10.244.1.2",
-    VIP,
-  ]]);
-  assert.equal(status.vips.find((v) => v.vip === VIP)!.pods, 2);
+  assert.deepEqual(status.mappings.map((m) => [m.podIp, m.vip, m.packets, m.bytes]), [
+    ["10.244.1.1", VIP, 3, 300],
+    ["10.244.1.2", VIP, 5, 700],
+  ]);
+  const vip = status.vips.find((v) => v.vip === VIP)!;
+  assert.deepEqual([vip.pods, vip.packets, vip.bytes], [2, 8, 1000]);
+  // Counters never make a pass rewrite the sets.
+  assert.deepEqual(planPass(snapshot, config, live).transaction.steps, []);
 });

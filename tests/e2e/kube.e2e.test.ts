@@ -5,7 +5,7 @@
  * report the source address they see. Needs root; skipped otherwise.
  */
 import assert from "node:assert/strict";
-import { type AgentProcess, stateDirOf } from "../../sim/agents.ts";
+import { agentCommand, type AgentProcess, EXTERNAL, stateDirOf } from "../../sim/agents.ts";
 import { Cluster, LAN_HOST_IP, OUTSIDE_IP, type SimNode } from "../../sim/cluster.ts";
 import {
   egressPolicy,
@@ -204,6 +204,14 @@ Deno.test({
         VIP,
         "excludedCIDRs: everything else is steered",
       );
+      // `status` counts the scoped pods' traffic from their own sets.
+      const status = JSON.parse(
+        (await agentCommand(cluster, only.node, "status", [...EXTERNAL, "--json"])).stdout,
+      ) as { mappings: { podIp: string; packets: number; bytes: number }[] };
+      for (const pod of [only, except]) {
+        const row = status.mappings.find((m) => m.podIp === pod.ip);
+        assert.ok(row && row.packets > 0 && row.bytes > 0, `${pod.ip}: ${JSON.stringify(row)}`);
+      }
       // Lifting the restriction moves the pod to the plain pods set; its class sets go.
       await api.apply(policy("only", {}));
       await eventually(
