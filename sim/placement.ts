@@ -83,3 +83,21 @@ export async function killKeepalived(cluster: Cluster, node: SimNode): Promise<v
     }
   }
 }
+
+/** VRRP's multicast group, as a node's OUTPUT rule that drops it (a LAN without multicast). */
+const DROP_VRRP_MULTICAST = ["OUTPUT", "-d", "224.0.0.18", "-j", "DROP"];
+
+/** Every node drops what it sends to the VRRP multicast group: only unicast adverts get through. */
+export async function dropVrrpMulticast(cluster: Cluster): Promise<void> {
+  for (const node of cluster.nodes) {
+    const r = await node.ns.exec(["iptables", "-I", ...DROP_VRRP_MULTICAST]);
+    if (r.code !== 0) throw new Error(`${node.name}: ${r.stderr.trim()}`);
+  }
+}
+
+/** Packets the node sent to the VRRP multicast group since `dropVrrpMulticast` (undefined: no rule). */
+export async function multicastAdvertsDropped(node: SimNode): Promise<number | undefined> {
+  const listing = await node.ns.exec(["iptables", "-nvxL", "OUTPUT"]);
+  const dropped = /^\s*(\d+)\s+\d+\s+DROP\b.*224\.0\.0\.18/m.exec(listing.stdout);
+  return dropped ? Number(dropped[1]) : undefined;
+}

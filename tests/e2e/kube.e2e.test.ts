@@ -20,7 +20,12 @@ import {
 import type { Netns } from "../../sim/netns.ts";
 import { sourceSeen } from "../../sim/probe.ts";
 import { placeVip } from "../../sim/vip.ts";
-import { rankNodes, waitForPlacement } from "../../sim/placement.ts";
+import {
+  dropVrrpMulticast,
+  multicastAdvertsDropped,
+  rankNodes,
+  waitForPlacement,
+} from "../../sim/placement.ts";
 import { AGENT_PERMISSIONS, resourceName } from "../../core/kube/resources.ts";
 import { isRoot } from "../helpers.ts";
 
@@ -62,16 +67,30 @@ type Obj = {
 };
 const ready = (o: Obj | null) => o?.status?.conditions?.find((c) => c.type === "Ready")?.status;
 
+/** A cluster and the test API server (a Node object per node); `agents` are stopped; all torn down. */
+async function withKubeCluster(
+  spec: { nodes: number; podsPerNode: number },
+  fn: (cluster: Cluster, api: SimApiServer, agents: AgentProcess[]) => Promise<void>,
+) {
+  const cluster = await Cluster.create(spec);
+  let api: SimApiServer | undefined;
+  const agents: AgentProcess[] = [];
+  try {
+    api = await startApiWithNodes(cluster);
+    await fn(cluster, api, agents);
+  } finally {
+    for (const agent of agents) await agent.stop();
+    await api?.stop();
+    await cluster.destroy();
+  }
+}
+
 Deno.test({
   name:
     "e2e kube: VIP + policy steer a pod within a second; a reused IP of an unselected pod leaves as its node",
   ...e2e,
-  fn: async () => {
-    const cluster = await Cluster.create({ nodes: 3, podsPerNode: 2 });
-    let api: SimApiServer | undefined;
-    const agents: AgentProcess[] = [];
-    try {
-      api = await startApiWithNodes(cluster);
+  fn: () =>
+    withKubeCluster({ nodes: 3, podsPerNode: 2 }, async (cluster, api, agents) => {
       await api.apply({ apiVersion: "v1", kind: "Namespace", metadata: { name: "default" } });
       // The old README's flow: a VIP, a policy for pod1, a test pod.
       await api.apply(egressVip("office", { ip: VIP }));
@@ -89,14 +108,14 @@ Deno.test({
       await api.apply(podObject(pod, "pod1"));
       await leavesAs(pod.ns, VIP, "pod1 selected by the policy");
       const vip = await eventually(
-        () => api!.get<Obj>("EgressVIP", "office"),
+        () => api.get<Obj>("EgressVIP", "office"),
         (v) => v?.status?.holder === "node1" && v.status.pods === 1,
         "VIP status",
       );
       assert.equal(vip!.status!.routeId, 1, "route id assigned by the elected agent");
       assert.equal(ready(vip), "True");
       const policy = await eventually(
-        () => api!.get<Obj>("EgressPolicy", "pod1", "default"),
+        () => api.get<Obj>("EgressPolicy", "pod1", "default"),
         (p) => ready(p) === "True",
         "policy Ready",
       );
@@ -145,29 +164,20 @@ Deno.test({
         p.verbs.map((v) => `${resourceName(p.resource)} ${v}`)
       ).sort();
       const used = await eventually(
-        async () => [...await api!.requests()].sort(),
+        async () => [...await api.requests()].sort(),
         (u) => u.includes("coordination.k8s.io/leases update"),
         "a lease renewal",
       );
       assert.deepEqual(used, granted);
-    } finally {
-      for (const agent of agents) await agent.stop();
-      await api?.stop();
-      await cluster.destroy();
-    }
-  },
+    }),
 });
 
 Deno.test({
   name:
     "e2e kube: destinationCIDRs steer only those destinations; excludedCIDRs keep theirs on the node; delete is the baseline",
   ...e2e,
-  fn: async () => {
-    const cluster = await Cluster.create({ nodes: 2, podsPerNode: 2 });
-    let api: SimApiServer | undefined;
-    const agents: AgentProcess[] = [];
-    try {
-      api = await startApiWithNodes(cluster);
+  fn: () =>
+    withKubeCluster({ nodes: 2, podsPerNode: 2 }, async (cluster, api, agents) => {
       await api.apply(egressVip("office", { ip: VIP, routeId: 7 }));
       const only = cluster.pod(2, 1);
       const except = cluster.pod(2, 2);
@@ -249,30 +259,16 @@ Deno.test({
       }
       const after = await Promise.all(cluster.nodes.map((n) => cluster.ruleset(n)));
       assert.deepEqual(after, baseline);
-    } finally {
-      for (const agent of agents) await agent.stop();
-      await api?.stop();
-      await cluster.destroy();
-    }
-  },
+    }),
 });
 
 Deno.test({
   name:
     "e2e kube: VRRP unicast peers from the Nodes where the LAN drops multicast: one holder among the selected nodes; a cordon moves it",
   ...e2e,
-  fn: async () => {
-    const cluster = await Cluster.create({ nodes: 3, podsPerNode: 1 });
-    let api: SimApiServer | undefined;
-    const agents: AgentProcess[] = [];
-    // Every node drops what it sends to the VRRP multicast group.
-    const dropMulticast = ["OUTPUT", "-d", "224.0.0.18", "-j", "DROP"];
-    try {
-      for (const node of cluster.nodes) {
-        const r = await node.ns.exec(["iptables", "-I", ...dropMulticast]);
-        assert.equal(r.code, 0, r.stderr);
-      }
-      api = await startApiWithNodes(cluster);
+  fn: () =>
+    withKubeCluster({ nodes: 3, podsPerNode: 1 }, async (cluster, api, agents) => {
+      await dropVrrpMulticast(cluster);
       // Only node1 and node2 may hold the VIP; node3's pod uses it.
       const [eligibleFirst, eligibleSecond] = rankNodes(VIP, cluster.nodes.slice(0, 2));
       for (const node of cluster.nodes.slice(0, 2)) {
@@ -318,19 +314,16 @@ Deno.test({
       assert.deepEqual(peers(eligibleSecond), [eligibleSecond.ip]);
       await leavesAs(pod.ns, VIP, "node3's pod, through the new holder");
       await eventually(
-        () => api!.get<Obj>("EgressVIP", "office"),
+        () => api.get<Obj>("EgressVIP", "office"),
         (v) => v?.status?.holder === eligibleSecond.name,
         "the new holder in the VIP's status",
       );
       for (const node of cluster.nodes) {
-        const counters = await node.ns.exec(["iptables", "-nvxL", "OUTPUT"]);
-        const dropped = /^\s*(\d+)\s+\d+\s+DROP\b.*224\.0\.0\.18/m.exec(counters.stdout);
-        assert.equal(dropped?.[1], "0", `${node.name} sent no multicast advert`);
+        assert.equal(
+          await multicastAdvertsDropped(node),
+          0,
+          `${node.name} sent no multicast advert`,
+        );
       }
-    } finally {
-      for (const agent of agents) await agent.stop();
-      await api?.stop();
-      await cluster.destroy();
-    }
-  },
+    }),
 });
