@@ -66,10 +66,12 @@ export function readMappingDirs(podVipDir: string, vipRouteDir: string): Promise
  * then served from memory, and re-read only when the files change (watch
  * events) or on the resync pass (in case an event was missed). A pass
  * triggered by a VIP move therefore costs no file I/O at all, whatever the
- * number of mappings. A read error is kept and rethrown until a read succeeds.
+ * number of mappings. A failed read is read again by the next pass.
  */
 export class FileSource {
   #current: Promise<RawSnapshot> | undefined;
+  /** The last read failed: the next pass, whatever its trigger, reads again. */
+  #failed = false;
 
   constructor(readonly podVipDir: string, readonly vipRouteDir: string) {}
 
@@ -80,7 +82,9 @@ export class FileSource {
   }
 
   #load(): Promise<RawSnapshot> {
-    return readMappingDirs(this.podVipDir, this.vipRouteDir);
+    const load = readMappingDirs(this.podVipDir, this.vipRouteDir);
+    load.then(() => (this.#failed = false), () => (this.#failed = true));
+    return load;
   }
 
   /** Re-reads now; resolves when the new inputs are in memory (or the error is). */
@@ -90,9 +94,14 @@ export class FileSource {
     await next.catch(() => {});
   }
 
-  /** The agent's `readInputs`: served from memory, re-read on the resync pass. */
+  /**
+   * The agent's `readInputs`: served from memory, re-read on the resync pass
+   * and after a failed read (a retried pass must not replay the old error).
+   */
   readFor(trigger: string): Promise<RawSnapshot> {
-    return trigger === "resync" ? this.refresh().then(() => this.read()) : this.read();
+    return trigger === "resync" || this.#failed
+      ? this.refresh().then(() => this.read())
+      : this.read();
   }
 
   /** Re-reads when the files change, then calls back. */

@@ -61,11 +61,13 @@ Deno.test("files: the source serves passes from memory and re-reads on resync", 
   assert.deepEqual(resync.pods.map((p) => p.podIp), ["10.244.1.5"]);
   await Deno.remove(join(root, "p"), { recursive: true });
   await assert.rejects(source.readFor("resync"), /does not exist/);
-  await assert.rejects(
-    source.readFor("address change"),
-    /does not exist/,
-    "the error stays until a read succeeds",
-  );
+  await assert.rejects(source.readFor("address change"), /does not exist/, "still missing");
+  // The mount is back: the next pass (a retry, not a resync) reads it again.
+  await Deno.mkdir(join(root, "p"));
+  await Deno.writeTextFile(join(root, "p", "10.244.1.6"), "192.0.2.50");
+  const back = await source.readFor("retry after a failed pass");
+  assert.deepEqual(back.pods.map((p) => p.podIp), ["10.244.1.6"]);
+  assert.equal(await source.readFor("address change"), back, "then served from memory again");
   await Deno.remove(root, { recursive: true });
 });
 
