@@ -58,6 +58,12 @@ export interface KubeSourceOptions {
   readonly watchTimeoutSeconds?: number;
 }
 
+/** Who may hold what, as this node's snapshots need it. */
+interface PlacementView {
+  readonly eligible: Set<string>;
+  readonly peers?: Map<string, string[]>;
+}
+
 export class KubeSource {
   readonly pods: Reflector<PodRecord>;
   readonly namespaces: Reflector<NamespaceRecord>;
@@ -78,7 +84,7 @@ export class KubeSource {
   #version = 0;
   /** Bumped when Nodes or EgressVIPs change: who may hold which VIP. */
   #placementVersion = 0;
-  #peers?: { version: number; value: Map<string, string[]> };
+  #placement?: PlacementView & { version: number };
 
   constructor(readonly client: KubeClient, readonly log: Logger, options: KubeSourceOptions = {}) {
     this.#syncTimeoutMs = options.syncTimeoutMs ?? 15_000;
@@ -218,8 +224,7 @@ export class KubeSource {
 
   #withEligibility(raw: RawSnapshot): RawSnapshot {
     if (this.#nodeName === undefined || !this.nodes.store.has(this.#nodeName)) return raw;
-    const eligible = this.eligibleVips(this.#nodeName);
-    const peers = this.#vrrpPeers ? this.#peersNow() : undefined;
+    const { eligible, peers } = this.#placementFor(this.#nodeName);
     return {
       ...raw,
       vips: raw.vips.map((v) => ({
@@ -231,18 +236,21 @@ export class KubeSource {
   }
 
   /**
-   * Each VIP's unicast peers, computed again only when Nodes or EgressVIPs
-   * changed: pod events (the frequent ones) reuse them. 1,000 nodes × 250 VIPs
-   * take ~30 ms to compute.
+   * The VIPs this node may hold and (with `vrrpPeers`) each VIP's unicast
+   * peers, computed again only when Nodes or EgressVIPs changed: pod events,
+   * the frequent ones, reuse them (peers for 1,000 nodes × 250 VIPs: ~30 ms).
    */
-  #peersNow(): Map<string, string[]> {
-    if (this.#peers?.version !== this.#placementVersion) {
-      this.#peers = {
+  #placementFor(nodeName: string): PlacementView {
+    if (this.#placement?.version !== this.#placementVersion) {
+      this.#placement = {
         version: this.#placementVersion,
-        value: vrrpPeers(this.vips.store.values(), this.nodes.store.values()),
+        eligible: this.eligibleVips(nodeName),
+        peers: this.#vrrpPeers
+          ? vrrpPeers(this.vips.store.values(), this.nodes.store.values())
+          : undefined,
       };
     }
-    return this.#peers.value;
+    return this.#placement;
   }
 
   /** The agent's watchInputs: calls back when a change may alter the selection. */
