@@ -4,6 +4,7 @@
  * coalesce into one more pass. Reports are made once: a rejected input, an
  * error and a VIP transition are logged when they appear, not every pass.
  */
+import { Backoff } from "../core/backoff.ts";
 import { owedFlushes, withOwedFlushes } from "../core/conntrack.ts";
 import { type LiveSets, setsAfterApply } from "../core/ipset.ts";
 import { planDelete, planPass, renderTransaction, type Transaction } from "../core/plan.ts";
@@ -413,19 +414,15 @@ export async function runLoop(
   let pending: string | undefined;
   let pendingFull = false;
   let stopping = false;
-  const firstRetryMs = options.retryFirstMs ?? 1000;
-  let retryMs = firstRetryMs;
+  const retry = new Backoff(options.retryFirstMs ?? 1000, options.intervalSeconds * 1000);
   let retryTimer: ReturnType<typeof setTimeout> | undefined;
   const afterPass = (result: PassResult) => {
     clearTimeout(retryTimer);
     retryTimer = undefined;
-    if (result.ok) {
-      retryMs = firstRetryMs;
-      return;
+    if (result.ok) retry.reset();
+    else if (!stopping && pending === undefined) {
+      retryTimer = setTimeout(() => trigger("retry after a failed pass", "full"), retry.take());
     }
-    if (stopping || pending !== undefined) return;
-    retryTimer = setTimeout(() => trigger("retry after a failed pass", "full"), retryMs);
-    retryMs = Math.min(retryMs * 2, options.intervalSeconds * 1000);
   };
   // Events check our sets quickly; the start and every resync list them in full.
   const trigger = (reason: string, setCheck: "full" | "quick" = "quick") => {

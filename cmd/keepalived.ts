@@ -24,6 +24,7 @@ import {
 } from "../core/keepalived.ts";
 import type { Logger } from "./log.ts";
 import { LatestFile, writeAtomically } from "./state_file.ts";
+import { Backoff } from "../core/backoff.ts";
 import { errorMessage } from "../core/errors.ts";
 
 /** Who places VIPs on this node (keepalived today; a Kubernetes lease mode may follow). */
@@ -132,13 +133,13 @@ export class KeepalivedPlacement implements VipPlacement {
   #lastLines: string[] = [];
   #stopping = false;
   #restartTimer: ReturnType<typeof setTimeout> | undefined;
-  #restartDelay: number;
+  readonly #restarts: Backoff;
   #reportedError: string | undefined;
   readonly #statusFile: LatestFile;
 
   constructor(options: KeepalivedOptions) {
     this.#options = options;
-    this.#restartDelay = options.restartDelayMs ?? 1000;
+    this.#restarts = new Backoff(options.restartDelayMs ?? 1000, MAX_RESTART_DELAY_MS);
     const dir = options.stateDir;
     this.#paths = {
       conf: join(dir, "keepalived.conf"),
@@ -333,12 +334,10 @@ export class KeepalivedPlacement implements VipPlacement {
     // the address is never on two nodes and this node's datapath turns to the
     // forwarding role at once.
     const released = this.#releaseAddresses().then(() => this.#writeStatus()).catch(() => {});
-    if (performance.now() - running.startedAt > HEALTHY_AFTER_MS) {
-      this.#restartDelay = this.#options.restartDelayMs ?? 1000;
-    }
+    if (performance.now() - running.startedAt > HEALTHY_AFTER_MS) this.#restarts.reset();
     this.#options.log.error("keepalived exited; its VIPs were released, restarting", {
       code,
-      restart_in_ms: this.#restartDelay,
+      restart_in_ms: this.#restarts.nextMs,
       last_lines: this.#lastLines.slice(-5).join(" | "),
     });
     // Scheduled at once: no pass may start another keepalived in the meantime.
@@ -346,8 +345,7 @@ export class KeepalivedPlacement implements VipPlacement {
   }
 
   #scheduleRestart(after: Promise<unknown>) {
-    const delay = this.#restartDelay;
-    this.#restartDelay = Math.min(delay * 2, MAX_RESTART_DELAY_MS);
+    const delay = this.#restarts.take();
     this.#restartTimer = setTimeout(async () => {
       await after;
       this.#restartTimer = undefined;
@@ -357,7 +355,7 @@ export class KeepalivedPlacement implements VipPlacement {
       } catch (error) {
         this.#options.log.error("keepalived could not be started; retrying", {
           error: errorMessage(error),
-          retry_in_ms: this.#restartDelay,
+          retry_in_ms: this.#restarts.nextMs,
         });
         this.#scheduleRestart(Promise.resolve());
       }

@@ -21,6 +21,7 @@ import type { Logger } from "../log.ts";
 import { ApiError, type KubeClient } from "./client.ts";
 import type { KubeSource } from "./source.ts";
 import { Coalesced } from "../coalesced.ts";
+import { Backoff } from "../../core/backoff.ts";
 import { errorMessage } from "../../core/errors.ts";
 
 const statusResource = (r: Resource): Resource => ({ ...r, plural: `${r.plural}/status` });
@@ -239,7 +240,7 @@ export class HolderReporter implements AgentObserver {
   readonly #held = new Set<string>();
   readonly #syncs = new Coalesced(() => this.#syncOnce());
   #retryTimer?: ReturnType<typeof setTimeout>;
-  #retryMs: number;
+  readonly #retry = new Backoff(250, 10_000);
   #stopped = false;
 
   constructor(
@@ -247,10 +248,7 @@ export class HolderReporter implements AgentObserver {
     readonly source: KubeSource,
     readonly log: Logger,
     readonly node: string,
-    readonly retry = { firstMs: 250, maxMs: 10_000 },
-  ) {
-    this.#retryMs = retry.firstMs;
-  }
+  ) {}
 
   transition(vip: string, _from: Role | "none", to: Role | "none") {
     if (to === "holder") this.#held.add(vip);
@@ -302,7 +300,7 @@ export class HolderReporter implements AgentObserver {
           this.log.warn("could not report the VIP holder; retrying", {
             vip: ip,
             error: errorMessage(error),
-            retry_in_ms: this.#retryMs,
+            retry_in_ms: this.#retry.nextMs,
           });
         }
       }
@@ -310,17 +308,13 @@ export class HolderReporter implements AgentObserver {
     this.#scheduleRetry(failed);
   }
 
-  /** After a failure: again in a while (doubling, bounded); after a success: reset. */
+  /** After a failure: again in a while (250 ms doubling to 10 s); after a success: reset. */
   #scheduleRetry(failed: boolean) {
     clearTimeout(this.#retryTimer);
     this.#retryTimer = undefined;
-    if (!failed) {
-      this.#retryMs = this.retry.firstMs;
-      return;
+    if (!failed) this.#retry.reset();
+    else if (!this.#stopped) {
+      this.#retryTimer = setTimeout(() => void this.sync(), this.#retry.take());
     }
-    if (this.#stopped) return;
-    const delay = this.#retryMs;
-    this.#retryMs = Math.min(delay * 2, this.retry.maxMs);
-    this.#retryTimer = setTimeout(() => void this.sync(), delay);
   }
 }

@@ -10,6 +10,7 @@ import { ApiError, type KubeClient } from "./client.ts";
 import type { Resource } from "../../core/kube/resources.ts";
 import type { Logger } from "../log.ts";
 import { errorMessage } from "../../core/errors.ts";
+import { Backoff } from "../../core/backoff.ts";
 
 export interface ReflectorOptions<T> {
   readonly resource: Resource;
@@ -102,12 +103,12 @@ export class Reflector<T> {
 
   async #loop() {
     const signal = this.#abort.signal;
-    let delay = this.options.backoffMs ?? 500;
+    const backoff = new Backoff(this.options.backoffMs ?? 500, this.options.maxBackoffMs ?? 30_000);
     while (!signal.aborted) {
       try {
         if (this.#resourceVersion === undefined) await this.#relist();
         await this.#watch(signal, () => {
-          delay = this.options.backoffMs ?? 500;
+          backoff.reset();
           if (this.#lastError !== undefined) {
             this.log.info("watch resumed", { resource: this.#name });
             this.#lastError = undefined;
@@ -128,8 +129,8 @@ export class Reflector<T> {
           });
         }
         this.#lastError = message;
-        await sleep(delay * (0.8 + Math.random() * 0.4), signal);
-        delay = Math.min(delay * 2, this.options.maxBackoffMs ?? 30_000);
+        // ±20 % jitter: agents on every node must not retry in step.
+        await sleep(backoff.take() * (0.8 + Math.random() * 0.4), signal);
       }
     }
   }
