@@ -390,11 +390,21 @@ export class KeepalivedPlacement implements VipPlacement {
         vrid: i.vrid,
         priority: i.priority,
         state: this.#states.get(i.routeId) ?? "UNKNOWN",
+        ...unicastPeersOf(i, this.#options),
       })),
       ineligible: this.#ineligible,
     };
     return JSON.stringify(status, null, 2) + "\n";
   }
+}
+
+/** An instance's unicast peers as `status` shows them (none: multicast). */
+function unicastPeersOf(
+  instance: VrrpInstance,
+  settings: KeepalivedSettings,
+): { peers?: readonly string[] } {
+  const peers = instance.peers ?? settings.unicastPeers ?? [];
+  return peers.length > 0 ? { peers } : {};
 }
 
 /**

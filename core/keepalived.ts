@@ -219,6 +219,8 @@ export interface PlacementStatus {
     readonly priority: number;
     /** keepalived's state for the instance, "UNKNOWN" until it reports one. */
     readonly state: VrrpState | "UNKNOWN";
+    /** Where its adverts go by unicast; absent: multicast. */
+    readonly peers?: readonly string[];
   }[];
   /** VIPs this node must not hold (eligible: false). */
   readonly ineligible: readonly string[];

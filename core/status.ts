@@ -32,6 +32,8 @@ export interface VipStatus {
   readonly vrid?: number;
   /** keepalived mode: keepalived's state (MASTER/BACKUP/FAULT), "ineligible", or "stopped". */
   readonly vrrp?: string;
+  /** keepalived mode: where the instance's adverts go by unicast (absent: multicast). */
+  readonly peers?: readonly string[];
 }
 
 export interface MappingStatus {
@@ -129,6 +131,7 @@ export function nodeStatus(
       priority: instance.priority,
       vrid: instance.vrid,
       vrrp: placement.running ? instance.state : "stopped",
+      ...(instance.peers ? { peers: instance.peers } : {}),
     };
   };
   return {
@@ -218,6 +221,14 @@ export function renderStatus(status: NodeStatus): string {
         String(v.connections),
       ]),
     ));
+  }
+  const unicast = status.vips.filter((v) => v.peers !== undefined);
+  if (unicast.length > 0) {
+    out.push(
+      "",
+      "VRRP adverts by unicast to:",
+      ...unicast.map((v) => `  ${v.vip}: ${v.peers!.join(", ")}`),
+    );
   }
   if (status.mappings.length > 0) {
     out.push(

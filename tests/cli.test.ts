@@ -286,7 +286,14 @@ Deno.test("cli: status shows each VIP's VRRP priority and state from the agent's
       running: true,
       advertInterval: 0.1,
       preemptDelay: 5,
-      vips: [{ vip: "192.0.2.50", routeId: 5, vrid: 15, priority: 201, state: "MASTER" }],
+      vips: [{
+        vip: "192.0.2.50",
+        routeId: 5,
+        vrid: 15,
+        priority: 201,
+        state: "MASTER",
+        peers: ["192.0.2.11", "192.0.2.12"],
+      }],
       ineligible: ["192.0.2.51"],
     }),
   );
@@ -295,11 +302,17 @@ Deno.test("cli: status shows each VIP's VRRP priority and state from the agent's
   assert.match(status.out, /placement: keepalived as node node1, not running/);
   assert.match(status.out, /192\.0\.2\.50\s+5\s+0x5\s+holder\s+yes\s+201\s+stopped/);
   assert.match(status.out, /192\.0\.2\.51\s+6\s+0x6\s+forwarder\s+no\s+-\s+ineligible/);
+  assert.match(
+    status.out,
+    /VRRP adverts by unicast to:\n {2}192\.0\.2\.50: 192\.0\.2\.11, 192\.0\.2\.12\n/,
+  );
   const json = JSON.parse(
     (await cli(["status", ...flags, "--state-dir", `${root}/state`, "--json"], kernel)).out,
   );
   assert.equal(json.vips[0].priority, 201);
   assert.equal(json.vips[0].vrid, 15);
+  assert.deepEqual(json.vips[0].peers, ["192.0.2.11", "192.0.2.12"]);
+  assert.equal(json.vips[1].peers, undefined, "an ineligible VIP has no instance");
   assert.equal(json.placement.node, "node1");
   await Deno.remove(root, { recursive: true });
 });

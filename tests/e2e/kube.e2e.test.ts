@@ -312,6 +312,10 @@ Deno.test({
       });
       await waitForPlacement(cluster, agents, VIP, eligibleSecond);
       assert.deepEqual(peers(eligibleSecond), [eligibleSecond.ip]);
+      const status = JSON.parse(
+        (await agentCommand(cluster, eligibleSecond, "status", ["--json"])).stdout,
+      );
+      assert.deepEqual(status.vips[0].peers, [eligibleSecond.ip], "status shows the peers");
       await leavesAs(pod.ns, VIP, "node3's pod, through the new holder");
       await eventually(
         () => api.get<Obj>("EgressVIP", "office"),

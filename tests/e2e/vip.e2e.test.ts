@@ -71,6 +71,7 @@ interface StatusJson {
     priority: number;
     role: string;
     vrid: number;
+    peers?: string[];
   }[];
 }
 
@@ -421,6 +422,7 @@ Deno.test({
           (s) => s.vips.every((v) => v.vrid !== undefined),
         );
         assert.deepEqual(status.vips.map((v) => [v.vip, v.vrid]), [[VIP_A, 105], [VIP_B, 106]]);
+        assert.deepEqual(status.vips.map((v) => v.peers), [nodeIps, nodeIps]);
       },
       ["--vrrp-unicast-peers", nodeIps.join(","), "--vrrp-vrid-offset", "100"],
       // Adverts sent to the multicast group would be lost: each node would claim every VIP.
