@@ -12,7 +12,13 @@
 import { startAgent } from "../sim/agents.ts";
 import type { AgentProcess } from "../sim/agents.ts";
 import { Cluster } from "../sim/cluster.ts";
-import { holdersOf, killKeepalived, ranking, waitForPlacement } from "../sim/placement.ts";
+import {
+  dropVrrpMulticast,
+  holdersOf,
+  killKeepalived,
+  ranking,
+  waitForPlacement,
+} from "../sim/placement.ts";
 import { measureFailover } from "../sim/stream.ts";
 import { table } from "../core/status.ts";
 import { onInterrupt, stats } from "./lib.ts";
@@ -35,6 +41,8 @@ export interface FailoverFigure {
 
 export interface FailoverOptions {
   readonly runs: number;
+  /** VRRP adverts by unicast to every node, on a LAN that drops multicast (BENCH_VRRP=unicast). */
+  readonly unicast?: boolean;
   readonly progress: (line: string) => void;
 }
 
@@ -56,8 +64,17 @@ export async function benchFailover(options: FailoverOptions): Promise<FailoverF
     await cluster.writeMappings(Object.fromEntries(cluster.pods.map((p) => [p.ip, VIP])), {
       [VIP]: 5,
     });
-    options.progress("starting an agent (keepalived mode) on every node");
-    for (const node of cluster.nodes) agents.push(startAgent(cluster, node, [], 300));
+    const flags: string[] = [];
+    if (options.unicast) {
+      await dropVrrpMulticast(cluster);
+      flags.push("--vrrp-unicast-peers", cluster.nodes.map((n) => n.ip).join(","));
+    }
+    options.progress(
+      `starting an agent (keepalived mode, VRRP by ${
+        options.unicast ? "unicast" : "multicast"
+      }) on every node`,
+    );
+    for (const node of cluster.nodes) agents.push(startAgent(cluster, node, flags, 300));
     const senders = others.map((node) => ({
       tag: `pod${node.index}`,
       ns: cluster.pod(node.index, 1).ns,
@@ -132,8 +149,14 @@ export function renderFailover(figures: readonly FailoverFigure[]): string {
 }
 
 /** How to read the table, with every run's figures and the targets. */
-export function failoverNotes(figures: readonly FailoverFigure[]): string[] {
+export function failoverNotes(
+  figures: readonly FailoverFigure[],
+  unicast = false,
+): string[] {
   const notes = [
+    unicast
+      ? "VRRP by unicast: every node drops what it sends to the multicast group 224.0.0.18, and the agents run with --vrrp-unicast-peers <the 3 node addresses> (BENCH_VRRP=unicast)."
+      : "VRRP by multicast (the default; BENCH_VRRP=unicast measures unicast adverts).",
     "Gap: per run, the worst of the two streams (mapped pods on the two non-holder nodes: the one that becomes the holder, whose flow must switch from forwarding to SNAT, and the other one); from the last packet that reached the outside host with the VIP source before the new holder took over to the first one after. Wrong source: packets that reached the outside host with any other source (packet capture), all runs. Targets: median < 1000 ms, wrong source 0.",
     "Agents with default timers (--vrrp-advert-interval 0.1, --vrrp-preempt-delay 5). keepalived killed = SIGKILL of its parent and VRRP child (no goodbye): peers wait for 3 missed adverts + skew. Link down = the holder's switch port down.",
   ];

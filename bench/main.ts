@@ -114,11 +114,13 @@ const sections: Record<string, Section> = {
     title: "VIP failover in the simulator (keepalived mode): gap and wrong-source packets",
     needsRoot: true,
     run: async () => {
+      const unicast = Deno.env.get("BENCH_VRRP") === "unicast";
       const figures = await benchFailover({
         runs: Number(Deno.env.get("BENCH_RUNS") ?? 5),
+        unicast,
         progress: (line: string) => console.error(`[failover] ${line}`),
       });
-      return { table: renderFailover(figures), notes: failoverNotes(figures) };
+      return { table: renderFailover(figures), notes: failoverNotes(figures, unicast) };
     },
   },
 };
