@@ -13,6 +13,7 @@
 import $ from "dax";
 import { join } from "node:path";
 import {
+  instancePeers,
   type KeepalivedSettings,
   parseStateLine,
   type PlacementStatus,
@@ -403,7 +404,7 @@ function unicastPeersOf(
   instance: VrrpInstance,
   settings: KeepalivedSettings,
 ): { peers?: readonly string[] } {
-  const peers = instance.peers ?? settings.unicastPeers ?? [];
+  const peers = instancePeers(instance, settings);
   return peers.length > 0 ? { peers } : {};
 }
 

@@ -185,7 +185,7 @@ export function renderKeepalivedConf(
       `  priority ${instance.priority}`,
       `  advert_int ${seconds(settings.advertInterval)}`,
       `  preempt_delay ${seconds(settings.preemptDelay)}`,
-      ...unicastPeerLines(instance.peers ?? settings.unicastPeers ?? []),
+      ...unicastPeerLines(instancePeers(instance, settings)),
       "  virtual_ipaddress {",
       `    ${instance.vip}/32 dev ${settings.interface}`,
       "  }",
@@ -193,6 +193,14 @@ export function renderKeepalivedConf(
     );
   }
   return lines.join("\n") + "\n";
+}
+
+/** Where an instance's adverts go by unicast: its VIP's own peers, else the flag's list; none = multicast. */
+export function instancePeers(
+  instance: VrrpInstance,
+  settings: KeepalivedSettings,
+): readonly string[] {
+  return instance.peers ?? settings.unicastPeers ?? [];
 }
 
 /** `unicast_peer { ... }`: adverts sent to each peer instead of the VRRP multicast group. */
