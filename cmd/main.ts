@@ -18,6 +18,7 @@ import {
   type CommonSettings,
   commonSettings,
   DATAPATH_FLAGS,
+  type ListenAddress,
   PLACEMENT_FLAGS,
   type PlacementSettings,
   runSettings,
@@ -33,9 +34,28 @@ import {
 } from "./keepalived.ts";
 import { type KeepalivedSettings, vrrpInstances } from "../core/keepalived.ts";
 import { errorMessage } from "../core/errors.ts";
+import { busyMessage, lockStateDir, StateDirBusyError, stateDirOwner } from "./state_lock.ts";
+import { egressShCommandLine, EgressShUsageError, type LongOption } from "./egress_sh.ts";
 
 /** Resync interval of `run --source kubernetes` when -u is not given (changes arrive by watch). */
 const KUBERNETES_RESYNC_SECONDS = 60;
+
+/** After `run --help` (and `mod.ts --help`, which is run's, as `egress.sh --help` was). */
+const RUN_HELP = `
+Defaults, as egress.sh:
+  With the mapping directories (--source files, the default) the agent does not place VIPs: each
+  VIP must be on exactly one node already (keepalived-vip, kube-vip, MetalLB, a router), and the
+  agent follows wherever it is (--vip-mode external). Without -u it applies once and exits.
+  To let the agent place the VIPs itself (keepalived, one VRRP instance per VIP), add
+  --vip-mode keepalived -u <seconds>; stop the other placement first (README "Migration").
+  With --source kubernetes the agent always runs and places the VIPs (--vip-mode keepalived).
+  On SIGTERM the rules stay in place (egress.sh removed them); --cleanup-on-exit removes them.
+
+egress.sh's command lines work unchanged: with no command, flags mean run
+(mod.ts --update-interval=5 ... = mod.ts run --update-interval=5 ...), and as with its getopt
+a long option may be abbreviated (--update=5) and an empty value means the default.
+
+Other commands: plan, status, delete, doctor, migrate, crds (mod.ts help <command>).`;
 
 /** Raised inside actions to end with an exit code and a message. */
 class Exit extends Error {
@@ -164,21 +184,55 @@ async function runCommand(options: Record<string, unknown>, host: Host): Promise
     throw new Exit(
       2,
       "--vip-mode keepalived places VIPs for as long as the agent runs: give -u <seconds>, " +
-        "or use --vip-mode external to apply once and exit",
+        "or leave --vip-mode at external (the default with the mapping directories) to apply once " +
+        "and exit while something else places the VIPs, as egress.sh did",
     );
   }
   await preflight(host, settings, placing && !dryRun);
   if (options.delete) {
+    if (!dryRun) await refuseForeignStateDir(settings.placement.stateDir);
     const inputs = fileInputs(settings);
     await newAgent(host, log, settings, dryRun, inputs).deleteAll();
     return 0;
   }
   if (intervalSeconds === undefined) {
+    if (!dryRun) await refuseForeignStateDir(settings.placement.stateDir);
     // In keepalived mode only a dry run gets here: it prints the configuration keepalived would get.
     const placement = placing ? newPlacement(settings, log, dryRun, []) : undefined;
     const agent = newAgent(host, log, settings, dryRun, fileInputs(settings), [], placement);
     return (await agent.pass("once")).ok ? 0 : 1;
   }
+  // A dry run writes nothing there; a running agent owns its state directory.
+  const lock = dryRun ? undefined : await lockStateDir(settings.placement.stateDir, {
+    node: settings.placement.nodeName,
+    onWait: (owner) =>
+      log.info("waiting for the agent that owns the state directory to stop", { owner }),
+  }).catch((error) => {
+    throw error instanceof StateDirBusyError ? new Exit(1, error.message) : error;
+  });
+  try {
+    return await runAgent(settings, options, host, log, intervalSeconds, dryRun, placing);
+  } finally {
+    await lock?.release();
+  }
+}
+
+/** Refuses a state directory that an agent of another network namespace owns (its files are another node's). */
+async function refuseForeignStateDir(stateDir: string): Promise<void> {
+  const view = await stateDirOwner(stateDir);
+  if (view?.owner && !view.sameNetns) throw new Exit(1, busyMessage(stateDir, view));
+}
+
+/** The long-running agent: ops server, placement, inputs and the loop, until a signal. */
+async function runAgent(
+  settings: CommonSettings & { metricsAddr: ListenAddress | undefined },
+  options: Record<string, unknown>,
+  host: Host,
+  log: Logger,
+  intervalSeconds: number,
+  dryRun: boolean,
+  placing: boolean,
+): Promise<number> {
   const { config, metricsAddr } = settings;
   // Loaded only when asked for: importing prom-client takes ~0.1 s (deno task bench metrics).
   const ops = metricsAddr
@@ -258,6 +312,7 @@ async function deleteCommand(options: Record<string, unknown>, host: Host): Prom
   const settings = settingsFrom(options);
   await preflight(host, settings);
   const log = createLogger(settings.logFormat);
+  if (options.dryRun !== true) await refuseForeignStateDir(settings.placement.stateDir);
   await newAgent(host, log, settings, options.dryRun === true, fileInputs(settings)).deleteAll();
   return 0;
 }
@@ -282,7 +337,7 @@ async function statusCommand(options: Record<string, unknown>, host: Host): Prom
     extra = { problems: [errorMessage(error)] };
   }
   const placement = settings.placement.mode === "keepalived"
-    ? await readPlacementStatus(settings.placement.stateDir)
+    ? await placementStatusOfThisNode(settings)
     : undefined;
   const status = nodeStatus(live, live.raw.nat, settings.config.interface, {
     ...extra,
@@ -290,6 +345,23 @@ async function statusCommand(options: Record<string, unknown>, host: Host): Prom
   });
   console.log(options.json ? JSON.stringify(status, null, 2) : renderStatus(status).trimEnd());
   return 0;
+}
+
+/**
+ * keepalived's state from the agent's state directory, unless the directory
+ * belongs to an agent of another network namespace: then it describes
+ * another node, and is not shown as this one's.
+ */
+async function placementStatusOfThisNode(settings: CommonSettings) {
+  const { stateDir } = settings.placement;
+  const view = await stateDirOwner(stateDir);
+  if (view?.owner && !view.sameNetns) {
+    createLogger(settings.logFormat).warn("VRRP state not shown", {
+      reason: busyMessage(stateDir, view),
+    });
+    return undefined;
+  }
+  return await readPlacementStatus(stateDir);
 }
 
 /** Builds the program; `host` is injectable so the CLI can be tested without root. */
@@ -325,12 +397,13 @@ export function buildProgram(
   addDatapathFlags(
     program.command("run")
       .description(
-        "program this node from the mapping directories (the egress.sh replacement)",
+        "program this node from the mapping directories (the egress.sh replacement: its flags work " +
+          "unchanged, also without the word run) or from the Kubernetes API",
       ) as unknown as Command,
   )
     .option(
       "-u, --update-interval <seconds>",
-      "re-apply every N seconds and react to VIP moves at once; absent = apply once and exit (--source kubernetes: always runs, default 60)",
+      "re-apply every N seconds and react to VIP moves at once; absent or empty = apply once and exit, as egress.sh (--source kubernetes: always runs, default 60)",
     )
     .option("-d, --delete", "remove everything kube-egress created on this node, then exit")
     .option("--dry-run", "print what each pass would write instead of writing it")
@@ -342,6 +415,7 @@ export function buildProgram(
       "--metrics-addr <host:port>",
       "serve Prometheus /metrics, /healthz and /readyz here (e.g. 0.0.0.0:9479); off by default",
     )
+    .addHelpText("after", RUN_HELP)
     .action(action(runCommand) as never);
 
   addDatapathFlags(
@@ -424,10 +498,31 @@ export function buildProgram(
   return program;
 }
 
+/** `run`'s long options, for reading an egress.sh command line (cmd/egress_sh.ts). */
+function runLongOptions(program: Command): LongOption[] {
+  const run = program.commands.find((c) => c.name() === "run")!;
+  return [
+    ...run.options.filter((o) => o.long).map((o) => ({
+      long: o.long!,
+      short: o.short,
+      takesValue: o.required || o.optional,
+    })),
+    { long: "--help", short: "-h", takesValue: false },
+  ];
+}
+
 /** Runs the CLI and returns its exit code. */
 export async function main(args: string[], host: Host = systemHost()): Promise<number> {
   let code = 0;
-  const program = buildProgram(host, (c) => (code = c), logFormatFromArgs(args));
+  const logFormat = logFormatFromArgs(args);
+  const program = buildProgram(host, (c) => (code = c), logFormat);
+  try {
+    args = egressShCommandLine(args, runLongOptions(program));
+  } catch (error) {
+    if (!(error instanceof EgressShUsageError)) throw error;
+    console.error(fatalLine(logFormat, error.message));
+    return 2;
+  }
   try {
     await program.parseAsync(args, { from: "user" });
   } catch (error) {

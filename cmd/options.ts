@@ -97,15 +97,32 @@ export const DATAPATH_FLAGS: readonly FlagSpec[] = [
 ];
 
 export const DEFAULT_STATE_DIR = "/run/kube-egress";
+/** Overrides the default state directory (a node's own /run when several share a machine: tests). */
+export const STATE_DIR_ENV = "KUBE_EGRESS_STATE_DIR";
+
+/** `--state-dir`'s default: $KUBE_EGRESS_STATE_DIR, else /run/kube-egress. */
+export function defaultStateDir(): string {
+  return Deno.env.get(STATE_DIR_ENV) || DEFAULT_STATE_DIR;
+}
+
+/**
+ * `--vip-mode`'s default. The mapping directories are egress.sh's inputs, and
+ * egress.sh expected each VIP to be placed by something else: the files
+ * source follows. The Kubernetes source is new and places its VIPs.
+ */
+export function defaultVipMode(source: unknown): "keepalived" | "external" {
+  return source === "kubernetes" ? "keepalived" : "external";
+}
 
 /** Flags that choose who places the VIPs, and how (every command, so command lines can be reused). */
 export const PLACEMENT_FLAGS: readonly FlagSpec[] = [
   {
     flags: "--vip-mode <mode>",
     description:
-      "keepalived: the agent places VIPs with a keepalived child (VRRPv3, one instance per VIP); " +
-      "external: something else (kube-vip, MetalLB, a router) places them and the agent follows",
-    defaultValue: "keepalived",
+      "who places the VIPs. external (default with --source files, as for egress.sh): something else " +
+      "(keepalived-vip, kube-vip, MetalLB, a router) puts each VIP on exactly one node and the agent " +
+      "follows; keepalived (default with --source kubernetes): the agent places them with a keepalived " +
+      "child (VRRPv3, one instance per VIP; with --source files it needs -u)",
   },
   {
     flags: "--node-name <name>",
@@ -115,8 +132,8 @@ export const PLACEMENT_FLAGS: readonly FlagSpec[] = [
   {
     flags: "--state-dir <dir>",
     description:
-      "where the agent keeps keepalived.conf, pid files, vips.json and the rp_filter values it loosened (one per node)",
-    defaultValue: DEFAULT_STATE_DIR,
+      "where the agent keeps its lock, keepalived.conf, pid files, vips.json and the rp_filter values it loosened; " +
+      `one per node: one agent at a time owns it (default: $${STATE_DIR_ENV}, else ${DEFAULT_STATE_DIR})`,
   },
   {
     flags: "--vrrp-advert-interval <seconds>",
@@ -240,9 +257,9 @@ export function commonSettings(flags: Record<string, unknown>): ParseResult<Comm
     vipRouteDir: flags.vipRouteidMappings,
     logFormat: flags.logFormat,
     placement: {
-      mode: flags.vipMode ?? "keepalived",
+      mode: flags.vipMode ?? defaultVipMode(flags.source ?? "files"),
       nodeName: flags.nodeName ?? defaultNodeName(),
-      stateDir: flags.stateDir ?? DEFAULT_STATE_DIR,
+      stateDir: flags.stateDir ?? defaultStateDir(),
       advertInterval: flags.vrrpAdvertInterval ?? String(VRRP_DEFAULTS.advertInterval),
       preemptDelay: flags.vrrpPreemptDelay ?? String(VRRP_DEFAULTS.preemptDelay),
       unicastPeers: flags.vrrpUnicastPeers ?? [],

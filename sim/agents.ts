@@ -13,6 +13,13 @@ const MOD = new URL("../mod.ts", import.meta.url).pathname;
 /** For callers that place VIPs themselves (sim/vip.ts): the agent only follows the addresses. */
 export const EXTERNAL: readonly string[] = ["--vip-mode", "external"];
 
+/**
+ * The agent places the VIPs (the default only with --source kubernetes; the
+ * mapping directories follow, as egress.sh did). Long-running agents get it
+ * first, so that EXTERNAL in a caller's flags still wins (the last one does).
+ */
+export const KEEPALIVED: readonly string[] = ["--vip-mode", "keepalived"];
+
 /** A node's agent state directory (keepalived.conf, pid files, vips.json), inside the run's work dir. */
 export function stateDirOf(cluster: Cluster, node: SimNode): string {
   return join(cluster.workDir, "state", node.name);
@@ -25,7 +32,23 @@ export function nodeFlags(cluster: Cluster, node: SimNode): string[] {
 
 /** `deno run mod.ts <command> <args>` as argv, with this Deno and only the modules already cached. */
 export function modArgv(command: string, args: readonly string[]): string[] {
-  return [Deno.execPath(), "run", "-A", "--cached-only", MOD, command, ...args];
+  return modCommandLine([command, ...args]);
+}
+
+/** `deno run mod.ts <args>` as argv: the image's entrypoint with a DaemonSet's `args`. */
+export function modCommandLine(args: readonly string[]): string[] {
+  return [Deno.execPath(), "run", "-A", "--cached-only", MOD, ...args];
+}
+
+/**
+ * What a real node gives its agent that simulated nodes on one machine
+ * share: its own /run (the default state directory) and its own name (the
+ * DaemonSet's NODE_NAME; here every namespace has the machine's hostname).
+ * As an `env` prefix for a command line, so that the flags stay exactly the
+ * ones under test.
+ */
+export function nodeEnvironment(cluster: Cluster, node: SimNode): string[] {
+  return ["env", `KUBE_EGRESS_STATE_DIR=${stateDirOf(cluster, node)}`, `NODE_NAME=${node.name}`];
 }
 
 /** `deno run mod.ts <command> <cluster flags> <node flags> <extra>` as argv. */
@@ -90,7 +113,14 @@ export function startAgent(
   extra: readonly string[] = [],
   intervalSeconds = 30,
 ): AgentProcess {
-  const argv = agentArgv(cluster, node, "run", ["-u", String(intervalSeconds), ...extra]);
+  return spawnAgent(
+    node,
+    agentArgv(cluster, node, "run", ["-u", String(intervalSeconds), ...KEEPALIVED, ...extra]),
+  );
+}
+
+/** Starts any long-running command line (`argv`, e.g. from `modArgv`) in a node's namespace. */
+export function spawnAgent(node: SimNode, argv: readonly string[]): AgentProcess {
   const child = new Deno.Command("ip", {
     args: ["netns", "exec", node.ns.name, ...argv],
     stdout: "piped",
@@ -171,7 +201,7 @@ export function startDetachedAgent(
   intervalSeconds = 30,
 ): void {
   node.ns.spawnDetached(
-    agentArgv(cluster, node, "run", ["-u", String(intervalSeconds), ...extra]),
+    agentArgv(cluster, node, "run", ["-u", String(intervalSeconds), ...KEEPALIVED, ...extra]),
     agentLogPath(cluster, node),
   );
 }

@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
 import { main } from "../cmd/main.ts";
 import { FakeKernel } from "./fake_kernel.ts";
+import { stateDirOf, withStateDir } from "./node_state.ts";
 
-/** Runs the CLI against a fake node, capturing stdout and stderr. */
+/** Runs the CLI against a fake node (with its own state directory), capturing stdout and stderr. */
 async function cli(args: string[], kernel = new FakeKernel()) {
   const out: string[] = [];
   const err: string[] = [];
@@ -11,7 +12,7 @@ async function cli(args: string[], kernel = new FakeKernel()) {
   console.error = (...a: unknown[]) => err.push(a.join(" "));
   const stdoutWrite = Deno.stdout.writeSync;
   try {
-    const code = await main(args, kernel.host());
+    const code = await withStateDir(stateDirOf(kernel), () => main(args, kernel.host()));
     return { code, out: out.join("\n"), err: err.join("\n"), kernel };
   } finally {
     Object.assign(console, saved);
@@ -212,9 +213,9 @@ Deno.test("cli: listen addresses: host:port, :port (every address), [ipv6]:port"
   }
 });
 
-Deno.test("cli: keepalived mode (the default) needs a running agent; bad placement flags are named", async () => {
+Deno.test("cli: keepalived mode (one flag away) needs a running agent; bad placement flags are named", async () => {
   const { root, flags } = await mappingDirs({ "10.244.1.5": "192.0.2.50" }, { "192.0.2.50": "5" });
-  const once = await cli(["run", ...flags]);
+  const once = await cli(["run", ...flags, "--vip-mode", "keepalived"]);
   assert.equal(once.code, 2);
   assert.match(
     once.err,
@@ -257,15 +258,23 @@ Deno.test("cli: a dry run prints the keepalived configuration; plan shows this n
     "192.0.2.50": "5",
     "192.0.2.51": "6",
   });
-  const dry = await cli(["run", ...flags, "--dry-run", "--node-name", "node1"]);
+  const dry = await cli([
+    "run",
+    ...flags,
+    "--vip-mode",
+    "keepalived",
+    "--dry-run",
+    "--node-name",
+    "node1",
+  ]);
   assert.equal(dry.code, 0, dry.err);
   assert.match(dry.out, /vrrp_instance kube_egress_5 \{[^}]*virtual_router_id 5\n {2}priority \d+/);
   assert.match(dry.out, /advert_int 0.1\n {2}preempt_delay 5\n/);
   assert.equal(dry.kernel.applied.length, 0);
-  const plan = await cli(["plan", ...flags, "--node-name", "node1"]);
+  const plan = await cli(["plan", ...flags, "--vip-mode", "keepalived", "--node-name", "node1"]);
   assert.match(plan.out, /VIP 192.0.2.50 route 5 mark 0x5: forwarder, VRRP priority \d+ on node1/);
-  const external = await cli(["plan", ...flags, "--vip-mode", "external"]);
-  assert.doesNotMatch(external.out, /VRRP priority/);
+  const external = await cli(["plan", ...flags]);
+  assert.doesNotMatch(external.out, /VRRP priority/, "the files source places nothing by default");
   await Deno.remove(root, { recursive: true });
 });
 
@@ -297,7 +306,8 @@ Deno.test("cli: status shows each VIP's VRRP priority and state from the agent's
       ineligible: ["192.0.2.51"],
     }),
   );
-  const status = await cli(["status", ...flags, "--state-dir", `${root}/state`], kernel);
+  const keepalived = ["--vip-mode", "keepalived", "--state-dir", `${root}/state`];
+  const status = await cli(["status", ...flags, ...keepalived], kernel);
   // No keepalived process behind the file: its state is not believed.
   assert.match(status.out, /placement: keepalived as node node1, not running/);
   assert.match(status.out, /192\.0\.2\.50\s+5\s+0x5\s+holder\s+yes\s+201\s+stopped/);
@@ -307,7 +317,7 @@ Deno.test("cli: status shows each VIP's VRRP priority and state from the agent's
     /VRRP adverts by unicast to:\n {2}192\.0\.2\.50: 192\.0\.2\.11, 192\.0\.2\.12\n/,
   );
   const json = JSON.parse(
-    (await cli(["status", ...flags, "--state-dir", `${root}/state`, "--json"], kernel)).out,
+    (await cli(["status", ...flags, ...keepalived, "--json"], kernel)).out,
   );
   assert.equal(json.vips[0].priority, 201);
   assert.equal(json.vips[0].vrid, 15);
@@ -337,4 +347,61 @@ Deno.test("cli: with --log-format json every stderr line is JSON, usage errors i
   }
   const text = await cli(["run", "-u", "soon"]);
   assert.match(text.err, /^kube-egress: invalid flags: --update-interval "soon"/m);
+});
+
+Deno.test("cli: egress.sh's command lines: no command, getopt's forms, empty values; nothing places VIPs", async () => {
+  const { root } = await mappingDirs({ "10.244.1.5": "192.0.2.50" }, { "192.0.2.50": "5" });
+  const kernel = new FakeKernel();
+  // The old DaemonSet's args, as the image's entrypoint (mod.ts) gets them: no `run`.
+  const daemonSet = await cli([
+    "--pod-subnet=10.244.0.0/16",
+    "--service-subnet=10.96.0.0/12",
+    "--interface=eth0",
+    "--update-interval=",
+    `--vip-routeid-mappings=${root}/v`,
+    `--podip-vip-mappings=${root}/p`,
+  ], kernel);
+  assert.equal(daemonSet.code, 0, daemonSet.err);
+  assert.deepEqual([...kernel.sets.get("kube-egress-pods")!.entries.keys()], ["10.244.1.5"]);
+  assert.doesNotMatch(daemonSet.err, /keepalived/);
+  assert.deepEqual([...Deno.readDirSync(stateDirOf(kernel))], [], "no keepalived.conf, no lock");
+  // Abbreviated long options, attached short values, a cluster, empty values = defaults.
+  const getopt = await cli(
+    ["--inter", "", "--pod-=10.244.0.0/16", "--podip", `${root}/p`, `-r${root}/v`, "-di", "eth0"],
+    kernel,
+  );
+  assert.equal(getopt.code, 0, getopt.err);
+  assert.equal(kernel.sets.size, 0, "-d in a cluster removed everything");
+  const ambiguous = await cli(["--pod=10.244.0.0/16"], kernel);
+  assert.equal(ambiguous.code, 2);
+  assert.match(ambiguous.err, /option '--pod' is ambiguous/);
+  await Deno.remove(root, { recursive: true });
+});
+
+Deno.test("cli: -h (egress.sh's --help) prints run's flags and the defaults in words", async () => {
+  const { default: process } = await import("node:process");
+  for (const flag of ["-h", "--help", "run"]) {
+    const chunks: string[] = [];
+    const write = process.stdout.write;
+    process.stdout.write = ((chunk: string) => (chunks.push(String(chunk)), true)) as never;
+    let code: number;
+    try {
+      code = (await cli(flag === "run" ? ["run", "-u", "5", "-h"] : [flag])).code;
+    } finally {
+      process.stdout.write = write;
+    }
+    const help = chunks.join("");
+    assert.equal(code, 0, flag);
+    for (
+      const text of [
+        "-u, --update-interval <seconds>",
+        "-d, --delete",
+        "-v, --podip-vip-mappings <dir>",
+        "external (default with\n",
+        "Defaults, as egress.sh:",
+        "--vip-mode keepalived -u <seconds>",
+        "With --source kubernetes the agent always runs and places the VIPs",
+      ]
+    ) assert.ok(help.replace(/\s+/g, " ").includes(text.replace(/\s+/g, " ")), `${flag}: ${text}`);
+  }
 });

@@ -9,6 +9,7 @@
  */
 import { ensureTools, isRoot, SIM_TOOLS } from "../cmd/tools.ts";
 import { leftoverNamespaces } from "../sim/netns.ts";
+import { testEnvironment } from "./host_env.ts";
 
 interface Summary {
   passed: number;
@@ -45,17 +46,24 @@ async function main(): Promise<number> {
     );
   }
   const junit = await Deno.makeTempFile({ prefix: "kube-egress-junit-", suffix: ".xml" });
-  const args = Deno.args.length > 0 ? Deno.args : ["tests/"];
+  // `deno task test -- <files>` hands the "--" on: it would make deno test run every file.
+  const given = Deno.args[0] === "--" ? Deno.args.slice(1) : Deno.args;
+  const args = given.length > 0 ? given : ["tests/"];
   // Agents started inside namespaces run with --cached-only: cache their modules first.
   const cache = await new Deno.Command(Deno.execPath(), {
     args: ["cache", "mod.ts", "sim/reporter.ts", "sim/kube_api.ts"],
   }).output();
   if (!cache.success) console.error(new TextDecoder().decode(cache.stderr));
+  // The tests' own state directory and every other host path (tests/host_env.ts).
+  const hostRoot = await Deno.makeTempDir({ prefix: "kube-egress-test-host-" });
   const test = await new Deno.Command(Deno.execPath(), {
     args: ["test", "-A", `--junit-path=${junit}`, ...args],
     stdout: "inherit",
     stderr: "inherit",
+    clearEnv: true,
+    env: testEnvironment(hostRoot),
   }).output();
+  await Deno.remove(hostRoot, { recursive: true }).catch(() => {});
   let summary: Summary = { passed: 0, failed: 0, skipped: 0 };
   try {
     summary = summarizeJunit(await Deno.readTextFile(junit));

@@ -5,7 +5,13 @@
  * report the source address they see. Needs root; skipped otherwise.
  */
 import assert from "node:assert/strict";
-import { agentCommand, type AgentProcess, EXTERNAL, stateDirOf } from "../../sim/agents.ts";
+import {
+  agentCommand,
+  type AgentProcess,
+  EXTERNAL,
+  KEEPALIVED,
+  stateDirOf,
+} from "../../sim/agents.ts";
 import { Cluster, LAN_HOST_IP, OUTSIDE_IP, type SimNode } from "../../sim/cluster.ts";
 import {
   egressPolicy,
@@ -313,7 +319,7 @@ Deno.test({
       await waitForPlacement(cluster, agents, VIP, eligibleSecond);
       assert.deepEqual(peers(eligibleSecond), [eligibleSecond.ip]);
       const status = JSON.parse(
-        (await agentCommand(cluster, eligibleSecond, "status", ["--json"])).stdout,
+        (await agentCommand(cluster, eligibleSecond, "status", [...KEEPALIVED, "--json"])).stdout,
       );
       assert.deepEqual(status.vips[0].peers, [eligibleSecond.ip], "status shows the peers");
       await leavesAs(pod.ns, VIP, "node3's pod, through the new holder");

@@ -12,6 +12,7 @@ import {
   agentCommand,
   type AgentProcess,
   EXTERNAL,
+  KEEPALIVED,
   startAgent,
   stateDirOf,
 } from "../../sim/agents.ts";
@@ -88,7 +89,7 @@ async function statusWhen(
 ): Promise<StatusJson> {
   for (let i = 0;; i++) {
     const status: StatusJson = JSON.parse(
-      (await agentCommand(cluster, node, "status", ["--json"])).stdout,
+      (await agentCommand(cluster, node, "status", [...KEEPALIVED, "--json"])).stdout,
     );
     if (i >= 50 || settled(status)) return status;
     await new Promise((r) => setTimeout(r, 200));
@@ -161,17 +162,18 @@ Deno.test({
           assert.equal(row.vrrp, expected(first), `${node.name} ${vip}`);
         }
       }
-      const text = (await agentCommand(cluster, firstA, "status")).stdout;
+      const text = (await agentCommand(cluster, firstA, "status", KEEPALIVED)).stdout;
       assert.match(text, new RegExp(`placement: keepalived as node ${firstA.name}, running`));
       assert.match(
         text,
         new RegExp(`192\\.0\\.2\\.50\\s+5\\s+0x5\\s+holder\\s+yes\\s+\\d+\\s+MASTER`),
       );
       await leaveAsTheirVip(cluster);
-      // keepalived's files, and the rp_filter values the agent loosened (the
-      // simulated nodes start strict), live in the node's own state directory.
+      // The agent's lock, keepalived's files, and the rp_filter values the agent
+      // loosened (the simulated nodes start strict) live in the node's own state directory.
       const files = [...Deno.readDirSync(stateDirOf(cluster, firstA))].map((e) => e.name).sort();
       assert.deepEqual(files, [
+        "agent.lock",
         "keepalived.conf",
         "keepalived.pid",
         "rp_filter.json",
