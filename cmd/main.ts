@@ -455,11 +455,15 @@ export function buildProgram(
     .option("--from-api", "also read them from the Kubernetes API (and name pods by their IPs)")
     .option("--apply", "create the new objects in the API (existing ones are left alone)")
     .option("--kubeconfig <path>", "kubeconfig (default: in-cluster, $KUBECONFIG, ~/.kube/config)")
-    .option("--configmap-namespace <ns>", "namespace of the old ConfigMaps", "kube-egress")
+    .option(
+      "--configmap-namespace <ns>",
+      "namespace of the old ConfigMaps (egress-mapper and kube-egress's examples: default)",
+      "default",
+    )
     .option(
       "--old-api <group/version>",
       "API of egress-mapper's Vip/Egress CRDs",
-      "egress-mapper.io/v1",
+      "egress.mapper.com/v1alpha1",
     )
     .action(async (files: string[], options: Record<string, unknown>) => {
       try {

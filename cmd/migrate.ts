@@ -39,10 +39,11 @@ export interface MigrateOptions {
 
 const CONFIGMAPS: Resource = { group: "", version: "v1", plural: "configmaps", namespaced: true };
 
+/** egress-mapper's CRDs (deploy/crds in its repository): both namespaced, listed in every namespace. */
 function oldResources(oldApi: string): { vips: Resource; egresses: Resource } {
   const [group, version] = oldApi.split("/");
   return {
-    vips: { group, version, plural: "vips", namespaced: false },
+    vips: { group, version, plural: "vips", namespaced: true },
     egresses: { group, version, plural: "egresses", namespaced: true },
   };
 }
@@ -95,22 +96,31 @@ async function readFiles(files: readonly string[]): Promise<unknown[]> {
 async function readApi(
   client: KubeClient,
   options: MigrateOptions,
-): Promise<OldInputs & { pods: PodRecord[] }> {
+): Promise<OldInputs & { pods: PodRecord[]; missing: string[] }> {
+  // What is not there is said: a wrong namespace or group must not look like an empty old stack.
+  const missing: string[] = [];
   const configMap = async (name: string) => {
     try {
       const cm = await client.get(CONFIGMAPS, name, options.configMapNamespace) as Obj;
       return cm.data ?? {};
     } catch (error) {
-      if (error instanceof ApiError && error.status === 404) return {};
-      throw error;
+      if (!(error instanceof ApiError && error.status === 404)) throw error;
+      missing.push(
+        `no ConfigMap ${options.configMapNamespace}/${name} (another --configmap-namespace?)`,
+      );
+      return {};
     }
   };
   const listOld = async (resource: Resource) => {
     try {
       return (await client.list(resource)).items;
     } catch (error) {
-      if (error instanceof ApiError && error.status === 404) return []; // CRD not installed
-      throw error;
+      if (!(error instanceof ApiError && error.status === 404)) throw error;
+      missing.push(
+        `no ${resource.plural}.${resource.group}/${resource.version} in the API ` +
+          "(egress-mapper's CRDs not installed, or another --old-api?)",
+      );
+      return [];
     }
   };
   const old = oldResources(options.oldApi);
@@ -121,6 +131,7 @@ async function readApi(
     vips: await listOld(old.vips),
     egresses: await listOld(old.egresses),
     pods,
+    missing,
   };
 }
 
@@ -158,6 +169,7 @@ export async function runMigrate(options: MigrateOptions): Promise<{ out: string
   }
   try {
     let inputs: OldInputs = fileInputs;
+    const missing: string[] = [];
     if (options.fromApi) {
       const api = await readApi(client!, options);
       inputs = {
@@ -167,9 +179,10 @@ export async function runMigrate(options: MigrateOptions): Promise<{ out: string
         egresses: [...api.egresses, ...fileInputs.egresses],
         pods: api.pods,
       };
+      missing.push(...api.missing);
     }
     const migration = migrate(inputs);
-    const err = migration.problems.map((p) => `warning: ${p}`);
+    const err = [...missing, ...migration.problems].map((p) => `warning: ${p}`);
     const out = migration.objects.map((o) => `---\n${stringify(o, { lineWidth: 0 })}`).join("");
     if (options.apply) err.push(...await applyObjects(client!, migration));
     return { out, err };

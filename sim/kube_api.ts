@@ -96,22 +96,22 @@ export const RESOURCES: readonly ResourceInfo[] = [
     namespaced: true,
     statusSubresource: true,
   },
-  // The old egress-mapper CRDs, for `migrate` from the API.
+  // The old egress-mapper CRDs (its deploy/crds: both namespaced), for `migrate` from the API.
   {
-    group: "egress-mapper.io",
-    version: "v1",
+    group: "egress.mapper.com",
+    version: "v1alpha1",
     plural: "vips",
     kind: "Vip",
-    namespaced: false,
-    statusSubresource: false,
+    namespaced: true,
+    statusSubresource: true,
   },
   {
-    group: "egress-mapper.io",
-    version: "v1",
+    group: "egress.mapper.com",
+    version: "v1alpha1",
     plural: "egresses",
     kind: "Egress",
     namespaced: true,
-    statusSubresource: false,
+    statusSubresource: true,
   },
 ];
 

@@ -21,13 +21,13 @@ const OLD = [
     data: { "10.244.1.5": "192.0.2.50", "10.244.1.9": "192.0.2.51" },
   },
   {
-    apiVersion: "egress-mapper.io/v1",
+    apiVersion: "egress.mapper.com/v1alpha1",
     kind: "Vip",
-    metadata: { name: "office" },
+    metadata: { name: "office", namespace: "default" },
     spec: { ip: "192.0.2.50", routeid: 5 },
   },
   {
-    apiVersion: "egress-mapper.io/v1",
+    apiVersion: "egress.mapper.com/v1alpha1",
     kind: "Egress",
     metadata: { name: "pod1", namespace: "default" },
     spec: { ip: "192.0.2.50", kind: "pod", namespace: "default", name: "pod1" },
@@ -135,8 +135,9 @@ Deno.test({
           ...o,
           metadata: {
             ...o.metadata,
+            // egress-mapper kept its ConfigMaps in default (the --configmap-namespace default).
             namespace: o.kind === "ConfigMap"
-              ? "kube-egress"
+              ? "default"
               : (o.metadata as { namespace?: string }).namespace,
           },
         });
@@ -147,6 +148,7 @@ Deno.test({
       const args = ["migrate", "--from-api", "--apply", "--kubeconfig", `${dir}/kubeconfig`];
       const first = await cli(args);
       assert.equal(first.code, 0, first.err);
+      assert.doesNotMatch(first.err, /warning: no /, "the defaults find egress-mapper's objects");
       assert.match(first.err, /created EgressPolicy team\/pod-worker/);
       assert.equal(
         (api.get("EgressVIP", "vip-192-0-2-51")!.spec as { routeId: number }).routeId,
@@ -159,6 +161,26 @@ Deno.test({
       const again = await cli(args);
       assert.equal(again.code, 0);
       assert.match(again.err, /exists, left alone: EgressVIP vip-192-0-2-50/);
+      // A wrong namespace or API group is said, not taken for an empty old stack.
+      const elsewhere = await cli([
+        "migrate",
+        "--from-api",
+        "--kubeconfig",
+        `${dir}/kubeconfig`,
+        "--configmap-namespace",
+        "kube-egress",
+        "--old-api",
+        "egress-mapper.io/v1",
+      ]);
+      assert.equal(elsewhere.code, 0, elsewhere.err);
+      assert.match(
+        elsewhere.err,
+        /warning: no ConfigMap kube-egress\/vip-routeid-mappings \(another --configmap-namespace\?\)/,
+      );
+      assert.match(
+        elsewhere.err,
+        /warning: no vips\.egress-mapper\.io\/v1 in the API \(egress-mapper's CRDs not installed, or another --old-api\?\)/,
+      );
     } finally {
       await api.stop();
       await Deno.remove(dir, { recursive: true });
