@@ -29,15 +29,10 @@ export const EGRESS_SH_OPTIONS: readonly string[] = [
   "--podip-vip-mappings",
 ];
 
-/** egress.sh's options with a value: empty means the script's default. */
-const DEFAULTED_WHEN_EMPTY = new Set([
-  "--interface",
-  "--pod-subnet",
-  "--vip-routeid-mappings",
-  "--service-subnet",
-  "--update-interval",
-  "--podip-vip-mappings",
-]);
+/** egress.sh's options with a value (all but -d and -h): empty means the script's default. */
+const DEFAULTED_WHEN_EMPTY = new Set(
+  EGRESS_SH_OPTIONS.filter((o) => o !== "--delete" && o !== "--help"),
+);
 
 /** Thrown for a command line that getopt would have refused too. */
 export class EgressShUsageError extends Error {}

@@ -21,6 +21,7 @@ import {
 import { type Cluster, OUTSIDE_IP, type SimNode } from "../../sim/cluster.ts";
 import { KeepalivedVip } from "../../sim/keepalived_vip.ts";
 import { POD_CIDR, SERVICE_CIDR } from "../../sim/layout.ts";
+import { egressMapperArgs, oldDaemonSetArgs } from "../../sim/old_stack.ts";
 import { sourceSeenRetry } from "../../sim/probe.ts";
 import { vipHolders } from "../../sim/vip.ts";
 import { e2e, withCluster } from "./cluster.ts";
@@ -28,30 +29,6 @@ import { e2e, withCluster } from "./cluster.ts";
 const VIP_A = "192.0.2.50";
 const VIP_B = "192.0.2.51";
 const vipOf = (podName: string) => (podName.endsWith("-1") ? VIP_A : VIP_B);
-
-/** kube-egress 0.4's daemonset.yaml `args`, its ConfigMap mounts pointed at the cluster's directories. */
-function oldDaemonSetArgs(cluster: Cluster): string[] {
-  return [
-    `--pod-subnet=${POD_CIDR}`,
-    `--service-subnet=${SERVICE_CIDR}`,
-    `--interface=${cluster.spec.iface}`,
-    "--update-interval=5",
-    `--vip-routeid-mappings=${cluster.vipRouteDir}`,
-    `--podip-vip-mappings=${cluster.podVipDir}`,
-  ];
-}
-
-/** What egress-mapper put in the kube-egress DaemonSet it created (its example EgressMapper's values). */
-function egressMapperArgs(cluster: Cluster): string[] {
-  return [
-    `--vip-routeid-mappings=${cluster.vipRouteDir}`,
-    `--podip-vip-mappings=${cluster.podVipDir}`,
-    `--pod-subnet=${POD_CIDR}`,
-    `--service-subnet=${SERVICE_CIDR}`,
-    `--interface=${cluster.spec.iface}`,
-    "--update-interval=5",
-  ];
-}
 
 /** Runs a command line once in a node's namespace, as that node's agent container would. */
 function once(cluster: Cluster, node: SimNode, args: readonly string[]) {

@@ -24,7 +24,7 @@ import {
 import { type Cluster, OUTSIDE_IP, type SimNode } from "../../sim/cluster.ts";
 import { type HolderHistory, watchHolders } from "../../sim/holder_watch.ts";
 import { KEEPALIVED_VIP_VRID, KeepalivedVip } from "../../sim/keepalived_vip.ts";
-import { POD_CIDR, SERVICE_CIDR } from "../../sim/layout.ts";
+import { oldDaemonSetArgs } from "../../sim/old_stack.ts";
 import { ranking, waitForPlacement } from "../../sim/placement.ts";
 import { sourceSeenRetry } from "../../sim/probe.ts";
 import { measureFailover } from "../../sim/stream.ts";
@@ -40,18 +40,6 @@ import { e2e, withCluster } from "./cluster.ts";
  * long as both run.
  */
 const HANDOVER_MS = 500;
-
-/** kube-egress 0.4's DaemonSet args (paths: the cluster's mapping directories). */
-function oldArgs(cluster: Cluster): string[] {
-  return [
-    `--pod-subnet=${POD_CIDR}`,
-    `--service-subnet=${SERVICE_CIDR}`,
-    `--interface=${cluster.spec.iface}`,
-    "--update-interval=5",
-    `--vip-routeid-mappings=${cluster.vipRouteDir}`,
-    `--podip-vip-mappings=${cluster.podVipDir}`,
-  ];
-}
 
 /**
  * Two VIPs whose holders under our placement are two different nodes:
@@ -102,7 +90,7 @@ Deno.test({
       const start = (node: SimNode, extra: string[] = []) => {
         const argv = [
           ...nodeEnvironment(cluster, node),
-          ...modCommandLine([...oldArgs(cluster), ...extra]),
+          ...modCommandLine([...oldDaemonSetArgs(cluster), ...extra]),
         ];
         const agent = spawnAgent(node, argv);
         agents.set(node, agent);
