@@ -143,9 +143,21 @@ Deno.test({
           }
         }
 
-        // The DaemonSets: kube-egress's own args on two nodes, egress-mapper's on the third.
-        for (const node of cluster.nodes) {
-          const args = node === node3 ? egressMapperArgs(cluster) : oldDaemonSetArgs(cluster);
+        // Running agents: kube-egress's daemonset.yaml args, egress.sh's short flags with
+        // attached values (-u5), and the args of egress-mapper's DaemonSet.
+        const running = new Map<SimNode, string[]>([
+          [node1, oldDaemonSetArgs(cluster)],
+          [node2, [
+            "-u5",
+            `-i${iface}`,
+            `-p${POD_CIDR}`,
+            `-s${SERVICE_CIDR}`,
+            `-v${pv}`,
+            `-r${vr}`,
+          ]],
+          [node3, egressMapperArgs(cluster)],
+        ]);
+        for (const [node, args] of running) {
           agents.push(
             spawnAgent(node, [...nodeEnvironment(cluster, node), ...modCommandLine(args)]),
           );
