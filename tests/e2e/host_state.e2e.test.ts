@@ -10,7 +10,8 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { type AgentProcess, modCommandLine, spawnAgent } from "../../sim/agents.ts";
+import { type AgentProcess, modCommandLine, spawnAgent, startAgent } from "../../sim/agents.ts";
+import { holdersOf, ranking, waitForPlacement } from "../../sim/placement.ts";
 import { MACHINE_VARIABLES } from "../host_env.ts";
 import { e2e, withCluster } from "./cluster.ts";
 
@@ -85,6 +86,33 @@ Deno.test({
         const after = spawnAgent(node2, [...byHand, ...run(["-u", "30"])]);
         agents.push(after);
         await after.waitFor(/agent running/, 60_000);
+      } finally {
+        for (const agent of agents) await agent.stop().catch(() => {});
+      }
+    }),
+});
+
+Deno.test({
+  name:
+    "e2e host state: an agent killed with SIGKILL leaves no lock: its successor starts at once and retires the keepalived it left",
+  ...e2e,
+  fn: () =>
+    withCluster(async (cluster) => {
+      await cluster.writeMappings({ [cluster.pod(3, 1).ip]: VIP }, { [VIP]: 5 });
+      const agents = cluster.nodes.map((node) => startAgent(cluster, node, [], 300));
+      try {
+        const holder = ranking(cluster, VIP)[0];
+        await waitForPlacement(cluster, agents, VIP, holder, 30_000);
+        const index = holder.index - 1;
+        await agents[index].stop("SIGKILL"); // keepalived (not a holder of the lock) lives on
+        assert.deepEqual(await holdersOf(cluster, VIP), [holder.name], "the orphan still holds it");
+        agents[index] = startAgent(cluster, holder, [], 300);
+        await agents[index].waitFor(/stopping a keepalived left by an earlier agent run/, 30_000);
+        await waitForPlacement(cluster, agents, VIP, holder, 30_000);
+        assert.ok(
+          !agents[index].lines.some((l) => /waiting for the agent that owns/.test(l)),
+          "the dead agent's lock went with it",
+        );
       } finally {
         for (const agent of agents) await agent.stop().catch(() => {});
       }
