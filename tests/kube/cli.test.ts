@@ -36,6 +36,11 @@ Deno.test({
       assert.match(out.join("\n"), /add kube-egress-pods 10.244.1.11 skbmark 0x5\/0xff/);
       assert.equal(kernel.applied.length, 0, "plan changes nothing");
       out.length = 0;
+      // Without --vip-mode, the Kubernetes source places the VIPs (the files source does not).
+      const placing = flags.filter((f) => f !== "--vip-mode" && f !== "external");
+      assert.equal(await main(["plan", ...placing, "--node-name", "node1"], kernel.host()), 0);
+      assert.match(out.join("\n"), /VIP 192\.0\.2\.50 route 5 .*, VRRP priority \d+ on node1/);
+      out.length = 0;
       assert.equal(await main(["status", ...flags, "--json"], kernel.host()), 0);
       assert.ok(JSON.parse(out.join("\n")).pendingLines > 0, "status sees the pending pass");
       out.length = 0;
