@@ -38,6 +38,13 @@ export const SIM_TOOLS: readonly Tool[] = [
   { command: "iperf3", pkg: "iperf3" },
 ];
 
+/** What building and running the node image needs (`deno task image`, `sim --agents image`). */
+export const IMAGE_TOOLS: readonly Tool[] = [
+  { command: "dockerd", pkg: "docker.io" },
+  { command: "debootstrap", pkg: "debootstrap" },
+  { command: "npm", pkg: "npm" },
+];
+
 /** True when running as root. */
 export function isRoot(): boolean {
   return Deno.uid() === 0;
@@ -55,6 +62,24 @@ export function packagesOf(tools: readonly Tool[]): string[] {
   return [...new Set(tools.map((t) => t.pkg))].sort();
 }
 
+const POLICY_RC_D = "/usr/sbin/policy-rc.d";
+
+/**
+ * Runs `fn` (an apt-get install) with Debian's policy-rc.d saying "no": the
+ * packages' services are not started. Installing docker.io must not start a
+ * system dockerd, which would add a bridge and iptables rules to the root
+ * namespace. An existing policy-rc.d is left as it is.
+ */
+async function withoutServiceStarts<T>(fn: () => Promise<T>): Promise<T> {
+  const existed = await Deno.lstat(POLICY_RC_D).then(() => true, () => false);
+  if (!existed) await Deno.writeTextFile(POLICY_RC_D, "#!/bin/sh\nexit 101\n", { mode: 0o755 });
+  try {
+    return await fn();
+  } finally {
+    if (!existed) await Deno.remove(POLICY_RC_D).catch(() => {});
+  }
+}
+
 /**
  * Makes sure the tools exist: installs missing ones with apt-get when root and
  * `install` is set, else throws an error naming the packages.
@@ -70,7 +95,9 @@ export async function ensureTools(
     options.log?.(`installing missing packages: ${pkgs.join(" ")}`);
     const env = { DEBIAN_FRONTEND: "noninteractive" };
     await $`apt-get update -qq`.env(env).quiet();
-    await $`apt-get install -y -qq --no-install-recommends ${pkgs}`.env(env).quiet();
+    await withoutServiceStarts(async () => {
+      await $`apt-get install -y -qq --no-install-recommends ${pkgs}`.env(env).quiet();
+    });
     missing = await missingTools(tools);
     if (missing.length === 0) return;
   }
