@@ -4,9 +4,10 @@
  * lines are collected.
  */
 import { join } from "node:path";
+import { DEFAULT_STATE_DIR } from "../cmd/options.ts";
 import type { Cluster, SimNode } from "./cluster.ts";
 import { eachLine } from "./children.ts";
-import type { ExecResult } from "./netns.ts";
+import type { ExecResult, Netns } from "./netns.ts";
 
 const MOD = new URL("../mod.ts", import.meta.url).pathname;
 
@@ -20,9 +21,57 @@ export const EXTERNAL: readonly string[] = ["--vip-mode", "external"];
  */
 export const KEEPALIVED: readonly string[] = ["--vip-mode", "keepalived"];
 
-/** A node's agent state directory (keepalived.conf, pid files, vips.json), inside the run's work dir. */
+/**
+ * Where the agents run when not as processes in the node namespaces: an
+ * image runtime (sim/image_agents.ts) runs them in containers, and holds each
+ * node's namespace in one. `args` are the cluster's and the caller's flags.
+ */
+export interface AgentRuntime {
+  /** For the story's lines: where the agents run. */
+  readonly description: string;
+  /** Creates the node's namespace `<runId>-<suffix>` (a container holds it). */
+  nodeNamespace(cluster: Cluster, suffix: string): Promise<Netns>;
+  /** Starts a long-running agent (`run`) on the node. */
+  start(cluster: Cluster, node: SimNode, args: readonly string[]): AgentProcess;
+  /** Runs one agent command on the node and waits for it. */
+  command(
+    cluster: Cluster,
+    node: SimNode,
+    command: string,
+    args: readonly string[],
+    timeoutMs: number,
+  ): Promise<ExecResult>;
+  /** Removes everything it made (containers, and what it owns besides). Safe to call twice. */
+  destroy(): Promise<void>;
+}
+
+/**
+ * A path of a simulated node's own file system (what a hostPath names on a
+ * real node), inside the run's work dir: each node has its own.
+ */
+export function nodeHostPath(cluster: Cluster, node: SimNode, path: string): string {
+  return join(cluster.workDir, "hosts", node.name, path);
+}
+
+/** A node's agent state directory (keepalived.conf, pid files, vips.json): the node's /run/kube-egress. */
 export function stateDirOf(cluster: Cluster, node: SimNode): string {
-  return join(cluster.workDir, "state", node.name);
+  return nodeHostPath(cluster, node, DEFAULT_STATE_DIR);
+}
+
+/**
+ * The pid, as this program sees it, of a `comm` process (e.g. keepalived)
+ * on the node whose pid in its own PID namespace is `pid` (what its pid file
+ * says: in a container that is the container's numbering). Throws when none
+ * runs.
+ */
+export async function hostPidOf(node: SimNode, pid: number, comm: string): Promise<number> {
+  for (const candidate of await node.ns.pids()) {
+    const status = await Deno.readTextFile(`/proc/${candidate}/status`).catch(() => "");
+    const name = /^Name:\s*(\S+)/m.exec(status)?.[1];
+    const inner = /^NSpid:\s*(.*)$/m.exec(status)?.[1].trim().split(/\s+/).at(-1);
+    if (name === comm && Number(inner) === pid) return candidate;
+  }
+  throw new Error(`no ${comm} with pid ${pid} (in its namespace) runs on ${node.name}`);
 }
 
 /** The flags that make one node's agent distinct: its name (VRRP priorities) and state directory. */
@@ -72,6 +121,15 @@ export function agentCommand(
   command: string,
   extra: readonly string[] = [],
 ): Promise<ExecResult> {
+  if (cluster.agents) {
+    return cluster.agents.command(
+      cluster,
+      node,
+      command,
+      [...cluster.agentFlags(), ...extra],
+      60_000,
+    );
+  }
   return node.ns.exec(agentArgv(cluster, node, command, extra), { timeoutMs: 60_000 });
 }
 
@@ -113,10 +171,9 @@ export function startAgent(
   extra: readonly string[] = [],
   intervalSeconds = 30,
 ): AgentProcess {
-  return spawnAgent(
-    node,
-    agentArgv(cluster, node, "run", ["-u", String(intervalSeconds), ...KEEPALIVED, ...extra]),
-  );
+  const args = ["-u", String(intervalSeconds), ...KEEPALIVED, ...extra];
+  if (cluster.agents) return cluster.agents.start(cluster, node, [...cluster.agentFlags(), ...args]);
+  return spawnAgent(node, agentArgv(cluster, node, "run", args));
 }
 
 /** Starts any long-running command line (`argv`, e.g. from `modArgv`) in a node's namespace. */
@@ -127,10 +184,27 @@ export function spawnAgent(node: SimNode, argv: readonly string[]): AgentProcess
     stderr: "piped",
     stdin: "null",
   }).spawn();
+  return watchAgent(node, child, (signal) => child.kill(signal));
+}
+
+/**
+ * An AgentProcess over a started child whose stdout and stderr carry the
+ * agent's output: `kill` delivers a signal to the agent (the child itself,
+ * or its container), `toLine` turns an output line into a log line (text;
+ * undefined drops it).
+ */
+export function watchAgent(
+  node: SimNode,
+  child: Deno.ChildProcess,
+  kill: (signal: Deno.Signal) => void,
+  toLine: (raw: string) => string | undefined = (raw) => raw,
+): AgentProcess {
   const lines: string[] = [];
   const waiters: { pattern: RegExp; resolve: (line: string) => void }[] = [];
   const collect = (stream: ReadableStream<Uint8Array>) =>
-    eachLine(stream, (line) => {
+    eachLine(stream, (raw) => {
+      const line = toLine(raw);
+      if (line === undefined) return;
       lines.push(line);
       for (const w of waiters.filter((w) => w.pattern.test(line))) {
         waiters.splice(waiters.indexOf(w), 1);
@@ -144,7 +218,7 @@ export function spawnAgent(node: SimNode, argv: readonly string[]): AgentProcess
     pid: child.pid,
     async stop(signal: Deno.Signal = "SIGTERM") {
       try {
-        child.kill(signal);
+        kill(signal);
       } catch {
         // Already exited.
       }
@@ -154,7 +228,7 @@ export function spawnAgent(node: SimNode, argv: readonly string[]): AgentProcess
       if (await Promise.race([child.status.then(() => false), late.then(() => true)])) {
         lines.push(`[sim] agent on ${node.name} did not stop within 30 s after ${signal}; killed`);
         try {
-          child.kill("SIGKILL");
+          kill("SIGKILL");
         } catch {
           // Exited meanwhile.
         }
@@ -200,6 +274,7 @@ export function startDetachedAgent(
   extra: readonly string[] = [],
   intervalSeconds = 30,
 ): void {
+  if (cluster.agents) throw new Error("detached agents (sim up) run as processes only");
   node.ns.spawnDetached(
     agentArgv(cluster, node, "run", ["-u", String(intervalSeconds), ...KEEPALIVED, ...extra]),
     agentLogPath(cluster, node),

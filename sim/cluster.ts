@@ -30,6 +30,7 @@ import {
   vxlanFdbLines,
 } from "./layout.ts";
 import { IcmpWitness } from "./witness.ts";
+import type { AgentRuntime } from "./agents.ts";
 
 export {
   type ClusterSpec,
@@ -97,6 +98,12 @@ export interface CreateOptions {
    * tear it down from a signal handler while it is still being built.
    */
   readonly onCreate?: (cluster: Cluster) => void;
+  /**
+   * Where the agents run (default: processes in the node namespaces); an
+   * image runtime also makes each node's namespace (sim/image_agents.ts).
+   * The cluster tears it down first in `destroy`.
+   */
+  readonly agents?: AgentRuntime;
 }
 
 const REPORTER = new URL("./reporter.ts", import.meta.url).pathname;
@@ -117,6 +124,8 @@ export class Cluster {
     readonly namespaces: NetnsSet,
     readonly workDir: string,
     readonly progress: (line: string) => void = () => {},
+    /** Where the agents run; undefined: as processes in the node namespaces (sim/agents.ts). */
+    readonly agents?: AgentRuntime,
   ) {
     this.spec = spec;
     this.layout = clusterLayout(spec);
@@ -175,7 +184,13 @@ export class Cluster {
     const full = ClusterSpec.parse(spec);
     const runId = options.runId ?? newRunId();
     const workDir = await Deno.makeTempDir({ prefix: `${runId}-` });
-    const cluster = new Cluster(full, new NetnsSet(runId), workDir, options.progress);
+    const cluster = new Cluster(
+      full,
+      new NetnsSet(runId),
+      workDir,
+      options.progress,
+      options.agents,
+    );
     options.onCreate?.(cluster);
     try {
       await cluster.#build(options.detached === true);
@@ -273,7 +288,9 @@ export class Cluster {
   async #buildNode(node: SimNode, create: (suffix: string) => Promise<Netns>) {
     const { spec, layout } = this;
     const nodeLayout = layout.nodes[node.index - 1];
-    const ns = await create(nodeLayout.suffix);
+    const ns = this.agents
+      ? await this.agents.nodeNamespace(this, nodeLayout.suffix)
+      : await create(nodeLayout.suffix);
     // Before any interface exists, so that `default` applies to every one of them.
     await ns.sysctl(...nodeSysctls(spec));
     await this.#plugIntoLan(ns, spec.iface, nodeLayout.suffix);
@@ -496,6 +513,8 @@ export class Cluster {
   }
 
   async #destroy(): Promise<void> {
+    // Containers first (the agents, and what holds the node namespaces).
+    await this.agents?.destroy();
     for (const witness of this.#witnesses.splice(0)) await witness.stop();
     for (const child of this.#children.splice(0)) {
       try {

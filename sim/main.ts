@@ -14,7 +14,7 @@ import { Command, Option } from "@commander-js/extra-typings";
 import $ from "dax";
 import { describeIssues } from "../core/schema.ts";
 import { table } from "../core/status.ts";
-import { ensureTools, isRoot, SIM_TOOLS } from "../cmd/tools.ts";
+import { ensureTools, IMAGE_TOOLS, isRoot, SIM_TOOLS } from "../cmd/tools.ts";
 import { agentLogPath, startDetachedAgent, stateDirOf, waitForLogLine } from "./agents.ts";
 import { checkPods, checksLegend, renderChecks } from "./check.ts";
 import { Cluster, type OutsideHost } from "./cluster.ts";
@@ -27,7 +27,8 @@ import {
   namespaceEntries,
   resolveNamespace,
 } from "./layout.ts";
-import { NetnsSet, runNamespaces } from "./netns.ts";
+import { NetnsSet, newRunId, runNamespaces } from "./netns.ts";
+import { ImageAgents } from "./image_agents.ts";
 import { findState, listStates, removeState, RUN_ID, saveState } from "./state.ts";
 import { expectedSources, mappingsByIp, runStory, storyPlan } from "./story.ts";
 import {
@@ -138,18 +139,24 @@ async function prepare(): Promise<void> {
  * failure and on Ctrl-C (and on success unless `keep`).
  */
 async function withCluster<T>(
-  build: (track: (cluster: Cluster) => void) => Promise<Cluster>,
+  build: (
+    track: (cluster: Cluster) => void,
+    onTeardown: (fn: () => Promise<void>) => void,
+  ) => Promise<Cluster>,
   body: (cluster: Cluster) => Promise<T>,
   keep = false,
 ): Promise<T> {
   let cluster: Cluster | undefined;
   let teardown: Promise<void> | undefined;
+  // What the build made before the cluster existed (an image runtime): torn down like it.
+  const extra: (() => Promise<void>)[] = [];
   // Ctrl-C reaches every process of the terminal's group, often more than
   // once: the first signal tears down, later ones wait for that teardown.
   const onSignal = () => {
     teardown ??= (async () => {
       console.error("\ninterrupted: tearing the simulated cluster down");
       await cluster?.destroy();
+      for (const fn of extra) await fn();
       const left = cluster ? await runNamespaces(cluster.runId) : [];
       if (left.length > 0) console.error(`namespaces left behind: ${left.join(" ")}`);
       Deno.exit(130);
@@ -159,7 +166,7 @@ async function withCluster<T>(
   Deno.addSignalListener("SIGTERM", onSignal);
   let ok = false;
   try {
-    cluster = await build((c) => (cluster = c));
+    cluster = await build((c) => (cluster = c), (fn) => extra.push(fn));
     const result = await body(cluster);
     ok = true;
     return result;
@@ -168,22 +175,45 @@ async function withCluster<T>(
     Deno.removeSignalListener("SIGTERM", onSignal);
     if (cluster && (!ok || !keep)) {
       await cluster.destroy();
+      for (const fn of extra) await fn();
       const left = await runNamespaces(cluster.runId);
       console.log(
         left.length === 0
           ? `torn down: run ${cluster.runId} left no namespace, process or file`
           : `warning: namespaces left behind: ${left.join(" ")}`,
       );
-    }
+    } else if (!cluster) { for (const fn of extra) await fn(); }
   }
 }
 
-async function storyCommand(flags: ClusterFlags): Promise<number> {
+async function storyCommand(flags: ClusterFlags & { agents: string }): Promise<number> {
   const spec = specFrom(flags);
   await prepare();
+  if (flags.agents === "image") {
+    try {
+      await ensureTools(IMAGE_TOOLS, { install: true, log: (l) => console.log(l) });
+    } catch (error) {
+      throw new Exit(1, errorMessage(error));
+    }
+  }
   const started = performance.now();
   const ok = await withCluster(
-    (track) => Cluster.create(spec, { progress: (line) => console.log(line), onCreate: track }),
+    async (track, onTeardown) => {
+      const runId = newRunId();
+      let agents: ImageAgents | undefined;
+      if (flags.agents === "image") {
+        const starting = ImageAgents.start(runId, (line) => console.log(line));
+        onTeardown(async () => await (await starting.catch(() => undefined))?.destroy());
+        agents = await starting;
+        console.log(`agents run ${agents.description}`);
+      }
+      return await Cluster.create(spec, {
+        runId,
+        progress: (line) => console.log(line),
+        onCreate: track,
+        agents,
+      });
+    },
     async (cluster) => {
       const result = await runStory(cluster, {
         driver: vipDriver(flags.vipMode as VipMode, cluster),
@@ -456,8 +486,16 @@ export function buildProgram(done: (code: number) => void) {
 
   addClusterFlags(
     program.command("story", { isDefault: true })
-      .description("tell the whole story and tear everything down (the default command)"),
-  ).action(action((flags) => storyCommand(flags as unknown as ClusterFlags)));
+      .description("tell the whole story and tear everything down (the default command)")
+      .addOption(
+        new Option(
+          "--agents <where>",
+          "process: the agent runs as a process in each node namespace; image: from the node " +
+            "image (built first, with a private dockerd), in a container per node with " +
+            "deploy/daemonset.yaml's security context, mounts, args and env",
+        ).choices(["process", "image"]).default("process"),
+      ),
+  ).action(action((flags) => storyCommand(flags as unknown as ClusterFlags & { agents: string })));
 
   addClusterFlags(
     program.command("up").description(

@@ -131,6 +131,22 @@ export class NetnsSet {
     return ns;
   }
 
+  /**
+   * Names the network namespace of process `pid` `<runId>-<suffix>` (`ip netns
+   * attach`): a namespace a container holds, which the run then builds on
+   * like any other. `destroy` deletes the name; the namespace lives on until
+   * its last process (the container) is gone.
+   */
+  async attach(suffix: string, pid: number): Promise<Netns> {
+    const name = `${this.runId}-${suffix}`;
+    if (this.#closed) throw new Error(`run ${this.runId} is being torn down`);
+    await $`ip netns attach ${name} ${pid}`.quiet();
+    const ns = new Netns(name);
+    this.#created.push(ns);
+    await ns.ip(["link set lo up"]);
+    return ns;
+  }
+
   get all(): readonly Netns[] {
     return this.#created;
   }

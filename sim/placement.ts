@@ -4,7 +4,7 @@
  * faults the failover benchmark injects (a dead keepalived, a pulled cable).
  */
 import { vrrpPriority } from "../core/keepalived.ts";
-import { type AgentProcess, stateDirOf } from "./agents.ts";
+import { type AgentProcess, hostPidOf, stateDirOf } from "./agents.ts";
 import type { Cluster, SimNode } from "./cluster.ts";
 import { vipHolders } from "./vip.ts";
 
@@ -77,7 +77,7 @@ export async function killKeepalived(cluster: Cluster, node: SimNode): Promise<v
   for (const file of ["vrrp.pid", "keepalived.pid"]) {
     const text = await Deno.readTextFile(`${stateDirOf(cluster, node)}/${file}`);
     try {
-      Deno.kill(Number(text.trim()), "SIGKILL");
+      Deno.kill(await hostPidOf(node, Number(text.trim()), "keepalived"), "SIGKILL");
     } catch {
       // Already gone.
     }

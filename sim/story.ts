@@ -174,7 +174,10 @@ export async function runStory(cluster: Cluster, options: StoryOptions): Promise
   };
 
   const baseline = await Promise.all(cluster.nodes.map((n) => cluster.ruleset(n)));
-  say(`\nstarting the agent (mod.ts run ${driver.agentFlags.join(" ")}) in every node namespace`);
+  say(
+    `\nstarting the agent (mod.ts run ${driver.agentFlags.join(" ")}) ` +
+      (cluster.agents ? cluster.agents.description : "in every node namespace"),
+  );
   const agents: AgentProcess[] = cluster.nodes.map((node) =>
     startAgent(cluster, node, driver.agentFlags)
   );

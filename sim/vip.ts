@@ -3,7 +3,7 @@
  * whichever node has it, added to the chosen node as a /32, and announced with
  * a gratuitous ARP so that the LAN's neighbour caches follow at once.
  */
-import { EXTERNAL } from "./agents.ts";
+import { EXTERNAL, hostPidOf } from "./agents.ts";
 import type { SimNode } from "./cluster.ts";
 
 /** Puts `vip` on `node` (and off every other node). `null` removes it everywhere. */
@@ -167,9 +167,11 @@ export function keepalivedVips(
     },
     async failover(vip, from) {
       const pid = Number((await Deno.readTextFile(`${stateDir(from)}/keepalived.pid`)).trim());
+      // The pid file has the number keepalived has in its own PID namespace (a container's).
+      const hostPid = await hostPidOf(from, pid, "keepalived");
       // "Stop": keepalived announces priority 0 and removes its VIPs; the next node takes over.
       failedAt = performance.now();
-      Deno.kill(pid, "SIGTERM");
+      Deno.kill(hostPid, "SIGTERM");
       const holders = await waitForHolders(
         nodes,
         [vip],

@@ -7,7 +7,7 @@
  *
  * Usage: deno task test [-- <deno test args, e.g. tests/ip.test.ts or --filter e2e>]
  */
-import { ensureTools, isRoot, SIM_TOOLS } from "../cmd/tools.ts";
+import { ensureTools, IMAGE_TOOLS, isRoot, SIM_TOOLS } from "../cmd/tools.ts";
 import { leftoverNamespaces } from "../sim/netns.ts";
 import { testEnvironment } from "./host_env.ts";
 
@@ -39,7 +39,11 @@ export function summaryLine(s: Summary): string {
 async function main(): Promise<number> {
   const root = isRoot();
   if (root) {
-    await ensureTools(SIM_TOOLS, { install: true, log: (l) => console.log(`[test] ${l}`) });
+    // The image tools too: an end-to-end test builds the node image and runs the story from it.
+    await ensureTools([...SIM_TOOLS, ...IMAGE_TOOLS], {
+      install: true,
+      log: (l) => console.log(`[test] ${l}`),
+    });
   } else {
     console.log(
       "[test] not running as root: end-to-end tests (network namespaces) will be skipped",

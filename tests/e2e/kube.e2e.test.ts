@@ -12,7 +12,8 @@ import {
   KEEPALIVED,
   stateDirOf,
 } from "../../sim/agents.ts";
-import { Cluster, LAN_HOST_IP, OUTSIDE_IP, type SimNode } from "../../sim/cluster.ts";
+import { type Cluster, LAN_HOST_IP, OUTSIDE_IP, type SimNode } from "../../sim/cluster.ts";
+import { createCluster } from "./cluster.ts";
 import {
   egressPolicy,
   egressVip,
@@ -78,7 +79,7 @@ async function withKubeCluster(
   spec: { nodes: number; podsPerNode: number },
   fn: (cluster: Cluster, api: SimApiServer, agents: AgentProcess[]) => Promise<void>,
 ) {
-  const cluster = await Cluster.create(spec);
+  const cluster = await createCluster(spec);
   let api: SimApiServer | undefined;
   const agents: AgentProcess[] = [];
   try {
@@ -246,21 +247,9 @@ Deno.test({
       );
       for (const agent of agents.splice(0)) await agent.stop();
       for (const node of cluster.nodes) {
-        const r = await node.ns.exec([
-          Deno.execPath(),
-          "run",
-          "-A",
-          "--cached-only",
-          new URL("../../mod.ts", import.meta.url).pathname,
-          "delete",
-          "-i",
-          cluster.spec.iface,
-          "--vip-mode",
-          "external",
-          // Where its agent remembered the reverse-path filters it loosened.
-          "--state-dir",
-          stateDirOf(cluster, node),
-        ]);
+        // With the node's state directory, where its agent remembered the reverse-path filters
+        // it loosened.
+        const r = await agentCommand(cluster, node, "delete", EXTERNAL);
         assert.equal(r.code, 0, r.stderr);
       }
       const after = await Promise.all(cluster.nodes.map((n) => cluster.ruleset(n)));
