@@ -194,12 +194,39 @@ export class PrivateDockerd {
     }
     clearTimeout(timer);
     await this.child.status;
-    // Mounts under our directory (overlays, shm, the netns files of containers), deepest first.
-    const mounts = (await Deno.readTextFile("/proc/self/mounts")).split("\n")
-      .map((l) => l.split(" ")[1]?.replace(/\\040/g, " "))
-      .filter((m): m is string => m !== undefined && m.startsWith(`${this.dir}/`))
-      .sort((a, b) => b.length - a.length);
-    for (const mount of mounts) await $`umount -l ${mount}`.noThrow().quiet();
-    await Deno.remove(this.dir, { recursive: true }).catch(() => {});
+    await removeDaemonDir(this.dir);
   }
+
+  /**
+   * Stops the private dockerd of a run that could not clean up (killed), by
+   * its directory (`sim down --run <id>`): dockerd stops its containers on
+   * SIGTERM; then its directory goes. Only a dockerd whose pid file is in
+   * `dir` is signalled.
+   */
+  static async stopLeftover(dir: string): Promise<void> {
+    const pid = Number((await Deno.readTextFile(join(dir, "dockerd.pid")).catch(() => "")).trim());
+    const cmdline = pid > 0 ? await Deno.readTextFile(`/proc/${pid}/cmdline`).catch(() => "") : "";
+    if (cmdline.startsWith("dockerd\0") && cmdline.includes(`${dir}/data`)) {
+      Deno.kill(pid, "SIGTERM");
+      for (
+        let i = 0;
+        i < 300 && (await Deno.stat(`/proc/${pid}`).then(() => true, () => false));
+        i++
+      ) {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      await Deno.stat(`/proc/${pid}`).then(() => Deno.kill(pid, "SIGKILL"), () => {});
+    }
+    await removeDaemonDir(dir);
+  }
+}
+
+/** Unmounts what a stopped dockerd left mounted below `dir` (deepest first), then deletes `dir`. */
+async function removeDaemonDir(dir: string): Promise<void> {
+  const mounts = (await Deno.readTextFile("/proc/self/mounts")).split("\n")
+    .map((l) => l.split(" ")[1]?.replace(/\\040/g, " "))
+    .filter((m): m is string => m !== undefined && m.startsWith(`${dir}/`))
+    .sort((a, b) => b.length - a.length);
+  for (const mount of mounts) await $`umount -l ${mount}`.noThrow().quiet();
+  await Deno.remove(dir, { recursive: true }).catch(() => {});
 }

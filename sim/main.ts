@@ -29,6 +29,7 @@ import {
 } from "./layout.ts";
 import { NetnsSet, newRunId, runNamespaces } from "./netns.ts";
 import { ImageAgents } from "./image_agents.ts";
+import { PrivateDockerd } from "../image/docker.ts";
 import { findState, listStates, removeState, RUN_ID, saveState } from "./state.ts";
 import { expectedSources, mappingsByIp, runStory, storyPlan } from "./story.ts";
 import {
@@ -435,7 +436,9 @@ async function downCommand(options: { run?: string; all?: boolean }): Promise<nu
     const count = namespaces.all.length;
     await namespaces.destroy();
     for (const dir of [target.workDir, ...await runWorkDirs(target.runId)]) {
-      if (dir) await Deno.remove(dir, { recursive: true }).catch(() => {});
+      // A private dockerd of `--agents image` that a killed run left running goes first.
+      if (dir && /-docker-[0-9a-f]+$/.test(dir)) await PrivateDockerd.stopLeftover(dir);
+      else if (dir) await Deno.remove(dir, { recursive: true }).catch(() => {});
     }
     await removeState(target.runId);
     console.log(`run ${target.runId}: removed ${count} namespace(s), their processes and files`);
