@@ -146,18 +146,23 @@ Deno.test("cli: status shows roles, counters and pending changes, as a table and
   const kernel = new FakeKernel();
   kernel.interfaces.get("eth0")!.push("192.0.2.50");
   assert.equal((await cli(["run", "--vip-mode", "external", ...flags], kernel)).code, 0);
-  const table = await cli(["status", ...flags], kernel);
+  // Its own state directory: the machine's /run/kube-egress (an agent's) is not this test's.
+  const own = ["--state-dir", `${root}/state`];
+  const table = await cli(["status", ...flags, ...own], kernel);
   assert.match(table.out, /sync: in sync with the inputs/);
   assert.match(table.out, /192\.0\.2\.50\s+5\s+0x5\s+holder\s+yes\s+1/);
   assert.match(table.out, /192\.0\.2\.51\s+6\s+0x6\s+forwarder\s+no\s+1/);
-  const json = JSON.parse((await cli(["status", ...flags, "--json"], kernel)).out);
+  const json = JSON.parse((await cli(["status", ...flags, ...own, "--json"], kernel)).out);
   assert.equal(json.pendingLines, 0);
   assert.deepEqual(json.vips.map((v: { vip: string; role: string }) => [v.vip, v.role]), [[
     "192.0.2.50",
     "holder",
   ], ["192.0.2.51", "forwarder"]]);
   await Deno.writeTextFile(`${root}/p/10.244.3.3`, "192.0.2.51");
-  assert.match((await cli(["status", ...flags], kernel)).out, /sync: 1 change\(s\) pending/);
+  assert.match(
+    (await cli(["status", ...flags, ...own], kernel)).out,
+    /sync: 1 change\(s\) pending/,
+  );
   await Deno.remove(root, { recursive: true });
 });
 
