@@ -10,10 +10,15 @@
  * named `<runId>-n<k>` (`ip netns attach`) before the cluster builds the
  * node in it. The agent containers then join it (`--network container:`).
  * What the simulator adds that a real pod gets from elsewhere: the mapping
- * directories and a kubeconfig named by the sim's flags, mounted read-only at
- * the same path (a ConfigMap or Secret volume, on a real node).
+ * directories named by the sim's flags, mounted read-only at the same path
+ * (ConfigMap volumes, on a real node), and for `--kubeconfig` the pod's
+ * service account (token, CA, namespace) and KUBERNETES_SERVICE_HOST/PORT,
+ * as the kubelet projects them: the agents connect in-cluster.
  */
+import { join } from "node:path";
+import { parse as parseYaml } from "yaml";
 import { buildProgram } from "../cmd/main.ts";
+import { SERVICE_ACCOUNT_DIR } from "../core/kube/kubeconfig.ts";
 import { formatLine, type Level } from "../cmd/log.ts";
 import type { Host } from "../cmd/system.ts";
 import { buildImage } from "../image/build.ts";
@@ -25,6 +30,7 @@ import {
   type FlagDef,
   type HostMount,
   mergeAgentArgs,
+  parseFlags,
   readDaemonSet,
   resolveEnv,
   securityFlags,
@@ -212,8 +218,51 @@ export class ImageAgents implements AgentRuntime {
     return await cluster.namespaces.attach(suffix, pid);
   }
 
-  /** `docker run` flags giving a node's container what the kubelet gives the DaemonSet's pod. */
-  async #podFlags(cluster: Cluster, node: SimNode, args: readonly string[]): Promise<string[]> {
+  /**
+   * The service account the kubelet projects into the pod, made from the
+   * simulator's kubeconfig (its server, token and CA): the token, ca.crt and
+   * namespace files, and the API server's address for
+   * KUBERNETES_SERVICE_HOST/PORT. Undefined when the kubeconfig has no token
+   * and CA (then it is mounted as it is).
+   */
+  async #serviceAccount(cluster: Cluster, kubeconfig: string) {
+    const config = parseYaml(await Deno.readTextFile(kubeconfig)) as {
+      "current-context"?: string;
+      contexts?: { name: string; context: { cluster: string; user: string } }[];
+      clusters?: {
+        name: string;
+        cluster: { server: string; "certificate-authority-data"?: string };
+      }[];
+      users?: { name: string; user: { token?: string } }[];
+    };
+    const context = config.contexts?.find((c) => c.name === config["current-context"])?.context;
+    const server = config.clusters?.find((c) => c.name === context?.cluster)?.cluster;
+    const token = config.users?.find((u) => u.name === context?.user)?.user.token;
+    const ca = server?.["certificate-authority-data"];
+    if (!server || !token || !ca) return undefined;
+    const url = new URL(server.server);
+    const dir = join(cluster.workDir, "serviceaccount");
+    await Deno.mkdir(dir, { recursive: true });
+    await Deno.writeTextFile(join(dir, "token"), token);
+    await Deno.writeTextFile(join(dir, "ca.crt"), atob(ca));
+    await Deno.writeTextFile(join(dir, "namespace"), this.pod.namespace);
+    return {
+      dir,
+      host: url.hostname.replace(/^\[(.*)\]$/, "$1"),
+      port: url.port || (url.protocol === "https:" ? "443" : "80"),
+    };
+  }
+
+  /**
+   * What the kubelet gives the DaemonSet's pod on `node` (`docker run` flags),
+   * and the agent's argv for `command`.
+   */
+  async #prepare(
+    cluster: Cluster,
+    node: SimNode,
+    command: string,
+    args: readonly string[],
+  ): Promise<{ flags: string[]; argv: string[] }> {
     const suffix = cluster.layout.nodes[node.index - 1].suffix;
     const flags = [
       "--network",
@@ -228,26 +277,37 @@ export class ImageAgents implements AgentRuntime {
         `type=bind,source=${source},target=${mount.mountPath}${mount.readOnly ? ",readonly" : ""}`,
       );
     }
-    // The simulator's inputs: what a ConfigMap or Secret volume would bring.
-    const parsed = new Map<string, string>();
-    for (let i = 0; i < args.length; i++) {
-      const [name, inline] = args[i].split(/=(.*)/s, 2);
-      const def = this.#flags.all.find((d) => d.long === name || d.short === name);
-      if (def && INPUT_PATH_FLAGS.includes(def.long)) {
-        parsed.set(def.long, inline ?? args[++i]);
-      }
-    }
-    for (const path of new Set(parsed.values())) {
-      flags.push("--mount", `type=bind,source=${path},target=${path},readonly`);
-    }
     const env = resolveEnv(this.pod.env, {
       nodeName: node.name,
       podName: `${this.pod.daemonSet}-${node.name}`,
       namespace: this.pod.namespace,
       nodeIp: node.ip,
     });
+    let pairs = parseFlags(args, this.#flags.all);
+    // A kubeconfig with a token becomes the pod's service account: the agent finds the API
+    // server as in every real installation (in-cluster), not through a file.
+    const kubeconfig = pairs.find(([name]) => name === "--kubeconfig")?.[1];
+    const account = typeof kubeconfig === "string"
+      ? await this.#serviceAccount(cluster, kubeconfig)
+      : undefined;
+    if (account) {
+      pairs = pairs.filter(([name]) => name !== "--kubeconfig");
+      flags.push(
+        "--mount",
+        `type=bind,source=${account.dir},target=${SERVICE_ACCOUNT_DIR},readonly`,
+      );
+      env.KUBERNETES_SERVICE_HOST = account.host;
+      env.KUBERNETES_SERVICE_PORT = account.port;
+    }
+    // The simulator's inputs: what a ConfigMap or Secret volume would bring.
+    const inputs = pairs.filter(([name]) => INPUT_PATH_FLAGS.includes(name))
+      .map(([, path]) => String(path));
+    for (const path of new Set(inputs)) {
+      flags.push("--mount", `type=bind,source=${path},target=${path},readonly`);
+    }
     for (const [key, value] of Object.entries(env)) flags.push("--env", `${key}=${value}`);
-    return flags;
+    const simArgs = pairs.map(([name, value]) => (value === true ? name : `${name}=${value}`));
+    return { flags, argv: this.agentArgs(command, simArgs) };
   }
 
   /**
@@ -274,7 +334,7 @@ export class ImageAgents implements AgentRuntime {
     const name = this.#name(cluster, node, `agent-${++this.#counter}`);
     // Until `docker run` has the flags ready, a stop must wait for it.
     let kill: (signal: Deno.Signal) => void = () => {};
-    const ready = this.#podFlags(cluster, node, args).then((flags) => {
+    const ready = this.#prepare(cluster, node, "run", args).then(({ flags, argv }) => {
       const child = this.docker.spawn([
         "run",
         "--name",
@@ -282,7 +342,7 @@ export class ImageAgents implements AgentRuntime {
         "--init=false",
         ...flags,
         this.image,
-        ...this.agentArgs("run", args),
+        ...argv,
       ]);
       kill = (signal) => {
         this.docker.exec(["kill", "--signal", signal, name], { timeoutMs: 10_000 }).catch(() => {});
@@ -303,7 +363,7 @@ export class ImageAgents implements AgentRuntime {
     args: readonly string[],
     timeoutMs: number,
   ): Promise<ExecResult> {
-    const argv = this.agentArgs(command, args);
+    const { flags, argv } = await this.#prepare(cluster, node, command, args);
     const running = this.#running.get(node.name);
     // While the node's agent runs, as `kubectl exec` into its pod (same PID namespace: status
     // sees its keepalived); otherwise a one-off container of the same pod.
@@ -312,7 +372,7 @@ export class ImageAgents implements AgentRuntime {
       "--rm",
       "--name",
       this.#name(cluster, node, `${command}-${++this.#counter}`),
-      ...await this.#podFlags(cluster, node, args),
+      ...flags,
       this.image,
       ...argv,
     ];

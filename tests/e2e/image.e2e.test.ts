@@ -9,14 +9,25 @@
  */
 import assert from "node:assert/strict";
 import $ from "dax";
-import { describeImage, megabytes, pinMismatches } from "../../image/build.ts";
-import { stateDirOf } from "../../sim/agents.ts";
+import { buildImage, describeImage, megabytes, pinMismatches } from "../../image/build.ts";
+import { PrivateDockerd } from "../../image/docker.ts";
+import { type AgentProcess, stateDirOf } from "../../sim/agents.ts";
 import { renderChecks } from "../../sim/check.ts";
-import { Cluster } from "../../sim/cluster.ts";
+import { Cluster, OUTSIDE_IP } from "../../sim/cluster.ts";
+import {
+  egressPolicy,
+  egressVip,
+  podObject,
+  startApiWithNodes,
+  startKubeAgents,
+} from "../../sim/kube_sim.ts";
+import { sourceSeen } from "../../sim/probe.ts";
 import { ImageAgents } from "../../sim/image_agents.ts";
 import { newRunId, runNamespaces } from "../../sim/netns.ts";
 import { runStory } from "../../sim/story.ts";
-import { keepalivedVips } from "../../sim/vip.ts";
+import { keepalivedVips, placeVip } from "../../sim/vip.ts";
+
+const VIP = "192.0.2.50";
 import { e2e } from "./cluster.ts";
 
 interface Inspect {
@@ -36,14 +47,20 @@ interface Inspect {
 
 Deno.test({
   name:
-    "e2e image: built from the Dockerfile on local bases (pins = labels, no compilers or package lists); the story holds with every agent in a container under the DaemonSet's limits",
+    "e2e image: built from the Dockerfile on local bases (pins = labels, no compilers or package lists); the story holds with every agent in a container under the DaemonSet's limits; the Kubernetes source works from it in-cluster",
   ...e2e,
   fn: async () => {
     const runId = newRunId();
-    const agents = await ImageAgents.start(runId, () => {});
+    const daemon = await PrivateDockerd.start(runId);
     let cluster: Cluster | undefined;
     try {
-      const image = await describeImage(agents.docker, agents.image);
+      const built = await buildImage(daemon.docker, {
+        tag: `${runId}/kube-egress:test`,
+        basePrefix: `${runId}-base`,
+        log: () => {},
+      });
+      const agents = await ImageAgents.forImage(daemon.docker, built.tag);
+      const image = await describeImage(daemon.docker, built.tag);
       console.log(`image ${megabytes(image.bytes)}: ${image.deno}`);
       assert.deepEqual(pinMismatches(image), [], "every tool is installed at its pinned version");
       assert.deepEqual(image.unwanted, []);
@@ -72,10 +89,10 @@ Deno.test({
 
       // What docker was asked for is what the DaemonSet says (the agents' containers are kept
       // until the cluster is destroyed).
-      const names = (await agents.docker.run(["ps", "-a", "--format", "{{.Names}}"])).split("\n")
+      const names = (await daemon.docker.run(["ps", "-a", "--format", "{{.Names}}"])).split("\n")
         .filter((n) => /-agent-\d+$/.test(n));
       assert.equal(names.length, 3, names.join(" "));
-      const inspected = JSON.parse(await agents.docker.run(["inspect", ...names])) as Inspect[];
+      const inspected = JSON.parse(await daemon.docker.run(["inspect", ...names])) as Inspect[];
       for (const container of inspected) {
         const node = /-(node\d+)-agent-/.exec(container.Name)![1];
         const host = container.HostConfig;
@@ -98,13 +115,56 @@ Deno.test({
       }
       // What the agent wrote outside its mounts (nothing it needs to keep: a read-only root
       // file system would only lose Deno's caches).
-      const changed = await agents.docker.run(["diff", names[0]]);
+      const changed = await daemon.docker.run(["diff", names[0]]);
       console.log(`written in ${names[0]} outside its mounts:\n${changed}`);
+      await cluster.destroy();
+      assert.deepEqual(await runNamespaces(runId), []);
+
+      // The Kubernetes source from the image: in-cluster (the pod's service account), TLS to
+      // the test API server, the Lease, status written by the holder's agent.
+      cluster = await Cluster.create({ nodes: 2, podsPerNode: 1 }, {
+        agents: await ImageAgents.forImage(daemon.docker, built.tag),
+      });
+      const k = cluster;
+      const api = await startApiWithNodes(k);
+      const kubeAgents: AgentProcess[] = [];
+      try {
+        await api.apply({ apiVersion: "v1", kind: "Namespace", metadata: { name: "default" } });
+        await api.apply(egressVip("office", { ip: VIP, routeId: 5 }));
+        await api.apply(egressPolicy("default", "apps", {
+          vip: "office",
+          podSelector: { matchLabels: { egress: "office" } },
+        }));
+        await placeVip(k.nodes, VIP, k.node(1), k.spec.iface);
+        kubeAgents.push(...startKubeAgents(k, api));
+        const pod = k.pod(2, 1);
+        await api.apply(podObject(pod, "app", { labels: { egress: "office" } }));
+        let seen = "";
+        for (let i = 0; i < 60 && seen !== VIP; i++) {
+          seen = await sourceSeen(pod.ns, OUTSIDE_IP, "tcp");
+          if (seen !== VIP) await new Promise((r) => setTimeout(r, 250));
+        }
+        assert.equal(seen, VIP, "node2's pod leaves as the VIP through node1");
+        let holder: string | undefined;
+        for (let i = 0; i < 60 && holder !== "node1"; i++) {
+          holder = (await api.get<{ status?: { holder?: string } }>("EgressVIP", "office"))?.status
+            ?.holder;
+          if (holder !== "node1") await new Promise((r) => setTimeout(r, 250));
+        }
+        assert.equal(holder, "node1", "the holder's agent wrote status.holder");
+        assert.ok(
+          kubeAgents.some((a) => a.lines.some((l) => l.includes("elected"))),
+          "one agent was elected",
+        );
+      } finally {
+        for (const agent of kubeAgents) await agent.stop();
+        await api.stop();
+      }
     } finally {
-      if (cluster) await cluster.destroy();
-      else await agents.destroy();
+      await cluster?.destroy();
+      await daemon.stop();
     }
     assert.deepEqual(await runNamespaces(runId), []);
-    await assert.rejects(Deno.stat(agents.daemon!.dir), Deno.errors.NotFound);
+    await assert.rejects(Deno.stat(daemon.dir), Deno.errors.NotFound);
   },
 });
