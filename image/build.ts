@@ -79,6 +79,8 @@ export interface BuildOptions {
   /** Use these bases instead of making them (image references the daemon has). */
   readonly debianImage?: string;
   readonly denoImage?: string;
+  /** Remove the local bases again once built (on a daemon that is not the run's own). */
+  readonly removeBases?: boolean;
   readonly log: (line: string) => void;
 }
 
@@ -126,6 +128,9 @@ export async function buildImage(docker: Docker, options: BuildOptions): Promise
   ];
   options.log(`docker build ${args.slice(1, -1).join(" ")} .`);
   const r = await docker.exec(args, { timeoutMs: 20 * 60_000 });
+  if (bases && options.removeBases) {
+    await docker.exec(["rmi", bases.debianImage, bases.denoImage], { timeoutMs: 60_000 });
+  }
   if (r.code !== 0) {
     const tail = r.stderr.trim().split("\n").slice(-25).join("\n");
     throw new Error(`docker build failed (exit ${r.code}):\n${tail}`);

@@ -54,6 +54,8 @@ async function imageCommand(flags: ImageFlags): Promise<number> {
       basePrefix: `${runId}-base`,
       debianImage: flags.debianImage,
       denoImage: flags.denoImage,
+      // On a daemon that is not ours, the bases tagged with this run's id go again.
+      removeBases: !daemon,
       log,
     });
     for (const base of built.bases) log(`base ${base}`);
