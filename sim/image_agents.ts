@@ -149,8 +149,14 @@ export class ImageAgents implements AgentRuntime {
    * bases, cached) and reads the DaemonSet: everything `sim --agents image`
    * needs. On failure the daemon is stopped again.
    */
-  static async start(runId: string, log: (line: string) => void): Promise<ImageAgents> {
+  static async start(
+    runId: string,
+    log: (line: string) => void,
+    /** Told the daemon at once, so that a Ctrl-C during the build can stop it. */
+    onDaemon: (daemon: PrivateDockerd) => void = () => {},
+  ): Promise<ImageAgents> {
     const daemon = await PrivateDockerd.start(runId);
+    onDaemon(daemon);
     try {
       log(`private dockerd of run ${runId} in ${daemon.dir}; building the image`);
       const built = await buildImage(daemon.docker, {

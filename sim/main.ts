@@ -203,9 +203,10 @@ async function storyCommand(flags: ClusterFlags & { agents: string }): Promise<n
       const runId = newRunId();
       let agents: ImageAgents | undefined;
       if (flags.agents === "image") {
-        const starting = ImageAgents.start(runId, (line) => console.log(line));
-        onTeardown(async () => await (await starting.catch(() => undefined))?.destroy());
-        agents = await starting;
+        let daemon: PrivateDockerd | undefined;
+        // Stopping the daemon also ends a build under way (ImageAgents.start then fails).
+        onTeardown(async () => await daemon?.stop());
+        agents = await ImageAgents.start(runId, (line) => console.log(line), (d) => (daemon = d));
         console.log(`agents run ${agents.description}`);
       }
       return await Cluster.create(spec, {
