@@ -172,7 +172,9 @@ export function startAgent(
   intervalSeconds = 30,
 ): AgentProcess {
   const args = ["-u", String(intervalSeconds), ...KEEPALIVED, ...extra];
-  if (cluster.agents) return cluster.agents.start(cluster, node, [...cluster.agentFlags(), ...args]);
+  if (cluster.agents) {
+    return cluster.agents.start(cluster, node, [...cluster.agentFlags(), ...args]);
+  }
   return spawnAgent(node, agentArgv(cluster, node, "run", args));
 }
 
