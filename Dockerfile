@@ -7,7 +7,8 @@
 # `deno task image` builds this file unchanged where no registry is reachable,
 # from equivalents it makes itself (debootstrap, and Deno from npm). Every
 # tool's Debian version is pinned here and recorded in a label; a pin the
-# mirror no longer has fails the build (apt names the package).
+# mirror no longer has fails a plain build (apt names the package; `deno task
+# image` builds with the mirror's version instead and says which pin to bump).
 ARG DENO_VERSION=2.9.6
 ARG DENO_IMAGE=denoland/deno:bin-${DENO_VERSION}
 ARG DEBIAN_IMAGE=debian:bookworm-slim

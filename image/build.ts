@@ -114,20 +114,44 @@ export async function buildImage(docker: Docker, options: BuildOptions): Promise
     SOURCE: facts.source,
   };
   const ca = caBundle();
-  const args = [
-    "build",
-    "--network",
-    "host",
-    "--progress",
-    "plain",
-    "--tag",
-    options.tag,
-    ...Object.entries(buildArgs).flatMap(([k, v]) => ["--build-arg", `${k}=${v}`]),
-    ...(ca ? ["--secret", `id=build-ca,src=${ca}`] : []),
-    ROOT,
-  ];
-  options.log(`docker build ${args.slice(1, -1).join(" ")} .`);
-  const r = await docker.exec(args, { timeoutMs: 20 * 60_000 });
+  const build = (extra: Record<string, string>) => {
+    const args = [
+      "build",
+      "--network",
+      "host",
+      "--progress",
+      "plain",
+      "--tag",
+      options.tag,
+      ...Object.entries({ ...buildArgs, ...extra }).flatMap((
+        [k, v],
+      ) => ["--build-arg", `${k}=${v}`]),
+      ...(ca ? ["--secret", `id=build-ca,src=${ca}`] : []),
+      ROOT,
+    ];
+    options.log(`docker build ${args.slice(1, -1).join(" ")} .`);
+    return docker.exec(args, { timeoutMs: 20 * 60_000 });
+  };
+  let r = await build({});
+  // Debian's mirrors keep only a package's newest version: once a point
+  // release replaces a pinned one, the Dockerfile's default no longer builds.
+  // CI must not break on the mirror's schedule: build on what the mirror has
+  // and say which pin to bump (the labels record what was installed).
+  const gone = r.code === 0 ? [] : missingPins(r.stderr);
+  if (gone.length > 0) {
+    const current = await mirrorVersions(docker, buildArgs.DEBIAN_IMAGE, gone);
+    const bumps = Object.fromEntries(
+      gone.filter((p) => current[p]).map((p) => [`${p.toUpperCase()}_VERSION`, current[p]]),
+    );
+    for (const [arg, version] of Object.entries(bumps)) {
+      options.log(
+        `warning: ${arg}=${
+          defaults[arg]
+        } is no longer on the mirror: built with ${version}; bump it in the Dockerfile`,
+      );
+    }
+    if (Object.keys(bumps).length > 0) r = await build(bumps);
+  }
   if (bases && options.removeBases) {
     await docker.exec(["rmi", bases.debianImage, bases.denoImage], { timeoutMs: 60_000 });
   }
@@ -140,6 +164,46 @@ export async function buildImage(docker: Docker, options: BuildOptions): Promise
     seconds: (performance.now() - started) / 1000,
     bases: bases?.origins ?? [buildArgs.DEBIAN_IMAGE, buildArgs.DENO_IMAGE],
   };
+}
+
+/** Packages whose pinned version apt could not find ("Version 'x' for 'pkg' was not found"). */
+export function missingPins(stderr: string): string[] {
+  return [
+    ...new Set([...stderr.matchAll(/Version '[^']+' for '([a-z0-9.+-]+)' was not found/g)]
+      .map((m) => m[1])),
+  ];
+}
+
+/** The candidate version of each package on the base image's mirror (`apt-cache policy`). */
+async function mirrorVersions(
+  docker: Docker,
+  image: string,
+  pkgs: readonly string[],
+): Promise<Record<string, string>> {
+  const r = await docker.exec([
+    "run",
+    "--rm",
+    "--network",
+    "host",
+    image,
+    "sh",
+    "-c",
+    `apt-get update -qq >/dev/null && apt-cache policy ${pkgs.join(" ")}`,
+  ], { timeoutMs: 5 * 60_000 });
+  return parseAptPolicy(r.stdout);
+}
+
+/** package → Candidate version, from `apt-cache policy` output. */
+export function parseAptPolicy(text: string): Record<string, string> {
+  const versions: Record<string, string> = {};
+  let pkg: string | undefined;
+  for (const line of text.split("\n")) {
+    const head = /^([a-z0-9.+-]+):$/.exec(line);
+    if (head) pkg = head[1];
+    const candidate = /^\s+Candidate: (\S+)/.exec(line);
+    if (pkg && candidate && candidate[1] !== "(none)") versions[pkg] = candidate[1];
+  }
+  return versions;
 }
 
 /** One tool in the image: its Debian package and version, and what the tool itself says. */

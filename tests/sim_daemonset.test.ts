@@ -14,7 +14,13 @@ import {
   securityFlags,
 } from "../sim/daemonset.ts";
 import { agentFlagDefs, jsonLogToText } from "../sim/image_agents.ts";
-import { debianSuite, dockerfileArgs, toolPins } from "../image/build.ts";
+import {
+  debianSuite,
+  dockerfileArgs,
+  missingPins,
+  parseAptPolicy,
+  toolPins,
+} from "../image/build.ts";
 import { formatLine } from "../cmd/log.ts";
 
 const DAEMONSET = `
@@ -213,4 +219,27 @@ Deno.test("image build: the Dockerfile's defaults are the published bases and ev
   assert.equal(debianSuite("debian:bookworm-slim"), "bookworm");
   assert.equal(debianSuite("docker.io/library/debian:trixie"), "trixie");
   assert.throws(() => debianSuite("ubuntu:24.04"), /not debian/);
+});
+
+Deno.test("image build: a pin the mirror no longer has is found in apt's error and replaced by the mirror's candidate", () => {
+  // What apt-get prints here for a version the mirror does not carry.
+  const stderr = "#8 2.31 E: Version '0.0-bogus' for 'tini' was not found\n" +
+    "#8 2.31 E: Version '1:2.2.6-1' for 'keepalived' was not found\n";
+  assert.deepEqual(missingPins(stderr), ["tini", "keepalived"]);
+  assert.deepEqual(missingPins("E: Unable to locate package nft"), []);
+  const policy = [
+    "tini:",
+    "  Installed: (none)",
+    "  Candidate: 0.19.0-1+b3",
+    "  Version table:",
+    "     0.19.0-1+b3 500",
+    "        500 http://deb.debian.org/debian bookworm/main amd64 Packages",
+    "keepalived:",
+    "  Installed: (none)",
+    "  Candidate: 1:2.2.7-1+b2",
+    "gone:",
+    "  Installed: (none)",
+    "  Candidate: (none)",
+  ].join("\n");
+  assert.deepEqual(parseAptPolicy(policy), { tini: "0.19.0-1+b3", keepalived: "1:2.2.7-1+b2" });
 });
