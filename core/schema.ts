@@ -13,20 +13,18 @@ export const MAX_ROUTE_ID = 252;
 /** A canonical dotted-quad IPv4 address (no leading zeros). */
 export const ipv4 = z.ipv4({ error: "must be an IPv4 address such as 192.0.2.10" });
 
+/** The messages of `cidrv4`, shared with the CRDs' CEL rules (core/kube/api.ts). */
+export const CIDR_MESSAGES = {
+  syntax: "must be an IPv4 range such as 10.244.0.0/16",
+  hostBits: "has host bits set (did you mean the network address?)",
+} as const;
+
 /** An IPv4 range "a.b.c.d/n" whose host bits are zero. */
 export const cidrv4 = z.string().superRefine((text, ctx) => {
   if (!z.cidrv4().safeParse(text).success) {
-    ctx.addIssue({
-      code: "custom",
-      input: text,
-      message: "must be an IPv4 range such as 10.244.0.0/16",
-    });
+    ctx.addIssue({ code: "custom", input: text, message: CIDR_MESSAGES.syntax });
   } else if (parseCidr(text) === undefined) {
-    ctx.addIssue({
-      code: "custom",
-      input: text,
-      message: "has host bits set (did you mean the network address?)",
-    });
+    ctx.addIssue({ code: "custom", input: text, message: CIDR_MESSAGES.hostBits });
   }
 });
 

@@ -121,7 +121,11 @@ export class KubeStore {
     return this.#bucket(resource).get(key);
   }
 
-  create(info: ResourceInfo, input: Obj): Obj {
+  /**
+   * POST. `check` sees the object as it would be stored (admission and
+   * validation) and throws to refuse it.
+   */
+  create(info: ResourceInfo, input: Obj, options: { check?: (next: Obj) => void } = {}): Obj {
     const bucket = this.#bucket(`${info.group}/${info.plural}`);
     const key = objectKey(input.metadata);
     if (bucket.has(key)) {
@@ -144,6 +148,7 @@ export class KubeStore {
     delete object.metadata.deletionTimestamp;
     // As the real API server: with a status subresource, create ignores status.
     if (info.statusSubresource) delete object.status;
+    options.check?.(object);
     bucket.set(key, object);
     this.#emit(`${info.group}/${info.plural}`, "ADDED", object);
     return clone(object);
@@ -154,7 +159,11 @@ export class KubeStore {
    * resourceVersion must match the stored one. Removing the last finalizer of
    * an object being deleted deletes it.
    */
-  update(info: ResourceInfo, input: Obj, options: { status?: boolean } = {}): Obj {
+  update(
+    info: ResourceInfo,
+    input: Obj,
+    options: { status?: boolean; check?: (next: Obj, old: Obj) => void } = {},
+  ): Obj {
     const resource = `${info.group}/${info.plural}`;
     const bucket = this.#bucket(resource);
     const key = objectKey(input.metadata);
@@ -192,6 +201,7 @@ export class KubeStore {
         else next.status = clone(stored.status);
       }
     }
+    options.check?.({ ...next, metadata: { ...next.metadata, resourceVersion: wanted } }, stored);
     next.metadata.resourceVersion = String(++this.#rv);
     if (next.metadata.deletionTimestamp && (next.metadata.finalizers ?? []).length === 0) {
       bucket.delete(key);

@@ -5,7 +5,7 @@
  * `crd.ts` generates the CRDs' structural OpenAPI schemas from them.
  */
 import { z } from "zod";
-import { cidrv4, ipv4, routeId } from "../schema.ts";
+import { CIDR_MESSAGES, cidrv4, ipv4, routeId } from "../schema.ts";
 
 export const GROUP = "egress.kube-egress.io";
 export const VERSION = "v1alpha1";
@@ -25,19 +25,72 @@ export const TARGET_KINDS = [
 ] as const;
 export type TargetKind = (typeof TARGET_KINDS)[number];
 
+/**
+ * A CEL rule of a CRD (`x-kubernetes-validations`), written next to the zod
+ * check it mirrors and with the same message, so that `kubectl apply` refuses
+ * what the agents would reject, in the agents' words.
+ */
+export interface CelRule {
+  readonly rule: string;
+  readonly message?: string;
+  readonly messageExpression?: string;
+  readonly fieldPath?: string;
+  readonly reason?: "FieldValueInvalid" | "FieldValueRequired" | "FieldValueForbidden";
+}
+
+/** Attaches CEL rules to a schema (they reach the CRD through `z.toJSONSchema`). */
+const cel = <T extends z.ZodType>(schema: T, ...rules: CelRule[]): T =>
+  schema.meta({ "x-kubernetes-validations": rules });
+
+/** Bounds that let the API server estimate the rules' cost (and that the agents share). */
+export const LIMITS = { cidrs: 256, targets: 256, expressions: 64, values: 256 } as const;
+
+/**
+ * A destination range in a policy: `cidrv4`, and in the CRD the same two rules
+ * as CEL (Kubernetes' CIDR library, 1.31 and later).
+ */
+const policyCidr = cel(
+  cidrv4.meta({ maxLength: 18 }),
+  { rule: "isCIDR(self) && cidr(self).ip().family() == 4", message: CIDR_MESSAGES.syntax },
+  {
+    rule: "!isCIDR(self) || cidr(self).masked() == cidr(self)",
+    message: CIDR_MESSAGES.hostBits,
+  },
+);
+
 /** An object name (DNS subdomain, RFC 1123). */
 export const objectName = z.string().min(1).max(253).regex(
   /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/,
   { error: "must be a lowercase RFC 1123 name such as office-nat" },
 );
 
-const LabelSelectorRequirement = z.object({
-  key: z.string().min(1).meta({ description: "the label key" }),
-  operator: z.enum(["In", "NotIn", "Exists", "DoesNotExist"]),
-  values: z.array(z.string()).optional().meta({
-    description: "label values: required for In and NotIn, empty for Exists and DoesNotExist",
-  }),
-}).superRefine((req, ctx) => {
+const LabelSelectorRequirement = cel(
+  z.object({
+    key: z.string().min(1).meta({ description: "the label key" }),
+    operator: z.enum(["In", "NotIn", "Exists", "DoesNotExist"]),
+    values: z.array(z.string()).max(LIMITS.values).optional().meta({
+      description: "label values: required for In and NotIn, empty for Exists and DoesNotExist",
+    }),
+  }).superRefine(requirementValues),
+  {
+    rule: "!(self.operator in ['In', 'NotIn']) || (has(self.values) && size(self.values) > 0)",
+    messageExpression: "'are required with ' + self.operator",
+    message: "are required with In and NotIn",
+    fieldPath: ".values",
+    reason: "FieldValueRequired",
+  },
+  {
+    rule: "self.operator in ['In', 'NotIn'] || !has(self.values) || size(self.values) == 0",
+    messageExpression: "'must be empty with ' + self.operator",
+    message: "must be empty with Exists and DoesNotExist",
+    fieldPath: ".values",
+  },
+);
+
+function requirementValues(
+  req: { operator: string; values?: string[] },
+  ctx: z.RefinementCtx,
+) {
   const needsValues = req.operator === "In" || req.operator === "NotIn";
   const count = req.values?.length ?? 0;
   if (needsValues && count === 0) {
@@ -53,12 +106,12 @@ const LabelSelectorRequirement = z.object({
       message: `must be empty with ${req.operator}`,
     });
   }
-});
+}
 
 /** A Kubernetes label selector (metav1.LabelSelector); `{}` selects everything. */
 export const LabelSelector = z.object({
   matchLabels: z.record(z.string(), z.string()).optional(),
-  matchExpressions: z.array(LabelSelectorRequirement).optional(),
+  matchExpressions: z.array(LabelSelectorRequirement).max(LIMITS.expressions).optional(),
 });
 export type LabelSelector = z.output<typeof LabelSelector>;
 
@@ -106,27 +159,38 @@ export const PolicyTarget = z.object({
 });
 export type PolicyTarget = z.output<typeof PolicyTarget>;
 
-export const EgressPolicySpec = z.object({
-  vip: objectName.meta({ description: "name of the EgressVIP whose address the pods leave with" }),
-  podSelector: LabelSelector.optional().meta({
-    description: "pods of this namespace to select; {} selects all of them",
+/** The message of the rule "a policy names its pods somehow". */
+export const NEEDS_SELECTOR = "needs a podSelector or at least one target";
+
+export const EgressPolicySpec = cel(
+  z.object({
+    vip: objectName.meta({
+      description: "name of the EgressVIP whose address the pods leave with",
+    }),
+    podSelector: LabelSelector.optional().meta({
+      description: "pods of this namespace to select; {} selects all of them",
+    }),
+    targets: z.array(PolicyTarget).max(LIMITS.targets).optional().meta({
+      description:
+        "named Pods, or the pods of named Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs",
+    }),
+    destinationCIDRs: z.array(policyCidr).max(LIMITS.cidrs).optional().meta({
+      description:
+        "steer only traffic to these ranges; absent: every destination outside the cluster",
+    }),
+    excludedCIDRs: z.array(policyCidr).max(LIMITS.cidrs).optional().meta({
+      description: "never steer traffic to these ranges",
+    }),
+  }).superRefine((spec, ctx) => {
+    if (spec.podSelector === undefined && (spec.targets ?? []).length === 0) {
+      ctx.addIssue({ code: "custom", message: NEEDS_SELECTOR });
+    }
   }),
-  targets: z.array(PolicyTarget).optional().meta({
-    description:
-      "named Pods, or the pods of named Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs",
-  }),
-  destinationCIDRs: z.array(cidrv4).optional().meta({
-    description:
-      "steer only traffic to these ranges; absent: every destination outside the cluster",
-  }),
-  excludedCIDRs: z.array(cidrv4).optional().meta({
-    description: "never steer traffic to these ranges",
-  }),
-}).superRefine((spec, ctx) => {
-  if (spec.podSelector === undefined && (spec.targets ?? []).length === 0) {
-    ctx.addIssue({ code: "custom", message: "needs a podSelector or at least one target" });
-  }
-});
+  {
+    rule: "has(self.podSelector) || (has(self.targets) && size(self.targets) > 0)",
+    message: NEEDS_SELECTOR,
+  },
+);
 export type EgressPolicySpec = z.output<typeof EgressPolicySpec>;
 
 export const EgressPolicyStatus = z.object({
