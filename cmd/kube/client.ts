@@ -1,19 +1,25 @@
 /**
  * A small Kubernetes API client on Deno's fetch: JSON requests, paginated
- * lists and streamed watches, with a bearer token (re-read from its file, as
- * service account tokens rotate) or a client certificate, over TLS verified
- * against the cluster's CA. Every call names a resource and a verb from
- * core/kube/resources.ts, and a verb the agent was not granted is refused here,
- * before it ever reaches the API server.
+ * lists, streamed watches and patches, with a bearer token, a client
+ * certificate or an exec plugin (cmd/kube/credentials.ts), over TLS verified
+ * against the cluster's CA. As client-go: every request has a timeout, a 429
+ * is retried after its Retry-After, a 401 re-reads the credential once, and a
+ * watch that brings nothing (no event, no bookmark) for its idle limit is
+ * ended, so a black-holed connection never freezes a cache. Every call names
+ * a resource and a verb from core/kube/resources.ts, and a verb the agent was
+ * not granted is refused here, before it ever reaches the API server.
  */
 import { dirname } from "node:path";
 import { parse } from "yaml";
 import {
   type Connection,
-  connectionFromKubeconfig,
+  connectionFromKubeconfigs,
   inClusterConnection,
+  type KubeconfigFile,
+  kubeconfigPaths,
   SERVICE_ACCOUNT_DIR,
 } from "../../core/kube/kubeconfig.ts";
+import { Credentials, type TransportOptions } from "./credentials.ts";
 import {
   AGENT_PERMISSIONS,
   type Resource,
@@ -51,6 +57,11 @@ export interface ListResult {
 export interface ListOptions {
   /** Items per page (the API server's `limit`). */
   readonly pageSize?: number;
+  /**
+   * "0": any version the server has (its watch cache, no etcd quorum read;
+   * the server may ignore `limit`); absent: the latest (a consistent read).
+   */
+  readonly resourceVersion?: string;
   /** Ask for PartialObjectMetadata (metadata only). */
   readonly metadataOnly?: boolean;
   /** Called with each page's items as they arrive, instead of keeping them all. */
@@ -61,11 +72,19 @@ const PARTIAL = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v
 const PARTIAL_WATCH =
   "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json";
 
-/** Reads a file reference's text. */
-async function readRef(ref?: { data?: string; file?: string }): Promise<string | undefined> {
-  if (!ref) return undefined;
-  return ref.data ?? await Deno.readTextFile(ref.file!);
+/** How long one request may take (client-go leaves it to callers; kubectl's default is none). */
+export const REQUEST_TIMEOUT_MS = 30_000;
+/** Retries of a 429 (each after its Retry-After, at most 10 s). */
+const THROTTLE_RETRIES = 5;
+
+/** A caller's bound on one request: its own abort signal and/or a shorter timeout. */
+export interface Bound {
+  readonly signal?: AbortSignal;
+  readonly timeoutMs?: number;
 }
+
+/** A request that got no answer in time (or a watch that fell silent). */
+export class TimeoutError extends Error {}
 
 /** A permission table as "group/plural verb" strings. */
 function allowed(permissions: readonly { resource: Resource; verbs: readonly Verb[] }[]) {
@@ -77,17 +96,24 @@ function allowed(permissions: readonly { resource: Resource; verbs: readonly Ver
 /** Who may do what: the agent's table by default; `migrate` brings its own. */
 export type Permissions = readonly { resource: Resource; verbs: readonly Verb[] }[];
 
+export interface ClientOptions extends TransportOptions {
+  readonly permissions?: Permissions;
+  /** Timeout of every request but a watch's stream (default 30 s). */
+  readonly requestTimeoutMs?: number;
+}
+
 export class KubeClient {
   readonly #connection: Connection;
-  readonly #http?: Deno.HttpClient;
+  readonly #credentials: Credentials;
   readonly #userAgent = "kube-egress";
   readonly #allowed: Set<string>;
-  #token?: { value: string; readAt: number };
+  readonly #timeoutMs: number;
 
-  private constructor(connection: Connection, permissions: Permissions, http?: Deno.HttpClient) {
+  private constructor(connection: Connection, options: ClientOptions) {
     this.#connection = connection;
-    this.#allowed = allowed(permissions);
-    this.#http = http;
+    this.#allowed = allowed(options.permissions ?? AGENT_PERMISSIONS);
+    this.#credentials = new Credentials(connection, options);
+    this.#timeoutMs = options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
   }
 
   /** The namespace of the kubeconfig context or of the pod (in-cluster). */
@@ -99,72 +125,70 @@ export class KubeClient {
     return this.#connection.server;
   }
 
-  /** Builds a client for a connection (TLS material is read once here). */
+  /** Builds a client for a connection (TLS material is read here, and again as it rotates). */
   static async connect(
     connection: Connection,
-    permissions: Permissions = AGENT_PERMISSIONS,
+    permissions: Permissions | ClientOptions = AGENT_PERMISSIONS,
   ): Promise<KubeClient> {
-    const [ca, cert, key] = await Promise.all([
-      readRef(connection.ca),
-      readRef(connection.clientCert),
-      readRef(connection.clientKey),
-    ]);
-    const needsClient = connection.server.startsWith("https:") && (ca || cert);
-    const http = needsClient
-      ? Deno.createHttpClient({
-        ...(ca ? { caCerts: [ca] } : {}),
-        ...(cert && key ? { cert, key } : {}),
-      })
-      : undefined;
-    return new KubeClient(connection, permissions, http);
+    const options = Array.isArray(permissions)
+      ? { permissions: permissions as Permissions }
+      : permissions as ClientOptions;
+    const client = new KubeClient(connection, options);
+    await client.#credentials.transport();
+    return client;
   }
 
   /**
    * Finds the API server: `kubeconfig` when given, else in-cluster (service
-   * account) when running in a pod, else $KUBECONFIG or ~/.kube/config.
+   * account) when running in a pod, else $KUBECONFIG (a list, merged as kubectl
+   * merges it) or ~/.kube/config.
    */
   static async fromEnvironment(
-    options: { kubeconfig?: string; context?: string; permissions?: Permissions } = {},
+    options: {
+      kubeconfig?: string;
+      context?: string;
+      permissions?: Permissions;
+      /** Where the service account files are (tests). */
+      serviceAccountDir?: string;
+      env?: Record<string, string>;
+    } & Omit<ClientOptions, "permissions"> = {},
   ) {
-    const env = Deno.env.toObject();
+    const env = options.env ?? Deno.env.toObject();
+    const dir = options.serviceAccountDir ?? SERVICE_ACCOUNT_DIR;
     if (!options.kubeconfig) {
-      const namespace = await Deno.readTextFile(`${SERVICE_ACCOUNT_DIR}/namespace`).then(
+      const namespace = await Deno.readTextFile(`${dir}/namespace`).then(
         (t) => t.trim(),
         () => undefined,
       );
-      const inCluster = inClusterConnection(env, namespace);
-      if (inCluster) return await KubeClient.connect(inCluster, options.permissions);
+      const inCluster = inClusterConnection(env, namespace, dir);
+      if (inCluster) return await KubeClient.connect(inCluster, options);
     }
-    const path = options.kubeconfig ?? env.KUBECONFIG?.split(":")[0] ??
-      `${env.HOME ?? "/root"}/.kube/config`;
-    let text: string;
-    try {
-      text = await Deno.readTextFile(path);
-    } catch (error) {
+    const paths = options.kubeconfig
+      ? [options.kubeconfig]
+      : kubeconfigPaths(env.KUBECONFIG, env.HOME ?? "/root");
+    const files: KubeconfigFile[] = [];
+    const problems: string[] = [];
+    for (const path of paths) {
+      try {
+        files.push({ data: parse(await Deno.readTextFile(path)), dir: dirname(path), path });
+      } catch (error) {
+        problems.push(`${path}: ${error instanceof Error ? error.message : error}`);
+      }
+    }
+    // kubectl skips missing files of a list; with none readable there is nothing to go on.
+    if (files.length === 0 || (options.kubeconfig && problems.length > 0)) {
       throw new Error(
-        `no Kubernetes API found: not in a pod and kubeconfig ${path} unreadable (${
-          error instanceof Error ? error.message : error
-        })`,
+        `no Kubernetes API found: not in a pod and no kubeconfig readable (${problems.join("; ")})`,
       );
     }
-    return await KubeClient.connect(
-      connectionFromKubeconfig(parse(text), dirname(path), options.context),
-      options.permissions,
-    );
+    return await KubeClient.connect(connectionFromKubeconfigs(files, options.context), options);
   }
 
   async #headers(accept: string, contentType?: string): Promise<Headers> {
     const headers = new Headers({ accept, "user-agent": this.#userAgent });
     if (contentType) headers.set("content-type", contentType);
-    const ref = this.#connection.token;
-    if (ref?.data) headers.set("authorization", `Bearer ${ref.data}`);
-    else if (ref?.file) {
-      // Projected service account tokens rotate: re-read at most once a minute.
-      if (!this.#token || Date.now() - this.#token.readAt > 60_000) {
-        this.#token = { value: (await Deno.readTextFile(ref.file)).trim(), readAt: Date.now() };
-      }
-      headers.set("authorization", `Bearer ${this.#token.value}`);
-    }
+    const authorization = await this.#credentials.authorization();
+    if (authorization) headers.set("authorization", authorization);
     return headers;
   }
 
@@ -175,6 +199,10 @@ export class KubeClient {
     }
   }
 
+  /**
+   * One request. The timeout covers the whole exchange, or for a stream
+   * (`stream`) the wait for its headers; the caller bounds the body.
+   */
   async #fetch(
     method: string,
     path: string,
@@ -184,25 +212,67 @@ export class KubeClient {
       accept?: string;
       contentType?: string;
       signal?: AbortSignal;
+      stream?: boolean;
+      timeoutMs?: number;
     } = {},
   ): Promise<Response> {
-    const url = new URL(this.#connection.server + path);
-    for (const [k, v] of Object.entries(options.query ?? {})) {
-      if (v !== undefined) url.searchParams.set(k, v);
-    }
-    const response = await fetch(url, {
-      method,
-      headers: await this.#headers(options.accept ?? "application/json", options.contentType),
-      body: options.body === undefined ? undefined : JSON.stringify(options.body),
-      signal: options.signal,
-      ...(this.#http ? { client: this.#http } : {}),
-    });
-    if (!response.ok) {
-      const text = await response.text();
-      let reason = response.statusText;
-      let message = text.slice(0, 500);
+    let reauthenticated = false;
+    for (let attempt = 0;; attempt++) {
+      const transport = await this.#credentials.transport();
+      const url = new URL(transport.base + path);
+      for (const [k, v] of Object.entries(options.query ?? {})) {
+        if (v !== undefined) url.searchParams.set(k, v);
+      }
+      const timeoutMs = options.timeoutMs ?? this.#timeoutMs;
+      const timeout = new AbortController();
+      const timer = setTimeout(() => timeout.abort(), timeoutMs);
+      const signal = options.signal
+        ? AbortSignal.any([options.signal, timeout.signal])
+        : timeout.signal;
+      let response: Response;
+      let text: string | undefined;
       try {
-        const status = JSON.parse(text);
+        response = await fetch(url, {
+          method,
+          headers: await this.#headers(options.accept ?? "application/json", options.contentType),
+          body: options.body === undefined ? undefined : JSON.stringify(options.body),
+          signal,
+          ...(transport.client ? { client: transport.client } : {}),
+        });
+        if (!response.ok || !options.stream) text = await response.text();
+      } catch (error) {
+        if (timeout.signal.aborted && !options.signal?.aborted) {
+          throw new TimeoutError(`${method} ${path}: no answer within ${timeoutMs} ms (timeout)`);
+        }
+        throw error;
+      } finally {
+        if (!options.stream) clearTimeout(timer);
+      }
+      if (options.stream) {
+        clearTimeout(timer);
+        if (response.ok) return response;
+      }
+      if (response.ok) {
+        return new Response(text, { status: response.status, headers: response.headers });
+      }
+      if (response.status === 429 && attempt < THROTTLE_RETRIES) {
+        // As client-go: wait as long as the server asks (bounded), then try again.
+        const seconds = Number(response.headers.get("retry-after") ?? 1);
+        await abortableSleep(
+          Math.min(10_000, (Number.isFinite(seconds) ? seconds : 1) * 1000),
+          options.signal,
+        );
+        if (options.signal?.aborted) throw new Error(`${method} ${path}: aborted`);
+        continue;
+      }
+      if (response.status === 401 && !reauthenticated && this.#credentials.invalidate()) {
+        reauthenticated = true; // a rotated token or an expired exec credential: once more
+        continue;
+      }
+      let reason = response.statusText;
+      let message = (text ?? "").slice(0, 500);
+      try {
+        const status = JSON.parse(text ?? "");
         reason = status.reason ?? reason;
         message = status.message ?? message;
       } catch {
@@ -214,7 +284,6 @@ export class KubeClient {
         `${method} ${path}: ${response.status} ${message}`,
       );
     }
-    return response;
   }
 
   /** GET one object. */
@@ -222,18 +291,25 @@ export class KubeClient {
     resource: Resource,
     name: string,
     namespace?: string,
+    bound: Bound = {},
   ): Promise<Record<string, unknown>> {
     this.#check(resource, "get");
-    const response = await this.#fetch("GET", resourcePath(resource, { namespace, name }));
+    const response = await this.#fetch("GET", resourcePath(resource, { namespace, name }), bound);
     return await response.json();
   }
 
   /** POST a new object. */
-  async create(resource: Resource, object: Record<string, unknown>, namespace?: string) {
+  async create(
+    resource: Resource,
+    object: Record<string, unknown>,
+    namespace?: string,
+    bound: Bound = {},
+  ) {
     this.#check(resource, "create");
     const response = await this.#fetch("POST", resourcePath(resource, { namespace }), {
       body: object,
       contentType: "application/json",
+      ...bound,
     });
     return await response.json() as Record<string, unknown>;
   }
@@ -248,6 +324,7 @@ export class KubeClient {
       metadata: { name: string; namespace?: string; [key: string]: unknown };
       [key: string]: unknown;
     },
+    bound: Bound = {},
   ) {
     this.#check(resource, "update");
     const [, sub] = resource.plural.split("/");
@@ -259,7 +336,36 @@ export class KubeClient {
     const response = await this.#fetch("PUT", path, {
       body: object,
       contentType: "application/json",
+      ...bound,
     });
+    return await response.json() as Record<string, unknown>;
+  }
+
+  /**
+   * PATCH an object: a JSON merge patch (RFC 7396) by default, or a JSON
+   * patch (RFC 6902, a list of operations). Touches only what the patch names;
+   * a metadata.resourceVersion in a merge patch (or a `test` of it) makes it
+   * optimistic.
+   */
+  async patch(
+    resource: Resource,
+    name: string,
+    namespace: string | undefined,
+    patch: unknown,
+    type: "merge" | "json" = "merge",
+  ): Promise<Record<string, unknown>> {
+    this.#check(resource, "patch");
+    const [, sub] = resource.plural.split("/");
+    const response = await this.#fetch(
+      "PATCH",
+      resourcePath(resource, { namespace, name, subresource: sub }),
+      {
+        body: patch,
+        contentType: type === "merge"
+          ? "application/merge-patch+json"
+          : "application/json-patch+json",
+      },
+    );
     return await response.json() as Record<string, unknown>;
   }
 
@@ -274,7 +380,12 @@ export class KubeClient {
     let resourceVersion = "";
     do {
       const response = await this.#fetch("GET", resourcePath(resource), {
-        query: { limit: String(options.pageSize ?? 500), continue: next },
+        query: {
+          limit: String(options.pageSize ?? 500),
+          continue: next,
+          // Only the first page names a version; the continue token carries it after that.
+          resourceVersion: next ? undefined : options.resourceVersion,
+        },
         accept: options.metadataOnly ? PARTIAL : "application/json",
       });
       const page = await response.json() as {
@@ -291,9 +402,11 @@ export class KubeClient {
 
   /**
    * Watches a collection from `resourceVersion`, yielding events until the
-   * server ends the stream (its timeout), the connection drops, or `signal`
-   * aborts. Bookmarks are requested so that an idle watch keeps a fresh
-   * resourceVersion to resume from.
+   * server ends the stream (its timeout), the connection drops, `signal`
+   * aborts, or nothing at all (no event, no bookmark) arrives for `idleMs`:
+   * then it throws a TimeoutError, since a black-holed connection would
+   * otherwise wait forever. Bookmarks are requested so that an idle watch
+   * keeps a fresh resourceVersion to resume from (and shows it is alive).
    */
   async *watch(
     resource: Resource,
@@ -302,11 +415,16 @@ export class KubeClient {
       signal?: AbortSignal;
       timeoutSeconds?: number;
       metadataOnly?: boolean;
+      /** Silence that ends the watch (default: twice kube-apiserver's bookmark minute). */
+      idleMs?: number;
       /** Called once the server accepted the watch (its stream is open). */
       onOpen?: () => void;
     } = {},
   ): AsyncGenerator<WatchEvent> {
     this.#check(resource, "watch");
+    const idleMs = options.idleMs ?? 120_000;
+    const stop = new AbortController();
+    const signal = options.signal ? AbortSignal.any([options.signal, stop.signal]) : stop.signal;
     const response = await this.#fetch("GET", resourcePath(resource), {
       query: {
         watch: "true",
@@ -315,24 +433,58 @@ export class KubeClient {
         timeoutSeconds: String(options.timeoutSeconds ?? 300),
       },
       accept: options.metadataOnly ? PARTIAL_WATCH : "application/json",
-      signal: options.signal,
+      signal,
+      stream: true,
     });
     options.onOpen?.();
+    let silent = false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const arm = () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        silent = true;
+        stop.abort();
+      }, idleMs);
+    };
+    arm();
     let buffer = "";
-    for await (const chunk of response.body!.pipeThrough(new TextDecoderStream())) {
-      buffer += chunk;
-      let newline: number;
-      while ((newline = buffer.indexOf("\n")) >= 0) {
-        const line = buffer.slice(0, newline).trim();
-        buffer = buffer.slice(newline + 1);
-        if (line) yield JSON.parse(line) as WatchEvent;
+    try {
+      for await (const chunk of response.body!.pipeThrough(new TextDecoderStream())) {
+        arm();
+        buffer += chunk;
+        let newline: number;
+        while ((newline = buffer.indexOf("\n")) >= 0) {
+          const line = buffer.slice(0, newline).trim();
+          buffer = buffer.slice(newline + 1);
+          if (line) yield JSON.parse(line) as WatchEvent;
+        }
       }
+    } catch (error) {
+      if (silent) {
+        throw new TimeoutError(
+          `watch of ${resource.plural} silent for ${idleMs} ms (no event, no bookmark): restarting it`,
+        );
+      }
+      throw error;
+    } finally {
+      clearTimeout(timer);
+      stop.abort();
     }
     if (buffer.trim()) yield JSON.parse(buffer) as WatchEvent;
   }
 
   /** Closes pooled connections. */
   close() {
-    this.#http?.close();
+    this.#credentials.close();
   }
+}
+
+function abortableSleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener("abort", () => {
+      clearTimeout(timer);
+      resolve();
+    }, { once: true });
+  });
 }

@@ -196,13 +196,16 @@ export class Controller {
     }
     for (const write of writes.finalizers) {
       const record = recordOf(write.object);
+      // A merge patch of the finalizers alone: annotations, labels and owner references
+      // (which the cache does not keep) stay as they are; the resourceVersion makes it
+      // optimistic, since a merge patch replaces the whole list.
       await attempt(
         () =>
-          this.client.update(resourceOf(write.object), {
-            apiVersion: API_VERSION,
-            kind: write.object.kind,
-            metadata: { ...metadataOf(write.object, record), finalizers: [...write.finalizers] },
-            spec: record.spec,
+          this.client.patch(resourceOf(write.object), write.object.name, write.object.namespace, {
+            metadata: {
+              resourceVersion: metadataOf(write.object, record).resourceVersion,
+              finalizers: write.finalizers.length > 0 ? [...write.finalizers] : null,
+            },
           }),
         write.object,
         write.events,

@@ -1,8 +1,12 @@
 /**
- * The Lease loop: every retry period, read the lease and renew or try to
- * acquire it (core/kube/lease.ts decides). Leadership is lost when a renewal
- * has not succeeded within the renew deadline; on a clean stop a leader
- * releases the lease so that another agent takes over at once.
+ * The Lease loop, as client-go's leaderelection: the leader renews every
+ * retry period, each attempt bounded by the renew deadline (counted from the
+ * last successful renewal), and stops leading the moment that deadline passes,
+ * whatever its requests are doing; the deadline is shorter than the lease
+ * duration, so it has stopped before anyone else may take the lease. Agents
+ * that do not lead read the lease once per lease duration (not every retry
+ * period: 1,000 nodes would make 500 requests a second), timed to when the
+ * lease they saw would expire. On a clean stop a leader hands the lease back.
  */
 import {
   leaseAction,
@@ -14,7 +18,7 @@ import {
 } from "../../core/kube/lease.ts";
 import { LEASES } from "../../core/kube/resources.ts";
 import type { Logger } from "../log.ts";
-import { ApiError, type KubeClient } from "./client.ts";
+import { ApiError, type Bound, type KubeClient } from "./client.ts";
 import { errorMessage } from "../../core/errors.ts";
 
 export interface ElectorOptions {
@@ -43,6 +47,9 @@ export class LeaderElector {
   #loop?: Promise<void>;
   #wake?: () => void;
   #lastError?: string;
+  #demotion?: ReturnType<typeof setTimeout>;
+  /** Lease reads and writes made (for tests and metrics). */
+  requests = 0;
 
   constructor(
     readonly client: KubeClient,
@@ -59,20 +66,43 @@ export class LeaderElector {
     return this;
   }
 
+  get #renewDeadlineMs(): number {
+    return this.options.renewDeadlineMs ?? 10_000;
+  }
+
+  get #durationMs(): number {
+    return (this.options.leaseDurationSeconds ?? 15) * 1000;
+  }
+
   async #run() {
     const period = this.options.retryPeriodMs ?? 2000;
+    if (this.#renewDeadlineMs >= this.#durationMs) {
+      throw new Error(
+        "leader election: the renew deadline must be shorter than the lease duration",
+      );
+    }
     while (!this.#stopped) {
-      await this.#tryOnce().catch((error) => this.#failed(error));
-      if (
-        this.#leading && Date.now() - this.#lastRenew > (this.options.renewDeadlineMs ?? 10_000)
-      ) {
-        this.#set(false, "renew deadline passed");
-      }
+      // A leader's attempt may not outlast its renew deadline; the others' the request timeout.
+      const bound = this.#leading
+        ? { timeoutMs: Math.max(1, this.#lastRenew + this.#renewDeadlineMs - Date.now()) }
+        : {};
+      await this.#tryOnce(bound).catch((error) => this.#failed(error));
       await new Promise<void>((resolve) => {
         this.#wake = resolve;
-        this.#timer = setTimeout(resolve, period);
+        this.#timer = setTimeout(resolve, this.#leading ? period : this.#followerDelay(period));
       });
     }
+  }
+
+  /** Until the lease we saw may be taken (its duration after we saw it change), at most its duration. */
+  #followerDelay(period: number): number {
+    const observed = this.#observed;
+    if (!observed) return period;
+    if ((observed.spec.holderIdentity ?? "") === "") return period;
+    const duration = (observed.spec.leaseDurationSeconds ?? 15) * 1000;
+    const untilFree = observed.atMs + duration - Date.now();
+    // Never faster than the retry period, never slower than the duration; a little late, not early.
+    return Math.min(duration, Math.max(period, untilFree + 50));
   }
 
   #failed(error: unknown) {
@@ -84,6 +114,7 @@ export class LeaderElector {
   }
 
   #set(leading: boolean, why: string) {
+    if (!leading) clearTimeout(this.#demotion);
     if (leading === this.#leading) return;
     this.#leading = leading;
     this.log.info(
@@ -96,12 +127,14 @@ export class LeaderElector {
     this.options.onChange(leading);
   }
 
-  async #get(): Promise<LeaseObject | undefined> {
+  async #get(bound: Bound = {}): Promise<LeaseObject | undefined> {
     try {
+      this.requests++;
       return await this.client.get(
         LEASES,
         this.options.name,
         this.options.namespace,
+        bound,
       ) as LeaseObject;
     } catch (error) {
       if (error instanceof ApiError && error.status === 404) return undefined;
@@ -109,20 +142,27 @@ export class LeaderElector {
     }
   }
 
-  async #tryOnce() {
+  async #tryOnce(bound: Bound) {
     const { identity, namespace, name } = this.options;
     const duration = this.options.leaseDurationSeconds ?? 15;
-    const lease = await this.#get();
+    // The deadline counts from before the request: the renewal may have been stored at once.
+    const started = Date.now();
+    const lease = await this.#get(bound);
     const now = Date.now();
     if (!lease) {
       try {
-        await this.client.create(LEASES, {
-          apiVersion: "coordination.k8s.io/v1",
-          kind: "Lease",
-          metadata: { name, namespace },
-          spec: nextLeaseSpec({}, identity, duration, new Date()),
-        }, namespace);
-        this.#renewed("created the lease");
+        await this.client.create(
+          LEASES,
+          {
+            apiVersion: "coordination.k8s.io/v1",
+            kind: "Lease",
+            metadata: { name, namespace },
+            spec: nextLeaseSpec({}, identity, duration, new Date()),
+          },
+          namespace,
+          bound,
+        );
+        this.#renewed("created the lease", started);
       } catch (error) {
         if (!(error instanceof ApiError && error.status === 409)) throw error;
       }
@@ -136,12 +176,14 @@ export class LeaderElector {
       return;
     }
     try {
+      this.requests++;
       await this.client.update(LEASES, {
         ...lease,
         spec: nextLeaseSpec(spec, identity, duration, new Date()),
-      } as LeaseObject);
+      } as LeaseObject, bound);
       this.#renewed(
         action === "acquire" ? `took over from ${spec.holderIdentity || "nobody"}` : "renewed",
+        started,
       );
     } catch (error) {
       if (error instanceof ApiError && error.status === 409) {
@@ -152,26 +194,35 @@ export class LeaderElector {
     }
   }
 
-  #renewed(why: string) {
-    this.#lastRenew = Date.now();
+  #renewed(why: string, at = Date.now()) {
+    this.#lastRenew = at;
     this.#lastError = undefined;
     this.#set(true, why);
+    // Demoted exactly at the deadline, even while a renewal hangs in the network.
+    clearTimeout(this.#demotion);
+    this.#demotion = setTimeout(
+      () => this.#set(false, "renew deadline passed"),
+      at + this.#renewDeadlineMs - Date.now(),
+    );
   }
 
   /** Stops the loop; a leader hands the lease back. */
   async stop(): Promise<void> {
     this.#stopped = true;
     clearTimeout(this.#timer);
+    clearTimeout(this.#demotion);
     this.#wake?.();
     await this.#loop;
     if (!this.#leading) return;
     try {
-      const lease = await this.#get();
+      // Within the pod's grace period, whatever the network does.
+      const bound = { timeoutMs: 5000 };
+      const lease = await this.#get(bound);
       if (lease?.spec?.holderIdentity === this.options.identity) {
         await this.client.update(LEASES, {
           ...lease,
           spec: releasedLeaseSpec(lease.spec, new Date()),
-        });
+        }, bound);
       }
     } catch (error) {
       this.#failed(error);

@@ -33,6 +33,12 @@ export interface ReflectorOptions<T> {
   equivalent?(a: T, b: T): boolean;
   /** Server-side watch timeout; the watch is then resumed. */
   readonly watchTimeoutSeconds?: number;
+  /**
+   * A watch that brings no event and no bookmark for this long is dead (a
+   * black-holed connection): it is restarted and readiness says so. Default:
+   * twice kube-apiserver's bookmark interval of about a minute.
+   */
+  readonly watchIdleMs?: number;
   /** First retry delay after an error; doubles up to maxBackoffMs. */
   readonly backoffMs?: number;
   readonly maxBackoffMs?: number;
@@ -61,6 +67,8 @@ export class Reflector<T> {
   };
   #synced = false;
   #resourceVersion: string | undefined;
+  /** After a 410 the next list must not go back in time: a consistent read, not the cache. */
+  #needConsistentList = false;
   #abort = new AbortController();
   #running?: Promise<void>;
   #lastError?: string;
@@ -139,18 +147,28 @@ export class Reflector<T> {
     this.stats.gone++;
     this.log.info("resourceVersion expired (410 Gone); relisting", { resource: this.#name });
     this.#resourceVersion = undefined;
+    this.#needConsistentList = true;
   }
 
+  /**
+   * As client-go's reflector: the first list asks for resourceVersion=0, so the
+   * API server answers from its watch cache instead of a quorum read from etcd
+   * (1,000 agents starting at once); the watch from that version brings anything
+   * newer. A relist after 410 Gone is a consistent read (the cache may be behind
+   * what we already saw).
+   */
   async #relist() {
     const fresh = new Map<string, T>();
     const { resourceVersion } = await this.client.list(this.options.resource, {
       metadataOnly: this.options.metadataOnly,
       pageSize: this.options.pageSize,
+      resourceVersion: this.#needConsistentList ? undefined : "0",
       onItems: (items) => {
         for (const item of items) this.#put(fresh, item);
       },
     });
     this.stats.lists++;
+    this.#needConsistentList = false;
     this.store.clear();
     for (const [k, v] of fresh) this.store.set(k, v);
     this.#resourceVersion = resourceVersion;
@@ -173,6 +191,7 @@ export class Reflector<T> {
         signal,
         timeoutSeconds: this.options.watchTimeoutSeconds,
         metadataOnly: this.options.metadataOnly,
+        idleMs: this.options.watchIdleMs,
         onOpen,
       })
     ) {

@@ -56,6 +56,8 @@ export interface KubeSourceOptions {
   readonly syncTimeoutMs?: number;
   /** Server-side watch timeout (the watch is then resumed from its resourceVersion). */
   readonly watchTimeoutSeconds?: number;
+  /** Silence (no event, no bookmark) after which a watch is restarted (default 120 s). */
+  readonly watchIdleMs?: number;
 }
 
 /** Who may hold what, as this node's snapshots need it. */
@@ -103,6 +105,7 @@ export class KubeSource {
         metadataOnly,
         equivalent,
         watchTimeoutSeconds: options.watchTimeoutSeconds,
+        watchIdleMs: options.watchIdleMs,
         onChange: (significant) => {
           if (significant && (resource === NODES || resource === EGRESS_VIPS)) {
             this.#placementVersion++;

@@ -43,7 +43,10 @@ export interface StatusWrite {
   readonly events: readonly EventSpec[];
 }
 
-/** Replace metadata.finalizers (optimistic, like every update). */
+/**
+ * Set metadata.finalizers to this list: a merge patch that touches nothing else,
+ * with the cached resourceVersion (409 when someone changed them meanwhile).
+ */
 export interface FinalizerWrite {
   readonly object: ObjectRef;
   readonly finalizers: readonly string[];
@@ -274,20 +277,29 @@ export function reconcileWrites(
       statuses.push({ object: ref("EgressVIP", record), status, events });
     }
 
+    // The in-use finalizer only while a policy uses the VIP: an unused VIP (and so every VIP
+    // once an uninstall has deleted the policies) never waits for an agent that may be gone.
+    // None is ever added to a VIP being deleted: the API server refuses that (422).
     const have = record.metadata.finalizers ?? [];
-    const keep = !deleting || policiesOf.length > 0;
-    const want = keep
-      ? (have.includes(VIP_FINALIZER) ? have : [...have, VIP_FINALIZER])
-      : have.filter((f) => f !== VIP_FINALIZER);
-    if (want.length !== have.length) {
+    const inUse = policiesOf.length > 0;
+    const has = have.includes(VIP_FINALIZER);
+    if (inUse && !has && !deleting) {
       finalizers.push({
         object: ref("EgressVIP", record),
-        finalizers: want,
-        events: keep ? [] : [{
-          type: "Normal",
-          reason: "Released",
-          message: "no EgressPolicy uses it any more; deletion proceeds",
-        }],
+        finalizers: [...have, VIP_FINALIZER],
+        events: [],
+      });
+    } else if (!inUse && has) {
+      finalizers.push({
+        object: ref("EgressVIP", record),
+        finalizers: have.filter((f) => f !== VIP_FINALIZER),
+        events: deleting
+          ? [{
+            type: "Normal",
+            reason: "Released",
+            message: "no EgressPolicy uses it any more; deletion proceeds",
+          }]
+          : [],
       });
     }
   }

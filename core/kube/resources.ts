@@ -39,7 +39,8 @@ export const AGENT_PERMISSIONS: readonly { resource: Resource; verbs: readonly V
   { resource: NAMESPACES, verbs: ["list", "watch"] },
   { resource: NODES, verbs: ["list", "watch"] },
   { resource: REPLICASETS, verbs: ["list", "watch"] },
-  { resource: EGRESS_VIPS, verbs: ["list", "watch", "update"] },
+  // patch: the in-use finalizer, and nothing else of the object.
+  { resource: EGRESS_VIPS, verbs: ["list", "watch", "patch"] },
   { resource: { ...EGRESS_VIPS, plural: `${EGRESS_VIPS.plural}/status` }, verbs: ["update"] },
   { resource: EGRESS_POLICIES, verbs: ["list", "watch"] },
   {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { KubeClient } from "../../cmd/kube/client.ts";
-import { Controller, HolderReporter } from "../../cmd/kube/controller.ts";
+import { Controller, HolderReporter, type RoundResult } from "../../cmd/kube/controller.ts";
 import { LeaderElector } from "../../cmd/kube/leader.ts";
 import { KubeSource } from "../../cmd/kube/source.ts";
 import { createLogger } from "../../cmd/log.ts";
@@ -252,24 +252,169 @@ Deno.test({
 });
 
 Deno.test({
-  name: "controller: status and finalizer of a new VIP are written in one round, without a 409",
+  name:
+    "controller: status and finalizer of a new VIP in use are written in one round, without a 409",
   ...opts,
   fn: async () => {
     const api = await startTestApiServer();
     api.apply(vipObject("office", { ip: "192.0.2.50" }));
+    api.apply(policyObject("default", "p", { vip: "office", podSelector: {} }));
     const client = await KubeClient.connect({ server: api.url });
     const log = createLogger("text", () => {});
     const source = new KubeSource(client, log).start();
     try {
       await source.waitForSync();
       const round = await new Controller(client, source, log, "node1").round();
-      assert.deepEqual([round.writes, round.conflicts, round.errors], [2, 0, 0]);
+      // The VIP's status, its finalizer, the policy's status.
+      assert.deepEqual([round.writes, round.conflicts, round.errors], [3, 0, 0]);
       const vip = api.get("EgressVIP", "office")!;
       assert.deepEqual(vip.metadata.finalizers, [VIP_FINALIZER]);
       assert.equal((vip.status as { routeId: number }).routeId, 1);
     } finally {
       await source.stop();
       client.close();
+      await api.stop();
+    }
+  },
+});
+
+/** One controller round against the server, with a synced source (no election). */
+async function oneRound(
+  api: TestApiServer,
+  fn: (round: () => Promise<RoundResult>) => Promise<void>,
+) {
+  const client = await KubeClient.connect({ server: api.url });
+  const log = createLogger("text", () => {});
+  const source = new KubeSource(client, log).start();
+  try {
+    await source.waitForSync();
+    const controller = new Controller(client, source, log, "node1");
+    await fn(async () => {
+      // The round reads the caches: let the watch bring the last writes first.
+      await new Promise((r) => setTimeout(r, 100));
+      return await controller.round();
+    });
+  } finally {
+    await source.stop();
+    client.close();
+  }
+}
+
+Deno.test({
+  name:
+    "controller: the finalizer write keeps annotations and complete ownerReferences (a patch, not a PUT of the cached metadata)",
+  ...opts,
+  fn: async () => {
+    const api = await startTestApiServer();
+    const owner = {
+      apiVersion: "argoproj.io/v1alpha1",
+      kind: "Application",
+      name: "egress",
+      uid: "6f1e0c2a-0000-4000-8000-000000000001",
+      controller: true,
+      blockOwnerDeletion: true,
+    };
+    const annotations = {
+      "meta.helm.sh/release-name": "egress",
+      "kubectl.kubernetes.io/last-applied-configuration": '{"spec":{"ip":"192.0.2.50"}}',
+    };
+    api.apply({
+      ...vipObject("office", { ip: "192.0.2.50" }),
+      metadata: { name: "office", annotations, ownerReferences: [owner], labels: { team: "a" } },
+    });
+    api.apply(policyObject("default", "p", { vip: "office", podSelector: {} }));
+    try {
+      await oneRound(api, async (round) => {
+        let result = await round();
+        for (
+          let i = 0;
+          i < 3 && api.get("EgressVIP", "office")!.metadata.finalizers === undefined;
+          i++
+        ) {
+          result = await round();
+        }
+        assert.equal(result.errors, 0, "no write refused");
+        const vip = api.get("EgressVIP", "office")!;
+        assert.deepEqual(vip.metadata.finalizers, [VIP_FINALIZER]);
+        assert.deepEqual(vip.metadata.annotations, annotations);
+        assert.deepEqual(vip.metadata.ownerReferences, [owner]);
+        assert.deepEqual(vip.metadata.labels, { team: "a" });
+      });
+      // Only patches of the main resource: never a PUT that replaces metadata.
+      assert.ok(
+        !api.log.some((l) =>
+          l.startsWith("PUT /apis/egress.kube-egress.io/v1alpha1/egressvips/office?") ||
+          l === "PUT /apis/egress.kube-egress.io/v1alpha1/egressvips/office"
+        ),
+      );
+      assert.ok(api.requests.has("egress.kube-egress.io/egressvips patch"));
+    } finally {
+      await api.stop();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "controller: no finalizer is added to a VIP already being deleted (the API refuses it with 422)",
+  ...opts,
+  fn: async () => {
+    const api = await startTestApiServer();
+    // Someone else's finalizer keeps the VIP while it is being deleted.
+    api.apply({
+      ...vipObject("office", { ip: "192.0.2.50" }),
+      metadata: { name: "office", finalizers: ["example.com/keep"] },
+    });
+    api.delete("EgressVIP", "office");
+    api.apply(policyObject("default", "p", { vip: "office", podSelector: {} }));
+    try {
+      await oneRound(api, async (round) => {
+        for (let i = 0; i < 3; i++) {
+          const result = await round();
+          assert.equal(result.errors, 0, `round ${i}: no write refused`);
+        }
+        assert.deepEqual(api.get("EgressVIP", "office")!.metadata.finalizers, ["example.com/keep"]);
+        // Still reported: its deletion waits for a finalizer that is not ours.
+        assert.equal(condition(api.get("EgressVIP", "office"), "InUse")?.reason, "DeletionBlocked");
+      });
+    } finally {
+      await api.stop();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "controller: a VIP carries the in-use finalizer only while a policy uses it, so deleting the CRDs without agents completes",
+  ...opts,
+  fn: async () => {
+    const api = await startTestApiServer();
+    api.apply(vipObject("office", { ip: "192.0.2.50" }));
+    api.apply(vipObject("spare", { ip: "192.0.2.51" }));
+    api.apply(policyObject("default", "p", { vip: "office", podSelector: {} }));
+    try {
+      await oneRound(api, async (round) => {
+        for (let i = 0; i < 3; i++) await round();
+        assert.deepEqual(api.get("EgressVIP", "office")!.metadata.finalizers, [VIP_FINALIZER]);
+        assert.equal(api.get("EgressVIP", "spare")!.metadata.finalizers, undefined, "unused: none");
+        api.delete("EgressPolicy", "p", "default");
+        for (let i = 0; i < 3 && api.get("EgressVIP", "office")!.metadata.finalizers; i++) {
+          await round();
+        }
+        assert.equal(
+          api.get("EgressVIP", "office")!.metadata.finalizers,
+          undefined,
+          "released once unused",
+        );
+      });
+      // The agents are gone (uninstall): deleting the CRDs deletes every object and completes.
+      api.delete("CustomResourceDefinition", "egressvips.egress.kube-egress.io");
+      await eventually(
+        () => api.get("CustomResourceDefinition", "egressvips.egress.kube-egress.io") === undefined,
+        "the CRD to go",
+      );
+      assert.deepEqual(api.store.list("egress.kube-egress.io/egressvips"), []);
+    } finally {
       await api.stop();
     }
   },
