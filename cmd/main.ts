@@ -484,6 +484,26 @@ export function buildProgram(
       }
     });
 
+  program.command("uninstall")
+    .description(
+      "before `kubectl delete -k deploy/` (or to finish one that hangs): delete every EgressPolicy and EgressVIP, releasing the in-use finalizer, without the agents",
+    )
+    .option("--kubeconfig <path>", "kubeconfig (default: in-cluster, $KUBECONFIG, ~/.kube/config)")
+    .action(async (options: Record<string, unknown>) => {
+      try {
+        const { uninstall } = await import("./kube/uninstall.ts");
+        for (
+          const line of await uninstall({ kubeconfig: options.kubeconfig as string | undefined })
+        ) {
+          console.log(line);
+        }
+        done(0);
+      } catch (error) {
+        console.error(`kube-egress: ${errorMessage(error)}`);
+        done(1);
+      }
+    });
+
   addDatapathFlags(
     program.command("doctor").description(
       "check this node for what breaks egress (backend, marks, rp_filter, forwarding, chain order, duplicate VIPs, tools, route tables); exit 1 on a failed check",

@@ -364,7 +364,8 @@ export function startTestApiServer(options: TestApiServerOptions = {}): Promise<
       const text = await request.text();
       const strict = url.searchParams.get("fieldValidation") === "Strict";
       const unknown: string[] = [];
-      const finish = (object: Obj, code = 200) => {
+      // fieldValidation=Strict refuses unknown fields before anything is stored; else warnings.
+      const strictly = (object: Obj) => {
         if (strict && unknown.length > 0) {
           throw new StatusError(
             400,
@@ -372,6 +373,9 @@ export function startTestApiServer(options: TestApiServerOptions = {}): Promise<
             `strict decoding error: ${unknown.map((u) => `unknown field "${u}"`).join(", ")}`,
           );
         }
+        return object;
+      };
+      const finish = (object: Obj, code = 200) => {
         warnings.push(...unknown.map((u) => `unknown field "${u}"`));
         return respond(object, code);
       };
@@ -392,7 +396,7 @@ export function startTestApiServer(options: TestApiServerOptions = {}): Promise<
             "the name of the object cannot be changed by a patch",
           );
         }
-        const body = pruned(info, patched, statusOnly, unknown);
+        const body = strictly(pruned(info, patched, statusOnly, unknown));
         if (dryRun) return finish(body);
         return finish(write(info, "update", body, { status: statusOnly }));
       }
@@ -421,7 +425,7 @@ export function startTestApiServer(options: TestApiServerOptions = {}): Promise<
         if (!body.metadata.name && typeof body.metadata.generateName === "string") {
           body.metadata.name = `${body.metadata.generateName}${crypto.randomUUID().slice(0, 5)}`;
         }
-        body = pruned(info, body, false, unknown);
+        body = strictly(pruned(info, body, false, unknown));
         if (dryRun) return finish(body, 201);
         return finish(write(info, "create", body), 201);
       }
@@ -434,7 +438,7 @@ export function startTestApiServer(options: TestApiServerOptions = {}): Promise<
               ") does not match the name on the URL (" + name + ")",
           );
         }
-        body = pruned(info, body, statusOnly, unknown);
+        body = strictly(pruned(info, body, statusOnly, unknown));
         return finish(write(info, "update", body, { status: statusOnly, requireRv: true }));
       }
       return status(405, "MethodNotAllowed", `${request.method} is not supported`);
@@ -477,7 +481,8 @@ export function startTestApiServer(options: TestApiServerOptions = {}): Promise<
       } catch {
         throw new StatusError(400, "BadRequest", "continue key is not valid");
       }
-      if (decoded.rv + 1 < store.compactedBelow) {
+      // A list at a compacted revision cannot be continued (etcd: "required revision has been compacted").
+      if (decoded.rv < store.compactedBelow) {
         throw new StatusError(
           410,
           "Expired",

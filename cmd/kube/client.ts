@@ -341,6 +341,17 @@ export class KubeClient {
     return await response.json() as Record<string, unknown>;
   }
 
+  /** DELETE one object (it may stay, with deletionTimestamp, until its finalizers are gone). */
+  async delete(resource: Resource, name: string, namespace?: string, bound: Bound = {}) {
+    this.#check(resource, "delete");
+    const response = await this.#fetch(
+      "DELETE",
+      resourcePath(resource, { namespace, name }),
+      bound,
+    );
+    return await response.json() as Record<string, unknown>;
+  }
+
   /**
    * PATCH an object: a JSON merge patch (RFC 7396) by default, or a JSON
    * patch (RFC 6902, a list of operations). Touches only what the patch names;

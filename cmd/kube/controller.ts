@@ -37,10 +37,12 @@ export async function recordEvent(
   // Events of cluster-scoped objects live in "default", as kubectl describe expects.
   const namespace = object.namespace ?? "default";
   const suffix = `${Date.now().toString(16)}${Math.floor(Math.random() * 0xffff).toString(16)}`;
+  // An Event's name is a DNS subdomain too (at most 253): a long object name is cut.
+  const name = `${object.name.slice(0, 253 - suffix.length - 1).replace(/[.-]+$/, "")}.${suffix}`;
   await client.create(EVENTS, {
     apiVersion: "v1",
     kind: "Event",
-    metadata: { name: `${object.name}.${suffix}`, namespace },
+    metadata: { name, namespace },
     involvedObject: {
       apiVersion: API_VERSION,
       kind: object.kind,

@@ -13,6 +13,7 @@ import $ from "dax";
 import type { Connection } from "../../core/kube/kubeconfig.ts";
 import { parseExecCredential } from "../../core/kube/kubeconfig.ts";
 import { errorMessage } from "../../core/errors.ts";
+import { serverNameTunnel, type Tunnel } from "./server_name_tunnel.ts";
 
 const RELOAD_MS = 60_000;
 /** Refresh an expiring credential this long before it expires. */
@@ -22,6 +23,8 @@ const EXEC_TIMEOUT_MS = 30_000;
 export interface TransportOptions {
   /** Use HTTP/1.1 only (see README "HTTP/2"). Default true. */
   readonly http1Only?: boolean;
+  /** How often token and CA files are read again (default a minute, as client-go). */
+  readonly reloadMs?: number;
 }
 
 async function readRef(ref?: { data?: string; file?: string }): Promise<string | undefined> {
@@ -40,16 +43,21 @@ export class Credentials {
   #exec?: { token?: string; cert?: string; key?: string; expiresAt?: number };
   #tls?: { key: string; transport: Transport };
   #tlsCheckedAt = 0;
+  #tunnel?: Tunnel;
   readonly #retired: Deno.HttpClient[] = [];
 
   constructor(readonly connection: Connection, readonly options: TransportOptions = {}) {}
+
+  get #reloadMs(): number {
+    return this.options.reloadMs ?? RELOAD_MS;
+  }
 
   /** The Authorization header value, if any. */
   async authorization(): Promise<string | undefined> {
     const ref = this.connection.token;
     if (ref?.data) return `Bearer ${ref.data}`;
     if (ref?.file) {
-      if (!this.#token || Date.now() - this.#token.readAt > RELOAD_MS) {
+      if (!this.#token || Date.now() - this.#token.readAt > this.#reloadMs) {
         this.#token = { value: (await Deno.readTextFile(ref.file)).trim(), readAt: Date.now() };
       }
       return `Bearer ${this.#token.value}`;
@@ -141,7 +149,7 @@ export class Credentials {
    * client certificate changed (requests under way keep theirs).
    */
   async transport(): Promise<Transport> {
-    if (this.#tls && Date.now() - this.#tlsCheckedAt < RELOAD_MS && !this.connection.exec) {
+    if (this.#tls && Date.now() - this.#tlsCheckedAt < this.#reloadMs && !this.connection.exec) {
       return this.#tls.transport;
     }
     this.#tlsCheckedAt = Date.now();
@@ -162,11 +170,11 @@ export class Credentials {
     let proxy: Deno.Proxy | undefined;
     if (https && c.tlsServerName) {
       // TLS (SNI and verification) for the given name, the TCP connection to the server's address.
-      proxy = {
-        transport: "tcp",
-        hostname: url.hostname.replace(/^\[|\]$/g, ""),
-        port: Number(url.port || 443),
-      };
+      this.#tunnel ??= serverNameTunnel(
+        url.hostname.replace(/^\[|\]$/g, ""),
+        Number(url.port || 443),
+      );
+      proxy = { url: this.#tunnel.url };
       base = `https://${c.tlsServerName}:${url.port || 443}${url.pathname.replace(/\/$/, "")}`;
     }
     const client = https || proxy
@@ -194,6 +202,7 @@ export class Credentials {
   }
 
   close() {
+    this.#tunnel?.close();
     this.#tls?.transport.client?.close();
     for (const client of this.#retired.splice(0)) client.close();
   }

@@ -48,6 +48,8 @@ export class LeaderElector {
   #wake?: () => void;
   #lastError?: string;
   #demotion?: ReturnType<typeof setTimeout>;
+  /** Aborts the requests under way when the elector stops. */
+  readonly #abort = new AbortController();
   /** Lease reads and writes made (for tests and metrics). */
   requests = 0;
 
@@ -84,8 +86,11 @@ export class LeaderElector {
     while (!this.#stopped) {
       // A leader's attempt may not outlast its renew deadline; the others' the request timeout.
       const bound = this.#leading
-        ? { timeoutMs: Math.max(1, this.#lastRenew + this.#renewDeadlineMs - Date.now()) }
-        : {};
+        ? {
+          timeoutMs: Math.max(1, this.#lastRenew + this.#renewDeadlineMs - Date.now()),
+          signal: this.#abort.signal,
+        }
+        : { signal: this.#abort.signal };
       await this.#tryOnce(bound).catch((error) => this.#failed(error));
       await new Promise<void>((resolve) => {
         this.#wake = resolve;
@@ -209,6 +214,7 @@ export class LeaderElector {
   /** Stops the loop; a leader hands the lease back. */
   async stop(): Promise<void> {
     this.#stopped = true;
+    this.#abort.abort();
     clearTimeout(this.#timer);
     clearTimeout(this.#demotion);
     this.#wake?.();

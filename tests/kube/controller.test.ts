@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { KubeClient } from "../../cmd/kube/client.ts";
 import { Controller, HolderReporter, type RoundResult } from "../../cmd/kube/controller.ts";
 import { LeaderElector } from "../../cmd/kube/leader.ts";
+import { uninstall, UNINSTALL_PERMISSIONS } from "../../cmd/kube/uninstall.ts";
 import { KubeSource } from "../../cmd/kube/source.ts";
 import { createLogger } from "../../cmd/log.ts";
 import { VIP_FINALIZER } from "../../core/kube/api.ts";
@@ -414,6 +415,67 @@ Deno.test({
         "the CRD to go",
       );
       assert.deepEqual(api.store.list("egress.kube-egress.io/egressvips"), []);
+    } finally {
+      await api.stop();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "controller: Events about an object with a long name still have a valid name (at most 253 characters)",
+  ...opts,
+  fn: async () => {
+    const api = await startTestApiServer();
+    const name = `office-${"a".repeat(240)}`;
+    api.apply(vipObject(name, { ip: "192.0.2.50" }));
+    try {
+      await oneRound(api, async (round) => {
+        const result = await round();
+        assert.equal(result.errors, 0);
+        assert.ok(result.events > 0);
+      });
+      const events = api.list("Event", "default") as {
+        metadata: { name: string };
+        reason?: string;
+      }[];
+      assert.ok(events.some((e) => e.reason === "RouteIdAssigned"));
+      for (const e of events) assert.ok(e.metadata.name.length <= 253, e.metadata.name);
+    } finally {
+      await api.stop();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "uninstall: with a VIP in use and no agent left, `kube-egress uninstall` releases it and the CRDs' deletion completes",
+  ...opts,
+  fn: async () => {
+    const api = await startTestApiServer();
+    api.apply(vipObject("office", { ip: "192.0.2.50" }));
+    api.apply(policyObject("default", "p", { vip: "office", podSelector: {} }));
+    try {
+      await oneRound(api, async (round) => {
+        for (let i = 0; i < 3; i++) await round();
+      });
+      assert.deepEqual(api.get("EgressVIP", "office")!.metadata.finalizers, [VIP_FINALIZER]);
+      // `kubectl delete -k deploy/`: agents gone, CRDs deleted; the VIP in use keeps its CRD.
+      for (const crd of ["egresspolicies", "egressvips"]) {
+        api.delete("CustomResourceDefinition", `${crd}.egress.kube-egress.io`);
+      }
+      await new Promise((r) => setTimeout(r, 200));
+      assert.ok(api.get("CustomResourceDefinition", "egressvips.egress.kube-egress.io"), "stuck");
+      const lines = await uninstall({
+        client: await KubeClient.connect({ server: api.url }, {
+          permissions: UNINSTALL_PERMISSIONS,
+        }),
+      });
+      assert.ok(lines.some((l) => l.includes("released EgressVIP office")), lines.join("\n"));
+      await eventually(
+        () => api.get("CustomResourceDefinition", "egressvips.egress.kube-egress.io") === undefined,
+        "the CRD deletion to complete",
+      );
     } finally {
       await api.stop();
     }

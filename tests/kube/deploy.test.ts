@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { parseAllDocuments } from "yaml";
 import $ from "dax";
+import { relative } from "node:path";
 import { buildProgram } from "../../cmd/main.ts";
 import { EgressPolicySpec, EgressVIPSpec } from "../../core/kube/api.ts";
 import { AGENT_PERMISSIONS } from "../../core/kube/resources.ts";
@@ -109,6 +110,7 @@ Deno.test("deploy: kustomization lists files that exist; kubectl kustomize build
       "CustomResourceDefinition",
       "DaemonSet",
       "Namespace",
+      "ResourceQuota",
       "Role",
       "RoleBinding",
       "ServiceAccount",
@@ -166,4 +168,60 @@ Deno.test("Dockerfile: every COPY source exists, the image holds the whole modul
 Deno.test("deploy: sysctls are found under KUBE_EGRESS_PROC_SYS (the DaemonSet's host /proc/sys/net mount)", () => {
   assert.equal(procSysRoot(() => undefined), "/proc/sys");
   assert.equal(procSysRoot(() => "/host/proc/sys/"), "/host/proc/sys");
+});
+
+Deno.test("deploy: the image works side-loaded and from a registry (fixed tag, IfNotPresent), as kustomize names it", async () => {
+  const [ds] = await docs("deploy/daemonset.yaml");
+  const [k] = await docs("deploy/kustomization.yaml");
+  const [c] = ds.spec.template.spec.containers;
+  const [name, tag] = c.image.split(":");
+  assert.ok(tag && tag !== "latest", `a fixed tag, not ${c.image}`);
+  // No policy with a fixed tag is IfNotPresent too, but say it: a side-loaded image is never pulled.
+  assert.equal(c.imagePullPolicy, "IfNotPresent");
+  const image = k.images.find((i: Doc) => i.name === name);
+  assert.equal(image.newTag, tag, "kustomization and DaemonSet name the same tag");
+  if (await $.commandExists("kubectl")) {
+    const dir = await Deno.makeTempDir();
+    try {
+      // The README's override: a registry of one's own.
+      await Deno.writeTextFile(
+        `${dir}/kustomization.yaml`,
+        `resources: [${
+          relative(dir, `${ROOT}deploy`)
+        }]\nimages:\n  - name: kube-egress\n    newName: registry.example.com/kube-egress\n    newTag: 0.2.0\n`,
+      );
+      const out = await $`kubectl kustomize ${dir}`.text();
+      const built = parseAllDocuments(out).map((d) => d.toJS()).find((d) => d.kind === "DaemonSet");
+      assert.equal(
+        built.spec.template.spec.containers[0].image,
+        "registry.example.com/kube-egress:0.2.0",
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  }
+});
+
+Deno.test("deploy: on SELinux-enforcing nodes the agent may write its hostPath mounts (spc_t)", async () => {
+  const [ds] = await docs("deploy/daemonset.yaml");
+  const [c] = ds.spec.template.spec.containers;
+  assert.deepEqual(c.securityContext.seLinuxOptions, { type: "spc_t" });
+  assert.equal(c.securityContext.privileged, false);
+});
+
+Deno.test("deploy: system-node-critical outside kube-system comes with the ResourceQuota GKE requires", async () => {
+  const [ds] = await docs("deploy/daemonset.yaml");
+  const [k] = await docs("deploy/kustomization.yaml");
+  const pod = ds.spec.template.spec;
+  assert.equal(pod.priorityClassName, "system-node-critical");
+  const quota = (await Promise.all(k.resources.map((r: string) => docs(`deploy/${r}`)))).flat()
+    .find((d: Doc) => d.kind === "ResourceQuota");
+  assert.ok(quota, "a ResourceQuota in the kustomization");
+  assert.equal(quota.metadata.namespace, ds.metadata.namespace);
+  assert.deepEqual(quota.spec.scopeSelector.matchExpressions, [{
+    scopeName: "PriorityClass",
+    operator: "In",
+    values: [pod.priorityClassName],
+  }]);
+  assert.ok(quota.spec.hard.pods);
 });
