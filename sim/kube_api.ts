@@ -44,6 +44,8 @@ export interface TestApiServerOptions {
   readonly pods?: number;
   /** First IP of those pods. */
   readonly firstPodIp?: string;
+  /** Install our CRDs (and egress-mapper's) at start, as after `kubectl apply -k deploy/` (default). */
+  readonly installCrds?: boolean;
   /** The Kubernetes version /version reports (kubectl's dispatcher picks its minor by it). */
   readonly kubernetesVersion?: string;
 }
@@ -143,7 +145,7 @@ export function startTestApiServer(options: TestApiServerOptions = {}): Promise<
   let stopping = false;
 
   const crdInfo = registry.byKind("CustomResourceDefinition")!;
-  for (const crd of initialCrds()) {
+  for (const crd of options.installCrds === false ? [] : initialCrds()) {
     const stored = store.create(
       crdInfo,
       { ...crd, metadata: { ...crd.metadata, finalizers: [CRD_CLEANUP] } } as Obj,
@@ -165,6 +167,18 @@ export function startTestApiServer(options: TestApiServerOptions = {}): Promise<
       }
     }
   });
+
+  /** A CRD created through the API: the cleanup finalizer, then Established (apiextensions' controllers). */
+  function establish(created: Obj) {
+    const withFinalizer = store.update(crdInfo, {
+      ...created,
+      metadata: {
+        ...created.metadata,
+        finalizers: [...(created.metadata.finalizers ?? []), CRD_CLEANUP],
+      },
+    });
+    store.update(crdInfo, { ...withFinalizer, status: crdStatus(withFinalizer) }, { status: true });
+  }
 
   function crdStatus(crd: Obj) {
     const now = new Date().toISOString();
@@ -427,7 +441,12 @@ export function startTestApiServer(options: TestApiServerOptions = {}): Promise<
         }
         body = strictly(pruned(info, body, false, unknown));
         if (dryRun) return finish(body, 201);
-        return finish(write(info, "create", body), 201);
+        const created = write(info, "create", body);
+        if (info === crdInfo) {
+          establish(created);
+          return finish(store.get(resource, created.metadata.name) ?? created, 201);
+        }
+        return finish(created, 201);
       }
       if (verb === "update") {
         if (name !== body.metadata.name) {

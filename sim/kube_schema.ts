@@ -61,6 +61,11 @@ export function prune(
   const out: Record<string, unknown> = {};
   for (const [key, child] of Object.entries(value)) {
     const at = path ? `${path}.${key}` : key;
+    // ObjectMeta is the API server's, whatever the CRD's schema says of it.
+    if (path === "" && key === "metadata") {
+      out[key] = structuredClone(child);
+      continue;
+    }
     const known = schema.properties?.[key] ??
       (isObject(schema.additionalProperties) ? schema.additionalProperties : undefined);
     if (!known && !schema["x-kubernetes-preserve-unknown-fields"]) {
@@ -97,7 +102,6 @@ const FORMATS: Record<string, (s: string) => boolean> = {
 
 /** Validates a (pruned) value; appends field errors. */
 export function validate(value: unknown, schema: Schema, path: string, errors: FieldError[]): void {
-  const before = errors.length;
   if (schema.type && !matchesType(value, schema.type)) {
     errors.push({
       field: path,
@@ -198,8 +202,9 @@ export function validate(value: unknown, schema: Schema, path: string, errors: F
       if (sub) validate(child, sub, path ? `${path}.${key}` : key, errors);
     }
   }
-  // CEL rules run only on a node that is structurally valid, as in apiextensions.
-  if (errors.length === before) celRules(value, schema, path, errors);
+  // CEL rules run on every node of the right type (a type error returned above), whatever
+  // the value validation of its children said: kube-apiserver reports both.
+  celRules(value, schema, path, errors);
 }
 
 function celRules(value: unknown, schema: Schema, path: string, errors: FieldError[]) {

@@ -48,6 +48,7 @@ export interface ResourceInfo {
 }
 
 const clone = <T>(value: T): T => structuredClone(value);
+const seconds = (date: Date) => date.toISOString().replace(/\.\d{3}Z$/, "Z");
 
 function objectKey(meta: { namespace?: string; name: string }): string {
   return meta.namespace ? `${meta.namespace}/${meta.name}` : meta.name;
@@ -65,7 +66,6 @@ export class KubeStore {
   readonly #history: StoredEvent[] = [];
   /** Watches from a version at or below this get 410 Gone. */
   #compactedBelow = 0;
-  #uid = 0;
   readonly #listeners = new Set<(event: StoredEvent) => void>();
 
   constructor(readonly historyLimit = 10_000, readonly clock: () => Date = () => new Date()) {}
@@ -140,10 +140,11 @@ export class KubeStore {
     object.kind = info.kind;
     object.metadata = {
       ...object.metadata,
-      uid: `uid-${++this.#uid}`,
+      uid: crypto.randomUUID(),
       resourceVersion: String(++this.#rv),
       generation: 1,
-      creationTimestamp: object.metadata.creationTimestamp ?? this.clock().toISOString(),
+      // RFC 3339 to the second, as metav1.Time is serialized.
+      creationTimestamp: object.metadata.creationTimestamp ?? seconds(this.clock()),
     };
     delete object.metadata.deletionTimestamp;
     // As the real API server: with a status subresource, create ignores status.
@@ -224,7 +225,7 @@ export class KubeStore {
     next.metadata.resourceVersion = String(++this.#rv);
     if ((stored.metadata.finalizers ?? []).length > 0) {
       if (stored.metadata.deletionTimestamp) return clone(stored);
-      next.metadata.deletionTimestamp = this.clock().toISOString();
+      next.metadata.deletionTimestamp = seconds(this.clock());
       bucket.set(key, next);
       this.#emit(resource, "MODIFIED", next);
       return clone(next);

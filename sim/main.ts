@@ -7,6 +7,7 @@
  *   deno task sim status [--run <id>]  nodes, VIPs, agents, mappings and a live source check
  *   deno task sim exec <ns> <cmd...>   run a command in one of the cluster's namespaces
  *   deno task sim down [--run <id>|--all]
+ *   deno task sim api [--port <n>]     the test API server alone, for kubectl (sim/kube_api_local.ts)
  *
  * Exit codes: 0 every check held, 1 a check failed or something broke, 2 bad flags.
  */
@@ -524,6 +525,21 @@ export function buildProgram(done: (code: number) => void) {
     .option("--run <id>", "which cluster (when more than one is up)")
     .passThroughOptions()
     .action(action((namespace, command, options) => execCommand(namespace, command, options)));
+
+  program.command("api")
+    .description(
+      "run the test Kubernetes API server alone on loopback (HTTPS) until Ctrl-C, for kubectl and " +
+        "other clients; prints `export KUBECONFIG=<path>`",
+    )
+    .option("--port <n>", "port on 127.0.0.1 (default: any free one)")
+    .option("--bookmark-ms <ms>", "watch bookmark interval (kube-apiserver: about a minute)")
+    .action(action(async (options) => {
+      const { apiCommand } = await import("./kube_api_local.ts");
+      return await apiCommand({
+        port: options.port === undefined ? undefined : Number(options.port),
+        bookmarkMs: options.bookmarkMs === undefined ? undefined : Number(options.bookmarkMs),
+      });
+    }));
 
   program.command("down")
     .description("delete the running cluster's namespaces, processes and files (only that run's)")
