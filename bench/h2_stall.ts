@@ -60,7 +60,8 @@ async function run(label: string, http2: boolean) {
   watches.abort();
   client.close();
   times.sort((a, b) => a - b);
-  const q = (p: number) => times[Math.min(times.length - 1, Math.floor(p * times.length))]?.toFixed(1);
+  const q = (p: number) =>
+    times[Math.min(times.length - 1, Math.floor(p * times.length))]?.toFixed(1);
   return {
     label,
     pages: times.length,
@@ -73,10 +74,16 @@ async function run(label: string, http2: boolean) {
 }
 
 const results = [await run("HTTP/2 (ALPN, pooled)", true), await run("HTTP/1.1 only", false)];
-console.log(`Deno ${Deno.version.deno}; ${pods} pods, ${rounds} full lists of 500-item pages, 6 watches open`);
-console.log("| transport | pages | stalls (>10 s) | MiB read | page median ms | page p99 ms | total s |");
+console.log(
+  `Deno ${Deno.version.deno}; ${pods} pods, ${rounds} full lists of 500-item pages, 6 watches open`,
+);
+console.log(
+  "| transport | pages | stalls (>10 s) | MiB read | page median ms | page p99 ms | total s |",
+);
 console.log("| --- | --- | --- | --- | --- | --- | --- |");
 for (const r of results) {
-  console.log(`| ${r.label} | ${r.pages} | ${r.stalls} | ${r.mib} | ${r.median} | ${r.p99} | ${r.seconds} |`);
+  console.log(
+    `| ${r.label} | ${r.pages} | ${r.stalls} | ${r.mib} | ${r.median} | ${r.p99} | ${r.seconds} |`,
+  );
 }
 await api.stop();

@@ -188,9 +188,18 @@ async function withCluster<T>(
   }
 }
 
-async function storyCommand(flags: ClusterFlags & { agents: string }): Promise<number> {
+async function storyCommand(
+  flags: ClusterFlags & { agents: string; source?: string },
+): Promise<number> {
   const spec = specFrom(flags);
+  if (flags.source === "kubernetes" && flags.agents === "image") {
+    throw new Exit(
+      2,
+      "invalid flags: --source kubernetes runs the agents as processes (no --agents image)",
+    );
+  }
   await prepare();
+  if (flags.source === "kubernetes") return await kubeStoryCommand(spec);
   if (flags.agents === "image") {
     try {
       await ensureTools(IMAGE_TOOLS, { install: true, log: (l) => console.log(l) });
@@ -237,6 +246,38 @@ async function storyCommand(flags: ClusterFlags & { agents: string }): Promise<n
           `; rulesets equal to the baseline on ${
             result.baseline.filter((b) => b.equal).length
           }/${result.baseline.length} nodes`,
+      );
+      return result.ok;
+    },
+  );
+  console.log(`took ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  return ok ? 0 : 1;
+}
+
+/** `--source kubernetes`: the Kubernetes story with the test API server and real kubectl. */
+async function kubeStoryCommand(spec: ClusterSpec): Promise<number> {
+  if (!(await $.commandExists("kubectl"))) {
+    throw new Exit(
+      1,
+      "--source kubernetes drives kubectl, which is not installed (kubectl on the PATH)",
+    );
+  }
+  const { runKubeStory } = await import("./kube_story.ts");
+  const started = performance.now();
+  const ok = await withCluster(
+    (track) => Cluster.create(spec, { progress: (line) => console.log(line), onCreate: track }),
+    async (cluster) => {
+      const result = await runKubeStory(cluster, { say: (line) => console.log(line) });
+      const pods = result.checks.flatMap((c) => c.checks);
+      console.log(
+        `\n${result.ok ? "all checks ✓" : "some checks ✗"}: ${
+          result.steps.filter((s) => s.ok).length
+        }/` +
+          `${result.steps.length} steps, ${
+            pods.filter((c) => c.ok).length
+          }/${pods.length} pod checks held; ` +
+          `rulesets equal to the baseline on ${result.baseline.filter((b) => b.equal).length}/` +
+          `${result.baseline.length} nodes`,
       );
       return result.ok;
     },
@@ -499,8 +540,19 @@ export function buildProgram(done: (code: number) => void) {
             "image (built first, with a private dockerd), in a container per node with " +
             "deploy/daemonset.yaml's security context, mounts, args and env",
         ).choices(["process", "image"]).default("process"),
+      )
+      .addOption(
+        new Option(
+          "--source <source>",
+          "files: the mapping directories (the old kube-egress); kubernetes: the test API server " +
+            "and real kubectl (EgressVIP/EgressPolicy objects, statuses, deletion, uninstall)",
+        ).choices(["files", "kubernetes"]).default("files"),
       ),
-  ).action(action((flags) => storyCommand(flags as unknown as ClusterFlags & { agents: string })));
+  ).action(
+    action((flags) =>
+      storyCommand(flags as unknown as ClusterFlags & { agents: string; source?: string })
+    ),
+  );
 
   addClusterFlags(
     program.command("up").description(

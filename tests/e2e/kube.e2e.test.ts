@@ -34,6 +34,7 @@ import {
   waitForPlacement,
 } from "../../sim/placement.ts";
 import { AGENT_PERMISSIONS, resourceName } from "../../core/kube/resources.ts";
+import { runKubeStory } from "../../sim/kube_story.ts";
 import { isRoot } from "../helpers.ts";
 
 const VIP = "192.0.2.50";
@@ -325,4 +326,30 @@ Deno.test({
         );
       }
     }),
+});
+
+Deno.test({
+  name:
+    "e2e kube: the story with real kubectl (`sim --source kubernetes`): install, VIP held and Ready, pods leave as it, a namespace refused, deletion waits, uninstall, baseline",
+  ...e2e,
+  fn: async () => {
+    const cluster = await Cluster.create({ nodes: 3, podsPerNode: 2 });
+    try {
+      const lines: string[] = [];
+      const result = await runKubeStory(cluster, { say: (l) => lines.push(l) });
+      assert.ok(result.ok, lines.join("\n"));
+      const output = lines.join("\n");
+      assert.match(
+        output,
+        /egressvip\.egress\.kube-egress\.io\/office\s+192\.0\.2\.50\s+1\s+node\d\s+3\s+True/,
+      );
+      assert.match(
+        output,
+        /NotAllowed=True NamespaceNotAdmitted: EgressVIP office does not admit namespace batch/,
+      );
+      assert.match(output, /DeletionBlocked/);
+    } finally {
+      await cluster.destroy();
+    }
+  },
 });
