@@ -22,7 +22,10 @@ export interface LocalApi {
   stop(): Promise<void>;
 }
 
-/** A CA and a server certificate for the given subjectAltNames ("IP:127.0.0.1,IP:192.0.2.5"). */
+/**
+ * A CA and a server certificate for the given subjectAltNames
+ * ("IP:127.0.0.1,IP:192.0.2.5"): webpki refuses a self-signed leaf as its own CA.
+ */
 export async function makeCertificates(dir: string, san: string) {
   await Deno.mkdir(dir, { recursive: true });
   const at = (f: string) => join(dir, f);

@@ -6,10 +6,10 @@
  * (sim/kube_api.ts `serveControl`), so no link to the root namespace is needed.
  * Agents get a kubeconfig (CA + bearer token) and `--source kubernetes`.
  */
-import $ from "dax";
 import { join } from "node:path";
 import type { Cluster, SimNode, SimPod } from "./cluster.ts";
 import { kubeconfigFor } from "./kube_api.ts";
+import { makeCertificates } from "./kube_api_local.ts";
 import { API_VERSION } from "../core/kube/api.ts";
 import { type AgentProcess, EXTERNAL, startAgent } from "./agents.ts";
 import type { Netns } from "./netns.ts";
@@ -24,26 +24,6 @@ export interface Reply {
   readonly t: number;
   readonly result?: unknown;
   readonly error?: string;
-}
-
-/** Makes a CA and a server certificate for `ip` (webpki refuses a self-signed leaf as its own CA). */
-async function makeCertificates(dir: string, ip: string): Promise<{ ca: string }> {
-  await Deno.mkdir(dir, { recursive: true });
-  const at = (f: string) => join(dir, f);
-  await $`openssl req -x509 -newkey rsa:2048 -nodes -keyout ${at("ca.key")} -out ${
-    at("ca.crt")
-  } -days 2 -subj /CN=kube-egress-test-ca`
-    .quiet();
-  await $`openssl req -newkey rsa:2048 -nodes -keyout ${at("server.key")} -out ${
-    at("server.csr")
-  } -subj /CN=kube-apiserver`
-    .quiet();
-  await Deno.writeTextFile(at("ext.cnf"), `subjectAltName=IP:${ip}\nbasicConstraints=CA:FALSE\n`);
-  await $`openssl x509 -req -in ${at("server.csr")} -CA ${at("ca.crt")} -CAkey ${
-    at("ca.key")
-  } -CAcreateserial -out ${at("server.crt")} -days 2 -extfile ${at("ext.cnf")}`
-    .quiet();
-  return { ca: await Deno.readTextFile(at("ca.crt")) };
 }
 
 export class SimApiServer {
@@ -67,7 +47,7 @@ export class SimApiServer {
   ): Promise<SimApiServer> {
     const ns = await cluster.addLanHost("api", API_IP);
     const tlsDir = join(cluster.workDir, "api-tls");
-    const { ca } = await makeCertificates(tlsDir, API_IP);
+    const { ca } = await makeCertificates(tlsDir, `IP:${API_IP}`);
     const token = options.token ?? crypto.randomUUID();
     const child = new Deno.Command("ip", {
       args: [

@@ -4,8 +4,8 @@
  * as a dead load balancer or lost NAT state does) while others go on, and
  * certificates made with openssl for TLS tests.
  */
-import $ from "dax";
 import { join } from "node:path";
+import { makeCertificates } from "../../sim/kube_api_local.ts";
 
 /** A loopback TCP relay; `blackhole(true)` stops forwarding without closing anything. */
 export class Relay {
@@ -84,23 +84,7 @@ export class Relay {
   }
 }
 
-/** A CA and a server certificate for `san` (e.g. "DNS:kube-api.test" or "IP:127.0.0.1"). */
+/** A CA and a server certificate for `san` (e.g. "DNS:kube-api.test"), in `dir`/`name`. */
 export async function certificates(dir: string, san: string, name = "ca") {
-  await Deno.mkdir(dir, { recursive: true });
-  const at = (f: string) => join(dir, f);
-  await $`openssl req -x509 -newkey rsa:2048 -nodes -keyout ${at(`${name}.key`)} -out ${
-    at(`${name}.crt`)
-  } -days 2 -subj /CN=${name}`.quiet();
-  await $`openssl req -newkey rsa:2048 -nodes -keyout ${at(`${name}-server.key`)} -out ${
-    at(`${name}-server.csr`)
-  } -subj /CN=kube-apiserver`.quiet();
-  await Deno.writeTextFile(at("ext.cnf"), `subjectAltName=${san}\nbasicConstraints=CA:FALSE\n`);
-  await $`openssl x509 -req -in ${at(`${name}-server.csr`)} -CA ${at(`${name}.crt`)} -CAkey ${
-    at(`${name}.key`)
-  } -CAcreateserial -out ${at(`${name}-server.crt`)} -days 2 -extfile ${at("ext.cnf")}`.quiet();
-  return {
-    ca: await Deno.readTextFile(at(`${name}.crt`)),
-    cert: await Deno.readTextFile(at(`${name}-server.crt`)),
-    key: await Deno.readTextFile(at(`${name}-server.key`)),
-  };
+  return await makeCertificates(join(dir, name), san);
 }
