@@ -21,19 +21,19 @@ Deno.test({
     "reflector: a watch silent for twice the bookmark interval (black-holed connection) is restarted and readiness says so",
   ...opts,
   fn: async () => {
-    // Bookmarks every 250 ms; the agents expect one at least every 2 x 250 ms.
-    const api = await startTestApiServer({ bookmarkMs: 250 });
+    // Bookmarks every 750 ms; silence for twice that means a dead watch.
+    const api = await startTestApiServer({ bookmarkMs: 750 });
     api.apply({ apiVersion: "v1", kind: "Namespace", metadata: { name: "default" } });
     const relay = Relay.start(api.url);
     const client = await KubeClient.connect({ server: relay.url }, { requestTimeoutMs: 1000 });
     const logs: string[] = [];
     const source = new KubeSource(client, createLogger("text", (l) => logs.push(l)), {
       syncTimeoutMs: 5000,
-      watchIdleMs: 500,
+      watchIdleMs: 1500,
     }).start();
     try {
       await source.waitForSync();
-      await new Promise((r) => setTimeout(r, 600));
+      await new Promise((r) => setTimeout(r, 2000));
       assert.equal(source.problem(), undefined, "bookmarks keep an idle watch alive");
       relay.blackhole(true);
       await eventually(
