@@ -4,7 +4,8 @@
  * discovery (/api, /apis, /api/v1, /apis/<group>/<version>), OpenAPI v3 (the
  * index and one document per group version, with each kind's schema and the
  * `fieldValidation` parameter kubectl looks for before it asks the server to
- * validate strictly), and server-side Table printing (a CRD's
+ * validate strictly), OpenAPI v2 as protobuf (what kubectl before 1.29 reads
+ * for the same question), and server-side Table printing (a CRD's
  * additionalPrinterColumns; Name and Age otherwise; Events as `kubectl get
  * events` shows them).
  */
@@ -180,21 +181,10 @@ export function discovery(
     if (!registry.all.some((r) => r.group === group && r.version === version)) return undefined;
     return json(openApiDocument(registry, group, version));
   }
-  if (path.startsWith("/openapi/v2")) {
-    return new Response(
-      JSON.stringify({
-        kind: "Status",
-        apiVersion: "v1",
-        status: "Failure",
-        reason: "NotFound",
-        code: 404,
-        message: "not found",
-      }),
-      {
-        status: 404,
-        headers: { "content-type": "application/json" },
-      },
-    );
+  if (path === "/openapi/v2") {
+    return new Response(openApiV2Protobuf(registry).buffer as ArrayBuffer, {
+      headers: { "content-type": "application/com.github.proto-openapi.spec.v2.v1.0+protobuf" },
+    });
   }
   return undefined;
 }
@@ -321,4 +311,83 @@ export function tableOf(resource: ServedResource, items: Obj[], listMeta: Record
       },
     })),
   };
+}
+
+/** Protobuf wire format, the little that gnostic's openapi_v2.Document needs. */
+function varint(n: number): number[] {
+  const out: number[] = [];
+  while (n > 127) {
+    out.push((n & 127) | 128);
+    n = Math.floor(n / 128);
+  }
+  out.push(n);
+  return out;
+}
+function field(number: number, value: string | Uint8Array): number[] {
+  const bytes = typeof value === "string" ? new TextEncoder().encode(value) : value;
+  return [...varint((number << 3) | 2), ...varint(bytes.length), ...bytes];
+}
+const message = (...fields: number[][]) => new Uint8Array(fields.flat());
+
+/**
+ * OpenAPI v2 as kubectl before 1.29 reads it (gnostic's protobuf Document):
+ * for each kind a path whose PATCH operation names its group-version-kind and
+ * whose parameters include `fieldValidation`, so that kubectl asks the server
+ * to validate (strictly) instead of validating against schemas on its own. No
+ * definitions: kubectl then computes strategic merge patches from its
+ * built-in types, as it does for kinds a server does not describe.
+ */
+export function openApiV2Protobuf(registry: Registry): Uint8Array {
+  const paths = registry.all.map((r) => {
+    const prefix = r.group ? `/apis/${r.group}/${r.version}` : `/api/${r.version}`;
+    const path = r.namespaced
+      ? `${prefix}/namespaces/{namespace}/${r.plural}/{name}`
+      : `${prefix}/${r.plural}/{name}`;
+    const extension = (name: string, yaml: string) =>
+      field(13, message(field(1, name), field(2, message(field(2, yaml)))));
+    const patch = message(
+      field(5, `patch${r.kind}`),
+      extension("x-kubernetes-action", "patch\n"),
+      extension(
+        "x-kubernetes-group-version-kind",
+        `group: "${r.group}"\nkind: ${r.kind}\nversion: ${r.version}\n`,
+      ),
+    );
+    // ParametersItem.parameter → Parameter.non_body_parameter → query_parameter_sub_schema.
+    const query = (name: string) =>
+      field(
+        9,
+        message(
+          field(
+            1,
+            message(
+              field(
+                2,
+                message(field(3, message(field(2, "query"), field(4, name), field(6, "string")))),
+              ),
+            ),
+          ),
+        ),
+      );
+    return field(
+      2,
+      message(
+        field(1, path),
+        field(
+          2,
+          message(
+            field(8, patch),
+            query("dryRun"),
+            query("fieldManager"),
+            query("fieldValidation"),
+          ),
+        ),
+      ),
+    );
+  });
+  return message(
+    field(1, "2.0"),
+    field(2, message(field(1, "Kubernetes"), field(2, "v1.32.4"))),
+    field(8, message(...paths)),
+  );
 }
