@@ -149,7 +149,12 @@ export class Credentials {
    * client certificate changed (requests under way keep theirs).
    */
   async transport(): Promise<Transport> {
-    if (this.#tls && Date.now() - this.#tlsCheckedAt < this.#reloadMs && !this.connection.exec) {
+    // Files are looked at again once per reload interval; an exec client certificate as it changes.
+    const execCert = this.#exec?.cert;
+    if (
+      this.#tls && Date.now() - this.#tlsCheckedAt < this.#reloadMs &&
+      (execCert === undefined || this.#tls.key.includes(JSON.stringify(execCert)))
+    ) {
       return this.#tls.transport;
     }
     this.#tlsCheckedAt = Date.now();

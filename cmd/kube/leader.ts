@@ -50,8 +50,6 @@ export class LeaderElector {
   #demotion?: ReturnType<typeof setTimeout>;
   /** Aborts the requests under way when the elector stops. */
   readonly #abort = new AbortController();
-  /** Lease reads and writes made (for tests and metrics). */
-  requests = 0;
 
   constructor(
     readonly client: KubeClient,
@@ -134,7 +132,6 @@ export class LeaderElector {
 
   async #get(bound: Bound = {}): Promise<LeaseObject | undefined> {
     try {
-      this.requests++;
       return await this.client.get(
         LEASES,
         this.options.name,
@@ -181,7 +178,6 @@ export class LeaderElector {
       return;
     }
     try {
-      this.requests++;
       await this.client.update(LEASES, {
         ...lease,
         spec: nextLeaseSpec(spec, identity, duration, new Date()),
