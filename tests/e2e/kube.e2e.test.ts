@@ -13,7 +13,7 @@ import {
   stateDirOf,
 } from "../../sim/agents.ts";
 import { type Cluster, LAN_HOST_IP, OUTSIDE_IP, type SimNode } from "../../sim/cluster.ts";
-import { createCluster } from "./cluster.ts";
+import { createCluster, withCluster } from "./cluster.ts";
 import {
   egressPolicy,
   egressVip,
@@ -332,9 +332,8 @@ Deno.test({
   name:
     "e2e kube: the story with real kubectl (`sim --source kubernetes`): install, VIP held and Ready, pods leave as it, a namespace refused, deletion waits, uninstall, baseline",
   ...e2e,
-  fn: async () => {
-    const cluster = await Cluster.create({ nodes: 3, podsPerNode: 2 });
-    try {
+  fn: () =>
+    withCluster(async (cluster) => {
       const lines: string[] = [];
       const result = await runKubeStory(cluster, { say: (l) => lines.push(l) });
       assert.ok(result.ok, lines.join("\n"));
@@ -348,8 +347,5 @@ Deno.test({
         /NotAllowed=True NamespaceNotAdmitted: EgressVIP office does not admit namespace batch/,
       );
       assert.match(output, /DeletionBlocked/);
-    } finally {
-      await cluster.destroy();
-    }
-  },
+    }, { nodes: 3, podsPerNode: 2 }),
 });
