@@ -1,7 +1,7 @@
 # The kube-egress node image: the agent (Deno and its cached modules) and the
 # tools it drives, on Debian.
 #
-#   docker build -t kube-egress:latest .
+#   docker build -t kube-egress:0.1.0 .
 #
 # Both bases are build arguments; the defaults are the published images.
 # `deno task image` builds this file unchanged where no registry is reachable,

@@ -3,7 +3,7 @@
  * does on a machine without registry access, and prints its size and what
  * is in it (tools and versions, checked against the pins).
  *
- *   deno task image [--tag kube-egress:latest] [--save kube-egress.tar] [--docker unix:///var/run/docker.sock]
+ *   deno task image [--tag kube-egress:0.1.0] [--save kube-egress.tar] [--docker unix:///var/run/docker.sock]
  *
  * Without --docker a private dockerd is started for the build (own data root
  * and socket, no bridge, no iptables rules) and removed afterwards with
@@ -15,6 +15,7 @@ import { Command } from "@commander-js/extra-typings";
 import { ensureTools, IMAGE_TOOLS, isRoot } from "../cmd/tools.ts";
 import { errorMessage } from "../core/errors.ts";
 import { newRunId } from "../sim/netns.ts";
+import { readDaemonSet } from "../sim/daemonset.ts";
 import { buildImage, describeImage, pinMismatches, renderDescription } from "./build.ts";
 import { Docker, PrivateDockerd } from "./docker.ts";
 
@@ -84,12 +85,14 @@ async function imageCommand(flags: ImageFlags): Promise<number> {
 /** Runs the CLI; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
   let code = 0;
+  // The tag deploy/daemonset.yaml runs (fixed, IfNotPresent): a side-loaded build is used as it is.
+  const defaultTag = (await readDaemonSet()).image;
   const program = new Command("deno task image")
     .description(
       "Build the node image from the Dockerfile on locally made bases (debootstrap, Deno from " +
         "npm), as CI does without registry access, and print its size and contents.",
     )
-    .option("-t, --tag <name>", "tag of the image", "kube-egress:latest")
+    .option("-t, --tag <name>", "tag of the image (default: deploy/daemonset.yaml's)", defaultTag)
     .option("--save <file>", "write the image to a tar file (docker load -i <file>)")
     .option("--docker <host>", "build with this docker daemon (e.g. unix:///var/run/docker.sock)")
     .option("--debian-image <ref>", "a Debian base the daemon has, instead of making one")
