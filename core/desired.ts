@@ -12,7 +12,7 @@ import {
   isScoped,
   type ScopedClass,
   scopedClasses,
-  scopedDropInvalidRule,
+  scopedMarkInvalidRule,
   scopedRule,
   wantedScopedSets,
   type WantedSet,
@@ -69,16 +69,32 @@ export function markRule(): string {
 }
 
 /**
- * Drops what no SNAT rule can fix: a mapped pod's packet to a steerable
- * destination that conntrack calls INVALID (a FIN or stray ACK of a
- * connection whose entry is gone, e.g. flushed when the VIP moved, or seen
- * here only in one direction while neighbours still point at an old holder).
- * NAT never sees such packets, so they would leave with the pod's own
- * address. kube-proxy drops forwarded INVALID packets for the same reason.
+ * Marks a mapped pod's packet to a steerable destination that conntrack calls
+ * INVALID (a FIN or stray ACK of a connection whose entry is gone, e.g.
+ * flushed when the VIP moved, or a connection seen here in one direction only
+ * because another node's neighbour entry still points at this old holder).
+ * `markRule` does not see it (no entry, no direction). Marked, it takes the
+ * VIP's route: on a node that does not hold the VIP it is forwarded to the
+ * holder, whose own conntrack decides; on the holder `holderDropInvalidRule`
+ * drops it, because NAT never sees such a packet and it would leave with the
+ * pod's own address (kube-proxy drops forwarded INVALID packets for the same
+ * reason).
  */
-export function dropInvalidRule(): string {
+export function markInvalidRule(): string {
   return `-A ${MARK_CHAIN} -m set --match-set ${PODS_SET} src -m set ! --match-set ${NOSTEER_SET} dst` +
-    ` -m conntrack --ctstate INVALID -j DROP`;
+    ` -m conntrack --ctstate INVALID -j SET --map-set ${PODS_SET} src --map-mark`;
+}
+
+/**
+ * On the holder only: INVALID packets carrying the VIP's mark would leave
+ * un-NATed, so they are dropped. Transit traffic elsewhere passes, whatever
+ * its conntrack state.
+ */
+export function holderDropInvalidRule(role: VipRole, mask: number): string {
+  return `-A ${MARK_CHAIN} -m mark --mark ${hex(role.mark)}/${
+    hex(mask)
+  } -m conntrack --ctstate INVALID` +
+    ` -m comment --comment "kube-egress ${role.ip} invalid" -j DROP`;
 }
 
 /**
@@ -168,10 +184,10 @@ export function desiredState(
     noSteer: normalizeCidrs([...config.podCidrs, ...config.serviceCidrs, ...config.excludeCidrs]),
     chains: {
       mangle: [
-        dropInvalidRule(),
-        ...scoped.map(scopedDropInvalidRule),
         markRule(),
-        ...scoped.map(scopedRule),
+        markInvalidRule(),
+        ...scoped.flatMap((cls) => [scopedRule(cls), scopedMarkInvalidRule(cls)]),
+        ...roles.filter((r) => r.role === "holder").map((r) => holderDropInvalidRule(r, mask)),
         saveMarkRule(mask),
       ],
       nat: roles.map((r) =>

@@ -108,11 +108,11 @@ export function scopedRule(cls: ScopedClass): string {
     ` -m conntrack --ctdir ORIGINAL -j SET --map-set ${names.pods} src --map-mark`;
 }
 
-/** The class's INVALID packets to its destinations are dropped, as `dropInvalidRule` does for the pods set. */
-export function scopedDropInvalidRule(cls: ScopedClass): string {
+/** The class's INVALID packets to its destinations are marked too, as `markInvalidRule` does for the pods set. */
+export function scopedMarkInvalidRule(cls: ScopedClass): string {
   const names = scopedSetNames(cls.id);
   return `-A ${MARK_CHAIN} -m set --match-set ${names.pods} src ${scopeMatch(cls)}` +
-    ` -m conntrack --ctstate INVALID -j DROP`;
+    ` -m conntrack --ctstate INVALID -j SET --map-set ${names.pods} src --map-mark`;
 }
 
 /** Destinations a class steers: not never-steered, within its destinations, outside its exclusions. */

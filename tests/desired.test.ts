@@ -34,19 +34,20 @@ Deno.test("desired: a node holding no VIP routes every VIP's traffic to its hold
 
 Deno.test("desired: one mark rule whatever the pod count; pods carry their VIP's mark", () => {
   const desired = desiredState(snap, testConfig({ markMask: "0xff00" }), []);
-  assert.equal(desired.chains.mangle.length, 3, "drop INVALID, mark, save into the ct mark");
-  assert.equal(
-    desired.chains.mangle[0],
-    "-A KUBE-EGRESS-MARK -m set --match-set kube-egress-pods src -m set ! --match-set kube-egress-nosteer dst -m conntrack --ctstate INVALID -j DROP",
-  );
+  assert.equal(desired.chains.mangle.length, 3, "mark, mark INVALID, save into the ct mark");
   assert.match(
-    desired.chains.mangle[1],
+    desired.chains.mangle[0],
     /^-A KUBE-EGRESS-MARK -m set --match-set kube-egress-pods src /,
     "the pods set first: one lookup ends the rule for packets not from a mapped pod",
   );
-  assert.match(desired.chains.mangle[1], / -j SET --map-set kube-egress-pods src --map-mark$/);
-  assert.match(desired.chains.mangle[1], /! --match-set kube-egress-nosteer dst/);
-  assert.match(desired.chains.mangle[1], /--ctdir ORIGINAL/);
+  assert.match(desired.chains.mangle[0], / -j SET --map-set kube-egress-pods src --map-mark$/);
+  assert.match(desired.chains.mangle[0], /! --match-set kube-egress-nosteer dst/);
+  assert.match(desired.chains.mangle[0], /--ctdir ORIGINAL/);
+  assert.equal(
+    desired.chains.mangle[1],
+    "-A KUBE-EGRESS-MARK -m set --match-set kube-egress-pods src -m set ! --match-set kube-egress-nosteer dst -m conntrack --ctstate INVALID -j SET --map-set kube-egress-pods src --map-mark",
+    "INVALID packets (no entry, no direction) are marked too, so they take the VIP's route",
+  );
   assert.equal(
     desired.chains.mangle[2],
     "-A KUBE-EGRESS-MARK -m mark ! --mark 0x0/0xff00 -j CONNMARK --save-mark --nfmask 0xff00 --ctmask 0xff00",
@@ -56,6 +57,24 @@ Deno.test("desired: one mark rule whatever the pod count; pods carry their VIP's
     "10.244.2.7",
     0x600,
   ]]);
+});
+
+Deno.test("desired: INVALID packets are dropped only on the holder, where they would leave un-NATed", () => {
+  const holder = desiredState(snap, testConfig(), ["192.0.2.51"]);
+  const drops = holder.chains.mangle.filter((rule) => rule.endsWith("-j DROP"));
+  assert.deepEqual(drops, [
+    '-A KUBE-EGRESS-MARK -m mark --mark 0x6/0xff -m conntrack --ctstate INVALID -m comment --comment "kube-egress 192.0.2.51 invalid" -j DROP',
+  ]);
+  assert.ok(
+    holder.chains.mangle.indexOf(drops[0]) > 1,
+    "after the mark rules: the drop matches by the VIP's mark",
+  );
+  const forwarder = desiredState(snap, testConfig(), []);
+  assert.deepEqual(
+    forwarder.chains.mangle.filter((rule) => rule.includes("DROP")),
+    [],
+    "a node holding no VIP forwards transit traffic whatever its conntrack state",
+  );
 });
 
 Deno.test("desired: nosteer holds pod, service and excluded ranges, deduplicated and sorted", () => {

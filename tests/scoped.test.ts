@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { desiredState } from "../core/desired.ts";
 import { confirmSets, parseIpsetTerse, setsAfterApply } from "../core/ipset.ts";
 import { isEmpty, planDelete, planPass } from "../core/plan.ts";
-import { scopedDropInvalidRule, scopedRule, scopedSetNames } from "../core/scoped.ts";
+import { scopedMarkInvalidRule, scopedRule, scopedSetNames } from "../core/scoped.ts";
 import { nodeStatus } from "../core/status.ts";
 import { type RawSnapshot, validateSnapshot } from "../core/snapshot.ts";
 import { FakeKernel } from "./fake_kernel.ts";
@@ -67,15 +67,12 @@ Deno.test("scoped: restricted pods get a class with its sets and rule; others st
   assert.equal(
     desired.chains.mangle.length,
     7,
-    "INVALID drops (pods set, two classes), the pods rule, two class rules, the save-mark rule",
+    "the pods rules (ORIGINAL, INVALID), two rules per class, the save-mark rule",
   );
   assert.equal(
-    scopedDropInvalidRule(excl),
-    scopedRule(excl).replace("--ctdir ORIGINAL", "--ctstate INVALID").replace(
-      / -j SET .*$/,
-      " -j DROP",
-    ),
-    "a class drops INVALID packets to exactly the destinations it steers",
+    scopedMarkInvalidRule(excl),
+    scopedRule(excl).replace("--ctdir ORIGINAL", "--ctstate INVALID"),
+    "a class marks INVALID packets to exactly the destinations it steers",
   );
 });
 
