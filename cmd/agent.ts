@@ -6,8 +6,14 @@
  */
 import { Backoff } from "../core/backoff.ts";
 import { owedFlushes, withOwedFlushes } from "../core/conntrack.ts";
-import { type LiveSets, setsAfterApply } from "../core/ipset.ts";
-import { planDelete, planPass, renderTransaction, type Transaction } from "../core/plan.ts";
+import type { LiveSets } from "../core/ipset.ts";
+import {
+  planDelete,
+  PLANNERS,
+  planPass,
+  renderTransaction,
+  type Transaction,
+} from "../core/plan.ts";
 import type { DatapathConfig } from "../core/schema.ts";
 import { rememberOriginals } from "../core/sysctl.ts";
 import {
@@ -191,13 +197,7 @@ export class Agent {
       this.#owedFlushes = [];
       const wroteSets = !dryRun && transaction.steps.some((s) => s.tool === "ipset");
       this.#knownSets = wroteSets
-        ? setsAfterApply(
-          live.sets,
-          desired.podMarks,
-          config.markMask,
-          desired.noSteer,
-          desired.scopedSets,
-        )
+        ? PLANNERS[config.backend].afterApply(live, desired).sets
         : live.sets;
       this.#reportRoles(new Map(desired.roles.map((r) => [r.ip, r.role])));
       const result: PassResult = {

@@ -1,9 +1,10 @@
 /**
  * The node, as the agent sees it: read the live state with a handful of
  * processes, apply a transaction step by step (each step one process fed on
- * stdin), and watch the interface's addresses. Every process goes through dax.
+ * stdin), and watch the interface's addresses. Every datapath process goes
+ * through one `Exec` (cmd/exec.ts); tests give it a fake kernel there.
  */
-import $ from "dax";
+import { type Exec, ExecError, systemExec } from "./exec.ts";
 import { confirmSets, type LiveSets, parseIpsetSave, parseIpsetTerse } from "../core/ipset.ts";
 import { parseChainListings, parseIptablesSave } from "../core/iptables.ts";
 import { parseRoutesBatch, readRoutesBatch } from "../core/iproute.ts";
@@ -73,34 +74,6 @@ export class StepError extends Error {
   }
 }
 
-/**
- * Each tool's path, found once: dax otherwise searches PATH on every start,
- * ~1.5 ms of the agent's own thread per process (a pass starts 6-9). A tool
- * not found is looked up again next time (it may be installed meanwhile).
- */
-const toolPaths = new Map<string, string>();
-
-async function toolPath(name: string): Promise<string> {
-  let path = toolPaths.get(name);
-  if (path === undefined) {
-    path = await $.which(name);
-    if (path === undefined) return name;
-    toolPaths.set(name, path);
-  }
-  return path;
-}
-
-async function run(
-  args: string[],
-  stdin?: string,
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  const [tool, ...rest] = args;
-  let command = $`${[await toolPath(tool), ...rest]}`.stdout("piped").stderr("piped").noThrow();
-  if (stdin !== undefined) command = command.stdinText(stdin);
-  const result = await command;
-  return { code: result.code, stdout: result.stdout, stderr: result.stderr };
-}
-
 const STEP_COMMANDS: Record<Exclude<Step["tool"], "sysctl" | "conntrack">, string[]> = {
   ip: ["ip", "-force", "-batch", "-"],
   ipset: ["ipset", "restore", "-exist"],
@@ -138,10 +111,11 @@ async function readSysctls(keys: string[]): Promise<Record<string, number>> {
 /** Runs the read-only tools of one read of the node, and counts them. */
 class Reader {
   processes = 0;
+  constructor(readonly exec: Exec) {}
 
   run(args: string[], stdin?: string) {
     this.processes++;
-    return run(args, stdin);
+    return this.exec(args, stdin === undefined ? {} : { stdin });
   }
 
   /** The tool's stdout; throws with its stderr when it fails. */
@@ -234,12 +208,12 @@ async function readSets(
   return { sets: parseIpsetSave(saved.join("\n")), setsRead: "entries" };
 }
 
-/** The real node, reached through iproute2, iptables, ipset and /proc/sys. */
-export function systemHost(): Host {
+/** The real node, reached through iproute2, iptables, ipset and /proc/sys, all run by `exec`. */
+export function systemHost(exec: Exec = systemExec): Host {
   let backend: LiveState["backend"] | undefined;
   return {
     async readLive(config, options = {}) {
-      const reader = new Reader();
+      const reader = new Reader(exec);
       backend ??= (await reader.output(["iptables", "--version"])).includes("legacy")
         ? "legacy"
         : "nft";
@@ -275,6 +249,12 @@ export function systemHost(): Host {
       let processes = 0;
       let bytes = 0;
       for (const [index, step] of transaction.steps.entries()) {
+        // A tool that is missing or does not finish in time fails its step, like a bad payload.
+        const run = (args: string[], stdin?: string) =>
+          exec(args, stdin === undefined ? {} : { stdin }).catch((error) => {
+            if (error instanceof ExecError) throw new StepError(step, index, error.message);
+            throw error;
+          });
         if (step.tool === "sysctl") {
           for (const line of step.lines) {
             const [key, value] = line.split("=");
@@ -308,19 +288,23 @@ export function systemHost(): Host {
       // for addresses). If the monitor dies it is restarted; the interval resync
       // covers the gap.
       let stopped = false;
-      let child: ReturnType<typeof spawnMonitor> | undefined;
-      const spawnMonitor = () =>
-        $`ip monitor address dev ${iface}`.stdout("piped").stderr("null").noThrow().spawn();
+      let child: Deno.ChildProcess | undefined;
       (async () => {
         while (!stopped) {
-          child = spawnMonitor();
           const decoder = new TextDecoder();
           try {
-            for await (const chunk of child.stdout()) {
+            child = new Deno.Command("ip", {
+              args: ["monitor", "address", "dev", iface],
+              stdin: "null",
+              stdout: "piped",
+              stderr: "null",
+            }).spawn();
+            for await (const chunk of child.stdout) {
               if (decoder.decode(chunk).includes("inet ")) onChange();
             }
+            await child.status;
           } catch {
-            // Killed or failed: handled below.
+            // Killed or failed to start: handled below.
           }
           if (stopped) break;
           onChange();
@@ -330,7 +314,11 @@ export function systemHost(): Host {
       return {
         stop() {
           stopped = true;
-          child?.kill();
+          try {
+            child?.kill();
+          } catch {
+            // Already gone.
+          }
         },
       };
     },

@@ -8,7 +8,7 @@
  * `saveMarkRule`) are deleted, so the next packet starts a new entry that takes
  * the new role. Other VIPs' connections and everything unmarked are untouched.
  */
-import { parseRoleRule, type VipRole } from "./desired.ts";
+import type { VipRole } from "./intent.ts";
 import { hex } from "./marks.ts";
 import type { Transaction } from "./plan.ts";
 
@@ -19,20 +19,16 @@ export function flushArgs(mark: number, mask: number): string {
 
 /**
  * Flushes needed because a VIP's role on this node changes with this pass:
- * its live SNAT-chain rule says holder and the desired one forwarder, or the
- * reverse. A VIP that is new or removed needs none (nothing was pinned to a
- * role of it, or nothing will be marked for it any more).
+ * the role in force for its mark (read by the backend from its own objects,
+ * see `DatapathPlanner.rolesInForce`) is holder and the desired one forwarder,
+ * or the reverse. A VIP that is new or removed needs none (nothing was pinned
+ * to a role of it, or nothing will be marked for it any more).
  */
 export function conntrackFlushes(
-  liveNatRules: readonly string[],
+  liveRole: ReadonlyMap<number, VipRole["role"]>,
   desiredRoles: readonly VipRole[],
   mask: number,
 ): string[] {
-  const liveRole = new Map<number, VipRole["role"]>();
-  for (const rule of liveNatRules) {
-    const parsed = parseRoleRule(rule);
-    if (parsed && parsed.mask === mask) liveRole.set(parsed.mark, parsed.role);
-  }
   return desiredRoles
     .filter((r) => liveRole.has(r.mark) && liveRole.get(r.mark) !== r.role)
     .map((r) => flushArgs(r.mark, mask));
@@ -56,7 +52,8 @@ export function owedFlushes(
   const flushAt = steps.findIndex((s) => s.tool === "conntrack");
   const at = failedAt ?? flushAt;
   if (flushAt < 0 || at > flushAt) return [];
-  const iptablesAt = steps.findIndex((s) => s.tool === "iptables");
+  // The roles change with the backend's rule step (iptables-restore or nft -f).
+  const iptablesAt = steps.findIndex((s) => s.tool === "iptables" || s.tool === "nft");
   const rolesChanged = iptablesAt >= 0 && iptablesAt < at;
   return steps[flushAt].lines.filter((line) => rolesChanged || owedBefore.includes(line));
 }

@@ -1,61 +1,28 @@
 /**
- * Snapshot + node view → the kernel state this node must have. This module is
- * the datapath of DESIGN.md written down once; everything else compares,
- * renders or applies what it returns.
+ * The iptables + ipset backend's rendering of the intent (core/intent.ts):
+ * the rules of our two chains in iptables-save form and the destination
+ * classes' ipsets. Nothing outside the iptables backend reads this syntax;
+ * `desiredState` is the intent with this rendering beside it.
  */
-import { compareIPv4, formatCidr, parseCidr } from "./ip.ts";
-import { hex, markFor } from "./marks.ts";
+import { type Intent, intentOf, type VipRole } from "./intent.ts";
+import { hex } from "./marks.ts";
 import { MARK_CHAIN, NOSTEER_SET, PODS_SET, SNAT_CHAIN, type TableName } from "./names.ts";
 import type { DatapathConfig } from "./schema.ts";
 import type { Snapshot } from "./snapshot.ts";
-import {
-  isScoped,
-  type ScopedClass,
-  scopedClasses,
-  scopedMarkInvalidRule,
-  scopedRule,
-  wantedScopedSets,
-  type WantedSet,
-} from "./scoped.ts";
+import { scopedMarkInvalidRule, scopedRule, wantedScopedSets, type WantedSet } from "./scoped.ts";
 
-/** `ip rule ... fwmark mark/mask lookup table` on nodes that do not hold the VIP. */
-export interface PolicyRule {
-  readonly priority: number;
-  readonly mark: number;
-  readonly mask: number;
-  readonly table: number;
-}
+export type { PolicyRule, TableRoute, VipRole } from "./intent.ts";
 
-/** `default via gateway dev dev onlink` in a VIP's routing table. */
-export interface TableRoute {
-  readonly table: number;
-  readonly gateway: string;
-  readonly dev: string;
-}
-
-/** One VIP's role on this node. */
-export interface VipRole {
-  readonly ip: string;
-  readonly routeId: number;
-  readonly mark: number;
-  readonly role: "holder" | "forwarder";
-}
-
-export interface DesiredState {
-  readonly roles: readonly VipRole[];
-  /** Pod IP → mark of its VIP, sorted by address: the pods set (unrestricted pods). */
-  readonly podMarks: ReadonlyMap<string, number>;
-  /** Pods restricted to or from some destinations, by class (core/scoped.ts). */
-  readonly scoped: readonly ScopedClass[];
-  /** The sets those classes need, by name. */
+/** What the iptables backend writes for an intent: its chains' rules and the classes' sets. */
+export interface IptablesRendering {
+  /** The sets the destination classes need, by name. */
   readonly scopedSets: ReadonlyMap<string, WantedSet>;
-  /** Destinations never steered: the nosteer set, sorted, no duplicates. */
-  readonly noSteer: readonly string[];
   /** Rules of our chains, in iptables-save form ("-A CHAIN ..."). */
   readonly chains: Readonly<Record<TableName, readonly string[]>>;
-  readonly rules: readonly PolicyRule[];
-  readonly routes: readonly TableRoute[];
 }
+
+/** The intent with the iptables backend's rendering of it. */
+export interface DesiredState extends Intent, IptablesRendering {}
 
 /**
  * The one mangle rule: O(1) per packet whatever the number of pods or VIPs.
@@ -137,51 +104,11 @@ export function parseRoleRule(
   };
 }
 
-function normalizeCidrs(list: readonly string[]): string[] {
-  const unique = new Set(list.map((text) => formatCidr(parseCidr(text)!)));
-  return [...unique].sort((a, b) => {
-    const [ia, pa] = a.split("/");
-    const [ib, pb] = b.split("/");
-    return compareIPv4(ia, ib) || Number(pa) - Number(pb);
-  });
-}
-
-/**
- * Computes the desired kernel state. `localAddresses` are the IPv4 addresses
- * on the interface: a VIP is held exactly when it is one of them.
- */
-export function desiredState(
-  snapshot: Snapshot,
-  config: DatapathConfig,
-  localAddresses: readonly string[],
-): DesiredState {
-  const local = new Set(localAddresses);
-  const mask = config.markMask;
-  const roles: VipRole[] = snapshot.vips.map((vip) => ({
-    ip: vip.ip,
-    routeId: vip.routeId,
-    mark: markFor(vip.routeId, mask),
-    role: local.has(vip.ip) ? "holder" : "forwarder",
-  }));
-  const markOfVip = new Map(roles.map((r) => [r.ip, r.mark]));
-  const podMarks = new Map<string, number>();
-  let anyScoped = false;
-  for (const pod of snapshot.pods) {
-    if (isScoped(pod)) {
-      anyScoped = true;
-      continue;
-    }
-    const mark = markOfVip.get(pod.vip);
-    if (mark !== undefined) podMarks.set(pod.podIp, mark);
-  }
-  const scoped = anyScoped ? scopedClasses(snapshot.pods, markOfVip) : [];
-  const forwarders = roles.filter((r) => r.role === "forwarder");
+/** The iptables backend's chains and sets for an intent. */
+export function renderIptables(intent: Intent): IptablesRendering {
+  const { mask, scoped } = intent;
   return {
-    roles,
-    podMarks,
-    scoped,
     scopedSets: wantedScopedSets(scoped, mask),
-    noSteer: normalizeCidrs([...config.podCidrs, ...config.serviceCidrs, ...config.excludeCidrs]),
     chains: {
       mangle: [
         markRule(),
@@ -190,18 +117,24 @@ export function desiredState(
         ...roles.filter((r) => r.role === "holder").map((r) => holderDropInvalidRule(r, mask)),
         saveMarkRule(mask),
       ],
-      nat: roles.map((r) =>
+      nat: intent.roles.map((r) =>
         r.role === "holder"
-          ? snatRule(config.interface, r, mask)
-          : forwardRule(config.interface, r, mask)
+          ? snatRule(intent.interface, r, mask)
+          : forwardRule(intent.interface, r, mask)
       ),
     },
-    rules: forwarders.map((r) => ({
-      priority: config.rulePriority,
-      mark: r.mark,
-      mask,
-      table: r.routeId,
-    })),
-    routes: forwarders.map((r) => ({ table: r.routeId, gateway: r.ip, dev: config.interface })),
   };
+}
+
+/**
+ * The intent and its iptables rendering. `localAddresses` are the IPv4
+ * addresses on the interface: a VIP is held exactly when it is one of them.
+ */
+export function desiredState(
+  snapshot: Snapshot,
+  config: DatapathConfig,
+  localAddresses: readonly string[],
+): DesiredState {
+  const intent = intentOf(snapshot, config, localAddresses);
+  return { ...intent, ...renderIptables(intent) };
 }

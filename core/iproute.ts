@@ -4,7 +4,7 @@
  * as keys, written with `ip -batch`. Additions run before the firewall changes
  * and removals after, so marked traffic always finds its route.
  */
-import type { PolicyRule, TableRoute } from "./desired.ts";
+import type { PolicyRule, TableRoute } from "./intent.ts";
 import { hex } from "./marks.ts";
 
 export interface LiveRoutes {

@@ -5,9 +5,11 @@
  * marked for them, and rules go away only after nothing is marked for them.
  */
 import { conntrackFlushes } from "./conntrack.ts";
-import { type DesiredState, desiredState } from "./desired.ts";
-import { deleteIpsets, diffIpsets, type LiveSets, staleScopedSets } from "./ipset.ts";
-import { deleteIptables, diffIptables, type LiveIptables } from "./iptables.ts";
+import { type Backend, BACKENDS, type DatapathPlanner, step } from "./datapath.ts";
+import { iptablesPlanner } from "./datapath_iptables.ts";
+import { type Intent, intentOf, type VipRole } from "./intent.ts";
+import type { LiveSets } from "./ipset.ts";
+import type { LiveIptables } from "./iptables.ts";
 import { deleteRoutes, diffRoutes, type LiveRoutes } from "./iproute.ts";
 import type { DatapathConfig } from "./schema.ts";
 import type { Snapshot } from "./snapshot.ts";
@@ -15,7 +17,7 @@ import { rpFilterFixes, rpFilterInterfaces, rpFilterRestores } from "./sysctl.ts
 
 /** Everything we read from a node before deciding. */
 export interface LiveState {
-  /** Which iptables flavour `iptables` is on this node. */
+  /** Which iptables flavour `iptables` is on this node (not which backend we use). */
   readonly backend: "nft" | "legacy";
   readonly routes: LiveRoutes;
   readonly iptables: LiveIptables;
@@ -41,45 +43,41 @@ export interface Transaction {
   readonly steps: readonly Step[];
 }
 
-function step(tool: Tool, purpose: string, lines: readonly string[]): Step[] {
-  return lines.length > 0 ? [{ tool, purpose, lines }] : [];
-}
+/** Each backend's planner. */
+export const PLANNERS: Readonly<Record<Backend, DatapathPlanner>> = {
+  iptables: iptablesPlanner,
+};
 
-/** The transaction that turns a node's live state into the desired one. */
+/**
+ * The transaction that turns a node's live state into the intent, with the
+ * configured backend: routes first, then the backend's objects, then the
+ * leftovers of any other backend found in `live` (a node switched backends:
+ * ours are in place before theirs go), the conntrack flushes of roles that
+ * change, reverse-path filters, and stale rules and routes last.
+ */
 export function planApply(
-  desired: DesiredState,
+  desired: Intent,
   live: LiveState,
   config: DatapathConfig,
 ): Transaction {
   const routes = diffRoutes(live.routes, desired, config.routeProtocol);
+  const planner = PLANNERS[config.backend];
+  const others = BACKENDS.filter((b): boolean => b !== config.backend)
+    .map((b) => PLANNERS[b]);
+  // The roles in force: our backend's objects, else a previous backend's.
+  const liveRoles = new Map<number, VipRole["role"]>(
+    others.flatMap((o) => [...o.rolesInForce(live, config.markMask)]),
+  );
+  for (const [mark, role] of planner.rolesInForce(live, config.markMask)) liveRoles.set(mark, role);
   return {
     steps: [
       ...step("ip", "add routes, then the rules that use them", routes.add),
-      ...step(
-        "ipset",
-        "update pod and nosteer sets",
-        diffIpsets(
-          live.sets,
-          desired.podMarks,
-          config.markMask,
-          desired.noSteer,
-          desired.scopedSets,
-        ),
-      ),
-      ...step(
-        "iptables",
-        "rewrite our chains and jumps",
-        diffIptables(live.iptables, desired.chains),
-      ),
-      ...step(
-        "ipset",
-        "destroy destination-scoped sets no rule uses any more",
-        staleScopedSets(live.sets, desired.scopedSets),
-      ),
+      ...planner.plan(desired, live, config),
+      ...others.flatMap((o) => o.remove(live)),
       ...step(
         "conntrack",
         "flush connections pinned to a VIP's old role",
-        conntrackFlushes(live.iptables.nat.rules, desired.roles, config.markMask),
+        conntrackFlushes(liveRoles, desired.roles, config.markMask),
       ),
       ...step(
         "sysctl",
@@ -94,21 +92,20 @@ export function planApply(
   };
 }
 
-/** Desired state and transaction of one pass, from a snapshot and the live state. */
+/** Intent and transaction of one pass, from a snapshot and the live state. */
 export function planPass(
   snapshot: Snapshot,
   config: DatapathConfig,
   live: LiveState,
-): { desired: DesiredState; transaction: Transaction } {
-  const desired = desiredState(snapshot, config, live.routes.addresses);
+): { desired: Intent; transaction: Transaction } {
+  const desired = intentOf(snapshot, config, live.routes.addresses);
   return { desired, transaction: planApply(desired, live, config) };
 }
 
 /**
- * The transaction that removes everything we created: jumps, chains, sets,
- * rules, routes. On the nft backend a table that held nothing but ours is
- * removed too, since iptables created it for us; the listing then equals the
- * one before the first apply.
+ * The transaction that removes everything we created, of every backend found
+ * in `live`: jumps, chains, sets, tables, rules, routes. The listing then
+ * equals the one before the first apply.
  */
 export function planDelete(
   live: LiveState,
@@ -116,20 +113,14 @@ export function planDelete(
   /** Reverse-path filters as they were before the agent loosened them (its state file). */
   rpFilterOriginals: Readonly<Record<string, number>> = {},
 ): Transaction {
-  // iptables-nft-save lists a table that does not exist as if it held only its
-  // built-in chains: a table is ours to remove only if our chain or jump is in it.
-  const emptied = live.backend === "nft"
-    ? (["mangle", "nat"] as const).filter((t) => {
-      const table = live.iptables[t];
-      return table.onlyOurs && (table.chainExists || table.hookRules.length > 0);
-    })
-    : [];
+  const removals = BACKENDS.map((b) => PLANNERS[b].remove(live));
+  // Tables that only we used go after our rules and routes (as iptables created them for us).
+  const tables = removals.flat().filter((s) => s.tool === "nft");
   return {
     steps: [
-      ...step("iptables", "remove our jumps and chains", deleteIptables(live.iptables)),
-      ...step("ipset", "destroy our sets", deleteIpsets(live.sets)),
+      ...removals.flat().filter((s) => s.tool !== "nft"),
       ...step("ip", "remove our rules and routes", deleteRoutes(live.routes, config.routeProtocol)),
-      ...step("nft", "remove tables that only we used", emptied.map((t) => `delete table ip ${t}`)),
+      ...tables,
       ...step(
         "sysctl",
         "give back the reverse-path filters we loosened",

@@ -90,6 +90,8 @@ export const DatapathConfig = z.object({
   rulePriority: z.int().min(1).max(32765),
   /** The rtm_protocol that tags our ip rules and routes, so we find and remove exactly ours. */
   routeProtocol: z.int().min(5).max(255),
+  /** Which datapath backend writes our rules (core/datapath.ts); `auto` is resolved in cmd/. */
+  backend: z.enum(["iptables"]).default("iptables"),
 });
 export type DatapathConfig = z.output<typeof DatapathConfig>;
 export type DatapathConfigInput = z.input<typeof DatapathConfig>;

@@ -19,7 +19,7 @@
 import { formatCidr, parseCidr } from "./ip.ts";
 import { hex } from "./marks.ts";
 import { MARK_CHAIN, NOSTEER_SET } from "./names.ts";
-import type { PodMapping } from "./snapshot.ts";
+import type { ScopedClass } from "./intent.ts";
 
 /** Every scoped set's name starts with this. */
 export const SCOPED_PREFIX = "kube-egress-s";
@@ -27,15 +27,6 @@ export const SCOPED_PREFIX = "kube-egress-s";
 export const SCOPED_PODS_OPTIONS =
   "hash:ip family inet hashsize 64 maxelem 1048576 counters skbinfo";
 export const SCOPED_NETS_OPTIONS = "hash:net family inet hashsize 64 maxelem 65536";
-
-/** One destination class and its pods. */
-export interface ScopedClass {
-  readonly id: string;
-  readonly destinations?: readonly string[];
-  readonly excluded?: readonly string[];
-  /** Pod IP → mark of its VIP. */
-  readonly podMarks: ReadonlyMap<string, number>;
-}
 
 /** A set as we want it: its create options and entries (key → words after the set name). */
 export interface WantedSet {
@@ -51,16 +42,6 @@ export interface LiveScopedSet {
   readonly counters?: ReadonlyMap<string, { readonly packets: number; readonly bytes: number }>;
 }
 
-/** FNV-1a, 32 bits, as 8 hex digits: a short stable id for a class. */
-function shortHash(text: string): string {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) {
-    h ^= text.charCodeAt(i);
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h.toString(16).padStart(8, "0");
-}
-
 export function scopedSetNames(id: string) {
   return {
     pods: `${SCOPED_PREFIX}p-${id}`,
@@ -69,37 +50,7 @@ export function scopedSetNames(id: string) {
   };
 }
 
-/** True for a mapping restricted by destination or exclusion. */
-export function isScoped(pod: PodMapping): boolean {
-  return pod.destinations !== undefined || pod.excluded !== undefined;
-}
-
-/** Groups restricted pods into classes, sorted by id. */
-export function scopedClasses(
-  pods: readonly PodMapping[],
-  markOfVip: ReadonlyMap<string, number>,
-): ScopedClass[] {
-  const classes = new Map<string, ScopedClass & { podMarks: Map<string, number> }>();
-  for (const pod of pods) {
-    if (!isScoped(pod)) continue;
-    const mark = markOfVip.get(pod.vip);
-    if (mark === undefined) continue;
-    const key = `${pod.destinations?.join(",") ?? "*"}|${pod.excluded?.join(",") ?? ""}`;
-    const id = shortHash(key);
-    let cls = classes.get(id);
-    if (!cls) {
-      cls = {
-        id,
-        ...(pod.destinations ? { destinations: pod.destinations } : {}),
-        ...(pod.excluded ? { excluded: pod.excluded } : {}),
-        podMarks: new Map(),
-      };
-      classes.set(id, cls);
-    }
-    cls.podMarks.set(pod.podIp, mark);
-  }
-  return [...classes.values()].sort((a, b) => (a.id < b.id ? -1 : 1));
-}
+export { isScoped, type ScopedClass, scopedClasses } from "./intent.ts";
 
 /** The class's mangle rule, in iptables-save form. */
 export function scopedRule(cls: ScopedClass): string {

@@ -1,17 +1,25 @@
 import assert from "node:assert/strict";
 import { conntrackFlushes, owedFlushes, withOwedFlushes } from "../core/conntrack.ts";
 import { desiredState, forwardRule, snatRule } from "../core/desired.ts";
+import { iptablesPlanner } from "../core/datapath_iptables.ts";
+import type { LiveState } from "../core/plan.ts";
 import { snapshot, testConfig } from "./helpers.ts";
 
 const config = testConfig({ markMask: "0xff00" });
+/** The roles the iptables backend reads from these nat-chain rules. */
+const rolesOf = (rules: readonly string[]) =>
+  iptablesPlanner.rolesInForce(
+    { iptables: { nat: { rules } } } as unknown as LiveState,
+    config.markMask,
+  );
 const snap = snapshot({ "192.0.2.50": 5, "192.0.2.51": 6, "192.0.2.52": 7 }, {});
 
 Deno.test("conntrack: only VIPs whose role flips are flushed, by their mark under our mask", () => {
   const before = desiredState(snap, config, ["192.0.2.50"]);
   const after = desiredState(snap, config, ["192.0.2.51"]);
-  const flushes = conntrackFlushes(before.chains.nat, after.roles, config.markMask);
+  const flushes = conntrackFlushes(rolesOf(before.chains.nat), after.roles, config.markMask);
   assert.deepEqual(flushes, ["-D -f ipv4 --mark 0x500/0xff00", "-D -f ipv4 --mark 0x600/0xff00"]);
-  assert.deepEqual(conntrackFlushes(after.chains.nat, after.roles, config.markMask), []);
+  assert.deepEqual(conntrackFlushes(rolesOf(after.chains.nat), after.roles, config.markMask), []);
 });
 
 Deno.test("conntrack: rules of another mask or foreign rules never cause a flush", () => {
@@ -22,9 +30,9 @@ Deno.test("conntrack: rules of another mask or foreign rules never cause a flush
     forwardRule("eth0", holder, 0xff), // same VIP, written under another mask
     "-A KUBE-EGRESS-SNAT -o eth0 -j MASQUERADE",
   ];
-  assert.deepEqual(conntrackFlushes(live, roles, config.markMask), []);
+  assert.deepEqual(conntrackFlushes(rolesOf(live), roles, config.markMask), []);
   assert.deepEqual(
-    conntrackFlushes([snatRule("eth0", holder, 0xff00)], [other], config.markMask),
+    conntrackFlushes(rolesOf([snatRule("eth0", holder, 0xff00)]), [other], config.markMask),
     ["-D -f ipv4 --mark 0x500/0xff00"],
   );
 });

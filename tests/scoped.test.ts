@@ -7,7 +7,7 @@
  */
 import fc from "fast-check";
 import assert from "node:assert/strict";
-import { desiredState } from "../core/desired.ts";
+import { desiredState, renderIptables } from "../core/desired.ts";
 import { confirmSets, parseIpsetTerse, setsAfterApply } from "../core/ipset.ts";
 import { isEmpty, planDelete, planPass } from "../core/plan.ts";
 import { scopedMarkInvalidRule, scopedRule, scopedSetNames } from "../core/scoped.ts";
@@ -127,7 +127,7 @@ Deno.test("property: scoped classes converge (full and quick reads), leave no st
           desired.podMarks,
           config.markMask,
           desired.noSteer,
-          desired.scopedSets,
+          renderIptables(desired).scopedSets,
         );
         const confirmed = confirmSets(known, parseIpsetTerse(kernel.ipsetListTerse()));
         assert.ok(confirmed, "the agent's copy of the sets is confirmed by size");
@@ -142,7 +142,7 @@ Deno.test("property: scoped classes converge (full and quick reads), leave no st
           .sort();
         assert.deepEqual(
           scopedNow,
-          [...desired.scopedSets.keys()].sort(),
+          [...renderIptables(desired).scopedSets.keys()].sort(),
           "exactly the wanted class sets",
         );
       }

@@ -1,0 +1,43 @@
+/**
+ * A datapath backend, as the planner sees it: given the intent (core/intent.ts)
+ * and what it read of its own objects, the typed steps that make them match;
+ * the steps that remove them; and the role each VIP's mark has in force now,
+ * read from its objects as data. `planApply` (core/plan.ts) wraps a backend's
+ * steps in the routes that must exist before and go only after, so every
+ * backend keeps the same safety order.
+ */
+import type { Intent, VipRole } from "./intent.ts";
+import type { LiveSets } from "./ipset.ts";
+import type { LiveState, Step, Tool } from "./plan.ts";
+import type { DatapathConfig } from "./schema.ts";
+
+/** The backends: iptables + ipset, or native nftables. */
+export const BACKENDS = ["iptables"] as const;
+export type Backend = (typeof BACKENDS)[number];
+
+export interface DatapathPlanner {
+  readonly backend: Backend;
+  /** Steps that turn this backend's live objects into the intent's, before any conntrack flush. */
+  plan(intent: Intent, live: LiveState, config: DatapathConfig): Step[];
+  /** Steps that remove every object of this backend in `live`, and nothing else. */
+  remove(live: LiveState): Step[];
+  /** Mark → role of the VIP rules in force (those written under `mask` only). */
+  rolesInForce(live: LiveState, mask: number): ReadonlyMap<number, VipRole["role"]>;
+  /**
+   * This backend's objects as a transaction planned from `live` leaves them
+   * once applied in full: the next quick pass confirms them cheaply instead of
+   * listing them again (see `ReadOptions` in cmd/system.ts).
+   */
+  afterApply(live: LiveState, intent: Intent): Known;
+}
+
+/** What a backend knows of its objects after a pass it applied in full. */
+export interface Known {
+  /** iptables backend: our ipsets. */
+  readonly sets?: LiveSets;
+}
+
+/** A step with these lines, or none when there are no lines. */
+export function step(tool: Tool, purpose: string, lines: readonly string[]): Step[] {
+  return lines.length > 0 ? [{ tool, purpose, lines }] : [];
+}
