@@ -114,7 +114,9 @@ export function renderIptables(intent: Intent): IptablesRendering {
         markRule(),
         markInvalidRule(),
         ...scoped.flatMap((cls) => [scopedRule(cls), scopedMarkInvalidRule(cls)]),
-        ...roles.filter((r) => r.role === "holder").map((r) => holderDropInvalidRule(r, mask)),
+        ...intent.roles.filter((r) => r.role === "holder").map((r) =>
+          holderDropInvalidRule(r, mask)
+        ),
         saveMarkRule(mask),
       ],
       nat: intent.roles.map((r) =>
