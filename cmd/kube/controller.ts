@@ -20,6 +20,7 @@ import type { AgentObserver, Role } from "../agent.ts";
 import type { Logger } from "../log.ts";
 import { ApiError, type KubeClient } from "./client.ts";
 import type { KubeSource } from "./source.ts";
+import { SlicePublisher } from "./slices.ts";
 import { Coalesced } from "../coalesced.ts";
 import { Backoff } from "../../core/backoff.ts";
 import { errorMessage } from "../../core/errors.ts";
@@ -80,8 +81,11 @@ export class Controller {
   });
   #holders?: Map<string, string | undefined>;
   #unsubscribe?: () => void;
+  /** The selection, published as EgressSlices while this controller leads. */
+  #publisher?: SlicePublisher;
   #interval?: ReturnType<typeof setInterval>;
   #lastError?: string;
+  #stopping?: Promise<void>;
   /** Rounds completed, for tests. */
   rounds = 0;
 
@@ -91,7 +95,13 @@ export class Controller {
     readonly log: Logger,
     readonly identity: string,
     readonly resyncMs = 30_000,
+    readonly options: { sliceMaxPods?: number } = {},
   ) {}
+
+  /** The publisher while leading (tests and metrics read its stats). */
+  get publisher(): SlicePublisher | undefined {
+    return this.#publisher;
+  }
 
   /** Starts or stops reconciling (leadership changed). */
   setActive(active: boolean) {
@@ -99,12 +109,22 @@ export class Controller {
     this.#active = active;
     if (active) {
       this.#holders = undefined;
+      // A fresh index and book per term: what the previous leader wrote is read back, not assumed.
+      this.#publisher = new SlicePublisher(this.client, this.source, this.log, {
+        maxPods: this.options.sliceMaxPods,
+      }).start();
       this.#unsubscribe = this.source.watchCaches(() => this.trigger()).stop;
-      this.#interval = setInterval(() => this.trigger(), this.resyncMs);
+      this.#interval = setInterval(() => {
+        this.#publisher?.resync();
+        this.trigger();
+      }, this.resyncMs);
       this.trigger();
     } else {
       this.#unsubscribe?.();
       clearInterval(this.#interval);
+      const publisher = this.#publisher;
+      this.#publisher = undefined;
+      this.#stopping = publisher?.stop();
     }
   }
 
@@ -121,6 +141,7 @@ export class Controller {
   async stop() {
     this.setActive(false);
     await this.idle();
+    await this.#stopping;
   }
 
   #error(error: unknown) {
@@ -134,12 +155,9 @@ export class Controller {
     if (!this.source.synced) return { writes: 0, conflicts: 0, events: 0, errors: 0 };
     const vips = [...this.source.vips.store.values()];
     const policies = [...this.source.policies.store.values()];
-    const writes = reconcileWrites(
-      vips,
-      policies,
-      this.source.selection(),
-      new Date().toISOString(),
-    );
+    // While leading, the incremental index; a round called on its own (tests) selects in full.
+    const outcomes = this.#publisher?.outcomes() ?? this.source.selection();
+    const writes = reconcileWrites(vips, policies, outcomes, new Date().toISOString());
     const result = { writes: 0, conflicts: 0, events: 0, errors: 0 };
     const byKey = new Map<string, CustomRecord>();
     for (const r of vips) byKey.set(`EgressVIP/${r.metadata.name}`, r);

@@ -26,6 +26,12 @@ export interface ReflectorOptions<T> {
    */
   readonly onChange: (significant: boolean) => void;
   /**
+   * Called for every record that changed (before the matching onChange):
+   * watch events one by one, a relist as the difference to the old cache.
+   * For consumers that keep their own index (the controller's selection).
+   */
+  onItem?(key: string, before: T | undefined, after: T | undefined): void;
+  /**
    * Records that mean the same to the consumer (e.g. differing only in a status
    * it does not read): an update from one to the other still refreshes the
    * cache but is reported as not significant. Default: no two records are.
@@ -169,8 +175,18 @@ export class Reflector<T> {
     });
     this.stats.lists++;
     this.#needConsistentList = false;
+    const onItem = this.options.onItem;
+    const old = onItem ? new Map(this.store) : undefined;
     this.store.clear();
     for (const [k, v] of fresh) this.store.set(k, v);
+    if (onItem && old) {
+      for (const [k, v] of old) {
+        const now = fresh.get(k);
+        if (now === undefined) onItem(k, v, undefined);
+        else if (JSON.stringify(now) !== JSON.stringify(v)) onItem(k, v, now);
+      }
+      for (const [k, v] of fresh) if (!old.has(k)) onItem(k, undefined, v);
+    }
     this.#resourceVersion = resourceVersion;
     this.#synced = true;
     this.options.onChange(true);
@@ -213,6 +229,9 @@ export class Reflector<T> {
           if (key !== undefined) this.store.delete(key);
         } else this.#put(this.store, event.object);
         const after = key === undefined ? undefined : this.store.get(key);
+        if (key !== undefined && (before !== undefined || after !== undefined)) {
+          this.options.onItem?.(key, before, after);
+        }
         const same = before !== undefined && after !== undefined &&
           (this.options.equivalent?.(before, after) ?? false);
         this.options.onChange(!same);

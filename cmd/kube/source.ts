@@ -60,6 +60,14 @@ export interface KubeSourceOptions {
   readonly watchIdleMs?: number;
 }
 
+/** One record of a collection changed (undefined: absent before / gone now). */
+export type ItemListener = (
+  resource: Resource,
+  key: string,
+  before: unknown,
+  after: unknown,
+) => void;
+
 /** Who may hold what, as this node's snapshots need it. */
 interface PlacementView {
   readonly eligible: Set<string>;
@@ -75,6 +83,8 @@ export class KubeSource {
   readonly policies: Reflector<CustomRecord>;
   /** The agent's: called when the selection may have changed. */
   readonly #listeners = new Set<() => void>();
+  /** The controller's selection index: called for every record that changed. */
+  readonly #itemListeners = new Set<ItemListener>();
   /** The elected writer's: called on every cache change, statuses included. */
   readonly #cacheListeners = new Set<() => void>();
   readonly #syncTimeoutMs: number;
@@ -106,6 +116,9 @@ export class KubeSource {
         equivalent,
         watchTimeoutSeconds: options.watchTimeoutSeconds,
         watchIdleMs: options.watchIdleMs,
+        onItem: (key, before, after) => {
+          for (const listener of this.#itemListeners) listener(resource, key, before, after);
+        },
         onChange: (significant) => {
           if (significant && (resource === NODES || resource === EGRESS_VIPS)) {
             this.#placementVersion++;
@@ -260,6 +273,12 @@ export class KubeSource {
   watchInputs = (onChange: () => void): { stop(): void } => {
     this.#listeners.add(onChange);
     return { stop: () => this.#listeners.delete(onChange) };
+  };
+
+  /** Calls back with every record that changed (the controller's incremental selection). */
+  watchItems = (listener: ItemListener): { stop(): void } => {
+    this.#itemListeners.add(listener);
+    return { stop: () => this.#itemListeners.delete(listener) };
   };
 
   /** Calls back on every cache change, statuses included (the elected writer reconciles them). */

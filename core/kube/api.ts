@@ -204,6 +204,44 @@ export type EgressPolicyStatus = z.output<typeof EgressPolicyStatus>;
 /** Condition types of an EgressPolicy. */
 export const POLICY_CONDITIONS = ["Ready", "VIPNotFound", "NotAllowed", "Conflict"] as const;
 
+const SLICE_SIZE_MESSAGE = "must equal the number of pods";
+
+/** At most this many pod addresses per EgressSlice: one pod change rewrites about 1 KiB. */
+export const SLICE_MAX_PODS = 32;
+
+/**
+ * One shard of a VIP's selection, written by the elected controller only:
+ * the pod addresses whose traffic leaves with the EgressVIP `vip`, restricted
+ * to one destination class (`destinationCIDRs` / `excludedCIDRs`, normalized).
+ * Agents watch these instead of Pods. The addresses are a set: the CRD keeps
+ * them unique, and `size` is their count (for `kubectl get`).
+ */
+export const EgressSliceSpec = cel(
+  z.object({
+    vip: objectName.meta({ description: "name of the EgressVIP these pods leave with" }),
+    destinationCIDRs: z.array(policyCidr).max(LIMITS.cidrs).optional().meta({
+      description: "steer only traffic to these ranges (normalized, sorted); absent: every one",
+    }),
+    excludedCIDRs: z.array(policyCidr).max(LIMITS.cidrs).optional().meta({
+      description: "never steer traffic to these ranges (normalized, sorted)",
+    }),
+    pods: z.array(ipv4.meta({ maxLength: 15 })).max(SLICE_MAX_PODS).meta({
+      description: "the pods' IPv4 addresses",
+      "x-kubernetes-list-type": "set",
+    }),
+    size: z.int().min(0).max(SLICE_MAX_PODS).meta({ description: "how many pods: size(pods)" }),
+  }).superRefine((spec, ctx) => {
+    if (spec.size !== spec.pods.length) {
+      ctx.addIssue({ code: "custom", path: ["size"], message: SLICE_SIZE_MESSAGE });
+    }
+  }),
+  { rule: "self.size == size(self.pods)", message: SLICE_SIZE_MESSAGE, fieldPath: ".size" },
+);
+export type EgressSliceSpec = z.output<typeof EgressSliceSpec>;
+
+/** Label on every EgressSlice: the name of its EgressVIP (when it fits a label value). */
+export const SLICE_VIP_LABEL = `${GROUP}/vip`;
+
 /** Resource names, kinds and what `kubectl get` shows; used by the CRD generator and RBAC. */
 export const KINDS = {
   EgressVIP: {
@@ -236,6 +274,23 @@ export const KINDS = {
       { name: "IP", type: "string", jsonPath: ".status.ip" },
       { name: "Pods", type: "integer", jsonPath: ".status.pods" },
       { name: "Ready", type: "string", jsonPath: '.status.conditions[?(@.type=="Ready")].status' },
+      { name: "Age", type: "date", jsonPath: ".metadata.creationTimestamp" },
+    ],
+  },
+  EgressSlice: {
+    plural: "egressslices",
+    singular: "egressslice",
+    shortNames: ["esl"],
+    scope: "Cluster",
+    spec: EgressSliceSpec,
+    status: undefined,
+    description:
+      "A shard of an EgressVIP's selected pod addresses, published by the elected controller for the agents.",
+    columns: [
+      { name: "VIP", type: "string", jsonPath: ".spec.vip" },
+      { name: "Pods", type: "integer", jsonPath: ".spec.size" },
+      { name: "Destinations", type: "string", jsonPath: ".spec.destinationCIDRs", priority: 1 },
+      { name: "Excluded", type: "string", jsonPath: ".spec.excludedCIDRs", priority: 1 },
       { name: "Age", type: "date", jsonPath: ".metadata.creationTimestamp" },
     ],
   },

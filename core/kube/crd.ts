@@ -57,7 +57,7 @@ function openApiSchema(kind: keyof typeof KINDS): Json {
       kind: { type: "string" },
       metadata: { type: "object" },
       spec: toSchema(def.spec),
-      status: toSchema(def.status),
+      ...(def.status ? { status: toSchema(def.status) } : {}),
     },
     required: ["spec"],
   };
@@ -88,7 +88,7 @@ export function customResourceDefinition(kind: keyof typeof KINDS): Json {
         name: VERSION,
         served: true,
         storage: true,
-        subresources: { status: {} },
+        ...(def.status ? { subresources: { status: {} } } : {}),
         additionalPrinterColumns: def.columns.map((c) => ({ ...c })),
         schema: { openAPIV3Schema: openApiSchema(kind) },
       }],
@@ -96,7 +96,7 @@ export function customResourceDefinition(kind: keyof typeof KINDS): Json {
   };
 }
 
-/** `deploy/crds.yaml`: both CRDs as one YAML stream, with a header saying where it comes from. */
+/** `deploy/crds.yaml`: every CRD as one YAML stream, with a header saying where it comes from. */
 export function renderCrdsYaml(): string {
   const docs = (Object.keys(KINDS) as (keyof typeof KINDS)[]).map((kind) =>
     stringify(customResourceDefinition(kind), { lineWidth: 0 })

@@ -220,7 +220,7 @@ function transitionEvents(
 export function reconcileWrites(
   vips: readonly CustomRecord[],
   policies: readonly CustomRecord[],
-  selection: Selection,
+  selection: Pick<Selection, "policies" | "vips">,
   now: string,
 ): Writes {
   const statuses: StatusWrite[] = [];

@@ -32,6 +32,7 @@ export const REPLICASETS = resource("apps", "v1", "replicasets", true);
 export const LEASES = resource("coordination.k8s.io", "v1", "leases", true);
 export const EGRESS_VIPS = resource(GROUP, VERSION, KINDS.EgressVIP.plural, false);
 export const EGRESS_POLICIES = resource(GROUP, VERSION, KINDS.EgressPolicy.plural, true);
+export const EGRESS_SLICES = resource(GROUP, VERSION, KINDS.EgressSlice.plural, false);
 
 /** Every (resource, verbs) pair the agent uses; the source of deploy/rbac.yaml's rules. */
 export const AGENT_PERMISSIONS: readonly { resource: Resource; verbs: readonly Verb[] }[] = [
@@ -47,6 +48,8 @@ export const AGENT_PERMISSIONS: readonly { resource: Resource; verbs: readonly V
     resource: { ...EGRESS_POLICIES, plural: `${EGRESS_POLICIES.plural}/status` },
     verbs: ["update"],
   },
+  // The elected agent publishes the selection; every agent reads it.
+  { resource: EGRESS_SLICES, verbs: ["list", "watch", "create", "update", "delete"] },
   { resource: EVENTS, verbs: ["create"] },
   { resource: LEASES, verbs: ["get", "create", "update"] },
 ];

@@ -83,7 +83,7 @@ export interface Selection {
 }
 
 /** A VIP as selection sees it: parsed spec, or why it cannot be used. */
-interface VipInfo {
+export interface VipInfo {
   readonly name: string;
   readonly spec?: EgressVIPSpec;
   readonly problem?: string;
@@ -115,7 +115,8 @@ export function podsOwningIps(pods: Iterable<PodRecord>): PodRecord[] {
   return [...byIp.values()];
 }
 
-function readVip(record: CustomRecord): VipInfo {
+/** A VIP record read for selection: its parsed spec and route id, or why it cannot be used. */
+export function readVip(record: CustomRecord): VipInfo {
   const name = record.metadata.name;
   const status = EgressVIPStatus.safeParse(record.status ?? {});
   const routeId = status.success ? status.data.routeId : undefined;
@@ -144,7 +145,8 @@ export function targetsMatch(
   return false;
 }
 
-function policySelects(
+/** True when the policy's podSelector or targets select the pod. */
+export function policySelects(
   spec: EgressPolicySpec,
   pod: PodRecord,
   replicaSets: ReadonlyMap<string, OwnerRecord>,
@@ -153,12 +155,13 @@ function policySelects(
     targetsMatch(spec, pod, replicaSets);
 }
 
-function normalized(cidrs: readonly string[] | undefined): string[] {
+/** Ranges canonical, unique and sorted (a class of destinations compares as text). */
+export function normalized(cidrs: readonly string[] | undefined): string[] {
   return [...new Set((cidrs ?? []).map((c) => formatCidr(parseCidr(c)!)))].sort();
 }
 
 /** What a pod's traffic does under a policy: VIP plus destination restrictions. */
-function egressKey(ip: string, spec: EgressPolicySpec): string {
+export function egressKey(ip: string, spec: EgressPolicySpec): string {
   return [ip, normalized(spec.destinationCIDRs).join(","), normalized(spec.excludedCIDRs).join(",")]
     .join("|");
 }

@@ -40,11 +40,22 @@ function nonStructural(node: unknown, path = "$"): string[] {
 }
 
 Deno.test("crd: schemas are structural, with status subresource, printer columns and short names", () => {
-  const docs = parseAllDocuments(renderCrdsYaml()).map((d) => d.toJS());
-  assert.deepEqual(docs.map((d) => d.metadata.name), [
+  const all = parseAllDocuments(renderCrdsYaml()).map((d) => d.toJS());
+  assert.deepEqual(all.map((d) => d.metadata.name), [
     "egressvips.egress.kube-egress.io",
     "egresspolicies.egress.kube-egress.io",
+    "egressslices.egress.kube-egress.io",
   ]);
+  const [slice] = all.splice(2, 1);
+  const sliceVersion = slice.spec.versions[0];
+  assert.deepEqual(nonStructural(sliceVersion.schema.openAPIV3Schema), []);
+  // Written by the controller only: no status, and a count kubectl can show.
+  assert.equal(sliceVersion.subresources, undefined);
+  assert.deepEqual(
+    sliceVersion.additionalPrinterColumns.map((c: { name: string }) => c.name),
+    ["VIP", "Pods", "Destinations", "Excluded", "Age"],
+  );
+  const docs = all;
   for (const doc of docs) {
     const version = doc.spec.versions[0];
     assert.deepEqual(nonStructural(version.schema.openAPIV3Schema), [], doc.metadata.name);

@@ -108,6 +108,7 @@ Deno.test("deploy: kustomization lists files that exist; kubectl kustomize build
       "ClusterRoleBinding",
       "CustomResourceDefinition",
       "CustomResourceDefinition",
+      "CustomResourceDefinition",
       "DaemonSet",
       "Namespace",
       "ResourceQuota",
