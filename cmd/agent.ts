@@ -80,6 +80,15 @@ export interface AgentSettings {
    * remembered, not given back.
    */
   readonly stateDir?: string;
+  /**
+   * NAT state replication (cmd/conntrackd.ts): the `conntrackd` commits a
+   * takeover runs before this node starts translating. Absent: no sync.
+   */
+  readonly conntrackSync?: {
+    /** Offered every pass's valid VIPs (their unicast peers); cheap when nothing changed. */
+    update(vips: Snapshot["vips"]): Promise<void>;
+    commits(): readonly string[];
+  };
 }
 
 export interface PassResult {
@@ -177,10 +186,13 @@ export class Agent {
       const { snapshot, problems } = this.#validated;
       this.#reportProblems(problems.map(formatProblem));
       await this.#settings.placement?.update(snapshot.vips);
+      if (!dryRun) await this.#settings.conntrackSync?.update(snapshot.vips);
       stage = "read_live";
       const live = await this.#host.readLive(config, { knownSets, ourChainsOnly: true });
       stage = "apply";
-      const planned = planPass(snapshot, config, live);
+      const planned = planPass(snapshot, config, live, {
+        commits: this.#settings.conntrackSync?.commits() ?? [],
+      });
       const { desired } = planned;
       const transaction = dryRun
         ? planned.transaction
@@ -193,6 +205,11 @@ export class Agent {
         await this.#rememberRpFilters(transaction, live.sysctls);
         applying = transaction;
         report = await this.#host.apply(transaction);
+        for (const warning of report.warnings ?? []) {
+          this.#log.warn("replicated NAT state not committed; the VIP's connections restart", {
+            error: warning,
+          });
+        }
       }
       this.#owedFlushes = [];
       const wroteSets = !dryRun && transaction.steps.some((s) => s.tool === "ipset");

@@ -10,7 +10,9 @@ import { runMigrate } from "./migrate.ts";
 import { planApply, renderTransaction } from "../core/plan.ts";
 import { nodeStatus, renderStatus } from "../core/status.ts";
 import { formatProblem, type RawSnapshot, validateSnapshot } from "../core/snapshot.ts";
-import { Agent, type AgentObserver, runLoop } from "./agent.ts";
+import $ from "dax";
+import { Agent, type AgentObserver, type AgentSettings, runLoop } from "./agent.ts";
+import { ConntrackSync } from "./conntrackd.ts";
 import { fileInputs, type Inputs, openInputs } from "./inputs.ts";
 import { createLogger, fatalLine, type LogFormat, logFormatFromArgs, type Logger } from "./log.ts";
 import {
@@ -25,7 +27,7 @@ import {
 } from "./options.ts";
 import { doctorCommand, UsageError } from "./doctor_command.ts";
 import { type Host, InterfaceMissingError, systemHost } from "./system.ts";
-import { AGENT_TOOLS, ensureTools, PLACEMENT_TOOLS } from "./tools.ts";
+import { AGENT_TOOLS, ensureTools, PLACEMENT_TOOLS, SYNC_TOOLS } from "./tools.ts";
 import {
   KeepalivedPlacement,
   printingPlacement,
@@ -89,7 +91,12 @@ async function preflight(
   settings: CommonSettings,
   placing = false,
 ): Promise<void> {
-  await ensureTools(placing ? [...AGENT_TOOLS, ...PLACEMENT_TOOLS] : AGENT_TOOLS, {
+  const syncing = placing && settings.conntrackSync.mode === "on";
+  await ensureTools([
+    ...AGENT_TOOLS,
+    ...(placing ? PLACEMENT_TOOLS : []),
+    ...(syncing ? SYNC_TOOLS : []),
+  ], {
     install: false,
   }).catch((e) => {
     throw new Exit(1, e.message);
@@ -108,8 +115,10 @@ function newAgent(
   inputs: Inputs,
   observers: readonly AgentObserver[] = [],
   placement?: VipPlacement,
+  conntrackSync?: AgentSettings["conntrackSync"],
 ): Agent {
   return new Agent(host, log, {
+    conntrackSync,
     config: settings.config,
     readInputs: inputs.readInputs,
     dryRun,
@@ -153,6 +162,56 @@ function newPlacement(
     log,
     onState: (vip, state) => observers.forEach((o) => o.vrrp?.(vip, state)),
   });
+}
+
+/** This node's first IPv4 address on `iface` that is not a /32 (VIPs are). */
+async function nodeAddress(iface: string): Promise<string | undefined> {
+  const result = await $`ip -4 -json addr show dev ${iface}`.stdout("piped").stderr("null")
+    .noThrow();
+  if (result.code !== 0) return undefined;
+  const links = JSON.parse(result.stdout || "[]") as {
+    addr_info?: { local: string; prefixlen: number }[];
+  }[];
+  const addresses = links.flatMap((l) => l.addr_info ?? []);
+  return (addresses.find((a) => a.prefixlen < 32) ?? addresses[0])?.local;
+}
+
+/**
+ * NAT state replication (`--conntrack-sync on`): conntrackd instances under the
+ * state directory, updated with every pass's VIPs (their unicast peers with
+ * `--vrrp-unicast-peers auto`). Undefined when off.
+ */
+async function newConntrackSync(
+  settings: CommonSettings,
+  log: Logger,
+): Promise<(AgentSettings["conntrackSync"] & { stop(): Promise<void> }) | undefined> {
+  const { mode, syncInterface, syncAddress } = settings.conntrackSync;
+  if (mode === "off") return undefined;
+  const iface = syncInterface ?? settings.config.interface;
+  const address = syncAddress ?? await nodeAddress(iface);
+  if (address === undefined) {
+    throw new Exit(
+      1,
+      `--conntrack-sync on: no IPv4 address on ${iface} (set --conntrack-sync-address)`,
+    );
+  }
+  const sync = new ConntrackSync({ stateDir: settings.placement.stateDir, log });
+  const flagPeers = settings.placement.unicastPeers;
+  return {
+    update(vips) {
+      const peers = flagPeers === "auto"
+        ? [...new Set(vips.flatMap((v) => v.peers ?? []))]
+        : flagPeers;
+      return sync.update({
+        interface: iface,
+        address,
+        podCidrs: settings.config.podCidrs,
+        peers,
+      });
+    },
+    commits: () => sync.commits(),
+    stop: () => sync.stop(),
+  };
 }
 
 function waitForSignal(log: Logger): Promise<string> {
@@ -249,7 +308,8 @@ async function runAgent(
   const placement = placing ? newPlacement(settings, log, dryRun, observers) : undefined;
   const inputs = await openInputs(settings, log, { agent: true });
   if (inputs.readiness) ops?.health.addCondition(settings.source, inputs.readiness);
-  const agent = newAgent(agentHost, log, settings, dryRun, inputs, observers, placement);
+  const sync = dryRun ? undefined : await newConntrackSync(settings, log);
+  const agent = newAgent(agentHost, log, settings, dryRun, inputs, observers, placement, sync);
   try {
     await runLoop(agent, agentHost, config, log, {
       intervalSeconds,
@@ -258,6 +318,8 @@ async function runAgent(
       stop: waitForSignal(log),
     });
   } finally {
+    // After the hand-over: the new holders committed what they had by then.
+    await sync?.stop();
     await inputs.stop();
     await ops?.close();
   }

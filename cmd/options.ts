@@ -11,7 +11,13 @@ import {
   vridOffset,
   VRRP_DEFAULTS,
 } from "../core/keepalived.ts";
-import { DATAPATH_DEFAULTS, DatapathConfig, describeIssues, ipv4 } from "../core/schema.ts";
+import {
+  DATAPATH_DEFAULTS,
+  DatapathConfig,
+  describeIssues,
+  interfaceName,
+  ipv4,
+} from "../core/schema.ts";
 
 /** A flag every command shares: letters, description, default. */
 export interface FlagSpec {
@@ -158,6 +164,21 @@ export const PLACEMENT_FLAGS: readonly FlagSpec[] = [
     defaultValue: [],
     list: true,
   },
+  {
+    flags: "--conntrack-sync <off|on>",
+    description:
+      "replicate the NAT state of the VIPs' connections to the other nodes with conntrackd (FTFW), so established connections survive a failover: multicast on the interface, or one conntrackd per peer with --vrrp-unicast-peers",
+    defaultValue: "off",
+  },
+  {
+    flags: "--conntrack-sync-interface <name>",
+    description: "the interface conntrackd syncs over (default: --interface)",
+  },
+  {
+    flags: "--conntrack-sync-address <ip>",
+    description:
+      "this node's address on that interface (default: its first IPv4 address that is not a /32)",
+  },
 ];
 
 /** Flag labels for error messages, keyed by the config field they feed. */
@@ -183,6 +204,9 @@ const LABELS: Record<string, string> = {
   preemptDelay: "--vrrp-preempt-delay",
   unicastPeers: "--vrrp-unicast-peers",
   vridOffset: "--vrrp-vrid-offset",
+  conntrackSync: "--conntrack-sync",
+  syncInterface: "--conntrack-sync-interface",
+  syncAddress: "--conntrack-sync-address",
   source: "--source",
   kubeconfig: "--kubeconfig",
   leaseNamespace: "--lease-namespace",
@@ -230,6 +254,11 @@ const CommonSettingsSchema = z.object({
   vipRouteDir: z.string().min(1, { error: "must name a directory" }),
   logFormat: z.enum(["text", "json"], { error: 'must be "text" or "json"' }),
   placement: PlacementSettingsSchema,
+  conntrackSync: z.object({
+    mode: z.enum(["off", "on"], { error: 'must be "off" or "on"' }),
+    syncInterface: interfaceName.optional(),
+    syncAddress: ipv4.optional(),
+  }),
   source: z.enum(["files", "kubernetes"], { error: 'must be "files" or "kubernetes"' }),
   kubeconfig: z.string().min(1).optional(),
   leaseNamespace: z.string().regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, {
@@ -264,6 +293,11 @@ export function commonSettings(flags: Record<string, unknown>): ParseResult<Comm
       preemptDelay: flags.vrrpPreemptDelay ?? String(VRRP_DEFAULTS.preemptDelay),
       unicastPeers: flags.vrrpUnicastPeers ?? [],
       vridOffset: flags.vrrpVridOffset ?? "0",
+    },
+    conntrackSync: {
+      mode: flags.conntrackSync ?? "off",
+      syncInterface: flags.conntrackSyncInterface,
+      syncAddress: flags.conntrackSyncAddress,
     },
     source: flags.source ?? "files",
     kubeconfig: flags.kubeconfig,

@@ -5,6 +5,7 @@
  * through one `Exec` (cmd/exec.ts); tests give it a fake kernel there.
  */
 import { type Exec, ExecError, systemExec } from "./exec.ts";
+import { errorMessage } from "../core/errors.ts";
 import { confirmSets, type LiveSets, parseIpsetSave, parseIpsetTerse } from "../core/ipset.ts";
 import { parseChainListings, parseIptablesSave } from "../core/iptables.ts";
 import { parseRoutesBatch, readRoutesBatch } from "../core/iproute.ts";
@@ -58,6 +59,12 @@ export interface ApplyReport {
   readonly processes: number;
   /** Bytes written to the tools' stdin (i.e. towards the kernel). */
   readonly bytes: number;
+  /**
+   * Steps that failed without failing the pass: a commit of replicated NAT
+   * state (`conntrackd -c`) that could not run costs the synced connections,
+   * never the takeover itself.
+   */
+  readonly warnings?: readonly string[];
 }
 
 /** The interface the agent was told to use does not exist: fatal before any change. */
@@ -74,7 +81,10 @@ export class StepError extends Error {
   }
 }
 
-const STEP_COMMANDS: Record<Exclude<Step["tool"], "sysctl" | "conntrack">, string[]> = {
+const STEP_COMMANDS: Record<
+  Exclude<Step["tool"], "sysctl" | "conntrack" | "conntrackd">,
+  string[]
+> = {
   ip: ["ip", "-force", "-batch", "-"],
   ipset: ["ipset", "restore", "-exist"],
   iptables: ["iptables-restore", "--noflush", "--wait", "5"],
@@ -248,7 +258,19 @@ export function systemHost(exec: Exec = systemExec): Host {
     async apply(transaction) {
       let processes = 0;
       let bytes = 0;
+      const warnings: string[] = [];
       for (const [index, step] of transaction.steps.entries()) {
+        if (step.tool === "conntrackd") {
+          for (const line of step.lines) {
+            processes++;
+            const result = await exec(["conntrackd", ...line.split(" ")], { timeoutMs: 5000 })
+              .catch((error) => ({ code: -1, stdout: "", stderr: errorMessage(error) }));
+            if (result.code !== 0) {
+              warnings.push(`conntrackd ${line}: ${(result.stderr || result.stdout).trim()}`);
+            }
+          }
+          continue;
+        }
         // A tool that is missing or does not finish in time fails its step, like a bad payload.
         const run = (args: string[], stdin?: string) =>
           exec(args, stdin === undefined ? {} : { stdin }).catch((error) => {
@@ -279,7 +301,7 @@ export function systemHost(exec: Exec = systemExec): Host {
         bytes += payload.length;
         if (result.code !== 0) throw new StepError(step, index, result.stderr);
       }
-      return { processes, bytes };
+      return { processes, bytes, ...(warnings.length > 0 ? { warnings } : {}) };
     },
 
     watchAddresses(iface, onChange) {

@@ -20,6 +20,9 @@ export const AGENT_TOOLS: readonly Tool[] = [
   { command: "conntrack", pkg: "conntrack" },
 ];
 
+/** What `--conntrack-sync on` adds. */
+export const SYNC_TOOLS: readonly Tool[] = [{ command: "conntrackd", pkg: "conntrackd" }];
+
 /** What `--vip-mode keepalived` adds. */
 export const PLACEMENT_TOOLS: readonly Tool[] = [{ command: "keepalived", pkg: "keepalived" }];
 
@@ -27,6 +30,7 @@ export const PLACEMENT_TOOLS: readonly Tool[] = [{ command: "keepalived", pkg: "
 export const SIM_TOOLS: readonly Tool[] = [
   ...AGENT_TOOLS,
   ...PLACEMENT_TOOLS,
+  ...SYNC_TOOLS,
   { command: "bridge", pkg: "iproute2" },
   { command: "ss", pkg: "iproute2" },
   { command: "setsid", pkg: "util-linux" },

@@ -35,13 +35,39 @@ export function conntrackFlushes(
 }
 
 /**
+ * A takeover with replicated NAT state (core/conntrackd.ts), before the SNAT
+ * role is installed: this node's own entries of the VIPs it takes over are
+ * deleted (un-NATed, made while it forwarded to the old holder: they would
+ * leave with the pod's address), then the synced entries are committed, so a
+ * connection the old holder translated keeps its VIP port. The synced entries
+ * win over any own entry of the same connection (conntrackd replaces an entry
+ * that exists). Between the two, this node still has the forwarding role for
+ * the VIP, whose route points at its own address now: a packet in that gap is
+ * dropped, never sent with a wrong source. Empty when no VIP is taken over or
+ * nothing is synced.
+ */
+export function takeoverSteps(
+  liveRole: ReadonlyMap<number, VipRole["role"]>,
+  desiredRoles: readonly VipRole[],
+  mask: number,
+  commits: readonly string[],
+): { flushes: string[]; commits: string[] } {
+  const taken = desiredRoles.filter((r) =>
+    r.role === "holder" && liveRole.get(r.mark) === "forwarder"
+  );
+  if (commits.length === 0 || taken.length === 0) return { flushes: [], commits: [] };
+  return { flushes: taken.map((r) => flushArgs(r.mark, mask)), commits: [...commits] };
+}
+
+/**
  * The flushes still owed after `transaction` failed at step `failedAt`
  * (undefined: where is unknown). Deleting by mark is idempotent, so owing too
  * much costs nothing and owing too little leaves flows pinned: once the
- * iptables step changed the roles, the next pass sees nothing left to flip
- * and would never flush. Owed are the flushes of a conntrack step that did
- * not run, if the roles changed before it; those `owedBefore` stay owed either
- * way.
+ * backend's rule step changed the roles, the next pass sees nothing left to
+ * flip and would never flush. Owed are the flushes of the conntrack step after
+ * the rule step that did not run, if the roles changed before it; those
+ * `owedBefore` stay owed either way. (A takeover's flush before the rule step
+ * is never owed: if the roles did not change, the next pass plans it again.)
  */
 export function owedFlushes(
   transaction: Transaction,
@@ -49,20 +75,21 @@ export function owedFlushes(
   owedBefore: readonly string[],
 ): string[] {
   const steps = transaction.steps;
-  const flushAt = steps.findIndex((s) => s.tool === "conntrack");
+  // The roles change with the backend's rule step (iptables-restore or nft -f).
+  const rulesAt = steps.findIndex((s) => s.tool === "iptables" || s.tool === "nft");
+  const flushAt = steps.findIndex((s, i) => s.tool === "conntrack" && i > rulesAt);
   const at = failedAt ?? flushAt;
   if (flushAt < 0 || at > flushAt) return [];
-  // The roles change with the backend's rule step (iptables-restore or nft -f).
-  const iptablesAt = steps.findIndex((s) => s.tool === "iptables" || s.tool === "nft");
-  const rolesChanged = iptablesAt >= 0 && iptablesAt < at;
+  const rolesChanged = rulesAt >= 0 && rulesAt < at;
   return steps[flushAt].lines.filter((line) => rolesChanged || owedBefore.includes(line));
 }
 
-/** `transaction` with the owed flushes added to its conntrack step (or a new last one). */
+/** `transaction` with the owed flushes added to its conntrack step after the rule step (or a new last one). */
 export function withOwedFlushes(transaction: Transaction, owed: readonly string[]): Transaction {
   if (owed.length === 0) return transaction;
   const steps = [...transaction.steps];
-  const flushAt = steps.findIndex((s) => s.tool === "conntrack");
+  const rulesAt = steps.findIndex((s) => s.tool === "iptables" || s.tool === "nft");
+  const flushAt = steps.findIndex((s, i) => s.tool === "conntrack" && i > rulesAt);
   if (flushAt < 0) {
     steps.push({
       tool: "conntrack",

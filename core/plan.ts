@@ -4,7 +4,7 @@
  * The order keeps traffic safe at every step: routes exist before anything is
  * marked for them, and rules go away only after nothing is marked for them.
  */
-import { conntrackFlushes } from "./conntrack.ts";
+import { conntrackFlushes, takeoverSteps } from "./conntrack.ts";
 import { type Backend, BACKENDS, type DatapathPlanner, step } from "./datapath.ts";
 import { iptablesPlanner } from "./datapath_iptables.ts";
 import { type Intent, intentOf, type VipRole } from "./intent.ts";
@@ -29,9 +29,9 @@ export interface LiveState {
 /**
  * The tools a transaction drives; each step is one process fed `lines` on
  * stdin, except `sysctl` (each line written to /proc/sys) and `conntrack`
- * (each line is the arguments of one `conntrack` process).
+ * and `conntrackd` (each line is the arguments of one such process).
  */
-export type Tool = "ip" | "ipset" | "iptables" | "sysctl" | "nft" | "conntrack";
+export type Tool = "ip" | "ipset" | "iptables" | "sysctl" | "nft" | "conntrack" | "conntrackd";
 
 export interface Step {
   readonly tool: Tool;
@@ -48,9 +48,20 @@ export const PLANNERS: Readonly<Record<Backend, DatapathPlanner>> = {
   iptables: iptablesPlanner,
 };
 
+/** What a pass may do beyond the datapath itself. */
+export interface PassOptions {
+  /**
+   * `conntrackd` arguments that commit replicated NAT state, one per instance
+   * (core/conntrackd.ts); run when this node takes a VIP over. Empty: no sync.
+   */
+  readonly commits?: readonly string[];
+}
+
 /**
  * The transaction that turns a node's live state into the intent, with the
- * configured backend: routes first, then the backend's objects, then the
+ * configured backend: routes first, then (a takeover with replicated NAT
+ * state) this node's own entries of the VIPs it takes over dropped and the
+ * synced ones committed, then the backend's objects, then the
  * leftovers of any other backend found in `live` (a node switched backends:
  * ours are in place before theirs go), the conntrack flushes of roles that
  * change, reverse-path filters, and stale rules and routes last.
@@ -59,6 +70,7 @@ export function planApply(
   desired: Intent,
   live: LiveState,
   config: DatapathConfig,
+  options: PassOptions = {},
 ): Transaction {
   const routes = diffRoutes(live.routes, desired, config.routeProtocol);
   const planner = PLANNERS[config.backend];
@@ -69,15 +81,27 @@ export function planApply(
     others.flatMap((o) => [...o.rolesInForce(live, config.markMask)]),
   );
   for (const [mark, role] of planner.rolesInForce(live, config.markMask)) liveRoles.set(mark, role);
+  const takeover = takeoverSteps(liveRoles, desired.roles, config.markMask, options.commits ?? []);
   return {
     steps: [
       ...step("ip", "add routes, then the rules that use them", routes.add),
+      ...step(
+        "conntrack",
+        "drop this node's own entries of the VIPs it takes over",
+        takeover.flushes,
+      ),
+      ...step(
+        "conntrackd",
+        "commit the NAT state replicated from the old holder",
+        takeover.commits,
+      ),
       ...planner.plan(desired, live, config),
       ...others.flatMap((o) => o.remove(live)),
       ...step(
         "conntrack",
         "flush connections pinned to a VIP's old role",
-        conntrackFlushes(liveRoles, desired.roles, config.markMask),
+        conntrackFlushes(liveRoles, desired.roles, config.markMask)
+          .filter((line) => !takeover.flushes.includes(line)),
       ),
       ...step(
         "sysctl",
@@ -97,9 +121,10 @@ export function planPass(
   snapshot: Snapshot,
   config: DatapathConfig,
   live: LiveState,
+  options: PassOptions = {},
 ): { desired: Intent; transaction: Transaction } {
   const desired = intentOf(snapshot, config, live.routes.addresses);
-  return { desired, transaction: planApply(desired, live, config) };
+  return { desired, transaction: planApply(desired, live, config, options) };
 }
 
 /**
@@ -145,6 +170,7 @@ export function renderTransaction(transaction: Transaction): string {
     sysctl: "sysctl -w",
     nft: "nft -f -",
     conntrack: "conntrack (one process per line)",
+    conntrackd: "conntrackd (one process per line)",
   };
   return transaction.steps.map((s, i) =>
     `# step ${i + 1}: ${s.purpose}\n# | ${commands[s.tool]}\n${s.lines.join("\n")}\n`

@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { conntrackFlushes, owedFlushes, withOwedFlushes } from "../core/conntrack.ts";
+import {
+  conntrackFlushes,
+  owedFlushes,
+  takeoverSteps,
+  withOwedFlushes,
+} from "../core/conntrack.ts";
+import { planPass } from "../core/plan.ts";
+import { FakeKernel } from "./fake_kernel.ts";
 import { desiredState, forwardRule, snatRule } from "../core/desired.ts";
 import { iptablesPlanner } from "../core/datapath_iptables.ts";
 import type { LiveState } from "../core/plan.ts";
@@ -58,4 +65,63 @@ Deno.test("conntrack: flushes are owed after a failure between the role change a
   assert.deepEqual(next.steps.map((s) => [s.tool, s.lines]), [["conntrack", [flush]]]);
   assert.deepEqual(withOwedFlushes(tx, [flush]).steps[2].lines, [flush]);
   assert.equal(withOwedFlushes(tx, []), tx);
+});
+
+Deno.test("conntrack: with synced NAT state a takeover drops its own entries and commits before the SNAT role", () => {
+  const commits = ["-C /run/ke/conntrackd-mcast.conf -c"];
+  const kernel = new FakeKernel();
+  kernel.interfaces.set(config.interface, ["192.0.2.11", "192.0.2.51"]); // holds .51
+  kernel.apply(planPass(snap, config, kernel.live(config)).transaction);
+  kernel.interfaces.set(config.interface, ["192.0.2.11", "192.0.2.50"]); // takes .50, gives .51 up
+  const live = kernel.live(config);
+  const tx = planPass(snap, config, live, { commits }).transaction;
+  const tools = tx.steps.map((s) => s.tool);
+  const flushAt = tools.indexOf("conntrack");
+  const commitAt = tools.indexOf("conntrackd");
+  const rulesAt = tools.indexOf("iptables");
+  assert.ok(flushAt >= 0 && flushAt < commitAt && commitAt < rulesAt, tools.join(" "));
+  assert.deepEqual(tx.steps[flushAt].lines, ["-D -f ipv4 --mark 0x500/0xff00"]);
+  assert.deepEqual(tx.steps[commitAt].lines, commits);
+  // The VIP given up is flushed after the role change, as without sync.
+  const lastFlush = tools.lastIndexOf("conntrack");
+  assert.ok(lastFlush > rulesAt);
+  assert.deepEqual(tx.steps[lastFlush].lines, ["-D -f ipv4 --mark 0x600/0xff00"]);
+  // Without sync nothing is committed, and the takeover's flush comes after the role change.
+  const plain = planPass(snap, config, live).transaction;
+  assert.equal(plain.steps.some((s) => s.tool === "conntrackd"), false);
+  assert.ok(
+    plain.steps.findIndex((s) => s.tool === "conntrack") >
+      plain.steps.findIndex((s) => s.tool === "iptables"),
+  );
+  // No takeover (unchanged, or only giving a VIP up): nothing committed.
+  const held = desiredState(snap, config, ["192.0.2.50"]);
+  assert.deepEqual(
+    takeoverSteps(rolesOf(held.chains.nat), held.roles, config.markMask, commits),
+    { flushes: [], commits: [] },
+  );
+  const none = desiredState(snap, config, []);
+  assert.deepEqual(
+    takeoverSteps(rolesOf(held.chains.nat), none.roles, config.markMask, commits),
+    { flushes: [], commits: [] },
+  );
+});
+
+Deno.test("conntrack: a takeover's own flush before the role change is never owed; the one after it is", () => {
+  const early = "-D -f ipv4 --mark 0x500/0xff00";
+  const late = "-D -f ipv4 --mark 0x600/0xff00";
+  const tx = {
+    steps: [
+      { tool: "ip" as const, purpose: "routes", lines: ["route add x"] },
+      { tool: "conntrack" as const, purpose: "takeover flush", lines: [early] },
+      { tool: "conntrackd" as const, purpose: "commit", lines: ["-C c -c"] },
+      { tool: "iptables" as const, purpose: "chains", lines: ["*nat", "COMMIT"] },
+      { tool: "conntrack" as const, purpose: "flush", lines: [late] },
+    ],
+  };
+  assert.deepEqual(owedFlushes(tx, 1, []), [], "roles not changed: the next pass plans it again");
+  assert.deepEqual(owedFlushes(tx, 3, []), []);
+  assert.deepEqual(owedFlushes(tx, 4, []), [late]);
+  assert.deepEqual(owedFlushes(tx, undefined, []), [late]);
+  assert.deepEqual(withOwedFlushes(tx, [late, early]).steps[4].lines, [late, early]);
+  assert.deepEqual(withOwedFlushes(tx, [late]).steps[1].lines, [early]);
 });

@@ -69,6 +69,8 @@ export class FakeKernel {
   ruleCounters = new Map<string, { packets: number; bytes: number }>();
   /** `conntrack` invocations, as their argument lines. */
   conntrackRuns: string[] = [];
+  /** `conntrackd` invocations (commits of replicated NAT state), as their argument lines. */
+  conntrackdRuns: string[] = [];
   /** Makes the next apply of this tool fail (to test partial failures). */
   failNext?: string;
 
@@ -381,10 +383,17 @@ export class FakeKernel {
       else if (step.tool === "ip") this.ipBatch(step.lines);
       else if (step.tool === "nft") this.nft(step.lines);
       else if (step.tool === "conntrack") this.conntrackRuns.push(...step.lines);
+      else if (step.tool === "conntrackd") this.conntrackdRuns.push(...step.lines);
       else for (const l of step.lines) this.sysctls[l.split("=")[0]] = Number(l.split("=")[1]);
     }
     const processes = transaction.steps.reduce(
-      (n, s) => n + (s.tool === "sysctl" ? 0 : s.tool === "conntrack" ? s.lines.length : 1),
+      (n, s) =>
+        n +
+        (s.tool === "sysctl"
+          ? 0
+          : s.tool === "conntrack" || s.tool === "conntrackd"
+          ? s.lines.length
+          : 1),
       0,
     );
     return { processes, bytes };
