@@ -4,6 +4,7 @@
  * coalesce into one more pass. Reports are made once: a rejected input, an
  * error and a VIP transition are logged when they appear, not every pass.
  */
+import { type RoleChange, roleChanges } from "../core/announce.ts";
 import { Backoff } from "../core/backoff.ts";
 import { owedFlushes, withOwedFlushes } from "../core/conntrack.ts";
 import type { LiveSets } from "../core/ipset.ts";
@@ -89,6 +90,11 @@ export interface AgentSettings {
     update(vips: Snapshot["vips"]): Promise<void>;
     commits(): readonly string[];
   };
+  /**
+   * Told which VIPs changed role after each applied pass (neighbour refresh,
+   * gratuitous ARP: cmd/announce.ts). Its failures never fail the pass.
+   */
+  readonly neighbours?: { after(changes: readonly RoleChange[]): Promise<void> };
 }
 
 export interface PassResult {
@@ -210,6 +216,9 @@ export class Agent {
             error: warning,
           });
         }
+        await this.#neighbours(
+          roleChanges(live.iptables.nat.rules, desired.roles, config.markMask),
+        );
       }
       this.#owedFlushes = [];
       const wroteSets = !dryRun && transaction.steps.some((s) => s.tool === "ipset");
@@ -272,6 +281,14 @@ export class Agent {
         errorKind,
         interfaceMissing: error instanceof InterfaceMissingError,
       };
+    }
+  }
+
+  async #neighbours(changes: readonly RoleChange[]) {
+    try {
+      await this.#settings.neighbours?.after(changes);
+    } catch (error) {
+      this.#log.warn("neighbour refresh failed", { error: errorMessage(error) });
     }
   }
 

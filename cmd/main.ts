@@ -13,6 +13,7 @@ import { formatProblem, type RawSnapshot, validateSnapshot } from "../core/snaps
 import $ from "dax";
 import { Agent, type AgentObserver, type AgentSettings, runLoop } from "./agent.ts";
 import { ConntrackSync } from "./conntrackd.ts";
+import { NeighbourAnnouncer } from "./announce.ts";
 import { fileInputs, type Inputs, openInputs } from "./inputs.ts";
 import { createLogger, fatalLine, type LogFormat, logFormatFromArgs, type Logger } from "./log.ts";
 import {
@@ -116,6 +117,7 @@ function newAgent(
   observers: readonly AgentObserver[] = [],
   placement?: VipPlacement,
   conntrackSync?: AgentSettings["conntrackSync"],
+  neighbours?: NeighbourAnnouncer,
 ): Agent {
   return new Agent(host, log, {
     conntrackSync,
@@ -126,7 +128,22 @@ function newAgent(
     observers: [...inputs.observers, ...observers],
     placement,
     stateDir: settings.placement.stateDir,
+    neighbours,
   });
+}
+
+/** Neighbour refresh and, where nothing else announces VIPs taken, gratuitous ARP (none in a dry run). */
+function newNeighbours(
+  settings: CommonSettings,
+  log: Logger,
+  dryRun: boolean,
+): NeighbourAnnouncer | undefined {
+  if (dryRun) return undefined;
+  return new NeighbourAnnouncer(
+    settings.config.interface,
+    log,
+    settings.placement.mode === "external",
+  );
 }
 
 /** keepalived's settings for this node, from the flags. */
@@ -258,8 +275,22 @@ async function runCommand(options: Record<string, unknown>, host: Host): Promise
     if (!dryRun) await refuseForeignStateDir(settings.placement.stateDir);
     // In keepalived mode only a dry run gets here: it prints the configuration keepalived would get.
     const placement = placing ? newPlacement(settings, log, dryRun, []) : undefined;
-    const agent = newAgent(host, log, settings, dryRun, fileInputs(settings), [], placement);
-    return (await agent.pass("once")).ok ? 0 : 1;
+    const neighbours = newNeighbours(settings, log, dryRun);
+    const agent = newAgent(
+      host,
+      log,
+      settings,
+      dryRun,
+      fileInputs(settings),
+      [],
+      placement,
+      undefined,
+      neighbours,
+    );
+    const ok = (await agent.pass("once")).ok;
+    // The announcement's later rounds, a few seconds at most.
+    await neighbours?.settled();
+    return ok ? 0 : 1;
   }
   // A dry run writes nothing there; a running agent owns its state directory.
   const lock = dryRun ? undefined : await lockStateDir(settings.placement.stateDir, {
@@ -308,8 +339,19 @@ async function runAgent(
   const placement = placing ? newPlacement(settings, log, dryRun, observers) : undefined;
   const inputs = await openInputs(settings, log, { agent: true });
   if (inputs.readiness) ops?.health.addCondition(settings.source, inputs.readiness);
+  const neighbours = newNeighbours(settings, log, dryRun);
   const sync = dryRun ? undefined : await newConntrackSync(settings, log);
-  const agent = newAgent(agentHost, log, settings, dryRun, inputs, observers, placement, sync);
+  const agent = newAgent(
+    agentHost,
+    log,
+    settings,
+    dryRun,
+    inputs,
+    observers,
+    placement,
+    sync,
+    neighbours,
+  );
   try {
     await runLoop(agent, agentHost, config, log, {
       intervalSeconds,
@@ -318,6 +360,7 @@ async function runAgent(
       stop: waitForSignal(log),
     });
   } finally {
+    neighbours?.stop();
     // After the hand-over: the new holders committed what they had by then.
     await sync?.stop();
     await inputs.stop();
