@@ -7,6 +7,7 @@
  * Usage: deno run -A bench/planning_worker.ts <pods> <vips> <reps>
  */
 import { desiredState } from "../core/desired.ts";
+import { NO_NFTABLES } from "../core/nftables.ts";
 import { jumpRule } from "../core/iptables.ts";
 import { setsAfterApply } from "../core/ipset.ts";
 import { type LiveState, planApply } from "../core/plan.ts";
@@ -21,6 +22,7 @@ const raw = syntheticSnapshot(pods, vips);
 const emptyTable = { present: true, chainExists: false, rules: [], hookRules: [], onlyOurs: true };
 const emptyNode: LiveState = {
   backend: "nft",
+  nft: NO_NFTABLES,
   routes: { addresses: ["192.0.2.11"], rules: [], routes: [], podRoutes: [] },
   iptables: { mangle: emptyTable, nat: emptyTable },
   sets: { pods: new Map(), nosteer: new Set() },

@@ -7,7 +7,7 @@
 import { type RoleChange, roleChanges } from "../core/announce.ts";
 import { Backoff } from "../core/backoff.ts";
 import { owedFlushes, withOwedFlushes } from "../core/conntrack.ts";
-import type { LiveSets } from "../core/ipset.ts";
+import type { Known } from "../core/datapath.ts";
 import {
   planDelete,
   PLANNERS,
@@ -159,7 +159,9 @@ export class Agent {
   #failures = 0;
   #lastErrorLog = 0;
   /** Our sets as the last pass left them; dropped whenever a pass fails. */
-  #knownSets: LiveSets | undefined;
+  #known: Known = {};
+  /** A pass has succeeded: the other backend's leftovers were read (and removed) then. */
+  #leftoversChecked = false;
   /** Conntrack flushes a failed pass still owes (its roles changed, its flush did not run). */
   #owedFlushes: string[] = [];
 
@@ -183,9 +185,9 @@ export class Agent {
     const empty = { vips: 0, mappings: 0, rejected: 0, lines: 0, processes: 0, bytes: 0 };
     let stage: ErrorKind = "inputs";
     let applying: Transaction | undefined;
-    const knownSets = options.setCheck === "quick" ? this.#knownSets : undefined;
+    const known = options.setCheck === "quick" ? this.#known : {};
     // Forgotten until this pass ends well: after a failed step nobody knows what was applied.
-    this.#knownSets = undefined;
+    this.#known = {};
     try {
       const raw = await this.#settings.readInputs(trigger);
       if (raw !== this.#validated?.raw) this.#validated = { raw, ...validateSnapshot(raw, config) };
@@ -194,7 +196,12 @@ export class Agent {
       await this.#settings.placement?.update(snapshot.vips);
       if (!dryRun) await this.#settings.conntrackSync?.update(snapshot.vips);
       stage = "read_live";
-      const live = await this.#host.readLive(config, { knownSets, ourChainsOnly: true });
+      const live = await this.#host.readLive(config, {
+        knownSets: known.sets,
+        knownNft: known.nft,
+        ourChainsOnly: true,
+        leftovers: !this.#leftoversChecked,
+      });
       stage = "apply";
       const planned = planPass(snapshot, config, live, {
         commits: this.#settings.conntrackSync?.commits() ?? [],
@@ -221,10 +228,11 @@ export class Agent {
         );
       }
       this.#owedFlushes = [];
-      const wroteSets = !dryRun && transaction.steps.some((s) => s.tool === "ipset");
-      this.#knownSets = wroteSets
-        ? PLANNERS[config.backend].afterApply(live, desired).sets
-        : live.sets;
+      // What our objects are now: as the transaction left them, or as read when it wrote nothing.
+      this.#known = !dryRun && lines > 0
+        ? PLANNERS[config.backend].afterApply(live, desired)
+        : { sets: live.sets, nft: live.nft };
+      if (!dryRun) this.#leftoversChecked = true;
       this.#reportRoles(new Map(desired.roles.map((r) => [r.ip, r.role])));
       const result: PassResult = {
         ok: true,
@@ -359,7 +367,7 @@ export class Agent {
 
   /** Removes everything this product created on the node; `processes` counts reads and writes. */
   async deleteAll(): Promise<ApplyReport & { lines: number }> {
-    this.#knownSets = undefined;
+    this.#known = {};
     const live = await this.#host.readLive(this.#settings.config);
     const { stateDir } = this.#settings;
     let originals: Record<string, number> = {};

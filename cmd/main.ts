@@ -27,6 +27,7 @@ import {
   runSettings,
 } from "./options.ts";
 import { doctorCommand, UsageError } from "./doctor_command.ts";
+import { resolveBackend } from "./backend.ts";
 import { type Host, InterfaceMissingError, systemHost } from "./system.ts";
 import { AGENT_TOOLS, ensureTools, PLACEMENT_TOOLS, SYNC_TOOLS } from "./tools.ts";
 import {
@@ -87,11 +88,21 @@ function settingsFrom(options: Record<string, unknown>): CommonSettings {
   return parsed.value;
 }
 
+/**
+ * Settles `--backend auto` into the backend this node uses (config.backend,
+ * which every read and plan follows); done once, before anything reads the node.
+ */
+async function settleBackend(settings: CommonSettings): Promise<void> {
+  const { backend } = await resolveBackend(settings.backend);
+  settings.config.backend = backend;
+}
+
 async function preflight(
   host: Host,
   settings: CommonSettings,
   placing = false,
 ): Promise<void> {
+  await settleBackend(settings);
   const syncing = placing && settings.conntrackSync.mode === "on";
   await ensureTools([
     ...AGENT_TOOLS,
@@ -618,8 +629,9 @@ export function buildProgram(
     .option("--no-arp", "do not send ARP probes for the VIPs (skips duplicate-vip)")
     .option("--skip <checks>", "comma-separated check ids to skip")
     .action(
-      action((options, host) => {
+      action(async (options, host) => {
         const settings = settingsFrom(options);
+        await settleBackend(settings);
         return doctorCommand(settings, options, host, () => readOnce(settings));
       }) as never,
     );

@@ -3,6 +3,7 @@
  * plus the new ones, declared once for every command and validated by zod.
  * A bad flag is a usage error naming the flag and the value.
  */
+import { BACKEND_CHOICES } from "./backend.ts";
 import { z } from "zod";
 import {
   advertInterval,
@@ -82,6 +83,12 @@ export const DATAPATH_FLAGS: readonly FlagSpec[] = [
     flags: "--route-protocol <n>",
     description: "route protocol number tagging our ip rules and routes",
     defaultValue: String(DATAPATH_DEFAULTS.routeProtocol),
+  },
+  {
+    flags: "--backend <backend>",
+    description:
+      "datapath: auto (nftables where kube-proxy runs in nftables mode or no iptables is installed, else what the node uses), nftables or iptables",
+    defaultValue: "auto",
   },
   { flags: "--log-format <format>", description: "text or json", defaultValue: "text" },
   {
@@ -210,6 +217,7 @@ const LABELS: Record<string, string> = {
   source: "--source",
   kubeconfig: "--kubeconfig",
   leaseNamespace: "--lease-namespace",
+  backend: "--backend",
 };
 
 /** Whole numbers arrive from the command line as text. */
@@ -253,6 +261,7 @@ const CommonSettingsSchema = z.object({
   podVipDir: z.string().min(1, { error: "must name a directory" }),
   vipRouteDir: z.string().min(1, { error: "must name a directory" }),
   logFormat: z.enum(["text", "json"], { error: 'must be "text" or "json"' }),
+  backend: z.enum(BACKEND_CHOICES, { error: 'must be "auto", "nftables" or "iptables"' }),
   placement: PlacementSettingsSchema,
   conntrackSync: z.object({
     mode: z.enum(["off", "on"], { error: 'must be "off" or "on"' }),
@@ -285,6 +294,7 @@ export function commonSettings(flags: Record<string, unknown>): ParseResult<Comm
     podVipDir: flags.podipVipMappings,
     vipRouteDir: flags.vipRouteidMappings,
     logFormat: flags.logFormat,
+    backend: flags.backend ?? "auto",
     placement: {
       mode: flags.vipMode ?? defaultVipMode(flags.source ?? "files"),
       nodeName: flags.nodeName ?? defaultNodeName(),

@@ -6,8 +6,22 @@
  */
 import { type Exec, ExecError, systemExec } from "./exec.ts";
 import { errorMessage } from "../core/errors.ts";
-import { confirmSets, type LiveSets, parseIpsetSave, parseIpsetTerse } from "../core/ipset.ts";
-import { parseChainListings, parseIptablesSave } from "../core/iptables.ts";
+import {
+  type LiveNftables,
+  NFT_FAMILY,
+  NFT_TABLE,
+  NO_NFTABLES,
+  parseNftJson,
+  sameChains,
+} from "../core/nftables.ts";
+import {
+  confirmSets,
+  type LiveSets,
+  NO_SETS,
+  parseIpsetSave,
+  parseIpsetTerse,
+} from "../core/ipset.ts";
+import { NO_TABLE, parseChainListings, parseIptablesSave } from "../core/iptables.ts";
 import { parseRoutesBatch, readRoutesBatch } from "../core/iproute.ts";
 import { CHAINS, NOSTEER_SET, PODS_SET, type TableName } from "../core/names.ts";
 import { SCOPED_PREFIX } from "../core/scoped.ts";
@@ -44,6 +58,10 @@ export interface ReadOptions {
    * tables' `onlyOurs` is then unknown (false), so `delete` reads in full.
    */
   readonly ourChainsOnly?: boolean;
+  /** nftables backend: our table as the caller last knew it (confirmed by its chains). */
+  readonly knownNft?: LiveNftables;
+  /** With `ourChainsOnly`: read the other backend's objects too (to remove them). */
+  readonly leftovers?: boolean;
 }
 
 /** The live state, and how it was read. */
@@ -218,23 +236,61 @@ async function readSets(
   return { sets: parseIpsetSave(saved.join("\n")), setsRead: "entries" };
 }
 
+/**
+ * Our nftables table: the caller's copy when the table's chains are as it
+ * knows them (`nft list chains`, a few ms however many elements), otherwise
+ * read in full (`nft -j list table`); absent when the table does not exist.
+ */
+async function readNftables(
+  reader: Reader,
+  known: LiveNftables | undefined,
+): Promise<LiveNftables> {
+  if (known) {
+    const listing = await reader.run(["nft", "-j", "list", "chains", NFT_FAMILY]);
+    if (listing.code === 0 && sameChains(known, parseNftJson(listing.stdout))) return known;
+  }
+  const result = await reader.run(["nft", "-j", "list", "table", NFT_FAMILY, NFT_TABLE]);
+  if (result.code === 0) return parseNftJson(result.stdout);
+  if (/No such file or directory/.test(result.stderr)) return NO_NFTABLES;
+  throw new Error(`nft list table ${NFT_FAMILY} ${NFT_TABLE} failed: ${result.stderr.trim()}`);
+}
+
 /** The real node, reached through iproute2, iptables, ipset and /proc/sys, all run by `exec`. */
 export function systemHost(exec: Exec = systemExec): Host {
   let backend: LiveState["backend"] | undefined;
   return {
     async readLive(config, options = {}) {
       const reader = new Reader(exec);
-      backend ??= (await reader.output(["iptables", "--version"])).includes("legacy")
-        ? "legacy"
-        : "nft";
-      const [routes, mangle, nat, { sets, setsRead }] = await Promise.all([
+      const nftables = config.backend === "nftables";
+      // The other backend's objects: on full reads (delete, plan, status) and when asked
+      // (an agent's first pass: a node switched backends keeps no trace of the old one).
+      const others = options.leftovers === true || options.ourChainsOnly !== true;
+      const readIptables = !nftables || others;
+      const iptablesOptions = nftables ? { ...options, ourChainsOnly: false } : options;
+      if (readIptables && backend === undefined) {
+        try {
+          backend = (await reader.output(["iptables", "--version"])).includes("legacy")
+            ? "legacy"
+            : "nft";
+        } catch (error) {
+          // No iptables at all (an nftables-only node): nothing of the iptables backend to read.
+          if (!(nftables && error instanceof ExecError && error.kind === "not_found")) throw error;
+        }
+      }
+      const withIptables = readIptables && backend !== undefined;
+      const [routes, mangle, nat, setsRead, nft] = await Promise.all([
         reader.run(
           ["ip", "-json", "-N", "-batch", "-"],
           readRoutesBatch(config.interface, config.routeProtocol, config.podCidrs),
         ),
-        readTable(reader, "mangle", options),
-        readTable(reader, "nat", options),
-        readSets(reader, options.knownSets),
+        withIptables ? readTable(reader, "mangle", iptablesOptions) : undefined,
+        withIptables ? readTable(reader, "nat", iptablesOptions) : undefined,
+        withIptables
+          ? readSets(reader, nftables ? undefined : options.knownSets)
+          : { sets: NO_SETS, setsRead: "entries" as const },
+        nftables || others
+          ? readNftables(reader, nftables ? options.knownNft : undefined)
+          : NO_NFTABLES,
       ]);
       if (routes.code !== 0) {
         if (/does not exist/.test(routes.stderr)) throw new InterfaceMissingError(config.interface);
@@ -242,15 +298,16 @@ export function systemHost(exec: Exec = systemExec): Host {
       }
       const parsedRoutes = parseRoutesBatch(routes.stdout, config.routeProtocol);
       return {
-        backend,
+        backend: backend ?? "nft",
         routes: parsedRoutes,
-        iptables: { mangle: mangle.table, nat: nat.table },
-        sets,
+        iptables: { mangle: mangle?.table ?? NO_TABLE, nat: nat?.table ?? NO_TABLE },
+        sets: setsRead.sets,
+        nft,
         sysctls: await readSysctls(
           rpFilterKeys(...rpFilterInterfaces(config.interface, parsedRoutes.podRoutes)),
         ),
-        raw: { mangle: mangle.text, nat: nat.text },
-        setsRead,
+        raw: { mangle: mangle?.text ?? "", nat: nat?.text ?? "" },
+        setsRead: setsRead.setsRead,
         processes: reader.processes,
       };
     },

@@ -8,11 +8,12 @@
  */
 import type { Intent, VipRole } from "./intent.ts";
 import type { LiveSets } from "./ipset.ts";
+import type { LiveNftables } from "./nftables.ts";
 import type { LiveState, Step, Tool } from "./plan.ts";
 import type { DatapathConfig } from "./schema.ts";
 
 /** The backends: iptables + ipset, or native nftables. */
-export const BACKENDS = ["iptables"] as const;
+export const BACKENDS = ["iptables", "nftables"] as const;
 export type Backend = (typeof BACKENDS)[number];
 
 export interface DatapathPlanner {
@@ -35,9 +36,45 @@ export interface DatapathPlanner {
 export interface Known {
   /** iptables backend: our ipsets. */
   readonly sets?: LiveSets;
+  /** nftables backend: our table. */
+  readonly nft?: LiveNftables;
 }
 
 /** A step with these lines, or none when there are no lines. */
 export function step(tool: Tool, purpose: string, lines: readonly string[]): Step[] {
   return lines.length > 0 ? [{ tool, purpose, lines }] : [];
+}
+
+/** What `--backend auto` looks at on the node. */
+export interface BackendFacts {
+  /** `nft list tables`: the tables' "family name"s; undefined when nft is not installed. */
+  readonly nftTables?: readonly string[];
+  /** An `iptables` binary is installed. */
+  readonly iptablesInstalled: boolean;
+  /** Our iptables chains exist (a node the iptables backend already programs). */
+  readonly ourIptablesChains: boolean;
+}
+
+/**
+ * `--backend auto`: nftables where kube-proxy runs in nftables mode (its
+ * `kube-proxy` tables) or no iptables is installed; otherwise what the node
+ * already uses (our nftables table, else iptables). The reason is logged.
+ */
+export function chooseBackend(facts: BackendFacts): { backend: Backend; reason: string } {
+  const tables = facts.nftTables ?? [];
+  if (tables.some((t) => /^ip6? kube-proxy$/.test(t))) {
+    return { backend: "nftables", reason: "kube-proxy runs in nftables mode" };
+  }
+  if (!facts.iptablesInstalled && facts.nftTables !== undefined) {
+    return { backend: "nftables", reason: "no iptables is installed" };
+  }
+  if (tables.includes("inet kube-egress") && !facts.ourIptablesChains) {
+    return { backend: "nftables", reason: "the node already uses our nftables table" };
+  }
+  return {
+    backend: "iptables",
+    reason: facts.ourIptablesChains
+      ? "the node already uses our iptables chains"
+      : "iptables is installed and kube-proxy does not run in nftables mode",
+  };
 }

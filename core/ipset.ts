@@ -27,6 +27,9 @@ export interface LiveSets {
   readonly scoped?: ReadonlyMap<string, LiveScopedSet>;
 }
 
+/** No sets of ours. */
+export const NO_SETS: LiveSets = { pods: new Map(), nosteer: new Set() };
+
 /** The options each set is created with; a live set whose header lacks one is rebuilt. */
 const PODS_OPTIONS =
   `hash:ip family inet hashsize 1024 maxelem ${PODS_SET_MAXELEM} counters skbinfo`;

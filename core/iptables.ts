@@ -21,6 +21,15 @@ export interface LiveTable {
   readonly onlyOurs: boolean;
 }
 
+/** A table not read, or holding nothing of ours. */
+export const NO_TABLE: LiveTable = {
+  present: false,
+  chainExists: false,
+  rules: [],
+  hookRules: [],
+  onlyOurs: false,
+};
+
 export type LiveIptables = Readonly<Record<TableName, LiveTable>>;
 
 const BUILTIN_CHAINS = new Set(["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"]);

@@ -7,9 +7,11 @@
 import { conntrackFlushes, takeoverSteps } from "./conntrack.ts";
 import { type Backend, BACKENDS, type DatapathPlanner, step } from "./datapath.ts";
 import { iptablesPlanner } from "./datapath_iptables.ts";
+import { nftablesPlanner } from "./datapath_nftables.ts";
 import { type Intent, intentOf, type VipRole } from "./intent.ts";
 import type { LiveSets } from "./ipset.ts";
 import type { LiveIptables } from "./iptables.ts";
+import type { LiveNftables } from "./nftables.ts";
 import { deleteRoutes, diffRoutes, type LiveRoutes } from "./iproute.ts";
 import type { DatapathConfig } from "./schema.ts";
 import type { Snapshot } from "./snapshot.ts";
@@ -22,6 +24,8 @@ export interface LiveState {
   readonly routes: LiveRoutes;
   readonly iptables: LiveIptables;
   readonly sets: LiveSets;
+  /** Our nftables table (absent: `NO_NFTABLES`). */
+  readonly nft: LiveNftables;
   /** sysctl values we care about, keyed "net.ipv4.conf.<if>.<name>". */
   readonly sysctls: Readonly<Record<string, number>>;
 }
@@ -46,6 +50,7 @@ export interface Transaction {
 /** Each backend's planner. */
 export const PLANNERS: Readonly<Record<Backend, DatapathPlanner>> = {
   iptables: iptablesPlanner,
+  nftables: nftablesPlanner,
 };
 
 /** What a pass may do beyond the datapath itself. */

@@ -91,7 +91,7 @@ export const DatapathConfig = z.object({
   /** The rtm_protocol that tags our ip rules and routes, so we find and remove exactly ours. */
   routeProtocol: z.int().min(5).max(255),
   /** Which datapath backend writes our rules (core/datapath.ts); `auto` is resolved in cmd/. */
-  backend: z.enum(["iptables"]).default("iptables"),
+  backend: z.enum(["iptables", "nftables"]).default("iptables"),
 });
 export type DatapathConfig = z.output<typeof DatapathConfig>;
 export type DatapathConfigInput = z.input<typeof DatapathConfig>;

@@ -455,6 +455,8 @@ export class Cluster {
       this.podVipDir,
       "-r",
       this.vipRouteDir,
+      "--backend",
+      this.spec.backend,
     ];
   }
 
@@ -462,20 +464,23 @@ export class Cluster {
    * A node's whole networking configuration as text, for byte-exact
    * before/after comparisons: iptables-save (minus its timestamp comments),
    * IPv4 rules, every IPv4 routing table, the ipset names and every
-   * interface's rp_filter. (IPv6 is left out: the kernel adds link-local
+   * interface's rp_filter, and the nftables tables (the nftables backend's
+   * own table must be gone too). (IPv6 is left out: the kernel adds link-local
    * routes on its own schedule.)
    */
   async ruleset(node: SimNode): Promise<string> {
-    const [iptables, rules, routes, sets, rpFilters] = await Promise.all([
+    const [iptables, rules, routes, sets, rpFilters, tables] = await Promise.all([
       node.ns.run(["iptables-save"]),
       node.ns.run(["ip", "-4", "rule", "show"]),
       node.ns.run(["ip", "-4", "route", "show", "table", "all"]),
       node.ns.run(["ipset", "list", "-n"]),
       // The agent loosens some; delete must give them back.
       node.ns.run(["sh", "-c", "grep -H . /proc/sys/net/ipv4/conf/*/rp_filter"]),
+      node.ns.run(["nft", "list", "tables"]),
     ]);
     const save = iptables.split("\n").filter((l) => !l.startsWith("#")).join("\n");
-    return [save, rules, routes, `ipsets: ${sets.trim()}`, rpFilters.trim()].join("\n--\n");
+    return [save, rules, routes, `ipsets: ${sets.trim()}`, rpFilters.trim(), tables.trim()]
+      .join("\n--\n");
   }
 
   /**

@@ -53,6 +53,8 @@ export const ClusterSpec = z.object({
    * cope with.
    */
   rpFilter: z.union([z.literal(0), z.literal(1), z.literal(2)]).default(1),
+  /** The agents' datapath backend (`--backend`). */
+  backend: z.enum(["iptables", "nftables"]).default("iptables"),
 });
 export type ClusterSpec = z.output<typeof ClusterSpec>;
 export type ClusterSpecInput = z.input<typeof ClusterSpec>;

@@ -58,6 +58,7 @@ interface ClusterFlags {
   iface: string;
   rpFilter: string;
   vipMode: string;
+  backend: string;
 }
 
 function addClusterFlags<C extends Command<[], Record<string, unknown>>>(command: C) {
@@ -85,6 +86,10 @@ function addClusterFlags<C extends Command<[], Record<string, unknown>>>(command
         "keepalived: the agents' keepalived (VRRP) places the VIPs and a failover stops the " +
           "holder's keepalived; manual: the simulator moves them (ip addr + gratuitous ARP)",
       ).choices(VIP_MODES).default("keepalived"),
+    )
+    .addOption(
+      new Option("--backend <backend>", "the agents' datapath backend")
+        .choices(["iptables", "nftables"]).default(DEFAULT_SPEC.backend),
     );
 }
 
@@ -95,6 +100,7 @@ function specFrom(flags: ClusterFlags): ClusterSpec {
     cni: flags.cni,
     iface: flags.iface,
     rpFilter: Number(flags.rpFilter),
+    backend: flags.backend,
   });
   if (!parsed.success) {
     throw new Exit(
@@ -106,6 +112,7 @@ function specFrom(flags: ClusterFlags): ClusterSpec {
           cni: "--cni",
           iface: "--iface",
           rpFilter: "--rp-filter",
+          backend: "--backend",
         })
       }`,
     );

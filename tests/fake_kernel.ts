@@ -8,6 +8,7 @@
 import { confirmSets, parseIpsetSave, parseIpsetTerse } from "../core/ipset.ts";
 import { parseChainListings, parseIptablesSave } from "../core/iptables.ts";
 import { CHAINS } from "../core/names.ts";
+import { NO_NFTABLES } from "../core/nftables.ts";
 import { parseRoutesBatch } from "../core/iproute.ts";
 import type { LiveState, Transaction } from "../core/plan.ts";
 import type { DatapathConfig } from "../core/schema.ts";
@@ -411,6 +412,7 @@ export class FakeKernel {
     return {
       backend: "nft",
       routes,
+      nft: NO_NFTABLES,
       iptables: { mangle: parseIptablesSave(mangle, "mangle"), nat: parseIptablesSave(nat, "nat") },
       sets: parseIpsetSave([...this.sets.keys()].map((s) => this.ipsetSave(s)).join("")),
       sysctls: Object.fromEntries(

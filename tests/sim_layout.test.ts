@@ -14,13 +14,14 @@ import {
 const hostGw = clusterLayout(ClusterSpec.parse({}));
 const vxlan = clusterLayout(ClusterSpec.parse({ cni: "vxlan", iface: "bond0", nodes: 2 }));
 
-Deno.test("sim layout: defaults are 3 nodes x 2 pods, eth0, host-gw, strict rp_filter", () => {
+Deno.test("sim layout: defaults are 3 nodes x 2 pods, eth0, host-gw, strict rp_filter, iptables", () => {
   assert.deepEqual(hostGw.spec, {
     nodes: 3,
     podsPerNode: 2,
     iface: "eth0",
     cni: "host-gw",
     rpFilter: 1,
+    backend: "iptables",
   });
   assert.deepEqual(hostGw.nodes.map((n) => [n.name, n.ip, n.podCidr]), [
     ["node1", "192.0.2.11", "10.244.1.0/24"],

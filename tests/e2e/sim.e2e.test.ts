@@ -85,6 +85,14 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "e2e sim: the story holds on the nftables backend (host-gw, keepalived; the CNI's iptables masquerade runs after our table)",
+  ...e2e,
+  fn: () =>
+    withCluster((c) => assertStory(c, "keepalived"), { cni: "host-gw", backend: "nftables" }),
+});
+
+Deno.test({
   name: "e2e sim: the story holds on a vxlan overlay with VIPs moved by hand",
   ...e2e,
   fn: () => withCluster((c) => assertStory(c, "manual"), { cni: "vxlan" }),

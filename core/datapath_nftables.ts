@@ -1,0 +1,29 @@
+/**
+ * Backend 2: native nftables (core/nftables.ts). A pass is one `nft -f`
+ * transaction: declarations, changed chains and element updates together,
+ * so there is no ordering between set and rule updates.
+ */
+import { type DatapathPlanner, step } from "./datapath.ts";
+import {
+  nftAfterApply,
+  nftRolesInForce,
+  planNftables,
+  removeNftables,
+  renderNft,
+} from "./nftables.ts";
+
+export const nftablesPlanner: DatapathPlanner = {
+  backend: "nftables",
+  plan(intent, live) {
+    return step("nft", "update our nftables table", renderNft(planNftables(intent, live.nft)));
+  },
+  remove(live) {
+    return step("nft", "remove our nftables table", renderNft(removeNftables(live.nft)));
+  },
+  rolesInForce(live, mask) {
+    return nftRolesInForce(live.nft, mask);
+  },
+  afterApply(_live, intent) {
+    return { nft: nftAfterApply(intent) };
+  },
+};

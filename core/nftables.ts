@@ -1,0 +1,431 @@
+/**
+ * Backend 2: native nftables. Everything lives in one table of our own,
+ * `inet kube-egress`, so `delete` is one `delete table` and nothing else is
+ * touched:
+ *
+ *   map pods            pod IP → goto vip-<id>          (unrestricted pods, O(1))
+ *   set nosteer         interval set of never-steered destinations
+ *   map scoped          pod . destination range → goto vip-<id>   (classes, one lookup)
+ *   set scoped-excluded pod . excluded range                         (one lookup)
+ *   map roles           mark → goto snat-<id>           (the role in force, as data)
+ *   chain vip-<id>      sets the VIP's mark under our mask (and the ct mark); on the
+ *                       holder first drops INVALID packets (they would leave un-NATed)
+ *   chain snat-<id>     holder: snat to the VIP; forwarder: a null binding (snat to
+ *                       the packet's own source) so no later masquerade rewrites it
+ *   chain prerouting    filter hook, priority mangle: nosteer, exclusions, the two maps
+ *   chain postrouting   nat hook, priority srcnat - 10: `oifname <if> mark vmap @roles`
+ *
+ * The static chains change only when VIPs or roles do; a pod added or removed
+ * is one element. A pass is one `nft -f` transaction of typed operations
+ * (`NftOp`), rendered to nft syntax by `renderNft` only. Every rule we write
+ * carries a comment with a hash of its own text, so the rules read back (JSON)
+ * are compared by those comments, never re-parsed.
+ */
+import { cidrContains, compareCidr, formatCidr, parseCidr } from "./ip.ts";
+import type { Intent, VipRole } from "./intent.ts";
+import { hex } from "./marks.ts";
+
+/** Our table's family and name. */
+export const NFT_FAMILY = "inet";
+export const NFT_TABLE = "kube-egress";
+
+/** Our table as read back: empty when it does not exist. */
+export interface LiveNftables {
+  readonly present: boolean;
+  /** Chain name → the hash comments of its rules, in order ("" for a rule without ours). */
+  readonly chains: ReadonlyMap<string, readonly string[]>;
+  /** Sets and maps that exist, by name. */
+  readonly sets: ReadonlySet<string>;
+  /** pods map: pod IP → target chain. */
+  readonly pods: ReadonlyMap<string, string>;
+  /** nosteer set: ranges as "a.b.c.d/n". */
+  readonly nosteer: ReadonlySet<string>;
+  /** scoped map: "pod . range" → target chain. */
+  readonly scoped: ReadonlyMap<string, string>;
+  /** scoped-excluded set: "pod . range". */
+  readonly excluded: ReadonlySet<string>;
+  /** roles map: mark → target chain. */
+  readonly roles: ReadonlyMap<number, string>;
+  /** The SNAT address of each holder chain (snat-<id> → VIP), for status. */
+  readonly snatTo: ReadonlyMap<string, string>;
+}
+
+/** No table of ours. */
+export const NO_NFTABLES: LiveNftables = {
+  present: false,
+  chains: new Map(),
+  sets: new Set(),
+  pods: new Map(),
+  nosteer: new Set(),
+  scoped: new Map(),
+  excluded: new Set(),
+  roles: new Map(),
+  snatTo: new Map(),
+};
+
+/** A set or map of ours, as declared. */
+export interface NftSetDecl {
+  readonly name: string;
+  readonly type: string;
+  /** Maps: the data type ("verdict"). */
+  readonly map?: string;
+  readonly interval?: boolean;
+}
+
+/** A base chain's hook. */
+export interface NftHook {
+  readonly type: "filter" | "nat";
+  readonly hook: "prerouting" | "postrouting";
+  readonly priority: string;
+}
+
+/** One operation of a transaction: typed data, rendered by `renderNft`. */
+export type NftOp =
+  | { readonly op: "add table" }
+  | { readonly op: "delete table" }
+  | { readonly op: "add set"; readonly set: NftSetDecl }
+  | { readonly op: "add chain"; readonly chain: string; readonly hook?: NftHook }
+  | { readonly op: "flush chain"; readonly chain: string }
+  | { readonly op: "delete chain"; readonly chain: string }
+  | { readonly op: "add rule"; readonly chain: string; readonly rule: string }
+  | {
+    readonly op: "add element" | "delete element";
+    readonly set: string;
+    readonly key: string;
+    /** Maps: the element's data (e.g. "goto vip-5"). */
+    readonly value?: string;
+  };
+
+const SETS: readonly NftSetDecl[] = [
+  { name: "pods", type: "ipv4_addr", map: "verdict" },
+  { name: "nosteer", type: "ipv4_addr", interval: true },
+  { name: "scoped", type: "ipv4_addr . ipv4_addr", map: "verdict", interval: true },
+  { name: "scoped-excluded", type: "ipv4_addr . ipv4_addr", interval: true },
+  { name: "roles", type: "mark", map: "verdict" },
+];
+
+const HOOKS: Readonly<Record<string, NftHook>> = {
+  prerouting: { type: "filter", hook: "prerouting", priority: "mangle" },
+  postrouting: { type: "nat", hook: "postrouting", priority: "srcnat - 10" },
+};
+
+/** FNV-1a of a rule's text: the comment it is written with, compared when read back. */
+export function ruleHash(rule: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < rule.length; i++) {
+    h ^= rule.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return `ke:${h.toString(16).padStart(8, "0")}`;
+}
+
+const vipChain = (role: VipRole) => `vip-${role.routeId}`;
+const snatChain = (role: VipRole) => `snat-${role.routeId}`;
+
+/** Our chains and their rules for an intent (nft syntax, without the hash comments). */
+export function nftChains(intent: Intent): Map<string, string[]> {
+  const { mask } = intent;
+  const keep = hex((~mask) >>> 0);
+  const chains = new Map<string, string[]>();
+  chains.set("prerouting", [
+    "ip daddr @nosteer return",
+    ...(intent.scoped.some((c) => c.excluded)
+      ? ["ip saddr . ip daddr @scoped-excluded return"]
+      : []),
+    "ip saddr vmap @pods",
+    ...(intent.scoped.length > 0 ? ["ip saddr . ip daddr vmap @scoped"] : []),
+  ]);
+  chains.set("postrouting", [`oifname "${intent.interface}" meta mark & ${hex(mask)} vmap @roles`]);
+  for (const role of intent.roles) {
+    chains.set(vipChain(role), [
+      // On the holder an INVALID packet would leave un-NATed; elsewhere it goes to the holder.
+      ...(role.role === "holder" ? ["ct state invalid drop"] : []),
+      // Replies of connections the pod did not originate return the way they came.
+      "ct direction reply return",
+      `meta mark set meta mark & ${keep} | ${hex(role.mark)}`,
+      `ct mark set ct mark & ${keep} | ${hex(role.mark)}`,
+    ]);
+    chains.set(snatChain(role), [
+      role.role === "holder" ? `snat ip to ${role.ip} fully-random` : "snat ip to ip saddr",
+    ]);
+  }
+  return chains;
+}
+
+/** Ranges with those inside another dropped: an interval set refuses overlapping elements. */
+export function outermost(cidrs: readonly string[]): string[] {
+  const parsed = [...new Set(cidrs.map((c) => formatCidr(parseCidr(c)!)))].sort(compareCidr)
+    .map((text) => ({ text, cidr: parseCidr(text)! }));
+  return parsed.filter(({ cidr }) =>
+    !parsed.some((o) => o.cidr.prefix < cidr.prefix && cidrContains(o.cidr, cidr.base))
+  ).map((p) => p.text);
+}
+
+/** The elements each set or map must hold for an intent. */
+export function nftElements(intent: Intent) {
+  const chainOfMark = new Map(intent.roles.map((r) => [r.mark, vipChain(r)]));
+  const pods = new Map<string, string>();
+  for (const [ip, mark] of intent.podMarks) pods.set(ip, `goto ${chainOfMark.get(mark)}`);
+  const scoped = new Map<string, string>();
+  const excluded = new Set<string>();
+  for (const cls of intent.scoped) {
+    const destinations = outermost(cls.destinations ?? ["0.0.0.0/0"]);
+    const exclusions = cls.excluded ? outermost(cls.excluded) : [];
+    for (const [ip, mark] of cls.podMarks) {
+      for (const range of destinations) {
+        scoped.set(`${ip} . ${range}`, `goto ${chainOfMark.get(mark)}`);
+      }
+      for (const range of exclusions) excluded.add(`${ip} . ${range}`);
+    }
+  }
+  return {
+    pods,
+    nosteer: new Set(outermost(intent.noSteer)),
+    scoped,
+    excluded,
+    roles: new Map(intent.roles.map((r) => [r.mark, `goto ${snatChain(r)}`])),
+  };
+}
+
+/**
+ * The operations that turn our live table into the intent's, or [] when
+ * nothing differs. Declarations are idempotent (`add`), chains are rewritten
+ * only when their rules differ, elements are added and deleted one by one,
+ * and chains no longer wanted go last, once nothing refers to them.
+ */
+export function planNftables(intent: Intent, live: LiveNftables): NftOp[] {
+  const chains = nftChains(intent);
+  const want = nftElements(intent);
+  const body: NftOp[] = [];
+  const setOps: NftOp[] = [];
+  for (const set of SETS) if (!live.sets.has(set.name)) setOps.push({ op: "add set", set });
+  const chainOps: NftOp[] = [];
+  for (const [chain, rules] of chains) {
+    const have = live.chains.get(chain);
+    const hashes = rules.map(ruleHash);
+    if (have && have.length === hashes.length && have.every((h, i) => h === hashes[i])) continue;
+    chainOps.push(
+      have ? { op: "flush chain", chain } : { op: "add chain", chain, hook: HOOKS[chain] },
+    );
+    for (const rule of rules) chainOps.push({ op: "add rule", chain, rule });
+  }
+  // Element changes; a changed map entry is deleted and added again in the same transaction.
+  const elementOps: NftOp[] = [];
+  const diffMap = <K>(
+    set: string,
+    have: ReadonlyMap<K, string>,
+    wantMap: ReadonlyMap<K, string>,
+    key: (k: K) => string,
+  ) => {
+    for (const [k, value] of have) {
+      if (wantMap.get(k) !== value) elementOps.push({ op: "delete element", set, key: key(k) });
+    }
+    for (const [k, value] of wantMap) {
+      if (have.get(k) !== value) elementOps.push({ op: "add element", set, key: key(k), value });
+    }
+  };
+  const diffSet = (set: string, have: ReadonlySet<string>, wantSet: ReadonlySet<string>) => {
+    for (const k of have) {
+      if (!wantSet.has(k)) elementOps.push({ op: "delete element", set, key: k });
+    }
+    for (const k of wantSet) if (!have.has(k)) elementOps.push({ op: "add element", set, key: k });
+  };
+  const text = (k: string) => k;
+  diffMap("pods", live.pods, want.pods, text);
+  diffSet("nosteer", live.nosteer, want.nosteer);
+  diffMap("scoped", live.scoped, want.scoped, text);
+  diffSet("scoped-excluded", live.excluded, want.excluded);
+  diffMap("roles", live.roles, want.roles, hex);
+  const staleChains: NftOp[] = [...live.chains.keys()].filter((c) => !chains.has(c)).sort()
+    .flatMap((chain) => [{ op: "flush chain", chain }, { op: "delete chain", chain }] as NftOp[]);
+  body.push(...setOps, ...chainOps, ...elementOps, ...staleChains);
+  if (body.length === 0) return [];
+  return [{ op: "add table" }, ...body];
+}
+
+/** The operations that remove our table (and with it everything of ours). */
+export function removeNftables(live: LiveNftables): NftOp[] {
+  return live.present ? [{ op: "delete table" }] : [];
+}
+
+/**
+ * The one renderer: typed operations → an `nft -f` script. Consecutive
+ * element operations on one set are written as one line (10,000 pods: one
+ * `add element` of 10,000 elements, which nft parses far faster than lines).
+ */
+export function renderNft(ops: readonly NftOp[]): string[] {
+  const t = `${NFT_FAMILY} ${NFT_TABLE}`;
+  const lines: string[] = [];
+  let batch: { head: string; elements: string[] } | undefined;
+  const flush = () => {
+    if (batch) lines.push(`${batch.head} { ${batch.elements.join(", ")} }`);
+    batch = undefined;
+  };
+  for (const o of ops) {
+    if (o.op === "add element" || o.op === "delete element") {
+      const verb = o.op === "add element" ? "add" : "delete";
+      const head = `${verb} element ${t} ${o.set}`;
+      const element = o.value !== undefined && verb === "add" ? `${o.key} : ${o.value}` : o.key;
+      if (batch?.head !== head) {
+        flush();
+        batch = { head, elements: [] };
+      }
+      batch.elements.push(element);
+      continue;
+    }
+    flush();
+    lines.push(renderOne(t, o as Exclude<NftOp, { op: "add element" | "delete element" }>));
+  }
+  flush();
+  return lines;
+}
+
+function renderOne(t: string, o: Exclude<NftOp, { op: "add element" | "delete element" }>): string {
+  {
+    switch (o.op) {
+      case "add table":
+        return `add table ${t}`;
+      case "delete table":
+        return `delete table ${t}`;
+      case "add set": {
+        const kind = o.set.map ? "map" : "set";
+        const type = o.set.map ? `${o.set.type} : ${o.set.map}` : o.set.type;
+        return `add ${kind} ${t} ${o.set.name} { type ${type};${
+          o.set.interval ? " flags interval;" : ""
+        } }`;
+      }
+      case "add chain":
+        return o.hook
+          ? `add chain ${t} ${o.chain} { type ${o.hook.type} hook ${o.hook.hook} priority ${o.hook.priority}; policy accept; }`
+          : `add chain ${t} ${o.chain}`;
+      case "flush chain":
+        return `flush chain ${t} ${o.chain}`;
+      case "delete chain":
+        return `delete chain ${t} ${o.chain}`;
+      case "add rule":
+        return `add rule ${t} ${o.chain} ${o.rule} comment "${ruleHash(o.rule)}"`;
+    }
+  }
+}
+
+type Json = Record<string, unknown>;
+
+/** One set element's key as we write it: "a.b.c.d", "a.b.c.d/n", "a . b/n", or a mark number. */
+function elementKey(value: unknown, interval: boolean): string {
+  if (typeof value === "string") return interval && !value.includes("/") ? `${value}/32` : value;
+  if (typeof value === "number") return String(value);
+  const v = value as Json;
+  if (v.prefix) {
+    const p = v.prefix as { addr: string; len: number };
+    return `${p.addr}/${p.len}`;
+  }
+  if (v.range) {
+    // nft prints a range that is not a prefix as such; ours are prefixes, so this is foreign.
+    const [a, b] = v.range as string[];
+    return `${a}-${b}`;
+  }
+  if (v.concat) {
+    const [pod, range] = v.concat as unknown[];
+    return `${elementKey(pod, false)} . ${elementKey(range, true)}`;
+  }
+  if (v.elem) return elementKey((v.elem as Json).val, interval);
+  return JSON.stringify(value);
+}
+
+function verdictOf(value: unknown): string {
+  const v = value as Json;
+  if (v.goto) return `goto ${(v.goto as Json).target}`;
+  if (v.jump) return `jump ${(v.jump as Json).target}`;
+  return JSON.stringify(value);
+}
+
+/** Parses `nft -j list table inet kube-egress`; an absent table reads as `NO_NFTABLES`. */
+export function parseNftJson(text: string): LiveNftables {
+  if (text.trim() === "") return NO_NFTABLES;
+  const items = (JSON.parse(text) as { nftables: Json[] }).nftables;
+  const chains = new Map<string, string[]>();
+  const sets = new Set<string>();
+  const pods = new Map<string, string>();
+  const nosteer = new Set<string>();
+  const scoped = new Map<string, string>();
+  const excluded = new Set<string>();
+  const roles = new Map<number, string>();
+  const snatTo = new Map<string, string>();
+  let present = false;
+  for (const item of items) {
+    // `nft list chains inet` lists every inet table's chains: only ours count.
+    const object = Object.values(item)[0] as Json;
+    const table = item.table ? object.name : object.table;
+    if (table !== NFT_TABLE || item.metainfo) continue;
+    if (item.table) present = true;
+    else if (item.chain) chains.set(String((item.chain as Json).name), []);
+    else if (item.rule) {
+      const rule = item.rule as Json;
+      const chain = String(rule.chain);
+      if (!chains.has(chain)) chains.set(chain, []);
+      chains.get(chain)!.push(typeof rule.comment === "string" ? rule.comment : "");
+      const snat = (rule.expr as Json[] | undefined)?.find((e) => e.snat)?.snat as Json | undefined;
+      if (snat && typeof snat.addr === "string") snatTo.set(chain, snat.addr);
+    } else if (item.set || item.map) {
+      const set = (item.set ?? item.map) as Json;
+      const name = String(set.name);
+      sets.add(name);
+      const interval = Array.isArray(set.flags) && set.flags.includes("interval");
+      for (const elem of (set.elem as unknown[] | undefined) ?? []) {
+        if (item.map) {
+          const [key, value] = elem as [unknown, unknown];
+          const k = elementKey(key, interval);
+          const target = verdictOf(value);
+          if (name === "pods") pods.set(k, target);
+          else if (name === "scoped") scoped.set(k, target);
+          else if (name === "roles") roles.set(Number(k), target);
+        } else {
+          const k = elementKey(elem, interval);
+          if (name === "nosteer") nosteer.add(k);
+          else if (name === "scoped-excluded") excluded.add(k);
+        }
+      }
+    }
+  }
+  return { present, chains, sets, pods, nosteer, scoped, excluded, roles, snatTo };
+}
+
+/** Mark → role of the roles map's elements (marks under other masks are ignored). */
+export function nftRolesInForce(
+  live: LiveNftables,
+  mask: number,
+): Map<number, VipRole["role"]> {
+  const roles = new Map<number, VipRole["role"]>();
+  for (const [mark, target] of live.roles) {
+    if ((mark & ~mask) !== 0) continue;
+    const chain = target.replace(/^goto /, "");
+    roles.set(mark, live.snatTo.has(chain) ? "holder" : "forwarder");
+  }
+  return roles;
+}
+
+/** Our table as a transaction planned from `live` leaves it once applied (hashes included). */
+export function nftAfterApply(intent: Intent): LiveNftables {
+  const want = nftElements(intent);
+  const chains = nftChains(intent);
+  const snatTo = new Map<string, string>();
+  for (const r of intent.roles) if (r.role === "holder") snatTo.set(snatChain(r), r.ip);
+  return {
+    present: true,
+    chains: new Map([...chains].map(([c, rules]) => [c, rules.map(ruleHash)])),
+    sets: new Set(SETS.map((s) => s.name)),
+    pods: want.pods,
+    nosteer: want.nosteer,
+    scoped: want.scoped,
+    excluded: want.excluded,
+    roles: want.roles,
+    snatTo,
+  };
+}
+
+/** True when `listed` (a chain listing) shows our table with exactly the chains `known` has. */
+export function sameChains(known: LiveNftables, listed: LiveNftables): boolean {
+  if (!known.present) return false;
+  const names = [...listed.chains.keys()];
+  return names.length === known.chains.size && names.every((n) => known.chains.has(n));
+}
