@@ -31,11 +31,12 @@ import {
   writeRpFilterOriginals,
 } from "./rp_filter_state.ts";
 import type { VipPlacement } from "./keepalived.ts";
+import type { GuardObserver } from "./guard.ts";
 import { type ApplyReport, type Host, InterfaceMissingError, StepError } from "./system.ts";
 import { errorMessage } from "../core/errors.ts";
 
 /** Someone who wants to know what the agent did (metrics, Kubernetes Events, benchmarks). */
-export interface AgentObserver {
+export interface AgentObserver extends GuardObserver {
   /** When a pass begins (liveness: a pass that never ends is a wedged loop). */
   passStarted?(trigger: string): void;
   /** After every pass, successful or not. */
@@ -95,6 +96,17 @@ export interface AgentSettings {
    * gratuitous ARP: cmd/announce.ts). Its failures never fail the pass.
    */
   readonly neighbours?: { after(changes: readonly RoleChange[]): Promise<void> };
+  /**
+   * The guard (cmd/guard.ts): told every pass's VIPs and which this node holds,
+   * removed by `deleteAll`. Absent: no guard table.
+   */
+  readonly guard?: PassGuard;
+}
+
+/** What the agent needs of the guard. */
+export interface PassGuard {
+  update(snapshot: Snapshot, held: readonly string[], trigger: string): Promise<void>;
+  delete(): Promise<boolean>;
 }
 
 export interface PassResult {
@@ -234,6 +246,10 @@ export class Agent {
         : { sets: live.sets, nft: live.nft };
       if (!dryRun) this.#leftoversChecked = true;
       this.#reportRoles(new Map(desired.roles.map((r) => [r.ip, r.role])));
+      if (!dryRun) {
+        const held = desired.roles.filter((r) => r.role === "holder").map((r) => r.ip);
+        await this.#settings.guard?.update(snapshot, held, trigger);
+      }
       const result: PassResult = {
         ok: true,
         changed: lines > 0,
@@ -387,6 +403,7 @@ export class Agent {
       return { processes: live.processes, bytes: 0, lines };
     }
     const report = await this.#host.apply(transaction);
+    if (await this.#settings.guard?.delete()) this.#log.info("removed the guard table");
     if (stateDir !== undefined) await removeRpFilterOriginals(stateDir);
     const processes = live.processes + report.processes;
     this.#log.info("deleted all kube-egress rules, sets, routes and chains", { lines, processes });

@@ -11,6 +11,7 @@ import { FileSource } from "./files.ts";
 import { KubeClient } from "./kube/client.ts";
 import { Controller, HolderReporter } from "./kube/controller.ts";
 import { LeaderElector } from "./kube/leader.ts";
+import { GuardEvents } from "./kube/guard_events.ts";
 import { KubeSource } from "./kube/source.ts";
 import type { Logger } from "./log.ts";
 import type { CommonSettings } from "./options.ts";
@@ -78,7 +79,7 @@ export async function openInputs(
   return {
     readInputs: source.readInputs,
     watchInputs: source.watchInputs,
-    observers: [holder],
+    observers: [holder, new GuardEvents(client, source, log, settings.placement.nodeName)],
     readiness: () => source.problem(),
     async stop() {
       holder.stop();

@@ -14,6 +14,8 @@ import $ from "dax";
 import { Agent, type AgentObserver, type AgentSettings, runLoop } from "./agent.ts";
 import { ConntrackSync } from "./conntrackd.ts";
 import { NeighbourAnnouncer } from "./announce.ts";
+import type { PassGuard } from "./agent.ts";
+import { deleteGuardTable, Guard } from "./guard.ts";
 import { fileInputs, type Inputs, openInputs } from "./inputs.ts";
 import { createLogger, fatalLine, type LogFormat, logFormatFromArgs, type Logger } from "./log.ts";
 import {
@@ -129,9 +131,11 @@ function newAgent(
   placement?: VipPlacement,
   conntrackSync?: AgentSettings["conntrackSync"],
   neighbours?: NeighbourAnnouncer,
+  guard: PassGuard = REMOVE_GUARD_ONLY,
 ): Agent {
   return new Agent(host, log, {
     conntrackSync,
+    guard,
     config: settings.config,
     readInputs: inputs.readInputs,
     dryRun,
@@ -155,6 +159,41 @@ function newNeighbours(
     log,
     settings.placement.mode === "external",
   );
+}
+
+/** Agents that do not guard (one-shot runs, `delete`) still remove a guard table a running agent left. */
+const REMOVE_GUARD_ONLY: PassGuard = {
+  update: () => Promise.resolve(),
+  delete: () => deleteGuardTable(),
+};
+
+/**
+ * The guard of a running agent (cmd/guard.ts), unless `--guard off` or a dry
+ * run. The files source knows no Nodes: `--node-addresses`, else the unicast
+ * peers, are every VIP's nodes; without either the guard only watches.
+ */
+function newGuard(
+  settings: CommonSettings,
+  log: Logger,
+  dryRun: boolean,
+  observers: readonly AgentObserver[],
+): Guard | undefined {
+  if (settings.guard === "off" || dryRun) return undefined;
+  const { unicastPeers } = settings.placement;
+  const nodes = settings.nodeAddresses.length > 0
+    ? settings.nodeAddresses
+    : Array.isArray(unicastPeers) && unicastPeers.length > 0
+    ? unicastPeers
+    : undefined;
+  return new Guard({
+    iface: settings.config.interface,
+    mask: settings.config.markMask,
+    vrrp: settings.placement.mode === "keepalived",
+    vridOffset: settings.placement.vridOffset,
+    ...(settings.source === "files" && nodes ? { nodes } : {}),
+    log,
+    observers,
+  });
 }
 
 /** keepalived's settings for this node, from the flags. */
@@ -352,6 +391,8 @@ async function runAgent(
   if (inputs.readiness) ops?.health.addCondition(settings.source, inputs.readiness);
   const neighbours = newNeighbours(settings, log, dryRun);
   const sync = dryRun ? undefined : await newConntrackSync(settings, log);
+  const allObservers = [...inputs.observers, ...observers];
+  const guard = newGuard(settings, log, dryRun, allObservers)?.start();
   const agent = newAgent(
     agentHost,
     log,
@@ -362,6 +403,7 @@ async function runAgent(
     placement,
     sync,
     neighbours,
+    guard,
   );
   try {
     await runLoop(agent, agentHost, config, log, {
@@ -374,6 +416,7 @@ async function runAgent(
     neighbours?.stop();
     // After the hand-over: the new holders committed what they had by then.
     await sync?.stop();
+    guard?.stop();
     await inputs.stop();
     await ops?.close();
   }

@@ -17,6 +17,7 @@ import { TakeoverTimer } from "../core/takeover.ts";
 import type { DatapathConfig } from "../core/schema.ts";
 import type { AgentObserver, PassResult, Role } from "./agent.ts";
 import type { Host } from "./system.ts";
+import type { GuardAlert } from "../core/guard.ts";
 
 const PREFIX = "kube_egress_";
 
@@ -57,6 +58,9 @@ export class AgentMetrics implements AgentObserver {
   readonly #gap;
   readonly #takeoverAt;
   readonly #kernelReadErrors;
+  readonly #guardRefused;
+  readonly #guardAlerts;
+  readonly #guardDefences;
 
   constructor(options: MetricsOptions) {
     this.#options = options;
@@ -123,8 +127,55 @@ export class AgentMetrics implements AgentObserver {
       "kernel_read_errors_total",
       "Scrapes whose read of the kernel's rules and counters failed (kernel figures kept).",
     );
+    this.#guardRefused = counter(
+      "guard_refused_packets_total",
+      "Packets the guard dropped, by kind: claim (an ARP for a VIP from a MAC that is no node of it), " +
+        "advert (a VRRP advert for our router id from an address that is no node of the VIP), " +
+        "next_hop (a mapped pod's packet towards a MAC that is no node of its VIP).",
+      ["kind"],
+    );
+    for (const kind of ["claim", "advert", "next_hop"]) this.#guardRefused.inc({ kind }, 0);
+    this.#guardAlerts = counter(
+      "guard_alerts_total",
+      "Readings of the guard table that found new refusals, per VIP and kind (claim on a VIP this " +
+        "node holds = an address conflict).",
+      ["vip", "kind"],
+    );
+    this.#guardDefences = counter(
+      "guard_defences_total",
+      "Gratuitous ARPs this node sent to defend a VIP it holds against another MAC's claim.",
+      ["vip"],
+    );
     this.#registerKernelMetrics();
     this.#registerProcessMetrics();
+  }
+
+  // ---- GuardObserver ----
+
+  #guardCounts: Record<string, number> = {};
+
+  guardCounters(counters: Readonly<Record<string, number>>): void {
+    const kinds = {
+      claims_refused: "claim",
+      adverts_refused: "advert",
+      next_hops_refused: "next_hop",
+    } as const;
+    for (const [name, kind] of Object.entries(kinds)) {
+      const now = counters[name] ?? 0;
+      const before = this.#guardCounts[name] ?? 0;
+      // A table removed and written again starts from 0: count all of it as new.
+      const grown = now >= before ? now - before : now;
+      if (grown > 0) this.#guardRefused.inc({ kind }, grown);
+      this.#guardCounts[name] = now;
+    }
+  }
+
+  guardAlert(alert: GuardAlert): void {
+    this.#guardAlerts.inc({ vip: alert.vip, kind: alert.kind.replace("-", "_") });
+  }
+
+  guardDefence(vip: string): void {
+    this.#guardDefences.inc({ vip });
   }
 
   // ---- AgentObserver ----

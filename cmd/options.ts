@@ -186,6 +186,21 @@ export const PLACEMENT_FLAGS: readonly FlagSpec[] = [
     description:
       "this node's address on that interface (default: its first IPv4 address that is not a /32)",
   },
+  {
+    flags: "--guard <mode>",
+    description:
+      "on (default): only nodes that may hold a VIP attract its traffic, advertise it by VRRP or claim it by ARP " +
+      "(an nftables table of our own; refusals are counted and reported, the holder defends its VIPs); off: no guard table",
+    defaultValue: "on",
+  },
+  {
+    flags: "--node-addresses <ip>",
+    description:
+      "the nodes' LAN addresses, for the guard with --source files (default: the --vrrp-unicast-peers list); " +
+      "repeat or comma-separate",
+    defaultValue: [],
+    list: true,
+  },
 ];
 
 /** Flag labels for error messages, keyed by the config field they feed. */
@@ -214,6 +229,8 @@ const LABELS: Record<string, string> = {
   conntrackSync: "--conntrack-sync",
   syncInterface: "--conntrack-sync-interface",
   syncAddress: "--conntrack-sync-address",
+  guard: "--guard",
+  nodeAddresses: "--node-addresses",
   source: "--source",
   kubeconfig: "--kubeconfig",
   leaseNamespace: "--lease-namespace",
@@ -268,6 +285,8 @@ const CommonSettingsSchema = z.object({
     syncInterface: interfaceName.optional(),
     syncAddress: ipv4.optional(),
   }),
+  guard: z.enum(["on", "off"], { error: 'must be "on" or "off"' }),
+  nodeAddresses: z.array(ipv4, { error: "must be IPv4 addresses" }),
   source: z.enum(["files", "kubernetes"], { error: 'must be "files" or "kubernetes"' }),
   kubeconfig: z.string().min(1).optional(),
   leaseNamespace: z.string().regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, {
@@ -309,6 +328,8 @@ export function commonSettings(flags: Record<string, unknown>): ParseResult<Comm
       syncInterface: flags.conntrackSyncInterface,
       syncAddress: flags.conntrackSyncAddress,
     },
+    guard: flags.guard ?? "on",
+    nodeAddresses: flags.nodeAddresses ?? [],
     source: flags.source ?? "files",
     kubeconfig: flags.kubeconfig,
     leaseNamespace: flags.leaseNamespace,

@@ -22,6 +22,8 @@ export interface RawVip {
   readonly eligible?: unknown;
   /** VRRP over unicast: the addresses of the nodes that may hold it (absent: the flag's list or multicast). */
   readonly peers?: unknown;
+  /** The LAN addresses of the nodes that may hold it (the guard: core/guard.ts); absent: unknown. */
+  readonly nodes?: unknown;
 }
 
 /** A pod → VIP mapping as a source read it. */
@@ -55,6 +57,8 @@ export interface Vip {
   readonly eligible?: boolean;
   /** VRRP unicast peers for this VIP's instance, sorted. */
   readonly peers?: readonly string[];
+  /** The LAN addresses of the nodes that may hold it, sorted; absent: the source does not know. */
+  readonly nodes?: readonly string[];
 }
 
 export interface PodMapping {
@@ -83,6 +87,7 @@ const VipSchema = z.object({
   routeId: routeIdInput,
   eligible: z.boolean({ error: "must be true or false" }).optional(),
   peers: z.array(ipv4).optional(),
+  nodes: z.array(ipv4).optional(),
 });
 /**
  * Canonical, sorted, unique ranges, so equal restrictions compare equal. An
@@ -108,6 +113,7 @@ const FIELD_LABELS = {
   routeId: "route id",
   eligible: "eligible",
   peers: "VRRP peers",
+  nodes: "node addresses",
   destinations: "destination CIDRs",
   excluded: "excluded CIDRs",
 };
@@ -219,11 +225,12 @@ export function validateSnapshot(
     }
   }
   const vips = uniqueVips.filter((v) => !rejectedVips.has(v.ip))
-    .map(({ ip, routeId, eligible, peers }) => ({
+    .map(({ ip, routeId, eligible, peers, nodes }) => ({
       ip,
       routeId,
       ...(eligible === undefined ? {} : { eligible }),
       ...(peers === undefined ? {} : { peers }),
+      ...(nodes === undefined ? {} : { nodes }),
     }))
     .sort((a, b) => compareIPv4(a.ip, b.ip));
   const knownVips = new Set(vips.map((v) => v.ip));

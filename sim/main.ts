@@ -32,7 +32,8 @@ import { NetnsSet, newRunId, runNamespaces } from "./netns.ts";
 import { ImageAgents } from "./image_agents.ts";
 import { PrivateDockerd } from "../image/docker.ts";
 import { findState, listStates, removeState, RUN_ID, saveState } from "./state.ts";
-import { expectedSources, mappingsByIp, runStory, storyPlan } from "./story.ts";
+import { expectedSources, mappingsByIp, rogueLine, runStory, storyPlan } from "./story.ts";
+import { dropVrrpMulticast } from "./placement.ts";
 import {
   keepalivedVips,
   manualVips,
@@ -196,7 +197,7 @@ async function withCluster<T>(
 }
 
 async function storyCommand(
-  flags: ClusterFlags & { agents: string; source?: string },
+  flags: ClusterFlags & { agents: string; source?: string; rogue?: boolean; vrrp?: string },
 ): Promise<number> {
   const spec = specFrom(flags);
   if (flags.source === "kubernetes" && flags.agents === "image") {
@@ -234,11 +235,24 @@ async function storyCommand(
       });
     },
     async (cluster) => {
+      let driver = vipDriver(flags.vipMode as VipMode, cluster);
+      if (flags.vrrp === "unicast" && driver.mode === "keepalived") {
+        await dropVrrpMulticast(cluster);
+        driver = {
+          ...driver,
+          agentFlags: [
+            ...driver.agentFlags,
+            "--vrrp-unicast-peers",
+            cluster.nodes.map((n) => n.ip).join(","),
+          ],
+        };
+      }
       const result = await runStory(cluster, {
-        driver: vipDriver(flags.vipMode as VipMode, cluster),
+        driver,
         say: (line) => console.log(line),
+        rogue: flags.rogue === true,
       });
-      const checks = result.phases.flatMap((p) => p.checks);
+      const checks = result.phases.filter((p) => !p.informational).flatMap((p) => p.checks);
       const failed = checks.filter((c) => !c.ok).length;
       const f = result.failover;
       console.log(
@@ -249,6 +263,10 @@ async function storyCommand(
           (f?.streamer
             ? `; failover of ${f.vip} ${f.from} → ${f.to}: gap ${f.gapMs ?? "∞"} ms, ` +
               `${f.wrongSource} packet(s) with a wrong source`
+            : "") +
+          (result.rogue
+            ? `; ${rogueLine(result.rogue)}; replies while the rogue was present: ` +
+              `${result.rogue.repliedChecks[0]}/${result.rogue.repliedChecks[1]} checks`
             : "") +
           `; rulesets equal to the baseline on ${
             result.baseline.filter((b) => b.equal).length
@@ -554,10 +572,31 @@ export function buildProgram(done: (code: number) => void) {
           "files: the mapping directories (the old kube-egress); kubernetes: the test API server " +
             "and real kubectl (EgressVIP/EgressPolicy objects, statuses, deletion, uninstall)",
         ).choices(["files", "kubernetes"]).default("files"),
+      )
+      .option(
+        "--rogue",
+        "add a host on the LAN that is no node: it advertises every VIP's router id with VRRP " +
+          "priority 255, answers ARP for the VIPs and sends gratuitous ARPs for them, from after " +
+          "the first check through the failover; prints `rogue: packets attracted <N>, adverts " +
+          "refused <A>, alerts <E>`",
+      )
+      .addOption(
+        new Option(
+          "--vrrp <transport>",
+          "multicast: adverts to 224.0.0.18; unicast: every node drops multicast adverts and " +
+            "the agents run with --vrrp-unicast-peers <every node> (keepalived mode)",
+        ).choices(["multicast", "unicast"]).default("multicast"),
       ),
   ).action(
     action((flags) =>
-      storyCommand(flags as unknown as ClusterFlags & { agents: string; source?: string })
+      storyCommand(
+        flags as unknown as ClusterFlags & {
+          agents: string;
+          source?: string;
+          rogue?: boolean;
+          vrrp?: string;
+        },
+      )
     ),
   );
 

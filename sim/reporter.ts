@@ -22,13 +22,26 @@ udp.on("message", (message, peer) => {
   record("udp", peer.address, peer.port, message.toString());
   udp.send(`${peer.address}\n`, peer.port, peer.address);
 });
+// A reply that cannot be sent (a rogue on the LAN answering for the VIP) must not end the witness.
+udp.on("error", () => {});
 udp.bind(Number(udpPort), "0.0.0.0");
 
 const listener = Deno.listen({ port: Number(tcpPort), hostname: "0.0.0.0" });
 console.log(
   JSON.stringify({ t: Date.now(), proto: "ready", src: "", data: `${tcpPort}/${udpPort}` }),
 );
-for await (const conn of listener) {
+/** Accepts for ever: a connection reset before it is accepted (ECONNABORTED) is skipped. */
+async function* connections(): AsyncGenerator<Deno.Conn> {
+  while (true) {
+    try {
+      yield await listener.accept();
+    } catch (error) {
+      if (error instanceof Deno.errors.BadResource) return;
+    }
+  }
+}
+
+for await (const conn of connections()) {
   (async () => {
     const { hostname: src, port } = conn.remoteAddr as Deno.NetAddr;
     const buffer = new Uint8Array(64);

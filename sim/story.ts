@@ -11,6 +11,9 @@ import type { Cluster, SimNode, SimPod } from "./cluster.ts";
 import { agentCommand, type AgentProcess, startAgent } from "./agents.ts";
 import { checkPods, checksLegend, type PodCheck, renderChecks } from "./check.ts";
 import type { VipDriver } from "./vip.ts";
+import { Rogue, ROGUE_IP } from "./rogue.ts";
+import { errorMessage } from "../core/errors.ts";
+import { GUARD_FAMILY, GUARD_TABLE, parseGuard } from "../core/guard.ts";
 
 /** VIPs the story may use: 192.0.2.50-59, route id = last octet - 45 (5-14). */
 const CANDIDATE_VIPS = Array.from({ length: 10 }, (_, i) => `${LAN_PREFIX}.${50 + i}`);
@@ -87,6 +90,12 @@ export function expectedSources(
 export interface StoryPhase {
   readonly title: string;
   readonly checks: readonly PodCheck[];
+  /**
+   * Shown, not counted: the replies to the VIP while a rogue floods the LAN
+   * with gratuitous ARPs follow whichever ARP the router heard last (README,
+   * "Only nodes attract egress traffic").
+   */
+  readonly informational?: boolean;
 }
 
 /** The failover, and what the streaming pod's traffic saw during it. */
@@ -106,8 +115,22 @@ export interface StoryFailover {
   readonly ok: boolean;
 }
 
+/** What the rogue got (`sim --rogue`). */
+export interface StoryRogue {
+  /** Packets of mapped pods that reached the rogue (target 0). */
+  readonly attracted: number;
+  /** VRRP adverts the nodes' guards refused. */
+  readonly advertsRefused: number;
+  /** Alerts the agents raised (each a log line, a metric and, with Kubernetes, an Event). */
+  readonly alerts: number;
+  /** The pod checks while the rogue was present that got their replies, of all of them. */
+  readonly repliedChecks: readonly [number, number];
+  readonly ok: boolean;
+}
+
 export interface StoryResult {
   readonly ok: boolean;
+  readonly rogue?: StoryRogue;
   readonly phases: readonly StoryPhase[];
   readonly failover?: StoryFailover;
   /** Per node: the ruleset after `delete` equals the one before the agents started. */
@@ -120,6 +143,25 @@ export interface StoryOptions {
   readonly driver: VipDriver;
   /** Where the story is told (console.log for `deno task sim`, nothing in tests). */
   readonly say?: (line: string) => void;
+  /** Add a rogue LAN host after the first check, present through the failover (sim/rogue.ts). */
+  readonly rogue?: boolean;
+}
+
+/** The rogue line, exactly as issue 15 asks for it. */
+export function rogueLine(r: Pick<StoryRogue, "attracted" | "advertsRefused" | "alerts">): string {
+  return `rogue: packets attracted ${r.attracted}, adverts refused ${r.advertsRefused}, alerts ${r.alerts}`;
+}
+
+/** Adverts the node's guard refused so far (0 without a guard table). */
+async function advertsRefused(node: SimNode): Promise<number> {
+  const r = await node.ns.exec(["nft", "-j", "list", "table", GUARD_FAMILY, GUARD_TABLE]);
+  return r.code === 0 ? (parseGuard(r.stdout)?.counters.adverts_refused ?? 0) : 0;
+}
+
+/** Where the agents send VRRP adverts by unicast (none: multicast). */
+function unicastPeersOf(flags: readonly string[]): string[] | undefined {
+  const i = flags.indexOf("--vrrp-unicast-peers");
+  return i >= 0 ? flags[i + 1].split(",") : undefined;
 }
 
 function mark(ok: boolean): string {
@@ -141,9 +183,10 @@ function settled(
   cluster: Cluster,
   agents: readonly AgentProcess[],
   holders: ReadonlyMap<string, SimNode>,
+  timeoutMs = 30_000,
 ): Promise<void[]> {
   return Promise.all(
-    [...holders].map(([vip, node]) => waitForPlacement(cluster, agents, vip, node, 30_000)),
+    [...holders].map(([vip, node]) => waitForPlacement(cluster, agents, vip, node, timeoutMs)),
   );
 }
 
@@ -164,10 +207,14 @@ export async function runStory(cluster: Cluster, options: StoryOptions): Promise
   const plan = storyPlan(cluster.layout);
   const vips = Object.keys(plan.vips);
   const phases: StoryPhase[] = [];
-  const check = async (title: string, mappings: ReadonlyMap<string, string>) => {
+  const check = async (
+    title: string,
+    mappings: ReadonlyMap<string, string>,
+    informational = false,
+  ) => {
     const started = performance.now();
     const checks = await checkPods(cluster, expectedSources(cluster.pods, mappings));
-    phases.push({ title, checks });
+    phases.push({ title, checks, ...(informational ? { informational } : {}) });
     say(`\n${title} (${Math.round(performance.now() - started)} ms)`);
     say(checksLegend(cluster));
     say(renderChecks(checks));
@@ -183,6 +230,8 @@ export async function runStory(cluster: Cluster, options: StoryOptions): Promise
   );
   let failover: StoryResult["failover"];
   let holders: Map<string, SimNode>;
+  let rogue: Rogue | undefined;
+  let rogueResult: StoryRogue | undefined;
   try {
     // The mappings appear once every agent runs, so that every keepalived starts
     // its VRRP instances at the same moment and the elected holders are the
@@ -208,6 +257,60 @@ export async function runStory(cluster: Cluster, options: StoryOptions): Promise
         ` (${((performance.now() - started) / 1000).toFixed(1)} s after the mappings appeared)`,
     );
     await check("every pod, as seen from outside:", plan.mappings);
+
+    /** Stops the rogue, reports what it got, and waits 2 s: the next check must find every pod well. */
+    const finishRogue = async () => {
+      if (!rogue || rogueResult) return;
+      const attracted = await rogue.attracted();
+      say(`\nthe rogue stops (keepalived killed, no priority-0 advert, unplugged)`);
+      await rogue.stop();
+      const refused = (await Promise.all(cluster.nodes.map(advertsRefused)))
+        .reduce((a, b) => a + b, 0);
+      const alerts = agents.flatMap((a) => a.lines).filter((l) => /guard: /.test(l)).length;
+      const during = phases.filter((p) => p.informational).flatMap((p) => p.checks);
+      rogueResult = {
+        attracted,
+        advertsRefused: refused,
+        alerts,
+        repliedChecks: [during.filter((c) => c.ok).length, during.length],
+        ok: attracted === 0 && refused > 0 && alerts > 0,
+      };
+      say(rogueLine(rogueResult));
+      await new Promise((r) => setTimeout(r, 2000));
+    };
+
+    if (options.rogue) {
+      say(
+        `\na rogue joins the LAN (${ROGUE_IP}, no node): VRRP priority 255 for the router ids of ` +
+          `${vips.join(" and ")}${
+            unicastPeersOf(driver.agentFlags) ? " (unicast to every node)" : ""
+          }, ARP answers for them and a gratuitous ARP for each every 300 ms`,
+      );
+      rogue = await Rogue.start(cluster, {
+        vips: plan.vips,
+        unicastPeers: unicastPeersOf(driver.agentFlags),
+      });
+      await new Promise((r) => setTimeout(r, 2000));
+      const held = await settled(cluster, agents, holders, 5_000).then(
+        () => true,
+        (error) => {
+          say(`the VIPs left their holders: ${errorMessage(error)}`);
+          return false;
+        },
+      );
+      await check(
+        "every pod, with the rogue on the LAN for 2 s (not counted: the replies follow the " +
+          "router's last ARP, the holders re-announce):",
+        plan.mappings,
+        true,
+      );
+      if (!held) {
+        // The rogue won VRRP: end it now, so that the failover below has holders again.
+        await finishRogue();
+        rogueResult = { ...rogueResult!, ok: false };
+        await settled(cluster, agents, holders);
+      }
+    }
 
     if (plan.failoverTo !== undefined) {
       const vip = plan.failoverVip;
@@ -257,7 +360,13 @@ export async function runStory(cluster: Cluster, options: StoryOptions): Promise
       holders = new Map([...holders, [vip, to]]);
       await settled(cluster, agents, holders);
       say(`${vip} is now on ${to.name}; every agent follows`);
-      await check(`after the failover of ${vip} to ${to.name}:`, plan.mappings);
+      await finishRogue();
+      await check(
+        `after the failover of ${vip} to ${to.name}${
+          rogue ? ", 2 s after the rogue stopped" : ""
+        }:`,
+        plan.mappings,
+      );
       const after = await driver.afterFailover(vip, from);
       if (after) {
         holders = new Map([...holders, [vip, from]]);
@@ -267,6 +376,11 @@ export async function runStory(cluster: Cluster, options: StoryOptions): Promise
     }
 
     if (plan.failoverTo === undefined) say("\n(one node: there is no other node to fail over to)");
+
+    if (rogue && !rogueResult) {
+      await finishRogue();
+      await check("every pod, 2 s after the rogue stopped:", plan.mappings);
+    }
 
     const remaining = new Map([...plan.mappings].filter(([pod]) => pod !== plan.unmap));
     const since = agents.map((a) => a.lines.length);
@@ -278,6 +392,7 @@ export async function runStory(cluster: Cluster, options: StoryOptions): Promise
     phases.push({ title: `after removing ${plan.unmap}'s mapping`, checks: [after] });
     say(renderChecks([after]));
   } finally {
+    await rogue?.stop();
     say(`\nstopping the agents (SIGTERM: rules stay in place) and running delete on every node`);
     for (const agent of agents) await agent.stop("SIGTERM");
   }
@@ -303,7 +418,14 @@ export async function runStory(cluster: Cluster, options: StoryOptions): Promise
       baselineResult.map((b) => `${b.node} ${mark(b.equal)}`).join("  "),
   );
   for (const line of baselineDiff) say(`  ${line}`);
-  const ok = phases.every((p) => p.checks.every((c) => c.ok)) &&
-    baselineResult.every((b) => b.equal) && (failover?.ok ?? true);
-  return { ok, phases, failover, baseline: baselineResult, baselineDiff };
+  const ok = phases.every((p) => p.informational || p.checks.every((c) => c.ok)) &&
+    baselineResult.every((b) => b.equal) && (failover?.ok ?? true) && (rogueResult?.ok ?? true);
+  return {
+    ok,
+    phases,
+    failover,
+    baseline: baselineResult,
+    baselineDiff,
+    ...(rogueResult ? { rogue: rogueResult } : {}),
+  };
 }

@@ -148,7 +148,15 @@ export function keepalivedVips(
   let failedAt = performance.now();
   return {
     mode: "keepalived",
-    agentFlags: ["--vip-mode", "keepalived", "--vrrp-preempt-delay", String(preemptDelay)],
+    // The files source knows no Nodes: the node list makes the guard enforce (core/guard.ts).
+    agentFlags: [
+      "--vip-mode",
+      "keepalived",
+      "--vrrp-preempt-delay",
+      String(preemptDelay),
+      "--node-addresses",
+      nodes.map((n) => n.ip).join(","),
+    ],
     async settle(wanted) {
       const vips = [...wanted.keys()];
       // Agents that start a little apart may elect a lower node first; the

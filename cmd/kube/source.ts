@@ -30,7 +30,7 @@ import {
   type Resource,
 } from "../../core/kube/resources.ts";
 import { type ClusterView, selectEgress, type Selection } from "../../core/kube/selection.ts";
-import { eligibleVips, vrrpPeers } from "../../core/kube/placement.ts";
+import { eligibleVips, guardNodes, vrrpPeers } from "../../core/kube/placement.ts";
 import type { RawSnapshot } from "../../core/snapshot.ts";
 import type { Logger } from "../log.ts";
 import type { KubeClient } from "./client.ts";
@@ -72,6 +72,8 @@ export type ItemListener = (
 interface PlacementView {
   readonly eligible: Set<string>;
   readonly peers?: Map<string, string[]>;
+  /** Per VIP: the nodes that may hold it, cordoned ones included (the guard). */
+  readonly nodes: Map<string, string[]>;
 }
 
 export class KubeSource {
@@ -240,13 +242,14 @@ export class KubeSource {
 
   #withEligibility(raw: RawSnapshot): RawSnapshot {
     if (this.#nodeName === undefined || !this.nodes.store.has(this.#nodeName)) return raw;
-    const { eligible, peers } = this.#placementFor(this.#nodeName);
+    const { eligible, peers, nodes } = this.#placementFor(this.#nodeName);
     return {
       ...raw,
       vips: raw.vips.map((v) => ({
         ...v,
         eligible: eligible.has(String(v.ip)),
         ...(peers ? { peers: peers.get(String(v.ip)) ?? [] } : {}),
+        nodes: nodes.get(String(v.ip)) ?? [],
       })),
     };
   }
@@ -264,6 +267,7 @@ export class KubeSource {
         peers: this.#vrrpPeers
           ? vrrpPeers(this.vips.store.values(), this.nodes.store.values())
           : undefined,
+        nodes: guardNodes(this.vips.store.values(), this.nodes.store.values()),
       };
     }
     return this.#placement;

@@ -51,3 +51,23 @@ export function vrrpPeers(
   }
   return peers;
 }
+
+/**
+ * For each VIP, the InternalIPs of the nodes its nodeSelector selects,
+ * cordoned ones included: the guard (core/guard.ts) lets only these attract
+ * its traffic and advertise it. A node being cordoned still holds the VIP
+ * until its keepalived hands it over, so it stays trusted meanwhile.
+ */
+export function guardNodes(
+  vips: Iterable<CustomRecord>,
+  nodes: Iterable<NodeRecord>,
+): Map<string, string[]> {
+  const addressed = [...nodes].filter((n) => n.internalIp !== undefined);
+  const result = new Map<string, string[]>();
+  for (const spec of validSpecs(vips)) {
+    const ips = addressed.filter((n) => optionalSelectorMatches(spec.nodeSelector, n.labels))
+      .map((n) => n.internalIp!);
+    result.set(spec.ip, ips.sort(compareIPv4));
+  }
+  return result;
+}
