@@ -4,6 +4,7 @@
  * verdict, what was found, and the fix. Pure, so every check is tested on
  * captured outputs.
  */
+import { GUARD_FAMILY, GUARD_TABLE, type LiveGuard, parseGuard } from "./guard.ts";
 import { effectiveRpFilter } from "./sysctl.ts";
 import { hex, markFor } from "./marks.ts";
 import { CHAINS, MARK_CHAIN, SNAT_CHAIN } from "./names.ts";
@@ -461,6 +462,83 @@ function checkDuplicates(f: DoctorFacts): CheckReport {
   };
 }
 
+// ---- the guard: who else tried to take the VIPs' traffic ----
+
+function checkGuard(f: DoctorFacts): CheckReport {
+  if (f.nftRuleset === undefined) {
+    return { id: "guard", verdict: "skip", detail: "nft not available: the guard table not read" };
+  }
+  const vips = f.vips ?? [];
+  let live: LiveGuard | undefined;
+  try {
+    live = parseGuard(f.nftRuleset);
+  } catch {
+    return { id: "guard", verdict: "skip", detail: "nft's listing could not be read" };
+  }
+  if (!live) {
+    return vips.length === 0
+      ? { id: "guard", verdict: "pass", detail: "no VIPs, no guard table" }
+      : {
+        // Informational: one-shot runs and `--guard off` have none (README, the guard).
+        id: "guard",
+        verdict: "pass",
+        detail:
+          `not guarded (no ${GUARD_FAMILY} ${GUARD_TABLE} table): any host on the LAN can attract the ` +
+          "mapped pods' traffic (VRRP adverts and ARP answers for the VIPs are believed)",
+        fix: "run the agent (run -u) with --guard on (the default) and, with --source files, " +
+          "--node-addresses <the nodes' LAN addresses>",
+      };
+  }
+  const mine = new Set(held(f).map((v) => v.ip));
+  const byMark = new Map(vips.map((v) => [markFor(v.routeId, f.config.markMask), v.ip]));
+  const findings: string[] = [];
+  for (const c of live.claims) {
+    findings.push(
+      mine.has(c.vip)
+        ? `address conflict: MAC ${c.mac} claims ${c.vip}, which this node holds (${c.packets} ARP packet(s) refused, re-announced)`
+        : `MAC ${c.mac} answered for ${c.vip} but is no node that may hold it (${c.packets} ARP packet(s) refused)`,
+    );
+  }
+  for (const a of live.adverts) {
+    findings.push(
+      `${a.source} advertised VRRP router id ${a.vrid} but is no node that may hold its VIP (${a.packets} advert(s) refused)`,
+    );
+  }
+  for (const h of live.nextHops) {
+    findings.push(
+      `${h.packets} packet(s) of pods mapped to ${
+        byMark.get(h.mark) ?? `mark 0x${h.mark.toString(16)}`
+      } were headed for MAC ${h.mac}, which is no node that may hold it: dropped`,
+    );
+  }
+  if (findings.length > 0) {
+    return {
+      id: "guard",
+      verdict: "fail",
+      detail: findings.join("; "),
+      fix: "find the host by its MAC (the switch's MAC table) and take it off the LAN; " +
+        "what it sent was refused (the lists keep each offender for an hour)",
+    };
+  }
+  const guarded = live.sets["guarded"]?.length ?? 0;
+  if (vips.length > 0 && guarded === 0) {
+    return {
+      id: "guard",
+      verdict: "pass",
+      detail: "the guard only watches: no VIP has a node list, so forwarders believe any ARP " +
+        "answer and keepalived any advert",
+      fix: "with --source files give --node-addresses <the nodes' LAN addresses> " +
+        "(or --vrrp-unicast-peers)",
+    };
+  }
+  return {
+    id: "guard",
+    verdict: "pass",
+    detail: `${guarded} VIP(s) guarded; nothing refused (claims, adverts and next hops of ` +
+      "non-nodes are dropped and listed here)",
+  };
+}
+
 /** The checks, in the order they are shown. */
 export const CHECKS: readonly { id: string; run: (f: DoctorFacts) => CheckReport }[] = [
   { id: "tools", run: checkTools },
@@ -473,6 +551,7 @@ export const CHECKS: readonly { id: string; run: (f: DoctorFacts) => CheckReport
   { id: "rp-filter", run: checkRpFilter },
   { id: "route-tables", run: checkRouteTables },
   { id: "duplicate-vip", run: checkDuplicates },
+  { id: "guard", run: checkGuard },
   { id: "sync", run: checkSync },
 ];
 

@@ -327,8 +327,18 @@ export function parseGuard(json: string): LiveGuard | undefined {
   const rawSets: Record<string, Json> = {};
   const chains: Record<string, { rules: number }> = {};
   const counters: Record<string, number> = {};
-  for (const item of items) {
-    if (item.table) found = true;
+  // A whole ruleset (`nft -j list ruleset`, doctor) holds other tables too: only ours counts.
+  const ours = (o: Json) =>
+    (o.table === undefined || o.table === GUARD_TABLE) &&
+    (o.family === undefined || o.family === GUARD_FAMILY);
+  for (const raw of items) {
+    const kind = Object.keys(raw).find((k) => k !== "metainfo");
+    if (kind === undefined || !ours(raw[kind] as Json)) continue;
+    const item = raw;
+    const table = item.table as Json | undefined;
+    if (table && table.name === GUARD_TABLE && (table.family ?? GUARD_FAMILY) === GUARD_FAMILY) {
+      found = true;
+    }
     const set = item.set as Json | undefined;
     if (set) {
       rawSets[String(set.name)] = set;

@@ -67,7 +67,7 @@ Deno.test("doctor: a healthy node passes every check and renders a summary", () 
   for (const r of reports) assert.equal(r.verdict, "pass", `${r.id}: ${r.detail}`);
   const text = renderDoctor(reports);
   assert.match(text, /^PASS {2}tools {12}/m);
-  assert.match(text, /doctor: 0 failed, 0 warning\(s\), 11 passed, 0 skipped\n$/);
+  assert.match(text, /doctor: 0 failed, 0 warning\(s\), 12 passed, 0 skipped\n$/);
 });
 
 Deno.test("mark usage: iptables-save MARK/CONNMARK/mark-match forms, our chains skipped", () => {
@@ -217,4 +217,57 @@ Deno.test("doctor tools, interface, inputs, sync: each says what to do", () => {
   assert.match(sync.detail, /4 change\(s\) pending/);
   const skipped = diagnose(facts(), ["duplicate-vip"]).find((r) => r.id === "duplicate-vip")!;
   assert.equal(skipped.verdict, "skip");
+});
+
+Deno.test("doctor guard: names the MAC and the address that answered or advertised, a conflict on the holder", () => {
+  const table = (extra: unknown[]) =>
+    JSON.stringify({
+      nftables: [
+        { metainfo: {} },
+        { table: { family: "inet", name: "someone-else" } },
+        { set: { family: "inet", table: "someone-else", name: "seen_claims", elem: ["x"] } },
+        { table: { family: "netdev", name: "kube-egress-guard" } },
+        {
+          set: {
+            family: "netdev",
+            table: "kube-egress-guard",
+            name: "guarded",
+            elem: ["192.0.2.50"],
+          },
+        },
+        ...extra,
+      ],
+    });
+  const seen = (name: string, val: unknown, packets: number) => ({
+    set: {
+      family: "netdev",
+      table: "kube-egress-guard",
+      name,
+      elem: [{ elem: { val, counter: { packets } } }],
+    },
+  });
+  assert.equal(check("guard", facts({ nftRuleset: table([]) })).verdict, "pass");
+  const rogue = check(
+    "guard",
+    facts({
+      nftRuleset: table([
+        seen("seen_claims", { concat: ["192.0.2.50", "9e:ef:de:a2:52:8a"] }, 4),
+        seen("seen_adverts", { concat: ["192.0.2.250", 5] }, 9),
+        seen("seen_next_hops", { concat: [7, "9e:ef:de:a2:52:8a"] }, 2),
+      ]),
+    }),
+  );
+  assert.equal(rogue.verdict, "fail");
+  // 192.0.2.50 is on this node's interface (facts()): a claim on it is a conflict.
+  assert.match(rogue.detail, /address conflict: MAC 9e:ef:de:a2:52:8a claims 192\.0\.2\.50/);
+  assert.match(rogue.detail, /192\.0\.2\.250 advertised VRRP router id 5/);
+  assert.match(
+    rogue.detail,
+    /2 packet\(s\) of pods mapped to 192\.0\.2\.50 were headed for MAC 9e:ef:de:a2:52:8a/,
+  );
+  assert.ok(rogue.fix);
+  assert.match(
+    check("guard", facts({ nftRuleset: JSON.stringify({ nftables: [] }) })).detail,
+    /not guarded/,
+  );
 });
