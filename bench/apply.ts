@@ -3,13 +3,18 @@
  * throwaway network namespace, for 1,000 and 10,000 mappings. Figures, not
  * pass/fail.
  */
+import { join } from "node:path";
+import type { Backend } from "../core/datapath.ts";
+import { modArgv } from "../sim/agents.ts";
 import { NetnsSet, newRunId } from "../sim/netns.ts";
 import { benchNode } from "./file_agent.ts";
+import { syntheticSnapshot } from "./inputs.ts";
 import { table } from "../core/status.ts";
 import { formatStats, onInterrupt, runWorker, type Stats, stats } from "./lib.ts";
 
 interface Sample {
   op: string;
+  backend: Backend;
   mappings: number;
   foreignServices: number;
   vips: number;
@@ -22,6 +27,7 @@ interface Sample {
 
 export interface ApplyFigure {
   op: string;
+  backend: Backend;
   mappings: number;
   /** Foreign service chains in the nat table (kube-proxy-like), 0 = none. */
   foreignServices: number;
@@ -42,20 +48,24 @@ function cyclesFor(mappings: number): number {
 
 /** A node: how many mappings, and how many foreign (kube-proxy-like) services in its nat table. */
 export interface ApplyCase {
+  readonly backend: Backend;
   readonly mappings: number;
   readonly foreignServices: number;
 }
 
+/** Both backends side by side at 1,000 and 10,000 mappings; kube-proxy-like nat rules on iptables. */
 const CASES: readonly ApplyCase[] = [
-  { mappings: 1_000, foreignServices: 0 },
-  { mappings: 10_000, foreignServices: 0 },
-  { mappings: 10_000, foreignServices: 2_000 },
+  { backend: "iptables", mappings: 1_000, foreignServices: 0 },
+  { backend: "nftables", mappings: 1_000, foreignServices: 0 },
+  { backend: "iptables", mappings: 10_000, foreignServices: 0 },
+  { backend: "nftables", mappings: 10_000, foreignServices: 0 },
+  { backend: "iptables", mappings: 10_000, foreignServices: 2_000 },
 ];
 
 /** Runs the worker for each case in a fresh namespace and returns its figures. */
 export async function benchApply(cases = CASES, vips = 16): Promise<ApplyFigure[]> {
   const figures: ApplyFigure[] = [];
-  for (const { mappings: size, foreignServices } of cases) {
+  for (const { backend, mappings: size, foreignServices } of cases) {
     const namespaces = new NetnsSet(newRunId());
     const unregister = onInterrupt(() => namespaces.destroy());
     try {
@@ -65,6 +75,7 @@ export async function benchApply(cases = CASES, vips = 16): Promise<ApplyFigure[
         vips,
         cyclesFor(size),
         foreignServices,
+        backend,
       ], {
         prefix: ["ip", "netns", "exec", ns.name],
       });
@@ -74,6 +85,7 @@ export async function benchApply(cases = CASES, vips = 16): Promise<ApplyFigure[
         const pick = (key: "ms" | "processes" | "bytes" | "lines") => stats(of.map((s) => s[key]));
         figures.push({
           op,
+          backend,
           mappings: size,
           foreignServices,
           vips,
@@ -97,6 +109,7 @@ export function renderApply(figures: readonly ApplyFigure[]): string {
   return table(
     [
       "OPERATION",
+      "BACKEND",
       "MAPPINGS",
       "FOREIGN NAT",
       "TIME ms median (min–max)",
@@ -108,6 +121,7 @@ export function renderApply(figures: readonly ApplyFigure[]): string {
     ],
     figures.map((f) => [
       f.op,
+      f.backend,
       String(f.mappings),
       f.foreignServices > 0 ? `${f.foreignServices * 5 + 2} rules` : "–",
       formatStats(f.time),
@@ -120,10 +134,141 @@ export function renderApply(figures: readonly ApplyFigure[]): string {
   );
 }
 
+/**
+ * The issue's lines, one per backend and size (no foreign rules):
+ * `apply <backend> <n>: first <X> ms, unchanged <Y> ms, one pod added <Z> ms`
+ * (medians: first apply; unchanged pass with a full read, as on an interval
+ * resync; one pod added, as on an event).
+ */
+export function applyLines(figures: readonly ApplyFigure[]): string[] {
+  const lines: string[] = [];
+  const sizes = [...new Set(figures.map((f) => f.mappings))].sort((a, b) => a - b);
+  for (const mappings of sizes) {
+    for (const backend of ["iptables", "nftables"] as const) {
+      const of = (op: string) =>
+        figures.find((f) =>
+          f.backend === backend && f.mappings === mappings && f.foreignServices === 0 &&
+          f.op === op
+        )?.time.median;
+      const first = of("first apply");
+      const unchanged = of("unchanged pass, full check (resync)");
+      const added = of("one pod added (event)");
+      if (first === undefined || unchanged === undefined || added === undefined) continue;
+      const ms = (x: number) => x.toFixed(1);
+      lines.push(
+        `apply ${backend} ${mappings}: first ${ms(first)} ms, unchanged ${
+          ms(unchanged)
+        } ms, one pod added ${ms(added)} ms`,
+      );
+    }
+  }
+  return lines;
+}
+
+/** Whole-process one-shot runs (`mod.ts run` without -u), per backend. */
+export interface OneShotFigure {
+  readonly backend: Backend;
+  readonly mappings: number;
+  /** On a node without our objects. */
+  readonly first: Stats;
+  /** On a node already in sync (what a cron job or the old DaemonSet's loop pays each time). */
+  readonly unchanged: Stats;
+}
+
+/**
+ * `mod.ts run` as a whole process, from exec to exit, with 1,000 mappings
+ * from the mapping directories: what one-shot users pay, module loading
+ * included.
+ */
+export async function benchOneShot(mappings = 1_000, runs = 7): Promise<OneShotFigure[]> {
+  const figures: OneShotFigure[] = [];
+  for (const backend of ["iptables", "nftables"] as const) {
+    const namespaces = new NetnsSet(newRunId());
+    const unregister = onInterrupt(() => namespaces.destroy());
+    const dir = await Deno.makeTempDir({ prefix: "ke-oneshot-" });
+    try {
+      const ns = await benchNode(namespaces, "oneshot");
+      const snapshot = syntheticSnapshot(mappings, 16);
+      await Deno.mkdir(join(dir, "pods"));
+      await Deno.mkdir(join(dir, "vips"));
+      for (const v of snapshot.vips) {
+        await Deno.writeTextFile(join(dir, "vips", String(v.ip)), `${v.routeId}\n`);
+      }
+      for (const p of snapshot.pods) {
+        await Deno.writeTextFile(join(dir, "pods", String(p.podIp)), `${p.vip}\n`);
+      }
+      const flags = [
+        "-i",
+        "eth0",
+        "-p",
+        "10.0.0.0/8",
+        "-s",
+        "172.16.0.0/12",
+        "-v",
+        join(dir, "pods"),
+        "-r",
+        join(dir, "vips"),
+        "--state-dir",
+        join(dir, "state"),
+        "--backend",
+        backend,
+      ];
+      const timed = async (command: string) => {
+        const started = performance.now();
+        const r = await ns.exec(modArgv(command, flags), { timeoutMs: 60_000 });
+        if (r.code !== 0) throw new Error(`${command} (${backend}): ${r.stderr}`);
+        return performance.now() - started;
+      };
+      const first: number[] = [];
+      const unchanged: number[] = [];
+      for (let i = 0; i < runs; i++) {
+        first.push(await timed("run"));
+        unchanged.push(await timed("run"));
+        await timed("delete");
+      }
+      figures.push({ backend, mappings, first: stats(first), unchanged: stats(unchanged) });
+    } finally {
+      await namespaces.destroy();
+      await Deno.remove(dir, { recursive: true });
+      unregister();
+    }
+  }
+  return figures;
+}
+
+export function renderOneShot(figures: readonly OneShotFigure[]): string {
+  return table(
+    [
+      "ONE-SHOT `mod.ts run` (whole process)",
+      "BACKEND",
+      "MAPPINGS",
+      "TIME ms median (min–max)",
+      "N",
+    ],
+    figures.flatMap((f) => [
+      [
+        "first (no objects of ours)",
+        f.backend,
+        String(f.mappings),
+        formatStats(f.first),
+        String(f.first.n),
+      ],
+      [
+        "unchanged (in sync)",
+        f.backend,
+        String(f.mappings),
+        formatStats(f.unchanged),
+        String(f.unchanged.n),
+      ],
+    ]),
+  );
+}
+
 export const APPLY_NOTES = [
   "One agent pass (Agent.pass) each: read inputs (in memory), validate, read the node, plan, apply; 16 VIPs; the node holds none of them except while one 'moves here'.",
   "PROCESSES: every process the pass started, reads included: ip -batch, iptables -S of our chain and its hook chain per table (4), ipset save of our 2 sets (full check) or ipset list -t (quick check); then one per write step. The first pass also asks iptables --version; delete reads whole tables (iptables-save).",
   "SETS READ: entries = our ipsets listed in full (`ipset save`); summary = the agent's copy confirmed by `ipset list -t` (quick check).",
   "FOREIGN NAT: the nat table also holds kube-proxy-like service chains (a KUBE-SVC chain with 4 DNAT rules per service, 2,000 services), as on a node of a cluster with that many services.",
-  "One case: ip netns exec <ns with eth0 192.0.2.11/24> deno run -A bench/apply_worker.ts <mappings> 16 <cycles> [services] (JSON lines).",
+  "One case: ip netns exec <ns with eth0 192.0.2.11/24> deno run -A bench/apply_worker.ts <mappings> 16 <cycles> <services> <backend> (JSON lines).",
+  "nftables: reads are `ip -batch` and `nft -j list table inet kube-egress` (full check) or `nft -j list chains inet` against the agent's copy (quick check); every write is one `nft -f`. Its first pass also looks for the iptables backend's leftovers (iptables -S of our chains, ipset list -n).",
 ];

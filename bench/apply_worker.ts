@@ -6,7 +6,7 @@
  * > 0, the nat table first gets as many kube-proxy-like service chains of five
  * rules each, as on a node of a cluster with that many services.
  *
- * Usage: deno run -A bench/apply_worker.ts <mappings> <vips> <cycles> [foreignServices]
+ * Usage: deno run -A bench/apply_worker.ts <mappings> <vips> <cycles> [foreignServices] [backend]
  */
 import $ from "dax";
 import { Agent, type PassOptions } from "../cmd/agent.ts";
@@ -15,13 +15,14 @@ import { systemHost } from "../cmd/system.ts";
 import type { RawSnapshot } from "../core/snapshot.ts";
 import { BENCH_CONFIG, syntheticSnapshot, vipAddress } from "./inputs.ts";
 
-const [mappings, vipCount, cycles, foreignServices = 0] = Deno.args.map(Number);
+const [mappings, vipCount, cycles, foreignServices = 0] = Deno.args.slice(0, 4).map(Number);
+const backend = Deno.args[4] === "nftables" ? "nftables" : "iptables";
 /** Samples of each repeated operation per cycle. */
 const REPEAT = 5;
 
 let inputs: RawSnapshot = syntheticSnapshot(mappings, vipCount);
 const agent = new Agent(systemHost(), createLogger("text", () => {}), {
-  config: BENCH_CONFIG,
+  config: { ...BENCH_CONFIG, backend },
   readInputs: () => Promise.resolve(inputs),
   dryRun: false,
 });
@@ -33,7 +34,7 @@ function sample(op: string, r: {
   lines: number;
   setsRead?: string;
 }) {
-  console.log(JSON.stringify({ op, mappings, vips: vipCount, foreignServices, ...r }));
+  console.log(JSON.stringify({ op, mappings, vips: vipCount, foreignServices, backend, ...r }));
 }
 
 async function pass(op: string, options: PassOptions) {

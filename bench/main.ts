@@ -16,7 +16,14 @@ import {
   MEMORY_SAVER_RUNTIME,
   renderAgent,
 } from "./agent.ts";
-import { APPLY_NOTES, benchApply, renderApply } from "./apply.ts";
+import {
+  APPLY_NOTES,
+  applyLines,
+  benchApply,
+  benchOneShot,
+  renderApply,
+  renderOneShot,
+} from "./apply.ts";
 import { commitDescription, loadAverage, machineDescription, tearDownOnSignals } from "./lib.ts";
 import { benchFailover, failoverNotes, renderFailover } from "./failover.ts";
 import { benchForwarding, forwardingNotes, renderForwarding } from "./forwarding.ts";
@@ -51,7 +58,16 @@ const sections: Record<string, Section> = {
   apply: {
     title: "Applying in a network namespace",
     needsRoot: true,
-    run: async () => ({ table: renderApply(await benchApply()), notes: APPLY_NOTES }),
+    run: async () => {
+      const figures = await benchApply();
+      const lines = applyLines(figures);
+      const oneShot = await benchOneShot();
+      for (const line of lines) console.log(line);
+      return {
+        table: [lines.join("\n"), renderApply(figures), renderOneShot(oneShot)].join("\n\n"),
+        notes: APPLY_NOTES,
+      };
+    },
   },
   react: {
     title: "Reaction of a running agent (mod.ts run -u 300) to a VIP moving",

@@ -6,7 +6,7 @@
  * cancels them and `settled` waits for them (a one-shot run waits before it
  * exits). Failures are logged, never fatal: traffic does not depend on them.
  */
-import $ from "dax";
+import { type ExecResult, systemExec } from "./exec.ts";
 import { ANNOUNCE_SCHEDULE_MS, neighbourActions, type RoleChange } from "../core/announce.ts";
 import { errorMessage } from "../core/errors.ts";
 import type { Logger } from "./log.ts";
@@ -72,8 +72,7 @@ export class NeighbourAnnouncer {
   }
 
   async #refresh(vip: string) {
-    const r = await $`ip neigh flush to ${vip} dev ${this.#iface}`.stdout("piped").stderr("piped")
-      .noThrow().timeout(5_000);
+    const r = await quietly(["ip", "neigh", "flush", "to", vip, "dev", this.#iface]);
     if (r.code !== 0) {
       this.#log.warn("could not refresh the neighbour entry of a VIP", {
         vip,
@@ -95,7 +94,7 @@ export class NeighbourAnnouncer {
       const args = habets
         ? ["arping", "-q", "-U", "-c", "2", "-W", "0.05", "-i", this.#iface, "-S", vip, vip]
         : ["arping", "-q", "-U", "-c", "2", "-I", this.#iface, "-s", vip, vip];
-      const r = await $`${args}`.stdout("piped").stderr("piped").noThrow().timeout(5_000);
+      const r = await quietly(args);
       // Exit 1 is "no replies": normal for unsolicited ARP.
       if (r.code > 1 || r.stderr.trim()) {
         this.#log.warn("gratuitous ARP failed", {
@@ -112,10 +111,20 @@ export class NeighbourAnnouncer {
 /** true: Habets' arping; false: iputils'; undefined: none. */
 async function whichArping(): Promise<boolean | undefined> {
   try {
-    const help = await $`arping --help`.stdout("piped").stderr("piped").noThrow().timeout(5_000);
+    const help = await quietly(["arping", "--help"]);
     if (help.code === 127) return undefined;
     return /Habets/.test(help.stdout + help.stderr);
   } catch {
     return undefined;
+  }
+}
+
+/** Runs a tool for at most 5 s; a missing tool reads as exit 127, a timeout as exit 124. */
+async function quietly(args: string[]): Promise<ExecResult> {
+  try {
+    return await systemExec(args, { timeoutMs: 5_000 });
+  } catch (error) {
+    const kind = (error as { kind?: string }).kind;
+    return { code: kind === "timeout" ? 124 : 127, stdout: "", stderr: errorMessage(error) };
   }
 }

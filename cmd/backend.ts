@@ -23,14 +23,21 @@ export async function resolveBackend(
       throw error;
     });
   const [tables, chain] = await Promise.all([
-    quiet(["nft", "list", "tables"]),
+    // Chains, not `list tables`: nft fetches every set's elements for that (40 ms at 10,000 pods).
+    quiet(["nft", "-j", "list", "chains"]),
     quiet(["iptables", "-w", "5", "-t", "mangle", "-S", MARK_CHAIN]),
   ]);
   return chooseBackend({
-    nftTables: tables?.code === 0
-      ? tables.stdout.split("\n").map((l) => l.replace(/^table /, "").trim()).filter(Boolean)
-      : undefined,
+    nftTables: tables?.code === 0 ? tablesOfChains(tables.stdout) : undefined,
     iptablesInstalled: chain !== undefined,
     ourIptablesChains: chain?.code === 0,
   });
+}
+
+/** "family name" of every table that has a chain, from `nft -j list chains`. */
+function tablesOfChains(json: string): string[] {
+  const items = (JSON.parse(json || '{"nftables":[]}') as {
+    nftables: { chain?: { family: string; table: string } }[];
+  }).nftables;
+  return [...new Set(items.flatMap((i) => i.chain ? [`${i.chain.family} ${i.chain.table}`] : []))];
 }

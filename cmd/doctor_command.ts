@@ -4,7 +4,6 @@
  * (warnings included), so it can gate a rollout or an init container.
  */
 import { CHECKS, diagnose, renderDoctor, summarize } from "../core/doctor.ts";
-import { collectFacts } from "./doctor.ts";
 import type { RawSnapshot } from "../core/snapshot.ts";
 import type { CommonSettings } from "./options.ts";
 import type { Host } from "./system.ts";
@@ -24,6 +23,8 @@ export async function doctorCommand(
       `--skip: unknown check(s) ${unknown.join(", ")}; checks are ${[...known].join(", ")}`,
     );
   }
+  // dax comes with the doctor's probes: loaded only for `doctor`.
+  const { collectFacts } = await import("./doctor.ts");
   const facts = await collectFacts(host, {
     config: settings.config,
     readInputs,

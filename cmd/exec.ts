@@ -51,7 +51,8 @@ export class ExecError extends Error {
  */
 const toolPaths = new Map<string, string>();
 
-function which(name: string): string | undefined {
+/** The path of a tool on PATH, or undefined. */
+export function which(name: string): string | undefined {
   if (name.includes("/")) return name;
   const known = toolPaths.get(name);
   if (known !== undefined) return known;

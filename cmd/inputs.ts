@@ -8,11 +8,6 @@ import type { Condition } from "../core/health.ts";
 import type { RawSnapshot } from "../core/snapshot.ts";
 import type { AgentObserver } from "./agent.ts";
 import { FileSource } from "./files.ts";
-import { KubeClient } from "./kube/client.ts";
-import { Controller, HolderReporter } from "./kube/controller.ts";
-import { LeaderElector } from "./kube/leader.ts";
-import { GuardEvents } from "./kube/guard_events.ts";
-import { KubeSource } from "./kube/source.ts";
 import type { Logger } from "./log.ts";
 import type { CommonSettings } from "./options.ts";
 
@@ -51,6 +46,20 @@ export async function openInputs(
   options: { agent: boolean },
 ): Promise<Inputs> {
   if (settings.source === "files") return fileInputs(settings);
+  // The Kubernetes client is loaded only for this source (the mapping directories need none of it).
+  const [
+    { KubeClient },
+    { Controller, HolderReporter },
+    { LeaderElector },
+    { KubeSource },
+    { GuardEvents },
+  ] = await Promise.all([
+    import("./kube/client.ts"),
+    import("./kube/controller.ts"),
+    import("./kube/leader.ts"),
+    import("./kube/source.ts"),
+    import("./kube/guard_events.ts"),
+  ]);
   const client = await KubeClient.fromEnvironment({ kubeconfig: settings.kubeconfig });
   const source = new KubeSource(client, log, {
     nodeName: settings.placement.nodeName,

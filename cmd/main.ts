@@ -5,14 +5,10 @@
  */
 import { Command, Option } from "@commander-js/extra-typings";
 import { desiredState } from "../core/desired.ts";
-import { renderCrdsYaml } from "../core/kube/crd.ts";
-import { runMigrate } from "./migrate.ts";
 import { planApply, renderTransaction } from "../core/plan.ts";
 import { nodeStatus, renderStatus } from "../core/status.ts";
 import { formatProblem, type RawSnapshot, validateSnapshot } from "../core/snapshot.ts";
-import $ from "dax";
 import { Agent, type AgentObserver, type AgentSettings, runLoop } from "./agent.ts";
-import { ConntrackSync } from "./conntrackd.ts";
 import { NeighbourAnnouncer } from "./announce.ts";
 import type { PassGuard } from "./agent.ts";
 import { deleteGuardTable, Guard } from "./guard.ts";
@@ -31,13 +27,9 @@ import {
 import { doctorCommand, UsageError } from "./doctor_command.ts";
 import { resolveBackend } from "./backend.ts";
 import { type Host, InterfaceMissingError, systemHost } from "./system.ts";
-import { AGENT_TOOLS, ensureTools, PLACEMENT_TOOLS, SYNC_TOOLS } from "./tools.ts";
-import {
-  KeepalivedPlacement,
-  printingPlacement,
-  readPlacementStatus,
-  type VipPlacement,
-} from "./keepalived.ts";
+import { agentTools, ensureTools, PLACEMENT_TOOLS, SYNC_TOOLS } from "./tools.ts";
+import { systemExec } from "./exec.ts";
+import type { VipPlacement } from "./keepalived.ts";
 import { type KeepalivedSettings, vrrpInstances } from "../core/keepalived.ts";
 import { errorMessage } from "../core/errors.ts";
 import { busyMessage, lockStateDir, StateDirBusyError, stateDirOwner } from "./state_lock.ts";
@@ -107,7 +99,7 @@ async function preflight(
   await settleBackend(settings);
   const syncing = placing && settings.conntrackSync.mode === "on";
   await ensureTools([
-    ...AGENT_TOOLS,
+    ...agentTools(settings.config.backend),
     ...(placing ? PLACEMENT_TOOLS : []),
     ...(syncing ? SYNC_TOOLS : []),
   ], {
@@ -214,14 +206,16 @@ function keepalivedSettings(settings: CommonSettings): KeepalivedSettings {
  * Who places VIPs for a running agent: keepalived (a child process; in a dry
  * run its configuration is printed instead) or nobody (external mode).
  */
-function newPlacement(
+async function newPlacement(
   settings: CommonSettings,
   log: Logger,
   dryRun: boolean,
   observers: AgentObserver[],
-): VipPlacement | undefined {
+): Promise<VipPlacement | undefined> {
   const placement: PlacementSettings = settings.placement;
   if (placement.mode === "external") return undefined;
+  // Loaded only where VIPs are placed (modules a one-shot run does not need are not loaded).
+  const { KeepalivedPlacement, printingPlacement } = await import("./keepalived.ts");
   if (dryRun) return printingPlacement(keepalivedSettings(settings), (t) => console.log(t));
   return new KeepalivedPlacement({
     ...keepalivedSettings(settings),
@@ -233,9 +227,9 @@ function newPlacement(
 
 /** This node's first IPv4 address on `iface` that is not a /32 (VIPs are). */
 async function nodeAddress(iface: string): Promise<string | undefined> {
-  const result = await $`ip -4 -json addr show dev ${iface}`.stdout("piped").stderr("null")
-    .noThrow();
-  if (result.code !== 0) return undefined;
+  const result = await systemExec(["ip", "-4", "-json", "addr", "show", "dev", iface])
+    .catch(() => undefined);
+  if (result === undefined || result.code !== 0) return undefined;
   const links = JSON.parse(result.stdout || "[]") as {
     addr_info?: { local: string; prefixlen: number }[];
   }[];
@@ -262,6 +256,7 @@ async function newConntrackSync(
       `--conntrack-sync on: no IPv4 address on ${iface} (set --conntrack-sync-address)`,
     );
   }
+  const { ConntrackSync } = await import("./conntrackd.ts");
   const sync = new ConntrackSync({ stateDir: settings.placement.stateDir, log });
   const flagPeers = settings.placement.unicastPeers;
   return {
@@ -324,7 +319,7 @@ async function runCommand(options: Record<string, unknown>, host: Host): Promise
   if (intervalSeconds === undefined) {
     if (!dryRun) await refuseForeignStateDir(settings.placement.stateDir);
     // In keepalived mode only a dry run gets here: it prints the configuration keepalived would get.
-    const placement = placing ? newPlacement(settings, log, dryRun, []) : undefined;
+    const placement = placing ? await newPlacement(settings, log, dryRun, []) : undefined;
     const neighbours = newNeighbours(settings, log, dryRun);
     const agent = newAgent(
       host,
@@ -386,7 +381,7 @@ async function runAgent(
     : undefined;
   const agentHost = ops?.host ?? host;
   const observers: AgentObserver[] = [...(ops?.observers ?? [])];
-  const placement = placing ? newPlacement(settings, log, dryRun, observers) : undefined;
+  const placement = placing ? await newPlacement(settings, log, dryRun, observers) : undefined;
   const inputs = await openInputs(settings, log, { agent: true });
   if (inputs.readiness) ops?.health.addCondition(settings.source, inputs.readiness);
   const neighbours = newNeighbours(settings, log, dryRun);
@@ -520,7 +515,7 @@ async function placementStatusOfThisNode(settings: CommonSettings) {
     });
     return undefined;
   }
-  return await readPlacementStatus(stateDir);
+  return await (await import("./keepalived.ts")).readPlacementStatus(stateDir);
 }
 
 /** Builds the program; `host` is injectable so the CLI can be tested without root. */
@@ -601,7 +596,8 @@ export function buildProgram(
 
   program.command("crds")
     .description("print the CustomResourceDefinitions (deploy/crds.yaml) as YAML")
-    .action(() => {
+    .action(async () => {
+      const { renderCrdsYaml } = await import("../core/kube/crd.ts");
       Deno.stdout.writeSync(new TextEncoder().encode(renderCrdsYaml()));
       done(0);
     });
@@ -626,6 +622,7 @@ export function buildProgram(
     )
     .action(async (files: string[], options: Record<string, unknown>) => {
       try {
+        const { runMigrate } = await import("./migrate.ts");
         const result = await runMigrate({
           files,
           fromApi: options.fromApi === true,

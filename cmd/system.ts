@@ -266,8 +266,8 @@ export function systemHost(exec: Exec = systemExec): Host {
       // (an agent's first pass: a node switched backends keeps no trace of the old one).
       const others = options.leftovers === true || options.ourChainsOnly !== true;
       const readIptables = !nftables || others;
-      const iptablesOptions = nftables ? { ...options, ourChainsOnly: false } : options;
-      if (readIptables && backend === undefined) {
+      const flavour = async () => {
+        if (backend !== undefined) return;
         try {
           backend = (await reader.output(["iptables", "--version"])).includes("legacy")
             ? "legacy"
@@ -276,22 +276,52 @@ export function systemHost(exec: Exec = systemExec): Host {
           // No iptables at all (an nftables-only node): nothing of the iptables backend to read.
           if (!(nftables && error instanceof ExecError && error.kind === "not_found")) throw error;
         }
-      }
-      const withIptables = readIptables && backend !== undefined;
-      const [routes, mangle, nat, setsRead, nft] = await Promise.all([
+      };
+      const iptablesObjects = async () => {
+        if (!readIptables) return undefined;
+        await flavour();
+        if (backend === undefined) return undefined;
+        if (!nftables) {
+          return await Promise.all([
+            readTable(reader, "mangle", options),
+            readTable(reader, "nat", options),
+            readSets(reader, options.knownSets),
+          ]);
+        }
+        // Leftovers of the iptables backend, looked for cheaply (our chains, our set names)
+        // on an agent's pass, and read in full (to remove them) only when there are any.
+        if (options.ourChainsOnly) {
+          const [mangle, nat, names] = await Promise.all([
+            readTable(reader, "mangle", options),
+            readTable(reader, "nat", options),
+            reader.output(["ipset", "list", "-n"]).catch(() => ""),
+          ]);
+          const ours = (t: typeof mangle.table) =>
+            t.chainExists || t.hookRules.some((r) => r.includes(" -j KUBE-EGRESS"));
+          const oursSets = names.split("\n").some((n) => n.trim().startsWith("kube-egress-"));
+          if (!ours(mangle.table) && !ours(nat.table) && !oursSets) {
+            return [mangle, nat, { sets: NO_SETS, setsRead: "entries" as const }] as const;
+          }
+        }
+        const full = { ...options, ourChainsOnly: false };
+        return await Promise.all([
+          readTable(reader, "mangle", full),
+          readTable(reader, "nat", full),
+          readSets(reader, undefined),
+        ]);
+      };
+      const [routes, iptables, nft] = await Promise.all([
         reader.run(
           ["ip", "-json", "-N", "-batch", "-"],
           readRoutesBatch(config.interface, config.routeProtocol, config.podCidrs),
         ),
-        withIptables ? readTable(reader, "mangle", iptablesOptions) : undefined,
-        withIptables ? readTable(reader, "nat", iptablesOptions) : undefined,
-        withIptables
-          ? readSets(reader, nftables ? undefined : options.knownSets)
-          : { sets: NO_SETS, setsRead: "entries" as const },
+        iptablesObjects(),
         nftables || others
           ? readNftables(reader, nftables ? options.knownNft : undefined)
           : NO_NFTABLES,
       ]);
+      const [mangle, nat, setsRead] = iptables ??
+        [undefined, undefined, { sets: NO_SETS, setsRead: "entries" as const }];
       if (routes.code !== 0) {
         if (/does not exist/.test(routes.stderr)) throw new InterfaceMissingError(config.interface);
         throw new Error(`reading addresses, rules and routes failed: ${routes.stderr.trim()}`);

@@ -3,14 +3,14 @@
  * Missing tools are installed with apt-get when running as root (and allowed),
  * otherwise named precisely with the command that installs them.
  */
-import $ from "dax";
+import { which } from "./exec.ts";
 
 export interface Tool {
   readonly command: string;
   readonly pkg: string;
 }
 
-/** What the agent runs on a node. */
+/** What the agent runs on a node (with the iptables backend; see `agentTools`). */
 export const AGENT_TOOLS: readonly Tool[] = [
   { command: "ip", pkg: "iproute2" },
   { command: "iptables", pkg: "iptables" },
@@ -19,6 +19,18 @@ export const AGENT_TOOLS: readonly Tool[] = [
   { command: "ipset", pkg: "ipset" },
   { command: "conntrack", pkg: "conntrack" },
 ];
+
+/** What the nftables backend runs instead of iptables and ipset. */
+export const NFTABLES_AGENT_TOOLS: readonly Tool[] = [
+  { command: "ip", pkg: "iproute2" },
+  { command: "nft", pkg: "nftables" },
+  { command: "conntrack", pkg: "conntrack" },
+];
+
+/** The agent's tools for a backend. */
+export function agentTools(backend: "iptables" | "nftables"): readonly Tool[] {
+  return backend === "nftables" ? NFTABLES_AGENT_TOOLS : AGENT_TOOLS;
+}
 
 /** What `--conntrack-sync on` adds. */
 export const SYNC_TOOLS: readonly Tool[] = [{ command: "conntrackd", pkg: "conntrackd" }];
@@ -55,10 +67,8 @@ export function isRoot(): boolean {
 }
 
 /** Returns the tools not found on PATH. */
-export async function missingTools(tools: readonly Tool[]): Promise<Tool[]> {
-  const missing: Tool[] = [];
-  for (const tool of tools) if (!(await $.commandExists(tool.command))) missing.push(tool);
-  return missing;
+export function missingTools(tools: readonly Tool[]): Promise<Tool[]> {
+  return Promise.resolve(tools.filter((tool) => which(tool.command) === undefined));
 }
 
 /** The packages behind a list of tools, once each, sorted. */
@@ -95,7 +105,9 @@ export async function ensureTools(
   let missing = await missingTools(tools);
   if (missing.length === 0) return;
   const pkgs = packagesOf(missing);
-  if (options.install && isRoot() && (await $.commandExists("apt-get"))) {
+  if (options.install && isRoot() && which("apt-get") !== undefined) {
+    // dax only here: a node's agent never installs, and loading it costs ~55 ms.
+    const { default: $ } = await import("dax");
     options.log?.(`installing missing packages: ${pkgs.join(" ")}`);
     const env = { DEBIAN_FRONTEND: "noninteractive" };
     await $`apt-get update -qq`.env(env).quiet();
