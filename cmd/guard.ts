@@ -10,7 +10,7 @@
  * defenders can never storm the LAN: the last word after a burst is ours,
  * since a defence held back by the bound is sent when the bound allows.
  */
-import $ from "dax";
+import { systemExec, which } from "./exec.ts";
 import {
   deleteGuard,
   GUARD_FAMILY,
@@ -63,11 +63,17 @@ export interface GuardOptions {
 
 type Result = { code: number; stdout: string; stderr: string };
 
+/** Through the one runner (cmd/exec.ts); a tool that is missing or too slow reads as a failure. */
 async function run(args: string[], stdin?: string, timeoutMs = 10_000): Promise<Result> {
-  let command = $`${args}`.stdout("piped").stderr("piped").noThrow().timeout(timeoutMs);
-  if (stdin !== undefined) command = command.stdinText(stdin);
-  const r = await command;
-  return { code: r.code, stdout: r.stdout, stderr: r.stderr };
+  try {
+    return await systemExec(args, { timeoutMs, ...(stdin === undefined ? {} : { stdin }) });
+  } catch (error) {
+    return {
+      code: 127,
+      stdout: "",
+      stderr: error instanceof Error ? error.message : String(error),
+    };
+  }
 }
 
 /** Reads the guard table; undefined when it does not exist. */
@@ -82,7 +88,7 @@ export async function readGuard(): Promise<LiveGuard | undefined> {
 
 /** Removes the guard table if it is there (`delete`). */
 export async function deleteGuardTable(): Promise<boolean> {
-  if (!(await $.commandExists("nft"))) return false;
+  if (which("nft") === undefined) return false;
   const live = await readGuard().catch(() => undefined);
   if (!live) return false;
   const r = await run(["nft", "-f", "-"], deleteGuard().join("\n") + "\n");
@@ -332,13 +338,19 @@ export class Guard {
 
   async #traceLoop() {
     while (!this.#stopped) {
-      const child = $`nft monitor trace`.stdout("piped").stderr("null").noThrow().spawn();
-      this.#trace = child;
       const decoder = new TextDecoder();
       try {
-        for await (const chunk of child.stdout()) {
+        const child = new Deno.Command("nft", {
+          args: ["monitor", "trace"],
+          stdin: "null",
+          stdout: "piped",
+          stderr: "null",
+        }).spawn();
+        this.#trace = child;
+        for await (const chunk of child.stdout) {
           if (decoder.decode(chunk).includes(GUARD_TABLE)) this.#wake();
         }
+        await child.status;
       } catch {
         // Killed or failed: restarted below; the timer keeps reading meanwhile.
       }

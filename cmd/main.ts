@@ -95,6 +95,8 @@ async function preflight(
   host: Host,
   settings: CommonSettings,
   placing = false,
+  /** false: the caller's first read finds a missing interface before any change (one-shot run). */
+  checkInterface = true,
 ): Promise<void> {
   await settleBackend(settings);
   const syncing = placing && settings.conntrackSync.mode === "on";
@@ -108,6 +110,7 @@ async function preflight(
     throw new Exit(1, e.message);
   });
   // The interface must exist before anything is changed.
+  if (!checkInterface) return;
   await host.readLive(settings.config).catch((e) => {
     throw e instanceof InterfaceMissingError ? new Exit(1, e.message) : e;
   });
@@ -309,7 +312,9 @@ async function runCommand(options: Record<string, unknown>, host: Host): Promise
         "and exit while something else places the VIPs, as egress.sh did",
     );
   }
-  await preflight(host, settings, placing && !dryRun);
+  // A one-shot pass reads the node before it changes anything: no separate read first.
+  const oneShotPass = !options.delete && intervalSeconds === undefined && !placing;
+  await preflight(host, settings, placing && !dryRun, !oneShotPass);
   if (options.delete) {
     if (!dryRun) await refuseForeignStateDir(settings.placement.stateDir);
     const inputs = fileInputs(settings);
@@ -332,10 +337,13 @@ async function runCommand(options: Record<string, unknown>, host: Host): Promise
       undefined,
       neighbours,
     );
-    const ok = (await agent.pass("once")).ok;
+    const result = await agent.pass("once");
+    if (result.interfaceMissing) {
+      throw new Exit(1, new InterfaceMissingError(settings.config.interface).message);
+    }
     // The announcement's later rounds, a few seconds at most.
     await neighbours?.settled();
-    return ok ? 0 : 1;
+    return result.ok ? 0 : 1;
   }
   // A dry run writes nothing there; a running agent owns its state directory.
   const lock = dryRun ? undefined : await lockStateDir(settings.placement.stateDir, {
