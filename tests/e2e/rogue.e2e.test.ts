@@ -15,7 +15,22 @@ import type { Cluster } from "../../sim/cluster.ts";
 import { dropVrrpMulticast } from "../../sim/placement.ts";
 import { rogueLine, runStory, type StoryResult } from "../../sim/story.ts";
 import { keepalivedVips, type VipDriver } from "../../sim/vip.ts";
-import { e2e, withCluster } from "./cluster.ts";
+import { createCluster, e2e, withCluster } from "./cluster.ts";
+import { agentCommand, type AgentProcess, KEEPALIVED } from "../../sim/agents.ts";
+import {
+  egressPolicy,
+  egressVip,
+  nodeObject,
+  podObject,
+  type SimApiServer,
+  startApiWithNodes,
+  startKubeAgents,
+} from "../../sim/kube_sim.ts";
+import { rankNodes, waitForPlacement } from "../../sim/placement.ts";
+import { sourceSeen } from "../../sim/probe.ts";
+import { OUTSIDE_IP } from "../../sim/layout.ts";
+import { Rogue, ROGUE_IP } from "../../sim/rogue.ts";
+import type { CheckReport } from "../../core/doctor.ts";
 
 function explain(result: StoryResult): string {
   return [
@@ -69,4 +84,100 @@ Deno.test(
       };
       await assertRogueStory(cluster, driver);
     }),
+);
+
+async function eventually<T>(read: () => Promise<T>, ok: (v: T) => boolean, what: string) {
+  let value = await read();
+  for (let i = 0; i < 60 && !ok(value); i++) {
+    await new Promise((r) => setTimeout(r, 250));
+    value = await read();
+  }
+  if (!ok(value)) assert.fail(`timed out waiting for ${what}: ${JSON.stringify(value)}`);
+  return value;
+}
+
+type Event = { reason?: string; message?: string; involvedObject?: { name?: string } };
+
+Deno.test(
+  "e2e rogue: Kubernetes source, nodes from the EgressVIP's nodeSelector: nothing attracted, Events and doctor name the rogue's MAC and address",
+  e2e,
+  async () => {
+    const VIP = "192.0.2.50";
+    const cluster = await createCluster({ nodes: 3, podsPerNode: 1 });
+    let api: SimApiServer | undefined;
+    let rogue: Rogue | undefined;
+    const agents: AgentProcess[] = [];
+    try {
+      api = await startApiWithNodes(cluster);
+      const gateways = cluster.nodes.slice(0, 2);
+      for (const node of gateways) {
+        await api.apply(nodeObject(node, { "egress.kube-egress.io/gateway": "true" }));
+      }
+      await api.apply({ apiVersion: "v1", kind: "Namespace", metadata: { name: "default" } });
+      await api.apply(egressVip("office", {
+        ip: VIP,
+        routeId: 4,
+        nodeSelector: { matchLabels: { "egress.kube-egress.io/gateway": "true" } },
+      }));
+      await api.apply(egressPolicy("default", "apps", {
+        vip: "office",
+        podSelector: { matchLabels: { egress: "office" } },
+      }));
+      const pod = cluster.pod(3, 1);
+      await api.apply(podObject(pod, "app", { labels: { egress: "office" } }));
+      agents.push(...startKubeAgents(cluster, api, KEEPALIVED));
+      const [holder] = rankNodes(VIP, gateways);
+      await waitForPlacement(cluster, agents, VIP, holder);
+      assert.equal(await sourceSeen(pod.ns, OUTSIDE_IP, "udp"), VIP);
+
+      rogue = await Rogue.start(cluster, { vips: { [VIP]: 4 } });
+      await new Promise((r) => setTimeout(r, 2000));
+      // node3's pod keeps sending; none of it may reach the rogue.
+      for (let i = 0; i < 10; i++) await sourceSeen(pod.ns, OUTSIDE_IP, "udp");
+      await waitForPlacement(cluster, agents, VIP, holder, 5_000);
+      const attracted = await rogue.attracted();
+      const rogueMac = JSON.parse(await rogue.ns.run(["ip", "-j", "link", "show", "eth0"]))[0]
+        .address as string;
+      const events = await eventually(
+        () => api!.list<Event>("Event", "default"),
+        (list) =>
+          list.some((e) => e.reason === "ForeignVRRPAdvert") &&
+          list.some((e) => e.reason === "ForeignARPClaim"),
+        "the guard's Events",
+      );
+      const advert = events.find((e) => e.reason === "ForeignVRRPAdvert")!;
+      assert.equal(advert.involvedObject?.name, "office");
+      assert.match(advert.message!, new RegExp(ROGUE_IP.replaceAll(".", "\\.")));
+      const conflict = events.find((e) =>
+        e.reason === "ForeignARPClaim" && /address conflict/.test(e.message ?? "")
+      );
+      assert.ok(conflict, `the holder reports the conflict: ${JSON.stringify(events)}`);
+      assert.match(conflict.message!, new RegExp(rogueMac));
+      const run = await agentCommand(cluster, holder, "doctor", [
+        ...KEEPALIVED,
+        "--no-arp",
+        "--json",
+      ]);
+      const guard = (JSON.parse(run.stdout) as { checks: CheckReport[] }).checks
+        .find((c) => c.id === "guard")!;
+      assert.equal(guard.verdict, "fail", run.stdout);
+      assert.match(guard.detail, new RegExp(rogueMac));
+      assert.match(guard.detail, new RegExp(ROGUE_IP.replaceAll(".", "\\.")));
+      console.log(
+        `kube: rogue attracted ${attracted} packet(s); Events: ${
+          events.map((e) => e.reason).join(", ")
+        }; doctor guard: ${guard.detail}`,
+      );
+      assert.equal(attracted, 0);
+
+      await rogue.stop();
+      await new Promise((r) => setTimeout(r, 2000));
+      assert.equal(await sourceSeen(pod.ns, OUTSIDE_IP, "tcp"), VIP, "2 s after the rogue stopped");
+    } finally {
+      await rogue?.stop();
+      for (const agent of agents) await agent.stop();
+      await api?.stop();
+      await cluster.destroy();
+    }
+  },
 );
