@@ -411,6 +411,7 @@ export class Guard {
     const held = this.#held.has(alert.vip);
     for (const o of this.#options.observers ?? []) o.guardAlert?.(alert);
     if (alert.kind === "claim" && held) this.#defend(alert.vip);
+    if (alert.kind === "next-hop") void this.#forgetNeighbour(alert.vip, alert.from);
     const key = `${alert.kind} ${alert.vip} ${alert.from} ${held}`;
     const now = Date.now();
     const last = this.#logged.get(key);
@@ -434,6 +435,28 @@ export class Guard {
       ...(last ? { since_s: Math.round((now - last.at) / 1000) } : {}),
     });
     this.alerts.push({ ...alert, packets });
+  }
+
+  /**
+   * The forwarder's neighbour entry for the VIP points at a MAC that is no
+   * node (learned before the guard was there): removed, so the next packet
+   * asks again and only a node's answer passes. Entries someone set by hand
+   * (permanent, noarp) are left alone; their traffic stays dropped.
+   */
+  async #forgetNeighbour(vip: string, mac: string) {
+    const { iface } = this.#options;
+    const r = await run(["ip", "-j", "neigh", "show", vip, "dev", iface]);
+    if (r.code !== 0) return;
+    const entries = JSON.parse(r.stdout || "[]") as { lladdr?: string; state?: string[] }[];
+    const entry = entries.find((e) => e.lladdr?.toLowerCase() === mac);
+    if (!entry || (entry.state ?? []).some((s) => s === "PERMANENT" || s === "NOARP")) return;
+    const del = await run(["ip", "neigh", "del", vip, "dev", iface]);
+    if (del.code === 0) {
+      this.#options.log.info("removed the neighbour entry that pointed the VIP at a non-node", {
+        vip,
+        mac,
+      });
+    }
   }
 
   /** A gratuitous ARP now, or when the bound allows (one is owed at most). */

@@ -16,7 +16,8 @@ import { dropVrrpMulticast } from "../../sim/placement.ts";
 import { rogueLine, runStory, type StoryResult } from "../../sim/story.ts";
 import { keepalivedVips, type VipDriver } from "../../sim/vip.ts";
 import { createCluster, e2e, withCluster } from "./cluster.ts";
-import { agentCommand, type AgentProcess, KEEPALIVED } from "../../sim/agents.ts";
+import { agentCommand, type AgentProcess, KEEPALIVED, startAgent } from "../../sim/agents.ts";
+import { parseGuard } from "../../core/guard.ts";
 import {
   egressPolicy,
   egressVip,
@@ -180,4 +181,75 @@ Deno.test(
       await cluster.destroy();
     }
   },
+);
+
+Deno.test(
+  "e2e rogue: a forwarder's neighbour entry that already points the VIP at the rogue: its packets are dropped, counted and reported, the entry is removed and the pod leaves as the VIP",
+  e2e,
+  () =>
+    withCluster(async (cluster) => {
+      const VIP = "192.0.2.50";
+      const driver = keepalivedVips(
+        cluster.nodes,
+        cluster.spec.iface,
+        (n) => stateDirOf(cluster, n),
+      );
+      const agents = cluster.nodes.map((n) => startAgent(cluster, n, driver.agentFlags));
+      let rogue: Rogue | undefined;
+      try {
+        await Promise.all(agents.map((a) => a.waitFor(/agent running/, 60_000)));
+        const [holder, , forwarder] = rankNodes(VIP, cluster.nodes);
+        const pod = cluster.pods.find((p) => p.node === forwarder)!;
+        await cluster.writeMappings({ [pod.ip]: VIP }, { [VIP]: 5 });
+        await waitForPlacement(cluster, agents, VIP, holder);
+        assert.equal(await sourceSeen(pod.ns, OUTSIDE_IP, "udp"), VIP);
+        // A rogue that only answers: no adverts, no gratuitous ARP (a plain host, stale cache).
+        rogue = await Rogue.start(cluster, { vips: {} });
+        const rogueMac = JSON.parse(await rogue.ns.run(["ip", "-j", "link", "show", "eth0"]))[0]
+          .address as string;
+        // What a forwarder had learned before the guard: the VIP at the rogue's MAC.
+        await forwarder.ns.run([
+          "ip",
+          "neigh",
+          "replace",
+          VIP,
+          "lladdr",
+          rogueMac,
+          "dev",
+          cluster.spec.iface,
+          "nud",
+          "stale",
+        ]);
+        const agent = agents[forwarder.index - 1];
+        const since = agent.lines.length;
+        const first = await sourceSeen(pod.ns, OUTSIDE_IP, "udp");
+        await agent.waitFor(/guard: a mapped pod's traffic to a next hop/, 10_000, since);
+        await agent.waitFor(/removed the neighbour entry/, 10_000, since);
+        let last = first;
+        for (let i = 0; i < 20 && last !== VIP; i++) {
+          last = await sourceSeen(pod.ns, OUTSIDE_IP, "udp");
+        }
+        const table = await forwarder.ns.run([
+          "nft",
+          "-j",
+          "list",
+          "table",
+          "netdev",
+          "kube-egress-guard",
+        ]);
+        const refused = parseGuard(table)!.counters.next_hops_refused;
+        const attracted = await rogue.attracted();
+        console.log(
+          `next hop: first probe ${first}, ${refused} packet(s) dropped towards ${rogueMac}, then ${last}; rogue got ${attracted}`,
+        );
+        assert.ok(refused > 0, "packets towards the rogue's MAC were dropped");
+        assert.equal(attracted, 0);
+        assert.equal(last, VIP, "after the entry was removed the pod leaves as the VIP");
+      } finally {
+        await rogue?.stop();
+        for (const a of agents) {
+          await a.stop("SIGTERM");
+        }
+      }
+    }),
 );
