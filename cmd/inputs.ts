@@ -23,13 +23,37 @@ export interface Inputs {
 }
 
 /** The mapping directories, served from memory and re-read on change and resync. */
-export function fileInputs(settings: Pick<CommonSettings, "podVipDir" | "vipRouteDir">): Inputs {
+export function fileInputs(
+  settings: Pick<CommonSettings, "podVipDir" | "vipRouteDir"> & { failClosed?: boolean },
+): Inputs {
   const source = new FileSource(settings.podVipDir, settings.vipRouteDir);
+  const read = (trigger: string) => source.readFor(trigger);
   return {
-    readInputs: (trigger) => source.readFor(trigger),
+    readInputs: settings.failClosed ? guardingAll(read) : read,
     watchInputs: (onChange) => source.watch(onChange),
     observers: [],
     stop: () => Promise.resolve(),
+  };
+}
+
+/**
+ * --fail-closed: every pod of the mapping files fails closed, whether its VIP
+ * has a route id or not (a VIP file removed while pods still name it). The
+ * same raw snapshot in, the same object out, so an unchanged read stays
+ * unchanged (the agent skips validating it again).
+ */
+function guardingAll(read: (trigger: string) => Promise<RawSnapshot>, keep = false) {
+  let last: { raw: RawSnapshot; guarded: RawSnapshot } | undefined;
+  return async (trigger: string): Promise<RawSnapshot> => {
+    const raw = await read(trigger);
+    if (last?.raw !== raw) {
+      const failClosed = [
+        ...(keep ? raw.failClosed ?? [] : []),
+        ...raw.pods.map((p) => ({ origin: p.origin, podIp: p.podIp })),
+      ];
+      last = { raw, guarded: { ...raw, failClosed } };
+    }
+    return last.guarded;
   };
 }
 
@@ -46,6 +70,18 @@ export async function openInputs(
   options: { agent: boolean },
 ): Promise<Inputs> {
   if (settings.source === "files") return fileInputs(settings);
+  const inputs = await openKubeInputs(settings, log, options);
+  // --fail-closed with the API: every selected pod, besides the policies that ask for it.
+  return settings.failClosed
+    ? { ...inputs, readInputs: guardingAll(inputs.readInputs, true) }
+    : inputs;
+}
+
+async function openKubeInputs(
+  settings: CommonSettings,
+  log: Logger,
+  options: { agent: boolean },
+): Promise<Inputs> {
   // The Kubernetes client is loaded only for this source (the mapping directories need none of it).
   const [
     { KubeClient },

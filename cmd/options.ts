@@ -69,6 +69,12 @@ export const DATAPATH_FLAGS: readonly FlagSpec[] = [
     list: true,
   },
   {
+    flags: "--fail-closed",
+    description:
+      "a mapped pod's traffic to a steered destination leaves as its VIP or is dropped: never with another source, also while no node holds the VIP or the VIP's route id file is gone (files source; with --source kubernetes: the EgressPolicy's spec.failClosed)",
+    defaultValue: false,
+  },
+  {
     flags: "--mark-mask <mask>",
     description:
       "fwmark bits we may use (8 consecutive bits; default keeps clear of kube-proxy, Calico, Cilium)",
@@ -213,6 +219,7 @@ const LABELS: Record<string, string> = {
   rulePriority: "--rule-priority",
   routeProtocol: "--route-protocol",
   podVipDir: "--podip-vip-mappings",
+  failClosed: "--fail-closed",
   vipRouteDir: "--vip-routeid-mappings",
   config: "",
   updateInterval: "--update-interval",
@@ -277,6 +284,7 @@ const CommonSettingsSchema = z.object({
   }),
   podVipDir: z.string().min(1, { error: "must name a directory" }),
   vipRouteDir: z.string().min(1, { error: "must name a directory" }),
+  failClosed: z.boolean(),
   logFormat: z.enum(["text", "json"], { error: 'must be "text" or "json"' }),
   backend: z.enum(BACKEND_CHOICES, { error: 'must be "auto", "nftables" or "iptables"' }),
   placement: PlacementSettingsSchema,
@@ -312,6 +320,7 @@ export function commonSettings(flags: Record<string, unknown>): ParseResult<Comm
     },
     podVipDir: flags.podipVipMappings,
     vipRouteDir: flags.vipRouteidMappings,
+    failClosed: flags.failClosed === true,
     logFormat: flags.logFormat,
     backend: flags.backend ?? "auto",
     placement: {

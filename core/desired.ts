@@ -4,6 +4,7 @@
  * classes' ipsets. Nothing outside the iptables backend reads this syntax;
  * `desiredState` is the intent with this rendering beside it.
  */
+import { FAIL_CLOSED_SET, failClosedRules, failClosedSet } from "./fail_closed.ts";
 import { type Intent, intentOf, type VipRole } from "./intent.ts";
 import { hex } from "./marks.ts";
 import { MARK_CHAIN, NOSTEER_SET, PODS_SET, SNAT_CHAIN, type TableName } from "./names.ts";
@@ -107,13 +108,17 @@ export function parseRoleRule(
 /** The iptables backend's chains and sets for an intent. */
 export function renderIptables(intent: Intent): IptablesRendering {
   const { mask, scoped } = intent;
+  const guarded = intent.failClosed.length > 0;
+  const scopedSets = wantedScopedSets(scoped, mask);
+  if (guarded) scopedSets.set(FAIL_CLOSED_SET, failClosedSet(intent.failClosed));
   return {
-    scopedSets: wantedScopedSets(scoped, mask),
+    scopedSets,
     chains: {
       mangle: [
         markRule(),
         markInvalidRule(),
         ...scoped.flatMap((cls) => [scopedRule(cls), scopedMarkInvalidRule(cls)]),
+        ...(guarded ? failClosedRules(mask) : []),
         ...intent.roles.filter((r) => r.role === "holder").map((r) =>
           holderDropInvalidRule(r, mask)
         ),

@@ -70,6 +70,11 @@ export interface Intent {
   readonly noSteer: readonly string[];
   readonly rules: readonly PolicyRule[];
   readonly routes: readonly TableRoute[];
+  /**
+   * Pods that fail closed (core/fail_closed.ts): their unmarked traffic to a
+   * steered destination is dropped. Sorted; empty unless asked for.
+   */
+  readonly failClosed: readonly string[];
 }
 
 /** FNV-1a, 32 bits, as 8 hex digits: a short stable id for a class. */
@@ -163,5 +168,6 @@ export function intentOf(
       table: r.routeId,
     })),
     routes: forwarders.map((r) => ({ table: r.routeId, gateway: r.ip, dev: config.interface })),
+    failClosed: snapshot.failClosed ?? [],
   };
 }

@@ -8,6 +8,7 @@
  *   map scoped          pod . destination range → goto vip-<id>   (classes, one lookup)
  *   set scoped-excluded pod . excluded range                         (one lookup)
  *   map roles           mark → goto snat-<id>           (the role in force, as data)
+ *   set failclosed      pods that fail closed (core/fail_closed.ts; only while there are any)
  *   chain vip-<id>      sets the VIP's mark under our mask (and the ct mark); on the
  *                       holder first drops INVALID packets (they would leave un-NATed)
  *   chain snat-<id>     holder: snat to the VIP; forwarder: a null binding (snat to
@@ -48,6 +49,8 @@ export interface LiveNftables {
   readonly roles: ReadonlyMap<number, string>;
   /** The SNAT address of each holder chain (snat-<id> → VIP), for status. */
   readonly snatTo: ReadonlyMap<string, string>;
+  /** failclosed set: pod IPs (absent: empty or no such set). */
+  readonly failClosed?: ReadonlySet<string>;
 }
 
 /** No table of ours. */
@@ -84,6 +87,7 @@ export type NftOp =
   | { readonly op: "add table" }
   | { readonly op: "delete table" }
   | { readonly op: "add set"; readonly set: NftSetDecl }
+  | { readonly op: "delete set"; readonly set: string }
   | { readonly op: "add chain"; readonly chain: string; readonly hook?: NftHook }
   | { readonly op: "flush chain"; readonly chain: string }
   | { readonly op: "delete chain"; readonly chain: string }
@@ -103,6 +107,9 @@ const SETS: readonly NftSetDecl[] = [
   { name: "scoped-excluded", type: "ipv4_addr . ipv4_addr", interval: true },
   { name: "roles", type: "mark", map: "verdict" },
 ];
+
+/** Declared only while some pod fails closed, so a node without any has exactly the sets above. */
+const FAIL_CLOSED_SET: NftSetDecl = { name: "failclosed", type: "ipv4_addr" };
 
 const HOOKS: Readonly<Record<string, NftHook>> = {
   prerouting: { type: "filter", hook: "prerouting", priority: "mangle" },
@@ -134,6 +141,13 @@ export function nftChains(intent: Intent): Map<string, string[]> {
       : []),
     "ip saddr vmap @pods",
     ...(intent.scoped.length > 0 ? ["ip saddr . ip daddr vmap @scoped"] : []),
+    // Still here: no VIP chain took the packet (core/fail_closed.ts).
+    ...(intent.failClosed.length > 0
+      ? [
+        "ip saddr @failclosed ct direction original drop",
+        "ip saddr @failclosed ct state invalid drop",
+      ]
+      : []),
   ]);
   chains.set("postrouting", [`oifname "${intent.interface}" meta mark & ${hex(mask)} vmap @roles`]);
   for (const role of intent.roles) {
@@ -184,6 +198,7 @@ export function nftElements(intent: Intent) {
     scoped,
     excluded,
     roles: new Map(intent.roles.map((r) => [r.mark, `goto ${snatChain(r)}`])),
+    failClosed: new Set(intent.failClosed),
   };
 }
 
@@ -199,6 +214,10 @@ export function planNftables(intent: Intent, live: LiveNftables): NftOp[] {
   const body: NftOp[] = [];
   const setOps: NftOp[] = [];
   for (const set of SETS) if (!live.sets.has(set.name)) setOps.push({ op: "add set", set });
+  const guarded = intent.failClosed.length > 0;
+  if (guarded && !live.sets.has(FAIL_CLOSED_SET.name)) {
+    setOps.push({ op: "add set", set: FAIL_CLOSED_SET });
+  }
   const chainOps: NftOp[] = [];
   for (const [chain, rules] of chains) {
     const have = live.chains.get(chain);
@@ -236,9 +255,14 @@ export function planNftables(intent: Intent, live: LiveNftables): NftOp[] {
   diffMap("scoped", live.scoped, want.scoped, text);
   diffSet("scoped-excluded", live.excluded, want.excluded);
   diffMap("roles", live.roles, want.roles, hex);
+  if (guarded) diffSet(FAIL_CLOSED_SET.name, live.failClosed ?? new Set(), want.failClosed);
   const staleChains: NftOp[] = [...live.chains.keys()].filter((c) => !chains.has(c)).sort()
     .flatMap((chain) => [{ op: "flush chain", chain }, { op: "delete chain", chain }] as NftOp[]);
-  body.push(...setOps, ...chainOps, ...elementOps, ...staleChains);
+  // The set goes once the rules that use it are rewritten without it (same transaction, after).
+  const staleSets: NftOp[] = !guarded && live.sets.has(FAIL_CLOSED_SET.name)
+    ? [{ op: "delete set", set: FAIL_CLOSED_SET.name }]
+    : [];
+  body.push(...setOps, ...chainOps, ...elementOps, ...staleChains, ...staleSets);
   if (body.length === 0) return [];
   return [{ op: "add table" }, ...body];
 }
@@ -294,6 +318,8 @@ function renderOne(t: string, o: Exclude<NftOp, { op: "add element" | "delete el
           o.set.interval ? " flags interval;" : ""
         } }`;
       }
+      case "delete set":
+        return `delete set ${t} ${o.set}`;
       case "add chain":
         return o.hook
           ? `add chain ${t} ${o.chain} { type ${o.hook.type} hook ${o.hook.hook} priority ${o.hook.priority}; policy accept; }`
@@ -351,6 +377,7 @@ export function parseNftJson(text: string): LiveNftables {
   const excluded = new Set<string>();
   const roles = new Map<number, string>();
   const snatTo = new Map<string, string>();
+  const failClosed = new Set<string>();
   let present = false;
   for (const item of items) {
     // `nft list chains inet` lists every inet table's chains: only ours count.
@@ -383,11 +410,23 @@ export function parseNftJson(text: string): LiveNftables {
           const k = elementKey(elem, interval);
           if (name === "nosteer") nosteer.add(k);
           else if (name === "scoped-excluded") excluded.add(k);
+          else if (name === FAIL_CLOSED_SET.name) failClosed.add(k);
         }
       }
     }
   }
-  return { present, chains, sets, pods, nosteer, scoped, excluded, roles, snatTo };
+  return {
+    present,
+    chains,
+    sets,
+    pods,
+    nosteer,
+    scoped,
+    excluded,
+    roles,
+    snatTo,
+    ...(failClosed.size > 0 ? { failClosed } : {}),
+  };
 }
 
 /** Mark → role of the roles map's elements (marks under other masks are ignored). */
@@ -413,13 +452,17 @@ export function nftAfterApply(intent: Intent): LiveNftables {
   return {
     present: true,
     chains: new Map([...chains].map(([c, rules]) => [c, rules.map(ruleHash)])),
-    sets: new Set(SETS.map((s) => s.name)),
+    sets: new Set([
+      ...SETS.map((s) => s.name),
+      ...(intent.failClosed.length > 0 ? [FAIL_CLOSED_SET.name] : []),
+    ]),
     pods: want.pods,
     nosteer: want.nosteer,
     scoped: want.scoped,
     excluded: want.excluded,
     roles: want.roles,
     snatTo,
+    ...(want.failClosed.size > 0 ? { failClosed: want.failClosed } : {}),
   };
 }
 

@@ -6,7 +6,15 @@
  * message naming the origin and field, and keeps every valid entry.
  */
 import { z } from "zod";
-import { cidrContains, compareCidr, compareIPv4, formatCidr, parseCidr, parseIPv4 } from "./ip.ts";
+import {
+  cidrContains,
+  compareCidr,
+  compareIPv4,
+  formatCidr,
+  formatIPv4,
+  parseCidr,
+  parseIPv4,
+} from "./ip.ts";
 import { cidrv4, type DatapathConfig, describeIssues, ipv4, routeId } from "./schema.ts";
 
 /** A VIP as a source read it: origin is a file path or an object reference. */
@@ -37,6 +45,17 @@ export interface RawPod {
   readonly excluded?: unknown;
 }
 
+/**
+ * A pod whose traffic must fail closed (opt-in): to a steered destination it
+ * leaves as its VIP or not at all, also while its VIP is unknown, unready or
+ * deleted. Sources list these apart from the mappings, since a guarded pod
+ * may have no usable mapping at all.
+ */
+export interface RawGuard {
+  readonly origin: string;
+  readonly podIp: unknown;
+}
+
 /** A rejected input: where it came from and why. */
 export interface Problem {
   readonly origin: string;
@@ -48,6 +67,8 @@ export interface RawSnapshot {
   readonly vips: readonly RawVip[];
   readonly pods: readonly RawPod[];
   readonly problems: readonly Problem[];
+  /** Pods that fail closed (absent: none). */
+  readonly failClosed?: readonly RawGuard[];
 }
 
 export interface Vip {
@@ -74,6 +95,8 @@ export interface PodMapping {
 export interface Snapshot {
   readonly vips: readonly Vip[];
   readonly pods: readonly PodMapping[];
+  /** Pod IPs that fail closed, sorted, unique (absent: none). */
+  readonly failClosed?: readonly string[];
 }
 
 /** Route ids from files arrive as text; from the API as numbers. Both meet the same rule. */
@@ -301,5 +324,35 @@ export function validateSnapshot(
       ...(excluded ? { excluded } : {}),
     }
   );
-  return { snapshot: { vips, pods }, problems };
+  // A destination-scoped mapping in force guards itself: only its own ranges are steered, and
+  // the mark rules mark everything to them. Its pod stays out of the guard, which would drop
+  // its traffic to every other destination. (Once the mapping is gone, the whole guard applies.)
+  const scopedInForce = new Set(
+    kept.filter((p) => p.destinations || p.excluded).map((p) => p.address),
+  );
+  const failClosed = guardedPods(
+    raw.failClosed ?? [],
+    (address) => !scopedInForce.has(address) && rangeHolding(podRanges, address) !== undefined,
+  );
+  return {
+    snapshot: failClosed.length > 0 ? { vips, pods, failClosed } : { vips, pods },
+    problems,
+  };
+}
+
+/**
+ * The pod IPs to fail closed: valid addresses `wanted` accepts, sorted, once
+ * each. Anything else is left out without a problem of its own: the
+ * pod's mapping (if any) reports what is wrong with it.
+ */
+function guardedPods(
+  guards: readonly RawGuard[],
+  wanted: (address: number) => boolean,
+): string[] {
+  const addresses = new Set<number>();
+  for (const guard of guards) {
+    const address = typeof guard.podIp === "string" ? parseIPv4(guard.podIp) : undefined;
+    if (address !== undefined && wanted(address)) addresses.add(address);
+  }
+  return [...addresses].sort((a, b) => a - b).map(formatIPv4);
 }

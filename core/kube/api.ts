@@ -181,6 +181,10 @@ export const EgressPolicySpec = cel(
     excludedCIDRs: z.array(policyCidr).max(LIMITS.cidrs).optional().meta({
       description: "never steer traffic to these ranges",
     }),
+    failClosed: z.boolean().optional().meta({
+      description:
+        "drop the pods' traffic to steered destinations rather than let it leave with another source than the VIP (no node holds it, the VIP is not ready or deleted); default false",
+    }),
   }).superRefine((spec, ctx) => {
     if (spec.podSelector === undefined && (spec.targets ?? []).length === 0) {
       ctx.addIssue({ code: "custom", message: NEEDS_SELECTOR });

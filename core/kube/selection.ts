@@ -19,7 +19,7 @@
  */
 import { formatCidr, parseCidr } from "../ip.ts";
 import { describeIssues } from "../schema.ts";
-import type { Problem, RawPod, RawSnapshot, RawVip } from "../snapshot.ts";
+import type { Problem, RawGuard, RawPod, RawSnapshot, RawVip } from "../snapshot.ts";
 import {
   type EgressPolicySpec,
   EgressPolicySpec as PolicySpecSchema,
@@ -199,6 +199,7 @@ export function selectEgress(view: ClusterView): Selection {
   const vipPods = new Map<string, Set<string>>();
   const vipPolicies = new Map<string, string[]>();
   const rawPods: RawPod[] = [];
+  const guards: RawGuard[] = [];
 
   for (const policy of policies) {
     const base = { namespace: policy.namespace, name: policy.name, pods: 0, conflicts: [] };
@@ -210,6 +211,13 @@ export function selectEgress(view: ClusterView): Selection {
       continue;
     }
     const spec = parsed.data;
+    // Fail closed: the policy's pods are guarded whatever becomes of its VIP (core/fail_closed.ts).
+    if (spec.failClosed) {
+      for (const pod of podsByNamespace.get(policy.namespace) ?? []) {
+        if (!policySelects(spec, pod, view.replicaSets)) continue;
+        guards.push({ origin: `EgressPolicy ${policy.key} (pod ${pod.name})`, podIp: pod.ip });
+      }
+    }
     vipPolicies.set(spec.vip, [...(vipPolicies.get(spec.vip) ?? []), policy.key]);
     const vip = vips.get(spec.vip);
     const ip = vip?.spec?.ip;
@@ -270,7 +278,12 @@ export function selectEgress(view: ClusterView): Selection {
     });
   }
   return {
-    raw: { vips: rawVips, pods: rawPods, problems },
+    raw: {
+      vips: rawVips,
+      pods: rawPods,
+      problems,
+      ...(guards.length > 0 ? { failClosed: guards } : {}),
+    },
     policies: outcomes,
     vips: vipOutcomes,
   };

@@ -212,3 +212,28 @@ Deno.test({
       }]);
     }),
 });
+
+Deno.test({
+  name:
+    "kube api: EgressPolicy spec.failClosed is in the CRD schema: a boolean is kept, anything else refused",
+  ...opts,
+  fn: () =>
+    withServer(async (api) => {
+      const good = policyObject("default", "strict", {
+        vip: "office",
+        podSelector: {},
+        failClosed: true,
+      });
+      const created = await call(api, "POST", `${POLICIES}?fieldValidation=Strict`, good);
+      assert.equal(created.status, 201, JSON.stringify(created.body));
+      assert.equal(created.body.spec.failClosed, true, "not pruned");
+      const bad = policyObject("default", "loose", {
+        vip: "office",
+        podSelector: {},
+        failClosed: "yes",
+      });
+      const refused = await call(api, "POST", POLICIES, bad);
+      assert.equal(refused.status, 422);
+      assert.match(JSON.stringify(refused.body), /failClosed/);
+    }),
+});

@@ -301,3 +301,33 @@ Deno.test("property: selection is deterministic, each pod follows the oldest pol
     { numRuns: 200 },
   );
 });
+
+Deno.test("selection: a failClosed policy guards its pods, also while its VIP is missing; the guard follows the pod, not the IP", () => {
+  const web = pod("default", "web", "10.244.1.5", { labels: { app: "web" } });
+  const policy = (vip: string) =>
+    record(
+      policyObject("default", "p", {
+        vip,
+        podSelector: { matchLabels: { app: "web" } },
+        failClosed: true,
+      }),
+    );
+  const guardsOf = (v: ClusterView) =>
+    validateSnapshot(selectEgress(v).raw, testConfig()).snapshot.failClosed ?? [];
+  const ready = view({ policies: [policy("office")], pods: [web] });
+  assert.deepEqual(mapped(selectEgress(ready)), { "10.244.1.5": "192.0.2.50" });
+  assert.deepEqual(guardsOf(ready), ["10.244.1.5"]);
+  // The EgressVIP gone (or never there): no mapping, the guard stays.
+  const gone = view({ vips: [], policies: [policy("office")], pods: [web] });
+  assert.deepEqual(mapped(selectEgress(gone)), {});
+  assert.deepEqual(guardsOf(gone), ["10.244.1.5"]);
+  // The pod finished and an unmapped pod got its IP: neither mapped nor guarded.
+  const done = { ...web, finished: true };
+  const other = pod("default", "other", "10.244.1.5", { labels: { app: "db" } });
+  const reused = view({ policies: [policy("office")], pods: [done, other] });
+  assert.deepEqual(mapped(selectEgress(reused)), {});
+  assert.deepEqual(guardsOf(reused), []);
+  // Default off: no guard at all.
+  const plain = record(policyObject("default", "q", { vip: "office", podSelector: {} }));
+  assert.equal(selectEgress(view({ policies: [plain], pods: [web] })).raw.failClosed, undefined);
+});

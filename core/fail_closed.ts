@@ -1,0 +1,45 @@
+/**
+ * Fail closed (opt-in): a guarded pod's packet to a steered destination
+ * leaves as its VIP or not at all. The mark rules send a mapped pod's
+ * traffic to its VIP (SNAT on the holder, routed to the holder elsewhere,
+ * where it is lost when nobody holds the VIP); what would leave otherwise is
+ * exactly a guarded pod's packet that carries no mark of ours: its VIP is
+ * unknown, unready or deleted, its mapping is gone while the guard stays, or
+ * conntrack calls it INVALID and no mapping marked it. Those are dropped here,
+ * in the mark chain, so the rules that stay in the kernel when the agent dies
+ * keep failing closed. Reply packets of connections made to the pod are left
+ * alone (a pod serving clients keeps answering them).
+ *
+ * The guarded pods live in a set of their own (a hash:net of /32s, managed
+ * like the destination-scoped sets), apart from the pods set: a pod stays
+ * guarded while its VIP is missing, when it is in no other set at all.
+ */
+import { hex } from "./marks.ts";
+import { MARK_CHAIN, NOSTEER_SET } from "./names.ts";
+import { SCOPED_NETS_OPTIONS, SCOPED_PREFIX, type WantedSet } from "./scoped.ts";
+
+/** The guarded pods' set (its name keeps the scoped sets' prefix, so it is read and pruned with them). */
+export const FAIL_CLOSED_SET = `${SCOPED_PREFIX}g-failclosed`;
+
+/** The set as wanted: one /32 per guarded pod (hash:net prints them without the prefix length). */
+export function failClosedSet(pods: readonly string[]): WantedSet {
+  return {
+    options: SCOPED_NETS_OPTIONS,
+    entries: new Map(pods.map((ip) => [`${ip}/32`, `${ip}/32`])),
+  };
+}
+
+/**
+ * The two drop rules, after every mark rule: a guarded pod's unmarked packet
+ * to a steered destination, whether conntrack saw it originate a connection
+ * or calls it INVALID (no connection, no direction).
+ */
+export function failClosedRules(mask: number): string[] {
+  const match = `-A ${MARK_CHAIN} -m set --match-set ${FAIL_CLOSED_SET} src` +
+    ` -m set ! --match-set ${NOSTEER_SET} dst -m mark --mark 0x0/${hex(mask)}`;
+  const comment = '-m comment --comment "kube-egress fail closed" -j DROP';
+  return [
+    `${match} -m conntrack --ctdir ORIGINAL ${comment}`,
+    `${match} -m conntrack --ctstate INVALID ${comment}`,
+  ];
+}
