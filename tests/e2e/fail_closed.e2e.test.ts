@@ -8,7 +8,7 @@
  * Needs root; reported as skipped otherwise.
  */
 import assert from "node:assert/strict";
-import { type AgentProcess, EXTERNAL, startAgent } from "../../sim/agents.ts";
+import { agentCommand, type AgentProcess, EXTERNAL, startAgent } from "../../sim/agents.ts";
 import type { Cluster, SimNode } from "../../sim/cluster.ts";
 import { type FailoverRun, measureFailover } from "../../sim/stream.ts";
 import { placeVip } from "../../sim/vip.ts";
@@ -16,6 +16,8 @@ import { e2e, withCluster } from "./cluster.ts";
 
 const VIP = "192.0.2.50";
 const FAIL_CLOSED = [...EXTERNAL, "--fail-closed"];
+/** The case whose wrong-source packets are the window fail closed cannot close. */
+const BOOT = "a node boots, its pods run before its agent";
 
 type Backend = "iptables" | "nftables";
 
@@ -89,7 +91,7 @@ async function failClosedCases(cluster: Cluster, backend: Backend, full: boolean
       beforeMs: 600,
       afterMs,
     });
-    const t = tally(run);
+    const t = { ...tally(run), faultAt: run.faultAt, wirePackets: run.wire.packets };
     results.push({ name, ...t });
     console.log(
       `fail closed (${backend}): ${name}: wrong source ${t.wrong}, dropped ${t.dropped} of ${t.sent} sent` +
@@ -124,6 +126,35 @@ async function failClosedCases(cluster: Cluster, backend: Backend, full: boolean
       await waitForRoles(cluster, backend, cluster.node(2), 30_000);
     });
 
+    if (full) {
+      // A node booting: its pods run before its agent does. Here: node3 with nothing of ours
+      // (agent stopped, `delete`), its agent started during the stream.
+      const node3 = cluster.node(3);
+      await agents[2].stop();
+      const wiped = await agentCommand(cluster, node3, "run", [...FAIL_CLOSED, "-d"]);
+      assert.equal(wiped.code, 0, wiped.stderr);
+      let inForceMs = 0;
+      const boot = await measure(BOOT, async () => {
+        const started = Date.now();
+        agents[2] = startAgent(cluster, node3, [...FAIL_CLOSED, "--backend", backend], 30);
+        await waitForRoles(cluster, backend, cluster.node(2), 30_000);
+        inForceMs = Date.now() - started;
+      });
+      const after = boot.wirePackets.filter((p) => p.t >= boot.faultAt);
+      console.log(
+        `fail closed (${backend}): boot window: agent start → rules in force ${inForceMs} ms; ` +
+          `${after.length} wrong-source packets after the agent started, the last ` +
+          `${Math.max(0, ...after.map((p) => p.t - boot.faultAt))} ms after it ` +
+          `(sources: ${[...new Set(boot.wirePackets.map((p) => p.src))].join(", ")})`,
+      );
+      assert.ok(
+        boot.wirePackets.every((p) => p.src === node3.ip),
+        "only the booting node's address leaks",
+      );
+      const lastWrong = Math.max(0, ...after.map((p) => p.t));
+      assert.ok(lastWrong - boot.faultAt <= inForceMs + 500, "nothing leaks once its rules are in");
+    }
+
     await measure("the VIP deleted while in use", async () => {
       await cluster.writeMappings(mappings, {});
       await waitForRoles(cluster, backend, "gone");
@@ -149,7 +180,7 @@ async function failClosedCases(cluster: Cluster, backend: Backend, full: boolean
 
 /** Every case with fail closed on: no wrong source, and packets dropped instead. */
 function checkResults(results: readonly { name: string; wrong: number; dropped: number }[]) {
-  const on = results.filter((r) => !r.name.startsWith("fail closed off"));
+  const on = results.filter((r) => !r.name.startsWith("fail closed off") && r.name !== BOOT);
   assert.deepEqual(
     on.filter((r) => r.wrong > 0).map((r) => `${r.name}: ${r.wrong}`),
     [],
