@@ -202,6 +202,9 @@ function foreignRules(save: string): string[] {
 }
 
 function checkBackend(f: DoctorFacts): CheckReport {
+  if (f.config.backend === "nftables") {
+    return { id: "iptables-backend", verdict: "skip", detail: "the nftables backend is in use" };
+  }
   const ours = f.backend;
   if (!ours) return { id: "iptables-backend", verdict: "skip", detail: "iptables not found" };
   const other = ours === "nft" ? "legacy" : "nft";
@@ -264,6 +267,9 @@ function tableRules(save: string, table: string): string[] {
 }
 
 function checkChainOrder(f: DoctorFacts): CheckReport {
+  if (f.config.backend === "nftables") {
+    return { id: "chain-order", verdict: "skip", detail: "the nftables backend is in use" };
+  }
   const save = f.backend ? f.iptablesSave[f.backend] : undefined;
   if (save === undefined) {
     return { id: "chain-order", verdict: "skip", detail: "iptables not read" };
@@ -312,6 +318,101 @@ function checkChainOrder(f: DoctorFacts): CheckReport {
       ? "our jumps come first in mangle PREROUTING and nat POSTROUTING, before any masquerade"
       : "no VIPs: nothing to order",
   };
+}
+
+// ---- the datapath backend ----
+
+/** Our nat chain's priority on the nftables backend (srcnat - 10). */
+export const NFT_SNAT_PRIORITY = 90;
+
+interface NftChainFacts {
+  family: string;
+  table: string;
+  name: string;
+  type?: string;
+  hook?: string;
+  prio?: number;
+}
+
+/**
+ * How the node's other rules sit with our backend: on nftables, a foreign nat
+ * chain at postrouting whose priority runs before ours (90) and that
+ * masquerades or SNATs rewrites pod traffic before our rule sees it; the other
+ * backend's objects still there (a node that switched; its next first pass
+ * removes them); kube-proxy in nftables mode while we use iptables.
+ */
+function checkDatapathBackend(f: DoctorFacts): CheckReport {
+  const id = "datapath-backend";
+  let items: Record<string, unknown>[] = [];
+  try {
+    items = f.nftRuleset ? (JSON.parse(f.nftRuleset).nftables ?? []) : [];
+  } catch {
+    items = [];
+  }
+  const chains = items.flatMap((i) => i.chain ? [i.chain as NftChainFacts] : []);
+  const rules = items.flatMap((i) =>
+    i.rule ? [i.rule as { family: string; table: string; chain: string; expr: object[] }] : []
+  );
+  const ourTable = chains.some((c) => c.family === "inet" && c.table === "kube-egress");
+  const ourChains = Object.values(f.iptablesSave).some((save) =>
+    (save ?? "").includes(`:${MARK_CHAIN} `) || (save ?? "").includes(`:${SNAT_CHAIN} `)
+  );
+  const kubeProxyNft = chains.some((c) => c.table === "kube-proxy");
+  if (f.config.backend === "nftables") {
+    const early = chains.filter((c) =>
+      c.table !== "kube-egress" && c.type === "nat" && c.hook === "postrouting" &&
+      (c.prio ?? 100) < NFT_SNAT_PRIORITY &&
+      rules.some((r) =>
+        r.family === c.family && r.table === c.table && r.chain === c.name &&
+        r.expr.some((e) => "masquerade" in e || "snat" in e)
+      )
+    );
+    if (early.length > 0) {
+      return {
+        id,
+        verdict: "fail",
+        detail:
+          `nat postrouting chain(s) that masquerade before ours (priority ${NFT_SNAT_PRIORITY}): ${
+            early.map((c) => `${c.family} ${c.table} ${c.name} (priority ${c.prio})`).join(", ")
+          }: pod traffic leaves with the node's address, not the VIP`,
+        fix: `give them a priority of ${NFT_SNAT_PRIORITY} or more (srcnat is 100), or run ` +
+          "with --backend iptables if they are iptables-legacy rules that cannot move",
+      };
+    }
+    if (ourChains) {
+      return {
+        id,
+        verdict: "warn",
+        detail: "the iptables backend's chains are still on the node next to our nftables table",
+        fix: "an agent's first pass removes them; or run `delete --backend iptables` once",
+      };
+    }
+    return {
+      id,
+      verdict: "pass",
+      detail: ourTable
+        ? "nftables: our table inet kube-egress, no masquerade ahead of it"
+        : "nftables: no masquerade ahead of our table's priority",
+    };
+  }
+  if (ourTable) {
+    return {
+      id,
+      verdict: "warn",
+      detail:
+        "our nftables table inet kube-egress is still on the node next to the iptables chains",
+      fix: "an agent's first pass removes it; or run `delete --backend nftables` once",
+    };
+  }
+  if (kubeProxyNft) {
+    return {
+      id,
+      verdict: "warn",
+      detail: "kube-proxy runs in nftables mode while kube-egress uses iptables",
+      fix: "run with --backend nftables (what --backend auto picks on this node)",
+    };
+  }
+  return { id, verdict: "pass", detail: "iptables, and kube-proxy does not run in nftables mode" };
 }
 
 // ---- marks ----
@@ -544,6 +645,7 @@ export const CHECKS: readonly { id: string; run: (f: DoctorFacts) => CheckReport
   { id: "tools", run: checkTools },
   { id: "interface", run: checkInterface },
   { id: "inputs", run: checkInputs },
+  { id: "datapath-backend", run: checkDatapathBackend },
   { id: "iptables-backend", run: checkBackend },
   { id: "chain-order", run: checkChainOrder },
   { id: "mark-bits", run: checkMarks },

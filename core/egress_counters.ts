@@ -108,13 +108,22 @@ export function kernelFigures(
   }
   return {
     vips: status.vips.map((v) => ({ vip: v.vip, role: v.role, held: v.held, pods: v.pods })),
-    programmed: {
-      podSetEntries: live.sets.pods.size,
-      nosteerSetEntries: live.sets.nosteer.size,
-      natRules: live.iptables.nat.rules.length,
-      ipRules: live.routes.rules.length,
-      routes: live.routes.routes.length,
-    },
+    // The nftables backend's pods map, nosteer set and roles map count as the same objects.
+    programmed: live.nft.present
+      ? {
+        podSetEntries: live.nft.pods.size,
+        nosteerSetEntries: live.nft.nosteer.size,
+        natRules: live.nft.roles.size,
+        ipRules: live.routes.rules.length,
+        routes: live.routes.routes.length,
+      }
+      : {
+        podSetEntries: live.sets.pods.size,
+        nosteerSetEntries: live.sets.nosteer.size,
+        natRules: live.iptables.nat.rules.length,
+        ipRules: live.routes.rules.length,
+        routes: live.routes.routes.length,
+      },
     packets,
     bytes,
     connections: status.vips.map((v) => ({

@@ -51,6 +51,8 @@ export interface LiveNftables {
   readonly snatTo: ReadonlyMap<string, string>;
   /** failclosed set: pod IPs (absent: empty or no such set). */
   readonly failClosed?: ReadonlySet<string>;
+  /** Packets/bytes of each chain's counter (vip-<id>: steered; snat-<id>: new connections). */
+  readonly counters: ReadonlyMap<string, { readonly packets: number; readonly bytes: number }>;
 }
 
 /** No table of ours. */
@@ -64,6 +66,7 @@ export const NO_NFTABLES: LiveNftables = {
   excluded: new Set(),
   roles: new Map(),
   snatTo: new Map(),
+  counters: new Map(),
 };
 
 /** A set or map of ours, as declared. */
@@ -156,11 +159,14 @@ export function nftChains(intent: Intent): Map<string, string[]> {
       ...(role.role === "holder" ? ["ct state invalid drop"] : []),
       // Replies of connections the pod did not originate return the way they came.
       "ct direction reply return",
-      `meta mark set meta mark & ${keep} | ${hex(role.mark)}`,
+      `counter meta mark set meta mark & ${keep} | ${hex(role.mark)}`,
       `ct mark set ct mark & ${keep} | ${hex(role.mark)}`,
     ]);
     chains.set(snatChain(role), [
-      role.role === "holder" ? `snat ip to ${role.ip} fully-random` : "snat ip to ip saddr",
+      // The nat hook sees a connection's first packet only: the counter counts connections.
+      role.role === "holder"
+        ? `counter snat ip to ${role.ip} fully-random`
+        : "counter snat ip to ip saddr",
     ]);
   }
   return chains;
@@ -378,6 +384,7 @@ export function parseNftJson(text: string): LiveNftables {
   const roles = new Map<number, string>();
   const snatTo = new Map<string, string>();
   const failClosed = new Set<string>();
+  const counters = new Map<string, { packets: number; bytes: number }>();
   let present = false;
   for (const item of items) {
     // `nft list chains inet` lists every inet table's chains: only ours count.
@@ -391,8 +398,13 @@ export function parseNftJson(text: string): LiveNftables {
       const chain = String(rule.chain);
       if (!chains.has(chain)) chains.set(chain, []);
       chains.get(chain)!.push(typeof rule.comment === "string" ? rule.comment : "");
-      const snat = (rule.expr as Json[] | undefined)?.find((e) => e.snat)?.snat as Json | undefined;
+      const expr = (rule.expr as Json[] | undefined) ?? [];
+      const snat = expr.find((e) => e.snat)?.snat as Json | undefined;
       if (snat && typeof snat.addr === "string") snatTo.set(chain, snat.addr);
+      const counter = expr.find((e) => e.counter)?.counter as Json | undefined;
+      if (counter && !counters.has(chain)) {
+        counters.set(chain, { packets: Number(counter.packets), bytes: Number(counter.bytes) });
+      }
     } else if (item.set || item.map) {
       const set = (item.set ?? item.map) as Json;
       const name = String(set.name);
@@ -425,6 +437,7 @@ export function parseNftJson(text: string): LiveNftables {
     excluded,
     roles,
     snatTo,
+    counters,
     ...(failClosed.size > 0 ? { failClosed } : {}),
   };
 }
@@ -463,6 +476,7 @@ export function nftAfterApply(intent: Intent): LiveNftables {
     roles: want.roles,
     snatTo,
     ...(want.failClosed.size > 0 ? { failClosed: want.failClosed } : {}),
+    counters: new Map(),
   };
 }
 

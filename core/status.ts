@@ -74,6 +74,9 @@ export function nodeStatus(
 ): NodeStatus {
   const addresses = new Set(live.routes.addresses);
   const vipOfMark = new Map<number, VipStatus>();
+  if (live.nft.present) {
+    return finish(iface, addresses, ...nftablesInForce(live, addresses), extra);
+  }
   for (const counter of parseRuleCounters(natSaveWithCounters, "nat")) {
     const rule = parseRoleRule(counter.rule);
     if (!rule) continue;
@@ -119,6 +122,69 @@ export function nodeStatus(
       mappings.push({ podIp, vip: vip.vip, packets, bytes });
     }
   }
+  return finish(iface, addresses, vipOfMark, mappings, extra);
+}
+
+/**
+ * The nftables backend's objects as status: the roles map (mark → snat-<id>),
+ * the VIP from the holder's SNAT rule or the forwarder's route, the chains'
+ * counters (steered packets, new connections) and the pods map. Per-pod
+ * counters are the iptables backend's only (its ipset keeps them per entry).
+ */
+function nftablesInForce(
+  live: LiveState,
+  addresses: ReadonlySet<string>,
+): [Map<number, VipStatus>, MappingStatus[]] {
+  const vipOfMark = new Map<number, VipStatus>();
+  const markOfChain = new Map<string, number>();
+  for (const [mark, target] of live.nft.roles) {
+    const chain = target.replace(/^goto /, "");
+    const routeId = Number(chain.replace(/^snat-/, ""));
+    const holderIp = live.nft.snatTo.get(chain);
+    const ip = holderIp ?? live.routes.routes.find((r) => r.table === routeId)?.gateway;
+    if (ip === undefined || !Number.isInteger(routeId)) continue;
+    const steered = live.nft.counters.get(`vip-${routeId}`) ?? { packets: 0, bytes: 0 };
+    markOfChain.set(`goto vip-${routeId}`, mark);
+    vipOfMark.set(mark, {
+      vip: ip,
+      routeId,
+      mark: hex(mark),
+      role: holderIp !== undefined ? "holder" : "forwarder",
+      held: addresses.has(ip),
+      pods: 0,
+      packets: steered.packets,
+      bytes: steered.bytes,
+      connections: live.nft.counters.get(chain)?.packets ?? 0,
+    });
+  }
+  const mappings: MappingStatus[] = [];
+  const podTargets = [
+    ...live.nft.pods,
+    ...[...live.nft.scoped].map(([k, v]) => [k.split(" . ")[0], v] as [string, string]),
+  ];
+  const seen = new Set<string>();
+  for (const [podIp, target] of podTargets) {
+    const mark = markOfChain.get(target);
+    const vip = mark === undefined ? undefined : vipOfMark.get(mark);
+    if (!vip || seen.has(podIp)) continue;
+    seen.add(podIp);
+    vipOfMark.set(mark!, { ...vip, pods: vip.pods + 1 });
+    mappings.push({ podIp, vip: vip.vip, packets: 0, bytes: 0 });
+  }
+  return [vipOfMark, mappings];
+}
+
+function finish(
+  iface: string,
+  addresses: ReadonlySet<string>,
+  vipOfMark: ReadonlyMap<number, VipStatus>,
+  mappings: MappingStatus[],
+  extra: {
+    pendingLines?: number;
+    problems?: readonly string[];
+    placement?: PlacementStatus;
+  },
+): NodeStatus {
   const placement = extra.placement;
   const vrrpOf = (vip: VipStatus): VipStatus => {
     if (!placement) return vip;

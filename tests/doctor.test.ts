@@ -67,7 +67,7 @@ Deno.test("doctor: a healthy node passes every check and renders a summary", () 
   for (const r of reports) assert.equal(r.verdict, "pass", `${r.id}: ${r.detail}`);
   const text = renderDoctor(reports);
   assert.match(text, /^PASS {2}tools {12}/m);
-  assert.match(text, /doctor: 0 failed, 0 warning\(s\), 12 passed, 0 skipped\n$/);
+  assert.match(text, /doctor: 0 failed, 0 warning\(s\), 13 passed, 0 skipped\n$/);
 });
 
 Deno.test("mark usage: iptables-save MARK/CONNMARK/mark-match forms, our chains skipped", () => {
@@ -269,5 +269,55 @@ Deno.test("doctor guard: names the MAC and the address that answered or advertis
   assert.match(
     check("guard", facts({ nftRuleset: JSON.stringify({ nftables: [] }) })).detail,
     /not guarded/,
+  );
+});
+
+Deno.test("doctor datapath-backend: on nftables, a masquerade ahead of our nat priority fails; the other backend's leftovers warn", () => {
+  const nft = testConfig({ backend: "nftables" });
+  const ruleset = (prio: number) =>
+    JSON.stringify({
+      nftables: [
+        {
+          chain: {
+            family: "ip",
+            table: "cni",
+            name: "post",
+            type: "nat",
+            hook: "postrouting",
+            prio,
+          },
+        },
+        {
+          rule: {
+            family: "ip",
+            table: "cni",
+            chain: "post",
+            expr: [{ match: {} }, { masquerade: null }],
+          },
+        },
+      ],
+    });
+  const run = (f: DoctorFacts) => diagnose(f).find((c) => c.id === "datapath-backend")!;
+  const early = run(facts({ config: nft, nftRuleset: ruleset(50), iptablesSave: {} }));
+  assert.equal(early.verdict, "fail");
+  assert.match(early.detail, /ip cni post \(priority 50\)/);
+  assert.match(early.fix!, /priority of 90 or more/);
+  assert.equal(
+    run(facts({ config: nft, nftRuleset: ruleset(100), iptablesSave: {} })).verdict,
+    "pass",
+  );
+  // Our iptables chains next to the nftables backend: a switch not finished.
+  assert.equal(run(facts({ config: nft, nftRuleset: ruleset(100) })).verdict, "warn");
+  // iptables backend while kube-proxy runs in nftables mode.
+  const kubeProxy = JSON.stringify({
+    nftables: [{ chain: { family: "ip", table: "kube-proxy", name: "services" } }],
+  });
+  const kp = run(facts({ nftRuleset: kubeProxy }));
+  assert.equal(kp.verdict, "warn");
+  assert.match(kp.fix!, /--backend nftables/);
+  // And the iptables checks stand aside on nftables.
+  assert.equal(
+    diagnose(facts({ config: nft })).find((c) => c.id === "chain-order")!.verdict,
+    "skip",
   );
 });

@@ -57,7 +57,7 @@ Deno.test("nftables: a role change rewrites only that VIP's chains, and planAppl
   const chains = [...new Set(ops.flatMap((o) => "chain" in o ? [o.chain] : []))].sort();
   assert.deepEqual(chains, ["snat-5", "vip-5"]);
   assert.ok(
-    ops.some((o) => o.op === "add rule" && o.rule === "snat ip to 192.0.2.50 fully-random"),
+    ops.some((o) => o.op === "add rule" && o.rule === "counter snat ip to 192.0.2.50 fully-random"),
   );
   assert.deepEqual(
     [...nftRolesInForce(nftAfterApply(holder), 0xff)],

@@ -96,6 +96,17 @@ Deno.test({
       assert.equal(await chains(), true);
       await run("run", "nftables");
       assert.match(await tables(), /table inet kube-egress/);
+      // status reads the roles and mappings back from our table.
+      const status = await node.ns.exec(
+        modCommandLine(["status", ...flags, "--backend", "nftables", "--json"]),
+        { timeoutMs: 60_000 },
+      );
+      const shown = JSON.parse(status.stdout);
+      assert.deepEqual(
+        shown.vips.map((v: { vip: string; role: string; pods: number }) => [v.vip, v.role, v.pods]),
+        [[VIP, "forwarder", 1]],
+      );
+      assert.equal(shown.pendingLines, 0);
       assert.equal(await chains(), false, "no iptables chain of ours is left");
       assert.equal(await ipsets(), "", "no ipset of ours is left");
       await run("run", "iptables");
