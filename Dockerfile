@@ -24,6 +24,7 @@ ARG IPSET_VERSION=7.17-1
 ARG NFTABLES_VERSION=1.0.6-2+deb12u2
 ARG KEEPALIVED_VERSION=1:2.2.7-1+b2
 ARG CONNTRACK_VERSION=1:1.4.7-1+b2
+ARG CONNTRACKD_VERSION=1:1.4.7-1+b2
 ARG ARPING_VERSION=2.23-1
 ARG TINI_VERSION=0.19.0-1+b3
 ARG VERSION=dev
@@ -47,6 +48,7 @@ RUN printf 'path-exclude %s\n' '/usr/share/doc/*' '/usr/share/man/*' '/usr/share
       nftables=${NFTABLES_VERSION} \
       keepalived=${KEEPALIVED_VERSION} \
       conntrack=${CONNTRACK_VERSION} \
+      conntrackd=${CONNTRACKD_VERSION} \
       arping=${ARPING_VERSION} \
       tini=${TINI_VERSION} \
  && apt-get clean \
@@ -80,6 +82,7 @@ LABEL org.opencontainers.image.title="kube-egress" \
       io.kube-egress.debian.nftables="${NFTABLES_VERSION}" \
       io.kube-egress.debian.keepalived="${KEEPALIVED_VERSION}" \
       io.kube-egress.debian.conntrack="${CONNTRACK_VERSION}" \
+      io.kube-egress.debian.conntrackd="${CONNTRACKD_VERSION}" \
       io.kube-egress.debian.arping="${ARPING_VERSION}" \
       io.kube-egress.debian.tini="${TINI_VERSION}"
 

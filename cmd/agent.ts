@@ -9,6 +9,8 @@ import { Backoff } from "../core/backoff.ts";
 import { owedFlushes, withOwedFlushes } from "../core/conntrack.ts";
 import type { Known } from "../core/datapath.ts";
 import {
+  type LiveState,
+  type NatSync,
   planDelete,
   PLANNERS,
   planPass,
@@ -87,9 +89,13 @@ export interface AgentSettings {
    * takeover runs before this node starts translating. Absent: no sync.
    */
   readonly conntrackSync?: {
-    /** Offered every pass's valid VIPs (their unicast peers); cheap when nothing changed. */
-    update(vips: Snapshot["vips"]): Promise<void>;
-    commits(): readonly string[];
+    /**
+     * Offered every pass's valid VIPs (their unicast peers) and the node's pod
+     * routes (its own pod ranges are not replicated); cheap when nothing changed.
+     */
+    update(vips: Snapshot["vips"], podRoutes: LiveState["routes"]["podRoutes"]): Promise<void>;
+    /** The commits a takeover runs and this node's own pod ranges, as the last update left them. */
+    natSync(): NatSync;
   };
   /**
    * Told which VIPs changed role after each applied pass (neighbour refresh,
@@ -206,7 +212,6 @@ export class Agent {
       const { snapshot, problems } = this.#validated;
       this.#reportProblems(problems.map(formatProblem));
       await this.#settings.placement?.update(snapshot.vips);
-      if (!dryRun) await this.#settings.conntrackSync?.update(snapshot.vips);
       stage = "read_live";
       const live = await this.#host.readLive(config, {
         knownSets: known.sets,
@@ -214,9 +219,10 @@ export class Agent {
         ourChainsOnly: true,
         leftovers: !this.#leftoversChecked,
       });
+      if (!dryRun) await this.#settings.conntrackSync?.update(snapshot.vips, live.routes.podRoutes);
       stage = "apply";
       const planned = planPass(snapshot, config, live, {
-        commits: this.#settings.conntrackSync?.commits() ?? [],
+        natSync: this.#settings.conntrackSync?.natSync(),
       });
       const { desired } = planned;
       const transaction = dryRun

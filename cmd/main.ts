@@ -262,19 +262,24 @@ async function newConntrackSync(
   const { ConntrackSync } = await import("./conntrackd.ts");
   const sync = new ConntrackSync({ stateDir: settings.placement.stateDir, log });
   const flagPeers = settings.placement.unicastPeers;
+  let localPodCidrs: string[] = [];
   return {
-    update(vips) {
+    update(vips, podRoutes) {
       const peers = flagPeers === "auto"
         ? [...new Set(vips.flatMap((v) => v.peers ?? []))]
         : flagPeers;
+      // This node's own pods: the pod ranges routed to a local device, not via a next hop.
+      localPodCidrs = podRoutes.filter((r) => r.gateway === undefined && r.dev !== iface)
+        .map((r) => r.dst);
       return sync.update({
         interface: iface,
         address,
         podCidrs: settings.config.podCidrs,
+        localPodCidrs,
         peers,
       });
     },
-    commits: () => sync.commits(),
+    natSync: () => ({ commits: sync.commits(), localPodCidrs }),
     stop: () => sync.stop(),
   };
 }

@@ -35,28 +35,50 @@ export function conntrackFlushes(
 }
 
 /**
- * A takeover with replicated NAT state (core/conntrackd.ts), before the SNAT
- * role is installed: this node's own entries of the VIPs it takes over are
- * deleted (un-NATed, made while it forwarded to the old holder: they would
- * leave with the pod's address), then the synced entries are committed, so a
- * connection the old holder translated keeps its VIP port. The synced entries
- * win over any own entry of the same connection (conntrackd replaces an entry
- * that exists). Between the two, this node still has the forwarding role for
- * the VIP, whose route points at its own address now: a packet in that gap is
- * dropped, never sent with a wrong source. Empty when no VIP is taken over or
- * nothing is synced.
+ * The flushes of a pass's role changes, and the commit of replicated NAT
+ * state (core/conntrackd.ts) when this node takes a VIP over.
+ *
+ * Without replication (`sync` absent) every VIP whose role flips is flushed
+ * after the role change, as `conntrackFlushes` says.
+ *
+ * With it, a takeover first drops this node's own entries of the VIP (un-NATed,
+ * made while it forwarded to the old holder: they would leave with the pod's
+ * address), then commits the synced entries, both before the SNAT role is
+ * installed, so a connection the old holder translated keeps its VIP port
+ * (a synced entry also replaces any own entry of the same connection). In
+ * between, packets of the VIP's connections have no NAT and are not sent
+ * with a wrong source: the VIP's guard (core/desired.ts `vipGuardRules`) drops
+ * replies, and the forwarding route points at this node's own address.
+ * A VIP given up is flushed only for this node's own pods (`-s` each local pod
+ * range): their NATed entries would send them to the new holder with the VIP
+ * as source. The other nodes' connections keep their NAT here, so a packet
+ * still routed here leaves as the VIP, and no deletion reaches the peers'
+ * caches (conntrackd replicates deletions) before they commit. With no local
+ * pod range known, the whole VIP is flushed, as without replication.
  */
 export function takeoverSteps(
   liveRole: ReadonlyMap<number, VipRole["role"]>,
   desiredRoles: readonly VipRole[],
   mask: number,
-  commits: readonly string[],
-): { flushes: string[]; commits: string[] } {
-  const taken = desiredRoles.filter((r) =>
-    r.role === "holder" && liveRole.get(r.mark) === "forwarder"
+  sync?: { readonly commits: readonly string[]; readonly localPodCidrs: readonly string[] },
+): { flushes: string[]; commits: string[]; afterFlushes: string[] } {
+  const changed = desiredRoles.filter((r) =>
+    liveRole.has(r.mark) && liveRole.get(r.mark) !== r.role
   );
-  if (commits.length === 0 || taken.length === 0) return { flushes: [], commits: [] };
-  return { flushes: taken.map((r) => flushArgs(r.mark, mask)), commits: [...commits] };
+  if (sync === undefined) {
+    return { flushes: [], commits: [], afterFlushes: changed.map((r) => flushArgs(r.mark, mask)) };
+  }
+  const taken = changed.filter((r) => r.role === "holder");
+  const given = changed.filter((r) => r.role === "forwarder");
+  return {
+    flushes: taken.map((r) => flushArgs(r.mark, mask)),
+    commits: taken.length > 0 ? [...sync.commits] : [],
+    afterFlushes: given.flatMap((r) =>
+      sync.localPodCidrs.length === 0
+        ? [flushArgs(r.mark, mask)]
+        : sync.localPodCidrs.map((cidr) => `${flushArgs(r.mark, mask)} -s ${cidr}`)
+    ),
+  };
 }
 
 /**

@@ -7,11 +7,18 @@
  * (`conntrackd -c`), so the same connection keeps the same VIP port.
  *
  * Which entries: conntrackd 1.4.7 filters by layer-4 protocol, by address
- * (an entry's original source or reply source) and by TCP state; it has no
- * connmark filter. The configuration therefore accepts entries of TCP and UDP
- * whose original source is in the pod ranges: every connection our VIPs
- * translate is one, and the entries that are not ours stay in the peers'
- * external caches (userspace), never in their kernels unless committed.
+ * (an entry's original source or reply source, src/filter.c) and by TCP
+ * state; it has no connmark filter. Every node also tracks its own pods'
+ * connections, un-NATed, while it forwards them to the holder: those must not
+ * be replicated, or a peer's cache would hold two versions of one connection
+ * and the commit would keep either. So each node replicates TCP and UDP
+ * entries whose source is a pod of another node (the pod ranges minus this
+ * node's own, `rangesExcept`): on the holder of a VIP those are exactly the
+ * connections it translates for other nodes' pods; a forwarder has none of
+ * them, except pod-to-pod traffic, which stays in the peers' external caches
+ * (userspace) and only enters a kernel with a commit, as an identical copy.
+ * Not replicated: the holder's own pods' connections (a holder that dies
+ * takes its pods with it; see README for the faults where the pods live).
  *
  * Topology: one conntrackd on multicast (the VRRP multicast case), or, where
  * the LAN has no multicast (`--vrrp-unicast-peers`), one conntrackd per peer,
@@ -19,6 +26,31 @@
  * computed from the pair's positions in the shared peer list, so both ends
  * agree without talking.
  */
+import { type Cidr, cidrsOverlap, formatCidr, parseCidr } from "./ip.ts";
+
+/**
+ * `ranges` minus `excluded`, as few CIDRs as cover the rest exactly, sorted.
+ * (10.244.0.0/16 minus 10.244.1.0/24: 10.244.0.0/24, 10.244.2.0/23, ...).
+ */
+export function rangesExcept(ranges: readonly string[], excluded: readonly string[]): string[] {
+  const cut = excluded.map(parseCidr).filter((c): c is Cidr => c !== undefined);
+  const out: Cidr[] = [];
+  const split = (range: Cidr) => {
+    if (cut.some((c) => c.prefix <= range.prefix && cidrsOverlap(c, range))) return;
+    if (!cut.some((c) => cidrsOverlap(c, range))) {
+      out.push(range);
+      return;
+    }
+    const prefix = range.prefix + 1;
+    split({ base: range.base, prefix });
+    split({ base: (range.base + 2 ** (32 - prefix)) >>> 0, prefix });
+  };
+  for (const text of ranges) {
+    const range = parseCidr(text);
+    if (range) split(range);
+  }
+  return out.sort((a, b) => a.base - b.base || a.prefix - b.prefix).map(formatCidr);
+}
 
 /** Where conntrackd syncs and what it may replicate. */
 export interface ConntrackSyncSettings {
@@ -26,8 +58,10 @@ export interface ConntrackSyncSettings {
   readonly interface: string;
   /** This node's address on that interface (the source of its sync messages). */
   readonly address: string;
-  /** Pod ranges: entries whose original source is in them are replicated. */
+  /** Pod ranges: entries whose source is in them are replicated... */
   readonly podCidrs: readonly string[];
+  /** ...except this node's own pod ranges (its pods' connections it forwards un-NATed). */
+  readonly localPodCidrs: readonly string[];
   /** The nodes' addresses (same list on every node); empty: multicast. */
   readonly peers: readonly string[];
   /** Multicast group or first unicast port; default 3780. */
@@ -90,7 +124,9 @@ function general(paths: ConntrackdPaths, settings: ConntrackSyncSettings): strin
     "      UDP",
     "    }",
     "    Address Accept {",
-    ...settings.podCidrs.map((cidr) => `      IPv4_address ${cidr}`),
+    ...rangesExcept(settings.podCidrs, settings.localPodCidrs).map((cidr) =>
+      `      IPv4_address ${cidr}`
+    ),
     "    }",
     "  }",
     "}",
@@ -98,19 +134,24 @@ function general(paths: ConntrackdPaths, settings: ConntrackSyncSettings): strin
 }
 
 /**
- * FTFW: acknowledged, resent on loss; a restarted conntrackd asks its peer for
- * the whole table (`StartupResync`), so a reload (a restart) loses nothing the
- * peer still has. The external cache is kept (committed at takeover only), so
- * a forwarder's own un-NATed entries of the same connections stay as they are
- * while it forwards.
+ * A pair of nodes (unicast) syncs in FTFW mode: acknowledged, resent on loss.
+ * Several nodes on one multicast group use NOTRACK: FTFW tracks one sequence
+ * of messages per receiver, and with three senders on a group it takes their
+ * interleaved sequences for losses (measured: entries missing from a peer's
+ * cache at takeover); NOTRACK sends every change as it happens and a periodic
+ * full resync. Either way a restarted conntrackd asks for the whole table
+ * (`StartupResync`), so a reload (a restart) loses nothing a peer still has,
+ * and the external cache is kept (committed at takeover only), so a
+ * forwarder's own entries of the same connections stay as they are while it
+ * forwards.
  */
-function sync(transport: string[]): string[] {
+function sync(mode: "FTFW" | "NOTRACK", transport: string[]): string[] {
   return [
     "Sync {",
-    "  Mode FTFW {",
+    `  Mode ${mode} {`,
     "    DisableExternalCache off",
     "    StartupResync on",
-    "    ResendQueueSize 131072",
+    ...(mode === "FTFW" ? ["    ResendQueueSize 131072"] : []),
     "  }",
     ...transport,
     "}",
@@ -127,7 +168,7 @@ export function conntrackdInstances(
     name,
     config: [
       `# kube-egress: NAT state sync (${name}). Rendered by the agent: do not edit.`,
-      ...sync(transport),
+      ...sync(name === "mcast" ? "NOTRACK" : "FTFW", transport),
       ...general(pathsOf(name), settings),
     ].join("\n") + "\n",
   });

@@ -105,6 +105,22 @@ export function parseRoleRule(
   };
 }
 
+/**
+ * With replicated NAT state, on every node for every VIP: packets from
+ * outside to the VIP that start no connection and belong to none (TCP other
+ * than a SYN, UDP, with no conntrack entry) are dropped. On a new holder the
+ * server's next segment can arrive before the synced entry is committed; the
+ * node's own stack would answer it with a reset, killing the connection the
+ * commit is about to save. Dropped, it is retransmitted into the committed
+ * entry.
+ */
+export function vipGuardRules(role: VipRole): string[] {
+  const guard = (match: string) =>
+    `-A ${MARK_CHAIN} -d ${role.ip}/32 ${match} -m conntrack --ctstate NEW,INVALID` +
+    ` -m comment --comment "kube-egress ${role.ip} guard" -j DROP`;
+  return [guard("-p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN"), guard("-p udp")];
+}
+
 /** The iptables backend's chains and sets for an intent. */
 export function renderIptables(intent: Intent): IptablesRendering {
   const { mask, scoped } = intent;
@@ -122,6 +138,7 @@ export function renderIptables(intent: Intent): IptablesRendering {
         ...intent.roles.filter((r) => r.role === "holder").map((r) =>
           holderDropInvalidRule(r, mask)
         ),
+        ...(intent.guardVips ? intent.roles.flatMap(vipGuardRules) : []),
         saveMarkRule(mask),
       ],
       nat: intent.roles.map((r) =>

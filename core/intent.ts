@@ -75,6 +75,14 @@ export interface Intent {
    * steered destination is dropped. Sorted; empty unless asked for.
    */
   readonly failClosed: readonly string[];
+  /**
+   * NAT state is replicated (core/conntrackd.ts): a packet from outside to a
+   * VIP that belongs to no connection this node knows (a reply of a connection
+   * whose synced entry is not committed yet, on the new holder) is dropped,
+   * so the node's own stack never answers it with a reset and the sender
+   * retransmits into the committed entry.
+   */
+  readonly guardVips?: boolean;
 }
 
 /** FNV-1a, 32 bits, as 8 hex digits: a short stable id for a class. */
@@ -132,6 +140,7 @@ export function intentOf(
   snapshot: Snapshot,
   config: DatapathConfig,
   localAddresses: readonly string[],
+  options: { readonly guardVips?: boolean } = {},
 ): Intent {
   const local = new Set(localAddresses);
   const mask = config.markMask;
@@ -169,5 +178,6 @@ export function intentOf(
     })),
     routes: forwarders.map((r) => ({ table: r.routeId, gateway: r.ip, dev: config.interface })),
     failClosed: snapshot.failClosed ?? [],
+    ...(options.guardVips ? { guardVips: true } : {}),
   };
 }

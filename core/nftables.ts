@@ -132,12 +132,22 @@ export function ruleHash(rule: string): string {
 const vipChain = (role: VipRole) => `vip-${role.routeId}`;
 const snatChain = (role: VipRole) => `snat-${role.routeId}`;
 
+/** Packets to a VIP that start no connection and belong to none are dropped (no reset from this node). */
+function nftVipGuard(role: VipRole): string[] {
+  return [
+    `ip daddr ${role.ip} tcp flags & (fin | syn | rst | ack) != syn ct state { new, invalid } drop`,
+    `ip daddr ${role.ip} meta l4proto udp ct state { new, invalid } drop`,
+  ];
+}
+
 /** Our chains and their rules for an intent (nft syntax, without the hash comments). */
 export function nftChains(intent: Intent): Map<string, string[]> {
   const { mask } = intent;
   const keep = hex((~mask) >>> 0);
   const chains = new Map<string, string[]>();
   chains.set("prerouting", [
+    // Replicated NAT state: see `vipGuardRules` (core/desired.ts) for why.
+    ...(intent.guardVips ? intent.roles.flatMap(nftVipGuard) : []),
     "ip daddr @nosteer return",
     ...(intent.scoped.some((c) => c.excluded)
       ? ["ip saddr . ip daddr @scoped-excluded return"]

@@ -4,7 +4,7 @@
  * The order keeps traffic safe at every step: routes exist before anything is
  * marked for them, and rules go away only after nothing is marked for them.
  */
-import { conntrackFlushes, takeoverSteps } from "./conntrack.ts";
+import { takeoverSteps } from "./conntrack.ts";
 import { type Backend, BACKENDS, type DatapathPlanner, step } from "./datapath.ts";
 import { iptablesPlanner } from "./datapath_iptables.ts";
 import { nftablesPlanner } from "./datapath_nftables.ts";
@@ -55,11 +55,19 @@ export const PLANNERS: Readonly<Record<Backend, DatapathPlanner>> = {
 
 /** What a pass may do beyond the datapath itself. */
 export interface PassOptions {
+  /** NAT state replication (core/conntrackd.ts); absent: none. */
+  readonly natSync?: NatSync;
+}
+
+/** What a pass needs to know of NAT state replication. */
+export interface NatSync {
   /**
-   * `conntrackd` arguments that commit replicated NAT state, one per instance
-   * (core/conntrackd.ts); run when this node takes a VIP over. Empty: no sync.
+   * `conntrackd` arguments that commit replicated NAT state, one per instance;
+   * run when this node takes a VIP over.
    */
-  readonly commits?: readonly string[];
+  readonly commits: readonly string[];
+  /** This node's own pod ranges (their connections are not replicated). */
+  readonly localPodCidrs: readonly string[];
 }
 
 /**
@@ -86,7 +94,7 @@ export function planApply(
     others.flatMap((o) => [...o.rolesInForce(live, config.markMask)]),
   );
   for (const [mark, role] of planner.rolesInForce(live, config.markMask)) liveRoles.set(mark, role);
-  const takeover = takeoverSteps(liveRoles, desired.roles, config.markMask, options.commits ?? []);
+  const takeover = takeoverSteps(liveRoles, desired.roles, config.markMask, options.natSync);
   return {
     steps: [
       ...step("ip", "add routes, then the rules that use them", routes.add),
@@ -105,8 +113,7 @@ export function planApply(
       ...step(
         "conntrack",
         "flush connections pinned to a VIP's old role",
-        conntrackFlushes(liveRoles, desired.roles, config.markMask)
-          .filter((line) => !takeover.flushes.includes(line)),
+        takeover.afterFlushes,
       ),
       ...step(
         "sysctl",
@@ -128,7 +135,9 @@ export function planPass(
   live: LiveState,
   options: PassOptions = {},
 ): { desired: Intent; transaction: Transaction } {
-  const desired = intentOf(snapshot, config, live.routes.addresses);
+  const desired = intentOf(snapshot, config, live.routes.addresses, {
+    guardVips: options.natSync !== undefined,
+  });
   return { desired, transaction: planApply(desired, live, config, options) };
 }
 

@@ -235,6 +235,7 @@ const TOOL_VERSION_COMMANDS: Record<string, string> = {
   nftables: "nft -v",
   keepalived: "keepalived --version 2>&1",
   conntrack: "conntrack -V",
+  conntrackd: "conntrackd -v",
   arping: "arping --help 2>&1",
   tini: "tini --version",
 };

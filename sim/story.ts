@@ -6,7 +6,16 @@
  */
 import { LAN_PREFIX, type Layout } from "./layout.ts";
 import { rankNodes, waitForPlacement } from "./placement.ts";
-import { measureFailover } from "./stream.ts";
+import { measureFailover, startCapture } from "./stream.ts";
+import {
+  type ConnectionsSummary,
+  ECHO_PORT,
+  startConnections,
+  startEchoServer,
+  storyConnectionsLine,
+  summarizeConnections,
+  wrongSourcePackets,
+} from "./connections.ts";
 import type { Cluster, SimNode, SimPod } from "./cluster.ts";
 import { agentCommand, type AgentProcess, startAgent } from "./agents.ts";
 import { checkPods, checksLegend, type PodCheck, renderChecks } from "./check.ts";
@@ -14,6 +23,15 @@ import type { VipDriver } from "./vip.ts";
 import { Rogue, ROGUE_IP } from "./rogue.ts";
 import { errorMessage } from "../core/errors.ts";
 import { GUARD_FAMILY, GUARD_TABLE, parseGuard } from "../core/guard.ts";
+
+/** Long-lived connections each of the failing VIP's pods on the surviving nodes keeps open. */
+const CONNECTIONS_PER_POD = 5;
+
+/**
+ * What every agent of the story adds to its VIP driver's flags: NAT state
+ * replication, so the established connections survive the failover.
+ */
+export const STORY_AGENT_FLAGS: readonly string[] = ["--conntrack-sync", "on"];
 
 /** VIPs the story may use: 192.0.2.50-59, route id = last octet - 45 (5-14). */
 const CANDIDATE_VIPS = Array.from({ length: 10 }, (_, i) => `${LAN_PREFIX}.${50 + i}`);
@@ -111,7 +129,9 @@ export interface StoryFailover {
   readonly wrongSource?: number;
   /** The stream's UDP datagrams that never arrived. */
   readonly udpLost?: number;
-  /** True when traffic resumed and nothing left with a wrong source. */
+  /** Long-lived TCP connections of the VIP's pods on the other nodes through the failover. */
+  readonly connections?: ConnectionsSummary;
+  /** True when traffic resumed, nothing left with a wrong source and every connection lasted. */
   readonly ok: boolean;
 }
 
@@ -221,13 +241,12 @@ export async function runStory(cluster: Cluster, options: StoryOptions): Promise
   };
 
   const baseline = await Promise.all(cluster.nodes.map((n) => cluster.ruleset(n)));
+  const agentFlags = [...driver.agentFlags, ...STORY_AGENT_FLAGS];
   say(
-    `\nstarting the agent (mod.ts run ${driver.agentFlags.join(" ")}) ` +
+    `\nstarting the agent (mod.ts run ${agentFlags.join(" ")}) ` +
       (cluster.agents ? cluster.agents.description : "in every node namespace"),
   );
-  const agents: AgentProcess[] = cluster.nodes.map((node) =>
-    startAgent(cluster, node, driver.agentFlags)
-  );
+  const agents: AgentProcess[] = cluster.nodes.map((node) => startAgent(cluster, node, agentFlags));
   let failover: StoryResult["failover"];
   let holders: Map<string, SimNode>;
   let rogue: Rogue | undefined;
@@ -326,15 +345,33 @@ export async function runStory(cluster: Cluster, options: StoryOptions): Promise
       const fault = async () => (to = await driver.failover(vip, from, target));
       const streamer = cluster.pods.find((p) => p.name === plan.streamer);
       if (streamer) {
+        // The VIP's pods on the nodes that survive the fault keep connections open through it.
+        const connectors = cluster.pods.filter((p) =>
+          plan.mappings.get(p.name) === vip && p.node.index !== from.index
+        );
         say(
           `while ${streamer.name} on ${streamer.node.name} streams to ${cluster.outside.ip} ` +
-            `(UDP every 10 ms on one flow, a new TCP connection every 50 ms)`,
+            `(UDP every 10 ms on one flow, a new TCP connection every 50 ms), and ` +
+            `${connectors.map((p) => p.name).join(" and ")} keep ${CONNECTIONS_PER_POD} ` +
+            `established connections each (8 bytes every 10 ms, echoed)`,
+        );
+        const echo = await startEchoServer(cluster.outside.ns);
+        const capture = await startCapture(cluster.outside.ns, { ports: [ECHO_PORT] });
+        const conns = await Promise.all(
+          connectors.map((p) => startConnections(p.ns, { count: CONNECTIONS_PER_POD })),
         );
         const run = await measureFailover(cluster.outside, {
           vip,
           senders: [{ tag: streamer.name, ns: streamer.ns }],
           fault,
         });
+        const results = (await Promise.all(conns.map((c) => c.stop()))).flat();
+        const wrong = wrongSourcePackets(await capture.stop(), vip) +
+          echo.accepted.filter((src) => src !== vip).length;
+        await echo.stop();
+        const connections = summarizeConnections(results, wrong);
+        const connectionsOk = connections.survived === connections.total &&
+          connections.resets === 0 && connections.wrongSource === 0;
         const { analysis } = run.streams[0];
         failover = {
           vip,
@@ -344,14 +381,19 @@ export async function runStory(cluster: Cluster, options: StoryOptions): Promise
           gapMs: run.gapMs,
           wrongSource: run.wrongSource,
           udpLost: analysis.udpLost,
-          ok: run.gapMs !== undefined && run.wrongSource === 0,
+          connections,
+          ok: run.gapMs !== undefined && run.wrongSource === 0 && connectionsOk,
         };
         say(
           `gap: ${run.gapMs === undefined ? "traffic never resumed" : `${run.gapMs} ms`} from ` +
             `the last packet via ${from.name} to the first via ${to.name}; ` +
             `${analysis.received.udp} UDP datagrams and ${analysis.received.tcp} TCP connections ` +
             `arrived, ${analysis.udpLost} datagrams lost; packets with a wrong source: ` +
-            `${run.wrongSource} ${mark(failover.ok)}`,
+            `${run.wrongSource} ${mark(run.gapMs !== undefined && run.wrongSource === 0)}`,
+        );
+        say(
+          `${storyConnectionsLine(connections)}, resets ${connections.resets}, ` +
+            `wrong source ${connections.wrongSource} ${mark(connectionsOk)}`,
         );
       } else {
         await fault();

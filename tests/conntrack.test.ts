@@ -69,12 +69,13 @@ Deno.test("conntrack: flushes are owed after a failure between the role change a
 
 Deno.test("conntrack: with synced NAT state a takeover drops its own entries and commits before the SNAT role", () => {
   const commits = ["-C /run/ke/conntrackd-mcast.conf -c"];
+  const natSync = { commits, localPodCidrs: ["10.244.1.0/24"] };
   const kernel = new FakeKernel();
   kernel.interfaces.set(config.interface, ["192.0.2.11", "192.0.2.51"]); // holds .51
   kernel.apply(planPass(snap, config, kernel.live(config)).transaction);
   kernel.interfaces.set(config.interface, ["192.0.2.11", "192.0.2.50"]); // takes .50, gives .51 up
   const live = kernel.live(config);
-  const tx = planPass(snap, config, live, { commits }).transaction;
+  const tx = planPass(snap, config, live, { natSync }).transaction;
   const tools = tx.steps.map((s) => s.tool);
   const flushAt = tools.indexOf("conntrack");
   const commitAt = tools.indexOf("conntrackd");
@@ -82,10 +83,16 @@ Deno.test("conntrack: with synced NAT state a takeover drops its own entries and
   assert.ok(flushAt >= 0 && flushAt < commitAt && commitAt < rulesAt, tools.join(" "));
   assert.deepEqual(tx.steps[flushAt].lines, ["-D -f ipv4 --mark 0x500/0xff00"]);
   assert.deepEqual(tx.steps[commitAt].lines, commits);
-  // The VIP given up is flushed after the role change, as without sync.
+  // The VIP given up is flushed after the role change, for this node's own pods only.
   const lastFlush = tools.lastIndexOf("conntrack");
   assert.ok(lastFlush > rulesAt);
-  assert.deepEqual(tx.steps[lastFlush].lines, ["-D -f ipv4 --mark 0x600/0xff00"]);
+  assert.deepEqual(tx.steps[lastFlush].lines, ["-D -f ipv4 --mark 0x600/0xff00 -s 10.244.1.0/24"]);
+  // Unknown own pod ranges: the whole VIP, as without sync.
+  assert.deepEqual(
+    planPass(snap, config, live, { natSync: { commits, localPodCidrs: [] } }).transaction.steps
+      .findLast((s) => s.tool === "conntrack")!.lines,
+    ["-D -f ipv4 --mark 0x600/0xff00"],
+  );
   // Without sync nothing is committed, and the takeover's flush comes after the role change.
   const plain = planPass(snap, config, live).transaction;
   assert.equal(plain.steps.some((s) => s.tool === "conntrackd"), false);
@@ -96,13 +103,13 @@ Deno.test("conntrack: with synced NAT state a takeover drops its own entries and
   // No takeover (unchanged, or only giving a VIP up): nothing committed.
   const held = desiredState(snap, config, ["192.0.2.50"]);
   assert.deepEqual(
-    takeoverSteps(rolesOf(held.chains.nat), held.roles, config.markMask, commits),
-    { flushes: [], commits: [] },
+    takeoverSteps(rolesOf(held.chains.nat), held.roles, config.markMask, natSync),
+    { flushes: [], commits: [], afterFlushes: [] },
   );
   const none = desiredState(snap, config, []);
   assert.deepEqual(
-    takeoverSteps(rolesOf(held.chains.nat), none.roles, config.markMask, commits),
-    { flushes: [], commits: [] },
+    takeoverSteps(rolesOf(held.chains.nat), none.roles, config.markMask, natSync),
+    { flushes: [], commits: [], afterFlushes: ["-D -f ipv4 --mark 0x500/0xff00 -s 10.244.1.0/24"] },
   );
 });
 
@@ -124,4 +131,33 @@ Deno.test("conntrack: a takeover's own flush before the role change is never owe
   assert.deepEqual(owedFlushes(tx, undefined, []), [late]);
   assert.deepEqual(withOwedFlushes(tx, [late, early]).steps[4].lines, [late, early]);
   assert.deepEqual(withOwedFlushes(tx, [late]).steps[1].lines, [early]);
+});
+
+Deno.test("conntrack: with synced NAT state every VIP is guarded against replies no entry knows", () => {
+  const kernel = new FakeKernel();
+  kernel.interfaces.set(config.interface, ["192.0.2.11", "192.0.2.50"]);
+  const natSync = { commits: [], localPodCidrs: [] };
+  const { transaction } = planPass(snap, config, kernel.live(config), { natSync });
+  const mangle = transaction.steps.find((s) => s.tool === "iptables")!.lines;
+  for (const vip of ["192.0.2.50", "192.0.2.51", "192.0.2.52"]) {
+    assert.ok(
+      mangle.includes(
+        `-A KUBE-EGRESS-MARK -d ${vip}/32 -p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN` +
+          ` -m conntrack --ctstate NEW,INVALID -m comment --comment "kube-egress ${vip} guard" -j DROP`,
+      ),
+      vip,
+    );
+  }
+  kernel.apply(transaction);
+  // iptables-save prints them as written: the next pass changes nothing.
+  assert.equal(
+    planPass(snap, config, kernel.live(config), { natSync }).transaction.steps.length,
+    0,
+  );
+  // Without sync, no guard.
+  assert.equal(
+    planPass(snap, config, new FakeKernel().live(config)).transaction.steps
+      .find((s) => s.tool === "iptables")!.lines.some((l) => l.includes("guard")),
+    false,
+  );
 });

@@ -1,12 +1,23 @@
 import assert from "node:assert/strict";
-import { commitArgs, conntrackdInstances, pairPort, SYNC_GROUP } from "../core/conntrackd.ts";
+import {
+  commitArgs,
+  conntrackdInstances,
+  pairPort,
+  rangesExcept,
+  SYNC_GROUP,
+} from "../core/conntrackd.ts";
 
 const paths = (name: string) => ({
   lock: `/run/ke/conntrackd-${name}.lock`,
   socket: `/run/ke/conntrackd-${name}.ctl`,
   log: `/run/ke/conntrackd-${name}.log`,
 });
-const base = { interface: "eth0", podCidrs: ["10.244.0.0/16"], peers: [] as string[] };
+const base = {
+  interface: "eth0",
+  podCidrs: ["10.244.0.0/16"],
+  localPodCidrs: ["10.244.1.0/24"],
+  peers: [] as string[],
+};
 
 Deno.test("conntrackd: multicast, FTFW, pod ranges only, this node's files", () => {
   const [instance, ...more] = conntrackdInstances({ ...base, address: "192.0.2.11" }, paths);
@@ -15,13 +26,15 @@ Deno.test("conntrackd: multicast, FTFW, pod ranges only, this node's files", () 
   const text = instance.config;
   for (
     const line of [
-      "  Mode FTFW {",
+      "  Mode NOTRACK {",
       "    StartupResync on",
       "    DisableExternalCache off",
       `    IPv4_address ${SYNC_GROUP}`,
       "    IPv4_interface 192.0.2.11",
       "    Interface eth0",
-      "      IPv4_address 10.244.0.0/16",
+      "      IPv4_address 10.244.0.0/24",
+      "      IPv4_address 10.244.2.0/23",
+      "      IPv4_address 10.244.128.0/17",
       "  LockFile /run/ke/conntrackd-mcast.lock",
       "    Path /run/ke/conntrackd-mcast.ctl",
       "      TCP",
@@ -44,6 +57,7 @@ Deno.test("conntrackd: unicast peers get one instance each, and both ends of a p
   const ba = b.find((i) => i.name === "192.0.2.11")!.config;
   assert.equal(port(ab), port(ba));
   assert.match(ab, /IPv4_Destination_Address 192\.0\.2\.12/);
+  assert.match(ab, /Mode FTFW/);
   assert.match(ba, /IPv4_Destination_Address 192\.0\.2\.11/);
   // Every pair of three nodes has its own port.
   const ports = new Set([...a, ...b, ...of("192.0.2.13")].map((i) => port(i.config)));
@@ -63,4 +77,26 @@ Deno.test("conntrackd: unicast peers get one instance each, and both ends of a p
 
 Deno.test("conntrackd: a takeover commits each instance's external cache", () => {
   assert.equal(commitArgs("/run/ke/conntrackd-mcast.conf"), "-C /run/ke/conntrackd-mcast.conf -c");
+});
+
+Deno.test("conntrackd: this node's own pod ranges are cut out of the replicated ones", () => {
+  assert.deepEqual(rangesExcept(["10.244.0.0/16"], ["10.244.1.0/24"]), [
+    "10.244.0.0/24",
+    "10.244.2.0/23",
+    "10.244.4.0/22",
+    "10.244.8.0/21",
+    "10.244.16.0/20",
+    "10.244.32.0/19",
+    "10.244.64.0/18",
+    "10.244.128.0/17",
+  ]);
+  assert.deepEqual(rangesExcept(["10.244.0.0/16"], []), ["10.244.0.0/16"]);
+  assert.deepEqual(rangesExcept(["10.244.1.0/24"], ["10.244.0.0/16"]), []);
+  assert.deepEqual(
+    rangesExcept(["10.244.0.0/23", "10.32.0.0/12"], ["10.244.0.0/24", "10.0.0.0/8x"]),
+    [
+      "10.32.0.0/12",
+      "10.244.1.0/24",
+    ],
+  );
 });

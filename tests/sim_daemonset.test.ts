@@ -198,6 +198,7 @@ Deno.test("image build: the Dockerfile's defaults are the published bases and ev
   assert.deepEqual(Object.keys(pins).sort(), [
     "arping",
     "conntrack",
+    "conntrackd",
     "iproute2",
     "ipset",
     "iptables",

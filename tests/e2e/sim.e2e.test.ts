@@ -53,6 +53,13 @@ async function assertStory(cluster: Cluster, mode: VipMode) {
   );
   assert.equal(failover.wrongSource, 0);
   assert.ok(failover.gapMs !== undefined, "the stream resumed through the new holder");
+  // pod1-1 and pod3-1 (the new holder's own pod) keep 5 connections each through it (issue 17).
+  const c = failover.connections!;
+  assert.deepEqual(
+    [c.survived, c.total, c.resets, c.wrongSource],
+    [10, 10, 0, 0],
+    `established connections: ${JSON.stringify(c)}`,
+  );
   assert.deepEqual(unmapped.checks.map((c) => [c.pod, c.expected]), [[
     "pod1-2",
     cluster.node(1).ip,
