@@ -6,6 +6,8 @@ import {
   withOwedFlushes,
 } from "../core/conntrack.ts";
 import { planPass } from "../core/plan.ts";
+import { intentOf } from "../core/intent.ts";
+import { nftChains } from "../core/nftables.ts";
 import { FakeKernel } from "./fake_kernel.ts";
 import { desiredState, forwardRule, snatRule } from "../core/desired.ts";
 import { iptablesPlanner } from "../core/datapath_iptables.ts";
@@ -158,6 +160,22 @@ Deno.test("conntrack: with synced NAT state every VIP is guarded against replies
   assert.equal(
     planPass(snap, config, new FakeKernel().live(config)).transaction.steps
       .find((s) => s.tool === "iptables")!.lines.some((l) => l.includes("guard")),
+    false,
+  );
+});
+
+Deno.test("conntrack: the nftables backend guards the VIPs the same way, first in its prerouting chain", () => {
+  const intent = intentOf(snap, config, ["192.0.2.50"], { guardVips: true });
+  const prerouting = nftChains(intent).get("prerouting")!;
+  assert.deepEqual(prerouting.slice(0, 2), [
+    "ip daddr 192.0.2.50 tcp flags & (fin | syn | rst | ack) != syn ct state { new, invalid } drop",
+    "ip daddr 192.0.2.50 meta l4proto udp ct state { new, invalid } drop",
+  ]);
+  assert.equal(prerouting.filter((r) => r.includes("drop")).length, 6, "two per VIP");
+  assert.equal(
+    nftChains(intentOf(snap, config, ["192.0.2.50"])).get("prerouting")!.some((r) =>
+      r.includes("drop")
+    ),
     false,
   );
 });
