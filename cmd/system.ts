@@ -288,19 +288,32 @@ export function systemHost(exec: Exec = systemExec): Host {
             readSets(reader, options.knownSets),
           ]);
         }
-        // Leftovers of the iptables backend, looked for cheaply (our chains, our set names)
-        // on an agent's pass, and read in full (to remove them) only when there are any.
+        // Leftovers of the iptables backend, looked for cheaply on an agent's pass (our chains
+        // in iptables-nft's tables are in `nft list chains ip`, a few ms; iptables-legacy's need
+        // iptables -S), and read in full (to remove them) only when there are any.
         if (options.ourChainsOnly) {
-          const [mangle, nat, names] = await Promise.all([
-            readTable(reader, "mangle", options),
-            readTable(reader, "nat", options),
+          const [chains, names] = await Promise.all([
+            backend === "nft"
+              ? reader.run(["nft", "-j", "list", "chains", "ip"]).catch(() => undefined)
+              : undefined,
             reader.output(["ipset", "list", "-n"]).catch(() => ""),
           ]);
-          const ours = (t: typeof mangle.table) =>
-            t.chainExists || t.hookRules.some((r) => r.includes(" -j KUBE-EGRESS"));
           const oursSets = names.split("\n").some((n) => n.trim().startsWith("kube-egress-"));
-          if (!ours(mangle.table) && !ours(nat.table) && !oursSets) {
-            return [mangle, nat, { sets: NO_SETS, setsRead: "entries" as const }] as const;
+          let oursChains: boolean;
+          if (chains?.code === 0) {
+            oursChains = chains.stdout.includes('"name": "KUBE-EGRESS-');
+          } else {
+            const [mangle, nat] = await Promise.all([
+              readTable(reader, "mangle", options),
+              readTable(reader, "nat", options),
+            ]);
+            const ours = (t: typeof mangle.table) =>
+              t.chainExists || t.hookRules.some((r) => r.includes(" -j KUBE-EGRESS"));
+            oursChains = ours(mangle.table) || ours(nat.table);
+          }
+          if (!oursChains && !oursSets) {
+            const none = { text: "", table: NO_TABLE };
+            return [none, none, { sets: NO_SETS, setsRead: "entries" as const }] as const;
           }
         }
         const full = { ...options, ourChainsOnly: false };

@@ -192,7 +192,26 @@ export function outermost(cidrs: readonly string[]): string[] {
 }
 
 /** The elements each set or map must hold for an intent. */
-export function nftElements(intent: Intent) {
+export function nftElements(intent: Intent): NftElements {
+  let elements = elementsOf.get(intent);
+  if (elements === undefined) elementsOf.set(intent, elements = computeElements(intent));
+  return elements;
+}
+
+/** The elements of an intent, as sets and maps. */
+export interface NftElements {
+  readonly pods: ReadonlyMap<string, string>;
+  readonly nosteer: ReadonlySet<string>;
+  readonly scoped: ReadonlyMap<string, string>;
+  readonly excluded: ReadonlySet<string>;
+  readonly roles: ReadonlyMap<number, string>;
+  readonly failClosed: ReadonlySet<string>;
+}
+
+/** A pass plans and then records what it applied from one intent: its elements are built once. */
+const elementsOf = new WeakMap<Intent, NftElements>();
+
+function computeElements(intent: Intent): NftElements {
   const chainOfMark = new Map(intent.roles.map((r) => [r.mark, vipChain(r)]));
   const pods = new Map<string, string>();
   for (const [ip, mark] of intent.podMarks) pods.set(ip, `goto ${chainOfMark.get(mark)}`);
