@@ -16,6 +16,7 @@ import {
   type SimApiServer,
   startApiWithNodes,
   startKubeAgents,
+  startKubeController,
 } from "../sim/kube_sim.ts";
 import { placeVip } from "../sim/vip.ts";
 import { table } from "../core/status.ts";
@@ -87,6 +88,7 @@ export async function benchKube(
     const started = performance.now();
     // The agents inherit the environment (DENO_V8_FLAGS, GLIBC_TUNABLES).
     const server = api;
+    agents.push(startKubeController(cluster, server));
     agents.push(
       ...withEnvironment(
         runtime,

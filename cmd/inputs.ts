@@ -2,7 +2,7 @@
  * Where the agent's inputs come from: the mapping directories (files) or the
  * Kubernetes API. Either way the agent gets `readInputs` (a RawSnapshot),
  * `watchInputs` (change notifications) and observers; with Kubernetes, the
- * leader election and the cluster-wide writer run alongside.
+ * holder reporter runs alongside (the cluster-wide writes are the controller's).
  */
 import type { Condition } from "../core/health.ts";
 import type { RawSnapshot } from "../core/snapshot.ts";
@@ -18,7 +18,7 @@ export interface Inputs {
   readonly observers: readonly AgentObserver[];
   /** The source's own readiness condition (/readyz), if it has one. */
   readonly readiness?: Condition;
-  /** Stops watches (and hands back the leader lease). */
+  /** Stops watches. */
   stop(): Promise<void>;
 }
 
@@ -57,12 +57,11 @@ function guardingAll(read: (trigger: string) => Promise<RawSnapshot>, keep = fal
   };
 }
 
-/** The default name of the leader-election Lease. */
-export const LEASE_NAME = "kube-egress-leader";
-
 /**
- * Opens the configured source. `agent` = a long-running agent (with leader
- * election and status reporting); otherwise a read-only view for plan/status.
+ * Opens the configured source. `agent` = a long-running agent (it also
+ * reports the VIPs it holds); otherwise a read-only view for plan/status.
+ * With Kubernetes the agent reads what the controller (`mod.ts controller`)
+ * publishes: EgressSlices, the EgressVIPs and its own Node.
  */
 export async function openInputs(
   settings: CommonSettings,
@@ -85,19 +84,23 @@ async function openKubeInputs(
   // The Kubernetes client is loaded only for this source (the mapping directories need none of it).
   const [
     { KubeClient },
-    { Controller, HolderReporter },
-    { LeaderElector },
-    { KubeSource },
+    { HolderReporter },
+    { SliceSource },
     { GuardEvents },
+    { AGENT_PERMISSIONS },
   ] = await Promise.all([
     import("./kube/client.ts"),
     import("./kube/controller.ts"),
-    import("./kube/leader.ts"),
-    import("./kube/source.ts"),
+    import("./kube/slice_source.ts"),
     import("./kube/guard_events.ts"),
+    import("../core/kube/resources.ts"),
   ]);
-  const client = await KubeClient.fromEnvironment({ kubeconfig: settings.kubeconfig });
-  const source = new KubeSource(client, log, {
+  const client = await KubeClient.fromEnvironment({
+    kubeconfig: settings.kubeconfig,
+    permissions: AGENT_PERMISSIONS,
+    userAgent: "kube-egress-agent",
+  });
+  const source = new SliceSource(client, log, {
     nodeName: settings.placement.nodeName,
     vrrpPeers: settings.placement.unicastPeers === "auto",
   }).start();
@@ -112,13 +115,6 @@ async function openKubeInputs(
       },
     };
   }
-  const controller = new Controller(client, source, log, settings.placement.nodeName);
-  const elector = new LeaderElector(client, log, {
-    namespace: settings.leaseNamespace ?? client.namespace ?? "kube-egress",
-    name: LEASE_NAME,
-    identity: settings.placement.nodeName,
-    onChange: (leading) => controller.setActive(leading),
-  }).start();
   const holder = new HolderReporter(client, source, log, settings.placement.nodeName);
   log.info("kubernetes source", { server: client.server, node: settings.placement.nodeName });
   return {
@@ -128,8 +124,6 @@ async function openKubeInputs(
     readiness: () => source.problem(),
     async stop() {
       holder.stop();
-      await elector.stop();
-      await controller.stop();
       await source.stop();
       client.close();
     },

@@ -295,6 +295,25 @@ function waitForSignal(log: Logger): Promise<string> {
   });
 }
 
+async function controllerCommand(options: Record<string, unknown>): Promise<number> {
+  const format = options.logFormat === "json"
+    ? "json"
+    : options.logFormat === "text"
+    ? "text"
+    : undefined;
+  if (!format) throw new Exit(2, 'invalid flags: --log-format must be "text" or "json"');
+  const log = createLogger(format);
+  const { startController } = await import("./controller.ts");
+  const running = await startController({
+    kubeconfig: options.kubeconfig as string | undefined,
+    leaseNamespace: options.leaseNamespace as string | undefined,
+    identity: options.identity as string | undefined,
+  }, log);
+  await waitForSignal(log);
+  await running.stop();
+  return 0;
+}
+
 async function runCommand(options: Record<string, unknown>, host: Host): Promise<number> {
   const parsed = runSettings(options);
   if (!parsed.ok) throw new Exit(2, `invalid flags: ${parsed.message}`);
@@ -606,6 +625,22 @@ export function buildProgram(
   )
     .option("--json", "print JSON instead of a table")
     .action(action(statusCommand) as never);
+
+  program.command("controller")
+    .description(
+      "the cluster-wide controller (a Deployment, deploy/controller.yaml): while it holds the Lease, select pods once for the cluster and publish EgressSlices, statuses, finalizers and Events",
+    )
+    .option("--kubeconfig <path>", "kubeconfig (default: in-cluster, $KUBECONFIG, ~/.kube/config)")
+    .option(
+      "--lease-namespace <namespace>",
+      "namespace of the leader-election Lease (default: the pod's or kubeconfig context's, else kube-egress)",
+    )
+    .option(
+      "--identity <name>",
+      "this replica's name in the Lease (default: $POD_NAME, else the host name)",
+    )
+    .option("--log-format <format>", "text or json", "text")
+    .action(action(controllerCommand) as never);
 
   program.command("crds")
     .description("print the CustomResourceDefinitions (deploy/crds.yaml) as YAML")

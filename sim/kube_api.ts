@@ -70,6 +70,8 @@ export interface TestApiServer {
   readonly registry: Registry;
   /** "group/plural[/status] verb" of every request served (authorised or not). */
   readonly requests: Set<string>;
+  /** The same, per User-Agent (the agents' and the controller's apart). */
+  readonly requestsBy: Map<string, Set<string>>;
   /** Every request as "METHOD path?query" (for tests of what a client sends). */
   readonly log: string[];
   readonly faults: Faults;
@@ -134,6 +136,7 @@ export function startTestApiServer(options: TestApiServerOptions = {}): Promise<
   const store = new KubeStore(options.historyLimit ?? 10_000);
   const registry = new Registry();
   const requests = new Set<string>();
+  const requestsBy = new Map<string, Set<string>>();
   const log: string[] = [];
   const watches = new Set<{ close(): void; silence(): void }>();
   let available = true;
@@ -327,9 +330,13 @@ export function startTestApiServer(options: TestApiServerOptions = {}): Promise<
     } as Record<string, string>)[
       request.method
     ] ?? request.method.toLowerCase();
-    requests.add(
-      `${info.group || "core"}/${info.plural}${subresource ? `/${subresource}` : ""} ${verb}`,
-    );
+    const asked = `${info.group || "core"}/${info.plural}${
+      subresource ? `/${subresource}` : ""
+    } ${verb}`;
+    requests.add(asked);
+    const agent = request.headers.get("user-agent") ?? "";
+    if (!requestsBy.has(agent)) requestsBy.set(agent, new Set());
+    requestsBy.get(agent)!.add(asked);
     const resource = resourceKey(info);
     const accept = request.headers.get("accept") ?? "";
     const metadataOnly = accept.includes("as=PartialObjectMetadata");
@@ -691,6 +698,7 @@ export function startTestApiServer(options: TestApiServerOptions = {}): Promise<
       store,
       registry,
       requests,
+      requestsBy,
       log,
       faults,
       apply(object) {
@@ -921,7 +929,12 @@ export async function serveControl(server: TestApiServer) {
           throttle: () => server.faults.throttle(command.count, command.retryAfterSeconds),
           lagWatches: () => server.faults.lagWatches(command.count),
           available: () => server.setAvailable(command.value),
-          requests: () => [...server.requests].sort(),
+          requests: () =>
+            [
+              ...(command.userAgent === undefined
+                ? server.requests
+                : server.requestsBy.get(command.userAgent) ?? []),
+            ].sort(),
         } as Record<string, () => unknown>)[command.op]?.();
         reply = { id: command.id, ok: true, t: Date.now(), result: result ?? null };
       } catch (error) {

@@ -87,6 +87,11 @@ const BUILTINS: readonly ServedResource[] = [
     shortNames: ["ds"],
     categories: ["all"],
   }),
+  builtin("apps", "v1", "deployments", "Deployment", true, {
+    status: true,
+    shortNames: ["deploy"],
+    categories: ["all"],
+  }),
   builtin("coordination.k8s.io", "v1", "leases", "Lease", true),
   builtin("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", false),
   builtin("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", false),

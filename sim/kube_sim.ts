@@ -11,7 +11,7 @@ import type { Cluster, SimNode, SimPod } from "./cluster.ts";
 import { kubeconfigFor } from "./kube_api.ts";
 import { makeCertificates } from "./kube_api_local.ts";
 import { API_VERSION } from "../core/kube/api.ts";
-import { type AgentProcess, EXTERNAL, startAgent } from "./agents.ts";
+import { type AgentProcess, EXTERNAL, modArgv, startAgent, watchAgent } from "./agents.ts";
 import type { Netns } from "./netns.ts";
 
 export const API_IP = "192.0.2.5";
@@ -142,8 +142,8 @@ export class SimApiServer {
   }
 
   /** "group/plural verb" of every request the server has served. */
-  async requests(): Promise<string[]> {
-    return (await this.command("requests")).result as string[];
+  async requests(userAgent?: string): Promise<string[]> {
+    return (await this.command("requests", { userAgent })).result as string[];
   }
 
   async stop(): Promise<void> {
@@ -260,4 +260,34 @@ export function startKubeAgents(
   return cluster.nodes.map((node) =>
     startAgent(cluster, node, [...EXTERNAL, ...kubeFlags(api), ...extra], 300)
   );
+}
+
+/**
+ * `mod.ts controller` (the Deployment's process) in the API server's own
+ * namespace: the elected one selects and publishes EgressSlices for the
+ * agents. `identity` names the replica in the Lease.
+ */
+export function startKubeController(
+  cluster: Cluster,
+  api: SimApiServer,
+  identity = "controller-0",
+  extra: readonly string[] = [],
+): AgentProcess {
+  const argv = modArgv("controller", [
+    "--kubeconfig",
+    api.kubeconfigPath,
+    "--lease-namespace",
+    "kube-egress",
+    "--identity",
+    identity,
+    ...extra,
+  ]);
+  const child = new Deno.Command("ip", {
+    args: ["netns", "exec", api.ns.name, ...argv],
+    stdout: "piped",
+    stderr: "piped",
+    stdin: "null",
+  }).spawn();
+  // An AgentProcess (its node only names it in messages).
+  return watchAgent(cluster.node(1), child, (signal) => child.kill(signal));
 }

@@ -15,7 +15,7 @@
 import $ from "dax";
 import { join } from "node:path";
 import type { Cluster, SimPod } from "./cluster.ts";
-import { agentCommand, type AgentProcess, startAgent } from "./agents.ts";
+import { agentCommand, type AgentProcess, modArgv, startAgent, watchAgent } from "./agents.ts";
 import { checkPods, checksLegend, type PodCheck, renderChecks } from "./check.ts";
 import { kubeconfigYaml, type LocalApi, startLocalApi } from "./kube_api_local.ts";
 import { API_IP, API_PORT, nodeObject, podObject } from "./kube_sim.ts";
@@ -184,9 +184,25 @@ export async function runKubeStory(
         podObject(pod, `batch-${pod.name}`, { namespace: "batch", labels: { app: "batch" } }),
       );
     }
+    say("\nstarting the controller (mod.ts controller, as deploy/controller.yaml runs it)");
+    const child = new Deno.Command(modArgv("controller", [])[0], {
+      args: modArgv("controller", [
+        "--kubeconfig",
+        api.kubeconfigPath,
+        "--lease-namespace",
+        "kube-egress",
+        "--identity",
+        "kube-egress-controller-0",
+      ]).slice(1),
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    agents.push(watchAgent(cluster.node(1), child, (signal) => child.kill(signal)));
+    await agents[0].waitFor(/elected/, 60_000);
     say(`\nstarting the agent (mod.ts run ${flags.join(" ")}) in every node namespace`);
     for (const node of cluster.nodes) agents.push(startAgent(cluster, node, flags, 300));
-    await Promise.all(agents.map((a) => a.waitFor(/agent running/, 60_000)));
+    await Promise.all(agents.slice(1).map((a) => a.waitFor(/agent running/, 60_000)));
 
     const examples = join(cluster.workDir, "examples");
     await Deno.mkdir(examples, { recursive: true });
@@ -266,7 +282,9 @@ export async function runKubeStory(
     );
     await kubectl("get", "events", "-A");
   } finally {
-    say("\nstopping the agents (SIGTERM: rules stay) and running delete on every node");
+    say(
+      "\nstopping the controller and the agents (SIGTERM: rules stay) and running delete on every node",
+    );
     for (const agent of agents) await agent.stop("SIGTERM");
   }
   const deleted = await Promise.all(

@@ -21,7 +21,7 @@ import {
 } from "../../core/kube/kubeconfig.ts";
 import { Credentials, type TransportOptions } from "./credentials.ts";
 import {
-  AGENT_PERMISSIONS,
+  ALL_PERMISSIONS,
   type Resource,
   resourceName,
   resourcePath,
@@ -64,6 +64,8 @@ export interface ListOptions {
   readonly resourceVersion?: string;
   /** Ask for PartialObjectMetadata (metadata only). */
   readonly metadataOnly?: boolean;
+  /** A field selector, e.g. `metadata.name=node1` (one object of a collection). */
+  readonly fieldSelector?: string;
   /** Called with each page's items as they arrive, instead of keeping them all. */
   readonly onItems?: (items: unknown[]) => void;
 }
@@ -93,11 +95,13 @@ function allowed(permissions: readonly { resource: Resource; verbs: readonly Ver
   );
 }
 
-/** Who may do what: the agent's table by default; `migrate` brings its own. */
+/** Who may do what: the agent and the controller pass theirs; `migrate` brings its own. */
 export type Permissions = readonly { resource: Resource; verbs: readonly Verb[] }[];
 
 export interface ClientOptions extends TransportOptions {
   readonly permissions?: Permissions;
+  /** The User-Agent header (the agent and the controller name themselves apart). */
+  readonly userAgent?: string;
   /** Timeout of every request but a watch's stream (default 30 s). */
   readonly requestTimeoutMs?: number;
 }
@@ -105,13 +109,14 @@ export interface ClientOptions extends TransportOptions {
 export class KubeClient {
   readonly #connection: Connection;
   readonly #credentials: Credentials;
-  readonly #userAgent = "kube-egress";
+  readonly #userAgent: string;
   readonly #allowed: Set<string>;
   readonly #timeoutMs: number;
 
   private constructor(connection: Connection, options: ClientOptions) {
     this.#connection = connection;
-    this.#allowed = allowed(options.permissions ?? AGENT_PERMISSIONS);
+    this.#allowed = allowed(options.permissions ?? ALL_PERMISSIONS);
+    this.#userAgent = options.userAgent ?? "kube-egress";
     this.#credentials = new Credentials(connection, options);
     this.#timeoutMs = options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
   }
@@ -128,7 +133,7 @@ export class KubeClient {
   /** Builds a client for a connection (TLS material is read here, and again as it rotates). */
   static async connect(
     connection: Connection,
-    permissions: Permissions | ClientOptions = AGENT_PERMISSIONS,
+    permissions: Permissions | ClientOptions = ALL_PERMISSIONS,
   ): Promise<KubeClient> {
     const options = Array.isArray(permissions)
       ? { permissions: permissions as Permissions }
@@ -396,6 +401,7 @@ export class KubeClient {
           continue: next,
           // Only the first page names a version; the continue token carries it after that.
           resourceVersion: next ? undefined : options.resourceVersion,
+          fieldSelector: options.fieldSelector,
         },
         accept: options.metadataOnly ? PARTIAL : "application/json",
       });
@@ -426,6 +432,9 @@ export class KubeClient {
       signal?: AbortSignal;
       timeoutSeconds?: number;
       metadataOnly?: boolean;
+      fieldSelector?: string;
+      /** Watch in this namespace only (a namespaced resource; RBAC may grant no more). */
+      namespace?: string;
       /** Silence that ends the watch (default: twice kube-apiserver's bookmark minute). */
       idleMs?: number;
       /** Called once the server accepted the watch (its stream is open). */
@@ -436,17 +445,22 @@ export class KubeClient {
     const idleMs = options.idleMs ?? 120_000;
     const stop = new AbortController();
     const signal = options.signal ? AbortSignal.any([options.signal, stop.signal]) : stop.signal;
-    const response = await this.#fetch("GET", resourcePath(resource), {
-      query: {
-        watch: "true",
-        resourceVersion,
-        allowWatchBookmarks: "true",
-        timeoutSeconds: String(options.timeoutSeconds ?? 300),
+    const response = await this.#fetch(
+      "GET",
+      resourcePath(resource, { namespace: options.namespace }),
+      {
+        query: {
+          watch: "true",
+          resourceVersion,
+          allowWatchBookmarks: "true",
+          timeoutSeconds: String(options.timeoutSeconds ?? 300),
+          fieldSelector: options.fieldSelector,
+        },
+        accept: options.metadataOnly ? PARTIAL_WATCH : "application/json",
+        signal,
+        stream: true,
       },
-      accept: options.metadataOnly ? PARTIAL_WATCH : "application/json",
-      signal,
-      stream: true,
-    });
+    );
     options.onOpen?.();
     let silent = false;
     let timer: ReturnType<typeof setTimeout> | undefined;

@@ -1,7 +1,8 @@
 /**
- * Cluster-wide writes. The elected agent (see leader.ts) reconciles on every
- * change of the caches: route ids, statuses and conditions, finalizers and
- * Events, each write optimistic (a 409 means our cache was stale; the watch
+ * Cluster-wide writes. The elected controller (`mod.ts controller`, see
+ * leader.ts) reconciles on every change of the caches: the EgressSlices
+ * (slices.ts), route ids, statuses and conditions (with each VIP's selected
+ * nodes, so agents need not watch every Node), finalizers and Events, each write optimistic (a 409 means our cache was stale; the watch
  * brings the new version and the next round retries). Every agent also
  * reports, for the VIPs it gains or loses, the holder in the VIP's status: only
  * that node knows the address is on its interface.
@@ -21,6 +22,7 @@ import type { Logger } from "../log.ts";
 import { ApiError, type KubeClient } from "./client.ts";
 import type { KubeSource } from "./source.ts";
 import { SlicePublisher } from "./slices.ts";
+import { type SelectedNode, selectedNodes } from "../../core/kube/placement.ts";
 import { Coalesced } from "../coalesced.ts";
 import { Backoff } from "../../core/backoff.ts";
 import { errorMessage } from "../../core/errors.ts";
@@ -72,13 +74,19 @@ export interface RoundResult {
   readonly errors: number;
 }
 
-/** The elected agent's reconciler. Started on election, stopped on loss. */
+/** The elected controller's reconciler. Started on election, stopped on loss. */
 export class Controller {
   #active = false;
   /** Rounds never overlap; changes during one make one more (if still active). */
   readonly #rounds = new Coalesced(async () => {
+    // Pod churn must not turn into a status write per pod: at most one round per interval.
+    const wait = this.#lastRoundAt + (this.options.minRoundIntervalMs ?? 500) - Date.now();
+    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+    this.#lastRoundAt = Date.now();
     if (this.#active) await this.round().catch((error) => this.#error(error));
   });
+  #lastRoundAt = 0;
+  #selected?: { version: number; value: Map<string, SelectedNode[]> };
   #holders?: Map<string, string | undefined>;
   #unsubscribe?: () => void;
   /** The selection, published as EgressSlices while this controller leads. */
@@ -95,7 +103,7 @@ export class Controller {
     readonly log: Logger,
     readonly identity: string,
     readonly resyncMs = 30_000,
-    readonly options: { sliceMaxPods?: number } = {},
+    readonly options: { sliceMaxPods?: number; minRoundIntervalMs?: number } = {},
   ) {}
 
   /** The publisher while leading (tests and metrics read its stats). */
@@ -157,7 +165,13 @@ export class Controller {
     const policies = [...this.source.policies.store.values()];
     // While leading, the incremental index; a round called on its own (tests) selects in full.
     const outcomes = this.#publisher?.outcomes() ?? this.source.selection();
-    const writes = reconcileWrites(vips, policies, outcomes, new Date().toISOString());
+    const writes = reconcileWrites(
+      vips,
+      policies,
+      outcomes,
+      new Date().toISOString(),
+      this.#selectedNodes(),
+    );
     const result = { writes: 0, conflicts: 0, events: 0, errors: 0 };
     const byKey = new Map<string, CustomRecord>();
     for (const r of vips) byKey.set(`EgressVIP/${r.metadata.name}`, r);
@@ -241,6 +255,18 @@ export class Controller {
     return result;
   }
 
+  /** status.nodes of every VIP, computed again only when Nodes or EgressVIPs changed. */
+  #selectedNodes(): Map<string, SelectedNode[]> {
+    const version = this.source.placementVersion;
+    if (this.#selected?.version !== version) {
+      this.#selected = {
+        version,
+        value: selectedNodes(this.source.vips.store.values(), this.source.nodes.store.values()),
+      };
+    }
+    return this.#selected.value;
+  }
+
   async #event(object: ObjectRef, event: EventSpec, result: { events: number; errors: number }) {
     try {
       await recordEvent(this.client, this.identity, object, event);
@@ -250,6 +276,12 @@ export class Controller {
       this.#error(error);
     }
   }
+}
+
+/** What the holder reporter reads: the VIPs as cached, once listed. */
+export interface HolderSource {
+  readonly vips: { readonly store: ReadonlyMap<string, CustomRecord> };
+  readonly synced: boolean;
 }
 
 /**
@@ -268,7 +300,7 @@ export class HolderReporter implements AgentObserver {
 
   constructor(
     readonly client: KubeClient,
-    readonly source: KubeSource,
+    readonly source: HolderSource,
     readonly log: Logger,
     readonly node: string,
   ) {}

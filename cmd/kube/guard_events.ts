@@ -10,7 +10,7 @@ import type { AgentObserver, Role } from "../agent.ts";
 import type { Logger } from "../log.ts";
 import type { KubeClient } from "./client.ts";
 import { recordEvent } from "./controller.ts";
-import type { KubeSource } from "./source.ts";
+import type { HolderSource } from "./controller.ts";
 
 /** At most one Event per (VIP, kind, offender) per this many ms. */
 export const GUARD_EVENT_INTERVAL_MS = 60_000;
@@ -42,7 +42,7 @@ export class GuardEvents implements AgentObserver {
 
   constructor(
     readonly client: KubeClient,
-    readonly source: KubeSource,
+    readonly source: HolderSource,
     readonly log: Logger,
     readonly node: string,
     readonly now: () => number = Date.now,

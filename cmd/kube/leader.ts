@@ -3,10 +3,10 @@
  * retry period, each attempt bounded by the renew deadline (counted from the
  * last successful renewal), and stops leading the moment that deadline passes,
  * whatever its requests are doing; the deadline is shorter than the lease
- * duration, so it has stopped before anyone else may take the lease. Agents
- * that do not lead read the lease once per lease duration (not every retry
- * period: 1,000 nodes would make 500 requests a second), timed to when the
- * lease they saw would expire. On a clean stop a leader hands the lease back.
+ * duration, so it has stopped before anyone else may take the lease. Replicas
+ * that do not lead read the lease once per lease duration, timed to when the
+ * lease they saw would expire, and watch it meanwhile: a lease handed back on
+ * a clean stop is taken at once, not up to a lease duration later.
  */
 import {
   leaseAction,
@@ -20,6 +20,17 @@ import { LEASES } from "../../core/kube/resources.ts";
 import type { Logger } from "../log.ts";
 import { ApiError, type Bound, type KubeClient } from "./client.ts";
 import { errorMessage } from "../../core/errors.ts";
+import { Backoff } from "../../core/backoff.ts";
+
+function sleepFor(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => {
+      clearTimeout(timer);
+      resolve();
+    }, { once: true });
+  });
+}
 
 export interface ElectorOptions {
   readonly namespace: string;
@@ -48,6 +59,7 @@ export class LeaderElector {
   #wake?: () => void;
   #lastError?: string;
   #demotion?: ReturnType<typeof setTimeout>;
+  #watching?: Promise<void>;
   /** Aborts the requests under way when the elector stops. */
   readonly #abort = new AbortController();
 
@@ -63,7 +75,50 @@ export class LeaderElector {
 
   start(): this {
     this.#loop ??= this.#run();
+    this.#watching ??= this.#watchLease();
     return this;
+  }
+
+  /**
+   * While not leading: a watch of the Lease object (a field selector on its
+   * name), so that a released lease is taken at once instead of at the next
+   * read, which may be a lease duration away. Renewals seen on the watch move
+   * the expiry we count to; the reads stay the source of truth.
+   */
+  async #watchLease() {
+    const { namespace, name } = this.options;
+    const signal = this.#abort.signal;
+    const backoff = new Backoff(500, 10_000);
+    while (!this.#stopped) {
+      if (this.#leading) {
+        await sleepFor(this.options.retryPeriodMs ?? 2000, signal);
+        continue;
+      }
+      try {
+        const lease = await this.#get({ signal });
+        const version = lease?.metadata.resourceVersion ?? "0";
+        for await (
+          const event of this.client.watch(LEASES, version, {
+            signal,
+            namespace,
+            fieldSelector: `metadata.name=${name}`,
+            timeoutSeconds: 300,
+            onOpen: () => backoff.reset(),
+          })
+        ) {
+          if (event.type === "BOOKMARK") continue;
+          if (event.type === "ERROR") break;
+          const spec = event.type === "DELETED" ? {} : (event.object as LeaseObject).spec ?? {};
+          this.#observed = observe(this.#observed, spec, Date.now());
+          if (!spec.holderIdentity || event.type === "DELETED") this.#wake?.();
+          if (this.#leading) break;
+        }
+      } catch (error) {
+        if (this.#stopped) break;
+        this.#failed(error);
+        await sleepFor(backoff.take(), signal);
+      }
+    }
   }
 
   get #renewDeadlineMs(): number {
@@ -121,7 +176,7 @@ export class LeaderElector {
     if (leading === this.#leading) return;
     this.#leading = leading;
     this.log.info(
-      leading ? "elected: this agent does the cluster-wide writes" : "no longer elected",
+      leading ? "elected: this replica does the cluster-wide writes" : "no longer elected",
       {
         lease: `${this.options.namespace}/${this.options.name}`,
         why,
@@ -215,6 +270,7 @@ export class LeaderElector {
     clearTimeout(this.#demotion);
     this.#wake?.();
     await this.#loop;
+    await this.#watching;
     if (!this.#leading) return;
     try {
       // Within the pod's grace period, whatever the network does.

@@ -20,6 +20,8 @@ export interface ReflectorOptions<T> {
   readonly key: (object: unknown) => string | undefined;
   /** Ask for metadata only (PartialObjectMetadata). */
   readonly metadataOnly?: boolean;
+  /** Only the objects this field selector matches (e.g. `metadata.name=node1`). */
+  readonly fieldSelector?: string;
   /**
    * Called after every change to the cache (a whole relist counts once).
    * `significant` is false when a record was replaced by an `equivalent` one.
@@ -167,6 +169,7 @@ export class Reflector<T> {
     const fresh = new Map<string, T>();
     const { resourceVersion } = await this.client.list(this.options.resource, {
       metadataOnly: this.options.metadataOnly,
+      fieldSelector: this.options.fieldSelector,
       pageSize: this.options.pageSize,
       resourceVersion: this.#needConsistentList ? undefined : "0",
       onItems: (items) => {
@@ -207,6 +210,7 @@ export class Reflector<T> {
         signal,
         timeoutSeconds: this.options.watchTimeoutSeconds,
         metadataOnly: this.options.metadataOnly,
+        fieldSelector: this.options.fieldSelector,
         idleMs: this.options.watchIdleMs,
         onOpen,
       })

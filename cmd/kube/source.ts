@@ -152,6 +152,11 @@ export class KubeSource {
     if (significant) { for (const listener of this.#listeners) listener(); }
   }
 
+  /** Bumped when Nodes or EgressVIPs change (who may hold which VIP). */
+  get placementVersion(): number {
+    return this.#placementVersion;
+  }
+
   /** Starts every list/watch. */
   start(): this {
     for (const r of this.#reflectors) r.start();

@@ -148,6 +148,14 @@ export const EgressVIPStatus = z.object({
   holder: z.string().optional().meta({ description: "the node that holds the address" }),
   pods: z.int().min(0).optional().meta({ description: "pods whose traffic uses this VIP" }),
   policies: z.int().min(0).optional().meta({ description: "policies that use this VIP" }),
+  nodes: z.array(z.object({
+    name: z.string().meta({ description: "the Node" }),
+    ip: z.string().meta({ description: "its first IPv4 InternalIP" }),
+    cordoned: z.boolean().optional().meta({ description: "cordoned: it may not take the address" }),
+  })).optional().meta({
+    description:
+      "nodes the nodeSelector selects that have an IPv4 InternalIP, by address (the VRRP unicast peers are those not cordoned; the guard trusts them all), published by the controller so that agents need not watch every Node",
+  }),
   observedGeneration: z.int().min(0).optional(),
   conditions: z.array(Condition).optional(),
 });

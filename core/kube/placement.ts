@@ -71,3 +71,42 @@ export function guardNodes(
   }
   return result;
 }
+
+/** A node the VIP's nodeSelector selects, as EgressVIP status.nodes lists it. */
+export interface SelectedNode {
+  readonly name: string;
+  /** Its first IPv4 InternalIP. */
+  readonly ip: string;
+  /** Cordoned: it may not take the VIP (still trusted while it hands it over). */
+  readonly cordoned?: boolean;
+}
+
+/**
+ * For each VIP (by name), the nodes with an IPv4 InternalIP that its
+ * nodeSelector selects, cordoned ones marked, sorted by address: what the
+ * controller publishes in status.nodes, so that agents need not watch every
+ * Node. The VRRP unicast peers are the ones not cordoned (`vrrpPeers`); the
+ * guard trusts them all (`guardNodes`).
+ */
+export function selectedNodes(
+  vips: Iterable<CustomRecord>,
+  nodes: Iterable<NodeRecord>,
+): Map<string, SelectedNode[]> {
+  const addressed = [...nodes].filter((n) => n.internalIp !== undefined);
+  const out = new Map<string, SelectedNode[]>();
+  for (const vip of vips) {
+    const spec = EgressVIPSpec.safeParse(vip.spec);
+    if (!spec.success) continue;
+    out.set(
+      vip.metadata.name,
+      addressed.filter((n) => optionalSelectorMatches(spec.data.nodeSelector, n.labels))
+        .map((n) => ({
+          name: n.name,
+          ip: n.internalIp!,
+          ...(n.unschedulable ? { cordoned: true } : {}),
+        }))
+        .sort((a, b) => compareIPv4(a.ip, b.ip) || (a.name < b.name ? -1 : 1)),
+    );
+  }
+  return out;
+}

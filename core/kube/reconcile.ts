@@ -14,6 +14,7 @@ import {
   VIP_FINALIZER,
 } from "./api.ts";
 import type { CustomRecord } from "./objects.ts";
+import type { SelectedNode } from "./placement.ts";
 import { assignRouteIds, type RouteAssignment } from "./route_ids.ts";
 import type { PolicyOutcome, Selection } from "./selection.ts";
 import { describeIssues } from "../schema.ts";
@@ -222,6 +223,8 @@ export function reconcileWrites(
   policies: readonly CustomRecord[],
   selection: Pick<Selection, "policies" | "vips">,
   now: string,
+  /** status.nodes by VIP name; absent: leave what each VIP shows. */
+  nodes?: ReadonlyMap<string, readonly SelectedNode[]>,
 ): Writes {
   const statuses: StatusWrite[] = [];
   const finalizers: FinalizerWrite[] = [];
@@ -258,6 +261,9 @@ export function reconcileWrites(
       ...(current.holder ? { holder: current.holder } : {}),
       pods: outcome?.pods ?? 0,
       policies: policiesOf.length,
+      ...(nodes
+        ? (nodes.has(name) ? { nodes: nodes.get(name) } : {})
+        : (current.nodes ? { nodes: current.nodes } : {})),
       ...(record.metadata.generation !== undefined
         ? { observedGeneration: record.metadata.generation }
         : {}),

@@ -34,8 +34,28 @@ export const EGRESS_VIPS = resource(GROUP, VERSION, KINDS.EgressVIP.plural, fals
 export const EGRESS_POLICIES = resource(GROUP, VERSION, KINDS.EgressPolicy.plural, true);
 export const EGRESS_SLICES = resource(GROUP, VERSION, KINDS.EgressSlice.plural, false);
 
-/** Every (resource, verbs) pair the agent uses; the source of deploy/rbac.yaml's rules. */
+/**
+ * Every (resource, verbs) pair the node agent uses; the source of the agent's
+ * rules in deploy/rbac.yaml. Agents read the published selection, the VIPs and
+ * their own Node: nothing that grows with the cluster's pods.
+ */
 export const AGENT_PERMISSIONS: readonly { resource: Resource; verbs: readonly Verb[] }[] = [
+  // Its own Node only (a field selector on metadata.name): labels and cordon, for placement.
+  { resource: NODES, verbs: ["list", "watch"] },
+  { resource: EGRESS_VIPS, verbs: ["list", "watch"] },
+  // The holder in VIP status: only the node that holds the address knows it.
+  { resource: { ...EGRESS_VIPS, plural: `${EGRESS_VIPS.plural}/status` }, verbs: ["update"] },
+  { resource: EGRESS_SLICES, verbs: ["list", "watch"] },
+  // The guard's Events about foreign claims of a VIP (cmd/kube/guard_events.ts).
+  { resource: EVENTS, verbs: ["create"] },
+];
+
+/**
+ * Every (resource, verbs) pair the controller (`mod.ts controller`, a
+ * Deployment) uses: it selects for the whole cluster and publishes
+ * EgressSlices, statuses, finalizers and Events while it holds the Lease.
+ */
+export const CONTROLLER_PERMISSIONS: readonly { resource: Resource; verbs: readonly Verb[] }[] = [
   { resource: PODS, verbs: ["list", "watch"] },
   { resource: NAMESPACES, verbs: ["list", "watch"] },
   { resource: NODES, verbs: ["list", "watch"] },
@@ -48,10 +68,16 @@ export const AGENT_PERMISSIONS: readonly { resource: Resource; verbs: readonly V
     resource: { ...EGRESS_POLICIES, plural: `${EGRESS_POLICIES.plural}/status` },
     verbs: ["update"],
   },
-  // The elected agent publishes the selection; every agent reads it.
   { resource: EGRESS_SLICES, verbs: ["list", "watch", "create", "update", "delete"] },
   { resource: EVENTS, verbs: ["create"] },
-  { resource: LEASES, verbs: ["get", "create", "update"] },
+  // watch: a standby replica learns of a released or changed Lease at once.
+  { resource: LEASES, verbs: ["get", "create", "update", "watch"] },
+];
+
+/** Both tables together: a client's default (the agent and the controller pass their own). */
+export const ALL_PERMISSIONS: readonly { resource: Resource; verbs: readonly Verb[] }[] = [
+  ...AGENT_PERMISSIONS,
+  ...CONTROLLER_PERMISSIONS,
 ];
 
 /** "group/plural" as RBAC and the test API server's request log name a resource. */

@@ -20,6 +20,7 @@ import {
   podObject,
   startApiWithNodes,
   startKubeAgents,
+  startKubeController,
 } from "../../sim/kube_sim.ts";
 import { sourceSeen } from "../../sim/probe.ts";
 import { ImageAgents } from "../../sim/image_agents.ts";
@@ -136,6 +137,8 @@ Deno.test({
           podSelector: { matchLabels: { egress: "office" } },
         }));
         await placeVip(k.nodes, VIP, k.node(1), k.spec.iface);
+        // The controller (its Deployment) from source; the agents from the image.
+        kubeAgents.push(startKubeController(k, api));
         kubeAgents.push(...startKubeAgents(k, api));
         const pod = k.pod(2, 1);
         await api.apply(podObject(pod, "app", { labels: { egress: "office" } }));
@@ -154,7 +157,7 @@ Deno.test({
         assert.equal(holder, "node1", "the holder's agent wrote status.holder");
         assert.ok(
           kubeAgents.some((a) => a.lines.some((l) => l.includes("elected"))),
-          "one agent was elected",
+          "the controller was elected",
         );
       } finally {
         for (const agent of kubeAgents) await agent.stop();

@@ -23,6 +23,7 @@ import {
   type SimApiServer,
   startApiWithNodes,
   startKubeAgents,
+  startKubeController,
 } from "../../sim/kube_sim.ts";
 import type { Netns } from "../../sim/netns.ts";
 import { sourceSeen } from "../../sim/probe.ts";
@@ -33,7 +34,11 @@ import {
   rankNodes,
   waitForPlacement,
 } from "../../sim/placement.ts";
-import { AGENT_PERMISSIONS, resourceName } from "../../core/kube/resources.ts";
+import {
+  AGENT_PERMISSIONS,
+  CONTROLLER_PERMISSIONS,
+  resourceName,
+} from "../../core/kube/resources.ts";
 import { runKubeStory } from "../../sim/kube_story.ts";
 import { isRoot } from "../helpers.ts";
 
@@ -75,19 +80,30 @@ type Obj = {
 };
 const ready = (o: Obj | null) => o?.status?.conditions?.find((c) => c.type === "Ready")?.status;
 
-/** A cluster and the test API server (a Node object per node); `agents` are stopped; all torn down. */
+/**
+ * A cluster, the test API server (a Node object per node) and the controller
+ * (`mod.ts controller`, as its Deployment runs it); `agents` are stopped; all torn down.
+ */
 async function withKubeCluster(
   spec: { nodes: number; podsPerNode: number },
-  fn: (cluster: Cluster, api: SimApiServer, agents: AgentProcess[]) => Promise<void>,
+  fn: (
+    cluster: Cluster,
+    api: SimApiServer,
+    agents: AgentProcess[],
+    controller: AgentProcess,
+  ) => Promise<void>,
 ) {
   const cluster = await createCluster(spec);
   let api: SimApiServer | undefined;
+  let controller: AgentProcess | undefined;
   const agents: AgentProcess[] = [];
   try {
     api = await startApiWithNodes(cluster);
-    await fn(cluster, api, agents);
+    controller = startKubeController(cluster, api);
+    await fn(cluster, api, agents, controller);
   } finally {
     for (const agent of agents) await agent.stop();
+    await controller?.stop();
     await api?.stop();
     await cluster.destroy();
   }
@@ -98,7 +114,7 @@ Deno.test({
     "e2e kube: VIP + policy steer a pod within a second; a reused IP of an unselected pod leaves as its node",
   ...e2e,
   fn: () =>
-    withKubeCluster({ nodes: 3, podsPerNode: 2 }, async (cluster, api, agents) => {
+    withKubeCluster({ nodes: 3, podsPerNode: 2 }, async (cluster, api, agents, controller) => {
       await api.apply({ apiVersion: "v1", kind: "Namespace", metadata: { name: "default" } });
       // The old README's flow: a VIP, a policy for pod1, a test pod.
       await api.apply(egressVip("office", { ip: VIP }));
@@ -128,10 +144,9 @@ Deno.test({
         "policy Ready",
       );
       assert.equal(policy!.status!.pods, 1);
-      const elected = agents.filter((a) =>
-        a.lines.some((l) => l.includes("elected: this agent does the cluster-wide writes"))
-      );
-      assert.equal(elected.length, 1, "exactly one agent is elected");
+      // The controller was elected and did the cluster-wide writes; no agent elects any more.
+      assert.ok(controller.lines.some((l) => l.includes("elected: this replica does")));
+      assert.ok(!agents.some((a) => a.lines.some((l) => l.includes("elected"))));
 
       // Delete pod1; its IP is reused by an unselected pod: it leaves as its node again.
       await api.delete("Pod", "pod1", "default");
@@ -166,17 +181,28 @@ Deno.test({
       await leavesAs(candidates[0].ns, VIP, "with the API server gone, the rules stay");
       await api.command("available", { value: true });
       await Promise.all(agents.map((a) => a.waitFor(/watch resumed/, 30_000)));
-      // The agents used exactly what they are granted (deploy/rbac.yaml is tested against the
-      // same table): nothing more, and, once the leader has renewed its lease, nothing less.
-      const granted = AGENT_PERMISSIONS.flatMap((p) =>
-        p.verbs.map((v) => `${resourceName(p.resource)} ${v}`)
-      ).sort();
+      // The agents and the controller used exactly what they are granted (deploy/rbac.yaml is
+      // tested against the same tables): nothing more, and, once the leader has renewed its
+      // lease, nothing less. No agent asked for Pods, Namespaces or ReplicaSets.
+      const granted = [
+        ...new Set(
+          [...AGENT_PERMISSIONS, ...CONTROLLER_PERMISSIONS].flatMap((p) =>
+            p.verbs.map((v) => `${resourceName(p.resource)} ${v}`)
+          ),
+        ),
+      ].sort();
       const used = await eventually(
         async () => [...await api.requests()].sort(),
         (u) => u.includes("coordination.k8s.io/leases update"),
         "a lease renewal",
       );
       assert.deepEqual(used, granted);
+      // The agents' own: within their table (Events only come from the guard's alerts).
+      const agentUsed = [...await api.requests("kube-egress-agent")].sort();
+      const agentGranted = AGENT_PERMISSIONS.flatMap((p) =>
+        p.verbs.map((v) => `${resourceName(p.resource)} ${v}`)
+      );
+      assert.deepEqual(agentUsed, agentGranted.filter((g) => g !== "core/events create").sort());
     }),
 });
 
@@ -260,7 +286,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "e2e kube: VRRP unicast peers from the Nodes where the LAN drops multicast: one holder among the selected nodes; a cordon moves it",
+    "e2e kube: VRRP unicast peers (the eligible nodes the controller publishes) where the LAN drops multicast: one holder among the selected nodes; a cordon moves it",
   ...e2e,
   fn: () =>
     withKubeCluster({ nodes: 3, podsPerNode: 1 }, async (cluster, api, agents) => {
@@ -307,6 +333,10 @@ Deno.test({
         spec: { unschedulable: true },
       });
       await waitForPlacement(cluster, agents, VIP, eligibleSecond);
+      // The peers come from the VIP's status.nodes, which the controller rewrites.
+      for (let i = 0; i < 40 && peers(eligibleSecond)?.length !== 1; i++) {
+        await new Promise((r) => setTimeout(r, 250));
+      }
       assert.deepEqual(peers(eligibleSecond), [eligibleSecond.ip]);
       const status = JSON.parse(
         (await agentCommand(cluster, eligibleSecond, "status", [...KEEPALIVED, "--json"])).stdout,

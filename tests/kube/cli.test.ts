@@ -3,6 +3,7 @@ import { main } from "../../cmd/main.ts";
 import { kubeconfigFor, startTestApiServer } from "../../sim/kube_api.ts";
 import { FakeKernel } from "../fake_kernel.ts";
 import { podObject, policyObject, vipObject } from "./fixtures.ts";
+import { sliceObject } from "../../core/kube/slices.ts";
 
 Deno.test({
   name: "cli: plan, status and doctor read the Kubernetes API once with --source kubernetes",
@@ -17,6 +18,8 @@ Deno.test({
       api.apply(vipObject("office", { ip: "192.0.2.50" }, { status: { routeId: 5 } }));
       api.apply(policyObject("default", "p", { vip: "office", podSelector: {} }));
       api.apply(podObject("default", "pod1", "10.244.1.11"));
+      // What the controller publishes for them (the agents' commands read only this).
+      api.apply(sliceObject("office-0", { vip: "office" }, ["10.244.1.11"]));
       await Deno.writeTextFile(`${dir}/kubeconfig`, kubeconfigFor(api.url, "t"));
       console.log = (...a: unknown[]) => out.push(a.join(" "));
       console.error = () => {};

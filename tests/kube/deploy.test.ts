@@ -10,7 +10,7 @@ import $ from "dax";
 import { relative } from "node:path";
 import { buildProgram } from "../../cmd/main.ts";
 import { EgressPolicySpec, EgressVIPSpec } from "../../core/kube/api.ts";
-import { AGENT_PERMISSIONS } from "../../core/kube/resources.ts";
+import { AGENT_PERMISSIONS, CONTROLLER_PERMISSIONS } from "../../core/kube/resources.ts";
 import { FakeKernel } from "../fake_kernel.ts";
 import { procSysRoot } from "../../cmd/system.ts";
 
@@ -33,31 +33,55 @@ function triples(rules: { apiGroups: string[]; resources: string[]; verbs: strin
   ).sort();
 }
 
-Deno.test("deploy: RBAC grants exactly the verbs and resources the agent's client may use", async () => {
+Deno.test("deploy: RBAC grants the agents and the controller exactly the verbs and resources their clients may use", async () => {
   const rbac = await docs("deploy/rbac.yaml");
-  const granted = triples(
-    rbac.filter((d) => d.kind === "ClusterRole" || d.kind === "Role").flatMap((d) => d.rules),
-  );
-  const used = AGENT_PERMISSIONS.flatMap((p) =>
-    p.verbs.map((v) => `${p.resource.group || "core"}/${p.resource.plural} ${v}`)
-  ).sort();
-  assert.deepEqual(granted, used);
-  // Leases only in the agents' own namespace.
+  const table = (permissions: typeof AGENT_PERMISSIONS) =>
+    permissions.flatMap((p) =>
+      p.verbs.map((v) => `${p.resource.group || "core"}/${p.resource.plural} ${v}`)
+    ).sort();
+  // What each service account is bound to, through its (Cluster)RoleBindings.
+  const grantedTo = (account: string) => {
+    const roles = rbac.filter((d) =>
+      d.kind.endsWith("Binding") &&
+      d.subjects.some((s: Doc) => s.kind === "ServiceAccount" && s.name === account)
+    ).map((b) => `${b.roleRef.kind}/${b.roleRef.name}`);
+    return triples(
+      rbac.filter((d) => roles.includes(`${d.kind}/${d.metadata.name}`)).flatMap((d) => d.rules),
+    );
+  };
+  assert.deepEqual(grantedTo("kube-egress"), table(AGENT_PERMISSIONS));
+  assert.deepEqual(grantedTo("kube-egress-controller"), table(CONTROLLER_PERMISSIONS));
+  // The agents never read Pods, Namespaces or ReplicaSets.
+  assert.ok(!grantedTo("kube-egress").some((t) => /\/(pods|namespaces|replicasets) /.test(t)));
+  // Leases only in the controller's own namespace.
   const role = rbac.find((d) => d.kind === "Role");
   assert.equal(role.metadata.namespace, "kube-egress");
   assert.deepEqual(triples(role.rules), [
     "coordination.k8s.io/leases create",
     "coordination.k8s.io/leases get",
     "coordination.k8s.io/leases update",
+    "coordination.k8s.io/leases watch",
   ]);
-  const bindings = rbac.filter((d) => d.kind.endsWith("Binding"));
-  for (const b of bindings) {
-    assert.deepEqual(b.subjects, [{
-      kind: "ServiceAccount",
-      name: "kube-egress",
-      namespace: "kube-egress",
-    }]);
-  }
+});
+
+Deno.test("deploy: the controller Deployment runs `controller` with two replicas, its own account, no capabilities", async () => {
+  const [d] = await docs("deploy/controller.yaml");
+  assert.equal(d.kind, "Deployment");
+  assert.equal(d.spec.replicas, 2);
+  const pod = d.spec.template.spec;
+  assert.equal(pod.serviceAccountName, "kube-egress-controller");
+  assert.equal(pod.hostNetwork, undefined);
+  const [c] = pod.containers;
+  assert.equal(c.args[0], "controller");
+  assert.deepEqual(c.securityContext.capabilities, { drop: ["ALL"] });
+  assert.equal(
+    c.env.find((e: Doc) => e.name === "POD_NAME").valueFrom.fieldRef.fieldPath,
+    "metadata.name",
+  );
+  const program = buildProgram(new FakeKernel().host(), () => {});
+  const command = program.commands.find((cmd) => cmd.name() === "controller")!;
+  const known = new Set(command.options.map((o) => o.long));
+  for (const arg of c.args.slice(1)) assert.ok(known.has(arg.split("=")[0]), `unknown flag ${arg}`);
 });
 
 Deno.test("deploy: the DaemonSet runs unprivileged on the host network with probes, limits and known flags", async () => {
@@ -105,15 +129,19 @@ Deno.test("deploy: kustomization lists files that exist; kubectl kustomize build
     const kinds = parseAllDocuments(out).map((d) => d.toJS().kind).sort();
     assert.deepEqual(kinds, [
       "ClusterRole",
+      "ClusterRole",
+      "ClusterRoleBinding",
       "ClusterRoleBinding",
       "CustomResourceDefinition",
       "CustomResourceDefinition",
       "CustomResourceDefinition",
       "DaemonSet",
+      "Deployment",
       "Namespace",
       "ResourceQuota",
       "Role",
       "RoleBinding",
+      "ServiceAccount",
       "ServiceAccount",
     ]);
   }

@@ -105,3 +105,48 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "leader: a lease handed back on a clean stop is taken by a standby at once (a Lease watch), not a lease duration later",
+  ...opts,
+  fn: async () => {
+    const api = await startTestApiServer();
+    const changes: { who: string; leading: boolean; at: number }[] = [];
+    const elector = async (who: string) =>
+      new LeaderElector(
+        await KubeClient.connect({ server: api.url }),
+        createLogger("text", () => {}),
+        {
+          ...LEASE,
+          identity: who,
+          // The shipped timings: a standby that only read the lease would wait up to 15 s.
+          leaseDurationSeconds: 15,
+          renewDeadlineMs: 10_000,
+          retryPeriodMs: 2000,
+          onChange: (leading) => changes.push({ who, leading, at: Date.now() }),
+        },
+      ).start();
+    const a = await elector("a");
+    await eventually(() => a.leading, "a leads");
+    const b = await elector("b");
+    try {
+      // b has read the lease (held by a) and waits.
+      await new Promise((r) => setTimeout(r, 1000));
+      assert.equal(b.leading, false);
+      const released = Date.now();
+      await a.stop();
+      for (let i = 0; i < 100 && !b.leading; i++) await new Promise((r) => setTimeout(r, 50));
+      const took = changes.find((c) => c.who === "b" && c.leading);
+      assert.ok(took, "b took the lease within 5 s of its release");
+      assert.ok(
+        took.at - released < 5000,
+        `b took over ${took.at - released} ms after the release`,
+      );
+    } finally {
+      await b.stop();
+      await a.stop();
+      await api.stop();
+    }
+  },
+});

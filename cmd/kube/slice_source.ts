@@ -1,0 +1,261 @@
+/**
+ * The agent's Kubernetes source: the selection the controller published
+ * (EgressSlices), the EgressVIPs and this node's own Node, nothing else. What
+ * an agent holds grows with the pods that policies select, not with the
+ * cluster. Changes trigger a pass at once; the caches survive API outages.
+ *
+ * A slice deleted while it still listed addresses was not deleted by the
+ * controller (it empties a slice first): by hand, or by the garbage collector.
+ * Its addresses stay in force until a live slice lists them again (the
+ * controller republishes within a round) or HOLD_MS passes, so an agent never
+ * reads such a deletion as "these pods left".
+ */
+import { EGRESS_SLICES, EGRESS_VIPS, NODES } from "../../core/kube/resources.ts";
+import {
+  type CustomRecord,
+  customRecord,
+  type NodeRecord,
+  nodeRecord,
+  sameForSelection,
+  sameRecord,
+} from "../../core/kube/objects.ts";
+import { EgressVIPStatus } from "../../core/kube/api.ts";
+import { eligibleVips } from "../../core/kube/placement.ts";
+import { readVip } from "../../core/kube/selection.ts";
+import { type SliceRecord, sliceRecord } from "../../core/kube/slices.ts";
+import { compareIPv4 } from "../../core/ip.ts";
+import type { RawPod, RawSnapshot, RawVip } from "../../core/snapshot.ts";
+import type { Logger } from "../log.ts";
+import type { KubeClient } from "./client.ts";
+import { Reflector } from "./reflector.ts";
+
+/** How long the addresses of a slice deleted by someone else stay in force at most. */
+export const HOLD_MS = 120_000;
+
+export interface SliceSourceOptions {
+  /** This node's name: its Node object says which VIPs it may hold. */
+  readonly nodeName?: string;
+  /** VRRP over unicast: each VIP lists the addresses of the nodes that may hold it (its status.nodes). */
+  readonly vrrpPeers?: boolean;
+  readonly syncTimeoutMs?: number;
+  readonly watchTimeoutSeconds?: number;
+  readonly watchIdleMs?: number;
+  /** Default HOLD_MS. */
+  readonly holdMs?: number;
+}
+
+const nameOf = (o: unknown) => (o as { metadata?: { name?: string } })?.metadata?.name;
+
+/** VIP records that agents read alike: selection's fields plus the published nodes. */
+function sameVip(a: CustomRecord, b: CustomRecord): boolean {
+  const nodes = (r: CustomRecord) =>
+    JSON.stringify((r.status as { nodes?: unknown } | undefined)?.nodes);
+  return sameForSelection(a, b) && nodes(a) === nodes(b);
+}
+
+export class SliceSource {
+  readonly slices: Reflector<SliceRecord>;
+  readonly vips: Reflector<CustomRecord>;
+  readonly nodes: Reflector<NodeRecord>;
+  /** Slices deleted with addresses in them: kept until republished or expired. */
+  readonly #held = new Map<string, { slice: SliceRecord; until: number }>();
+  readonly #listeners = new Set<() => void>();
+  readonly #syncTimeoutMs: number;
+  readonly #holdMs: number;
+  #version = 0;
+  #inputs?: { version: number; value: RawSnapshot };
+  #holdTimer?: ReturnType<typeof setTimeout>;
+
+  constructor(
+    readonly client: KubeClient,
+    readonly log: Logger,
+    readonly options: SliceSourceOptions = {},
+  ) {
+    this.#syncTimeoutMs = options.syncTimeoutMs ?? 15_000;
+    this.#holdMs = options.holdMs ?? HOLD_MS;
+    const common = {
+      key: nameOf,
+      watchTimeoutSeconds: options.watchTimeoutSeconds,
+      watchIdleMs: options.watchIdleMs,
+      onChange: (significant: boolean) => {
+        if (!significant) return;
+        this.#version++;
+        for (const listener of this.#listeners) listener();
+      },
+    };
+    this.slices = new Reflector<SliceRecord>(client, log, {
+      ...common,
+      resource: EGRESS_SLICES,
+      reduce: sliceRecord,
+      onItem: (name, before, after) => this.#sliceChanged(name, before, after),
+    });
+    this.vips = new Reflector<CustomRecord>(client, log, {
+      ...common,
+      resource: EGRESS_VIPS,
+      reduce: customRecord,
+      equivalent: sameVip,
+    });
+    // Only this node's object: a field selector on its name.
+    this.nodes = new Reflector<NodeRecord>(client, log, {
+      ...common,
+      resource: NODES,
+      reduce: nodeRecord,
+      equivalent: sameRecord,
+      fieldSelector: options.nodeName ? `metadata.name=${options.nodeName}` : undefined,
+    });
+  }
+
+  get #reflectors(): Reflector<unknown>[] {
+    return [this.slices, this.vips, this.nodes];
+  }
+
+  start(): this {
+    for (const r of this.#reflectors) r.start();
+    return this;
+  }
+
+  async stop(): Promise<void> {
+    clearTimeout(this.#holdTimer);
+    await Promise.all(this.#reflectors.map((r) => r.stop()));
+  }
+
+  get synced(): boolean {
+    return this.#reflectors.every((r) => r.synced);
+  }
+
+  /** Addresses kept from slices deleted by someone else (for tests and logs). */
+  get held(): number {
+    let n = 0;
+    for (const { slice } of this.#held.values()) n += slice.pods.length;
+    return n;
+  }
+
+  #sliceChanged(name: string, before: SliceRecord | undefined, after: SliceRecord | undefined) {
+    if (after && !after.deleting) {
+      // Republished under its name: nothing to hold any more.
+      this.#held.delete(name);
+      return;
+    }
+    if (before && before.pods.length > 0) {
+      this.#held.set(name, { slice: before, until: Date.now() + this.#holdMs });
+      this.log.warn("EgressSlice deleted with pods in it; keeping them until republished", {
+        slice: name,
+        pods: before.pods.length,
+        hold_ms: this.#holdMs,
+      });
+      this.#armHoldTimer();
+    }
+  }
+
+  #armHoldTimer() {
+    clearTimeout(this.#holdTimer);
+    const next = Math.min(...[...this.#held.values()].map((h) => h.until));
+    if (!Number.isFinite(next)) return;
+    this.#holdTimer = setTimeout(() => {
+      this.#version++;
+      for (const listener of this.#listeners) listener();
+    }, Math.max(0, next - Date.now()) + 10);
+  }
+
+  problem(): string | undefined {
+    const failing = this.#reflectors.filter((r) => r.lastError !== undefined);
+    if (failing.length > 0) {
+      return `list/watch failing for ${failing.map((r) => r.options.resource.plural).join(", ")}: ${
+        failing[0].lastError
+      }`;
+    }
+    const waiting = this.#reflectors.filter((r) => !r.synced);
+    if (waiting.length > 0) {
+      return `waiting for the first list of ${
+        waiting.map((r) => r.options.resource.plural).join(", ")
+      }`;
+    }
+    return undefined;
+  }
+
+  async waitForSync(timeoutMs = this.#syncTimeoutMs): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.synced) {
+      if (Date.now() >= deadline) {
+        const waiting = this.#reflectors.filter((r) => !r.synced);
+        const error = waiting.find((r) => r.lastError)?.lastError;
+        throw new Error(
+          `no complete list yet from the Kubernetes API at ${this.client.server} (waiting for ${
+            waiting.map((r) => r.options.resource.plural).join(", ")
+          })${error ? `: ${error}` : ""}`,
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+
+  /** The agent's readInputs: the published selection as a RawSnapshot for this node. */
+  readInputs = async (): Promise<RawSnapshot> => {
+    await this.waitForSync();
+    if (this.#inputs?.version !== this.#version) {
+      this.#inputs = { version: this.#version, value: this.snapshot(Date.now()) };
+    }
+    return this.#inputs.value;
+  };
+
+  /** Builds the snapshot now (`now` decides which held slices expired). */
+  snapshot(now: number): RawSnapshot {
+    const node = this.options.nodeName ? this.nodes.store.get(this.options.nodeName) : undefined;
+    const eligible = node ? eligibleVips(this.vips.store.values(), node) : undefined;
+    const vipIps = new Map<string, string>();
+    const vips: RawVip[] = [];
+    for (const record of this.vips.store.values()) {
+      const info = readVip(record);
+      if (!info.spec || info.routeId === undefined) continue;
+      vipIps.set(info.name, info.spec.ip);
+      const status = EgressVIPStatus.safeParse(record.status ?? {});
+      const selected = status.success ? status.data.nodes : undefined;
+      // Peers: the selected nodes that may hold it; the guard trusts the cordoned ones too.
+      const peers = (selected ?? []).filter((n) => !n.cordoned).map((n) => n.ip)
+        .sort(compareIPv4);
+      const nodes = (selected ?? []).map((n) => n.ip).sort(compareIPv4);
+      vips.push({
+        origin: `EgressVIP ${info.name}`,
+        ip: info.spec.ip,
+        routeId: info.routeId,
+        ...(eligible ? { eligible: eligible.has(info.spec.ip) } : {}),
+        ...(this.options.vrrpPeers && eligible ? { peers } : {}),
+        ...(eligible && selected ? { nodes } : {}),
+      });
+    }
+    const byIp = new Map<string, RawPod>();
+    const add = (slice: SliceRecord) => {
+      const vip = vipIps.get(slice.egress.vip);
+      // A slice may arrive before its VIP, or name one not ready: nothing to steer yet.
+      if (vip === undefined) return;
+      for (const podIp of slice.pods) {
+        // An address in two slices (a move under way): the first by name, never both.
+        if (byIp.has(podIp)) continue;
+        byIp.set(podIp, {
+          origin: `EgressSlice ${slice.name}`,
+          podIp,
+          vip,
+          ...(slice.egress.destinations ? { destinations: slice.egress.destinations } : {}),
+          ...(slice.egress.excluded ? { excluded: slice.egress.excluded } : {}),
+        });
+      }
+    };
+    const live = [...this.slices.store.values()].filter((s) => !s.deleting)
+      .sort((a, b) => (a.name < b.name ? -1 : 1));
+    for (const slice of live) add(slice);
+    for (const [name, { slice, until }] of this.#held) {
+      const republished = slice.pods.every((ip) => byIp.has(ip));
+      if (republished || until <= now) {
+        this.#held.delete(name);
+        continue;
+      }
+      add(slice);
+    }
+    return { vips, pods: [...byIp.values()], problems: [] };
+  }
+
+  watchInputs = (onChange: () => void): { stop(): void } => {
+    this.#listeners.add(onChange);
+    return { stop: () => this.#listeners.delete(onChange) };
+  };
+}

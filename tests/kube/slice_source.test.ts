@@ -1,0 +1,163 @@
+/**
+ * The agent's source on the published selection: it reads EgressSlices,
+ * EgressVIPs and its own Node only, and never reads a slice deleted by
+ * someone else as "these pods left".
+ */
+import assert from "node:assert/strict";
+import { KubeClient } from "../../cmd/kube/client.ts";
+import { SliceSource } from "../../cmd/kube/slice_source.ts";
+import { createLogger } from "../../cmd/log.ts";
+import { AGENT_PERMISSIONS } from "../../core/kube/resources.ts";
+import { sliceObject } from "../../core/kube/slices.ts";
+import { startTestApiServer } from "../../sim/kube_api.ts";
+import { eventually, vipObject } from "./fixtures.ts";
+
+const opts = { sanitizeOps: false, sanitizeResources: false };
+
+function node(name: string, ip: string, labels: Record<string, string> = {}) {
+  return {
+    apiVersion: "v1",
+    kind: "Node",
+    metadata: { name, labels },
+    spec: {},
+    status: { addresses: [{ type: "InternalIP", address: ip }] },
+  };
+}
+
+const slice = (name: string, pods: string[], extra: Record<string, unknown> = {}) =>
+  ({ ...sliceObject(name, { vip: "office", ...extra }, pods) }) as Record<string, unknown>;
+
+async function source(api: { url: string }, holdMs?: number) {
+  const client = await KubeClient.connect({ server: api.url }, {
+    permissions: AGENT_PERMISSIONS,
+  });
+  const logs: string[] = [];
+  const s = new SliceSource(client, createLogger("text", (l) => logs.push(l)), {
+    nodeName: "node1",
+    vrrpPeers: true,
+    syncTimeoutMs: 5000,
+    holdMs,
+  }).start();
+  await s.waitForSync();
+  return { client, source: s, logs };
+}
+
+const podsOf = (snapshot: { pods: readonly { podIp: unknown }[] }) =>
+  snapshot.pods.map((p) => p.podIp as string).sort();
+
+Deno.test({
+  name:
+    "slice source: pods from the slices, eligibility from the own Node, peers and guard nodes from status.nodes; no Pod is read",
+  ...opts,
+  fn: async () => {
+    const api = await startTestApiServer();
+    api.apply(node("node1", "192.0.2.11", { gw: "yes" }));
+    api.apply(node("node2", "192.0.2.12"));
+    api.apply(
+      vipObject("office", { ip: "192.0.2.50", nodeSelector: { matchLabels: { gw: "yes" } } }, {
+        status: {
+          routeId: 5,
+          nodes: [{ name: "node1", ip: "192.0.2.11" }, {
+            name: "node3",
+            ip: "192.0.2.13",
+            cordoned: true,
+          }],
+        },
+      }),
+    );
+    api.apply(slice("office-a-0", ["10.244.1.2", "10.244.1.3"]));
+    api.apply(slice("office-b-0", ["10.244.2.2"], { destinations: ["203.0.113.0/24"] }));
+    const { client, source: s } = await source(api);
+    try {
+      const raw = await s.readInputs();
+      assert.deepEqual(raw.vips, [{
+        origin: "EgressVIP office",
+        ip: "192.0.2.50",
+        routeId: 5,
+        eligible: true,
+        peers: ["192.0.2.11"],
+        nodes: ["192.0.2.11", "192.0.2.13"],
+      }]);
+      assert.deepEqual(podsOf(raw), ["10.244.1.2", "10.244.1.3", "10.244.2.2"]);
+      assert.deepEqual(raw.pods.find((p) => p.podIp === "10.244.2.2")!.destinations, [
+        "203.0.113.0/24",
+      ]);
+      // Only its own Node is cached.
+      assert.deepEqual([...s.nodes.store.keys()], ["node1"]);
+      const asked = [...api.requestsBy.get("kube-egress")!].sort();
+      assert.ok(!asked.some((r) => /\/(pods|namespaces|replicasets) /.test(r)), asked.join(", "));
+      assert.ok(api.log.some((l) => l.includes("fieldSelector=metadata.name%3Dnode1")));
+    } finally {
+      await s.stop();
+      client.close();
+      await api.stop();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "slice source: a slice deleted with pods in it (by hand) keeps them in force until republished, or until the hold expires",
+  ...opts,
+  fn: async () => {
+    const api = await startTestApiServer();
+    api.apply(node("node1", "192.0.2.11"));
+    api.apply(vipObject("office", { ip: "192.0.2.50" }, { status: { routeId: 5 } }));
+    api.apply(slice("office-a-0", ["10.244.1.2", "10.244.1.3"]));
+    api.apply(slice("office-a-1", ["10.244.1.4"]));
+    const { client, source: s, logs } = await source(api, 1500);
+    try {
+      assert.equal((await s.readInputs()).pods.length, 3);
+      api.delete("EgressSlice", "office-a-0");
+      await eventually(() => !s.slices.store.has("office-a-0"), "the deletion seen");
+      assert.deepEqual(podsOf(await s.readInputs()), ["10.244.1.2", "10.244.1.3", "10.244.1.4"]);
+      assert.equal(s.held, 2);
+      assert.ok(logs.some((l) => l.includes("EgressSlice deleted with pods in it")));
+      // The controller republishes them (another shard): the hold ends.
+      api.apply(slice("office-a-2", ["10.244.1.2", "10.244.1.3"]));
+      await eventually(() => s.slices.store.has("office-a-2"), "the new slice seen");
+      assert.equal((await s.readInputs()).pods.length, 3);
+      assert.equal(s.held, 0);
+      // An emptied slice (the controller's way) then deleted: its pods are gone at once.
+      api.apply(slice("office-a-1", []));
+      await eventually(() => s.slices.store.get("office-a-1")?.pods.length === 0, "emptied");
+      api.delete("EgressSlice", "office-a-1");
+      await eventually(() => !s.slices.store.has("office-a-1"), "deleted");
+      assert.deepEqual(podsOf(await s.readInputs()), ["10.244.1.2", "10.244.1.3"]);
+      assert.equal(s.held, 0);
+      // Deleted by hand and never republished: kept for the hold, then dropped.
+      api.delete("EgressSlice", "office-a-2");
+      await eventually(() => !s.slices.store.has("office-a-2"), "deleted");
+      assert.equal((await s.readInputs()).pods.length, 2);
+      await new Promise((r) => setTimeout(r, 1700));
+      assert.equal((await s.readInputs()).pods.length, 0);
+    } finally {
+      await s.stop();
+      client.close();
+      await api.stop();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "slice source: an address in two slices (a move under way) is mapped once, never rejected as ambiguous",
+  ...opts,
+  fn: async () => {
+    const api = await startTestApiServer();
+    api.apply(node("node1", "192.0.2.11"));
+    api.apply(vipObject("office", { ip: "192.0.2.50" }, { status: { routeId: 5 } }));
+    api.apply(slice("office-a-0", ["10.244.1.2"]));
+    api.apply(slice("office-b-0", ["10.244.1.2"], { destinations: ["203.0.113.0/24"] }));
+    const { client, source: s } = await source(api);
+    try {
+      const raw = await s.readInputs();
+      assert.equal(raw.pods.length, 1);
+      assert.equal(raw.pods[0].origin, "EgressSlice office-a-0");
+    } finally {
+      await s.stop();
+      client.close();
+      await api.stop();
+    }
+  },
+});
