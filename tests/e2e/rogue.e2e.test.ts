@@ -26,6 +26,7 @@ import {
   type SimApiServer,
   startApiWithNodes,
   startKubeAgents,
+  startKubeController,
 } from "../../sim/kube_sim.ts";
 import { rankNodes, waitForPlacement } from "../../sim/placement.ts";
 import { sourceSeen } from "../../sim/probe.ts";
@@ -108,8 +109,11 @@ Deno.test(
     let api: SimApiServer | undefined;
     let rogue: Rogue | undefined;
     const agents: AgentProcess[] = [];
+    let controller: AgentProcess | undefined;
     try {
       api = await startApiWithNodes(cluster);
+      // It publishes the selection and each VIP's selected nodes (the guard's trusted ones).
+      controller = startKubeController(cluster, api);
       const gateways = cluster.nodes.slice(0, 2);
       for (const node of gateways) {
         await api.apply(nodeObject(node, { "egress.kube-egress.io/gateway": "true" }));
@@ -177,6 +181,7 @@ Deno.test(
     } finally {
       await rogue?.stop();
       for (const agent of agents) await agent.stop();
+      await controller?.stop();
       await api?.stop();
       await cluster.destroy();
     }
