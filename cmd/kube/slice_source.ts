@@ -24,7 +24,7 @@ import { eligibleVips } from "../../core/kube/placement.ts";
 import { readVip } from "../../core/kube/selection.ts";
 import { type SliceRecord, sliceRecord } from "../../core/kube/slices.ts";
 import { compareIPv4 } from "../../core/ip.ts";
-import type { RawPod, RawSnapshot, RawVip } from "../../core/snapshot.ts";
+import type { RawGuard, RawPod, RawSnapshot, RawVip } from "../../core/snapshot.ts";
 import type { Logger } from "../log.ts";
 import type { KubeClient } from "./client.ts";
 import { Reflector } from "./reflector.ts";
@@ -224,7 +224,14 @@ export class SliceSource {
       });
     }
     const byIp = new Map<string, RawPod>();
+    const guards = new Map<string, RawGuard>();
     const add = (slice: SliceRecord) => {
+      if (slice.egress.failClosed) {
+        for (const podIp of slice.pods) {
+          if (!guards.has(podIp)) guards.set(podIp, { origin: `EgressSlice ${slice.name}`, podIp });
+        }
+      }
+      if (slice.egress.guardOnly) return;
       const vip = vipIps.get(slice.egress.vip);
       // A slice may arrive before its VIP, or name one not ready: nothing to steer yet.
       if (vip === undefined) return;
@@ -244,14 +251,21 @@ export class SliceSource {
       .sort((a, b) => (a.name < b.name ? -1 : 1));
     for (const slice of live) add(slice);
     for (const [name, { slice, until }] of this.#held) {
-      const republished = slice.pods.every((ip) => byIp.has(ip));
+      const republished = slice.pods.every((ip) =>
+        slice.egress.guardOnly ? guards.has(ip) : byIp.has(ip)
+      );
       if (republished || until <= now) {
         this.#held.delete(name);
         continue;
       }
       add(slice);
     }
-    return { vips, pods: [...byIp.values()], problems: [] };
+    return {
+      vips,
+      pods: [...byIp.values()],
+      problems: [],
+      ...(guards.size > 0 ? { failClosed: [...guards.values()] } : {}),
+    };
   }
 
   watchInputs = (onChange: () => void): { stop(): void } => {

@@ -224,7 +224,8 @@ export const SLICE_MAX_PODS = 32;
 /**
  * One shard of a VIP's selection, written by the elected controller only:
  * the pod addresses whose traffic leaves with the EgressVIP `vip`, restricted
- * to one destination class (`destinationCIDRs` / `excludedCIDRs`, normalized).
+ * to one destination class (`destinationCIDRs` / `excludedCIDRs`, normalized)
+ * and one way of failing (`failClosed`, `guardOnly`).
  * Agents watch these instead of Pods. The addresses are a set: the CRD keeps
  * them unique, and `size` is their count (for `kubectl get`).
  */
@@ -236,6 +237,14 @@ export const EgressSliceSpec = cel(
     }),
     excludedCIDRs: z.array(policyCidr).max(LIMITS.cidrs).optional().meta({
       description: "never steer traffic to these ranges (normalized, sorted)",
+    }),
+    failClosed: z.boolean().optional().meta({
+      description:
+        "a failClosed policy selects these pods: drop their traffic rather than let it leave unsteered",
+    }),
+    guardOnly: z.boolean().optional().meta({
+      description:
+        "no policy in force steers these pods (their VIP is missing or not ready): fail closed only",
     }),
     pods: z.array(ipv4.meta({ maxLength: 15 })).max(SLICE_MAX_PODS).meta({
       description: "the pods' IPv4 addresses",

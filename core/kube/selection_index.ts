@@ -40,13 +40,20 @@ export interface Egress {
   readonly destinations?: readonly string[];
   /** Normalized; absent = none besides the cluster ranges. */
   readonly excluded?: readonly string[];
+  /** A failClosed policy selects the pod: its traffic is dropped rather than leave unsteered. */
+  readonly failClosed?: true;
+  /**
+   * Guarded only: no policy in force steers the pod (its failClosed policy's VIP is
+   * missing or not ready), so agents drop instead of map; `vip` names that policy's VIP.
+   */
+  readonly guardOnly?: true;
 }
 
-/** The text two equal egresses share (VIP name and both range lists). */
+/** The text two equal egresses share (VIP name, both range lists, how it fails). */
 export function egressClass(egress: Egress): string {
   return `${egress.vip}|${(egress.destinations ?? []).join(",")}|${
     (egress.excluded ?? []).join(",")
-  }`;
+  }${egress.guardOnly ? "|guard" : egress.failClosed ? "|closed" : ""}`;
 }
 
 interface PolicyInfo {
@@ -110,7 +117,7 @@ export class SelectionIndex {
     return this.#desired.get(ip);
   }
 
-  /** Every selected address and its egress. */
+  /** Every selected (or guarded) address and its egress. */
   selected(): ReadonlyMap<string, Egress> {
     return this.#desired;
   }
@@ -299,9 +306,13 @@ export class SelectionIndex {
     let winner: { key: string; egress: Egress; same: string } | undefined;
     const counted: string[] = [];
     const conflicts: string[] = [];
+    // The oldest failClosed policy that selects the pod, in force or not (selection.ts).
+    let guard: PolicyInfo | undefined;
     for (const policy of this.#nsPolicies.get(pod.namespace) ?? []) {
-      if (!policy.spec || this.#states.get(policy.key)?.state.ok !== true) continue;
-      if (!policySelects(policy.spec, pod, this.#replicaSets)) continue;
+      if (!policy.spec) continue;
+      const selects = policySelects(policy.spec, pod, this.#replicaSets);
+      if (selects && policy.spec.failClosed && !guard) guard = policy;
+      if (!selects || this.#states.get(policy.key)?.state.ok !== true) continue;
       const ip = this.#vips.get(policy.spec.vip)!.spec!.ip;
       const same = egressKey(ip, policy.spec);
       if (!winner) {
@@ -310,13 +321,12 @@ export class SelectionIndex {
       } else if (winner.same === same) counted.push(policy.key);
       else conflicts.push(policy.key);
     }
-    const result: PodEval = {
-      ip: pod.ip,
-      winner: winner?.key,
-      egress: winner?.egress,
-      counted,
-      conflicts,
-    };
+    const egress: Egress | undefined = winner
+      ? (guard ? { ...winner.egress, failClosed: true } : winner.egress)
+      : guard
+      ? { vip: guard.spec!.vip, failClosed: true, guardOnly: true }
+      : undefined;
+    const result: PodEval = { ip: pod.ip, winner: winner?.key, egress, counted, conflicts };
     this.#evals.set(key, result);
     for (const policy of counted) bump(this.#policyPods, policy, 1);
     for (const policy of conflicts) {
@@ -325,7 +335,7 @@ export class SelectionIndex {
       this.#policyConflicts.set(policy, map);
     }
     if (result.egress) {
-      bump(this.#vipPods, result.egress.vip, 1);
+      if (!result.egress.guardOnly) bump(this.#vipPods, result.egress.vip, 1);
       this.#desired.set(result.ip, result.egress);
       this.#changed.add(result.ip);
     }
@@ -340,7 +350,7 @@ export class SelectionIndex {
       if (map?.size === 0) this.#policyConflicts.delete(policy);
     }
     if (old.egress) {
-      bump(this.#vipPods, old.egress.vip, -1);
+      if (!old.egress.guardOnly) bump(this.#vipPods, old.egress.vip, -1);
       this.#desired.delete(old.ip);
       this.#changed.add(old.ip);
     }

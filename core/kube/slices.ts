@@ -56,6 +56,8 @@ export function sliceRecord(object: unknown): SliceRecord | undefined {
       vip: spec.vip,
       ...(spec.destinationCIDRs?.length ? { destinations: spec.destinationCIDRs } : {}),
       ...(spec.excludedCIDRs?.length ? { excluded: spec.excludedCIDRs } : {}),
+      ...(spec.failClosed ? { failClosed: true as const } : {}),
+      ...(spec.guardOnly ? { guardOnly: true as const } : {}),
     },
     pods: spec.pods,
   };
@@ -112,6 +114,8 @@ export function sliceObject(
       vip: egress.vip,
       ...(egress.destinations?.length ? { destinationCIDRs: [...egress.destinations] } : {}),
       ...(egress.excluded?.length ? { excludedCIDRs: [...egress.excluded] } : {}),
+      ...(egress.failClosed ? { failClosed: true } : {}),
+      ...(egress.guardOnly ? { guardOnly: true } : {}),
       pods: [...pods],
       size: pods.length,
     },

@@ -31,6 +31,7 @@ type Op =
     app?: string;
     deployment?: string;
     dest?: string;
+    closed: boolean;
     created: number;
   }
   | {
@@ -64,6 +65,7 @@ const op: fc.Arbitrary<Op> = fc.oneof(
     app: fc.option(fc.constantFrom("x", "y"), { nil: undefined }),
     deployment: fc.option(fc.constantFrom("d0", "d1"), { nil: undefined }),
     dest: fc.option(fc.constantFrom("203.0.113.0/24", "198.51.100.0/24"), { nil: undefined }),
+    closed: fc.boolean(),
     created: fc.integer({ min: 0, max: 5 }),
   }),
   fc.record({
@@ -113,6 +115,7 @@ function apply(world: World, index: SelectionIndex, o: Op, remove: boolean) {
         ...(o.deployment ? { targets: [{ kind: "Deployment", name: o.deployment }] } : {}),
         ...(!o.app && !o.deployment ? { podSelector: {} } : {}),
         ...(o.dest ? { destinationCIDRs: [o.dest] } : {}),
+        ...(o.closed ? { failClosed: true } : {}),
       };
       const value = remove
         ? undefined
@@ -187,12 +190,14 @@ function check(world: World, index: SelectionIndex) {
   );
   const ipOf = (name: string) => (world.vips.get(name)!.spec as { ip: string }).ip;
   const indexed = Object.fromEntries(
-    [...index.selected()].map(([ip, e]) => [
+    [...index.selected()].filter(([, e]) => !e.guardOnly).map(([ip, e]) => [
       ip,
       `${ipOf(e.vip)}|${(e.destinations ?? []).join(",")}|${(e.excluded ?? []).join(",")}`,
     ]),
   );
   assert.deepEqual(indexed, fullPods);
+  const guarded = [...index.selected()].filter(([, e]) => e.failClosed).map(([ip]) => ip).sort();
+  assert.deepEqual(guarded, [...new Set((full.raw.failClosed ?? []).map((g) => g.podIp))].sort());
   assert.deepEqual(comparable(index.outcomes()), comparable(full));
 }
 

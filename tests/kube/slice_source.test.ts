@@ -161,3 +161,28 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "slice source: failClosed slices guard their pods; guardOnly ones (the VIP missing) guard without mapping",
+  ...opts,
+  fn: async () => {
+    const api = await startTestApiServer();
+    api.apply(node("node1", "192.0.2.11"));
+    api.apply(vipObject("office", { ip: "192.0.2.50" }, { status: { routeId: 5 } }));
+    api.apply(slice("office-c-0", ["10.244.1.2"], { failClosed: true }));
+    api.apply(
+      sliceObject("gone-g-0", { vip: "gone", failClosed: true, guardOnly: true }, ["10.244.1.3"]),
+    );
+    const { client, source: s } = await source(api);
+    try {
+      const raw = await s.readInputs();
+      assert.deepEqual(podsOf(raw), ["10.244.1.2"]);
+      assert.deepEqual(raw.failClosed?.map((g) => g.podIp).sort(), ["10.244.1.2", "10.244.1.3"]);
+    } finally {
+      await s.stop();
+      client.close();
+      await api.stop();
+    }
+  },
+});

@@ -255,3 +255,39 @@ async function eventually(check: () => boolean, what: string) {
   }
   throw new Error(`timed out waiting for ${what}`);
 }
+
+Deno.test({
+  name:
+    "slices: a failClosed policy's pods are published while its VIP is missing (guardOnly), then steered once it exists",
+  ...opts,
+  fn: async () => {
+    const api = await startTestApiServer();
+    api.apply(policyObject("default", "closed", {
+      vip: "office",
+      podSelector: { matchLabels: { app: "web" } },
+      failClosed: true,
+    }));
+    for (let n = 1; n <= 3; n++) {
+      api.apply(podObject("default", `web-${n}`, ip(n), { labels: { app: "web" } }));
+    }
+    const a = await controller(api, "node1");
+    try {
+      a.controller.setActive(true);
+      await converged(api, range(3), "guarded pods published");
+      const spec = () => api.list("EgressSlice").map((s) => s.spec as Record<string, unknown>);
+      assert.deepEqual(spec().map((s) => [s.vip, s.failClosed, s.guardOnly]), [
+        ["office", true, true],
+      ]);
+      api.apply(vipObject("office", { ip: "192.0.2.50" }, { status: { routeId: 5 } }));
+      await eventually(
+        () => spec().length === 1 && spec()[0].guardOnly === undefined,
+        "steered and still failing closed",
+      );
+      assert.equal(spec()[0].failClosed, true);
+      await converged(api, range(3), "after the VIP appeared");
+    } finally {
+      await stop(a);
+      await api.stop();
+    }
+  },
+});
