@@ -16,6 +16,7 @@ import {
   type SimApiServer,
   startApiWithNodes,
   startKubeAgents,
+  startKubeController,
 } from "../../sim/kube_sim.ts";
 import { sourceSeenRetry } from "../../sim/probe.ts";
 import { measureFailover } from "../../sim/stream.ts";
@@ -58,6 +59,8 @@ Deno.test({
         await api.apply(podObject(pod, `web-${i + 1}`, { labels: { egress: "strict" } }));
       }
       await placeVip(cluster.nodes, VIP, cluster.node(1), cluster.spec.iface);
+      // The controller publishes the selection (fail closed included); the agents apply it.
+      agents.push(startKubeController(cluster, api));
       agents.push(...startKubeAgents(cluster, api));
       for (const pod of pods) {
         await until(
