@@ -127,16 +127,23 @@ const sections: Record<string, Section> = {
     },
   },
   failover: {
-    title: "VIP failover in the simulator (keepalived mode): gap and wrong-source packets",
+    title:
+      "VIP failover in the simulator (keepalived mode, NAT state sync): gap, wrong-source packets, established connections",
     needsRoot: true,
     run: async () => {
       const unicast = Deno.env.get("BENCH_VRRP") === "unicast";
+      const advert = Deno.env.get("BENCH_ADVERT");
+      const advertInterval = advert ? Number(advert) : undefined;
       const figures = await benchFailover({
         runs: Number(Deno.env.get("BENCH_RUNS") ?? 5),
         unicast,
+        advertInterval,
         progress: (line: string) => console.error(`[failover] ${line}`),
       });
-      return { table: renderFailover(figures), notes: failoverNotes(figures, unicast) };
+      return {
+        table: renderFailover(figures),
+        notes: failoverNotes(figures, unicast, advertInterval),
+      };
     },
   },
 };

@@ -36,19 +36,21 @@ export function conntrackFlushes(
 
 /**
  * The flushes of a pass's role changes, and the commit of replicated NAT
- * state (core/conntrackd.ts) when this node takes a VIP over.
+ * state (core/conntrackd.ts) when this node takes a VIP over. Both run after
+ * the backend's rule step (the new roles are in force) and before the
+ * forwarding routes of the VIPs taken over are removed.
  *
- * Without replication (`sync` absent) every VIP whose role flips is flushed
- * after the role change, as `conntrackFlushes` says.
+ * Without replication (`sync` absent) every VIP whose role flips is flushed,
+ * as `conntrackFlushes` says.
  *
- * With it, a takeover first drops this node's own entries of the VIP (un-NATed,
- * made while it forwarded to the old holder: they would leave with the pod's
- * address), then commits the synced entries, both before the SNAT role is
- * installed, so a connection the old holder translated keeps its VIP port
- * (a synced entry also replaces any own entry of the same connection). In
- * between, packets of the VIP's connections have no NAT and are not sent
- * with a wrong source: the VIP's guard (core/desired.ts `vipGuardRules`) drops
- * replies, and the forwarding route points at this node's own address.
+ * With it, a VIP taken over is flushed whole (this node's own entries are
+ * un-NATed, made while it forwarded to the old holder, and would leave with
+ * the pod's address once the forwarding route goes), then the synced entries
+ * are committed, so a connection the old holder translated keeps its VIP port
+ * (a synced entry replaces any entry of the same connection made meanwhile).
+ * Until the commit, a packet of such a connection starts an entry that leaves
+ * as the VIP on another port (the server's answer to it is dropped by the
+ * VIP's guard, core/desired.ts `vipGuardRules`), never with a wrong source.
  * A VIP given up is flushed only for this node's own pods (`-s` each local pod
  * range): their NATed entries would send them to the new holder with the VIP
  * as source. The other nodes' connections keep their NAT here, so a packet
@@ -61,23 +63,20 @@ export function takeoverSteps(
   desiredRoles: readonly VipRole[],
   mask: number,
   sync?: { readonly commits: readonly string[]; readonly localPodCidrs: readonly string[] },
-): { flushes: string[]; commits: string[]; afterFlushes: string[] } {
+): { flushes: string[]; commits: string[] } {
   const changed = desiredRoles.filter((r) =>
     liveRole.has(r.mark) && liveRole.get(r.mark) !== r.role
   );
   if (sync === undefined) {
-    return { flushes: [], commits: [], afterFlushes: changed.map((r) => flushArgs(r.mark, mask)) };
+    return { flushes: changed.map((r) => flushArgs(r.mark, mask)), commits: [] };
   }
-  const taken = changed.filter((r) => r.role === "holder");
-  const given = changed.filter((r) => r.role === "forwarder");
   return {
-    flushes: taken.map((r) => flushArgs(r.mark, mask)),
-    commits: taken.length > 0 ? [...sync.commits] : [],
-    afterFlushes: given.flatMap((r) =>
-      sync.localPodCidrs.length === 0
+    flushes: changed.flatMap((r) =>
+      r.role === "holder" || sync.localPodCidrs.length === 0
         ? [flushArgs(r.mark, mask)]
         : sync.localPodCidrs.map((cidr) => `${flushArgs(r.mark, mask)} -s ${cidr}`)
     ),
+    commits: changed.some((r) => r.role === "holder") ? [...sync.commits] : [],
   };
 }
 
@@ -88,8 +87,7 @@ export function takeoverSteps(
  * backend's rule step changed the roles, the next pass sees nothing left to
  * flip and would never flush. Owed are the flushes of the conntrack step after
  * the rule step that did not run, if the roles changed before it; those
- * `owedBefore` stay owed either way. (A takeover's flush before the rule step
- * is never owed: if the roles did not change, the next pass plans it again.)
+ * `owedBefore` stay owed either way.
  */
 export function owedFlushes(
   transaction: Transaction,

@@ -72,12 +72,11 @@ export interface NatSync {
 
 /**
  * The transaction that turns a node's live state into the intent, with the
- * configured backend: routes first, then (a takeover with replicated NAT
- * state) this node's own entries of the VIPs it takes over dropped and the
- * synced ones committed, then the backend's objects, then the
+ * configured backend: routes first, then the backend's objects, then the
  * leftovers of any other backend found in `live` (a node switched backends:
  * ours are in place before theirs go), the conntrack flushes of roles that
- * change, reverse-path filters, and stale rules and routes last.
+ * change (and the commit of replicated NAT state on a takeover),
+ * reverse-path filters, and stale rules and routes last.
  */
 export function planApply(
   desired: Intent,
@@ -98,22 +97,17 @@ export function planApply(
   return {
     steps: [
       ...step("ip", "add routes, then the rules that use them", routes.add),
+      ...planner.plan(desired, live, config),
+      ...others.flatMap((o) => o.remove(live)),
       ...step(
         "conntrack",
-        "drop this node's own entries of the VIPs it takes over",
+        "flush connections pinned to a VIP's old role",
         takeover.flushes,
       ),
       ...step(
         "conntrackd",
         "commit the NAT state replicated from the old holder",
         takeover.commits,
-      ),
-      ...planner.plan(desired, live, config),
-      ...others.flatMap((o) => o.remove(live)),
-      ...step(
-        "conntrack",
-        "flush connections pinned to a VIP's old role",
-        takeover.afterFlushes,
       ),
       ...step(
         "sysctl",

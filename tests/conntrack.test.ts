@@ -69,7 +69,7 @@ Deno.test("conntrack: flushes are owed after a failure between the role change a
   assert.equal(withOwedFlushes(tx, []), tx);
 });
 
-Deno.test("conntrack: with synced NAT state a takeover drops its own entries and commits before the SNAT role", () => {
+Deno.test("conntrack: with synced NAT state a takeover flushes the VIP, then commits, before its forwarding route goes", () => {
   const commits = ["-C /run/ke/conntrackd-mcast.conf -c"];
   const natSync = { commits, localPodCidrs: ["10.244.1.0/24"] };
   const kernel = new FakeKernel();
@@ -79,60 +79,39 @@ Deno.test("conntrack: with synced NAT state a takeover drops its own entries and
   const live = kernel.live(config);
   const tx = planPass(snap, config, live, { natSync }).transaction;
   const tools = tx.steps.map((s) => s.tool);
+  const rulesAt = tools.indexOf("iptables");
   const flushAt = tools.indexOf("conntrack");
   const commitAt = tools.indexOf("conntrackd");
-  const rulesAt = tools.indexOf("iptables");
-  assert.ok(flushAt >= 0 && flushAt < commitAt && commitAt < rulesAt, tools.join(" "));
-  assert.deepEqual(tx.steps[flushAt].lines, ["-D -f ipv4 --mark 0x500/0xff00"]);
+  const routesGoAt = tools.lastIndexOf("ip");
+  assert.ok(
+    rulesAt < flushAt && flushAt + 1 === commitAt && commitAt < routesGoAt,
+    tools.join(" "),
+  );
+  assert.deepEqual(tx.steps[flushAt].lines, [
+    "-D -f ipv4 --mark 0x500/0xff00", // taken over: all of this node's entries of it
+    "-D -f ipv4 --mark 0x600/0xff00 -s 10.244.1.0/24", // given up: this node's own pods only
+  ]);
   assert.deepEqual(tx.steps[commitAt].lines, commits);
-  // The VIP given up is flushed after the role change, for this node's own pods only.
-  const lastFlush = tools.lastIndexOf("conntrack");
-  assert.ok(lastFlush > rulesAt);
-  assert.deepEqual(tx.steps[lastFlush].lines, ["-D -f ipv4 --mark 0x600/0xff00 -s 10.244.1.0/24"]);
-  // Unknown own pod ranges: the whole VIP, as without sync.
+  // Unknown own pod ranges: the VIP given up is flushed whole, as without sync.
   assert.deepEqual(
     planPass(snap, config, live, { natSync: { commits, localPodCidrs: [] } }).transaction.steps
-      .findLast((s) => s.tool === "conntrack")!.lines,
-    ["-D -f ipv4 --mark 0x600/0xff00"],
+      .find((s) => s.tool === "conntrack")!.lines,
+    ["-D -f ipv4 --mark 0x500/0xff00", "-D -f ipv4 --mark 0x600/0xff00"],
   );
-  // Without sync nothing is committed, and the takeover's flush comes after the role change.
+  // Without sync nothing is committed.
   const plain = planPass(snap, config, live).transaction;
   assert.equal(plain.steps.some((s) => s.tool === "conntrackd"), false);
-  assert.ok(
-    plain.steps.findIndex((s) => s.tool === "conntrack") >
-      plain.steps.findIndex((s) => s.tool === "iptables"),
-  );
   // No takeover (unchanged, or only giving a VIP up): nothing committed.
   const held = desiredState(snap, config, ["192.0.2.50"]);
   assert.deepEqual(
     takeoverSteps(rolesOf(held.chains.nat), held.roles, config.markMask, natSync),
-    { flushes: [], commits: [], afterFlushes: [] },
+    { flushes: [], commits: [] },
   );
   const none = desiredState(snap, config, []);
   assert.deepEqual(
     takeoverSteps(rolesOf(held.chains.nat), none.roles, config.markMask, natSync),
-    { flushes: [], commits: [], afterFlushes: ["-D -f ipv4 --mark 0x500/0xff00 -s 10.244.1.0/24"] },
+    { flushes: ["-D -f ipv4 --mark 0x500/0xff00 -s 10.244.1.0/24"], commits: [] },
   );
-});
-
-Deno.test("conntrack: a takeover's own flush before the role change is never owed; the one after it is", () => {
-  const early = "-D -f ipv4 --mark 0x500/0xff00";
-  const late = "-D -f ipv4 --mark 0x600/0xff00";
-  const tx = {
-    steps: [
-      { tool: "ip" as const, purpose: "routes", lines: ["route add x"] },
-      { tool: "conntrack" as const, purpose: "takeover flush", lines: [early] },
-      { tool: "conntrackd" as const, purpose: "commit", lines: ["-C c -c"] },
-      { tool: "iptables" as const, purpose: "chains", lines: ["*nat", "COMMIT"] },
-      { tool: "conntrack" as const, purpose: "flush", lines: [late] },
-    ],
-  };
-  assert.deepEqual(owedFlushes(tx, 1, []), [], "roles not changed: the next pass plans it again");
-  assert.deepEqual(owedFlushes(tx, 3, []), []);
-  assert.deepEqual(owedFlushes(tx, 4, []), [late]);
-  assert.deepEqual(owedFlushes(tx, undefined, []), [late]);
-  assert.deepEqual(withOwedFlushes(tx, [late, early]).steps[4].lines, [late, early]);
-  assert.deepEqual(withOwedFlushes(tx, [late]).steps[1].lines, [early]);
 });
 
 Deno.test("conntrack: with synced NAT state every VIP is guarded against replies no entry knows", () => {
