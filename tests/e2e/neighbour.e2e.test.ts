@@ -40,17 +40,29 @@ async function macOf(node: SimNode, iface: string): Promise<string> {
   return links[0].address;
 }
 
-/** The role the node's KUBE-EGRESS-SNAT chain gives the VIP right now (what its last pass applied). */
-async function appliedRole(node: SimNode): Promise<string | undefined> {
+type Backend = "iptables" | "nftables";
+
+/** The role the node's SNAT rules give the VIP (route id 5) right now: what its last pass applied. */
+async function appliedRole(node: SimNode, backend: Backend): Promise<string | undefined> {
+  if (backend === "nftables") {
+    const chain = await node.ns.exec(["nft", "list", "chain", "inet", "kube-egress", "snat-5"]);
+    if (chain.code !== 0) return undefined;
+    return chain.stdout.includes(`snat ip to ${VIP}`) ? "holder" : "forward";
+  }
   const rules = await node.ns.exec(["iptables", "-t", "nat", "-S", "KUBE-EGRESS-SNAT"]);
   return /kube-egress [0-9.]+ (holder|forward)/.exec(rules.stdout)?.[1];
 }
 
 /** Waits (bounded) until every agent has applied the roles of `holder` holding the VIP. */
-async function waitForRoles(cluster: Cluster, holder: SimNode, timeoutMs = 20_000) {
+async function waitForRoles(
+  cluster: Cluster,
+  backend: Backend,
+  holder: SimNode,
+  timeoutMs = 20_000,
+) {
   const deadline = Date.now() + timeoutMs;
   while (true) {
-    const roles = await Promise.all(cluster.nodes.map(appliedRole));
+    const roles = await Promise.all(cluster.nodes.map((n) => appliedRole(n, backend)));
     const want = cluster.nodes.map((n) => (n === holder ? "holder" : "forward"));
     if (roles.every((r, i) => r === want[i])) return;
     if (Date.now() >= deadline) {
@@ -82,78 +94,88 @@ async function moveSilently(cluster: Cluster, to: SimNode) {
   await to.ns.run(["ip", "addr", "replace", `${VIP}/32`, "dev", iface]);
 }
 
+/** 20 moves with the agents on `backend` (see the module doc). */
+async function staleNeighbourMoves(cluster: Cluster, backend: Backend) {
+  const iface = cluster.spec.iface;
+  const pods = cluster.nodes.map((n) => cluster.pod(n.index, 1));
+  const witness = cluster.outsideHosts.find((h) => h.ip === OUTSIDE_IP)!.icmp!;
+  await cluster.writeMappings(Object.fromEntries(pods.map((p) => [p.ip, VIP])), { [VIP]: 5 });
+  const macs = await Promise.all(cluster.nodes.map((n) => macOf(n, iface)));
+  await placeVip(cluster.nodes, VIP, cluster.node(1), iface);
+  const agents: AgentProcess[] = cluster.nodes.map((n) =>
+    startAgent(cluster, n, [...EXTERNAL, "--backend", backend])
+  );
+  const failures: string[] = [];
+  let good = 0;
+  try {
+    await waitForRoles(cluster, backend, cluster.node(1));
+    let holder = cluster.node(1);
+    for (let move = 1; move <= MOVES; move++) {
+      const next = cluster.nodes[holder.index % cluster.nodes.length];
+      const bystander = cluster.nodes.find((n) => n !== holder && n !== next)!;
+      // Every node's cache points at the holder before the move (the last checks used it).
+      const pinned = move % 2 === 0;
+      if (pinned) {
+        await bystander.ns.run([
+          "ip",
+          "neigh",
+          "replace",
+          VIP,
+          "lladdr",
+          macs[holder.index - 1],
+          "dev",
+          iface,
+          "nud",
+          "permanent",
+        ]);
+      }
+      // Unpinned: no announcement reaches the bystander (the agent's own gratuitous ARP is dropped).
+      if (!pinned) await bystander.ns.run(["nft", "-f", "-"], { stdin: NO_GARP(true) });
+      await moveSilently(cluster, next);
+      await waitForRoles(cluster, backend, next);
+      const routerFollowed = waitForNeighbour(cluster, macs[next.index - 1]);
+      const seen = await Promise.all(
+        pods.flatMap((pod) =>
+          PROTOS.map(async (proto) => ({
+            what: `${pod.name} ${proto}`,
+            source: await sourceSeenRetry(pod.ns, OUTSIDE_IP, proto, { witness }),
+          }))
+        ),
+      );
+      const wrong = seen.filter((s) => s.source !== VIP);
+      // The new holder's gratuitous ARP moved the router's entry (it saw replies go to the old one).
+      const router = await routerFollowed;
+      if (router !== macs[next.index - 1]) {
+        wrong.push({ what: "router's neighbour entry", source: String(router) });
+      }
+      const label = `move ${move} ${holder.name}→${next.name}` +
+        (pinned
+          ? ` (${bystander.name} pinned to ${holder.name})`
+          : ` (no announcement reaches ${bystander.name})`);
+      if (wrong.length === 0) good++;
+      else failures.push(`${label}: ${wrong.map((w) => `${w.what}: ${w.source}`).join(", ")}`);
+      if (pinned) await bystander.ns.exec(["ip", "neigh", "del", VIP, "dev", iface]);
+      else await bystander.ns.run(["nft", "-f", "-"], { stdin: NO_GARP(false) });
+      holder = next;
+    }
+  } finally {
+    await Promise.all(agents.map((a) => a.stop()));
+  }
+  console.log(
+    `stale neighbours (${backend}): ${good}/${MOVES} moves with tcp, udp and icmp from every node as the VIP`,
+  );
+  assert.deepEqual(failures, [], `${failures.length} of ${MOVES} moves lost flows`);
+}
+
 Deno.test({
   name:
     "e2e neighbour: 20 unannounced VIP moves, a neighbour pinned to the old holder on every other one: tcp, udp and icmp from every node leave as the VIP after one pass",
   ...e2e,
-  fn: () =>
-    withCluster(async (cluster) => {
-      const iface = cluster.spec.iface;
-      const pods = cluster.nodes.map((n) => cluster.pod(n.index, 1));
-      const witness = cluster.outsideHosts.find((h) => h.ip === OUTSIDE_IP)!.icmp!;
-      await cluster.writeMappings(Object.fromEntries(pods.map((p) => [p.ip, VIP])), { [VIP]: 5 });
-      const macs = await Promise.all(cluster.nodes.map((n) => macOf(n, iface)));
-      await placeVip(cluster.nodes, VIP, cluster.node(1), iface);
-      const agents: AgentProcess[] = cluster.nodes.map((n) => startAgent(cluster, n, EXTERNAL));
-      const failures: string[] = [];
-      let good = 0;
-      try {
-        await waitForRoles(cluster, cluster.node(1));
-        let holder = cluster.node(1);
-        for (let move = 1; move <= MOVES; move++) {
-          const next = cluster.nodes[holder.index % cluster.nodes.length];
-          const bystander = cluster.nodes.find((n) => n !== holder && n !== next)!;
-          // Every node's cache points at the holder before the move (the last checks used it).
-          const pinned = move % 2 === 0;
-          if (pinned) {
-            await bystander.ns.run([
-              "ip",
-              "neigh",
-              "replace",
-              VIP,
-              "lladdr",
-              macs[holder.index - 1],
-              "dev",
-              iface,
-              "nud",
-              "permanent",
-            ]);
-          }
-          // Unpinned: no announcement reaches the bystander (the agent's own gratuitous ARP is dropped).
-          if (!pinned) await bystander.ns.run(["nft", "-f", "-"], { stdin: NO_GARP(true) });
-          await moveSilently(cluster, next);
-          await waitForRoles(cluster, next);
-          const routerFollowed = waitForNeighbour(cluster, macs[next.index - 1]);
-          const seen = await Promise.all(
-            pods.flatMap((pod) =>
-              PROTOS.map(async (proto) => ({
-                what: `${pod.name} ${proto}`,
-                source: await sourceSeenRetry(pod.ns, OUTSIDE_IP, proto, { witness }),
-              }))
-            ),
-          );
-          const wrong = seen.filter((s) => s.source !== VIP);
-          // The new holder's gratuitous ARP moved the router's entry (it saw replies go to the old one).
-          const router = await routerFollowed;
-          if (router !== macs[next.index - 1]) {
-            wrong.push({ what: "router's neighbour entry", source: String(router) });
-          }
-          const label = `move ${move} ${holder.name}→${next.name}` +
-            (pinned
-              ? ` (${bystander.name} pinned to ${holder.name})`
-              : ` (no announcement reaches ${bystander.name})`);
-          if (wrong.length === 0) good++;
-          else failures.push(`${label}: ${wrong.map((w) => `${w.what}: ${w.source}`).join(", ")}`);
-          if (pinned) await bystander.ns.exec(["ip", "neigh", "del", VIP, "dev", iface]);
-          else await bystander.ns.run(["nft", "-f", "-"], { stdin: NO_GARP(false) });
-          holder = next;
-        }
-      } finally {
-        await Promise.all(agents.map((a) => a.stop()));
-      }
-      console.log(
-        `stale neighbours: ${good}/${MOVES} moves with tcp, udp and icmp from every node as the VIP`,
-      );
-      assert.deepEqual(failures, [], `${failures.length} of ${MOVES} moves lost flows`);
-    }),
+  fn: () => withCluster((cluster) => staleNeighbourMoves(cluster, "iptables")),
+});
+
+Deno.test({
+  name: "e2e neighbour, nftables backend: the same 20 moves",
+  ...e2e,
+  fn: () => withCluster((cluster) => staleNeighbourMoves(cluster, "nftables")),
 });
