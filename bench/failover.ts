@@ -33,6 +33,7 @@ import {
   summarizeConnections,
   wrongSourcePackets,
 } from "../sim/connections.ts";
+import { Rogue } from "../sim/rogue.ts";
 import { table } from "../core/status.ts";
 import { onInterrupt, stats } from "./lib.ts";
 
@@ -60,6 +61,13 @@ export interface FailoverOptions {
   readonly unicast?: boolean;
   /** `--vrrp-advert-interval` of the agents (default the agent's, 0.1 s). */
   readonly advertInterval?: number;
+  /**
+   * The guard (BENCH_GUARD): "nodes" gives the agents `--node-addresses` (it
+   * enforces), "off" runs them with `--guard off`; default: neither (it only watches).
+   */
+  readonly guard?: "nodes" | "off";
+  /** A rogue on the LAN through every run (BENCH_ROGUE=1, sim/rogue.ts). */
+  readonly rogue?: boolean;
   readonly progress: (line: string) => void;
 }
 
@@ -97,6 +105,7 @@ export async function benchFailover(options: FailoverOptions): Promise<FailoverF
     await cluster.destroy();
   });
   const figures: FailoverFigure[] = [];
+  let rogue: Rogue | undefined;
   try {
     const [holder, ...others] = ranking(cluster, VIP);
     await cluster.writeMappings(Object.fromEntries(cluster.pods.map((p) => [p.ip, VIP])), {
@@ -115,7 +124,19 @@ export async function benchFailover(options: FailoverOptions): Promise<FailoverF
         options.unicast ? "unicast" : "multicast"
       }) on every node`,
     );
+    if (options.guard === "nodes") {
+      flags.push("--node-addresses", cluster.nodes.map((n) => n.ip).join(","));
+    } else if (options.guard === "off") flags.push("--guard", "off");
     for (const node of cluster.nodes) agents.push(startAgent(cluster, node, flags, 300));
+    if (options.rogue) {
+      await waitForPlacement(cluster, agents, VIP, holder, 60_000);
+      options.progress("a rogue joins the LAN: VRRP priority 255, ARP answers, gratuitous ARPs");
+      rogue = await Rogue.start(cluster, {
+        vips: { [VIP]: 5 },
+        ...(options.unicast ? { unicastPeers: cluster.nodes.map((n) => n.ip) } : {}),
+      });
+      await new Promise((r) => setTimeout(r, 2000));
+    }
     const holderAt = cluster.nodes.indexOf(holder);
     const senders = others.map((node) => ({
       tag: `pod${node.index}`,
@@ -181,6 +202,7 @@ export async function benchFailover(options: FailoverOptions): Promise<FailoverF
     await waitForPlacement(cluster, agents, VIP, holder, 60_000);
     await echo.stop();
   } finally {
+    await rogue?.stop().catch(() => {});
     for (const agent of agents) await agent.stop().catch(() => {});
     await cluster.destroy();
     unregister();
@@ -243,9 +265,19 @@ export function failoverNotes(
   figures: readonly FailoverFigure[],
   unicast = false,
   advertInterval = 0.1,
+  guard?: FailoverOptions["guard"],
+  rogue = false,
 ): string[] {
   const notes = [
     ...connectionLines(figures),
+    (guard === "nodes"
+      ? "Guard enforcing (--node-addresses <the 3 node addresses>, BENCH_GUARD=nodes)"
+      : guard === "off"
+      ? "No guard (--guard off, BENCH_GUARD=off)"
+      : "Guard watching only (no node list; BENCH_GUARD=nodes enforces, BENCH_GUARD=off removes it)") +
+    (rogue
+      ? "; a rogue on the LAN through every run (BENCH_ROGUE=1: VRRP priority 255, ARP answers, gratuitous ARPs every 300 ms)."
+      : "; no rogue (BENCH_ROGUE=1 adds one)."),
     unicast
       ? "VRRP by unicast: every node drops what it sends to the multicast group 224.0.0.18, and the agents run with --vrrp-unicast-peers <the 3 node addresses> (BENCH_VRRP=unicast)."
       : "VRRP by multicast (the default; BENCH_VRRP=unicast measures unicast adverts).",

@@ -134,15 +134,20 @@ const sections: Record<string, Section> = {
       const unicast = Deno.env.get("BENCH_VRRP") === "unicast";
       const advert = Deno.env.get("BENCH_ADVERT");
       const advertInterval = advert ? Number(advert) : undefined;
+      const guardEnv = Deno.env.get("BENCH_GUARD");
+      const guard = guardEnv === "nodes" || guardEnv === "off" ? guardEnv : undefined;
+      const rogue = Deno.env.get("BENCH_ROGUE") === "1";
       const figures = await benchFailover({
         runs: Number(Deno.env.get("BENCH_RUNS") ?? 5),
         unicast,
         advertInterval,
+        guard,
+        rogue,
         progress: (line: string) => console.error(`[failover] ${line}`),
       });
       return {
         table: renderFailover(figures),
-        notes: failoverNotes(figures, unicast, advertInterval),
+        notes: failoverNotes(figures, unicast, advertInterval, guard, rogue),
       };
     },
   },

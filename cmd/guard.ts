@@ -168,7 +168,8 @@ export class Guard {
   readonly #macs = new Map<string, string>();
   readonly #asked = new Map<string, number>();
   #vips: GuardVip[] = [];
-  #snapshot: Snapshot | undefined;
+  /** The VIPs (address, route id, nodes) the table was last written for. */
+  #key: string | undefined;
   #held = new Set<string>();
   #intent: GuardIntent | undefined;
   #live: LiveGuard | undefined;
@@ -207,11 +208,13 @@ export class Guard {
     this.#held = new Set(held);
     // The table does not depend on roles: a VIP moving (the pass that must be
     // quick) costs nothing here. Resyncs and changed inputs check it again.
+    // Pod changes (the frequent events) do not concern it either: only the VIPs do.
+    const key = JSON.stringify(snapshot.vips.map((v) => [v.ip, v.routeId, v.nodes]));
     if (
-      snapshot === this.#snapshot && trigger !== "resync" && this.#lastError === undefined &&
+      key === this.#key && trigger !== "resync" && this.#lastError === undefined &&
       this.#intent?.unresolved.length === 0
     ) return;
-    this.#snapshot = snapshot;
+    this.#key = key;
     try {
       const facts = await linkFacts(iface);
       this.#vips = snapshot.vips.map((v) => {

@@ -237,10 +237,16 @@ Deno.test({
           "192.0.2.50": ["192.0.2.11", "192.0.2.12"],
           "192.0.2.51": ["192.0.2.11", "192.0.2.12", "192.0.2.13"],
         });
-        // A cordoned node leaves the lists.
+        // The guard's node lists (core/guard.ts): the same nodes, with or without the option.
+        const guardNodes = async () =>
+          Object.fromEntries((await n3.readInputs()).vips.map((v) => [v.ip, v.nodes]));
+        assert.deepEqual(await guardNodes(), await peers());
+        // A cordoned node leaves the peer lists, but stays trusted by the guard: it holds
+        // the VIP until its keepalived hands it over.
         api.apply(node("n2", "192.0.2.11", { gw: "y" }, { unschedulable: true }));
         await eventually(async () => (await peers())["192.0.2.50"]?.length === 1, "cordon");
         assert.deepEqual((await peers())["192.0.2.51"], ["192.0.2.12", "192.0.2.13"]);
+        assert.deepEqual((await guardNodes())["192.0.2.50"], ["192.0.2.11", "192.0.2.12"]);
         // Without the option the snapshot carries no peers.
         assert.ok((await source.readInputs()).vips.every((v) => v.peers === undefined));
       } finally {
