@@ -103,21 +103,26 @@ interface LinkFacts {
 }
 
 async function linkFacts(iface: string): Promise<LinkFacts> {
-  const r = await run(
-    ["ip", "-j", "-batch", "-"],
-    `link show dev ${iface}\n` +
-      `address show dev ${iface}\nneigh show dev ${iface}\n`,
-  );
-  if (r.code !== 0) throw new Error(`ip: reading ${iface} failed: ${r.stderr.trim()}`);
-  const [link, addr, neigh] = r.stdout.trim().split("\n").map((l) => JSON.parse(l));
+  // Two processes: `ip -batch` leaves addr_info out of `address show`.
+  const [addr, neigh] = await Promise.all([
+    run(["ip", "-j", "address", "show", "dev", iface]),
+    run(["ip", "-j", "neigh", "show", "dev", iface]),
+  ]);
+  for (const r of [addr, neigh]) {
+    if (r.code !== 0) throw new Error(`ip: reading ${iface} failed: ${r.stderr.trim()}`);
+  }
+  const links = JSON.parse(addr.stdout) as {
+    address?: string;
+    addr_info?: { family: string; local: string }[];
+  }[];
   const neighbours = new Map<string, string>();
-  for (const n of neigh as { dst: string; lladdr?: string }[]) {
+  for (const n of JSON.parse(neigh.stdout || "[]") as { dst: string; lladdr?: string }[]) {
     if (n.lladdr) neighbours.set(n.dst, n.lladdr.toLowerCase());
   }
   return {
-    mac: String(link[0]?.address ?? "").toLowerCase(),
-    addresses: (addr as { addr_info?: { family: string; local: string }[] }[])
-      .flatMap((l) => l.addr_info ?? []).filter((a) => a.family === "inet").map((a) => a.local),
+    mac: String(links[0]?.address ?? "").toLowerCase(),
+    addresses: links.flatMap((l) => l.addr_info ?? []).filter((a) => a.family === "inet")
+      .map((a) => a.local),
     neighbours,
   };
 }

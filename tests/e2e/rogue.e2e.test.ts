@@ -207,6 +207,8 @@ Deno.test(
         const pod = cluster.pods.find((p) => p.node === forwarder)!;
         await cluster.writeMappings({ [pod.ip]: VIP }, { [VIP]: 5 });
         await waitForPlacement(cluster, agents, VIP, holder);
+        // Nodes whose role changed refresh their neighbour entries for 2 s: let that end.
+        await new Promise((r) => setTimeout(r, 3000));
         assert.equal(await sourceSeen(pod.ns, OUTSIDE_IP, "udp"), VIP);
         // A rogue that only answers: no adverts, no gratuitous ARP (a plain host, stale cache).
         rogue = await Rogue.start(cluster, { vips: {} });
