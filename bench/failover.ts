@@ -82,16 +82,15 @@ const CONNECTIONS_PER_POD = 10;
  */
 async function powerOff(cluster: Cluster, node: Cluster["nodes"][number]): Promise<void> {
   const pids = await node.ns.pids();
-  await Promise.all([
-    cluster.setLanLink(node, false),
-    ...pids.map(async (pid) => {
-      try {
-        Deno.kill(pid, "SIGKILL");
-      } catch {
-        // Gone already.
-      }
-    }),
-  ]);
+  const unplugged = cluster.setLanLink(node, false);
+  for (const pid of pids) {
+    try {
+      Deno.kill(pid, "SIGKILL");
+    } catch {
+      // Gone already.
+    }
+  }
+  await unplugged;
 }
 
 /** Builds the cluster, runs every fault `runs` times, tears everything down. */
