@@ -6,6 +6,7 @@
  */
 import { type RoleChange, roleChanges } from "../core/announce.ts";
 import { Backoff } from "../core/backoff.ts";
+import { guardedInKernel } from "../core/fail_closed.ts";
 import { owedFlushes, withOwedFlushes } from "../core/conntrack.ts";
 import type { Known } from "../core/datapath.ts";
 import {
@@ -407,6 +408,14 @@ export class Agent {
     if (this.#settings.dryRun) {
       this.#settings.print?.(renderTransaction(transaction));
       return { processes: live.processes, bytes: 0, lines };
+    }
+    const guarded = guardedInKernel(live);
+    if (guarded > 0) {
+      // `delete` is the uninstall: the guard goes too (README "Fail closed"); say what that opens.
+      this.#log.warn(
+        "removing the fail-closed guard: these pods' traffic to steered destinations leaves with the node's address from now on",
+        { pods: guarded },
+      );
     }
     const report = await this.#host.apply(transaction);
     if (await this.#settings.guard?.delete()) this.#log.info("removed the guard table");

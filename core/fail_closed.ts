@@ -43,3 +43,14 @@ export function failClosedRules(mask: number): string[] {
     `${match} -m conntrack --ctstate INVALID ${comment}`,
   ];
 }
+
+/** How many pods the guard in `live` holds (either backend's set): what `delete` is about to open. */
+export function guardedInKernel(live: {
+  readonly sets: {
+    readonly scoped?: ReadonlyMap<string, { readonly entries: ReadonlyMap<string, string> }>;
+  };
+  readonly nft: { readonly failClosed?: ReadonlySet<string> };
+}): number {
+  return (live.sets.scoped?.get(FAIL_CLOSED_SET)?.entries.size ?? 0) +
+    (live.nft.failClosed?.size ?? 0);
+}

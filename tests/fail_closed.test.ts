@@ -77,6 +77,20 @@ Deno.test("fail closed: the guard outlives the VIP and goes with the last guarde
   assert.equal((await agent.pass("VIP deleted")).ok, true);
   assert.ok(guard(), "the VIP's rules are gone, the guard stays");
   assert.equal(kernel.iptablesSave("nat").includes(VIP), false);
+  const lines: string[] = [];
+  const deleting = new Agent(kernel.host(), createLogger("text", (l) => lines.push(l)), {
+    config: testConfig(),
+    readInputs: () => Promise.resolve(input),
+    dryRun: false,
+  });
+  await deleting.deleteAll();
+  assert.ok(
+    lines.some((l) => /removing the fail-closed guard.*pods=1/.test(l)),
+    `delete says it opens the guard: ${lines.join(" | ")}`,
+  );
+  assert.equal(guard(), false, "delete is the uninstall: the guard goes too");
+  await agent.pass("again");
+  assert.ok(guard());
   input = raw({}, {});
   await agent.pass("pod gone");
   assert.equal(guard(), false);
