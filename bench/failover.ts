@@ -68,10 +68,17 @@ export interface FailoverOptions {
   readonly guard?: "nodes" | "off";
   /** A rogue on the LAN through every run (BENCH_ROGUE=1, sim/rogue.ts). */
   readonly rogue?: boolean;
+  /** Only these faults (BENCH_FAULTS, comma-separated); default all. */
+  readonly faults?: readonly Fault[];
   readonly progress: (line: string) => void;
 }
 
-const FAULTS: readonly Fault[] = ["keepalived killed", "link down", "agent SIGTERM", "power off"];
+export const FAULTS: readonly Fault[] = [
+  "keepalived killed",
+  "link down",
+  "agent SIGTERM",
+  "power off",
+];
 /** Long-lived connections per sending pod (two pods: 20 per run). */
 const CONNECTIONS_PER_POD = 10;
 
@@ -148,7 +155,7 @@ export async function benchFailover(options: FailoverOptions): Promise<FailoverF
       "agent SIGTERM": () => agents[holderAt].stop("SIGTERM"),
       "power off": () => powerOff(cluster, holder),
     };
-    for (const fault of FAULTS) {
+    for (const fault of options.faults ?? FAULTS) {
       for (let run = 1; run <= options.runs; run++) {
         await waitForPlacement(cluster, agents, VIP, holder, 60_000);
         options.progress(`${fault}, run ${run}/${options.runs}: holder ${holder.name}`);
@@ -221,7 +228,7 @@ export function renderFailover(figures: readonly FailoverFigure[]): string {
       "NEVER RESUMED",
       "WRONG SOURCE",
     ],
-    FAULTS.map((fault) => {
+    FAULTS.filter((fault) => figures.some((f) => f.fault === fault)).map((fault) => {
       const runs = figures.filter((f) => f.fault === fault);
       const gaps = runs.flatMap((f) => (f.gapMs === undefined ? [] : [f.gapMs]));
       const s = stats(gaps);
@@ -284,7 +291,7 @@ export function failoverNotes(
     `Agents with --conntrack-sync on, --vrrp-advert-interval ${advertInterval} (BENCH_ADVERT), --vrrp-preempt-delay 5. keepalived killed = SIGKILL of its parent and VRRP child (no goodbye): peers wait for 3 missed adverts + skew. Link down = the holder's switch port down. Agent SIGTERM = the holder's agent stopped as in a rolling update (keepalived hands the VIP over with a priority-0 advert). Power off = the holder's link down and every process of its namespace SIGKILLed at once.`,
     `Connections: ${CONNECTIONS_PER_POD} long-lived TCP connections from each of the two pods per run (8 bytes every 10 ms, echoed by the outside host); survived = never reset and every byte echoed; max stall = the longest silence between two echoes of any connection; wrong source = packets on the echo port with another source than the VIP (capture) plus connections the echo server accepted from another source. Targets: M of M, 0 resets, 0 wrong source; gap median < 100 ms for keepalived killed and link down.`,
   ];
-  for (const fault of FAULTS) {
+  for (const fault of FAULTS.filter((f) => figures.some((x) => x.fault === f))) {
     const runs = figures.filter((f) => f.fault === fault);
     notes.push(
       `${fault}: ${

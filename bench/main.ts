@@ -25,7 +25,7 @@ import {
   renderOneShot,
 } from "./apply.ts";
 import { commitDescription, loadAverage, machineDescription, tearDownOnSignals } from "./lib.ts";
-import { benchFailover, failoverNotes, renderFailover } from "./failover.ts";
+import { benchFailover, failoverNotes, FAULTS, renderFailover } from "./failover.ts";
 import { benchForwarding, forwardingNotes, renderForwarding } from "./forwarding.ts";
 import { benchPlanning, PLANNING_NOTES, renderPlanning } from "./planning.ts";
 import { benchMetrics, METRICS_NOTES, renderMetrics } from "./metrics.ts";
@@ -137,12 +137,15 @@ const sections: Record<string, Section> = {
       const guardEnv = Deno.env.get("BENCH_GUARD");
       const guard = guardEnv === "nodes" || guardEnv === "off" ? guardEnv : undefined;
       const rogue = Deno.env.get("BENCH_ROGUE") === "1";
+      const only = Deno.env.get("BENCH_FAULTS")?.split(",").map((f) => f.trim());
+      const faults = only ? FAULTS.filter((f) => only.includes(f)) : undefined;
       const figures = await benchFailover({
         runs: Number(Deno.env.get("BENCH_RUNS") ?? 5),
         unicast,
         advertInterval,
         guard,
         rogue,
+        faults,
         progress: (line: string) => console.error(`[failover] ${line}`),
       });
       return {

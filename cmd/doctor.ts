@@ -6,7 +6,7 @@
  */
 import $ from "dax";
 import { type DoctorFacts, parseArpReplies } from "../core/doctor.ts";
-import { planPass } from "../core/plan.ts";
+import { type NatSync, planPass } from "../core/plan.ts";
 import type { DatapathConfig } from "../core/schema.ts";
 import {
   formatProblem,
@@ -33,6 +33,8 @@ export interface DoctorOptions {
   readonly readInputs: () => Promise<RawSnapshot>;
   /** Send ARP probes for the VIPs (duplicate-vip). */
   readonly arp: boolean;
+  /** NAT state sync is on (`--conntrack-sync on`): its VIP guards belong to the desired rules. */
+  readonly natSync?: NatSync;
 }
 
 async function output(args: string[]): Promise<string | undefined> {
@@ -128,7 +130,9 @@ export async function collectFacts(host: Host, options: DoctorOptions): Promise<
   let pendingLines: number | undefined;
   if (missing.length === 0 && addresses !== undefined && snapshot) {
     try {
-      const { transaction } = planPass(snapshot, config, await host.readLive(config));
+      const { transaction } = planPass(snapshot, config, await host.readLive(config), {
+        natSync: options.natSync,
+      });
       pendingLines = transaction.steps.reduce((n, s) => n + s.lines.length, 0);
     } catch {
       pendingLines = undefined;

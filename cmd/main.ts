@@ -4,8 +4,7 @@
  * core; exit codes: 0 success, 1 failure, 2 usage error.
  */
 import { Command, Option } from "@commander-js/extra-typings";
-import { desiredState } from "../core/desired.ts";
-import { planApply, renderTransaction } from "../core/plan.ts";
+import { type NatSync, planPass, renderTransaction } from "../core/plan.ts";
 import { nodeStatus, renderStatus } from "../core/status.ts";
 import { formatProblem, type RawSnapshot, validateSnapshot } from "../core/snapshot.ts";
 import { Agent, type AgentObserver, type AgentSettings, runLoop } from "./agent.ts";
@@ -460,13 +459,22 @@ async function readOnce(settings: CommonSettings): Promise<RawSnapshot> {
   }
 }
 
+/**
+ * What `plan`, `status` and `doctor` assume of NAT state sync: only whether it
+ * is on (its VIP guards are then part of the desired rules); they never commit.
+ */
+export function planningNatSync(settings: CommonSettings): NatSync | undefined {
+  return settings.conntrackSync.mode === "on" ? { commits: [], localPodCidrs: [] } : undefined;
+}
+
 async function planCommand(options: Record<string, unknown>, host: Host): Promise<number> {
   const settings = settingsFrom(options);
   await preflight(host, settings);
   const { snapshot, problems } = validateSnapshot(await readOnce(settings), settings.config);
   const live = await host.readLive(settings.config);
-  const desired = desiredState(snapshot, settings.config, live.routes.addresses);
-  const transaction = planApply(desired, live, settings.config);
+  const { desired, transaction } = planPass(snapshot, settings.config, live, {
+    natSync: planningNatSync(settings),
+  });
   const { mode, nodeName } = settings.placement;
   const instances = vrrpInstances(snapshot.vips, nodeName, settings.placement.vridOffset);
   const placementNote = (vip: string) => {
@@ -510,11 +518,9 @@ async function statusCommand(options: Record<string, unknown>, host: Host): Prom
   let extra: { pendingLines?: number; problems?: string[] } = {};
   try {
     const { snapshot, problems } = validateSnapshot(await readOnce(settings), settings.config);
-    const transaction = planApply(
-      desiredState(snapshot, settings.config, live.routes.addresses),
-      live,
-      settings.config,
-    );
+    const { transaction } = planPass(snapshot, settings.config, live, {
+      natSync: planningNatSync(settings),
+    });
     extra = {
       pendingLines: transaction.steps.reduce((n, s) => n + s.lines.length, 0),
       problems: problems.map(formatProblem),
