@@ -124,14 +124,31 @@ function sysctlPath(key: string): string {
   return `${procSysRoot()}/${key.replaceAll(".", "/")}`;
 }
 
-async function readSysctls(keys: string[]): Promise<Record<string, number>> {
-  const values: Record<string, number> = {};
-  for (const key of keys) {
+/** Where sysctls are read and written: /proc/sys on a node, memory in tests. */
+export interface Sysctls {
+  /** The value, or undefined when the key does not exist. */
+  read(key: string): Promise<number | undefined>;
+  write(key: string, value: string): Promise<void>;
+}
+
+/** The node's /proc/sys (or `KUBE_EGRESS_PROC_SYS`). */
+export const procSysctls: Sysctls = {
+  async read(key) {
     try {
-      values[key] = Number((await Deno.readTextFile(sysctlPath(key))).trim());
+      return Number((await Deno.readTextFile(sysctlPath(key))).trim());
     } catch {
       // A key that is missing (e.g. the interface just went away) reads as unset.
+      return undefined;
     }
+  },
+  write: (key, value) => Deno.writeTextFile(sysctlPath(key), value),
+};
+
+async function readSysctls(sysctls: Sysctls, keys: string[]): Promise<Record<string, number>> {
+  const values: Record<string, number> = {};
+  for (const key of keys) {
+    const value = await sysctls.read(key);
+    if (value !== undefined) values[key] = value;
   }
   return values;
 }
@@ -256,7 +273,7 @@ async function readNftables(
 }
 
 /** The real node, reached through iproute2, iptables, ipset and /proc/sys, all run by `exec`. */
-export function systemHost(exec: Exec = systemExec): Host {
+export function systemHost(exec: Exec = systemExec, sysctls: Sysctls = procSysctls): Host {
   let backend: LiveState["backend"] | undefined;
   return {
     async readLive(config, options = {}) {
@@ -347,6 +364,7 @@ export function systemHost(exec: Exec = systemExec): Host {
         sets: setsRead.sets,
         nft,
         sysctls: await readSysctls(
+          sysctls,
           rpFilterKeys(...rpFilterInterfaces(config.interface, parsedRoutes.podRoutes)),
         ),
         raw: { mangle: mangle?.text ?? "", nat: nat?.text ?? "" },
@@ -380,7 +398,7 @@ export function systemHost(exec: Exec = systemExec): Host {
         if (step.tool === "sysctl") {
           for (const line of step.lines) {
             const [key, value] = line.split("=");
-            await Deno.writeTextFile(sysctlPath(key), value);
+            await sysctls.write(key, value);
             bytes += value.length;
           }
           continue;

@@ -2,20 +2,23 @@
  * An in-memory node for tests without root: it executes our transactions the
  * way iptables-restore, ipset restore, `ip -batch` and sysctl would (with the
  * same atomicity: a bad iptables payload changes nothing) and prints its state
- * in the real tools' output formats, so the parsers are exercised too. It also
- * records every transaction applied.
+ * in the real tools' output formats, so the parsers are exercised too. It
+ * plugs in below the host, as an `Exec` (cmd/exec.ts): `host()` is the real
+ * `systemHost` over this kernel's tools, so the host's read and apply
+ * orchestration is the code that runs on nodes, not a copy. It also records
+ * every transaction applied.
  */
-import { confirmSets, parseIpsetSave, parseIpsetTerse } from "../core/ipset.ts";
-import { parseChainListings, parseIptablesSave } from "../core/iptables.ts";
-import { CHAINS } from "../core/names.ts";
+import { parseIpsetSave } from "../core/ipset.ts";
+import { parseIptablesSave } from "../core/iptables.ts";
 import { NO_NFTABLES } from "../core/nftables.ts";
 import { parseRoutesBatch } from "../core/iproute.ts";
 import type { LiveState, Transaction } from "../core/plan.ts";
 import type { DatapathConfig } from "../core/schema.ts";
 import { cidrContains, parseCidr } from "../core/ip.ts";
 import { rpFilterInterfaces, rpFilterKeys } from "../core/sysctl.ts";
-import type { ApplyReport, Host, LiveRead, Raw, ReadOptions } from "../cmd/system.ts";
-import { InterfaceMissingError, StepError } from "../cmd/system.ts";
+import type { ApplyReport, Host, Raw, Sysctls } from "../cmd/system.ts";
+import { InterfaceMissingError, StepError, systemHost } from "../cmd/system.ts";
+import type { Exec, ExecResult } from "../cmd/exec.ts";
 
 const BUILTINS: Record<string, string[]> = {
   mangle: ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"],
@@ -98,12 +101,17 @@ export class FakeKernel {
    * undefined when the chain does not exist (iptables exits 1). Like
    * iptables-nft, a missing table still lists its built-in chains.
    */
-  iptablesList(table: string, chain: string): string | undefined {
+  iptablesList(table: string, chain: string, counters = false): string | undefined {
     const builtin = BUILTINS[table].includes(chain);
     const rules = this.tables.get(table)?.chains.get(chain) ?? (builtin ? [] : undefined);
     if (rules === undefined) return undefined;
     const head = builtin ? `-P ${chain} ACCEPT` : `-N ${chain}`;
-    return [head, ...rules.map((body) => `-A ${chain} ${body}`)].join("\n") + "\n";
+    // `-v` prints each rule's counters after the chain name, as iptables-nft does.
+    const counted = (body: string) => {
+      const c = this.ruleCounters.get(body) ?? { packets: 0, bytes: 0 };
+      return counters ? `-c ${c.packets} ${c.bytes} ${body}` : body;
+    };
+    return [head, ...rules.map((body) => `-A ${chain} ${counted(body)}`)].join("\n") + "\n";
   }
 
   iptablesSave(table: string, counters = false): string {
@@ -425,35 +433,107 @@ export class FakeKernel {
   }
 
   /**
-   * Reads the live state as the real host does: our sets' entries in full, or,
-   * given `knownSets`, only `ipset list -t` to confirm them by size.
+   * The tools as the host runs them (cmd/exec.ts): each command answered in
+   * the real tool's output format and exit codes, so the real host's read and
+   * apply orchestration (cmd/system.ts) runs against this kernel unchanged.
    */
-  read(config: DatapathConfig, options: ReadOptions = {}): LiveRead {
-    const live = this.live(config, options.counters);
-    const confirmed = options.knownSets &&
-      confirmSets(options.knownSets, parseIpsetTerse(this.ipsetListTerse()));
-    this.reads[confirmed ? "summary" : "entries"]++;
-    const iptables = options.ourChainsOnly
-      ? Object.fromEntries(CHAINS.map(({ table, chain, hook }) => [
-        table,
-        parseChainListings(table, this.iptablesList(table, hook)!, this.iptablesList(table, chain)),
-      ])) as LiveRead["iptables"]
-      : live.iptables;
-    // The real host's processes: ip, iptables-save or -S ×2 per table, and ipset list -t, or
-    // ipset list -n plus a save per set of ours (pods, nosteer, destination-scoped ones).
-    const scoped = [...this.sets.keys()].filter((name) => name.startsWith("kube-egress-s")).length;
-    const processes = 1 + (options.ourChainsOnly ? 4 : 2) + (confirmed ? 1 : 3 + scoped);
-    return confirmed
-      ? { ...live, iptables, sets: confirmed, setsRead: "summary", processes }
-      : { ...live, iptables, setsRead: "entries", processes };
+  exec: Exec = (args, options = {}) => Promise.resolve().then(() => this.#run(args, options.stdin));
+
+  #run(args: readonly string[], stdin = ""): ExecResult {
+    const ok = (stdout = ""): ExecResult => ({ code: 0, stdout, stderr: "" });
+    const fail = (stderr: string, code = 1): ExecResult => ({ code, stdout: "", stderr });
+    const line = args.join(" ");
+    const lines = stdin.split("\n").filter((l) => l !== "");
+    const injected = (tool: string) => {
+      if (this.failNext !== tool) return undefined;
+      this.failNext = undefined;
+      return fail(`${tool} failed (injected)`);
+    };
+    try {
+      if (line === "iptables --version") return ok("iptables v1.8.9 (nf_tables)\n");
+      let m = /^iptables -w 5 -t (\w+) -S (\S+)( -v)?$/.exec(line);
+      if (m) {
+        const listed = this.iptablesList(m[1], m[2], m[3] !== undefined);
+        return listed === undefined
+          ? fail("iptables: No chain/target/match by that name.\n")
+          : ok(listed);
+      }
+      m = /^iptables-save( -c)? -t (\w+)$/.exec(line);
+      if (m) return ok(this.iptablesSave(m[2], m[1] !== undefined));
+      m = /^ipset save (\S+)$/.exec(line);
+      if (m) {
+        this.reads.entries += m[1] === "kube-egress-pods" ? 1 : 0;
+        return this.sets.has(m[1])
+          ? ok(this.ipsetSave(m[1]))
+          : fail("ipset v7.17: The set with the given name does not exist\n");
+      }
+      if (line === "ipset list -n") return ok([...this.sets.keys()].join("\n") + "\n");
+      if (line === "ipset list -t") {
+        this.reads.summary++;
+        return ok(this.ipsetListTerse());
+      }
+      if (line === "ip -json -N -batch -") return this.#ipRead(lines);
+      if (args[0] === "nft" && args.includes("list")) {
+        // No native nftables here: no table of ours, no chains.
+        return args.includes("table")
+          ? fail("Error: No such file or directory\n")
+          : ok('{"nftables": []}\n');
+      }
+      if (line === "ip -force -batch -") return injected("ip") ?? (this.ipBatch(lines), ok());
+      if (line === "ipset restore -exist") {
+        return injected("ipset") ?? (this.ipsetRestore(lines), ok());
+      }
+      if (line === "iptables-restore --noflush --wait 5") {
+        return injected("iptables") ?? (this.iptablesRestore(lines), ok());
+      }
+      if (line === "nft -f -") return injected("nft") ?? (this.nft(lines), ok());
+      if (args[0] === "conntrack") {
+        const failed = injected("conntrack");
+        if (failed) return failed;
+        this.conntrackRuns.push(args.slice(1).join(" "));
+        return ok();
+      }
+      if (args[0] === "conntrackd") {
+        this.conntrackdRuns.push(args.slice(1).join(" "));
+        return ok();
+      }
+    } catch (error) {
+      return fail(error instanceof Error ? error.message : String(error));
+    }
+    return fail(`fake kernel: ${line}: command not known`, 127);
   }
+
+  /** `ip -json -N -batch -` of `readRoutesBatch`'s lines. */
+  #ipRead(lines: readonly string[]): ExecResult {
+    const iface = /^address show dev (\S+)$/.exec(lines[0] ?? "")?.[1];
+    if (iface === undefined || !this.interfaces.has(iface)) {
+      return { code: 1, stdout: "", stderr: `Device "${iface}" does not exist.\n` };
+    }
+    const protocol = Number(/proto (\d+)/.exec(lines[2] ?? "")?.[1]);
+    const pods = lines.slice(3).map((l) => /root (\S+)$/.exec(l)![1]);
+    return { code: 0, stdout: this.ipBatchOutput(iface, protocol, pods), stderr: "" };
+  }
+
+  /** sysctls in memory, as the host reads and writes /proc/sys. */
+  sysctlIO: Sysctls = {
+    read: (key) => Promise.resolve(this.sysctls[key] ?? 0),
+    write: (key, value) => {
+      this.sysctls[key] = Number(value);
+      return Promise.resolve();
+    },
+  };
 
   /** A Host backed by this kernel; address watchers fire on `moveAddress`. */
   host(): Host & { fireAddressChange(): void } {
     const watchers = new Set<() => void>();
+    // The real host over this kernel's tools; only the address watch is the fake's own.
+    const real = systemHost(this.exec, this.sysctlIO);
     return {
-      readLive: (config, options) => Promise.resolve().then(() => this.read(config, options)),
-      apply: (tx) => Promise.resolve().then(() => this.apply(tx)),
+      readLive: (config, options) => real.readLive(config, options),
+      apply: (tx) => {
+        this.applied.push(tx);
+        return real.apply(tx);
+      },
       watchAddresses: (_iface, onChange) => {
         watchers.add(onChange);
         return { stop: () => watchers.delete(onChange) };
