@@ -71,6 +71,8 @@ export interface ForwardingOptions {
   /** Seconds per iperf3 run (after a 1 s omitted warm-up) and per connection-rate run. */
   seconds: number;
   progress: (line: string) => void;
+  /** The agents' datapath backend (default iptables). */
+  backend?: "iptables" | "nftables";
 }
 
 /** 9,999 pod IPs that no real pod has, spread over the VIPs, plus the mapped pod. */
@@ -172,7 +174,11 @@ async function startServer(ns: Netns, argv: string[], ready: RegExp) {
 
 /** Builds a 2-node cluster, runs the rounds, tears everything down. */
 export async function benchForwarding(options: ForwardingOptions): Promise<ForwardingResult> {
-  const cluster = await Cluster.create({ nodes: 2, podsPerNode: 2 }, {
+  const cluster = await Cluster.create({
+    nodes: 2,
+    podsPerNode: 2,
+    backend: options.backend ?? "iptables",
+  }, {
     progress: options.progress,
   });
   const unregister = onInterrupt(() => cluster.destroy());
@@ -288,7 +294,9 @@ export function forwardingNotes({ figures }: ForwardingResult, options: Forwardi
   const spreads = figures.flatMap((f) => [f.gbps, f.connPerSec])
     .map((s) => ((s.max - s.min) / 2 / s.median) * 100);
   return [
-    `Cluster: 2 nodes, LAN bridge, router, outside host 198.51.100.10 (sim/cluster.ts). Mapped pod pod1-1 on node1, its VIP ${MAPPED_VIP} on node2; unmapped pod pod1-2 on node1 (CNI masquerade). 16 VIPs; the 9,999 other mappings are pod IPs with no pod.`,
+    `Backend: ${
+      options.backend ?? "iptables"
+    } (BENCH_BACKEND=nftables for the other). Cluster: 2 nodes, LAN bridge, router, outside host 198.51.100.10 (sim/cluster.ts). Mapped pod pod1-1 on node1, its VIP ${MAPPED_VIP} on node2; unmapped pod pod1-2 on node1 (CNI masquerade). 16 VIPs; the 9,999 other mappings are pod IPs with no pod.`,
     `Each round (${options.rounds} in all) applies each configuration in turn (rotated order) with the real agent (mod.ts run / run -d), checks the mapped pod's source address, then runs per pod: iperf3 -A 0 -c -t ${options.seconds} -O 1 (one TCP stream; server -A 1) and ${options.seconds} s of sequential connect + close (bench/connect_worker.ts; tcp_tw_reuse in the pods).`,
     `Noise: on this 2-core VM both ends of iperf3 and the forwarding run on the same two CPUs, so a run is CPU-bound and shares them with whatever else runs; the half-range spread of a cell reaches ±${
       Math.max(...spreads).toFixed(0)

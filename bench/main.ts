@@ -121,6 +121,10 @@ const sections: Record<string, Section> = {
         rounds: Number(Deno.env.get("BENCH_ROUNDS") ?? 7),
         seconds: Number(Deno.env.get("BENCH_SECONDS") ?? 2),
         progress: (line: string) => console.error(`[forwarding] ${line}`),
+        // BENCH_BACKEND=nftables: the same rounds on the nftables backend.
+        backend: Deno.env.get("BENCH_BACKEND") === "nftables"
+          ? "nftables" as const
+          : "iptables" as const,
       };
       const result = await benchForwarding(options);
       return { table: renderForwarding(result), notes: forwardingNotes(result, options) };
