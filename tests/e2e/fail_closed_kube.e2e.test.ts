@@ -130,6 +130,43 @@ Deno.test({
       );
       assert.equal(after.wrongSource, 0, JSON.stringify(after.wire.sources));
       assert.ok(arrived.udp + arrived.tcp > 0, "the unmapped pod's traffic is not dropped");
+
+      // The EgressVIP deleted while its policy still uses it. Its finalizer keeps it while in
+      // use (deletion waits); taken off by hand, the object is gone at once: the policy's pods
+      // stay guarded (their slices say so), nothing leaves as a node.
+      await placeVip(cluster.nodes, VIP, cluster.node(1), cluster.spec.iface);
+      await until(() => sourceSeenRetry(pods[0].ns, OUTSIDE_IP, "tcp"), VIP, "web-1 as the VIP");
+      const gone = await measureFailover(cluster.outside, {
+        vip: VIP,
+        senders: [pods[0], pods[2]].map((p) => ({ tag: `${p.name}-vipgone`, ns: p.ns })),
+        fault: async () => {
+          await api!.delete("EgressVIP", "office");
+          const held = await api!.get<{ metadata: Record<string, unknown> }>("EgressVIP", "office");
+          if (held) {
+            const cleared = await api!.command("update", {
+              object: { ...held, metadata: { ...held.metadata, finalizers: [] } },
+            });
+            assert.ok(cleared.ok, cleared.error);
+          }
+          for (let i = 0; i < 100 && await api!.get("EgressVIP", "office"); i++) {
+            await new Promise((r) => setTimeout(r, 50));
+          }
+        },
+        beforeMs: 600,
+        afterMs: 2500,
+      });
+      const goneSent = gone.streams.reduce((n, s) => n + s.sent.udp + s.sent.tcp, 0);
+      const goneReceived = gone.streams.reduce(
+        (n, s) => n + s.analysis.received.udp + s.analysis.received.tcp,
+        0,
+      );
+      console.log(
+        `fail closed (kubernetes): the EgressVIP deleted while in use: wrong source ` +
+          `${gone.wrongSource}, dropped ${goneSent - goneReceived} of ${goneSent} sent`,
+      );
+      assert.equal(gone.wrongSource, 0, JSON.stringify(gone.wire.sources));
+      assert.equal(await api.get("EgressVIP", "office"), null, "the EgressVIP is gone");
+      assert.ok(goneSent - goneReceived > 0, "its pods' traffic is dropped");
     } finally {
       for (const agent of agents) await agent.stop();
       await api?.stop();
