@@ -121,6 +121,21 @@ export function vipGuardRules(role: VipRole): string[] {
   return [guard("-p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN"), guard("-p udp")];
 }
 
+/**
+ * With replicated NAT state, on the holder: a mapped pod's TCP packet other
+ * than a SYN that starts a new conntrack entry (its connection's entry is not
+ * here: flushed at the takeover and not yet committed, or never synced) is
+ * dropped. NAT would give it a new random VIP port; the server would answer
+ * that port with a reset, and the reset, translated back, would kill the very
+ * connection the commit is about to restore. Dropped, it is retransmitted into
+ * the committed entry.
+ */
+export function holderDropMidstreamRule(role: VipRole, mask: number): string {
+  return `-A ${MARK_CHAIN} -m mark --mark ${hex(role.mark)}/${hex(mask)}` +
+    ` -p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN -m conntrack --ctstate NEW` +
+    ` -m comment --comment "kube-egress ${role.ip} midstream" -j DROP`;
+}
+
 /** The iptables backend's chains and sets for an intent. */
 export function renderIptables(intent: Intent): IptablesRendering {
   const { mask, scoped } = intent;
@@ -139,6 +154,11 @@ export function renderIptables(intent: Intent): IptablesRendering {
           holderDropInvalidRule(r, mask)
         ),
         ...(intent.guardVips ? intent.roles.flatMap(vipGuardRules) : []),
+        ...(intent.guardVips
+          ? intent.roles.filter((r) => r.role === "holder").map((r) =>
+            holderDropMidstreamRule(r, mask)
+          )
+          : []),
         saveMarkRule(mask),
       ],
       nat: intent.roles.map((r) =>

@@ -167,6 +167,10 @@ export function nftChains(intent: Intent): Map<string, string[]> {
     chains.set(vipChain(role), [
       // On the holder an INVALID packet would leave un-NATed; elsewhere it goes to the holder.
       ...(role.role === "holder" ? ["ct state invalid drop"] : []),
+      // Replicated NAT state: see `holderDropMidstreamRule` (core/desired.ts).
+      ...(role.role === "holder" && intent.guardVips
+        ? ["ct state new tcp flags & (fin | syn | rst | ack) != syn drop"]
+        : []),
       // Replies of connections the pod did not originate return the way they came.
       "ct direction reply return",
       `counter meta mark set meta mark & ${keep} | ${hex(role.mark)}`,

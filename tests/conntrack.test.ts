@@ -129,6 +129,12 @@ Deno.test("conntrack: with synced NAT state every VIP is guarded against replies
       vip,
     );
   }
+  // The holder (of .50 only) drops its VIP's mid-stream TCP packets that no entry knows.
+  const midstream = mangle.filter((l) => l.includes("midstream"));
+  assert.deepEqual(midstream, [
+    "-A KUBE-EGRESS-MARK -m mark --mark 0x500/0xff00 -p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN" +
+    ' -m conntrack --ctstate NEW -m comment --comment "kube-egress 192.0.2.50 midstream" -j DROP',
+  ]);
   kernel.apply(transaction);
   // iptables-save prints them as written: the next pass changes nothing.
   assert.equal(
@@ -151,6 +157,17 @@ Deno.test("conntrack: the nftables backend guards the VIPs the same way, first i
     "ip daddr 192.0.2.50 meta l4proto udp ct state { new, invalid } drop",
   ]);
   assert.equal(prerouting.filter((r) => r.includes("drop")).length, 6, "two per VIP");
+  assert.ok(
+    nftChains(intent).get("vip-5")!.includes(
+      "ct state new tcp flags & (fin | syn | rst | ack) != syn drop",
+    ),
+    "the holder's mid-stream drop",
+  );
+  assert.equal(
+    nftChains(intent).get("vip-6")!.some((r) => r.includes("ct state new")),
+    false,
+    "not on a forwarder",
+  );
   assert.equal(
     nftChains(intentOf(snap, config, ["192.0.2.50"])).get("prerouting")!.some((r) =>
       r.includes("drop")
