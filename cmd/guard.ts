@@ -417,8 +417,12 @@ export class Guard {
    */
   #report(alert: GuardAlert) {
     const held = this.#held.has(alert.vip);
+    // Without a node list another node's claim looks foreign too (a takeover): a forwarder
+    // says nothing, and the holder reports but does not defend (it might fight a node).
+    const guarded = this.#intent?.guarded.includes(alert.vip) ?? false;
+    if (alert.kind === "claim" && !guarded && !held) return;
     for (const o of this.#options.observers ?? []) o.guardAlert?.(alert);
-    if (alert.kind === "claim" && held) this.#defend(alert.vip);
+    if (alert.kind === "claim" && held && guarded) this.#defend(alert.vip);
     if (alert.kind === "next-hop") void this.#forgetNeighbour(alert.vip, alert.from);
     const key = `${alert.kind} ${alert.vip} ${alert.from} ${held}`;
     const now = Date.now();
@@ -431,7 +435,9 @@ export class Guard {
     const packets = alert.packets + (last?.packets ?? 0);
     const what = alert.kind === "claim"
       ? held
-        ? "guard: another MAC claims a VIP this node holds; defending it"
+        ? guarded
+          ? "guard: another MAC claims a VIP this node holds; defending it"
+          : "guard: another MAC claims a VIP this node holds (no node list: not defended)"
         : "guard: a MAC that is no node claimed a VIP; refused"
       : alert.kind === "advert"
       ? "guard: VRRP advert from an address that is no node of the VIP; refused"
@@ -474,6 +480,9 @@ export class Guard {
     const send = async () => {
       this.#pendingDefence.delete(vip);
       if (this.#stopped || !this.#held.has(vip)) return;
+      // Still ours right now (the pass that tells us may not have run yet)?
+      const facts = await linkFacts(this.#options.iface).catch(() => undefined);
+      if (!facts?.addresses.includes(vip)) return;
       this.#lastDefence.set(vip, Date.now());
       try {
         await announce(this.#options.iface, vip);

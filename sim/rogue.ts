@@ -55,6 +55,44 @@ export function renderRogueConf(iface: string, options: RogueOptions): string {
   return lines.join("\n");
 }
 
+/** How the holders answered the rogue's claims on the wire: per claim, the delay to a node's announcement. */
+export interface DefenceFigures {
+  /** Claims (gratuitous ARPs or replies with a VIP as sender) the rogue sent. */
+  readonly claims: number;
+  /** Delay (ms) from each claim to the next announcement of the same VIP by another MAC, sorted. */
+  readonly delaysMs: readonly number[];
+}
+
+/**
+ * Reads `tcpdump -n -e -tt arp` lines: for every ARP from `rogueMac` whose
+ * sender address is one of `vips`, the time until another MAC next sent an
+ * ARP with that VIP as sender (the holder re-announcing it).
+ */
+export function analyzeDefence(
+  lines: readonly string[],
+  rogueMac: string,
+  vips: readonly string[],
+): DefenceFigures {
+  const events: { t: number; mac: string; vip: string }[] = [];
+  for (const line of lines) {
+    const m = /^(\d+\.\d+) ([0-9a-f:]{17}) > .*ARP.*?(?:tell ([0-9.]+)|Reply ([0-9.]+) is-at)/i
+      .exec(line);
+    if (!m) continue;
+    const vip = m[3] ?? m[4];
+    if (vips.includes(vip)) events.push({ t: Number(m[1]) * 1000, mac: m[2].toLowerCase(), vip });
+  }
+  const rogue = rogueMac.toLowerCase();
+  const delays: number[] = [];
+  let claims = 0;
+  for (const [i, e] of events.entries()) {
+    if (e.mac !== rogue) continue;
+    claims++;
+    const answer = events.slice(i + 1).find((x) => x.vip === e.vip && x.mac !== rogue);
+    if (answer) delays.push(Math.round(answer.t - e.t));
+  }
+  return { claims, delaysMs: delays.sort((a, b) => a - b) };
+}
+
 export class Rogue {
   #keepalived: Deno.ChildProcess | undefined;
   #garps: ReturnType<typeof setInterval> | undefined;
@@ -117,6 +155,12 @@ export class Rogue {
       }
     }, GARP_EVERY_MS);
     return rogue;
+  }
+
+  /** The rogue's MAC on the LAN. */
+  async mac(): Promise<string> {
+    const links = JSON.parse(await this.ns.run(["ip", "-j", "link", "show", "eth0"]));
+    return String(links[0].address).toLowerCase();
   }
 
   /** Packets of mapped pods (source a pod address or a VIP) that reached the rogue. */

@@ -20,7 +20,7 @@ import type { Cluster, SimNode, SimPod } from "./cluster.ts";
 import { agentCommand, type AgentProcess, startAgent } from "./agents.ts";
 import { checkPods, checksLegend, type PodCheck, renderChecks } from "./check.ts";
 import type { VipDriver } from "./vip.ts";
-import { Rogue, ROGUE_IP } from "./rogue.ts";
+import { analyzeDefence, type DefenceFigures, Rogue, ROGUE_IP } from "./rogue.ts";
 import { errorMessage } from "../core/errors.ts";
 import { GUARD_FAMILY, GUARD_TABLE, parseGuard } from "../core/guard.ts";
 
@@ -143,6 +143,8 @@ export interface StoryRogue {
   readonly advertsRefused: number;
   /** Alerts the agents raised (each a log line, a metric and, with Kubernetes, an Event). */
   readonly alerts: number;
+  /** The holders' answers to the rogue's claims, as the LAN host saw them. */
+  readonly defence?: DefenceFigures;
   /** The pod checks while the rogue was present that got their replies, of all of them. */
   readonly repliedChecks: readonly [number, number];
   readonly ok: boolean;
@@ -251,6 +253,7 @@ export async function runStory(cluster: Cluster, options: StoryOptions): Promise
   let holders: Map<string, SimNode>;
   let rogue: Rogue | undefined;
   let rogueResult: StoryRogue | undefined;
+  let defenceFigures: DefenceFigures | undefined;
   try {
     // The mappings appear once every agent runs, so that every keepalived starts
     // its VRRP instances at the same moment and the elected holders are the
@@ -292,6 +295,7 @@ export async function runStory(cluster: Cluster, options: StoryOptions): Promise
         advertsRefused: refused,
         alerts,
         repliedChecks: [during.filter((c) => c.ok).length, during.length],
+        ...(defenceFigures ? { defence: defenceFigures } : {}),
         ok: attracted === 0 && refused > 0 && alerts > 0,
       };
       say(rogueLine(rogueResult));
@@ -309,7 +313,24 @@ export async function runStory(cluster: Cluster, options: StoryOptions): Promise
         vips: plan.vips,
         unicastPeers: unicastPeersOf(driver.agentFlags),
       });
+      // The LAN host's view of the claims and the holders' answers, meanwhile.
+      const dump = cluster.lanHost.ns.spawn(
+        ["timeout", "2", "tcpdump", "-l", "-n", "-e", "-tt", "-i", "eth0", "arp"],
+        { stdout: "piped", stderr: "null" },
+      );
+      const dumped = new Response(dump.stdout).text();
       await new Promise((r) => setTimeout(r, 2000));
+      const defence = analyzeDefence((await dumped).split("\n"), await rogue.mac(), vips);
+      defenceFigures = defence;
+      const d = defence.delaysMs;
+      say(
+        `on the LAN for 2 s: the rogue claimed the VIPs ${defence.claims} times; the holders ` +
+          `re-announced after ${
+            d.length
+              ? `${d[0]}/${d[Math.floor(d.length / 2)]}/${d.at(-1)} ms (min/median/max)`
+              : "–"
+          }, ${defence.claims - d.length} claim(s) left unanswered (rate bound)`,
+      );
       const held = await settled(cluster, agents, holders, 5_000).then(
         () => true,
         (error) => {
