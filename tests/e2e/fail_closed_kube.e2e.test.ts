@@ -141,12 +141,21 @@ Deno.test({
         senders: [pods[0], pods[2]].map((p) => ({ tag: `${p.name}-vipgone`, ns: p.ns })),
         fault: async () => {
           await api!.delete("EgressVIP", "office");
-          const held = await api!.get<{ metadata: Record<string, unknown> }>("EgressVIP", "office");
-          if (held) {
-            const cleared = await api!.command("update", {
-              object: { ...held, metadata: { ...held.metadata, finalizers: [] } },
-            });
-            assert.ok(cleared.ok, cleared.error);
+          // The controller writes the VIP's status meanwhile: retry on a conflict (bounded).
+          for (let attempt = 0; attempt < 20; attempt++) {
+            const held = await api!.get<{ metadata: Record<string, unknown> }>(
+              "EgressVIP",
+              "office",
+            );
+            if (!held) break;
+            try {
+              await api!.command("update", {
+                object: { ...held, metadata: { ...held.metadata, finalizers: [] } },
+              });
+              break;
+            } catch (error) {
+              if (!/has been modified/.test(String(error)) || attempt === 19) throw error;
+            }
           }
           for (let i = 0; i < 100 && await api!.get("EgressVIP", "office"); i++) {
             await new Promise((r) => setTimeout(r, 50));
