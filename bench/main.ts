@@ -8,14 +8,7 @@
  */
 import $ from "dax";
 import { isRoot } from "../cmd/tools.ts";
-import {
-  AGENT_NOTES,
-  AGENT_RUNTIME,
-  benchAgentFiles,
-  MEMORY_SAVER_NOTE,
-  MEMORY_SAVER_RUNTIME,
-  renderAgent,
-} from "./agent.ts";
+import { AGENT_NOTES, AGENT_RUNTIME, benchAgentFiles, renderAgent } from "./agent.ts";
 import {
   APPLY_NOTES,
   applyLines,
@@ -30,7 +23,7 @@ import { benchForwarding, forwardingNotes, renderForwarding } from "./forwarding
 import { benchPlanning, PLANNING_NOTES, renderPlanning } from "./planning.ts";
 import { benchMetrics, METRICS_NOTES, renderMetrics } from "./metrics.ts";
 import { benchReact, renderReact } from "./react.ts";
-import { benchKube, KUBE_NOTES, renderKube } from "./kube.ts";
+import { benchKubeDesign, KUBE_NOTES, kubeLine, renderKube } from "./kube.ts";
 
 /** What a section prints: its table and the notes that say how to read it. */
 interface SectionResult {
@@ -91,26 +84,24 @@ const sections: Record<string, Section> = {
     }),
   },
   kube: {
-    title: "Kubernetes source: agents against the test API server (pods in API → rules, memory)",
+    title:
+      "Kubernetes source at scale: watch-all (every agent watches every Pod) vs slices (the controller publishes EgressSlices), 3 real agents and a fleet of 500 watchers",
     needsRoot: true,
     run: async () => {
-      const sizes = (Deno.env.get("BENCH_KUBE_PODS") ?? "0,10000").split(",").map(Number);
+      const sizes = (Deno.env.get("BENCH_KUBE_PODS") ?? "10000,50000,100000").split(",")
+        .map(Number);
+      const watchers = Number(Deno.env.get("BENCH_KUBE_WATCHERS") ?? 500);
       const figures = [];
-      // More V8 flag sets to compare with the recommended runtime, ";"-separated
-      // (e.g. "--max-semi-space-size=2,--max-old-space-size=96").
-      const extra = (Deno.env.get("BENCH_KUBE_V8") ?? "").split(";").filter(Boolean);
       for (const pods of sizes) {
-        figures.push(await benchKube(pods));
-        if (pods > 0) {
-          const runtimes = [
-            AGENT_RUNTIME,
-            MEMORY_SAVER_RUNTIME,
-            ...extra.map((flags) => ({ ...AGENT_RUNTIME, DENO_V8_FLAGS: flags })),
-          ];
-          for (const runtime of runtimes) figures.push(await benchKube(pods, runtime));
+        for (const design of ["watch-all", "slices"] as const) {
+          console.error(`[kube] ${pods} pods, ${design}`);
+          const f = await benchKubeDesign(pods, design, { watchers });
+          console.log(kubeLine(f));
+          figures.push(f);
         }
       }
-      return { table: renderKube(figures), notes: [...KUBE_NOTES, MEMORY_SAVER_NOTE] };
+      const lines = figures.map(kubeLine);
+      return { table: [lines.join("\n"), renderKube(figures)].join("\n\n"), notes: KUBE_NOTES };
     },
   },
   forwarding: {

@@ -69,7 +69,9 @@ export async function openInputs(
   options: { agent: boolean },
 ): Promise<Inputs> {
   if (settings.source === "files") return fileInputs(settings);
-  const inputs = await openKubeInputs(settings, log, options);
+  const inputs = settings.kubeSelection === "agent"
+    ? await openWatchAllInputs(settings, log, options)
+    : await openKubeInputs(settings, log, options);
   // --fail-closed with the API: every selected pod, besides the policies that ask for it.
   return settings.failClosed
     ? { ...inputs, readInputs: guardingAll(inputs.readInputs, true) }
@@ -124,6 +126,83 @@ async function openKubeInputs(
     readiness: () => source.problem(),
     async stop() {
       holder.stop();
+      await source.stop();
+      client.close();
+    },
+  };
+}
+
+/** The default name of the agents' Lease with --kube-selection agent. */
+const AGENT_LEASE_NAME = "kube-egress-agents";
+
+/**
+ * --kube-selection agent: the design before the controller, kept to compare
+ * against (`bench kube`) and for clusters that cannot run the controller
+ * Deployment: every agent watches every Pod, Namespace, Node and ReplicaSet
+ * and selects for itself; one elected agent writes statuses, finalizers and
+ * Events (no EgressSlices). Its cost grows with the cluster on every node.
+ */
+async function openWatchAllInputs(
+  settings: CommonSettings,
+  log: Logger,
+  options: { agent: boolean },
+): Promise<Inputs> {
+  const [
+    { KubeClient },
+    { Controller, HolderReporter },
+    { LeaderElector },
+    { KubeSource },
+    { GuardEvents },
+  ] = await Promise.all([
+    import("./kube/client.ts"),
+    import("./kube/controller.ts"),
+    import("./kube/leader.ts"),
+    import("./kube/source.ts"),
+    import("./kube/guard_events.ts"),
+  ]);
+  const client = await KubeClient.fromEnvironment({
+    kubeconfig: settings.kubeconfig,
+    userAgent: "kube-egress-agent",
+  });
+  const source = new KubeSource(client, log, {
+    nodeName: settings.placement.nodeName,
+    vrrpPeers: settings.placement.unicastPeers === "auto",
+  }).start();
+  if (!options.agent) {
+    return {
+      readInputs: source.readInputs,
+      watchInputs: source.watchInputs,
+      observers: [],
+      async stop() {
+        await source.stop();
+        client.close();
+      },
+    };
+  }
+  const controller = new Controller(client, source, log, settings.placement.nodeName, 30_000, {
+    publishSlices: false,
+  });
+  const elector = new LeaderElector(client, log, {
+    namespace: settings.leaseNamespace ?? client.namespace ?? "kube-egress",
+    name: AGENT_LEASE_NAME,
+    identity: settings.placement.nodeName,
+    onChange: (leading) => controller.setActive(leading),
+  }).start();
+  const holder = new HolderReporter(client, source, log, settings.placement.nodeName);
+  log.info("kubernetes source", {
+    server: client.server,
+    node: settings.placement.nodeName,
+    selection: "agent",
+  });
+  return {
+    readInputs: source.readInputs,
+    watchInputs: source.watchInputs,
+    observers: [holder, new GuardEvents(client, source, log, settings.placement.nodeName)],
+    readiness: () => source.problem(),
+    async stop() {
+      holder.stop();
+      await elector.stop();
+      await controller.stop();
       await source.stop();
       client.close();
     },

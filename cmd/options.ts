@@ -111,7 +111,13 @@ export const DATAPATH_FLAGS: readonly FlagSpec[] = [
   {
     flags: "--lease-namespace <namespace>",
     description:
-      "namespace of the leader-election Lease (default: the pod's or kubeconfig context's, else kube-egress)",
+      "--kube-selection agent: namespace of the agents' leader-election Lease (default: the pod's or kubeconfig context's, else kube-egress)",
+  },
+  {
+    flags: "--kube-selection <where>",
+    description:
+      "controller (default): read the selection the controller Deployment publishes (EgressSlices); agent: the design before it, every agent watches every Pod, Namespace, Node and ReplicaSet and selects itself, one elected agent writes statuses (needs the controller's RBAC on the agents; kept for `bench kube` and clusters without the controller)",
+    defaultValue: "controller",
   },
 ];
 
@@ -241,6 +247,7 @@ const LABELS: Record<string, string> = {
   source: "--source",
   kubeconfig: "--kubeconfig",
   leaseNamespace: "--lease-namespace",
+  kubeSelection: "--kube-selection",
   backend: "--backend",
 };
 
@@ -300,6 +307,7 @@ const CommonSettingsSchema = z.object({
   leaseNamespace: z.string().regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, {
     error: "must be a namespace name",
   }).optional(),
+  kubeSelection: z.enum(["controller", "agent"], { error: 'must be "controller" or "agent"' }),
 }).refine((s) => s.placement.unicastPeers !== "auto" || s.source === "kubernetes", {
   error: '"auto" needs --source kubernetes (the peers are the Nodes\' InternalIPs)',
   path: ["placement", "unicastPeers"],
@@ -342,6 +350,7 @@ export function commonSettings(flags: Record<string, unknown>): ParseResult<Comm
     source: flags.source ?? "files",
     kubeconfig: flags.kubeconfig,
     leaseNamespace: flags.leaseNamespace,
+    kubeSelection: flags.kubeSelection ?? "controller",
   });
 }
 

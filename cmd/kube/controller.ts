@@ -103,7 +103,12 @@ export class Controller {
     readonly log: Logger,
     readonly identity: string,
     readonly resyncMs = 30_000,
-    readonly options: { sliceMaxPods?: number; minRoundIntervalMs?: number } = {},
+    readonly options: {
+      sliceMaxPods?: number;
+      minRoundIntervalMs?: number;
+      /** false: statuses only, no EgressSlices (--kube-selection agent). Default true. */
+      publishSlices?: boolean;
+    } = {},
   ) {}
 
   /** The publisher while leading (tests and metrics read its stats). */
@@ -118,9 +123,11 @@ export class Controller {
     if (active) {
       this.#holders = undefined;
       // A fresh index and book per term: what the previous leader wrote is read back, not assumed.
-      this.#publisher = new SlicePublisher(this.client, this.source, this.log, {
-        maxPods: this.options.sliceMaxPods,
-      }).start();
+      if (this.options.publishSlices !== false) {
+        this.#publisher = new SlicePublisher(this.client, this.source, this.log, {
+          maxPods: this.options.sliceMaxPods,
+        }).start();
+      }
       this.#unsubscribe = this.source.watchCaches(() => this.trigger()).stop;
       this.#interval = setInterval(() => {
         this.#publisher?.resync();

@@ -214,11 +214,15 @@ export class SliceSource {
       const peers = (selected ?? []).filter((n) => !n.cordoned).map((n) => n.ip)
         .sort(compareIPv4);
       const nodes = (selected ?? []).map((n) => n.ip).sort(compareIPv4);
+      // VRRP by unicast needs the peers: until the controller has published them (an upgrade
+      // from a version without status.nodes), this node does not hold the VIP rather than
+      // advertise to nobody and become a second holder.
+      const waitingForPeers = this.options.vrrpPeers === true && selected === undefined;
       vips.push({
         origin: `EgressVIP ${info.name}`,
         ip: info.spec.ip,
         routeId: info.routeId,
-        ...(eligible ? { eligible: eligible.has(info.spec.ip) } : {}),
+        ...(eligible ? { eligible: eligible.has(info.spec.ip) && !waitingForPeers } : {}),
         ...(this.options.vrrpPeers && eligible ? { peers } : {}),
         ...(eligible && selected ? { nodes } : {}),
       });

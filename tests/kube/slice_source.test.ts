@@ -186,3 +186,29 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "slice source: with VRRP by unicast, a VIP whose status.nodes is not published yet is not held here (never a lone holder advertising to nobody)",
+  ...opts,
+  fn: async () => {
+    const api = await startTestApiServer();
+    api.apply(node("node1", "192.0.2.11"));
+    api.apply(vipObject("office", { ip: "192.0.2.50" }, { status: { routeId: 5 } }));
+    const { client, source: s } = await source(api);
+    try {
+      assert.equal((await s.readInputs()).vips[0].eligible, false);
+      const vip = api.get("EgressVIP", "office")!;
+      api.update({
+        ...vip,
+        status: { routeId: 5, nodes: [{ name: "node1", ip: "192.0.2.11" }] },
+      }, { status: true });
+      await eventually(async () => (await s.readInputs()).vips[0].eligible === true, "eligible");
+      assert.deepEqual((await s.readInputs()).vips[0].peers, ["192.0.2.11"]);
+    } finally {
+      await s.stop();
+      client.close();
+      await api.stop();
+    }
+  },
+});
