@@ -23,6 +23,7 @@ import { benchForwarding, forwardingNotes, renderForwarding } from "./forwarding
 import { benchPlanning, PLANNING_NOTES, renderPlanning } from "./planning.ts";
 import { benchMetrics, METRICS_NOTES, renderMetrics } from "./metrics.ts";
 import { benchReact, renderReact } from "./react.ts";
+import { errorMessage } from "../core/errors.ts";
 import { benchKubeDesign, KUBE_NOTES, kubeLine, renderKube } from "./kube.ts";
 
 /** What a section prints: its table and the notes that say how to read it. */
@@ -92,15 +93,23 @@ const sections: Record<string, Section> = {
         .map(Number);
       const watchers = Number(Deno.env.get("BENCH_KUBE_WATCHERS") ?? 500);
       const figures = [];
+      const failures: string[] = [];
       for (const pods of sizes) {
         for (const design of ["watch-all", "slices"] as const) {
           console.error(`[kube] ${pods} pods, ${design}`);
-          const f = await benchKubeDesign(pods, design, { watchers });
-          console.log(kubeLine(f));
-          figures.push(f);
+          try {
+            const f = await benchKubeDesign(pods, design, { watchers });
+            console.log(kubeLine(f));
+            figures.push(f);
+          } catch (error) {
+            // One size that cannot run here must not lose the others' figures.
+            const line = `kube ${design} ${pods} pods: not measured: ${errorMessage(error)}`;
+            console.error(line);
+            failures.push(line);
+          }
         }
       }
-      const lines = figures.map(kubeLine);
+      const lines = [...figures.map(kubeLine), ...failures];
       return { table: [lines.join("\n"), renderKube(figures)].join("\n\n"), notes: KUBE_NOTES };
     },
   },

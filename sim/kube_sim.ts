@@ -77,19 +77,23 @@ export class SimApiServer {
     const kubeconfigPath = join(cluster.workDir, "kubeconfig");
     await Deno.writeTextFile(kubeconfigPath, kubeconfigFor(url, token, ca));
     const server = new SimApiServer(ns, url, kubeconfigPath, child);
-    await server.#readReplies();
+    // Generating the synthetic pods takes a while on a loaded machine (100,000: about a minute).
+    await server.#readReplies(30_000 + (options.pods ?? 0));
     return server;
   }
 
-  /** Reads reply lines; resolves once the server says it listens (bounded: 30 s). */
-  #readReplies(): Promise<void> {
+  /** Reads reply lines; resolves once the server says it listens (bounded: `startMs`). */
+  #readReplies(startMs: number): Promise<void> {
     let ready!: () => void;
     let failed!: (e: Error) => void;
     const started = new Promise<void>((resolve, reject) => {
       ready = resolve;
       failed = reject;
     });
-    const timer = setTimeout(() => failed(new Error("test API server did not start")), 30_000);
+    const timer = setTimeout(
+      () => failed(new Error(`test API server did not start within ${startMs} ms`)),
+      startMs,
+    );
     (async () => {
       let buffer = "";
       for await (const chunk of this.child.stdout.pipeThrough(new TextDecoderStream())) {
