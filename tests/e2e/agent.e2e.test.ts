@@ -193,7 +193,7 @@ Deno.test({
           !now.split("\n").includes(line) && !line.endsWith("/rp_filter:1")
         );
         assert.deepEqual(kept, [], `${node.name}: lines of the baseline gone after apply`);
-        assert.match(now, /KUBE-EGRESS/, `${node.name} has our chains`);
+        assert.match(now, /KUBE-EGRESS|table inet kube-egress/, `${node.name} has our objects`);
       }
       await applyOnAllNodes(cluster, [...EXTERNAL, "-d"]);
       assert.equal(await sourceSeenRetry(pod.ns, OUTSIDE_IP, "tcp"), pod.node.ip);

@@ -15,8 +15,18 @@ export const e2e = { ignore: !isRoot, sanitizeOps: false, sanitizeResources: fal
  * A fresh cluster for one test. With KE_SIM_AGENTS=image its agents run
  * from the node image (built first, with a private dockerd the cluster
  * stops when destroyed): `KE_SIM_AGENTS=image deno task test -- tests/e2e/kube.e2e.test.ts`.
+ * With KE_BACKEND=nftables the agents of every test that does not choose a
+ * backend itself use the nftables backend:
+ * `KE_BACKEND=nftables deno task test -- tests/e2e/agent.e2e.test.ts`.
  */
-export async function createCluster(spec: ClusterSpecInput = {}): Promise<Cluster> {
+export async function createCluster(input: ClusterSpecInput = {}): Promise<Cluster> {
+  const backend = Deno.env.get("KE_BACKEND");
+  if (backend !== undefined && backend !== "iptables" && backend !== "nftables") {
+    throw new Error(`KE_BACKEND=${backend}: iptables or nftables`);
+  }
+  const spec: ClusterSpecInput = backend && input.backend === undefined
+    ? { ...input, backend: backend as "iptables" | "nftables" }
+    : input;
   const where = Deno.env.get("KE_SIM_AGENTS") ?? "process";
   if (where === "process") return await Cluster.create(spec);
   if (where !== "image") throw new Error(`KE_SIM_AGENTS=${where}: process or image`);

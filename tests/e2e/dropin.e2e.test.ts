@@ -182,5 +182,5 @@ Deno.test({
         for (const agent of agents) await agent.stop().catch(() => {});
         await old.stop();
       }
-    }),
+    }, { backend: "iptables" }), // egress.sh command lines carry no --backend: auto picks iptables here
 });

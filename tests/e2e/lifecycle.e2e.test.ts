@@ -4,6 +4,8 @@
  * VIP, a VIP removed, the holder's agent restarted under traffic, and an agent
  * killed with SIGKILL in the middle of a pass. Agents are the real `mod.ts run`
  * processes in the node namespaces. Needs root; reported as skipped otherwise.
+ * It reads the iptables backend's objects directly (ipset, iptables-save), so
+ * it pins that backend (KE_BACKEND does not apply).
  */
 import assert from "node:assert/strict";
 import { agentCommand, type AgentProcess, EXTERNAL, startAgent } from "../../sim/agents.ts";
@@ -17,6 +19,8 @@ import { e2e, withCluster } from "./cluster.ts";
 const VIP_A = "192.0.2.50";
 const VIP_B = "192.0.2.51";
 const VIPS = { [VIP_A]: 5, [VIP_B]: 6 };
+/** The objects read below are the iptables backend's. */
+const IPTABLES = { backend: "iptables" } as const;
 
 /** Starts an agent on every node and waits for each one's first pass. */
 async function startAgents(cluster: Cluster): Promise<AgentProcess[]> {
@@ -101,7 +105,7 @@ Deno.test({
       } finally {
         await stopAll(agents);
       }
-    }),
+    }, IPTABLES),
 });
 
 Deno.test({
@@ -134,7 +138,7 @@ Deno.test({
       } finally {
         await stopAll(agents);
       }
-    }),
+    }, IPTABLES),
 });
 
 Deno.test({
@@ -200,7 +204,7 @@ Deno.test({
       } finally {
         await stopAll(agents);
       }
-    }),
+    }, IPTABLES),
 });
 
 /** `count` more pod IPs (no namespaces behind them) mapped alternately to A and B. */
@@ -277,5 +281,5 @@ Deno.test({
       } finally {
         await restarted.stop("SIGKILL");
       }
-    }),
+    }, IPTABLES),
 });
