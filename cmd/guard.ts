@@ -421,8 +421,11 @@ export class Guard {
     // says nothing, and the holder reports but does not defend (it might fight a node).
     const guarded = this.#intent?.guarded.includes(alert.vip) ?? false;
     if (alert.kind === "claim" && !guarded && !held) return;
-    for (const o of this.#options.observers ?? []) o.guardAlert?.(alert);
-    if (alert.kind === "claim" && held && guarded) this.#defend(alert.vip);
+    const defended = alert.kind === "claim" && held && guarded;
+    for (const o of this.#options.observers ?? []) {
+      o.guardAlert?.(defended ? { ...alert, defended } : alert);
+    }
+    if (defended) this.#defend(alert.vip);
     if (alert.kind === "next-hop") void this.#forgetNeighbour(alert.vip, alert.from);
     const key = `${alert.kind} ${alert.vip} ${alert.from} ${held}`;
     const now = Date.now();

@@ -383,6 +383,8 @@ export interface GuardAlert {
   readonly from: string;
   /** Packets refused since the last reading (all of them at the first sighting). */
   readonly packets: number;
+  /** A claim on a VIP this node holds that it re-announces (only VIPs with a node list). */
+  readonly defended?: boolean;
 }
 
 /** What grew between two readings of the table, as alerts; `vipOf` maps marks and router ids to VIPs. */

@@ -26,7 +26,9 @@ export function guardEventMessage(alert: GuardAlert, node: string, held: boolean
   switch (alert.kind) {
     case "claim":
       return held
-        ? `address conflict: MAC ${alert.from} claims ${alert.vip}, held by ${node}; ${node} re-announced it (${alert.packets} ARP packet(s) refused)`
+        ? `address conflict: MAC ${alert.from} claims ${alert.vip}, held by ${node}; ${
+          alert.defended ? `${node} re-announced it` : "not defended (no node list)"
+        } (${alert.packets} ARP packet(s) refused)`
         : `MAC ${alert.from} claims ${alert.vip} but is no node that may hold it; ${node} refused ${alert.packets} ARP packet(s)`;
     case "advert":
       return `VRRP advert for ${alert.vip}'s router id from ${alert.from}, which is no node that may hold it; ${node} refused ${alert.packets} advert(s)`;

@@ -19,7 +19,12 @@ Deno.test("guard events: the message names the MAC or address, and a claim on th
     vip: "192.0.2.50",
     from: "9e:ef:de:a2:52:8a",
     packets: 3,
+    defended: true,
   } as const;
+  assert.match(
+    guardEventMessage({ ...claim, defended: false }, "node2", true),
+    /held by node2; not defended \(no node list\)/,
+  );
   assert.match(
     guardEventMessage(claim, "node2", true),
     /^address conflict: MAC 9e:ef:de:a2:52:8a claims 192\.0\.2\.50, held by node2; node2 re-announced it/,
