@@ -90,20 +90,23 @@ async function withKubeCluster(
     cluster: Cluster,
     api: SimApiServer,
     agents: AgentProcess[],
-    controller: AgentProcess,
+    controllers: AgentProcess[],
   ) => Promise<void>,
 ) {
   const cluster = await createCluster(spec);
   let api: SimApiServer | undefined;
-  let controller: AgentProcess | undefined;
+  const controllers: AgentProcess[] = [];
   const agents: AgentProcess[] = [];
   try {
     api = await startApiWithNodes(cluster);
-    controller = startKubeController(cluster, api);
-    await fn(cluster, api, agents, controller);
+    // Two replicas, as the Deployment runs them: one leads, the standby watches the Lease.
+    for (const identity of ["controller-0", "controller-1"]) {
+      controllers.push(startKubeController(cluster, api, identity));
+    }
+    await fn(cluster, api, agents, controllers);
   } finally {
     for (const agent of agents) await agent.stop();
-    await controller?.stop();
+    for (const controller of controllers) await controller.stop();
     await api?.stop();
     await cluster.destroy();
   }
@@ -114,7 +117,7 @@ Deno.test({
     "e2e kube: VIP + policy steer a pod within a second; a reused IP of an unselected pod leaves as its node",
   ...e2e,
   fn: () =>
-    withKubeCluster({ nodes: 3, podsPerNode: 2 }, async (cluster, api, agents, controller) => {
+    withKubeCluster({ nodes: 3, podsPerNode: 2 }, async (cluster, api, agents, controllers) => {
       await api.apply({ apiVersion: "v1", kind: "Namespace", metadata: { name: "default" } });
       // The old README's flow: a VIP, a policy for pod1, a test pod.
       await api.apply(egressVip("office", { ip: VIP }));
@@ -144,8 +147,11 @@ Deno.test({
         "policy Ready",
       );
       assert.equal(policy!.status!.pods, 1);
-      // The controller was elected and did the cluster-wide writes; no agent elects any more.
-      assert.ok(controller.lines.some((l) => l.includes("elected: this replica does")));
+      // One controller replica was elected and did the cluster-wide writes; no agent elects any more.
+      const elected = controllers.filter((c) =>
+        c.lines.some((l) => l.includes("elected: this replica does"))
+      );
+      assert.equal(elected.length, 1, "exactly one controller replica is elected");
       assert.ok(!agents.some((a) => a.lines.some((l) => l.includes("elected"))));
 
       // Delete pod1; its IP is reused by an unselected pod: it leaves as its node again.
@@ -181,9 +187,10 @@ Deno.test({
       await leavesAs(candidates[0].ns, VIP, "with the API server gone, the rules stay");
       await api.command("available", { value: true });
       await Promise.all(agents.map((a) => a.waitFor(/watch resumed/, 30_000)));
-      // The agents and the controller used exactly what they are granted (deploy/rbac.yaml is
+      // The agents and the controllers used exactly what they are granted (deploy/rbac.yaml is
       // tested against the same tables): nothing more, and, once the leader has renewed its
-      // lease, nothing less. No agent asked for Pods, Namespaces or ReplicaSets.
+      // lease (and the standby watched it), nothing less. No agent asked for Pods, Namespaces or
+      // ReplicaSets.
       const granted = [
         ...new Set(
           [...AGENT_PERMISSIONS, ...CONTROLLER_PERMISSIONS].flatMap((p) =>
@@ -193,8 +200,10 @@ Deno.test({
       ].sort();
       const used = await eventually(
         async () => [...await api.requests()].sort(),
-        (u) => u.includes("coordination.k8s.io/leases update"),
-        "a lease renewal",
+        (u) =>
+          u.includes("coordination.k8s.io/leases update") &&
+          u.includes("coordination.k8s.io/leases watch"),
+        "a lease renewal and the standby's watch",
       );
       assert.deepEqual(used, granted);
       // The agents' own: within their table (Events only come from the guard's alerts).
