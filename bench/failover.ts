@@ -68,6 +68,8 @@ export interface FailoverOptions {
   readonly guard?: "nodes" | "off";
   /** A rogue on the LAN through every run (BENCH_ROGUE=1, sim/rogue.ts). */
   readonly rogue?: boolean;
+  /** NAT state sync by FTFW per peer also with multicast VRRP (BENCH_SYNC=peers). */
+  readonly syncPeers?: boolean;
   /** Only these faults (BENCH_FAULTS, comma-separated); default all. */
   readonly faults?: readonly Fault[];
   readonly progress: (line: string) => void;
@@ -118,6 +120,9 @@ export async function benchFailover(options: FailoverOptions): Promise<FailoverF
       [VIP]: 5,
     });
     const flags: string[] = ["--conntrack-sync", "on"];
+    if (options.syncPeers) {
+      flags.push("--conntrack-sync-peers", cluster.nodes.map((n) => n.ip).join(","));
+    }
     if (options.advertInterval !== undefined) {
       flags.push("--vrrp-advert-interval", String(options.advertInterval));
     }

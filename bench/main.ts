@@ -150,6 +150,7 @@ const sections: Record<string, Section> = {
         guard,
         rogue,
         faults,
+        syncPeers: Deno.env.get("BENCH_SYNC") === "peers",
         progress: (line: string) => console.error(`[failover] ${line}`),
       });
       return {

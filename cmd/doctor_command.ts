@@ -29,7 +29,9 @@ export async function doctorCommand(
     config: settings.config,
     readInputs,
     arp: flags.arp !== false,
-    natSync: settings.conntrackSync.mode === "on" ? { commits: [], localPodCidrs: [] } : undefined,
+    natSync: settings.conntrackSync.syncMode === "on"
+      ? { commits: [], localPodCidrs: [] }
+      : undefined,
   });
   const reports = diagnose(facts, skip);
   const failed = reports.some((r) => r.verdict === "fail");

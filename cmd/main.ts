@@ -98,7 +98,7 @@ async function preflight(
   checkInterface = true,
 ): Promise<void> {
   await settleBackend(settings);
-  const syncing = placing && settings.conntrackSync.mode === "on";
+  const syncing = placing && settings.conntrackSync.syncMode === "on";
   await ensureTools([
     ...agentTools(settings.config.backend),
     ...(placing ? PLACEMENT_TOOLS : []),
@@ -248,7 +248,7 @@ async function newConntrackSync(
   settings: CommonSettings,
   log: Logger,
 ): Promise<(AgentSettings["conntrackSync"] & { stop(): Promise<void> }) | undefined> {
-  const { mode, syncInterface, syncAddress } = settings.conntrackSync;
+  const { syncMode: mode, syncInterface, syncAddress, syncPeers } = settings.conntrackSync;
   if (mode === "off") return undefined;
   const iface = syncInterface ?? settings.config.interface;
   const address = syncAddress ?? await nodeAddress(iface);
@@ -264,7 +264,10 @@ async function newConntrackSync(
   let localPodCidrs: string[] = [];
   return {
     update(vips, podRoutes) {
-      const peers = flagPeers === "auto"
+      // Acknowledged sync needs the peers: its own list, else VRRP's unicast peers.
+      const peers = syncPeers.length > 0
+        ? syncPeers
+        : flagPeers === "auto"
         ? [...new Set(vips.flatMap((v) => v.peers ?? []))]
         : flagPeers;
       // This node's own pods: the pod ranges routed to a local device, not via a next hop.
@@ -464,7 +467,7 @@ async function readOnce(settings: CommonSettings): Promise<RawSnapshot> {
  * is on (its VIP guards are then part of the desired rules); they never commit.
  */
 export function planningNatSync(settings: CommonSettings): NatSync | undefined {
-  return settings.conntrackSync.mode === "on" ? { commits: [], localPodCidrs: [] } : undefined;
+  return settings.conntrackSync.syncMode === "on" ? { commits: [], localPodCidrs: [] } : undefined;
 }
 
 async function planCommand(options: Record<string, unknown>, host: Host): Promise<number> {

@@ -199,6 +199,13 @@ export const PLACEMENT_FLAGS: readonly FlagSpec[] = [
       "this node's address on that interface (default: its first IPv4 address that is not a /32)",
   },
   {
+    flags: "--conntrack-sync-peers <ip>",
+    description:
+      "the nodes' addresses for NAT state sync: one acknowledged (FTFW) conntrackd per peer; the same list on every node, repeat or comma-separate (default: --vrrp-unicast-peers; none: multicast, unacknowledged)",
+    defaultValue: [],
+    list: true,
+  },
+  {
     flags: "--guard <mode>",
     description:
       "on (default): only nodes that may hold a VIP attract its traffic, advertise it by VRRP or claim it by ARP " +
@@ -239,9 +246,11 @@ const LABELS: Record<string, string> = {
   preemptDelay: "--vrrp-preempt-delay",
   unicastPeers: "--vrrp-unicast-peers",
   vridOffset: "--vrrp-vrid-offset",
-  conntrackSync: "--conntrack-sync",
+  conntrackSync: "",
+  syncMode: "--conntrack-sync",
   syncInterface: "--conntrack-sync-interface",
   syncAddress: "--conntrack-sync-address",
+  syncPeers: "--conntrack-sync-peers",
   guard: "--guard",
   nodeAddresses: "--node-addresses",
   source: "--source",
@@ -296,9 +305,10 @@ const CommonSettingsSchema = z.object({
   backend: z.enum(BACKEND_CHOICES, { error: 'must be "auto", "nftables" or "iptables"' }),
   placement: PlacementSettingsSchema,
   conntrackSync: z.object({
-    mode: z.enum(["off", "on"], { error: 'must be "off" or "on"' }),
+    syncMode: z.enum(["off", "on"], { error: 'must be "off" or "on"' }),
     syncInterface: interfaceName.optional(),
     syncAddress: ipv4.optional(),
+    syncPeers: z.array(ipv4, { error: "must be IPv4 addresses" }),
   }),
   guard: z.enum(["on", "off"], { error: 'must be "on" or "off"' }),
   nodeAddresses: z.array(ipv4, { error: "must be IPv4 addresses" }),
@@ -341,9 +351,10 @@ export function commonSettings(flags: Record<string, unknown>): ParseResult<Comm
       vridOffset: flags.vrrpVridOffset ?? "0",
     },
     conntrackSync: {
-      mode: flags.conntrackSync ?? "off",
+      syncMode: flags.conntrackSync ?? "off",
       syncInterface: flags.conntrackSyncInterface,
       syncAddress: flags.conntrackSyncAddress,
+      syncPeers: flags.conntrackSyncPeers ?? [],
     },
     guard: flags.guard ?? "on",
     nodeAddresses: flags.nodeAddresses ?? [],

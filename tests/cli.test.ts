@@ -410,3 +410,26 @@ Deno.test("cli: -h (egress.sh's --help) prints run's flags and the defaults in w
     ) assert.ok(help.replace(/\s+/g, " ").includes(text.replace(/\s+/g, " ")), `${flag}: ${text}`);
   }
 });
+
+Deno.test("cli: the NAT state sync flags are validated, and plan shows the VIP guards with sync on", async () => {
+  const bad = await cli(["run", "--conntrack-sync", "yes", "--conntrack-sync-peers", "node2"]);
+  assert.equal(bad.code, 2);
+  assert.match(bad.err, /--conntrack-sync "yes" must be "off" or "on"/);
+  assert.match(bad.err, /--conntrack-sync-peers/);
+  const { root, flags } = await mappingDirs({ "10.244.1.11": "192.0.2.50" }, {
+    "192.0.2.50": "5",
+  });
+  try {
+    const on = await cli(["plan", ...flags, "--backend", "iptables", "--conntrack-sync", "on"]);
+    assert.equal(on.code, 0, on.err);
+    assert.match(
+      on.out,
+      /-d 192\.0\.2\.50\/32 .* --comment "kube-egress 192\.0\.2\.50 guard" -j DROP/,
+    );
+    const off = await cli(["plan", ...flags, "--backend", "iptables"]);
+    assert.equal(off.code, 0, off.err);
+    assert.doesNotMatch(off.out, /guard" -j DROP/);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
