@@ -26,6 +26,7 @@ import {
   type RawSnapshot,
   type Snapshot,
   validateSnapshot,
+  ValidationMemo,
 } from "../core/snapshot.ts";
 import type { Logger } from "./log.ts";
 import {
@@ -179,6 +180,8 @@ export class Agent {
   #lastErrorLog = 0;
   /** Our sets as the last pass left them; dropped whenever a pass fails. */
   #known: Known = {};
+  /** The schema results of the last validation's pod entries (most stay the same). */
+  readonly #memo = new ValidationMemo();
   /** A pass has succeeded: the other backend's leftovers were read (and removed) then. */
   #leftoversChecked = false;
   /** Conntrack flushes a failed pass still owes (its roles changed, its flush did not run). */
@@ -209,7 +212,9 @@ export class Agent {
     this.#known = {};
     try {
       const raw = await this.#settings.readInputs(trigger);
-      if (raw !== this.#validated?.raw) this.#validated = { raw, ...validateSnapshot(raw, config) };
+      if (raw !== this.#validated?.raw) {
+        this.#validated = { raw, ...validateSnapshot(raw, config, this.#memo) };
+      }
       const { snapshot, problems } = this.#validated;
       this.#reportProblems(problems.map(formatProblem));
       await this.#settings.placement?.update(snapshot.vips);

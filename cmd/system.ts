@@ -146,10 +146,10 @@ export const procSysctls: Sysctls = {
 
 async function readSysctls(sysctls: Sysctls, keys: string[]): Promise<Record<string, number>> {
   const values: Record<string, number> = {};
-  for (const key of keys) {
-    const value = await sysctls.read(key);
-    if (value !== undefined) values[key] = value;
-  }
+  const read = await Promise.all(keys.map((key) => sysctls.read(key)));
+  keys.forEach((key, i) => {
+    if (read[i] !== undefined) values[key] = read[i];
+  });
   return values;
 }
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { formatProblem, validateSnapshot } from "../core/snapshot.ts";
+import { formatProblem, validateSnapshot, ValidationMemo } from "../core/snapshot.ts";
 import { raw, testConfig } from "./helpers.ts";
 
 const config = testConfig();
@@ -147,4 +147,31 @@ Deno.test("snapshot: a VIP's eligibility (placement) is kept when given and chec
     { ip: "192.0.2.52", routeId: 7 },
   ]);
   assert.deepEqual(problems.map(formatProblem), ["vip/d: eligible must be true or false"]);
+});
+
+Deno.test("validation memo: the same results as without it, each problem with its own entry's origin", () => {
+  const vips = [{ origin: "v/a", ip: "192.0.2.50", routeId: 5 }];
+  const pod = (origin: string, podIp: unknown, vip: unknown) => ({ origin, podIp, vip });
+  const rounds = [
+    [pod("p/1", "10.244.1.11", "192.0.2.50"), pod("p/2", "10.244.1.12", "nope")],
+    // One changed, one added, one with the same (bad) input from another origin.
+    [
+      pod("p/1", "10.244.1.11", "192.0.2.50"),
+      pod("p/2", "10.244.1.12", "192.0.2.50"),
+      pod("p/3", "10.244.1.12", "nope"),
+      pod("p/4", "10.244.1.12", "nope"),
+      pod("p/5", 42, "192.0.2.50"),
+    ],
+    [pod("p/2", "10.244.1.12", "nope"), pod("p/6", "10.9.9.9", "192.0.2.50")],
+  ];
+  const memo = new ValidationMemo();
+  for (const pods of rounds) {
+    const raw = { vips, pods, problems: [] };
+    assert.deepEqual(validateSnapshot(raw, config, memo), validateSnapshot(raw, config));
+  }
+  const twice = validateSnapshot({ vips, pods: rounds[1], problems: [] }, config, memo);
+  assert.deepEqual(
+    twice.problems.filter((p) => /VIP/.test(p.reason)).map((p) => p.origin).sort(),
+    ["p/3", "p/4"],
+  );
 });
