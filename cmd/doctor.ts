@@ -96,14 +96,29 @@ export async function collectFacts(host: Host, options: DoctorOptions): Promise<
       ? await output(["iptables-save"])
       : undefined;
   };
-  const [nftSave, legacySave, nftRuleset, ipRules, ipRoutes, addresses] = await Promise.all([
-    save("nft"),
-    save("legacy"),
-    has("nft") ? output(["nft", "-j", "list", "ruleset"]) : undefined,
-    has("ip") ? output(["ip", "-N", "-j", "rule", "show"]) : undefined,
-    has("ip") ? output(["ip", "-4", "-N", "-j", "route", "show", "table", "all"]) : undefined,
-    has("ip") ? addressesOf(config.interface) : undefined,
-  ]);
+  const [nftSave, legacySave, nftRuleset, ipRules, ipRoutes, addresses, allAddresses] =
+    await Promise
+      .all([
+        save("nft"),
+        save("legacy"),
+        has("nft") ? output(["nft", "-j", "list", "ruleset"]) : undefined,
+        has("ip") ? output(["ip", "-N", "-j", "rule", "show"]) : undefined,
+        has("ip") ? output(["ip", "-4", "-N", "-j", "route", "show", "table", "all"]) : undefined,
+        has("ip") ? addressesOf(config.interface) : undefined,
+        has("ip") ? output(["ip", "-4", "-j", "address", "show"]) : undefined,
+      ]);
+  // A VIP on another interface is answered by ARP on the LAN too (arp_ignore 0), held or not.
+  const elsewhere = allAddresses === undefined ? [] : (JSON.parse(allAddresses) as {
+    ifname: string;
+    addr_info?: { family: string; local: string }[];
+  }[]).flatMap((l) =>
+    l.ifname === config.interface
+      ? []
+      : (l.addr_info ?? []).filter((a) => a.family === "inet").map((a) => ({
+        vip: a.local,
+        iface: l.ifname,
+      }))
+  );
 
   const sysctls: Record<string, number> = {};
   for (
@@ -155,5 +170,6 @@ export async function collectFacts(host: Host, options: DoctorOptions): Promise<
     sysctls,
     arpReplies,
     pendingLines,
+    vipsElsewhere: elsewhere.filter((e) => (vips ?? []).some((v) => v.ip === e.vip)),
   };
 }

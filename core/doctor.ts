@@ -59,6 +59,8 @@ export interface DoctorFacts {
   readonly arpReplies?: ReadonlyMap<string, readonly string[]>;
   /** Lines a pass would write now (undefined: unknown). */
   readonly pendingLines?: number;
+  /** VIPs configured on another interface of this node (answered by ARP without being held). */
+  readonly vipsElsewhere?: readonly { readonly vip: string; readonly iface: string }[];
 }
 
 const held = (facts: DoctorFacts) => {
@@ -591,6 +593,18 @@ function checkGuard(f: DoctorFacts): CheckReport {
       };
   }
   const mine = new Set(held(f).map((v) => v.ip));
+  const stale = (f.vipsElsewhere ?? []).filter((e) => !mine.has(e.vip));
+  if (stale.length > 0) {
+    return {
+      id: "guard",
+      verdict: "fail",
+      detail: stale.map((e) =>
+        `${e.vip} is configured on ${e.iface}, not held on ${f.config.interface}: this node ` +
+        "answers ARP for it anyway (the kernel answers for any local address), a stale holder"
+      ).join("; "),
+      fix: stale.map((e) => `ip address del ${e.vip}/32 dev ${e.iface}`).join("; "),
+    };
+  }
   const byMark = new Map(vips.map((v) => [markFor(v.routeId, f.config.markMask), v.ip]));
   const findings: string[] = [];
   for (const c of live.claims) {

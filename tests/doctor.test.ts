@@ -270,6 +270,14 @@ Deno.test("doctor guard: names the MAC and the address that answered or advertis
     check("guard", facts({ nftRuleset: JSON.stringify({ nftables: [] }) })).detail,
     /not guarded/,
   );
+  // A VIP left on another interface: answered by ARP without being held (OVN-Kubernetes #6553).
+  const stale = check(
+    "guard",
+    facts({ nftRuleset: table([]), vipsElsewhere: [{ vip: "192.0.2.51", iface: "lo" }] }),
+  );
+  assert.equal(stale.verdict, "fail");
+  assert.match(stale.detail, /192\.0\.2\.51 is configured on lo, not held on eth0/);
+  assert.equal(stale.fix, "ip address del 192.0.2.51/32 dev lo");
 });
 
 Deno.test("doctor datapath-backend: on nftables, a masquerade ahead of our nat priority fails; the other backend's leftovers warn", () => {
