@@ -531,7 +531,11 @@ export async function runLoop(
   const interval = setInterval(() => trigger("resync", "full"), options.intervalSeconds * 1000);
   const watcher = host.watchAddresses(config.interface, () => trigger("address change"));
   const inputWatch = options.watchInputs?.(() => trigger("inputs changed"));
-  log.info("agent running", { interface: config.interface, interval_s: options.intervalSeconds });
+  log.info("agent running", {
+    interface: config.interface,
+    interval_s: options.intervalSeconds,
+    backend: config.backend,
+  });
 
   await options.stop;
   stopping = true;
