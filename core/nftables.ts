@@ -51,6 +51,12 @@ export interface LiveNftables {
   readonly snatTo: ReadonlyMap<string, string>;
   /** failclosed set: pod IPs (absent: empty or no such set). */
   readonly failClosed?: ReadonlySet<string>;
+  /**
+   * How each set, map and base chain is declared ("type|data|interval" for
+   * sets, "type|hook|priority" for base chains), as read; absent: as we
+   * declare them (the agent's own copy).
+   */
+  readonly declarations?: ReadonlyMap<string, string>;
   /** Packets/bytes of each chain's counter (vip-<id>: steered; snat-<id>: new connections). */
   readonly counters: ReadonlyMap<string, { readonly packets: number; readonly bytes: number }>;
 }
@@ -110,6 +116,30 @@ const SETS: readonly NftSetDecl[] = [
   { name: "scoped-excluded", type: "ipv4_addr . ipv4_addr", interval: true },
   { name: "roles", type: "mark", map: "verdict" },
 ];
+
+/** A set's declaration as compared: type, data type, interval. */
+function setSignature(set: NftSetDecl): string {
+  return `${set.type}|${set.map ?? ""}|${set.interval === true}`;
+}
+
+/** The priorities `HOOKS` name, as nft prints them. */
+const HOOK_PRIORITIES: Readonly<Record<string, number>> = { prerouting: -150, postrouting: 90 };
+
+/** True when one of our sets or base chains exists with another declaration than ours. */
+function misdeclared(live: LiveNftables): boolean {
+  const have = live.declarations;
+  if (!have) return false;
+  for (const set of [...SETS, FAIL_CLOSED_SET]) {
+    const found = have.get(set.name);
+    if (found !== undefined && found !== setSignature(set)) return true;
+  }
+  for (const [chain, hook] of Object.entries(HOOKS)) {
+    const found = have.get(`chain ${chain}`);
+    const want = `${hook.type}|${hook.hook}|${HOOK_PRIORITIES[chain]}`;
+    if (found !== undefined && found !== want) return true;
+  }
+  return false;
+}
 
 /** Declared only while some pod fails closed, so a node without any has exactly the sets above. */
 const FAIL_CLOSED_SET: NftSetDecl = { name: "failclosed", type: "ipv4_addr" };
@@ -248,6 +278,11 @@ function computeElements(intent: Intent): NftElements {
  * and chains no longer wanted go last, once nothing refers to them.
  */
 export function planNftables(intent: Intent, live: LiveNftables): NftOp[] {
+  // A set or base chain of ours declared otherwise (another type, hook or priority) cannot be
+  // changed in place: the table is replaced whole, in the same atomic transaction.
+  if (live.present && misdeclared(live)) {
+    return [{ op: "delete table" }, ...planNftables(intent, NO_NFTABLES)];
+  }
   const chains = nftChains(intent);
   const want = nftElements(intent);
   const body: NftOp[] = [];
@@ -418,6 +453,7 @@ export function parseNftJson(text: string): LiveNftables {
   const snatTo = new Map<string, string>();
   const failClosed = new Set<string>();
   const counters = new Map<string, { packets: number; bytes: number }>();
+  const declarations = new Map<string, string>();
   let present = false;
   for (const item of items) {
     // `nft list chains inet` lists every inet table's chains: only ours count.
@@ -425,8 +461,14 @@ export function parseNftJson(text: string): LiveNftables {
     const table = item.table ? object.name : object.table;
     if (table !== NFT_TABLE || item.metainfo) continue;
     if (item.table) present = true;
-    else if (item.chain) chains.set(String((item.chain as Json).name), []);
-    else if (item.rule) {
+    else if (item.chain) {
+      const chain = item.chain as Json;
+      chains.set(String(chain.name), []);
+      const hooked = chain.hook !== undefined || chain.type !== undefined;
+      if (hooked) {
+        declarations.set(`chain ${chain.name}`, `${chain.type}|${chain.hook}|${chain.prio}`);
+      }
+    } else if (item.rule) {
       const rule = item.rule as Json;
       const chain = String(rule.chain);
       if (!chains.has(chain)) chains.set(chain, []);
@@ -443,6 +485,8 @@ export function parseNftJson(text: string): LiveNftables {
       const name = String(set.name);
       sets.add(name);
       const interval = Array.isArray(set.flags) && set.flags.includes("interval");
+      const type = Array.isArray(set.type) ? set.type.join(" . ") : String(set.type);
+      declarations.set(name, `${type}|${item.map ? String(set.map) : ""}|${interval}`);
       for (const elem of (set.elem as unknown[] | undefined) ?? []) {
         if (item.map) {
           const [key, value] = elem as [unknown, unknown];
@@ -471,6 +515,7 @@ export function parseNftJson(text: string): LiveNftables {
     roles,
     snatTo,
     counters,
+    declarations,
     ...(failClosed.size > 0 ? { failClosed } : {}),
   };
 }

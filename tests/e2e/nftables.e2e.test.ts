@@ -67,6 +67,21 @@ Deno.test({
         { op: "add element", set: "pods", key: "10.244.1.11", value: "goto vip-5" },
       ]);
       await node.ns.run(["nft", "delete", "table", NFT_FAMILY, NFT_TABLE]);
+
+      // Our set and base chain declared otherwise (by hand, an older version): the table is
+      // replaced in one transaction, and then reads back as written.
+      await node.ns.run(["nft", "-f", "-"], {
+        stdin: [
+          `add table ${NFT_FAMILY} ${NFT_TABLE}`,
+          `add map ${NFT_FAMILY} ${NFT_TABLE} pods { type ipv4_addr : mark; }`,
+          `add chain ${NFT_FAMILY} ${NFT_TABLE} prerouting { type filter hook prerouting priority 0; }`,
+        ].join("\n") + "\n",
+      });
+      const replace = planNftables(intent, await read());
+      assert.deepEqual(replace.slice(0, 2), [{ op: "delete table" }, { op: "add table" }]);
+      await node.ns.run(["nft", "-f", "-"], { stdin: renderNft(replace).join("\n") + "\n" });
+      assert.deepEqual(planNftables(intent, await read()), [], "nothing to do after replacing");
+      await node.ns.run(["nft", "delete", "table", NFT_FAMILY, NFT_TABLE]);
     }),
 });
 
