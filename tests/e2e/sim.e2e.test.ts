@@ -12,6 +12,7 @@ import { runNamespaces } from "../../sim/netns.ts";
 import { runStory, type StoryResult } from "../../sim/story.ts";
 import { keepalivedVips, manualVips, placeVip, type VipMode } from "../../sim/vip.ts";
 import { e2e, withCluster } from "./cluster.ts";
+import { dropVrrpMulticast } from "../../sim/placement.ts";
 
 const VIP_A = "192.0.2.50";
 const VIP_B = "192.0.2.51";
@@ -24,10 +25,26 @@ function explain(result: StoryResult): string {
 }
 
 /** The story's assertions, whatever the CNI and the VIP mode. */
-async function assertStory(cluster: Cluster, mode: VipMode) {
-  const driver = mode === "manual"
+async function assertStory(
+  cluster: Cluster,
+  mode: VipMode,
+  vrrp: "multicast" | "unicast" = "multicast",
+) {
+  let driver = mode === "manual"
     ? manualVips(cluster.nodes, cluster.spec.iface)
     : keepalivedVips(cluster.nodes, cluster.spec.iface, (n) => stateDirOf(cluster, n));
+  if (vrrp === "unicast") {
+    // A LAN without multicast: VRRP adverts and the NAT state sync (FTFW per peer) by unicast.
+    await dropVrrpMulticast(cluster);
+    driver = {
+      ...driver,
+      agentFlags: [
+        ...driver.agentFlags,
+        "--vrrp-unicast-peers",
+        cluster.nodes.map((n) => n.ip).join(","),
+      ],
+    };
+  }
   const result = await runStory(cluster, { driver });
   assert.ok(result.ok, explain(result));
   assert.deepEqual(result.phases.map((p) => p.checks.length), [6, 6, 1, 6]);
@@ -97,6 +114,13 @@ Deno.test({
   ...e2e,
   fn: () =>
     withCluster((c) => assertStory(c, "keepalived"), { cni: "host-gw", backend: "nftables" }),
+});
+
+Deno.test({
+  name:
+    "e2e sim: established connections survive the failover with VRRP and the NAT state sync by unicast peers",
+  ...e2e,
+  fn: () => withCluster((c) => assertStory(c, "keepalived", "unicast"), { cni: "host-gw" }),
 });
 
 Deno.test({
