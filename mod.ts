@@ -10,11 +10,21 @@
 export * from "./core/schema.ts";
 export * from "./core/snapshot.ts";
 export { type DesiredState, desiredState, type VipRole } from "./core/desired.ts";
+export { type Family, familyOf, type Intent, intentOf } from "./core/intent.ts";
+export { type Backend, BACKENDS, chooseBackend, type DatapathPlanner } from "./core/datapath.ts";
+export {
+  type LiveNftables,
+  type NftOp,
+  parseNftJson,
+  planNftables,
+  renderNft,
+} from "./core/nftables.ts";
 export {
   isEmpty,
   type LiveState,
   planApply,
   planDelete,
+  PLANNERS,
   planPass,
   renderTransaction,
   type Transaction,

@@ -36,10 +36,15 @@ export interface TableRoute {
 
 /** One VIP's role on this node. */
 export interface VipRole {
+  /** The VIP. */
   readonly ip: string;
+  /** Its address family. */
   readonly family?: Family;
+  /** Its route id: the routing table of forwarders, and the mark. */
   readonly routeId: number;
+  /** `routeId` shifted into the mark mask. */
   readonly mark: number;
+  /** holder: the VIP is on this node's interface (SNAT here); forwarder: route to the holder. */
   readonly role: "holder" | "forwarder";
 }
 
@@ -61,6 +66,7 @@ export interface Intent {
   readonly mask: number;
   /** The LAN interface holders SNAT on. */
   readonly interface: string;
+  /** Every valid VIP's role on this node, sorted by address. */
   readonly roles: readonly VipRole[];
   /** Pod IP → mark of its VIP, sorted by address (unrestricted pods). */
   readonly podMarks: ReadonlyMap<string, number>;
@@ -68,7 +74,9 @@ export interface Intent {
   readonly scoped: readonly ScopedClass[];
   /** Destinations never steered: canonical, sorted, no duplicates. */
   readonly noSteer: readonly string[];
+  /** Forwarders' `ip rule` entries. */
   readonly rules: readonly PolicyRule[];
+  /** Forwarders' default routes towards the VIP. */
   readonly routes: readonly TableRoute[];
   /**
    * Pods that fail closed (core/fail_closed.ts): their unmarked traffic to a
