@@ -4,7 +4,7 @@
  * stdin), and watch the interface's addresses. Every datapath process goes
  * through one `Exec` (cmd/exec.ts); tests give it a fake kernel there.
  */
-import { type Exec, ExecError, systemExec } from "./exec.ts";
+import { type Exec, ExecError, systemExec, which } from "./exec.ts";
 import { errorMessage } from "../core/errors.ts";
 import {
   type LiveNftables,
@@ -272,6 +272,20 @@ async function readNftables(
   throw new Error(`nft list table ${NFT_FAMILY} ${NFT_TABLE} failed: ${result.stderr.trim()}`);
 }
 
+/** The iptables flavour from where `iptables` leads, or undefined when it does not say. */
+function flavourOfBinary(): LiveState["backend"] | undefined {
+  const path = which("iptables");
+  if (path === undefined) return undefined;
+  try {
+    const real = Deno.realPathSync(path);
+    if (real.endsWith("xtables-nft-multi")) return "nft";
+    if (real.endsWith("xtables-legacy-multi")) return "legacy";
+  } catch {
+    // Unreadable link: ask the tool.
+  }
+  return undefined;
+}
+
 /** The real node, reached through iproute2, iptables, ipset and /proc/sys, all run by `exec`. */
 export function systemHost(exec: Exec = systemExec, sysctls: Sysctls = procSysctls): Host {
   let backend: LiveState["backend"] | undefined;
@@ -284,6 +298,10 @@ export function systemHost(exec: Exec = systemExec, sysctls: Sysctls = procSysct
       const others = options.leftovers === true || options.ourChainsOnly !== true;
       const readIptables = !nftables || others;
       const flavour = async () => {
+        if (backend !== undefined) return;
+        // On a node the binary says it without a process: Debian's alternatives point
+        // iptables at xtables-nft-multi or xtables-legacy-multi.
+        if (exec === systemExec) backend = flavourOfBinary();
         if (backend !== undefined) return;
         try {
           backend = (await reader.output(["iptables", "--version"])).includes("legacy")
