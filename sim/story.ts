@@ -423,8 +423,11 @@ export async function runStory(cluster: Cluster, options: StoryOptions): Promise
         );
         if (!rogueThere) {
           say(
-            `${storyConnectionsLine(connections)}, resets ${connections.resets}, ` +
-              `wrong source ${connections.wrongSource} ${mark(connectionsOk)}`,
+            storyConnectionsLine(connections),
+          );
+          say(
+            `  resets ${connections.resets}, packets with a wrong source ` +
+              `${connections.wrongSource} ${mark(connectionsOk)}`,
           );
         }
       } else {
