@@ -291,3 +291,43 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "slices: an API server restart (unavailable, watches dropped, history compacted: 410 and a relist) loses nothing; changes made meanwhile are published, unchanged slices are not rewritten",
+  ...opts,
+  fn: async () => {
+    const api = await startTestApiServer();
+    seed(api, 20);
+    const a = await controller(api, "node1");
+    try {
+      a.controller.setActive(true);
+      await converged(api, range(20), "first publication");
+      await a.controller.publisher!.idle();
+      const untouched = api.list("EgressSlice").map((s) =>
+        `${(s.metadata as { name: string }).name}@${
+          (s.metadata as { resourceVersion: string }).resourceVersion
+        }`
+      ).sort();
+      api.setAvailable(false);
+      api.dropWatches();
+      // What happens while it is down (written behind its back, as etcd would keep it).
+      api.apply(podObject("default", "web-21", ip(21), { labels: { app: "web" } }));
+      api.store.compact();
+      await new Promise((r) => setTimeout(r, 300));
+      api.setAvailable(true);
+      await converged(api, range(21), "after the restart");
+      await a.controller.publisher!.idle();
+      const now = api.list("EgressSlice").map((s) =>
+        `${(s.metadata as { name: string }).name}@${
+          (s.metadata as { resourceVersion: string }).resourceVersion
+        }`
+      ).sort();
+      // Only the slice that took web-21 was written again.
+      assert.equal(now.filter((s) => !untouched.includes(s)).length, 1, now.join(" "));
+    } finally {
+      await stop(a);
+      await api.stop();
+    }
+  },
+});
