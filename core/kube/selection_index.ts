@@ -280,18 +280,20 @@ export class SelectionIndex {
     if (claims && claims.size === 0) this.#claims.delete(ip);
     const before = this.#owner.get(ip);
     if (before === owner) return;
+    // The new owner first: re-evaluating the old one must see that it lost the address.
+    if (owner !== undefined) this.#owner.set(ip, owner);
+    else this.#owner.delete(ip);
     if (before !== undefined) {
       this.#nsPods.get(namespaceOf(before))?.delete(before);
       this.#evalPod(before);
     }
     if (owner !== undefined) {
-      this.#owner.set(ip, owner);
       const ns = namespaceOf(owner);
       const set = this.#nsPods.get(ns) ?? new Set();
       set.add(owner);
       this.#nsPods.set(ns, set);
       this.#evalPod(owner);
-    } else this.#owner.delete(ip);
+    }
   }
 
   #evalNamespace(ns: string) {

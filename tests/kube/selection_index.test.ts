@@ -243,3 +243,18 @@ Deno.test("selection index: a pod change reports that pod's address only", () =>
   assert.deepEqual(index.egressOf("10.244.1.7"), { vip: "v0" });
   assert.equal(index.outcomes().vips.get("v0")!.pods, 100);
 });
+
+Deno.test("selection index: a pod that loses its address to a newer pod no longer counts (found by the property test)", () => {
+  const at = (second: number) => new Date(Date.UTC(2026, 0, 1, 0, 0, second)).toISOString();
+  const index = new SelectionIndex();
+  index.setVip("v0", record(vipObject("v0", { ip: "192.0.2.50" }, { status: { routeId: 5 } })));
+  index.setPolicy(
+    "a/p0",
+    record(policyObject("a", "p0", { vip: "v0", podSelector: {} }, { created: at(0) })),
+  );
+  index.setPod("a/q0", pod("a", "q0", "10.244.1.2", { created: at(0) }));
+  // Same address, same age: q1 owns it by name (as selectEgress decides).
+  index.setPod("a/q1", pod("a", "q1", "10.244.1.2", { created: at(0) }));
+  assert.equal(index.outcomes().policies.get("a/p0")!.pods, 1);
+  assert.equal(index.outcomes().vips.get("v0")!.pods, 1);
+});
