@@ -225,7 +225,7 @@ Deno.test("selection index: after any sequence of changes, the same as a full se
         check(world, index);
       }
     }),
-    { numRuns: 500 },
+    { numRuns: 1500 },
   );
 });
 
