@@ -21,17 +21,32 @@ export function flushArgs(mark: number, mask: number): string {
  * Flushes needed because a VIP's role on this node changes with this pass:
  * the role in force for its mark (read by the backend from its own objects,
  * see `DatapathPlanner.rolesInForce`) is holder and the desired one forwarder,
- * or the reverse. A VIP that is new or removed needs none (nothing was pinned
- * to a role of it, or nothing will be marked for it any more).
+ * or the reverse; or the VIP is removed (its mark has a role in force and no
+ * desired one). A new VIP needs none (nothing was pinned to a role of it).
+ * A removed VIP's connections must go too: a forwarder's are null bindings,
+ * and without the mark their packets take the main route out with the pod's
+ * own address (until flushed they are dropped, `dropUnnatedRule`).
  */
 export function conntrackFlushes(
   liveRole: ReadonlyMap<number, VipRole["role"]>,
   desiredRoles: readonly VipRole[],
   mask: number,
 ): string[] {
-  return desiredRoles
-    .filter((r) => liveRole.has(r.mark) && liveRole.get(r.mark) !== r.role)
-    .map((r) => flushArgs(r.mark, mask));
+  return [
+    ...desiredRoles
+      .filter((r) => liveRole.has(r.mark) && liveRole.get(r.mark) !== r.role)
+      .map((r) => r.mark),
+    ...removedMarks(liveRole, desiredRoles),
+  ].map((mark) => flushArgs(mark, mask));
+}
+
+/** Marks with a role in force and none desired: their VIPs are removed with this pass. */
+function removedMarks(
+  liveRole: ReadonlyMap<number, VipRole["role"]>,
+  desiredRoles: readonly VipRole[],
+): number[] {
+  const desired = new Set(desiredRoles.map((r) => r.mark));
+  return [...liveRole.keys()].filter((mark) => !desired.has(mark)).sort((a, b) => a - b);
 }
 
 /**
@@ -67,15 +82,20 @@ export function takeoverSteps(
   const changed = desiredRoles.filter((r) =>
     liveRole.has(r.mark) && liveRole.get(r.mark) !== r.role
   );
+  // A VIP removed is flushed whole, with or without replication (`conntrackFlushes`).
+  const removed = removedMarks(liveRole, desiredRoles).map((mark) => flushArgs(mark, mask));
   if (sync === undefined) {
-    return { flushes: changed.map((r) => flushArgs(r.mark, mask)), commits: [] };
+    return { flushes: [...changed.map((r) => flushArgs(r.mark, mask)), ...removed], commits: [] };
   }
   return {
-    flushes: changed.flatMap((r) =>
-      r.role === "holder" || sync.localPodCidrs.length === 0
-        ? [flushArgs(r.mark, mask)]
-        : sync.localPodCidrs.map((cidr) => `${flushArgs(r.mark, mask)} -s ${cidr}`)
-    ),
+    flushes: [
+      ...changed.flatMap((r) =>
+        r.role === "holder" || sync.localPodCidrs.length === 0
+          ? [flushArgs(r.mark, mask)]
+          : sync.localPodCidrs.map((cidr) => `${flushArgs(r.mark, mask)} -s ${cidr}`)
+      ),
+      ...removed,
+    ],
     commits: changed.some((r) => r.role === "holder") ? [...sync.commits] : [],
   };
 }

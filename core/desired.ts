@@ -66,6 +66,49 @@ export function holderDropInvalidRule(role: VipRole, mask: number): string {
 }
 
 /**
+ * On the holder: a packet of the VIP whose connection is in the table with no
+ * source NAT (a null binding made while this node forwarded to another
+ * holder, or kept from before the VIP moved here) would leave with the pod's
+ * own address: NAT is decided only on a connection's first packet, so the
+ * SNAT rule never sees it. It is dropped until the takeover's flush removes
+ * the entry; the connection's next packet then starts a new, translated one.
+ * A connection's first packet (its entry not yet confirmed) passes to NAT.
+ */
+export function holderDropUnnatedRule(role: VipRole, mask: number): string {
+  return `-A ${MARK_CHAIN} -m mark --mark ${hex(role.mark)}/${hex(mask)}` +
+    ` -m conntrack ! --ctstate SNAT --ctstatus CONFIRMED --ctdir ORIGINAL` +
+    ` -m comment --comment "kube-egress ${role.ip} unnated" -j DROP`;
+}
+
+/**
+ * On every node: a packet that no VIP marked (its pod unmapped, its VIP
+ * deleted) of a connection we steered (our mark in its connection mark) and
+ * that has no source NAT would leave with the pod's own address: it was a
+ * forwarder's null binding, and without the mark it takes the main route out.
+ * Dropped until the entry is flushed (a VIP removed is flushed, see
+ * core/conntrack.ts); the next packet starts a new entry that the CNI's
+ * masquerade (or fail closed) decides.
+ */
+export function dropUnnatedRule(mask: number): string {
+  return `-A ${MARK_CHAIN} -m mark --mark 0x0/${hex(mask)} -m connmark ! --mark 0x0/${hex(mask)}` +
+    ` -m conntrack ! --ctstate SNAT --ctstatus CONFIRMED --ctdir ORIGINAL` +
+    ` -m comment --comment "kube-egress unnated" -j DROP`;
+}
+
+/**
+ * On every node: a pod's INVALID packet to a steerable destination that no
+ * VIP marked (a FIN of a connection flushed when its VIP was deleted or its
+ * pod unmapped) would leave with the pod's own address: NAT never sees
+ * INVALID packets. Marked ones are handled by the VIP's role
+ * (`markInvalidRule`).
+ */
+export function dropInvalidUnsteeredRule(podCidr: string, mask: number): string {
+  return `-A ${MARK_CHAIN} -s ${podCidr} -m set ! --match-set ${NOSTEER_SET} dst` +
+    ` -m mark --mark 0x0/${hex(mask)} -m conntrack --ctstate INVALID` +
+    ` -m comment --comment "kube-egress invalid unsteered" -j DROP`;
+}
+
+/**
  * Copies our mark bits (only ours, under the mask) into the connection's mark,
  * so the connections of one VIP can be found later: when this node's role for
  * the VIP changes, exactly those conntrack entries are flushed
@@ -150,9 +193,10 @@ export function renderIptables(intent: Intent): IptablesRendering {
         markInvalidRule(),
         ...scoped.flatMap((cls) => [scopedRule(cls), scopedMarkInvalidRule(cls)]),
         ...(guarded ? failClosedRules(mask) : []),
-        ...intent.roles.filter((r) => r.role === "holder").map((r) =>
-          holderDropInvalidRule(r, mask)
-        ),
+        ...intent.roles.filter((r) => r.role === "holder").flatMap((r) => [
+          holderDropInvalidRule(r, mask),
+          holderDropUnnatedRule(r, mask),
+        ]),
         ...(intent.guardVips ? intent.roles.flatMap(vipGuardRules) : []),
         ...(intent.guardVips
           ? intent.roles.filter((r) => r.role === "holder").map((r) =>
@@ -160,6 +204,8 @@ export function renderIptables(intent: Intent): IptablesRendering {
           )
           : []),
         saveMarkRule(mask),
+        dropUnnatedRule(mask),
+        ...intent.podCidrs.map((cidr) => dropInvalidUnsteeredRule(cidr, mask)),
       ],
       nat: intent.roles.map((r) =>
         r.role === "holder"

@@ -74,6 +74,11 @@ export interface Intent {
   readonly scoped: readonly ScopedClass[];
   /** Destinations never steered: canonical, sorted, no duplicates. */
   readonly noSteer: readonly string[];
+  /**
+   * The cluster's pod ranges (canonical, sorted): their INVALID packets to a
+   * steered destination that no VIP took are dropped (NAT never sees them).
+   */
+  readonly podCidrs: readonly string[];
   /** Forwarders' `ip rule` entries. */
   readonly rules: readonly PolicyRule[];
   /** Forwarders' default routes towards the VIP. */
@@ -178,6 +183,7 @@ export function intentOf(
     podMarks,
     scoped: anyScoped ? scopedClasses(snapshot.pods, markOfVip) : [],
     noSteer: normalizeCidrs([...config.podCidrs, ...config.serviceCidrs, ...config.excludeCidrs]),
+    podCidrs: normalizeCidrs(config.podCidrs),
     rules: forwarders.map((r) => ({
       priority: config.rulePriority,
       mark: r.mark,

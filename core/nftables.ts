@@ -191,6 +191,16 @@ export function nftChains(intent: Intent): Map<string, string[]> {
         "ip saddr @failclosed ct state invalid drop",
       ]
       : []),
+    // A connection we steered, now unmarked and never translated (a forwarder's null
+    // binding whose pod or VIP went): it would leave with the pod's own address.
+    // See `dropUnnatedRule` (core/desired.ts).
+    `ct direction original ct mark & ${
+      hex(mask)
+    } != 0 ct status & (confirmed | snat) == confirmed drop`,
+    // A pod's INVALID packet no VIP took: NAT never sees it (`dropInvalidUnsteeredRule`).
+    ...(intent.podCidrs.length > 0
+      ? [`ip saddr { ${intent.podCidrs.join(", ")} } ct state invalid drop`]
+      : []),
   ]);
   chains.set("postrouting", [`oifname "${intent.interface}" meta mark & ${hex(mask)} vmap @roles`]);
   for (const role of intent.roles) {
@@ -203,6 +213,9 @@ export function nftChains(intent: Intent): Map<string, string[]> {
         : []),
       // Replies of connections the pod did not originate return the way they came.
       "ct direction reply return",
+      // On the holder a connection in the table without source NAT would leave with the
+      // pod's own address (`holderDropUnnatedRule`, core/desired.ts).
+      ...(role.role === "holder" ? ["ct status & (confirmed | snat) == confirmed drop"] : []),
       `counter meta mark set meta mark & ${keep} | ${hex(role.mark)}`,
       `ct mark set ct mark & ${keep} | ${hex(role.mark)}`,
     ]);

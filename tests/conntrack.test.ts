@@ -156,7 +156,8 @@ Deno.test("conntrack: the nftables backend guards the VIPs the same way, first i
     "ip daddr 192.0.2.50 tcp flags & (fin | syn | rst | ack) != syn ct state { new, invalid } drop",
     "ip daddr 192.0.2.50 meta l4proto udp ct state { new, invalid } drop",
   ]);
-  assert.equal(prerouting.filter((r) => r.includes("drop")).length, 6, "two per VIP");
+  const guard = (r: string) => r.startsWith("ip daddr 192.0.2.") && r.includes("drop");
+  assert.equal(prerouting.filter(guard).length, 6, "two per VIP");
   assert.ok(
     nftChains(intent).get("vip-5")!.includes(
       "ct state new tcp flags & (fin | syn | rst | ack) != syn drop",
@@ -169,9 +170,50 @@ Deno.test("conntrack: the nftables backend guards the VIPs the same way, first i
     "not on a forwarder",
   );
   assert.equal(
-    nftChains(intentOf(snap, config, ["192.0.2.50"])).get("prerouting")!.some((r) =>
-      r.includes("drop")
-    ),
+    nftChains(intentOf(snap, config, ["192.0.2.50"])).get("prerouting")!.some(guard),
     false,
   );
+});
+
+Deno.test("conntrack: a VIP removed is flushed by its mark (its forwarded null bindings would leave unmarked), with or without synced NAT state", () => {
+  const before = desiredState(snap, config, ["192.0.2.50"]);
+  const without51 = snapshot({ "192.0.2.50": 5, "192.0.2.52": 7 }, {});
+  const after = desiredState(without51, config, ["192.0.2.50"]);
+  const live = rolesOf(before.chains.nat);
+  assert.deepEqual(conntrackFlushes(live, after.roles, config.markMask), [
+    "-D -f ipv4 --mark 0x600/0xff00",
+  ]);
+  const sync = { commits: ["-C /etc/x.conf -c"], localPodCidrs: ["10.244.1.0/24"] };
+  assert.deepEqual(takeoverSteps(live, after.roles, config.markMask, sync), {
+    flushes: ["-D -f ipv4 --mark 0x600/0xff00"],
+    commits: [],
+  });
+  assert.deepEqual(takeoverSteps(live, after.roles, config.markMask), {
+    flushes: ["-D -f ipv4 --mark 0x600/0xff00"],
+    commits: [],
+  });
+  // Every VIP gone (the last EgressVIP deleted): all of them.
+  assert.deepEqual(conntrackFlushes(live, [], config.markMask), [
+    "-D -f ipv4 --mark 0x500/0xff00",
+    "-D -f ipv4 --mark 0x600/0xff00",
+    "-D -f ipv4 --mark 0x700/0xff00",
+  ]);
+});
+
+Deno.test("conntrack: the nftables backend drops what would leave un-NATed as the iptables one does", () => {
+  const intent = intentOf(snap, config, ["192.0.2.50"]);
+  const chains = nftChains(intent);
+  const prerouting = chains.get("prerouting")!;
+  assert.deepEqual(prerouting.slice(-2), [
+    "ct direction original ct mark & 0xff00 != 0 ct status & (confirmed | snat) == confirmed drop",
+    "ip saddr { 10.244.0.0/16 } ct state invalid drop",
+  ], "after the pods map: only what no VIP chain took");
+  const holder = chains.get("vip-5")!;
+  const unnated = "ct status & (confirmed | snat) == confirmed drop";
+  assert.ok(
+    holder.indexOf(unnated) > holder.indexOf("ct direction reply return"),
+    "the holder's, before its mark is set",
+  );
+  assert.ok(holder.indexOf(unnated) < holder.findIndex((r) => r.includes("meta mark set")));
+  assert.equal(chains.get("vip-6")!.includes(unnated), false, "a forwarder's null bindings pass");
 });

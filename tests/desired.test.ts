@@ -34,7 +34,11 @@ Deno.test("desired: a node holding no VIP routes every VIP's traffic to its hold
 
 Deno.test("desired: one mark rule whatever the pod count; pods carry their VIP's mark", () => {
   const desired = desiredState(snap, testConfig({ markMask: "0xff00" }), []);
-  assert.equal(desired.chains.mangle.length, 3, "mark, mark INVALID, save into the ct mark");
+  assert.equal(
+    desired.chains.mangle.length,
+    5,
+    "mark, mark INVALID, save into the ct mark, then the drops of what no VIP marked",
+  );
   assert.match(
     desired.chains.mangle[0],
     /^-A KUBE-EGRESS-MARK -m set --match-set kube-egress-pods src /,
@@ -64,6 +68,8 @@ Deno.test("desired: INVALID packets are dropped only on the holder, where they w
   const drops = holder.chains.mangle.filter((rule) => rule.endsWith("-j DROP"));
   assert.deepEqual(drops, [
     '-A KUBE-EGRESS-MARK -m mark --mark 0x6/0xff -m conntrack --ctstate INVALID -m comment --comment "kube-egress 192.0.2.51 invalid" -j DROP',
+    '-A KUBE-EGRESS-MARK -m mark --mark 0x6/0xff -m conntrack ! --ctstate SNAT --ctstatus CONFIRMED --ctdir ORIGINAL -m comment --comment "kube-egress 192.0.2.51 unnated" -j DROP',
+    ...UNMARKED_DROPS,
   ]);
   assert.ok(
     holder.chains.mangle.indexOf(drops[0]) > 1,
@@ -72,9 +78,27 @@ Deno.test("desired: INVALID packets are dropped only on the holder, where they w
   const forwarder = desiredState(snap, testConfig(), []);
   assert.deepEqual(
     forwarder.chains.mangle.filter((rule) => rule.includes("DROP")),
-    [],
-    "a node holding no VIP forwards transit traffic whatever its conntrack state",
+    UNMARKED_DROPS,
+    "a node holding no VIP forwards transit traffic (marked) whatever its conntrack state",
   );
+});
+
+/** On every node: what no VIP marked and would leave with the pod's own address. */
+const UNMARKED_DROPS = [
+  '-A KUBE-EGRESS-MARK -m mark --mark 0x0/0xff -m connmark ! --mark 0x0/0xff -m conntrack ! --ctstate SNAT --ctstatus CONFIRMED --ctdir ORIGINAL -m comment --comment "kube-egress unnated" -j DROP',
+  '-A KUBE-EGRESS-MARK -s 10.244.0.0/16 -m set ! --match-set kube-egress-nosteer dst -m mark --mark 0x0/0xff -m conntrack --ctstate INVALID -m comment --comment "kube-egress invalid unsteered" -j DROP',
+];
+
+Deno.test("desired: a holder drops its VIP's connections in the table without source NAT; every node those no VIP marks", () => {
+  // A forwarder's null binding (-j ACCEPT in the SNAT chain) outlives the role change
+  // until the flush, and a VIP's deletion unmarks it: either way NAT never sees its
+  // packets again and they would leave with the pod's own address.
+  const holder = desiredState(snap, testConfig(), ["192.0.2.51"]).chains.mangle;
+  const unnated = holder.findIndex((r) => r.includes('"kube-egress 192.0.2.51 unnated"'));
+  assert.ok(unnated > 1, "matched by the VIP's mark, after the mark rules");
+  assert.match(holder[unnated], /! --ctstate SNAT --ctstatus CONFIRMED --ctdir ORIGINAL/);
+  const save = holder.findIndex((r) => r.includes("--save-mark"));
+  for (const drop of UNMARKED_DROPS) assert.ok(holder.indexOf(drop) > save, drop);
 });
 
 Deno.test("desired: nosteer holds pod, service and excluded ranges, deduplicated and sorted", () => {

@@ -179,7 +179,7 @@ Deno.test("plan: rendering names each step's command and payload", () => {
   );
 });
 
-Deno.test("plan: a VIP leaving the node flushes only its connections; new and removed VIPs flush nothing", () => {
+Deno.test("plan: a VIP leaving the node flushes only its connections; a new VIP flushes nothing, a removed one its own", () => {
   const kernel = new FakeKernel();
   kernel.interfaces.get("eth0")!.push("192.0.2.51");
   applyPass(kernel);
@@ -188,7 +188,15 @@ Deno.test("plan: a VIP leaving the node flushes only its connections; new and re
   const tx = applyPass(kernel);
   assert.deepEqual(tx.steps.map((s) => s.tool), ["ip", "iptables", "conntrack"]);
   assert.deepEqual(kernel.conntrackRuns, ["-D -f ipv4 --mark 0x6/0xff"]);
-  // Removing a VIP altogether: its traffic is no longer marked, nothing to flush.
-  applyPass(kernel, snapshot({ "192.0.2.50": 5 }, { "10.244.1.5": "192.0.2.50" }));
-  assert.deepEqual(kernel.conntrackRuns, ["-D -f ipv4 --mark 0x6/0xff"]);
+  // Removing a VIP altogether: its forwarded connections are null bindings that would take
+  // the main route out with the pod's own address once unmarked; flushed after the rule
+  // step (until then `dropUnnatedRule` drops them), before the VIP's route goes.
+  const removal = applyPass(kernel, snapshot({ "192.0.2.50": 5 }, { "10.244.1.5": "192.0.2.50" }));
+  assert.deepEqual(kernel.conntrackRuns, [
+    "-D -f ipv4 --mark 0x6/0xff",
+    "-D -f ipv4 --mark 0x6/0xff",
+  ]);
+  const tools = removal.steps.map((s) => s.tool);
+  assert.ok(tools.indexOf("conntrack") > tools.indexOf("iptables"), tools.join(","));
+  assert.equal(tools.lastIndexOf("ip"), tools.length - 1, "the route goes last");
 });

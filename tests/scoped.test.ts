@@ -66,8 +66,8 @@ Deno.test("scoped: restricted pods get a class with its sets and rule; others st
   );
   assert.equal(
     desired.chains.mangle.length,
-    7,
-    "the pods rules (ORIGINAL, INVALID), two rules per class, the save-mark rule",
+    9,
+    "the pods rules (ORIGINAL, INVALID), two rules per class, the save-mark rule, the drops of what no VIP marked",
   );
   assert.equal(
     scopedMarkInvalidRule(excl),
