@@ -28,6 +28,7 @@ import type { RawGuard, RawPod, RawSnapshot, RawVip } from "../../core/snapshot.
 import type { Logger } from "../log.ts";
 import type { KubeClient } from "./client.ts";
 import { Reflector } from "./reflector.ts";
+import { reflectorsProblem, waitForReflectors } from "./readiness.ts";
 
 /** How long the addresses of a slice deleted by someone else stay in force at most. */
 export const HOLD_MS = 120_000;
@@ -158,35 +159,11 @@ export class SliceSource {
   }
 
   problem(): string | undefined {
-    const failing = this.#reflectors.filter((r) => r.lastError !== undefined);
-    if (failing.length > 0) {
-      return `list/watch failing for ${failing.map((r) => r.options.resource.plural).join(", ")}: ${
-        failing[0].lastError
-      }`;
-    }
-    const waiting = this.#reflectors.filter((r) => !r.synced);
-    if (waiting.length > 0) {
-      return `waiting for the first list of ${
-        waiting.map((r) => r.options.resource.plural).join(", ")
-      }`;
-    }
-    return undefined;
+    return reflectorsProblem(this.#reflectors);
   }
 
-  async waitForSync(timeoutMs = this.#syncTimeoutMs): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (!this.synced) {
-      if (Date.now() >= deadline) {
-        const waiting = this.#reflectors.filter((r) => !r.synced);
-        const error = waiting.find((r) => r.lastError)?.lastError;
-        throw new Error(
-          `no complete list yet from the Kubernetes API at ${this.client.server} (waiting for ${
-            waiting.map((r) => r.options.resource.plural).join(", ")
-          })${error ? `: ${error}` : ""}`,
-        );
-      }
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+  waitForSync(timeoutMs = this.#syncTimeoutMs): Promise<void> {
+    return waitForReflectors(this.#reflectors, this.client.server, timeoutMs);
   }
 
   /** The agent's readInputs: the published selection as a RawSnapshot for this node. */

@@ -35,6 +35,7 @@ import type { RawSnapshot } from "../../core/snapshot.ts";
 import type { Logger } from "../log.ts";
 import type { KubeClient } from "./client.ts";
 import { Reflector } from "./reflector.ts";
+import { reflectorsProblem, waitForReflectors } from "./readiness.ts";
 
 function keyOf(object: unknown): string | undefined {
   const meta = (object as { metadata?: { name?: string; namespace?: string } })?.metadata;
@@ -179,36 +180,12 @@ export class KubeSource {
    * changes made meanwhile in the API are not seen.
    */
   problem(): string | undefined {
-    const failing = this.#reflectors.filter((r) => r.lastError !== undefined);
-    if (failing.length > 0) {
-      return `list/watch failing for ${failing.map((r) => r.options.resource.plural).join(", ")}: ${
-        failing[0].lastError
-      }`;
-    }
-    const waiting = this.#reflectors.filter((r) => !r.synced);
-    if (waiting.length > 0) {
-      return `waiting for the first list of ${
-        waiting.map((r) => r.options.resource.plural).join(", ")
-      }`;
-    }
-    return undefined;
+    return reflectorsProblem(this.#reflectors);
   }
 
   /** Resolves when synced, or throws after the timeout naming what is missing. */
-  async waitForSync(timeoutMs = this.#syncTimeoutMs): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (!this.synced) {
-      if (Date.now() >= deadline) {
-        const waiting = this.#reflectors.filter((r) => !r.synced);
-        const error = waiting.find((r) => r.lastError)?.lastError;
-        throw new Error(
-          `no complete list yet from the Kubernetes API at ${this.client.server} (waiting for ${
-            waiting.map((r) => r.options.resource.plural).join(", ")
-          })${error ? `: ${error}` : ""}`,
-        );
-      }
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+  waitForSync(timeoutMs = this.#syncTimeoutMs): Promise<void> {
+    return waitForReflectors(this.#reflectors, this.client.server, timeoutMs);
   }
 
   /** The caches as selection reads them. */
