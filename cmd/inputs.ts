@@ -78,6 +78,38 @@ export async function openInputs(
     : inputs;
 }
 
+/** What a Kubernetes source gives the agent: the slice source, or every object (--kube-selection agent). */
+interface KubeInputSource {
+  readonly readInputs: () => Promise<RawSnapshot>;
+  readonly watchInputs: Inputs["watchInputs"];
+  problem(): string | undefined;
+  stop(): Promise<void>;
+}
+
+/**
+ * A Kubernetes source as Inputs; stopping it stops the source, then closes the
+ * client. Without `agent`, a read-only view (plan/status); with it, the agent's
+ * observers, the source's readiness, and `stopFirst` (what writes to the API)
+ * stopped before the source.
+ */
+function kubeSourceInputs(
+  source: KubeInputSource,
+  client: { close(): void },
+  agent?: { observers: readonly AgentObserver[]; stopFirst(): Promise<void> },
+): Inputs {
+  return {
+    readInputs: source.readInputs,
+    watchInputs: source.watchInputs,
+    observers: agent?.observers ?? [],
+    ...(agent ? { readiness: () => source.problem() } : {}),
+    async stop() {
+      await agent?.stopFirst();
+      await source.stop();
+      client.close();
+    },
+  };
+}
+
 async function openKubeInputs(
   settings: CommonSettings,
   log: Logger,
@@ -106,30 +138,16 @@ async function openKubeInputs(
     nodeName: settings.placement.nodeName,
     vrrpPeers: settings.placement.unicastPeers === "auto",
   }).start();
-  if (!options.agent) {
-    return {
-      readInputs: source.readInputs,
-      watchInputs: source.watchInputs,
-      observers: [],
-      async stop() {
-        await source.stop();
-        client.close();
-      },
-    };
-  }
+  if (!options.agent) return kubeSourceInputs(source, client);
   const holder = new HolderReporter(client, source, log, settings.placement.nodeName);
   log.info("kubernetes source", { server: client.server, node: settings.placement.nodeName });
-  return {
-    readInputs: source.readInputs,
-    watchInputs: source.watchInputs,
+  return kubeSourceInputs(source, client, {
     observers: [holder, new GuardEvents(client, source, log, settings.placement.nodeName)],
-    readiness: () => source.problem(),
-    async stop() {
+    stopFirst: () => {
       holder.stop();
-      await source.stop();
-      client.close();
+      return Promise.resolve();
     },
-  };
+  });
 }
 
 /** The default name of the agents' Lease with --kube-selection agent. */
@@ -168,17 +186,7 @@ async function openWatchAllInputs(
     nodeName: settings.placement.nodeName,
     vrrpPeers: settings.placement.unicastPeers === "auto",
   }).start();
-  if (!options.agent) {
-    return {
-      readInputs: source.readInputs,
-      watchInputs: source.watchInputs,
-      observers: [],
-      async stop() {
-        await source.stop();
-        client.close();
-      },
-    };
-  }
+  if (!options.agent) return kubeSourceInputs(source, client);
   const controller = new Controller(client, source, log, settings.placement.nodeName, 30_000, {
     publishSlices: false,
   });
@@ -194,17 +202,12 @@ async function openWatchAllInputs(
     node: settings.placement.nodeName,
     selection: "agent",
   });
-  return {
-    readInputs: source.readInputs,
-    watchInputs: source.watchInputs,
+  return kubeSourceInputs(source, client, {
     observers: [holder, new GuardEvents(client, source, log, settings.placement.nodeName)],
-    readiness: () => source.problem(),
-    async stop() {
+    async stopFirst() {
       holder.stop();
       await elector.stop();
       await controller.stop();
-      await source.stop();
-      client.close();
     },
-  };
+  });
 }
