@@ -53,6 +53,63 @@ export interface FailoverFigure {
   readonly newHolder: string;
   /** The long-lived connections of the run. */
   readonly connections: ConnectionsSummary;
+  /** Where the gap went, from the new holder agent's log (undefined: not seen). */
+  readonly timeline?: FailoverTimeline;
+}
+
+/**
+ * One failover taken apart, in ms after the fault: the new holder's keepalived
+ * entering MASTER (detection: missed adverts + skew), its agent's pass having
+ * made it the holder (the datapath's role change), and the first good packet
+ * at the outside host (GARP, neighbour caches, the sending pod's next packet).
+ */
+export interface FailoverTimeline {
+  readonly masterMs?: number;
+  readonly holderMs?: number;
+  readonly firstPacketMs?: number;
+}
+
+/** The time of an agent log line (text or JSON format), ms since the epoch. */
+export function logLineTime(line: string): number | undefined {
+  const iso = line.startsWith("{")
+    ? (() => {
+      try {
+        return String(JSON.parse(line).time);
+      } catch {
+        return "";
+      }
+    })()
+    : line.split(" ", 1)[0];
+  const t = Date.parse(iso);
+  return Number.isNaN(t) ? undefined : t;
+}
+
+/**
+ * The timeline of a failover at `faultAt` from the new holder agent's log
+ * lines: the first `VRRP state` MASTER and the first `VIP role` to the
+ * holder for `vip` logged after the fault.
+ */
+export function failoverTimeline(
+  lines: readonly string[],
+  vip: string,
+  faultAt: number,
+  firstAfter: number | undefined,
+): FailoverTimeline {
+  const after = (pattern: RegExp) => {
+    for (const line of lines) {
+      if (!line.includes(vip) || !pattern.test(line)) continue;
+      const t = logLineTime(line);
+      if (t !== undefined && t >= faultAt) return t - faultAt;
+    }
+    return undefined;
+  };
+  const masterMs = after(/VRRP state.*MASTER/);
+  const holderMs = after(/VIP role.*(to=holder|"to":"holder")/);
+  return {
+    ...(masterMs !== undefined ? { masterMs } : {}),
+    ...(holderMs !== undefined ? { holderMs } : {}),
+    ...(firstAfter !== undefined ? { firstPacketMs: firstAfter - faultAt } : {}),
+  };
 }
 
 export interface FailoverOptions {
@@ -181,6 +238,27 @@ export async function benchFailover(options: FailoverOptions): Promise<FailoverF
             echo.accepted.slice(accepted).filter((src) => src !== VIP).length,
         );
         const newHolder = (await holdersOf(cluster, VIP)).join(",") || "none";
+        const newAgent = agents.find((a) =>
+          a.node !== holder && newHolder.split(",").includes(a.node.name)
+        );
+        const firstAfter = Math.max(
+          ...result.streams.map((s) => s.analysis.firstAfter ?? result.faultAt),
+        );
+        const timeline = newAgent
+          ? failoverTimeline(newAgent.lines, VIP, result.faultAt, firstAfter)
+          : undefined;
+        const logDir = Deno.env.get("BENCH_AGENT_LOGS");
+        if (logDir && newAgent) {
+          // The new holder's log around the fault, for taking a gap apart by hand.
+          const near = newAgent.lines.filter((l) => {
+            const t = logLineTime(l);
+            return t !== undefined && t >= result.faultAt - 200 && t <= result.faultAt + 2000;
+          });
+          await Deno.writeTextFile(
+            `${logDir}/${fault.replace(/ /g, "-")}-${run}.log`,
+            `fault at ${new Date(result.faultAt).toISOString()}\n${near.join("\n")}\n`,
+          );
+        }
         figures.push({
           fault,
           run,
@@ -189,13 +267,14 @@ export async function benchFailover(options: FailoverOptions): Promise<FailoverF
           wrongSource: result.wrongSource,
           newHolder,
           connections,
+          ...(timeline ? { timeline } : {}),
         });
         options.progress(
           `  gap ${
             result.gapMs ?? "never resumed"
           } ms, wrong source ${result.wrongSource}, now on ${newHolder}; ${
             connectionsLine(fault, connections)
-          }`,
+          }; ${timelineText(timeline)}`,
         );
         // Repair: the holder gets its cable back, or its agent restarts keepalived, or its
         // agent is started again (after a power off: its VIP left on the unplugged interface
@@ -219,6 +298,14 @@ export async function benchFailover(options: FailoverOptions): Promise<FailoverF
     unregister();
   }
   return figures;
+}
+
+/** "MASTER +310 ms, holder +365 ms, first packet +372 ms" (after the fault). */
+export function timelineText(t: FailoverTimeline | undefined): string {
+  const at = (ms: number | undefined) => (ms === undefined ? "not seen" : `+${ms} ms`);
+  return `MASTER ${at(t?.masterMs)}, holder ${at(t?.holderMs)}, first packet ${
+    at(t?.firstPacketMs)
+  }`;
 }
 
 /** One row per fault: min/median/max gap over the runs and the wrong-source total. */
@@ -303,7 +390,9 @@ export function failoverNotes(
         runs.map((f) =>
           `run ${f.run} ${f.gapMs ?? "∞"} ms (${
             Object.entries(f.gaps).map(([tag, g]) => `${tag} ${g ?? "∞"}`).join(", ")
-          }; new holder ${f.newHolder}; wrong ${f.wrongSource}; connections ${f.connections.survived}/${f.connections.total}, stall ${f.connections.maxStallMs} ms)`
+          }; new holder ${f.newHolder}; ${
+            timelineText(f.timeline)
+          }; wrong ${f.wrongSource}; connections ${f.connections.survived}/${f.connections.total}, stall ${f.connections.maxStallMs} ms)`
         ).join("; ")
       }`,
     );
