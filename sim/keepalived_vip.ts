@@ -16,7 +16,7 @@
  */
 import { join } from "node:path";
 import type { Cluster, SimNode } from "./cluster.ts";
-import { eachLine } from "./children.ts";
+import { spawnVrrpKeepalived } from "./vrrp_keepalived.ts";
 
 /** keepalived-vip's defaults. */
 export const KEEPALIVED_VIP_VRID = 50;
@@ -92,21 +92,8 @@ export class KeepalivedVip {
       );
       // keepalived-vip makes sure its chain exists before it starts keepalived.
       await node.ns.exec(["iptables", "-N", IPTABLES_CHAIN]);
-      const child = node.ns.spawn([
-        "keepalived",
-        "--dont-fork",
-        "--log-console",
-        "--release-vips",
-        "--vrrp",
-        "--use-file",
-        conf,
-        "--pid",
-        join(dir, "keepalived.pid"),
-        "--vrrp_pid",
-        join(dir, "vrrp.pid"),
-      ], { stderr: "piped" });
       const lines: string[] = [];
-      eachLine(child.stderr!, (line) => lines.push(line)).catch(() => {});
+      const child = spawnVrrpKeepalived(node.ns, dir, conf, lines);
       this.#running.set(node, { child, lines });
     }
   }

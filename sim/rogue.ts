@@ -11,8 +11,8 @@
  */
 import { join } from "node:path";
 import type { Cluster } from "./cluster.ts";
-import { eachLine } from "./children.ts";
 import type { Netns } from "./netns.ts";
+import { spawnVrrpKeepalived } from "./vrrp_keepalived.ts";
 import { LAN_PREFIX, POD_CIDR } from "./layout.ts";
 import { vrrpRouterId } from "../core/keepalived.ts";
 
@@ -125,20 +125,7 @@ export class Rogue {
     await Deno.mkdir(dir, { recursive: true });
     const conf = join(dir, "keepalived.conf");
     await Deno.writeTextFile(conf, renderRogueConf("eth0", options));
-    rogue.#keepalived = ns.spawn([
-      "keepalived",
-      "--dont-fork",
-      "--log-console",
-      "--release-vips",
-      "--vrrp",
-      "--use-file",
-      conf,
-      "--pid",
-      join(dir, "keepalived.pid"),
-      "--vrrp_pid",
-      join(dir, "vrrp.pid"),
-    ], { stderr: "piped" });
-    eachLine(rogue.#keepalived.stderr!, (line) => rogue.log.push(line)).catch(() => {});
+    rogue.#keepalived = spawnVrrpKeepalived(ns, dir, conf, rogue.log);
     let sending = false;
     rogue.#garps = setInterval(async () => {
       if (sending || rogue.#stopped) return;
