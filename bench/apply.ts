@@ -7,7 +7,7 @@ import { join } from "node:path";
 import type { Backend } from "../core/datapath.ts";
 import { modArgv } from "../sim/agents.ts";
 import { NetnsSet, newRunId } from "../sim/netns.ts";
-import { benchNode } from "./file_agent.ts";
+import { benchNode, mappingFlags } from "./file_agent.ts";
 import { syntheticSnapshot } from "./inputs.ts";
 import { table } from "../core/status.ts";
 import { formatStats, onInterrupt, runWorker, type Stats, stats } from "./lib.ts";
@@ -198,16 +198,7 @@ export async function benchOneShot(mappings = 1_000, runs = 7): Promise<OneShotF
         await Deno.writeTextFile(join(dir, "pods", String(p.podIp)), `${p.vip}\n`);
       }
       const flags = [
-        "-i",
-        "eth0",
-        "-p",
-        "10.0.0.0/8",
-        "-s",
-        "172.16.0.0/12",
-        "-v",
-        join(dir, "pods"),
-        "-r",
-        join(dir, "vips"),
+        ...mappingFlags(dir),
         "--state-dir",
         join(dir, "state"),
         "--backend",

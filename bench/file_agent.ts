@@ -31,6 +31,16 @@ export function fileAgentArgv(dir: string, intervalSeconds: number): string[] {
     String(intervalSeconds),
     "--log-format",
     "json",
+    ...mappingFlags(dir),
+  ]);
+}
+
+/**
+ * The flags every benchmark agent shares: interface eth0, pods in 10.0.0.0/8,
+ * services in 172.16.0.0/12, the mapping directories `<dir>/pods` and `<dir>/vips`.
+ */
+export function mappingFlags(dir: string): string[] {
+  return [
     "-i",
     "eth0",
     "-p",
@@ -41,7 +51,7 @@ export function fileAgentArgv(dir: string, intervalSeconds: number): string[] {
     join(dir, "pods"),
     "-r",
     join(dir, "vips"),
-  ]);
+  ];
 }
 
 /** A running agent's JSON log lines (stderr), each with the time it arrived. */
