@@ -9,6 +9,8 @@
  * - `{"op":"sync","sample":n,"concurrency":c}`: n full lists of what an agent of
  *   the design lists at start (as after a rollout), c at a time: bytes and ms.
  */
+import { jsonCommands } from "../sim/json_commands.ts";
+
 const args = Deno.args;
 const flag = (name: string) => {
   const i = args.indexOf(name);
@@ -92,36 +94,27 @@ await new Promise((r) => setTimeout(r, 1000 + watchers * 4));
 const encoder = new TextEncoder();
 await Deno.stdout.write(encoder.encode(JSON.stringify({ ready: true, watchers }) + "\n"));
 
-let buffer = "";
-for await (const chunk of Deno.stdin.readable.pipeThrough(new TextDecoderStream())) {
-  buffer += chunk;
-  let newline: number;
-  while ((newline = buffer.indexOf("\n")) >= 0) {
-    const line = buffer.slice(0, newline).trim();
-    buffer = buffer.slice(newline + 1);
-    if (!line) continue;
-    const command = JSON.parse(line);
-    let reply: Record<string, unknown> = {};
-    if (command.op === "await") {
-      marker = `"${command.marker}"`;
-      seen.clear();
-    } else if (command.op === "seen") {
-      reply = { count: seen.size, times: [...seen.values()] };
-    } else if (command.op === "bytes") {
-      reply = { bytes };
-    } else if (command.op === "sync") {
-      const started = performance.now();
-      let synced = 0;
-      let next = 0;
-      const worker = async () => {
-        while (next < command.sample) {
-          next++;
-          for (const path of LISTED) synced += await list(path);
-        }
-      };
-      await Promise.all(Array.from({ length: command.concurrency }, worker));
-      reply = { bytes: synced, ms: performance.now() - started };
-    }
-    await Deno.stdout.write(encoder.encode(JSON.stringify({ id: command.id, ...reply }) + "\n"));
+for await (const command of jsonCommands(Deno.stdin.readable)) {
+  let reply: Record<string, unknown> = {};
+  if (command.op === "await") {
+    marker = `"${command.marker}"`;
+    seen.clear();
+  } else if (command.op === "seen") {
+    reply = { count: seen.size, times: [...seen.values()] };
+  } else if (command.op === "bytes") {
+    reply = { bytes };
+  } else if (command.op === "sync") {
+    const started = performance.now();
+    let synced = 0;
+    let next = 0;
+    const worker = async () => {
+      while (next < command.sample) {
+        next++;
+        for (const path of LISTED) synced += await list(path);
+      }
+    };
+    await Promise.all(Array.from({ length: command.concurrency }, worker));
+    reply = { bytes: synced, ms: performance.now() - started };
   }
+  await Deno.stdout.write(encoder.encode(JSON.stringify({ id: command.id, ...reply }) + "\n"));
 }

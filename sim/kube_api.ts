@@ -24,6 +24,7 @@ import { prune, type Schema, validate } from "./kube_schema.ts";
 import { applyPatch } from "./kube_patch.ts";
 import { discovery, tableOf, wantsTable } from "./kube_discovery.ts";
 import { errorMessage } from "../core/errors.ts";
+import { jsonCommands } from "./json_commands.ts";
 
 export interface TestApiServerOptions {
   readonly hostname?: string;
@@ -904,44 +905,35 @@ export function kubeconfigFor(url: string, token?: string, caPem?: string): stri
  */
 export async function serveControl(server: TestApiServer) {
   const encoder = new TextEncoder();
-  let buffer = "";
-  for await (const chunk of Deno.stdin.readable.pipeThrough(new TextDecoderStream())) {
-    buffer += chunk;
-    let newline: number;
-    while ((newline = buffer.indexOf("\n")) >= 0) {
-      const line = buffer.slice(0, newline).trim();
-      buffer = buffer.slice(newline + 1);
-      if (!line) continue;
-      const command = JSON.parse(line);
-      let reply: Record<string, unknown>;
-      try {
-        const result = ({
-          apply: () => server.apply(command.object),
-          create: () => server.create(command.object),
-          update: () => server.update(command.object),
-          updateStatus: () => server.update(command.object, { status: true }),
-          delete: () => server.delete(command.kind, command.name, command.namespace),
-          get: () => server.get(command.kind, command.name, command.namespace) ?? null,
-          list: () => server.list(command.kind, command.namespace),
-          compact: () => server.store.compact(),
-          dropWatches: () => server.dropWatches(),
-          blackhole: () => server.faults.blackhole(command.value),
-          throttle: () => server.faults.throttle(command.count, command.retryAfterSeconds),
-          lagWatches: () => server.faults.lagWatches(command.count),
-          available: () => server.setAvailable(command.value),
-          requests: () =>
-            [
-              ...(command.userAgent === undefined
-                ? server.requests
-                : server.requestsBy.get(command.userAgent) ?? []),
-            ].sort(),
-        } as Record<string, () => unknown>)[command.op]?.();
-        reply = { id: command.id, ok: true, t: Date.now(), result: result ?? null };
-      } catch (error) {
-        reply = { id: command.id, ok: false, t: Date.now(), error: String(error) };
-      }
-      await Deno.stdout.write(encoder.encode(JSON.stringify(reply) + "\n"));
+  for await (const command of jsonCommands(Deno.stdin.readable)) {
+    let reply: Record<string, unknown>;
+    try {
+      const result = ({
+        apply: () => server.apply(command.object),
+        create: () => server.create(command.object),
+        update: () => server.update(command.object),
+        updateStatus: () => server.update(command.object, { status: true }),
+        delete: () => server.delete(command.kind, command.name, command.namespace),
+        get: () => server.get(command.kind, command.name, command.namespace) ?? null,
+        list: () => server.list(command.kind, command.namespace),
+        compact: () => server.store.compact(),
+        dropWatches: () => server.dropWatches(),
+        blackhole: () => server.faults.blackhole(command.value),
+        throttle: () => server.faults.throttle(command.count, command.retryAfterSeconds),
+        lagWatches: () => server.faults.lagWatches(command.count),
+        available: () => server.setAvailable(command.value),
+        requests: () =>
+          [
+            ...(command.userAgent === undefined
+              ? server.requests
+              : server.requestsBy.get(command.userAgent) ?? []),
+          ].sort(),
+      } as Record<string, () => unknown>)[command.op]?.();
+      reply = { id: command.id, ok: true, t: Date.now(), result: result ?? null };
+    } catch (error) {
+      reply = { id: command.id, ok: false, t: Date.now(), error: String(error) };
     }
+    await Deno.stdout.write(encoder.encode(JSON.stringify(reply) + "\n"));
   }
 }
 
