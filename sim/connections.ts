@@ -16,7 +16,7 @@
  * ```
  */
 import { OUTSIDE_IP } from "./cluster.ts";
-import { eachLine, readyWithin, terminate } from "./children.ts";
+import { startNetScript } from "./net_script.ts";
 import type { Netns } from "./netns.ts";
 import type { WirePacket } from "./stream.ts";
 
@@ -88,26 +88,17 @@ export interface EchoServer {
 
 /** Starts the echo server inside `ns` (the outside host), listening on `address`. */
 export async function startEchoServer(ns: Netns, address = OUTSIDE_IP): Promise<EchoServer> {
-  const child = ns.spawn([
-    Deno.execPath(),
-    "run",
-    "--allow-net",
-    SERVER,
-    address,
-    String(ECHO_PORT),
-  ], {
-    stdout: "piped",
-  });
   const accepted: string[] = [];
-  let ready!: () => void;
-  const started = new Promise<void>((resolve) => (ready = resolve));
-  const reading = eachLine(child.stdout, (line) => {
-    if (line.includes('"ready"')) ready();
-    else if (line.includes('"accepted"')) accepted.push(JSON.parse(line).accepted);
-  }).catch(() => {});
-  child.stderr.pipeTo(new WritableStream()).catch(() => {});
-  await readyWithin(child, started, 20_000, () => "the echo server did not start");
-  return { accepted, stop: () => terminate(child, reading) };
+  const server = await startNetScript(
+    ns,
+    SERVER,
+    [address, String(ECHO_PORT)],
+    (line) => {
+      if (line.includes('"accepted"')) accepted.push(JSON.parse(line).accepted);
+    },
+    () => "the echo server did not start",
+  );
+  return { accepted, stop: () => server.stop() };
 }
 
 export interface Connections {
@@ -120,29 +111,25 @@ export async function startConnections(
   from: Netns,
   options: { count: number; target?: string; intervalMs?: number; maxMs?: number },
 ): Promise<Connections> {
-  const child = from.spawn([
-    Deno.execPath(),
-    "run",
-    "--allow-net",
-    SENDER,
-    options.target ?? OUTSIDE_IP,
-    String(ECHO_PORT),
-    String(options.count),
-    String(options.intervalMs ?? 10),
-    String(options.maxMs ?? 120_000),
-  ], { stdout: "piped" });
   const results: ConnectionResult[] = [];
-  let ready!: () => void;
-  const started = new Promise<void>((resolve) => (ready = resolve));
-  const reading = eachLine(child.stdout, (line) => {
-    if (line.includes('"ready"')) ready();
-    else if (line.includes('"localPort"')) results.push(JSON.parse(line));
-  }).catch(() => {});
-  child.stderr.pipeTo(new WritableStream()).catch(() => {});
-  await readyWithin(child, started, 20_000, () => "the connections could not be opened");
+  const sender = await startNetScript(
+    from,
+    SENDER,
+    [
+      options.target ?? OUTSIDE_IP,
+      String(ECHO_PORT),
+      String(options.count),
+      String(options.intervalMs ?? 10),
+      String(options.maxMs ?? 120_000),
+    ],
+    (line) => {
+      if (line.includes('"localPort"')) results.push(JSON.parse(line));
+    },
+    () => "the connections could not be opened",
+  );
   return {
     async stop() {
-      await terminate(child, reading);
+      await sender.stop();
       // A sender that died early reports nothing: its connections did not survive.
       while (results.length < options.count) {
         results.push({ localPort: 0, sent: 0, echoed: 0, maxStallMs: 0, error: "no report" });

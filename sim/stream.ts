@@ -22,6 +22,7 @@
  */
 import { OUTSIDE_IP, type OutsideHost, type ReporterEvent, TCP_PORT, UDP_PORT } from "./cluster.ts";
 import { eachLine, readyWithin, terminate } from "./children.ts";
+import { startNetScript } from "./net_script.ts";
 import type { Netns } from "./netns.ts";
 
 const SENDER = new URL("./stream_sender.ts", import.meta.url).pathname;
@@ -58,33 +59,26 @@ export interface Stream {
 /** Starts a stream from inside `from` (a pod's namespace); resolves once it is sending. */
 export async function startStream(from: Netns, options: StreamOptions): Promise<Stream> {
   if (!/^[\w.-]+$/.test(options.tag)) throw new Error(`stream tag ${options.tag} must be one word`);
-  const child = from.spawn([
-    Deno.execPath(),
-    "run",
-    "--allow-net",
-    SENDER,
-    options.target ?? OUTSIDE_IP,
-    String(TCP_PORT),
-    String(UDP_PORT),
-    options.tag,
-    String(options.udpIntervalMs ?? 10),
-    String(options.tcpIntervalMs ?? 50),
-    String(options.maxMs ?? 120_000),
-  ], { stdout: "piped" });
   const lines: string[] = [];
-  let ready!: () => void;
-  const started = new Promise<void>((resolve) => (ready = resolve));
-  const reading = eachLine(child.stdout, (line) => {
-    if (line.includes('"ready"')) ready();
-    else if (line.trim()) lines.push(line);
-  }).catch(() => {});
-  // stderr is piped by Netns.spawn: drain it so the sender never blocks on it.
-  child.stderr.pipeTo(new WritableStream()).catch(() => {});
-  await readyWithin(child, started, 20_000, () => `stream ${options.tag} did not start`);
+  const sender = await startNetScript(
+    from,
+    SENDER,
+    [
+      options.target ?? OUTSIDE_IP,
+      String(TCP_PORT),
+      String(UDP_PORT),
+      options.tag,
+      String(options.udpIntervalMs ?? 10),
+      String(options.tcpIntervalMs ?? 50),
+      String(options.maxMs ?? 120_000),
+    ],
+    (line) => lines.push(line),
+    () => `stream ${options.tag} did not start`,
+  );
   return {
     tag: options.tag,
     async stop() {
-      await terminate(child, reading);
+      await sender.stop();
       const summary = lines.at(-1);
       return summary
         ? JSON.parse(summary)
