@@ -21,16 +21,7 @@ import type { Logger } from "../log.ts";
 import { ApiError, type Bound, type KubeClient } from "./client.ts";
 import { errorMessage } from "../../core/errors.ts";
 import { Backoff } from "../../core/backoff.ts";
-
-function sleepFor(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    signal.addEventListener("abort", () => {
-      clearTimeout(timer);
-      resolve();
-    }, { once: true });
-  });
-}
+import { abortableSleep } from "../sleep.ts";
 
 export interface ElectorOptions {
   readonly namespace: string;
@@ -91,7 +82,7 @@ export class LeaderElector {
     const backoff = new Backoff(500, 10_000);
     while (!this.#stopped) {
       if (this.#leading) {
-        await sleepFor(this.options.retryPeriodMs ?? 2000, signal);
+        await abortableSleep(this.options.retryPeriodMs ?? 2000, signal);
         continue;
       }
       try {
@@ -116,7 +107,7 @@ export class LeaderElector {
       } catch (error) {
         if (this.#stopped) break;
         this.#failed(error);
-        await sleepFor(backoff.take(), signal);
+        await abortableSleep(backoff.take(), signal);
       }
     }
   }

@@ -11,6 +11,7 @@ import type { Resource } from "../../core/kube/resources.ts";
 import type { Logger } from "../log.ts";
 import { errorMessage } from "../../core/errors.ts";
 import { Backoff } from "../../core/backoff.ts";
+import { abortableSleep } from "../sleep.ts";
 
 export interface ReflectorOptions<T> {
   readonly resource: Resource;
@@ -146,7 +147,7 @@ export class Reflector<T> {
         }
         this.#lastError = message;
         // ±20 % jitter: agents on every node must not retry in step.
-        await sleep(backoff.take() * (0.8 + Math.random() * 0.4), signal);
+        await abortableSleep(backoff.take() * (0.8 + Math.random() * 0.4), signal);
       }
     }
   }
@@ -243,14 +244,4 @@ export class Reflector<T> {
       if (version) this.#resourceVersion = version;
     }
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    signal.addEventListener("abort", () => {
-      clearTimeout(timer);
-      resolve();
-    }, { once: true });
-  });
 }
