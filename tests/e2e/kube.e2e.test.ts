@@ -14,6 +14,7 @@ import {
 } from "../../sim/agents.ts";
 import { type Cluster, LAN_HOST_IP, OUTSIDE_IP, type SimNode } from "../../sim/cluster.ts";
 import { createCluster, withCluster } from "./cluster.ts";
+import { applyOfficeGateways } from "./office_gateways.ts";
 import {
   egressPolicy,
   egressVip,
@@ -301,21 +302,8 @@ Deno.test({
     withKubeCluster({ nodes: 3, podsPerNode: 1 }, async (cluster, api, agents) => {
       await dropVrrpMulticast(cluster);
       // Only node1 and node2 may hold the VIP; node3's pod uses it.
-      const [eligibleFirst, eligibleSecond] = rankNodes(VIP, cluster.nodes.slice(0, 2));
-      for (const node of cluster.nodes.slice(0, 2)) {
-        await api.apply(nodeObject(node, { "egress.kube-egress.io/gateway": "true" }));
-      }
-      await api.apply(egressVip("office", {
-        ip: VIP,
-        routeId: 4,
-        nodeSelector: { matchLabels: { "egress.kube-egress.io/gateway": "true" } },
-      }));
-      await api.apply(egressPolicy("default", "apps", {
-        vip: "office",
-        podSelector: { matchLabels: { egress: "office" } },
-      }));
-      const pod = cluster.pod(3, 1);
-      await api.apply(podObject(pod, "app", { labels: { egress: "office" } }));
+      const { gateways, pod } = await applyOfficeGateways(cluster, api, VIP);
+      const [eligibleFirst, eligibleSecond] = rankNodes(VIP, gateways);
       agents.push(
         ...startKubeAgents(cluster, api, [
           "--vip-mode",

@@ -16,13 +16,10 @@ import { dropVrrpMulticast } from "../../sim/placement.ts";
 import { rogueLine, runStory, type StoryResult } from "../../sim/story.ts";
 import { keepalivedVips, type VipDriver } from "../../sim/vip.ts";
 import { createCluster, e2e, withCluster } from "./cluster.ts";
+import { applyOfficeGateways } from "./office_gateways.ts";
 import { agentCommand, type AgentProcess, KEEPALIVED, startAgent } from "../../sim/agents.ts";
 import { parseGuard } from "../../core/guard.ts";
 import {
-  egressPolicy,
-  egressVip,
-  nodeObject,
-  podObject,
   type SimApiServer,
   startApiWithNodes,
   startKubeAgents,
@@ -114,22 +111,8 @@ Deno.test(
       api = await startApiWithNodes(cluster);
       // It publishes the selection and each VIP's selected nodes (the guard's trusted ones).
       controller = startKubeController(cluster, api);
-      const gateways = cluster.nodes.slice(0, 2);
-      for (const node of gateways) {
-        await api.apply(nodeObject(node, { "egress.kube-egress.io/gateway": "true" }));
-      }
       await api.apply({ apiVersion: "v1", kind: "Namespace", metadata: { name: "default" } });
-      await api.apply(egressVip("office", {
-        ip: VIP,
-        routeId: 4,
-        nodeSelector: { matchLabels: { "egress.kube-egress.io/gateway": "true" } },
-      }));
-      await api.apply(egressPolicy("default", "apps", {
-        vip: "office",
-        podSelector: { matchLabels: { egress: "office" } },
-      }));
-      const pod = cluster.pod(3, 1);
-      await api.apply(podObject(pod, "app", { labels: { egress: "office" } }));
+      const { gateways, pod } = await applyOfficeGateways(cluster, api, VIP);
       agents.push(...startKubeAgents(cluster, api, KEEPALIVED));
       const [holder] = rankNodes(VIP, gateways);
       await waitForPlacement(cluster, agents, VIP, holder);
