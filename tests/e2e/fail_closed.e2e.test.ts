@@ -10,7 +10,8 @@
 import assert from "node:assert/strict";
 import { agentCommand, type AgentProcess, EXTERNAL, startAgent } from "../../sim/agents.ts";
 import type { Cluster, SimNode } from "../../sim/cluster.ts";
-import { type FailoverRun, measureFailover } from "../../sim/stream.ts";
+import { measureFailover } from "../../sim/stream.ts";
+import { tally } from "./tally.ts";
 import { placeVip } from "../../sim/vip.ts";
 import { e2e, withCluster } from "./cluster.ts";
 
@@ -53,17 +54,6 @@ async function waitForRoles(
     }
     await new Promise((r) => setTimeout(r, 50));
   }
-}
-
-/** Wrong-source packets on the wire, and the packets the streams sent that never arrived. */
-function tally(run: FailoverRun) {
-  let sent = 0;
-  let received = 0;
-  for (const s of run.streams) {
-    sent += s.sent.udp + s.sent.tcp;
-    received += s.analysis.received.udp + s.analysis.received.tcp;
-  }
-  return { wrong: run.wrongSource, dropped: sent - received, sent, sources: run.wire.sources };
 }
 
 /**
