@@ -15,6 +15,7 @@ import {
 import { type Cluster, LAN_HOST_IP, OUTSIDE_IP, type SimNode } from "../../sim/cluster.ts";
 import { createCluster, withCluster } from "./cluster.ts";
 import { applyOfficeGateways } from "./office_gateways.ts";
+import { eventually } from "./eventually.ts";
 import {
   egressPolicy,
   egressVip,
@@ -55,20 +56,6 @@ async function leavesAs(from: Netns, expected: string, what: string) {
     await new Promise((r) => setTimeout(r, 250));
   }
   assert.fail(`${what}: expected source ${expected}, last seen ${last}`);
-}
-
-async function eventually<T>(
-  read: () => Promise<T>,
-  ok: (v: T) => boolean,
-  what: string,
-): Promise<T> {
-  let value = await read();
-  for (let i = 0; i < 60 && !ok(value); i++) {
-    await new Promise((r) => setTimeout(r, 250));
-    value = await read();
-  }
-  if (!ok(value)) assert.fail(`timed out waiting for ${what}: ${JSON.stringify(value)}`);
-  return value;
 }
 
 type Obj = {

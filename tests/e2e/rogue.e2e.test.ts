@@ -17,6 +17,7 @@ import { rogueLine, runStory, type StoryResult } from "../../sim/story.ts";
 import { keepalivedVips, type VipDriver } from "../../sim/vip.ts";
 import { createCluster, e2e, withCluster } from "./cluster.ts";
 import { applyOfficeGateways } from "./office_gateways.ts";
+import { eventually } from "./eventually.ts";
 import { agentCommand, type AgentProcess, KEEPALIVED, startAgent } from "../../sim/agents.ts";
 import { parseGuard } from "../../core/guard.ts";
 import {
@@ -84,16 +85,6 @@ Deno.test(
       await assertRogueStory(cluster, driver);
     }),
 );
-
-async function eventually<T>(read: () => Promise<T>, ok: (v: T) => boolean, what: string) {
-  let value = await read();
-  for (let i = 0; i < 60 && !ok(value); i++) {
-    await new Promise((r) => setTimeout(r, 250));
-    value = await read();
-  }
-  if (!ok(value)) assert.fail(`timed out waiting for ${what}: ${JSON.stringify(value)}`);
-  return value;
-}
 
 type Event = { reason?: string; message?: string; involvedObject?: { name?: string } };
 
