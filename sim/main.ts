@@ -33,7 +33,7 @@ import { ImageAgents } from "./image_agents.ts";
 import { PrivateDockerd } from "../image/docker.ts";
 import { findState, listStates, removeState, RUN_ID, saveState } from "./state.ts";
 import { expectedSources, mappingsByIp, rogueLine, runStory, storyPlan } from "./story.ts";
-import { dropVrrpMulticast } from "./placement.ts";
+import { overUnicast } from "./placement.ts";
 import {
   keepalivedVips,
   manualVips,
@@ -237,15 +237,7 @@ async function storyCommand(
     async (cluster) => {
       let driver = vipDriver(flags.vipMode as VipMode, cluster);
       if (flags.vrrp === "unicast" && driver.mode === "keepalived") {
-        await dropVrrpMulticast(cluster);
-        driver = {
-          ...driver,
-          agentFlags: [
-            ...driver.agentFlags,
-            "--vrrp-unicast-peers",
-            cluster.nodes.map((n) => n.ip).join(","),
-          ],
-        };
+        driver = await overUnicast(cluster, driver);
       }
       const result = await runStory(cluster, {
         driver,

@@ -6,7 +6,7 @@
 import { vrrpPriority } from "../core/keepalived.ts";
 import { type AgentProcess, hostPidOf, stateDirOf } from "./agents.ts";
 import type { Cluster, SimNode } from "./cluster.ts";
-import { vipHolders } from "./vip.ts";
+import { type VipDriver, vipHolders } from "./vip.ts";
 
 /**
  * Nodes in the order keepalived elects them for a VIP: by VRRP priority (the
@@ -93,6 +93,23 @@ export async function dropVrrpMulticast(cluster: Cluster): Promise<void> {
     const r = await node.ns.exec(["iptables", "-I", ...DROP_VRRP_MULTICAST]);
     if (r.code !== 0) throw new Error(`${node.name}: ${r.stderr.trim()}`);
   }
+}
+
+/**
+ * A LAN without multicast: drops VRRP multicast on every node and returns
+ * `driver` with its agents told every node as unicast peer (VRRP adverts and
+ * the NAT state sync, FTFW per peer, go by unicast).
+ */
+export async function overUnicast(cluster: Cluster, driver: VipDriver): Promise<VipDriver> {
+  await dropVrrpMulticast(cluster);
+  return {
+    ...driver,
+    agentFlags: [
+      ...driver.agentFlags,
+      "--vrrp-unicast-peers",
+      cluster.nodes.map((n) => n.ip).join(","),
+    ],
+  };
 }
 
 /** Packets the node sent to the VRRP multicast group since `dropVrrpMulticast` (undefined: no rule). */

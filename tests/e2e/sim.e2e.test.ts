@@ -12,7 +12,7 @@ import { runNamespaces } from "../../sim/netns.ts";
 import { runStory, type StoryResult } from "../../sim/story.ts";
 import { keepalivedVips, manualVips, placeVip, type VipMode } from "../../sim/vip.ts";
 import { e2e, withCluster } from "./cluster.ts";
-import { dropVrrpMulticast } from "../../sim/placement.ts";
+import { overUnicast } from "../../sim/placement.ts";
 
 const VIP_A = "192.0.2.50";
 const VIP_B = "192.0.2.51";
@@ -33,18 +33,8 @@ async function assertStory(
   let driver = mode === "manual"
     ? manualVips(cluster.nodes, cluster.spec.iface)
     : keepalivedVips(cluster.nodes, cluster.spec.iface, (n) => stateDirOf(cluster, n));
-  if (vrrp === "unicast") {
-    // A LAN without multicast: VRRP adverts and the NAT state sync (FTFW per peer) by unicast.
-    await dropVrrpMulticast(cluster);
-    driver = {
-      ...driver,
-      agentFlags: [
-        ...driver.agentFlags,
-        "--vrrp-unicast-peers",
-        cluster.nodes.map((n) => n.ip).join(","),
-      ],
-    };
-  }
+  // A LAN without multicast: VRRP adverts and the NAT state sync (FTFW per peer) by unicast.
+  if (vrrp === "unicast") driver = await overUnicast(cluster, driver);
   const result = await runStory(cluster, { driver });
   assert.ok(result.ok, explain(result));
   assert.deepEqual(result.phases.map((p) => p.checks.length), [6, 6, 1, 6]);
