@@ -9,7 +9,7 @@ import { SliceSource } from "../../cmd/kube/slice_source.ts";
 import { createLogger } from "../../cmd/log.ts";
 import { AGENT_PERMISSIONS } from "../../core/kube/resources.ts";
 import { sliceObject } from "../../core/kube/slices.ts";
-import { startTestApiServer } from "../../sim/kube_api.ts";
+import { startTestApiServer, type TestApiServer } from "../../sim/kube_api.ts";
 import { eventually, vipObject } from "./fixtures.ts";
 
 const opts = { sanitizeOps: false, sanitizeResources: false };
@@ -40,6 +40,29 @@ async function source(api: { url: string }, holdMs?: number) {
   }).start();
   await s.waitForSync();
   return { client, source: s, logs };
+}
+
+/**
+ * An API server holding node1 (192.0.2.11), the EgressVIP office (route id 5)
+ * and `objects`, with a synced slice source on it; `fn` runs, then both stop.
+ */
+async function withOfficeSource(
+  objects: Record<string, unknown>[],
+  fn: (started: { api: TestApiServer; s: SliceSource; logs: string[] }) => Promise<void>,
+  holdMs?: number,
+) {
+  const api = await startTestApiServer();
+  api.apply(node("node1", "192.0.2.11"));
+  api.apply(vipObject("office", { ip: "192.0.2.50" }, { status: { routeId: 5 } }));
+  for (const object of objects) api.apply(object);
+  const { client, source: s, logs } = await source(api, holdMs);
+  try {
+    await fn({ api, s, logs });
+  } finally {
+    await s.stop();
+    client.close();
+    await api.stop();
+  }
 }
 
 const podsOf = (snapshot: { pods: readonly { podIp: unknown }[] }) =>
@@ -100,13 +123,10 @@ Deno.test({
     "slice source: a slice deleted with pods in it (by hand) keeps them in force until republished, or until the hold expires",
   ...opts,
   fn: async () => {
-    const api = await startTestApiServer();
-    api.apply(node("node1", "192.0.2.11"));
-    api.apply(vipObject("office", { ip: "192.0.2.50" }, { status: { routeId: 5 } }));
-    api.apply(slice("office-a-0", ["10.244.1.2", "10.244.1.3"]));
-    api.apply(slice("office-a-1", ["10.244.1.4"]));
-    const { client, source: s, logs } = await source(api, 1500);
-    try {
+    await withOfficeSource([
+      slice("office-a-0", ["10.244.1.2", "10.244.1.3"]),
+      slice("office-a-1", ["10.244.1.4"]),
+    ], async ({ api, s, logs }) => {
       assert.equal((await s.readInputs()).pods.length, 3);
       api.delete("EgressSlice", "office-a-0");
       await eventually(() => !s.slices.store.has("office-a-0"), "the deletion seen");
@@ -131,11 +151,7 @@ Deno.test({
       assert.equal((await s.readInputs()).pods.length, 2);
       await new Promise((r) => setTimeout(r, 1700));
       assert.equal((await s.readInputs()).pods.length, 0);
-    } finally {
-      await s.stop();
-      client.close();
-      await api.stop();
-    }
+    }, 1500);
   },
 });
 
@@ -144,21 +160,14 @@ Deno.test({
     "slice source: an address in two slices (a move under way) is mapped once, never rejected as ambiguous",
   ...opts,
   fn: async () => {
-    const api = await startTestApiServer();
-    api.apply(node("node1", "192.0.2.11"));
-    api.apply(vipObject("office", { ip: "192.0.2.50" }, { status: { routeId: 5 } }));
-    api.apply(slice("office-a-0", ["10.244.1.2"]));
-    api.apply(slice("office-b-0", ["10.244.1.2"], { destinations: ["203.0.113.0/24"] }));
-    const { client, source: s } = await source(api);
-    try {
+    await withOfficeSource([
+      slice("office-a-0", ["10.244.1.2"]),
+      slice("office-b-0", ["10.244.1.2"], { destinations: ["203.0.113.0/24"] }),
+    ], async ({ s }) => {
       const raw = await s.readInputs();
       assert.equal(raw.pods.length, 1);
       assert.equal(raw.pods[0].origin, "EgressSlice office-a-0");
-    } finally {
-      await s.stop();
-      client.close();
-      await api.stop();
-    }
+    });
   },
 });
 
@@ -167,23 +176,14 @@ Deno.test({
     "slice source: failClosed slices guard their pods; guardOnly ones (the VIP missing) guard without mapping",
   ...opts,
   fn: async () => {
-    const api = await startTestApiServer();
-    api.apply(node("node1", "192.0.2.11"));
-    api.apply(vipObject("office", { ip: "192.0.2.50" }, { status: { routeId: 5 } }));
-    api.apply(slice("office-c-0", ["10.244.1.2"], { failClosed: true }));
-    api.apply(
+    await withOfficeSource([
+      slice("office-c-0", ["10.244.1.2"], { failClosed: true }),
       sliceObject("gone-g-0", { vip: "gone", failClosed: true, guardOnly: true }, ["10.244.1.3"]),
-    );
-    const { client, source: s } = await source(api);
-    try {
+    ], async ({ s }) => {
       const raw = await s.readInputs();
       assert.deepEqual(podsOf(raw), ["10.244.1.2"]);
       assert.deepEqual(raw.failClosed?.map((g) => g.podIp).sort(), ["10.244.1.2", "10.244.1.3"]);
-    } finally {
-      await s.stop();
-      client.close();
-      await api.stop();
-    }
+    });
   },
 });
 
@@ -192,11 +192,7 @@ Deno.test({
     "slice source: with VRRP by unicast, a VIP whose status.nodes is not published yet is not held here (never a lone holder advertising to nobody)",
   ...opts,
   fn: async () => {
-    const api = await startTestApiServer();
-    api.apply(node("node1", "192.0.2.11"));
-    api.apply(vipObject("office", { ip: "192.0.2.50" }, { status: { routeId: 5 } }));
-    const { client, source: s } = await source(api);
-    try {
+    await withOfficeSource([], async ({ api, s }) => {
       assert.equal((await s.readInputs()).vips[0].eligible, false);
       const vip = api.get("EgressVIP", "office")!;
       api.update({
@@ -205,10 +201,6 @@ Deno.test({
       }, { status: true });
       await eventually(async () => (await s.readInputs()).vips[0].eligible === true, "eligible");
       assert.deepEqual((await s.readInputs()).vips[0].peers, ["192.0.2.11"]);
-    } finally {
-      await s.stop();
-      client.close();
-      await api.stop();
-    }
+    });
   },
 });
