@@ -26,7 +26,7 @@
  * computed from the pair's positions in the shared peer list, so both ends
  * agree without talking.
  */
-import { type Cidr, cidrsOverlap, formatCidr, parseCidr } from "./ip.ts";
+import { type Cidr, cidrHalves, cidrsOverlap, compareCidrs, formatCidr, parseCidr } from "./ip.ts";
 
 /**
  * `ranges` minus `excluded`, as few CIDRs as cover the rest exactly, sorted.
@@ -41,15 +41,13 @@ export function rangesExcept(ranges: readonly string[], excluded: readonly strin
       out.push(range);
       return;
     }
-    const prefix = range.prefix + 1;
-    split({ base: range.base, prefix });
-    split({ base: (range.base + 2 ** (32 - prefix)) >>> 0, prefix });
+    for (const half of cidrHalves(range)) split(half);
   };
   for (const text of ranges) {
     const range = parseCidr(text);
     if (range) split(range);
   }
-  return out.sort((a, b) => a.base - b.base || a.prefix - b.prefix).map(formatCidr);
+  return out.sort(compareCidrs).map(formatCidr);
 }
 
 /** Where conntrackd syncs and what it may replicate. */
