@@ -16,14 +16,20 @@ import {
   type ClusterSpecInput,
   cniRouteLines,
   type HostLayout,
+  IPV6_HOST_SYSCTLS,
+  isDual,
   type Layout,
   nodeNatRules,
+  nodeNatRules6,
   nodeSysctls,
   POD_CIDR,
+  POD_CIDR6,
   type PodLayout,
   podMtu,
   ROUTER_LAN_IP,
+  ROUTER_LAN_IP6,
   ROUTER_OUTSIDE_IP,
+  ROUTER_OUTSIDE_IP6,
   SERVICE_CIDR,
   TCP_PORT,
   UDP_PORT,
@@ -53,6 +59,8 @@ export interface SimNode {
   readonly ns: Netns;
   readonly ip: string;
   readonly podCidr: string;
+  /** The node's IPv6 LAN address (dual stack). */
+  readonly ip6?: string;
 }
 
 export interface SimPod {
@@ -60,6 +68,8 @@ export interface SimPod {
   readonly node: SimNode;
   readonly ns: Netns;
   readonly ip: string;
+  /** The pod's IPv6 address (dual stack). */
+  readonly ip6?: string;
 }
 
 /** A host that reports the source it sees (outside hosts, or a pod used as a server). */
@@ -67,6 +77,8 @@ export interface OutsideHost {
   readonly name: string;
   readonly ns: Netns;
   readonly ip: string;
+  /** Its IPv6 address (outside hosts of a dual-stack cluster). */
+  readonly ip6?: string;
   /** Every TCP connection / UDP datagram seen, in arrival order (empty for detached reporters). */
   readonly events: ReporterEvent[];
   /** Who saw which ICMP echo request (outside hosts of a cluster built in this process). */
@@ -138,6 +150,7 @@ export class Cluster {
       node: this.node(p.nodeIndex),
       ns: ns(p.suffix),
       ip: p.ip,
+      ...(p.ip6 ? { ip6: p.ip6 } : {}),
     });
     this.pods.push(...this.layout.pods.map(pod));
     this.serviceBackend = pod(this.layout.serviceBackend);
@@ -213,6 +226,7 @@ export class Cluster {
         name: host.name,
         ns: cluster.#ns(host.suffix),
         ip: host.ip,
+        ...(host.ip6 ? { ip6: host.ip6 } : {}),
         events: [],
       });
     }
@@ -229,9 +243,14 @@ export class Cluster {
     const lan = await create("lan");
     await lan.ip(["link add br0 type bridge", "link set br0 up"]);
 
+    const dual = isDual(spec);
+    // Before any interface exists, so that `default` applies to every one of them.
+    const v6 = async (ns: Netns) => dual && await ns.sysctl(...IPV6_HOST_SYSCTLS);
     const router = await create("rt");
+    await v6(router);
     await this.#plugIntoLan(router, "eth0", "rt");
     const outside = await create("out");
+    await v6(outside);
     await router.ip([
       `addr add ${ROUTER_LAN_IP}/24 dev eth0`,
       `link add eth1 type veth peer name eth0 netns ${outside.name}`,
@@ -246,11 +265,29 @@ export class Cluster {
       `route add default via ${ROUTER_OUTSIDE_IP}`,
     ]);
     const lanHost = await create("lanhost");
+    await v6(lanHost);
     await this.#plugIntoLan(lanHost, "eth0", "lh");
     await lanHost.ip([
       `addr add ${lanHostLayout.ip}/24 dev eth0`,
       `route add default via ${ROUTER_LAN_IP}`,
     ]);
+    if (dual) {
+      await router.sysctl("net.ipv6.conf.all.forwarding=1");
+      await router.ip([
+        `addr add ${ROUTER_LAN_IP6}/64 dev eth0 nodad`,
+        `addr add ${ROUTER_OUTSIDE_IP6}/64 dev eth1 nodad`,
+      ]);
+      // The reporters listen on 0.0.0.0 and on :: apart (IPv4 sources stay a.b.c.d).
+      for (const ns of [outside, lanHost]) await ns.sysctl("net.ipv6.bindv6only=1");
+      await outside.ip([
+        `addr add ${outsideLayout.ip6}/64 dev eth0 nodad`,
+        `route add default via ${ROUTER_OUTSIDE_IP6}`,
+      ]);
+      await lanHost.ip([
+        `addr add ${lanHostLayout.ip6}/64 dev eth0 nodad`,
+        `route add default via ${ROUTER_LAN_IP6}`,
+      ]);
+    }
 
     for (const node of this.nodes) {
       this.progress(
@@ -269,7 +306,7 @@ export class Cluster {
 
     this.progress("reporters: outside hosts and the service backend say which source they see");
     await Deno.mkdir(this.logDir, { recursive: true });
-    const reporters = [
+    const reporters: { host: HostLayout; ns: Netns }[] = [
       ...layout.hosts.map((h) => ({ host: h, ns: this.#ns(h.suffix) })),
       {
         host: {
@@ -304,14 +341,32 @@ export class Cluster {
     await ns.run(["iptables-restore", "--noflush"], {
       stdin: nodeNatRules(layout).join("\n") + "\n",
     });
+    const dual = isDual(spec);
+    if (dual) {
+      await ns.ip([
+        `addr add ${nodeLayout.ip6}/64 dev ${spec.iface} nodad`,
+        `addr add ${nodeLayout.gateway6}/64 dev cni0 nodad`,
+        `route add default via ${ROUTER_LAN_IP6}`,
+      ]);
+      await ns.run(["ip6tables-restore", "--noflush"], {
+        stdin: nodeNatRules6().join("\n") + "\n",
+      });
+    }
     const mtu = podMtu(spec);
     for (const pod of layout.pods.filter((p) => p.nodeIndex === node.index)) {
       const podNs = await create(pod.suffix);
+      if (dual) await podNs.sysctl(...IPV6_HOST_SYSCTLS);
       await podNs.ip([
         `link add eth0 type veth peer name ${pod.veth} netns ${ns.name}`,
         `addr add ${pod.ip}/24 dev eth0`,
         `link set eth0 mtu ${mtu} up`,
         `route add default via ${nodeLayout.gateway}`,
+        ...(dual
+          ? [
+            `addr add ${pod.ip6}/64 dev eth0 nodad`,
+            `route add default via ${nodeLayout.gateway6}`,
+          ]
+          : []),
       ]);
       await ns.ip([`link set ${pod.veth} master cni0`, `link set ${pod.veth} mtu ${mtu} up`]);
     }
@@ -356,16 +411,19 @@ export class Cluster {
   }
 
   async #startHost(host: HostLayout, ns: Netns, detached: boolean) {
+    const v6 = host.ip6 ? { ip6: host.ip6 } : {};
     if (detached) {
-      ns.spawnDetached(reporterArgv());
-      this.outsideHosts.push({ name: host.name, ns, ip: host.ip, events: [] });
+      ns.spawnDetached(reporterArgv(host.ip6 !== undefined));
+      this.outsideHosts.push({ name: host.name, ns, ip: host.ip, ...v6, events: [] });
       await waitForListener(ns);
       return;
     }
     const isOutside = this.layout.hosts.some((h) => h.name === host.name);
-    const icmp = isOutside ? await IcmpWitness.start(ns) : undefined;
+    const icmp = isOutside
+      ? await IcmpWitness.start(ns, "eth0", 20_000, { ipv6: host.ip6 !== undefined })
+      : undefined;
     if (icmp) this.#witnesses.push(icmp);
-    await this.startReporter(host.name, ns, host.ip, icmp);
+    await this.startReporter(host.name, ns, host.ip, icmp, host.ip6);
   }
 
   /** Starts a source reporter in any namespace of the run (outside hosts, or a pod for pod-to-pod checks). */
@@ -374,10 +432,11 @@ export class Cluster {
     ns: Netns,
     ip: string,
     icmp?: IcmpWitness,
+    ip6?: string,
   ): Promise<OutsideHost> {
-    const child = ns.spawn(reporterArgv(), { stdout: "piped" });
+    const child = ns.spawn(reporterArgv(ip6 !== undefined), { stdout: "piped" });
     this.#children.push(child);
-    const host: OutsideHost = { name, ns, ip, events: [], icmp };
+    const host: OutsideHost = { name, ns, ip, ...(ip6 ? { ip6 } : {}), events: [], icmp };
     this.outsideHosts.push(host);
     let ready!: () => void;
     const isReady = new Promise<void>((r) => (ready = r));
@@ -442,13 +501,13 @@ export class Cluster {
     return { pods: await read(this.podVipDir), vips: await read(this.vipRouteDir) };
   }
 
-  /** The agent flags matching this cluster. */
+  /** The agent flags matching this cluster (dual stack: both pod ranges). */
   agentFlags(): string[] {
     return [
       "-i",
       this.spec.iface,
       "-p",
-      POD_CIDR,
+      isDual(this.spec) ? `${POD_CIDR},${POD_CIDR6}` : POD_CIDR,
       "-s",
       SERVICE_CIDR,
       "-v",
@@ -465,10 +524,47 @@ export class Cluster {
    * before/after comparisons: iptables-save (minus its timestamp comments),
    * IPv4 rules, every IPv4 routing table, the ipset names and every
    * interface's rp_filter, and the nftables tables (the nftables backend's
-   * own table must be gone too). (IPv6 is left out: the kernel adds link-local
-   * routes on its own schedule.)
+   * own table must be gone too). (IPv6 is left out of an IPv4 cluster: the
+   * kernel adds link-local routes on its own schedule; a dual-stack cluster's
+   * nodes have no DAD, so `ruleset6` holds still and is added.)
    */
   async ruleset(node: SimNode): Promise<string> {
+    if (isDual(this.spec)) {
+      const [four, six] = await Promise.all([this.#ruleset4(node), this.ruleset6(node)]);
+      return `${four}\n--\n${six}`;
+    }
+    return await this.#ruleset4(node);
+  }
+
+  /**
+   * A dual-stack node's IPv6 configuration and what both families share, as
+   * text: ip6tables-save (minus its comments), IPv6 rules, every IPv6 routing
+   * table, the ipsets with their members (`inet6` sets among them), the whole
+   * nftables ruleset without counters (`nft -s`: the nftables backend's
+   * `inet` table and iptables-nft's tables), and the IPv6 sysctls of every
+   * interface (forwarding, DAD, proxy NDP, ...). `stable_secret` cannot be
+   * read until set and is left out.
+   */
+  async ruleset6(node: SimNode): Promise<string> {
+    const [ip6tables, rules, routes, sets, nft, sysctls] = await Promise.all([
+      node.ns.run(["ip6tables-save"]),
+      node.ns.run(["ip", "-6", "rule", "show"]),
+      node.ns.run(["ip", "-6", "route", "show", "table", "all"]),
+      node.ns.run(["ipset", "save"]),
+      node.ns.run(["nft", "-s", "list", "ruleset"]),
+      node.ns.run([
+        "sh",
+        "-c",
+        "grep -Hrs . /proc/sys/net/ipv6/conf /proc/sys/net/ipv6/ip_nonlocal_bind | " +
+        "grep -v /stable_secret: || true",
+      ]),
+    ]);
+    const save = ip6tables.split("\n").filter((l) => !l.startsWith("#")).join("\n");
+    return [save, rules, routes, `ipsets:\n${sets.trim()}`, nft.trim(), sysctls.trim()]
+      .join("\n--\n");
+  }
+
+  async #ruleset4(node: SimNode): Promise<string> {
     const [iptables, rules, routes, sets, rpFilters, tables] = await Promise.all([
       node.ns.run(["iptables-save"]),
       node.ns.run(["ip", "-4", "rule", "show"]),
@@ -534,11 +630,17 @@ export class Cluster {
   }
 }
 
-function pick(node: { name: string; index: number; ip: string; podCidr: string }) {
-  return { name: node.name, index: node.index, ip: node.ip, podCidr: node.podCidr };
+function pick(node: { name: string; index: number; ip: string; podCidr: string; ip6?: string }) {
+  return {
+    name: node.name,
+    index: node.index,
+    ip: node.ip,
+    podCidr: node.podCidr,
+    ...(node.ip6 ? { ip6: node.ip6 } : {}),
+  };
 }
 
-function reporterArgv(): string[] {
+function reporterArgv(dual = false): string[] {
   return [
     Deno.execPath(),
     "run",
@@ -547,6 +649,7 @@ function reporterArgv(): string[] {
     REPORTER,
     String(TCP_PORT),
     String(UDP_PORT),
+    ...(dual ? ["dual"] : []),
   ];
 }
 

@@ -12,6 +12,13 @@
  * Addresses: LAN 192.0.2.0/24 (router .1, nodes .11+, VIPs .50-.59, lanhost
  * .100), outside 198.51.100.0/24, pods 10.244.<node>.0/24 (gateway .1, pods
  * .11+, the service backend .250; vxlan VTEP .0), ClusterIP 10.96.0.10.
+ *
+ * With `family: "dual"` (`--family dual`) every host but the service backend
+ * also gets an IPv6 address: LAN 2001:db8:1::/64 (router ::1, nodes ::11+,
+ * VIPs ::50-::59, lanhost ::100), outside 2001:db8:2::/64 (router ::1,
+ * outside ::10), pods fd00:10:244:<node>::/64 (gateway ::1, pods ::11+).
+ * Every IPv6 address is added `nodad`, so none sits tentative while the story
+ * runs; the service stays IPv4 (its check is the IPv4 one).
  */
 import { z } from "zod";
 import { interfaceName } from "../core/schema.ts";
@@ -24,6 +31,12 @@ export const OUTSIDE_IP = "198.51.100.10";
 export const POD_CIDR = "10.244.0.0/16";
 export const SERVICE_CIDR = "10.96.0.0/12";
 export const SERVICE_IP = "10.96.0.10";
+export const LAN6_PREFIX = "2001:db8:1:";
+export const ROUTER_LAN_IP6 = `${LAN6_PREFIX}:1`;
+export const LAN_HOST_IP6 = `${LAN6_PREFIX}:100`;
+export const ROUTER_OUTSIDE_IP6 = "2001:db8:2::1";
+export const OUTSIDE_IP6 = "2001:db8:2::10";
+export const POD_CIDR6 = "fd00:10:244::/48";
 export const TCP_PORT = 7000;
 export const UDP_PORT = 7001;
 /** The vxlan device, id and port (flannel's defaults, with our own device name). */
@@ -55,11 +68,24 @@ export const ClusterSpec = z.object({
   rpFilter: z.union([z.literal(0), z.literal(1), z.literal(2)]).default(1),
   /** The agents' datapath backend (`--backend`). */
   backend: z.enum(["iptables", "nftables"]).default("iptables"),
+  /**
+   * "dual": LAN, outside hosts, nodes and pods get an IPv6 address too
+   * (`--family dual`). Absent: IPv4 only, as before.
+   */
+  family: z.enum(["ipv4", "dual"]).optional(),
+}).refine((s) => s.family !== "dual" || s.cni === "host-gw", {
+  path: ["cni"],
+  error: "a dual-stack cluster (--family dual) routes pods host-gw (no IPv6 vxlan overlay)",
 });
 export type ClusterSpec = z.output<typeof ClusterSpec>;
 export type ClusterSpecInput = z.input<typeof ClusterSpec>;
 
 export const DEFAULT_SPEC: ClusterSpec = ClusterSpec.parse({});
+
+/** True for a dual-stack cluster (`--family dual`). */
+export function isDual(spec: ClusterSpec): boolean {
+  return spec.family === "dual";
+}
 
 export interface NodeLayout {
   readonly name: string;
@@ -73,6 +99,10 @@ export interface NodeLayout {
   /** The vxlan device's address and MAC (vxlan mode). */
   readonly vtepIp: string;
   readonly vtepMac: string;
+  /** IPv6 (dual stack only): LAN address, pod range, pod bridge address. */
+  readonly ip6?: string;
+  readonly podCidr6?: string;
+  readonly gateway6?: string;
 }
 
 export interface PodLayout {
@@ -82,6 +112,8 @@ export interface PodLayout {
   readonly k: number;
   readonly suffix: string;
   readonly ip: string;
+  /** The pod's IPv6 address (dual stack; not the service backend). */
+  readonly ip6?: string;
   /** The node-side end of the pod's veth. */
   readonly veth: string;
 }
@@ -90,6 +122,8 @@ export interface HostLayout {
   readonly name: string;
   readonly suffix: string;
   readonly ip: string;
+  /** IPv6 address (dual stack). */
+  readonly ip6?: string;
 }
 
 export interface Layout {
@@ -107,8 +141,15 @@ export interface Layout {
   readonly hosts: readonly HostLayout[];
 }
 
-function nodeLayout(index: number): NodeLayout {
+function nodeLayout(index: number, dual: boolean): NodeLayout {
   return {
+    ...(dual
+      ? {
+        ip6: `${LAN6_PREFIX}:${10 + index}`,
+        podCidr6: `fd00:10:244:${index}::/64`,
+        gateway6: `fd00:10:244:${index}::1`,
+      }
+      : {}),
     name: `node${index}`,
     index,
     suffix: `n${index}`,
@@ -122,7 +163,8 @@ function nodeLayout(index: number): NodeLayout {
 
 /** The whole cluster for a spec. */
 export function clusterLayout(spec: ClusterSpec): Layout {
-  const nodes = Array.from({ length: spec.nodes }, (_, i) => nodeLayout(i + 1));
+  const dual = isDual(spec);
+  const nodes = Array.from({ length: spec.nodes }, (_, i) => nodeLayout(i + 1, dual));
   const pods = nodes.flatMap((node) =>
     Array.from({ length: spec.podsPerNode }, (_, i): PodLayout => ({
       name: `pod${node.index}-${i + 1}`,
@@ -130,6 +172,7 @@ export function clusterLayout(spec: ClusterSpec): Layout {
       k: i + 1,
       suffix: `${node.suffix}p${i + 1}`,
       ip: `10.244.${node.index}.${11 + i}`,
+      ...(dual ? { ip6: `fd00:10:244:${node.index}::${11 + i}` } : {}),
       veth: `veth${i + 1}`,
     }))
   );
@@ -146,8 +189,13 @@ export function clusterLayout(spec: ClusterSpec): Layout {
       veth: "vethsvc",
     },
     hosts: [
-      { name: "outside", suffix: "out", ip: OUTSIDE_IP },
-      { name: "lanhost", suffix: "lanhost", ip: LAN_HOST_IP },
+      { name: "outside", suffix: "out", ip: OUTSIDE_IP, ...(dual ? { ip6: OUTSIDE_IP6 } : {}) },
+      {
+        name: "lanhost",
+        suffix: "lanhost",
+        ip: LAN_HOST_IP,
+        ...(dual ? { ip6: LAN_HOST_IP6 } : {}),
+      },
     ],
   };
 }
@@ -162,7 +210,12 @@ export function cniRouteLines(layout: Layout, node: NodeLayout): string[] {
   const others = layout.nodes.filter((n) => n !== node);
   const iface = layout.spec.iface;
   if (layout.spec.cni === "host-gw") {
-    return others.map((o) => `route add ${o.podCidr} via ${o.ip} dev ${iface}`);
+    return [
+      ...others.map((o) => `route add ${o.podCidr} via ${o.ip} dev ${iface}`),
+      ...others.filter((o) => o.podCidr6).map((o) =>
+        `route add ${o.podCidr6} via ${o.ip6} dev ${iface}`
+      ),
+    ];
   }
   return [
     `link add ${VXLAN_DEVICE} type vxlan id ${VXLAN_ID} local ${node.ip} dev ${iface} ` +
@@ -228,12 +281,37 @@ export function nodeNatRules(layout: Layout): string[] {
   ];
 }
 
+/** The CNI's IPv6 masquerade (dual stack), for `ip6tables-restore --noflush`. */
+export function nodeNatRules6(): string[] {
+  return [
+    "*nat",
+    `-A POSTROUTING -s ${POD_CIDR6} ! -d ${POD_CIDR6} -m comment --comment "cni masquerade" ` +
+    `-j MASQUERADE`,
+    "COMMIT",
+  ];
+}
+
+/**
+ * IPv6 sysctls of every namespace of a dual-stack cluster with an IPv6
+ * address, set before its interfaces exist: no Duplicate Address Detection
+ * (nothing sits tentative, not even the link-local addresses, which would
+ * otherwise change the routing tables behind the baseline's back) and no
+ * router advertisements taken.
+ */
+export const IPV6_HOST_SYSCTLS: readonly string[] = [
+  "net.ipv6.conf.all.accept_dad=0",
+  "net.ipv6.conf.default.accept_dad=0",
+  "net.ipv6.conf.all.accept_ra=0",
+  "net.ipv6.conf.default.accept_ra=0",
+];
+
 /** Sysctls of a node, set before its interfaces exist so `default` applies to them. */
 export function nodeSysctls(spec: ClusterSpec): string[] {
   return [
     "net.ipv4.ip_forward=1",
     `net.ipv4.conf.all.rp_filter=${spec.rpFilter}`,
     `net.ipv4.conf.default.rp_filter=${spec.rpFilter}`,
+    ...(isDual(spec) ? [...IPV6_HOST_SYSCTLS, "net.ipv6.conf.all.forwarding=1"] : []),
   ];
 }
 
@@ -244,23 +322,28 @@ export interface NamespaceEntry {
   readonly what: string;
 }
 
+/** "a.b.c.d" or, with an IPv6 address, "a.b.c.d / x::y". */
+function both(host: { readonly ip: string; readonly ip6?: string }): string {
+  return host.ip6 ? `${host.ip} / ${host.ip6}` : host.ip;
+}
+
 /** Every namespace of a layout, in building order. */
 export function namespaceEntries(layout: Layout): NamespaceEntry[] {
   const [outside, lanHost] = layout.hosts;
   return [
     { suffix: "lan", aliases: ["switch"], what: "the LAN switch (bridge br0)" },
     { suffix: "rt", aliases: ["router"], what: `router ${ROUTER_LAN_IP} / ${ROUTER_OUTSIDE_IP}` },
-    { suffix: outside.suffix, aliases: [outside.name], what: `outside host ${outside.ip}` },
-    { suffix: lanHost.suffix, aliases: [lanHost.name], what: `LAN host ${lanHost.ip}` },
+    { suffix: outside.suffix, aliases: [outside.name], what: `outside host ${both(outside)}` },
+    { suffix: lanHost.suffix, aliases: [lanHost.name], what: `LAN host ${both(lanHost)}` },
     ...layout.nodes.flatMap((node) => [
-      { suffix: node.suffix, aliases: [node.name], what: `${node.name} ${node.ip}` },
+      { suffix: node.suffix, aliases: [node.name], what: `${node.name} ${both(node)}` },
       ...[
         ...layout.pods.filter((p) => p.nodeIndex === node.index),
         ...(layout.serviceBackend.nodeIndex === node.index ? [layout.serviceBackend] : []),
       ].map((pod) => ({
         suffix: pod.suffix,
         aliases: [pod.name],
-        what: `${pod.k === 0 ? "service backend" : "pod"} ${pod.ip} on ${node.name}`,
+        what: `${pod.k === 0 ? "service backend" : "pod"} ${both(pod)} on ${node.name}`,
       })),
     ]),
   ];

@@ -60,6 +60,7 @@ interface ClusterFlags {
   rpFilter: string;
   vipMode: string;
   backend: string;
+  family: string;
 }
 
 function addClusterFlags<C extends Command<[], Record<string, unknown>>>(command: C) {
@@ -91,6 +92,14 @@ function addClusterFlags<C extends Command<[], Record<string, unknown>>>(command
     .addOption(
       new Option("--backend <backend>", "the agents' datapath backend")
         .choices(["iptables", "nftables"]).default(DEFAULT_SPEC.backend),
+    )
+    .addOption(
+      new Option(
+        "--family <family>",
+        "ipv4: IPv4 only; dual: LAN and outside hosts also get IPv6 from 2001:db8::/32, pods an " +
+          "address of each family (fd00:10:244::/48), and the story maps a dual-stack and an " +
+          "IPv6-only VIP",
+      ).choices(["ipv4", "dual"]).default("ipv4"),
     );
 }
 
@@ -102,6 +111,8 @@ function specFrom(flags: ClusterFlags): ClusterSpec {
     iface: flags.iface,
     rpFilter: Number(flags.rpFilter),
     backend: flags.backend,
+    // IPv4 stays the spec without a family (its state files and output as before).
+    ...(flags.family === "dual" ? { family: "dual" } : {}),
   });
   if (!parsed.success) {
     throw new Exit(
@@ -114,6 +125,7 @@ function specFrom(flags: ClusterFlags): ClusterSpec {
           iface: "--iface",
           rpFilter: "--rp-filter",
           backend: "--backend",
+          family: "--family",
         })
       }`,
     );
@@ -206,8 +218,29 @@ async function storyCommand(
       "invalid flags: --source kubernetes runs the agents as processes (no --agents image)",
     );
   }
+  if (spec.family === "dual") {
+    const other = flags.source === "kubernetes"
+      ? "--source kubernetes"
+      : flags.agents === "image"
+      ? "--agents image"
+      : flags.rogue
+      ? "--rogue"
+      : flags.vrrp === "unicast"
+      ? "--vrrp unicast"
+      : flags.vipMode !== "keepalived"
+      ? `--vip-mode ${flags.vipMode}`
+      : undefined;
+    if (other) {
+      throw new Exit(
+        2,
+        `invalid flags: --family dual tells the files story with the agents' keepalived ` +
+          `(no ${other})`,
+      );
+    }
+  }
   await prepare();
   if (flags.source === "kubernetes") return await kubeStoryCommand(spec);
+  if (spec.family === "dual") return await dualStoryCommand(spec);
   if (flags.agents === "image") {
     try {
       await ensureTools(IMAGE_TOOLS, { install: true, log: (l) => console.log(l) });
@@ -264,6 +297,25 @@ async function storyCommand(
             result.baseline.filter((b) => b.equal).length
           }/${result.baseline.length} nodes`,
       );
+      return result.ok;
+    },
+  );
+  console.log(`took ${((performance.now() - started) / 1000).toFixed(1)} s`);
+  return ok ? 0 : 1;
+}
+
+/** `--family dual`: the dual-stack story (sim/dual_story.ts). */
+async function dualStoryCommand(spec: ClusterSpec): Promise<number> {
+  const { runDualStory, dualSummaryLine } = await import("./dual_story.ts");
+  const started = performance.now();
+  const ok = await withCluster(
+    (track) => Cluster.create(spec, { progress: (line) => console.log(line), onCreate: track }),
+    async (cluster) => {
+      const result = await runDualStory(cluster, {
+        driver: vipDriver("keepalived", cluster),
+        say: (line) => console.log(line),
+      });
+      console.log(`\n${dualSummaryLine(result)}`);
       return result.ok;
     },
   );

@@ -17,9 +17,11 @@ export async function sourceSeen(
   proto: "tcp" | "udp",
   tag = "probe",
 ): Promise<string> {
+  const v6 = target.includes(":");
+  const host = v6 ? `[${target}]` : target;
   const address = proto === "tcp"
-    ? `TCP:${target}:${TCP_PORT},connect-timeout=2`
-    : `UDP:${target}:${UDP_PORT}`;
+    ? `TCP${v6 ? "6" : ""}:${host}:${TCP_PORT},connect-timeout=2`
+    : `UDP${v6 ? "6" : ""}:${host}:${UDP_PORT}`;
   const result = await from.exec(["socat", "-T", "2", "STDIO", address], {
     stdin: `${tag}\n`,
     timeoutMs: 5000,
@@ -55,9 +57,9 @@ export async function icmpSourceSeen(
   return ping.code === 0 ? src : `${src} (no reply)`;
 }
 
-/** True for an answer that is an address (not a timeout, error or missing reply). */
+/** True for an answer that is an address, IPv4 or IPv6 (not a timeout, error or missing reply). */
 export function isAddress(answer: string): boolean {
-  return /^\d+\.\d+\.\d+\.\d+$/.test(answer);
+  return /^\d+\.\d+\.\d+\.\d+$/.test(answer) || /^[0-9a-f:]+$/.test(answer) && answer.includes(":");
 }
 
 /**

@@ -196,17 +196,21 @@ export interface WirePacket {
   readonly flags?: string;
 }
 
-/** Parses one line of `tcpdump -n -tt` ("<epoch.us> IP a.b.c.d.port > e.f.g.h.port: UDP|Flags ..."). */
+/**
+ * Parses one line of `tcpdump -n -tt` ("<epoch.us> IP a.b.c.d.port > e.f.g.h.port: UDP|Flags ...",
+ * or "IP6 x::y.port > ..." for IPv6). UDP to ports 7000-7009 may be printed as
+ * AFS rx ("[|rx] (2)", "rx data ..."): still UDP.
+ */
 export function parseTcpdumpLine(line: string): WirePacket | undefined {
   const match =
-    /^(\d+\.\d+) IP (\d+\.\d+\.\d+\.\d+)\.(\d+) > (\d+\.\d+\.\d+\.\d+)\.(\d+): (UDP|Flags \[([^\]]*)\])/
+    /^(\d+\.\d+) IP6? (\d+\.\d+\.\d+\.\d+|[0-9a-f:]+)\.(\d+) > (\d+\.\d+\.\d+\.\d+|[0-9a-f:]+)\.(\d+):\s+(UDP|\[\|rx\]|rx |Flags \[([^\]]*)\])/
       .exec(
         line,
       );
   if (!match) return undefined;
   return {
     t: Math.round(Number(match[1]) * 1000),
-    proto: match[6] === "UDP" ? "udp" : "tcp",
+    proto: match[6].startsWith("Flags") ? "tcp" : "udp",
     src: match[2],
     sport: Number(match[3]),
     dst: match[4],
@@ -303,7 +307,13 @@ export interface FailoverRun {
 export async function measureFailover(outside: OutsideHost, options: {
   /** The source every sender's packets must have (a sender may name its own `vip`). */
   readonly vip: string;
-  readonly senders: readonly { readonly tag: string; readonly ns: Netns; readonly vip?: string }[];
+  readonly senders: readonly {
+    readonly tag: string;
+    readonly ns: Netns;
+    readonly vip?: string;
+    /** Where this sender streams to (default `outside.ip`; `outside.ip6` for IPv6). */
+    readonly target?: string;
+  }[];
   readonly fault: () => Promise<unknown>;
   readonly beforeMs?: number;
   readonly afterMs?: number;
@@ -315,7 +325,9 @@ export async function measureFailover(outside: OutsideHost, options: {
   const sent: StreamSent[] = [];
   try {
     for (const sender of options.senders) {
-      streams.push(await startStream(sender.ns, { tag: sender.tag, target: outside.ip }));
+      streams.push(
+        await startStream(sender.ns, { tag: sender.tag, target: sender.target ?? outside.ip }),
+      );
     }
     await new Promise((r) => setTimeout(r, options.beforeMs ?? 1000));
     faultAt = Date.now();

@@ -16,10 +16,11 @@ const TCP_GIVE_UP_MS = 3000;
 const encoder = new TextEncoder();
 
 const sent = { udp: 0, tcp: 0, tcpConnected: 0, tcpFailed: 0, tcpSkipped: 0 };
-const udp = dgram.createSocket("udp4");
+const v6 = target.includes(":");
+const udp = dgram.createSocket(v6 ? "udp6" : "udp4");
 udp.on("message", () => {}); // the reporter answers; the answers are not needed here
 udp.on("error", () => {});
-await new Promise<void>((resolve) => udp.bind(0, "0.0.0.0", resolve));
+await new Promise<void>((resolve) => udp.bind(0, v6 ? "::" : "0.0.0.0", resolve));
 
 let pending = 0;
 async function connectOnce(seq: number) {

@@ -39,9 +39,13 @@ export async function announce(node: SimNode, vip: string, iface: string) {
   }
 }
 
-/** The IPv4 addresses on a node's interface (exact, from `ip -json`). */
-export async function nodeAddresses(node: SimNode, iface: string): Promise<string[]> {
-  const out = await node.ns.run(["ip", "-json", "-4", "address", "show", "dev", iface]);
+/** The IPv4 (or IPv6) addresses on a node's interface (exact, from `ip -json`). */
+export async function nodeAddresses(
+  node: SimNode,
+  iface: string,
+  family: 4 | 6 = 4,
+): Promise<string[]> {
+  const out = await node.ns.run(["ip", "-json", `-${family}`, "address", "show", "dev", iface]);
   const links = JSON.parse(out || "[]") as { addr_info?: { local?: string }[] }[];
   return links.flatMap((l) => (l.addr_info ?? []).map((a) => String(a.local)));
 }
@@ -52,7 +56,11 @@ export async function vipHolders(
   vips: readonly string[],
   iface: string,
 ): Promise<Map<string, SimNode[]>> {
-  const addresses = await Promise.all(nodes.map((n) => nodeAddresses(n, iface)));
+  const six = vips.some((v) => v.includes(":"));
+  const addresses = await Promise.all(nodes.map(async (n) => [
+    ...await nodeAddresses(n, iface),
+    ...(six ? await nodeAddresses(n, iface, 6) : []),
+  ]));
   return new Map(vips.map((vip) => [vip, nodes.filter((_, i) => addresses[i].includes(vip))]));
 }
 

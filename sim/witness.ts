@@ -14,12 +14,14 @@ interface Capture {
 }
 
 const HEADER = /\bIP (\d+\.\d+\.\d+\.\d+) > \d+\.\d+\.\d+\.\d+: ICMP echo request\b/;
+/** An ICMPv6 echo request (dual-stack witnesses). */
+const HEADER6 = /\bIP6 ([0-9a-f:]+) > [0-9a-f:]+: ICMP6, echo request\b/;
 const HEX_LINE = /^\s+0x[0-9a-f]+:\s+((?:[0-9a-f]{2,4}\s?)+)/;
 
 /** Parses tcpdump `-n -x` output into captures (exported for tests). */
 export function parseTcpdump(lines: readonly string[], into: Capture[] = []): Capture[] {
   for (const line of lines) {
-    const header = HEADER.exec(line);
+    const header = HEADER.exec(line) ?? HEADER6.exec(line);
     if (header) into.push({ src: header[1], hex: "" });
     else {
       const hex = HEX_LINE.exec(line);
@@ -35,7 +37,7 @@ export function newTag(): string {
     .join("");
 }
 
-const TCPDUMP_ARGS = (iface: string) => [
+const TCPDUMP_ARGS = (iface: string, ipv6: boolean) => [
   "tcpdump",
   "-l",
   "-n",
@@ -45,7 +47,10 @@ const TCPDUMP_ARGS = (iface: string) => [
   "in",
   "-i",
   iface,
-  "icmp[icmptype] == icmp-echo",
+  // ICMPv6 echo requests: type 128 right after the fixed header (no extension headers).
+  ipv6
+    ? "icmp[icmptype] == icmp-echo or (icmp6 and ip6[40] == 128)"
+    : "icmp[icmptype] == icmp-echo",
 ];
 
 /** How often a witness whose tcpdump died is restarted before it gives up. */
@@ -60,7 +65,11 @@ export class IcmpWitness {
   #stderr = "";
   #restarts = 0;
 
-  private constructor(readonly ns: Netns, readonly iface: string) {}
+  private constructor(
+    readonly ns: Netns,
+    readonly iface: string,
+    readonly ipv6: boolean,
+  ) {}
 
   /** What the witness has seen so far, for error messages. */
   describe(): string {
@@ -73,15 +82,23 @@ export class IcmpWitness {
       (this.#restarts ? `, restarted ${this.#restarts} time(s)` : "");
   }
 
-  /** Starts tcpdump on `iface` and waits until it is capturing. */
-  static async start(ns: Netns, iface = "eth0", timeoutMs = 20_000): Promise<IcmpWitness> {
-    const witness = new IcmpWitness(ns, iface);
+  /** Starts tcpdump on `iface` and waits until it is capturing (`ipv6`: ICMPv6 echo requests too). */
+  static async start(
+    ns: Netns,
+    iface = "eth0",
+    timeoutMs = 20_000,
+    options: { ipv6?: boolean } = {},
+  ): Promise<IcmpWitness> {
+    const witness = new IcmpWitness(ns, iface, options.ipv6 === true);
     await witness.#spawn(timeoutMs);
     return witness;
   }
 
   async #spawn(timeoutMs: number): Promise<void> {
-    const child = this.ns.spawn(TCPDUMP_ARGS(this.iface), { stdout: "piped", stderr: "piped" });
+    const child = this.ns.spawn(TCPDUMP_ARGS(this.iface, this.ipv6), {
+      stdout: "piped",
+      stderr: "piped",
+    });
     this.#child = child;
     this.#exit = undefined;
     child.status.then((status) => {

@@ -109,3 +109,35 @@ Deno.test("sim layout: namespaces are found by suffix, alias or full name, and o
   assert.equal(resolveNamespace(hostGw, "ke123456", "node4"), undefined);
   assert.equal(resolveNamespace(hostGw, "ke123456", "ke654321-n1"), undefined);
 });
+
+Deno.test("sim layout: a dual-stack spec gives every node, pod and outside host an IPv6 address", () => {
+  const dual = clusterLayout(ClusterSpec.parse({ family: "dual", nodes: 2 }));
+  assert.deepEqual(dual.nodes.map((n) => [n.ip6, n.podCidr6, n.gateway6]), [
+    ["2001:db8:1::11", "fd00:10:244:1::/64", "fd00:10:244:1::1"],
+    ["2001:db8:1::12", "fd00:10:244:2::/64", "fd00:10:244:2::1"],
+  ]);
+  assert.deepEqual(dual.pods.map((p) => `${p.name}=${p.ip}/${p.ip6}`), [
+    "pod1-1=10.244.1.11/fd00:10:244:1::11",
+    "pod1-2=10.244.1.12/fd00:10:244:1::12",
+    "pod2-1=10.244.2.11/fd00:10:244:2::11",
+    "pod2-2=10.244.2.12/fd00:10:244:2::12",
+  ]);
+  assert.deepEqual(dual.hosts.map((h) => h.ip6), ["2001:db8:2::10", "2001:db8:1::100"]);
+  assert.deepEqual(cniRouteLines(dual, dual.nodes[0]), [
+    "route add 10.244.2.0/24 via 192.0.2.12 dev eth0",
+    "route add fd00:10:244:2::/64 via 2001:db8:1::12 dev eth0",
+  ]);
+  // No DAD (nothing tentative), IPv6 forwarding on the nodes.
+  assert.ok(nodeSysctls(dual.spec).includes("net.ipv6.conf.default.accept_dad=0"));
+  assert.ok(nodeSysctls(dual.spec).includes("net.ipv6.conf.all.forwarding=1"));
+});
+
+Deno.test("sim layout: IPv4 stays as it was (no family, no IPv6); dual stack needs host-gw", () => {
+  assert.equal("family" in hostGw.spec, false);
+  assert.equal(hostGw.nodes[0].ip6, undefined);
+  assert.equal(hostGw.pods[0].ip6, undefined);
+  assert.equal(nodeSysctls(hostGw.spec).some((s) => s.startsWith("net.ipv6")), false);
+  const parsed = ClusterSpec.safeParse({ family: "dual", cni: "vxlan" });
+  assert.equal(parsed.success, false);
+  assert.deepEqual(parsed.error!.issues.map((i) => i.path[0]), ["cni"]);
+});

@@ -30,3 +30,20 @@ Deno.test("sim witness: tags are 16 hex digits and differ", () => {
   assert.equal(tags.size, 100);
   for (const tag of tags) assert.match(tag, /^[0-9a-f]{16}$/);
 });
+
+// `tcpdump -l -n -x -Q in -i eth0 'icmp6 and ip6[40] == 128'` (tcpdump 4.99.3) for
+// `ping -c1 -p 0a1b2c3d4e5f6071 2001:db8:2::10` from a pod of a dual-stack simulated cluster.
+const OUTPUT6 =
+  `10:09:03.110176 IP6 2001:db8:1::11 > 2001:db8:2::10: ICMP6, echo request, id 5416, seq 1, length 64
+\t0x0000:  6002 8b36 0040 3a3e 2001 0db8 0001 0000
+\t0x0010:  0000 0000 0000 0011 2001 0db8 0002 0000
+\t0x0020:  0000 0000 0000 0010 8000 71f2 1528 0001
+\t0x0030:  3fee 0f6b 0000 0000 d2ad 0100 0000 0000
+\t0x0040:  0a1b 2c3d 4e5f 6071 0a1b 2c3d 4e5f 6071`;
+
+Deno.test("sim witness: an ICMPv6 echo request is read into source + bytes", () => {
+  const captures = parseTcpdump(OUTPUT6.split("\n"));
+  assert.equal(captures.length, 1);
+  assert.equal(captures[0].src, "2001:db8:1::11");
+  assert.ok(captures[0].hex.includes("0a1b2c3d4e5f6071"));
+});

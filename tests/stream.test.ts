@@ -97,3 +97,25 @@ Deno.test("stream: tcpdump lines become packets; leaks are packets with none of 
   assert.deepEqual(wireLeaks(packets, VIP).sources, { "10.244.3.11": 1, "192.0.2.51": 1 });
   assert.equal(wireLeaks(packets, [VIP, "192.0.2.51"]).count, 1);
 });
+
+Deno.test("stream: IPv6 tcpdump lines become packets, UDP printed as AFS rx among them", () => {
+  // tcpdump 4.99.3 in a dual-stack simulated cluster (sim --family dual), UDP to 7001 and TCP to 7000.
+  const lines = [
+    "1796206143.119274 IP6 2001:db8:1::11.34010 > 2001:db8:2::10.7001:  [|rx] (2)",
+    "1796206143.635870 IP6 2001:db8:1::11.38650 > 2001:db8:2::10.7000: Flags [S], seq 3273044474, " +
+    "win 64800, options [mss 1440,sackOK,TS val 1299792406 ecr 0,nop,wscale 10], length 0",
+  ];
+  const packets = lines.map(parseTcpdumpLine);
+  assert.deepEqual(packets[0], {
+    t: 1796206143119,
+    proto: "udp",
+    src: "2001:db8:1::11",
+    sport: 34010,
+    dst: "2001:db8:2::10",
+    dport: 7001,
+  });
+  assert.equal(packets[1]?.proto, "tcp");
+  assert.equal(packets[1]?.flags, "S");
+  assert.equal(packets[1]?.dport, 7000);
+  assert.equal(wireLeaks(packets.filter((p) => p !== undefined), "2001:db8:1::50").count, 2);
+});
