@@ -83,6 +83,21 @@ for (let cycle = 0; cycle < cycles; cycle++) {
   await pass("first apply", full);
   for (let i = 0; i < REPEAT; i++) await pass("unchanged pass, full check (resync)", full);
   for (let i = 0; i < REPEAT; i++) await pass("unchanged pass, quick check (event)", quick);
+  if (backend === "nftables") {
+    // Another table committed to (kube-proxy, say): the generation moved, so our table is listed.
+    for (let i = 0; i < REPEAT; i++) {
+      await $`nft add table ip ke-bench-other`;
+      await $`nft delete table ip ke-bench-other`;
+      await pass("unchanged pass, full read (another table changed)", full);
+    }
+    // An element deleted by hand is put back by the next resync.
+    for (let i = 0; i < REPEAT; i++) {
+      await $`nft delete element inet kube-egress pods ${`{ ${String(base.pods[i].podIp)} }`}`;
+      const r = await agent.pass("bench", full);
+      if (!r.ok || r.lines === 0) throw new Error(`hand-deleted element not repaired: ${r.error}`);
+      sample("element deleted by hand, full check (resync)", { ms: r.durationMs, ...r });
+    }
+  }
   for (let i = 0; i < REPEAT; i++) {
     plusOne();
     await pass("one pod added (event)", quick);

@@ -36,7 +36,13 @@ import {
 } from "./rp_filter_state.ts";
 import type { VipPlacement } from "./keepalived.ts";
 import type { GuardObserver } from "./guard.ts";
-import { type ApplyReport, type Host, InterfaceMissingError, StepError } from "./system.ts";
+import {
+  type ApplyReport,
+  type Host,
+  InterfaceMissingError,
+  type LiveRead,
+  StepError,
+} from "./system.ts";
 import { errorMessage } from "../core/errors.ts";
 
 /** Someone who wants to know what the agent did (metrics, Kubernetes Events, benchmarks). */
@@ -129,8 +135,11 @@ export interface PassResult {
   readonly processes: number;
   /** Bytes written to the tools (towards the kernel). */
   readonly bytes: number;
-  /** How our ipsets were checked: every entry listed, or the agent's copy confirmed by size. */
-  readonly setsRead?: "entries" | "summary";
+  /**
+   * How our ipsets were checked: every entry listed, or the agent's copy
+   * confirmed by size (nftables: by our chains, or by the ruleset generation).
+   */
+  readonly setsRead?: LiveRead["setsRead"];
   readonly error?: string;
   /** Which stage failed (for metrics): see ErrorKind. */
   readonly errorKind?: ErrorKind;
@@ -165,6 +174,17 @@ export interface PassOptions {
    * every interval resync.
    */
   readonly setCheck?: "full" | "quick";
+}
+
+/**
+ * The generation at which our table is exact after a transaction: when it
+ * was exact as read and the transaction's commits were the only ones since.
+ */
+function exactAfter(live: LiveRead, report: ApplyReport): Known {
+  const generations = report.nftGeneration;
+  return live.nftGeneration !== undefined && generations?.before === live.nftGeneration
+    ? { nftGeneration: generations.after }
+    : {};
 }
 
 export class Agent {
@@ -208,6 +228,10 @@ export class Agent {
     let stage: ErrorKind = "inputs";
     let applying: Transaction | undefined;
     const known = options.setCheck === "quick" ? this.#known : {};
+    // Exact (read in full or written alone): trusted on any pass while the generation holds.
+    const proven = this.#known.nft && this.#known.nftGeneration !== undefined
+      ? { table: this.#known.nft, generation: this.#known.nftGeneration }
+      : undefined;
     // Forgotten until this pass ends well: after a failed step nobody knows what was applied.
     this.#known = {};
     try {
@@ -222,6 +246,7 @@ export class Agent {
       const live = await this.#host.readLive(config, {
         knownSets: known.sets,
         knownNft: known.nft,
+        ...(proven ? { provenNft: proven } : {}),
         ourChainsOnly: true,
         leftovers: !this.#leftoversChecked,
       });
@@ -254,8 +279,8 @@ export class Agent {
       this.#owedFlushes = [];
       // What our objects are now: as the transaction left them, or as read when it wrote nothing.
       this.#known = !dryRun && lines > 0
-        ? PLANNERS[config.backend].afterApply(live, desired)
-        : { sets: live.sets, nft: live.nft };
+        ? { ...PLANNERS[config.backend].afterApply(live, desired), ...exactAfter(live, report) }
+        : { sets: live.sets, nft: live.nft, nftGeneration: live.nftGeneration };
       if (!dryRun) this.#leftoversChecked = true;
       this.#reportRoles(new Map(desired.roles.map((r) => [r.ip, r.role])));
       if (!dryRun) {

@@ -5,6 +5,7 @@
  * through one `Exec` (cmd/exec.ts); tests give it a fake kernel there.
  */
 import { type Exec, ExecError, systemExec, which } from "./exec.ts";
+import { kernelNftGeneration, type NftGeneration, noNftGeneration } from "./nft_generation.ts";
 import { errorMessage } from "../core/errors.ts";
 import {
   type LiveNftables,
@@ -60,14 +61,31 @@ export interface ReadOptions {
   readonly ourChainsOnly?: boolean;
   /** nftables backend: our table as the caller last knew it (confirmed by its chains). */
   readonly knownNft?: LiveNftables;
+  /**
+   * nftables backend, on any pass: our table as the caller knows it exactly,
+   * at this ruleset generation (`LiveRead.nftGeneration`). While the kernel's
+   * generation is still that one, nothing was committed since by anyone, and
+   * the table is not listed at all; otherwise it is read as without it.
+   */
+  readonly provenNft?: { readonly table: LiveNftables; readonly generation: number };
   /** With `ourChainsOnly`: read the other backend's objects too (to remove them). */
   readonly leftovers?: boolean;
 }
 
 /** The live state, and how it was read. */
 export interface LiveRead extends LiveState, Raw {
-  /** "entries": our sets were listed in full; "summary": `knownSets` were confirmed by size. */
-  readonly setsRead: "entries" | "summary";
+  /**
+   * "entries": our sets (or nftables table) were listed in full; "summary":
+   * `knownSets` were confirmed by size (nftables: `knownNft` by its chains);
+   * "generation": nftables, `provenNft` confirmed by the ruleset generation.
+   */
+  readonly setsRead: "entries" | "summary" | "generation";
+  /**
+   * nftables backend: the ruleset generation our table was read at, when the
+   * read is exact (listed in full with no commit meanwhile, or proven); the
+   * caller hands it back as `provenNft`.
+   */
+  readonly nftGeneration?: number;
   /** Processes started to read it. */
   readonly processes: number;
 }
@@ -83,6 +101,11 @@ export interface ApplyReport {
    * never the takeover itself.
    */
   readonly warnings?: readonly string[];
+  /**
+   * The ruleset generation before and after the transaction, when nothing
+   * but its own `nft -f` steps was committed meanwhile (one generation each).
+   */
+  readonly nftGeneration?: { readonly before: number; readonly after: number };
 }
 
 /** The interface the agent was told to use does not exist: fatal before any change. */
@@ -254,22 +277,39 @@ async function readSets(
 }
 
 /**
- * Our nftables table: the caller's copy when the table's chains are as it
- * knows them (`nft list chains`, a few ms however many elements), otherwise
- * read in full (`nft -j list table`); absent when the table does not exist.
+ * Our nftables table: the caller's exact copy while the ruleset generation
+ * is still the one it was known at (no process at all); else the caller's
+ * copy when the table's chains are as it knows them (`nft list chains`, a
+ * few ms however many elements); otherwise read in full (`nft -j list
+ * table`), exact when the generation did not move during the listing;
+ * absent when the table does not exist.
  */
 async function readNftables(
   reader: Reader,
-  known: LiveNftables | undefined,
-): Promise<LiveNftables> {
+  options: ReadOptions,
+  generation: NftGeneration,
+): Promise<{ nft: LiveNftables; read: LiveRead["setsRead"]; generation?: number }> {
+  const before = generation();
+  const proven = options.provenNft;
+  if (proven && before !== undefined && before === proven.generation) {
+    return { nft: proven.table, read: "generation", generation: before };
+  }
+  const known = options.knownNft;
   if (known) {
     const listing = await reader.run(["nft", "-j", "list", "chains", NFT_FAMILY]);
-    if (listing.code === 0 && sameChains(known, parseNftJson(listing.stdout))) return known;
+    if (listing.code === 0 && sameChains(known, parseNftJson(listing.stdout))) {
+      return { nft: known, read: "summary" };
+    }
   }
   const result = await reader.run(["nft", "-j", "list", "table", NFT_FAMILY, NFT_TABLE]);
-  if (result.code === 0) return parseNftJson(result.stdout);
-  if (/No such file or directory/.test(result.stderr)) return NO_NFTABLES;
-  throw new Error(`nft list table ${NFT_FAMILY} ${NFT_TABLE} failed: ${result.stderr.trim()}`);
+  let nft: LiveNftables;
+  if (result.code === 0) nft = parseNftJson(result.stdout);
+  else if (/No such file or directory/.test(result.stderr)) nft = NO_NFTABLES;
+  else {
+    throw new Error(`nft list table ${NFT_FAMILY} ${NFT_TABLE} failed: ${result.stderr.trim()}`);
+  }
+  const exact = before !== undefined && generation() === before;
+  return { nft, read: "entries", ...(exact ? { generation: before } : {}) };
 }
 
 /** The iptables flavour from where `iptables` leads, or undefined when it does not say. */
@@ -286,8 +326,16 @@ function flavourOfBinary(): LiveState["backend"] | undefined {
   return undefined;
 }
 
-/** The real node, reached through iproute2, iptables, ipset and /proc/sys, all run by `exec`. */
-export function systemHost(exec: Exec = systemExec, sysctls: Sysctls = procSysctls): Host {
+/**
+ * The real node, reached through iproute2, iptables, ipset, nft and /proc/sys,
+ * all run by `exec`; the nf_tables generation is the kernel's with the
+ * system's exec, never known with another one (a fake kernel) unless given.
+ */
+export function systemHost(
+  exec: Exec = systemExec,
+  sysctls: Sysctls = procSysctls,
+  generation: NftGeneration = exec === systemExec ? kernelNftGeneration : noNftGeneration,
+): Host {
   let backend: LiveState["backend"] | undefined;
   return {
     async readLive(config, options = {}) {
@@ -365,8 +413,8 @@ export function systemHost(exec: Exec = systemExec, sysctls: Sysctls = procSysct
         ),
         iptablesObjects(),
         nftables || others
-          ? readNftables(reader, nftables ? options.knownNft : undefined)
-          : NO_NFTABLES,
+          ? readNftables(reader, nftables ? options : {}, generation)
+          : { nft: NO_NFTABLES, read: "entries" as const, generation: undefined },
       ]);
       const [mangle, nat, setsRead] = iptables ??
         [undefined, undefined, { sets: NO_SETS, setsRead: "entries" as const }];
@@ -380,13 +428,14 @@ export function systemHost(exec: Exec = systemExec, sysctls: Sysctls = procSysct
         routes: parsedRoutes,
         iptables: { mangle: mangle?.table ?? NO_TABLE, nat: nat?.table ?? NO_TABLE },
         sets: setsRead.sets,
-        nft,
+        nft: nft.nft,
         sysctls: await readSysctls(
           sysctls,
           rpFilterKeys(...rpFilterInterfaces(config.interface, parsedRoutes.podRoutes)),
         ),
         raw: { mangle: mangle?.text ?? "", nat: nat?.text ?? "" },
-        setsRead: setsRead.setsRead,
+        setsRead: nftables ? nft.read : setsRead.setsRead,
+        ...(nftables && nft.generation !== undefined ? { nftGeneration: nft.generation } : {}),
         processes: reader.processes,
       };
     },
@@ -395,6 +444,10 @@ export function systemHost(exec: Exec = systemExec, sysctls: Sysctls = procSysct
       let processes = 0;
       let bytes = 0;
       const warnings: string[] = [];
+      // Each `nft -f` commits one generation; iptables-nft commits too, a number we do not count.
+      const nftSteps = transaction.steps.filter((s) => s.tool === "nft").length;
+      const counted = !transaction.steps.some((s) => s.tool === "iptables");
+      const before = counted ? generation() : undefined;
       for (const [index, step] of transaction.steps.entries()) {
         if (step.tool === "conntrackd") {
           for (const line of step.lines) {
@@ -437,7 +490,14 @@ export function systemHost(exec: Exec = systemExec, sysctls: Sysctls = procSysct
         bytes += payload.length;
         if (result.code !== 0) throw new StepError(step, index, result.stderr);
       }
-      return { processes, bytes, ...(warnings.length > 0 ? { warnings } : {}) };
+      const after = before === undefined ? undefined : generation();
+      const alone = after !== undefined && after === before! + nftSteps;
+      return {
+        processes,
+        bytes,
+        ...(warnings.length > 0 ? { warnings } : {}),
+        ...(alone ? { nftGeneration: { before: before!, after } } : {}),
+      };
     },
 
     watchAddresses(iface, onChange) {

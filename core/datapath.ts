@@ -38,6 +38,11 @@ export interface Known {
   readonly sets?: LiveSets;
   /** nftables backend: our table. */
   readonly nft?: LiveNftables;
+  /**
+   * nftables backend: the ruleset generation at which `nft` is exact (read in
+   * full, or written by a transaction nobody else committed alongside).
+   */
+  readonly nftGeneration?: number;
 }
 
 /** A step with these lines, or none when there are no lines. */

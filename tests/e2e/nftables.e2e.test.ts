@@ -2,10 +2,12 @@
  * The nftables backend against the real `nft` in a simulated node: what we
  * write reads back as what we meant (destination classes' concatenated
  * interval maps included), and moving a node between the backends leaves no
- * trace of the one before (the story runs both backends end to end).
+ * trace of the one before (the story runs both backends end to end); a
+ * running agent that lists nothing while the ruleset generation holds still
+ * repairs a change by hand at its next resync.
  */
 import assert from "node:assert/strict";
-import { modCommandLine } from "../../sim/agents.ts";
+import { EXTERNAL, modCommandLine, startAgent } from "../../sim/agents.ts";
 import { intentOf } from "../../core/intent.ts";
 import {
   NFT_FAMILY,
@@ -130,5 +132,41 @@ Deno.test({
       await run("run", "nftables");
       await run("delete", "nftables");
       assert.equal(await cluster.ruleset(node), baseline);
+    }),
+});
+
+Deno.test({
+  name:
+    "e2e nftables: a running agent puts back an element deleted by hand and drops one added by hand at its next resync",
+  ...e2e,
+  fn: () =>
+    withCluster(async (cluster) => {
+      const node = cluster.node(1);
+      const pod = cluster.pod(1, 1);
+      await cluster.writeMappings({ [pod.ip]: VIP }, { [VIP]: 5 });
+      const pods = async () =>
+        parseNftJson(await node.ns.run(["nft", "-j", "list", "table", NFT_FAMILY, NFT_TABLE]))
+          .pods;
+      const agent = startAgent(cluster, node, [...EXTERNAL, "--backend", "nftables"], 2);
+      try {
+        await agent.waitFor(/pass applied/, 30_000);
+        assert.deepEqual([...(await pods()).keys()], [pod.ip]);
+        // A few resyncs that prove the table by the generation alone change nothing.
+        await new Promise((resolve) => setTimeout(resolve, 4500));
+        assert.deepEqual([...(await pods()).keys()], [pod.ip]);
+        const since = agent.lines.length;
+        const element = (verb: string, text: string) =>
+          node.ns.run(["nft", verb, "element", NFT_FAMILY, NFT_TABLE, "pods", `{ ${text} }`]);
+        await element("delete", pod.ip);
+        await element("add", "10.244.9.9 : goto vip-5");
+        await agent.waitFor(/pass applied.*trigger=resync/, 10_000, since);
+        assert.deepEqual(
+          [...await pods()],
+          [[pod.ip, "goto vip-5"]],
+          "the element is back, the foreign one gone",
+        );
+      } finally {
+        await agent.stop();
+      }
     }),
 });
