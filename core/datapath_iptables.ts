@@ -8,12 +8,14 @@ import { type DatapathPlanner, step } from "./datapath.ts";
 import { parseRoleRule, renderIptables, type VipRole } from "./desired.ts";
 import { deleteIpsets, diffIpsets, setsAfterApply, staleScopedSets } from "./ipset.ts";
 import { deleteIptables, diffIptables } from "./iptables.ts";
+import { intentOfFamily } from "./intent.ts";
 import type { Step } from "./plan.ts";
 
 export const iptablesPlanner: DatapathPlanner = {
   backend: "iptables",
 
-  plan(intent, live) {
+  plan(dual, live) {
+    const intent = intentOfFamily(dual, "ipv4");
     const { chains, scopedSets } = renderIptables(intent);
     return [
       ...step(
@@ -59,7 +61,8 @@ export const iptablesPlanner: DatapathPlanner = {
     return roles;
   },
 
-  afterApply(live, intent) {
+  afterApply(live, dual) {
+    const intent = intentOfFamily(dual, "ipv4");
     const { scopedSets } = renderIptables(intent);
     return {
       sets: setsAfterApply(live.sets, intent.podMarks, intent.mask, intent.noSteer, scopedSets),

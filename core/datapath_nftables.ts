@@ -4,6 +4,7 @@
  * so there is no ordering between set and rule updates.
  */
 import { type DatapathPlanner, step } from "./datapath.ts";
+import { intentOfFamily } from "./intent.ts";
 import {
   nftAfterApply,
   nftRolesInForce,
@@ -15,7 +16,11 @@ import {
 export const nftablesPlanner: DatapathPlanner = {
   backend: "nftables",
   plan(intent, live) {
-    return step("nft", "update our nftables table", renderNft(planNftables(intent, live.nft)));
+    return step(
+      "nft",
+      "update our nftables table",
+      renderNft(planNftables(intentOfFamily(intent, "ipv4"), live.nft)),
+    );
   },
   remove(live) {
     return step("nft", "remove our nftables table", renderNft(removeNftables(live.nft)));
@@ -24,6 +29,6 @@ export const nftablesPlanner: DatapathPlanner = {
     return nftRolesInForce(live.nft, mask);
   },
   afterApply(_live, intent) {
-    return { nft: nftAfterApply(intent) };
+    return { nft: nftAfterApply(intentOfFamily(intent, "ipv4")) };
   },
 };

@@ -14,13 +14,18 @@ import type { PodMapping, Snapshot } from "./snapshot.ts";
 /** An address family. Every address of the intent carries one, so a backend never guesses. */
 export type Family = "ipv4" | "ipv6";
 
+/** Both families, IPv4 first: the order backends program them in. */
+export const FAMILIES: readonly Family[] = ["ipv4", "ipv6"];
+
 /** The family of an address or range in text form. */
 export function familyOf(address: string): Family {
-  return address.includes(":") ? "ipv6" : "ipv4";
+  return address.indexOf(":") < 0 ? "ipv4" : "ipv6";
 }
 
 /** `ip rule ... fwmark mark/mask lookup table` on nodes that do not hold the VIP. */
 export interface PolicyRule {
+  /** `ip -4 rule` or `ip -6 rule` (absent: IPv4, as `ip rule` lists them). */
+  readonly family?: Family;
   readonly priority: number;
   readonly mark: number;
   readonly mask: number;
@@ -185,6 +190,7 @@ export function intentOf(
     noSteer: normalizeCidrs([...config.podCidrs, ...config.serviceCidrs, ...config.excludeCidrs]),
     podCidrs: normalizeCidrs(config.podCidrs),
     rules: forwarders.map((r) => ({
+      family: r.family,
       priority: config.rulePriority,
       mark: r.mark,
       mask,
@@ -193,5 +199,71 @@ export function intentOf(
     routes: forwarders.map((r) => ({ table: r.routeId, gateway: r.ip, dev: config.interface })),
     failClosed: snapshot.failClosed ?? [],
     ...(options.guardVips ? { guardVips: true } : {}),
+  };
+}
+
+/** One family's part of a class: its pods and ranges; undefined when nothing of it is steered. */
+function classOfFamily(cls: ScopedClass, family: Family): ScopedClass | undefined {
+  const podMarks = new Map([...cls.podMarks].filter(([ip]) => familyOf(ip) === family));
+  if (podMarks.size === 0) return undefined;
+  const destinations = cls.destinations?.filter((c) => familyOf(c) === family);
+  // Restricted to ranges of the other family only: nothing of this family is steered.
+  if (destinations !== undefined && destinations.length === 0) return undefined;
+  const excluded = cls.excluded?.filter((c) => familyOf(c) === family);
+  return {
+    id: cls.id,
+    ...(destinations ? { destinations } : {}),
+    ...(excluded && excluded.length > 0 ? { excluded } : {}),
+    podMarks,
+  };
+}
+
+const byFamily = new WeakMap<Intent, Readonly<Record<Family, Intent>>>();
+
+/**
+ * The intent of one family: what its backend objects (iptables or ip6tables,
+ * `ip -4` or `ip -6`, IPv4 or IPv6 sets) must do. Each family's is the intent
+ * an IPv4-only (or IPv6-only) cluster with just those addresses would have
+ * (as kube-proxy runs one proxier per family): nothing in one family depends
+ * on the other. Computed once per intent.
+ */
+export function intentOfFamily(intent: Intent, family: Family): Intent {
+  let split = byFamily.get(intent);
+  if (split === undefined) {
+    // One scan of the pods (the big part); a single-family intent keeps its map uncopied.
+    const marks: Record<Family, Map<string, number>> = { ipv4: new Map(), ipv6: new Map() };
+    let v6 = 0;
+    for (const ip of intent.podMarks.keys()) if (ip.indexOf(":") >= 0) v6++;
+    const size = intent.podMarks.size;
+    if (v6 > 0 && v6 < size) {
+      for (const [ip, mark] of intent.podMarks) marks[familyOf(ip)].set(ip, mark);
+    }
+    const podMarksOf = (f: Family): ReadonlyMap<string, number> =>
+      v6 > 0 && v6 < size ? marks[f] : (f === "ipv6") === (v6 > 0) ? intent.podMarks : new Map();
+    split = {
+      ipv4: splitFamily(intent, "ipv4", podMarksOf("ipv4")),
+      ipv6: splitFamily(intent, "ipv6", podMarksOf("ipv6")),
+    };
+    byFamily.set(intent, split);
+  }
+  return split[family];
+}
+
+function splitFamily(
+  intent: Intent,
+  family: Family,
+  podMarks: ReadonlyMap<string, number>,
+): Intent {
+  const of = (text: string) => familyOf(text) === family;
+  return {
+    ...intent,
+    roles: intent.roles.filter((r) => of(r.ip)),
+    podMarks,
+    scoped: intent.scoped.flatMap((cls) => classOfFamily(cls, family) ?? []),
+    noSteer: intent.noSteer.filter(of),
+    podCidrs: intent.podCidrs.filter(of),
+    rules: intent.rules.filter((r) => (r.family ?? "ipv4") === family),
+    routes: intent.routes.filter((r) => of(r.gateway)),
+    failClosed: intent.failClosed.filter(of),
   };
 }

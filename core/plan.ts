@@ -8,7 +8,7 @@ import { takeoverSteps } from "./conntrack.ts";
 import { type Backend, BACKENDS, type DatapathPlanner, step } from "./datapath.ts";
 import { iptablesPlanner } from "./datapath_iptables.ts";
 import { nftablesPlanner } from "./datapath_nftables.ts";
-import { type Intent, intentOf, type VipRole } from "./intent.ts";
+import { type Intent, intentOf, intentOfFamily, type VipRole } from "./intent.ts";
 import type { LiveSets } from "./ipset.ts";
 import type { LiveIptables } from "./iptables.ts";
 import type { LiveNftables } from "./nftables.ts";
@@ -84,7 +84,8 @@ export function planApply(
   config: DatapathConfig,
   options: PassOptions = {},
 ): Transaction {
-  const routes = diffRoutes(live.routes, desired, config.routeProtocol);
+  const v4 = intentOfFamily(desired, "ipv4");
+  const routes = diffRoutes(live.routes, v4, config.routeProtocol);
   const planner = PLANNERS[config.backend];
   const others = BACKENDS.filter((b): boolean => b !== config.backend)
     .map((b) => PLANNERS[b]);
@@ -93,7 +94,7 @@ export function planApply(
     others.flatMap((o) => [...o.rolesInForce(live, config.markMask)]),
   );
   for (const [mark, role] of planner.rolesInForce(live, config.markMask)) liveRoles.set(mark, role);
-  const takeover = takeoverSteps(liveRoles, desired.roles, config.markMask, options.natSync);
+  const takeover = takeoverSteps(liveRoles, v4.roles, config.markMask, options.natSync);
   return {
     steps: [
       ...step("ip", "add routes, then the rules that use them", routes.add),

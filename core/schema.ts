@@ -4,7 +4,7 @@
  * these, so one rule is written once.
  */
 import { z } from "zod";
-import { parseCidr } from "./ip.ts";
+import { formatCidr, formatIp, isIPv4Mapped, parseCidr, parseIPv4, parseIPv6 } from "./ip.ts";
 
 /** Route ids, as in the old kube-egress: 1..252 (253-255 are the kernel's default/main/local tables). */
 export const MIN_ROUTE_ID = 1;
@@ -26,6 +26,68 @@ export const cidrv4 = z.string().superRefine((text, ctx) => {
   } else if (parseCidr(text) === undefined) {
     ctx.addIssue({ code: "custom", input: text, message: CIDR_MESSAGES.hostBits });
   }
+});
+
+/**
+ * An address of either family, in canonical form: a dotted quad (no leading
+ * zeros), or IPv6 as RFC 5952 writes it (so "2001:DB8::0001" reads as
+ * "2001:db8::1", the text `ip` and `nft` print). No zone id; no IPv4-mapped
+ * IPv6 address (::ffff:a.b.c.d is an IPv4 address in disguise: write it as one).
+ */
+export const ipAddress = z.string({
+  error: "must be an IP address such as 192.0.2.10 or 2001:db8::10",
+})
+  .transform((text, ctx) => {
+    if (text.indexOf(":") < 0) {
+      // The fast path (every pod, every pass): canonical IPv4 text is returned as it came.
+      if (parseIPv4(text) !== undefined) return text;
+    } else {
+      const v6 = parseIPv6(text);
+      if (v6 !== undefined && isIPv4Mapped(v6)) {
+        ctx.addIssue({
+          code: "custom",
+          input: text,
+          message: `is an IPv4-mapped IPv6 address: write the IPv4 address ${
+            formatIp(Number(v6 & 0xffffffffn))
+          } instead`,
+        });
+        return z.NEVER;
+      }
+      if (v6 !== undefined) return formatIp(v6);
+    }
+    ctx.addIssue({
+      code: "custom",
+      input: text,
+      message: "must be an IP address such as 192.0.2.10 or 2001:db8::10",
+    });
+    return z.NEVER;
+  });
+
+/** The messages of `cidr` (either family). */
+export const ANY_CIDR_MESSAGES = {
+  syntax: "must be an IPv4 or IPv6 range such as 10.244.0.0/16 or fd00::/64",
+  hostBits: CIDR_MESSAGES.hostBits,
+} as const;
+
+/**
+ * A range of either family whose host bits are zero, in canonical form
+ * ("FD00:0::/64" reads as "fd00::/64"); IPv4 text as it came.
+ */
+export const cidr = z.string({ error: ANY_CIDR_MESSAGES.syntax }).transform((text, ctx) => {
+  const slash = text.indexOf("/");
+  const parsed = slash > 0 ? parseCidr(text) : undefined;
+  if (parsed !== undefined) return parsed.family === 4 ? text : formatCidr(parsed);
+  // Host bits set, or not a range at all: tell which.
+  const prefix = text.slice(slash + 1);
+  const loose = slash > 0 && /^(0|[1-9][0-9]{0,2})$/.test(prefix) &&
+    parseCidr(text.slice(0, slash)) !== undefined &&
+    Number(prefix) <= (text.indexOf(":") < 0 ? 32 : 128);
+  ctx.addIssue({
+    code: "custom",
+    input: text,
+    message: loose ? ANY_CIDR_MESSAGES.hostBits : ANY_CIDR_MESSAGES.syntax,
+  });
+  return z.NEVER;
 });
 
 /** A policy-routing table / route id. */
@@ -79,11 +141,11 @@ export const DatapathConfig = z.object({
   /** The LAN interface that holds VIPs and carries egress traffic. */
   interface: interfaceName,
   /** Pod ranges: mapped pods must be inside; traffic to them is never steered. */
-  podCidrs: z.array(cidrv4).min(1, { error: "needs at least one pod range" }),
+  podCidrs: z.array(cidr).min(1, { error: "needs at least one pod range" }),
   /** Service ranges: traffic to them is never steered. */
-  serviceCidrs: z.array(cidrv4),
+  serviceCidrs: z.array(cidr),
   /** More destinations that are never steered (e.g. the node LAN, a storage network). */
-  excludeCidrs: z.array(cidrv4),
+  excludeCidrs: z.array(cidr),
   /** The fwmark bits this product may use. */
   markMask,
   /** Priority of the `ip rule` entries this product installs. */

@@ -7,15 +7,17 @@
  */
 import { z } from "zod";
 import {
+  type Address,
   cidrContains,
+  compareAddress,
   compareCidr,
-  compareIPv4,
+  compareIp,
   formatCidr,
-  formatIPv4,
+  formatIp,
   parseCidr,
-  parseIPv4,
+  parseIp,
 } from "./ip.ts";
-import { cidrv4, type DatapathConfig, describeIssues, ipv4, routeId } from "./schema.ts";
+import { cidr, type DatapathConfig, describeIssues, ipAddress, routeId } from "./schema.ts";
 
 /** A VIP as a source read it: origin is a file path or an object reference. */
 export interface RawVip {
@@ -106,24 +108,24 @@ const routeIdInput = z.preprocess(
 );
 
 const VipSchema = z.object({
-  ip: ipv4,
+  ip: ipAddress,
   routeId: routeIdInput,
   eligible: z.boolean({ error: "must be true or false" }).optional(),
-  peers: z.array(ipv4).optional(),
-  nodes: z.array(ipv4).optional(),
+  peers: z.array(ipAddress).optional(),
+  nodes: z.array(ipAddress).optional(),
 });
 /**
  * Canonical, sorted, unique ranges, so equal restrictions compare equal. An
  * empty list restricts nothing, the same as an absent one.
  */
-const cidrList = z.array(cidrv4).transform((list) =>
+const cidrList = z.array(cidr).transform((list) =>
   list.length === 0
     ? undefined
     : [...new Set(list.map((c) => formatCidr(parseCidr(c)!)))].sort(compareCidr)
 );
 const PodSchema = z.object({
-  podIp: ipv4,
-  vip: ipv4,
+  podIp: ipAddress,
+  vip: ipAddress,
   destinations: cidrList.optional(),
   excluded: cidrList.optional(),
 });
@@ -194,8 +196,8 @@ export function formatProblem(problem: Problem): string {
 
 interface PodCandidate extends PodMapping {
   readonly origin: string;
-  /** The pod IP as a number. */
-  readonly address: number;
+  /** The pod IP as a number (IPv4) or bigint (IPv6). */
+  readonly address: Address;
 }
 
 /**
@@ -242,7 +244,7 @@ export function validateSnapshot(
   const problems: Problem[] = [...raw.problems];
   const podRanges = config.podCidrs.map((text) => ({ text, cidr: parseCidr(text)! }));
   const serviceRanges = config.serviceCidrs.map((text) => ({ text, cidr: parseCidr(text)! }));
-  const rangeHolding = (ranges: typeof podRanges, address: number) =>
+  const rangeHolding = (ranges: typeof podRanges, address: Address) =>
     ranges.find((range) => cidrContains(range.cidr, address));
 
   // 1. VIP entries on their own.
@@ -253,7 +255,7 @@ export function validateSnapshot(
       problems.push({ origin: entry.origin, reason: describeIssues(parsed.error, FIELD_LABELS) });
       continue;
     }
-    const address = parseIPv4(parsed.data.ip)!;
+    const address = parseIp(parsed.data.ip)!;
     const inside = rangeHolding(podRanges, address) ?? rangeHolding(serviceRanges, address);
     if (inside) {
       problems.push({
@@ -265,8 +267,10 @@ export function validateSnapshot(
     vipCandidates.push({ origin: entry.origin, ...parsed.data });
   }
 
-  // 2. VIPs across entries: one address once, one route id once. On a clash
-  //    nobody can tell which entry is right, so all clashing entries are rejected.
+  // 2. VIPs across entries: one address once, one route id once per family (an
+  //    IPv4 and an IPv6 VIP may share one: a dual-stack VIP's two addresses do,
+  //    each family has its own rules and tables). On a clash nobody can tell
+  //    which entry is right, so all clashing entries are rejected.
   const rejectedVips = new Map<string, string>();
   for (const [ip, group] of groupBy(vipCandidates, (v) => v.ip)) {
     if (group.length < 2) continue;
@@ -277,8 +281,10 @@ export function validateSnapshot(
     }
   }
   const uniqueVips = vipCandidates.filter((v) => !rejectedVips.has(v.ip));
-  for (const [id, group] of groupBy(uniqueVips, (v) => String(v.routeId))) {
+  const familyOfVip = (ip: string) => (ip.indexOf(":") < 0 ? "IPv4" : "IPv6");
+  for (const [, group] of groupBy(uniqueVips, (v) => `${v.routeId} ${familyOfVip(v.ip)}`)) {
     if (group.length < 2) continue;
+    const id = group[0].routeId;
     for (const vip of group) {
       const others = group.filter((o) => o !== vip).map((o) => `${o.ip} (${o.origin})`).join(", ");
       problems.push({
@@ -296,7 +302,7 @@ export function validateSnapshot(
       ...(peers === undefined ? {} : { peers }),
       ...(nodes === undefined ? {} : { nodes }),
     }))
-    .sort((a, b) => compareIPv4(a.ip, b.ip));
+    .sort((a, b) => compareIp(a.ip, b.ip));
   const knownVips = new Set(vips.map((v) => v.ip));
 
   // 3. Pod entries on their own and against the VIPs. Each address is parsed
@@ -310,7 +316,17 @@ export function validateSnapshot(
       continue;
     }
     const { podIp, vip, destinations, excluded } = parsed.data;
-    const address = parseIPv4(podIp)!;
+    const address = parseIp(podIp)!;
+    if (typeof address !== typeof parseIp(vip)) {
+      // A pod's packets leave with an address of their own family: a VIP of the other can never be their source.
+      problems.push({
+        origin: entry.origin,
+        reason: `VIP ${vip} is ${familyOfVip(vip)} but pod IP ${podIp} is ${
+          familyOfVip(podIp)
+        }: a pod's traffic can only leave with a VIP of its own family`,
+      });
+      continue;
+    }
     if (!rangeHolding(podRanges, address)) {
       problems.push({
         origin: entry.origin,
@@ -347,7 +363,7 @@ export function validateSnapshot(
       kept.push(candidate);
       continue;
     }
-    const distinct = [...new Set(group.map((p) => p.vip))].sort(compareIPv4);
+    const distinct = [...new Set(group.map((p) => p.vip))].sort(compareIp);
     for (const pod of group) {
       problems.push({
         origin: pod.origin,
@@ -357,7 +373,7 @@ export function validateSnapshot(
       });
     }
   }
-  kept.sort((a, b) => a.address - b.address);
+  kept.sort((a, b) => compareAddress(a.address, b.address));
   const pods = kept.map(({ podIp, vip, destinations, excluded }) =>
     destinations === undefined && excluded === undefined ? { podIp, vip } : {
       podIp,
@@ -389,12 +405,12 @@ export function validateSnapshot(
  */
 function guardedPods(
   guards: readonly RawGuard[],
-  wanted: (address: number) => boolean,
+  wanted: (address: Address) => boolean,
 ): string[] {
-  const addresses = new Set<number>();
+  const addresses = new Set<Address>();
   for (const guard of guards) {
-    const address = typeof guard.podIp === "string" ? parseIPv4(guard.podIp) : undefined;
+    const address = typeof guard.podIp === "string" ? parseIp(guard.podIp) : undefined;
     if (address !== undefined && wanted(address)) addresses.add(address);
   }
-  return [...addresses].sort((a, b) => a - b).map(formatIPv4);
+  return [...addresses].sort(compareAddress).map(formatIp);
 }

@@ -21,7 +21,13 @@ Deno.test("desired: the holder SNATs, the others forward; roles by exact address
     '-A KUBE-EGRESS-SNAT -o eth0 -m mark --mark 0x5/0xff -m comment --comment "kube-egress 192.0.2.50 holder" -j SNAT --to-source 192.0.2.50 --random-fully',
     '-A KUBE-EGRESS-SNAT -o eth0 -m mark --mark 0x6/0xff -m comment --comment "kube-egress 192.0.2.51 forward" -j ACCEPT',
   ]);
-  assert.deepEqual(desired.rules, [{ priority: 1000, mark: 6, mask: 0xff, table: 6 }]);
+  assert.deepEqual(desired.rules, [{
+    family: "ipv4",
+    priority: 1000,
+    mark: 6,
+    mask: 0xff,
+    table: 6,
+  }]);
   assert.deepEqual(desired.routes, [{ table: 6, gateway: "192.0.2.51", dev: "eth0" }]);
 });
 

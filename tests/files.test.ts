@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { FileSource, readMappingDir } from "../cmd/files.ts";
+import { rawSnapshotFromFiles } from "../core/mapping_files.ts";
+import { formatProblem, validateSnapshot } from "../core/snapshot.ts";
+import { testConfig } from "./helpers.ts";
 
 /** A ConfigMap-style volume: `..data` → timestamped dir, each key a symlink into `..data`. */
 async function configMapDir(entries: Record<string, string>): Promise<string> {
@@ -91,4 +94,31 @@ Deno.test("files: a change in the directories re-reads them and triggers a pass"
     watch.stop();
     await Deno.remove(root, { recursive: true });
   }
+});
+
+Deno.test("files: IPv6 keys and values in the same directories, colons or (ConfigMap keys) dashes", async () => {
+  const pods = await configMapDir({
+    "fd00-10-244--5": "2001:db8::50\n", // a ConfigMap key cannot hold ':'
+    "10.244.1.5": "192.0.2.50",
+    "fd00-10-244--6": "192.0.2.50", // across families: rejected, naming the file
+  });
+  const vips = await Deno.makeTempDir();
+  await Deno.writeTextFile(join(vips, "2001:db8::50"), "5");
+  await Deno.writeTextFile(join(vips, "192.0.2.50"), "5");
+  const snapshot = rawSnapshotFromFiles(readMappingDir(pods), readMappingDir(vips));
+  const { snapshot: valid, problems } = validateSnapshot(
+    snapshot,
+    testConfig({ podCidrs: ["10.244.0.0/16", "fd00:10:244::/56"] }),
+  );
+  assert.deepEqual(valid.pods, [
+    { podIp: "10.244.1.5", vip: "192.0.2.50" },
+    { podIp: "fd00:10:244::5", vip: "2001:db8::50" },
+  ]);
+  assert.deepEqual(valid.vips.map((v) => v.ip), ["192.0.2.50", "2001:db8::50"]);
+  assert.deepEqual(problems.map(formatProblem), [
+    `${join(pods, "fd00-10-244--6")}: VIP 192.0.2.50 is IPv4 but pod IP fd00:10:244::6 is IPv6: ` +
+    "a pod's traffic can only leave with a VIP of its own family",
+  ]);
+  await Deno.remove(pods, { recursive: true });
+  await Deno.remove(vips, { recursive: true });
 });

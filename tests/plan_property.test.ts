@@ -6,6 +6,8 @@
 import fc from "fast-check";
 import assert from "node:assert/strict";
 import { desiredState } from "../core/desired.ts";
+import { type Intent, intentOf, intentOfFamily } from "../core/intent.ts";
+import { formatIp, parseIPv4 } from "../core/ip.ts";
 import { isEmpty, planDelete, planPass } from "../core/plan.ts";
 import { type RawSnapshot, validateSnapshot } from "../core/snapshot.ts";
 import { FakeKernel } from "./fake_kernel.ts";
@@ -154,5 +156,98 @@ Deno.test("property: reading only our chains plans exactly what reading whole ta
       },
     ),
     { numRuns: 150 },
+  );
+});
+
+/** IPv4 → IPv6 embedding fd00::/96 (a.b.c.d → fd00::a.b.c.d, /n → /96+n): it keeps every order and containment. */
+function toV6(text: string): string {
+  const [addr, len] = text.split("/");
+  const v4 = parseIPv4(addr);
+  if (v4 === undefined) return text;
+  const v6 = formatIp((0xfd00n << 112n) | BigInt(v4));
+  return len === undefined ? v6 : `${v6}/${Number(len) + 96}`;
+}
+
+function intentToV6(intent: Intent): Intent {
+  return {
+    ...intent,
+    roles: intent.roles.map((r) => ({ ...r, ip: toV6(r.ip), family: "ipv6" })),
+    podMarks: new Map([...intent.podMarks].map(([ip, mark]) => [toV6(ip), mark])),
+    scoped: intent.scoped.map((cls) => ({
+      ...cls,
+      ...(cls.destinations ? { destinations: cls.destinations.map(toV6) } : {}),
+      ...(cls.excluded ? { excluded: cls.excluded.map(toV6) } : {}),
+      podMarks: new Map([...cls.podMarks].map(([ip, mark]) => [toV6(ip), mark])),
+    })),
+    noSteer: intent.noSteer.map(toV6),
+    podCidrs: intent.podCidrs.map(toV6),
+    rules: intent.rules.map((r) => ({ ...r, family: "ipv6" })),
+    routes: intent.routes.map((r) => ({ ...r, gateway: toV6(r.gateway) })),
+    failClosed: intent.failClosed.map(toV6),
+  };
+}
+
+const destinations = fc.option(
+  fc.subarray(["203.0.113.0/24", "198.51.100.0/25", "192.0.2.128/25"], { minLength: 1 }),
+  { nil: undefined },
+);
+
+Deno.test("property: planning is family-independent: the same intent per family, with mapped addresses", () => {
+  const dualConfig = testConfig({
+    podCidrs: [...config.podCidrs, ...config.podCidrs.map(toV6)],
+    serviceCidrs: [...config.serviceCidrs, ...config.serviceCidrs.map(toV6)],
+    excludeCidrs: ["192.0.2.0/28", toV6("192.0.2.0/28")],
+  });
+  const v4Config = testConfig({ excludeCidrs: ["192.0.2.0/28"] });
+  fc.assert(
+    fc.property(
+      rawSnapshot,
+      held,
+      fc.array(destinations, { maxLength: 30 }),
+      (raw4, addresses, dst) => {
+        const scoped4: RawSnapshot = {
+          ...raw4,
+          pods: raw4.pods.map((p, i) => (dst[i] ? { ...p, destinations: dst[i] } : p)),
+          failClosed: raw4.pods.slice(0, 3).map((p) => ({ origin: p.origin, podIp: p.podIp })),
+        };
+        const raw6: RawSnapshot = {
+          vips: scoped4.vips.map((v) => ({ ...v, origin: `6${v.origin}`, ip: toV6(String(v.ip)) })),
+          pods: scoped4.pods.map((p) => ({
+            ...p,
+            origin: `6${p.origin}`,
+            podIp: toV6(String(p.podIp)),
+            vip: toV6(String(p.vip)),
+            ...(p.destinations ? { destinations: (p.destinations as string[]).map(toV6) } : {}),
+          })),
+          problems: [],
+          failClosed: scoped4.failClosed!.map((g) => ({ ...g, podIp: toV6(String(g.podIp)) })),
+        };
+        const dual: RawSnapshot = {
+          vips: [...scoped4.vips, ...raw6.vips],
+          pods: [...scoped4.pods, ...raw6.pods],
+          problems: [],
+          failClosed: [...scoped4.failClosed!, ...raw6.failClosed!],
+        };
+        const only4 = validateSnapshot(scoped4, v4Config);
+        const both = validateSnapshot(dual, dualConfig);
+        assert.equal(both.problems.length, 2 * only4.problems.length);
+        const local = [...addresses, ...addresses.map(toV6)];
+        const intent4 = intentOf(only4.snapshot, v4Config, addresses);
+        const intentDual = intentOf(both.snapshot, dualConfig, local);
+        assert.deepEqual(intentOfFamily(intentDual, "ipv4"), intentOfFamily(intent4, "ipv4"));
+        // A class's id hashes its ranges' text: a name, not a behaviour.
+        const unnamed = (intent: Intent) => ({
+          ...intent,
+          scoped: intent.scoped.map((cls) => ({ ...cls, id: "" }))
+            .sort((a, b) => [...a.podMarks.keys()][0] < [...b.podMarks.keys()][0] ? -1 : 1),
+        });
+        assert.deepEqual(
+          unnamed(intentOfFamily(intentDual, "ipv6")),
+          unnamed(intentToV6(intentOfFamily(intent4, "ipv4"))),
+        );
+        assert.deepEqual(intentOfFamily(intent4, "ipv6").podMarks.size, 0);
+      },
+    ),
+    { numRuns: 200 },
   );
 });

@@ -43,11 +43,38 @@ Deno.test("schema: datapath config errors name the field and value", () => {
   const text = describeIssues(result.error!, { podCidrs: "--pod-subnet" });
   assert.match(text, /interface "this-name-is-too-long" must be a network interface name/);
   assert.match(text, /--pod-subnet "10.244.0.1\/16" has host bits set/);
-  assert.match(text, /serviceCidrs "nope" must be an IPv4 range/);
+  assert.match(text, /serviceCidrs "nope" must be an IPv4 or IPv6 range/);
   assert.match(text, /markMask "0x3" needs 8 consecutive bits/);
   assert.match(text, /rulePriority/);
 });
 
 Deno.test("schema: defaults of the test config parse", () => {
   assert.equal(testConfig().markMask, 0xff);
+});
+
+Deno.test("schema: -p, -s and --exclude-cidr take IPv6 ranges, canonical; host bits still rejected", () => {
+  const config = DatapathConfig.parse({
+    interface: "eth0",
+    podCidrs: ["10.244.0.0/16", "FD00:10:244:0::/56"],
+    serviceCidrs: ["fd00:10:96::/112"],
+    excludeCidrs: ["2001:db8::/32"],
+    markMask: "0xff",
+    rulePriority: 1000,
+    routeProtocol: 233,
+  });
+  assert.deepEqual(config.podCidrs, ["10.244.0.0/16", "fd00:10:244::/56"]);
+  const bad = DatapathConfig.safeParse({
+    interface: "eth0",
+    podCidrs: ["fd00::1/8", "fd00::/129", "fd00::", "fe80::/64%eth0"],
+    serviceCidrs: [],
+    excludeCidrs: [],
+    markMask: "0xff",
+    rulePriority: 1000,
+    routeProtocol: 233,
+  }, { reportInput: true });
+  const text = describeIssues(bad.error!, { podCidrs: "--pod-subnet" });
+  assert.match(text, /--pod-subnet "fd00::1\/8" has host bits set/);
+  assert.match(text, /--pod-subnet "fd00::\/129" must be an IPv4 or IPv6 range/);
+  assert.match(text, /--pod-subnet "fd00::" must be an IPv4 or IPv6 range/);
+  assert.match(text, /--pod-subnet "fe80::\/64%eth0" must be an IPv4 or IPv6 range/);
 });

@@ -48,7 +48,7 @@ Deno.test("snapshot: each bad entry is reported with its origin and skipped; the
   const text = problems.map(formatProblem).join("\n");
   assert.match(text, /^vips\/192.0.2.60: route id must be between 1 and 252$/m);
   assert.match(text, /^vips\/192.0.2.61: route id must be a whole number$/m);
-  assert.match(text, /^vips\/192.0.2.062: VIP must be an IPv4 address/m);
+  assert.match(text, /^vips\/192.0.2.062: VIP must be an IP address/m);
   assert.match(
     text,
     /^vips\/10.244.9.9: VIP 10.244.9.9 lies inside the cluster range 10.244.0.0\/16$/m,
@@ -61,8 +61,8 @@ Deno.test("snapshot: each bad entry is reported with its origin and skipped; the
     text,
     /^pods\/10.1.2.3: pod IP 10.1.2.3 is outside the pod ranges \(10.244.0.0\/16\)$/m,
   );
-  assert.match(text, /^pods\/10.244.1.x: pod IP must be an IPv4 address/m);
-  assert.match(text, /^pods\/10.244.1.7: VIP must be an IPv4 address/m);
+  assert.match(text, /^pods\/10.244.1.x: pod IP must be an IP address/m);
+  assert.match(text, /^pods\/10.244.1.7: VIP must be an IP address/m);
   assert.equal(problems.length, 8);
 });
 
@@ -174,4 +174,70 @@ Deno.test("validation memo: the same results as without it, each problem with it
     twice.problems.filter((p) => /VIP/.test(p.reason)).map((p) => p.origin).sort(),
     ["p/3", "p/4"],
   );
+});
+
+const dualStack = testConfig({
+  podCidrs: ["10.244.0.0/16", "fd00:10:244::/56"],
+  serviceCidrs: ["10.96.0.0/12", "fd00:10:96::/112"],
+});
+
+Deno.test("snapshot: IPv6 pods and VIPs in the same directories, canonical, IPv4 first", () => {
+  const { snapshot, problems } = validateSnapshot(
+    raw({ "2001:DB8::50": "5", "192.0.2.50": "5", "2001:db8::51": "6" }, {
+      "fd00:10:244:1::9": "2001:db8::51",
+      "fd00:10:244::a": "2001:db8:0::50",
+      "10.244.1.9": "192.0.2.50",
+    }),
+    dualStack,
+  );
+  assert.deepEqual(problems, []);
+  // An IPv4 and an IPv6 VIP may share a route id (a dual-stack VIP): each family has its own rules.
+  assert.deepEqual(snapshot.vips, [
+    { ip: "192.0.2.50", routeId: 5 },
+    { ip: "2001:db8::50", routeId: 5 },
+    { ip: "2001:db8::51", routeId: 6 },
+  ]);
+  assert.deepEqual(snapshot.pods, [
+    { podIp: "10.244.1.9", vip: "192.0.2.50" },
+    { podIp: "fd00:10:244::a", vip: "2001:db8::50" },
+    { podIp: "fd00:10:244:1::9", vip: "2001:db8::51" },
+  ]);
+});
+
+Deno.test("snapshot: a mapping across families is an error naming its file, the valid ones stay", () => {
+  const { snapshot, problems } = validateSnapshot(
+    raw({ "2001:db8::50": "5", "192.0.2.50": "6", "2001:db8::60": "6", "2001:db8::61": "6" }, {
+      "fd00:10:244::5": "192.0.2.50", // IPv6 pod, IPv4 VIP
+      "10.244.1.5": "2001:db8::50", // IPv4 pod, IPv6 VIP
+      "fd00:10:244::6": "2001:db8::50", // valid
+      "10.244.1.6": "192.0.2.50", // valid
+      "fd00:99::1": "2001:db8::50", // outside the pod ranges
+      "::ffff:10.244.1.7": "192.0.2.50", // IPv4-mapped
+      "fe80::1%eth0": "2001:db8::50", // zone id
+      "fd00:10:244::7": "fd00:10:96::1", // a VIP inside the service range: no route id
+    }),
+    dualStack,
+  );
+  assert.deepEqual(snapshot.pods, [
+    { podIp: "10.244.1.6", vip: "192.0.2.50" },
+    { podIp: "fd00:10:244::6", vip: "2001:db8::50" },
+  ]);
+  const text = problems.map(formatProblem).join("\n");
+  assert.match(
+    text,
+    /^pods\/fd00:10:244::5: VIP 192.0.2.50 is IPv4 but pod IP fd00:10:244::5 is IPv6: a pod's traffic can only leave with a VIP of its own family$/m,
+  );
+  assert.match(text, /^pods\/10.244.1.5: VIP 2001:db8::50 is IPv6 but pod IP 10.244.1.5 is IPv4/m);
+  assert.match(text, /^pods\/fd00:99::1: pod IP fd00:99::1 is outside the pod ranges/m);
+  assert.match(
+    text,
+    /^pods\/::ffff:10.244.1.7: pod IP is an IPv4-mapped IPv6 address: write the IPv4 address 10.244.1.7 instead$/m,
+  );
+  assert.match(text, /^pods\/fe80::1%eth0: pod IP must be an IP address/m);
+  // Two IPv6 VIPs with one route id clash; the IPv4 VIP with the same id does not.
+  assert.match(
+    text,
+    /^vips\/2001:db8::60: route id 6 of VIP 2001:db8::60 is also used by 2001:db8::61/m,
+  );
+  assert.deepEqual(snapshot.vips.map((v) => v.ip), ["192.0.2.50", "2001:db8::50"]);
 });
