@@ -11,9 +11,11 @@
  * interface, whoever put them there.
  */
 import $ from "dax";
+import { z } from "zod";
 import { join } from "node:path";
 import {
   instancePeers,
+  isV6,
   type KeepalivedSettings,
   parseStateLine,
   type PlacementStatus,
@@ -27,6 +29,7 @@ import type { Logger } from "./log.ts";
 import { LatestFile, writeAtomically } from "./state_file.ts";
 import { Backoff } from "../core/backoff.ts";
 import { errorMessage } from "../core/errors.ts";
+import { systemExec } from "./exec.ts";
 
 /** Who places VIPs on this node (keepalived today; a Kubernetes lease mode may follow). */
 export interface VipPlacement {
@@ -161,8 +164,11 @@ export class KeepalivedPlacement implements VipPlacement {
     if (this.#stopping) return;
     this.#instances = vrrpInstances(vips, this.#options.nodeName, this.#options.vridOffset);
     this.#ineligible = vips.filter((v) => v.eligible === false).map((v) => v.ip);
-    const text = renderKeepalivedConf(this.#instances, this.#options);
     try {
+      const text = renderKeepalivedConf(
+        this.#instances,
+        await withLocalAddresses(this.#instances, this.#options),
+      );
       if (text !== this.#written) {
         await Deno.mkdir(this.#options.stateDir, { recursive: true, mode: 0o700 });
         await writeAtomically(this.#paths.conf, text);
@@ -392,11 +398,38 @@ export class KeepalivedPlacement implements VipPlacement {
         priority: i.priority,
         state: this.#states.get(i.routeId) ?? "UNKNOWN",
         ...unicastPeersOf(i, this.#options),
+        ...(i.excluded ? { excluded: i.excluded } : {}),
       })),
       ineligible: this.#ineligible,
     };
     return JSON.stringify(status, null, 2) + "\n";
   }
+}
+
+/**
+ * The settings with this node's IPv6 addresses on the interface, where an
+ * IPv6 instance advertises by unicast and must name its source
+ * (`KeepalivedSettings.localAddresses`); as they are otherwise.
+ */
+export async function withLocalAddresses(
+  instances: readonly VrrpInstance[],
+  settings: KeepalivedSettings,
+): Promise<KeepalivedSettings> {
+  if (settings.localAddresses) return settings;
+  if (!instances.some((i) => isV6(i.vip) && instancePeers(i, settings).length > 0)) return settings;
+  const r = await systemExec(["ip", "-6", "-json", "addr", "show", "dev", settings.interface], {
+    timeoutMs: 5_000,
+  });
+  if (r.code !== 0) {
+    throw new Error(`ip -6 addr show dev ${settings.interface}: ${r.stderr.trim()}`);
+  }
+  const parsed = z.array(z.object({
+    addr_info: z.array(z.object({ local: z.string(), scope: z.string().optional() })).optional(),
+  })).safeParse(JSON.parse(r.stdout || "[]"));
+  if (!parsed.success) throw new Error(`ip -6 addr show dev ${settings.interface}: unreadable`);
+  const localAddresses = parsed.data.flatMap((link) => link.addr_info ?? [])
+    .filter((a) => a.scope !== "link").map((a) => a.local);
+  return { ...settings, localAddresses };
 }
 
 /** An instance's unicast peers as `status` shows them (none: multicast). */
@@ -431,12 +464,12 @@ export function printingPlacement(
 ): VipPlacement {
   let last: string | undefined;
   return {
-    update(vips) {
+    async update(vips) {
       const instances = vrrpInstances(vips, settings.nodeName, settings.vridOffset);
-      const text = renderKeepalivedConf(instances, settings);
+      const local = await withLocalAddresses(instances, settings).catch(() => settings);
+      const text = renderKeepalivedConf(instances, local);
       if (text !== last) print(`# keepalived.conf (--vip-mode keepalived)\n${text}`);
       last = text;
-      return Promise.resolve();
     },
     stop: () => Promise.resolve(),
   };

@@ -29,6 +29,13 @@ export interface KeepalivedSettings extends VrrpTimers {
   readonly unicastPeers?: readonly string[];
   /** Shifts the virtual router ids (see `vrrpRouterId`); 0 by default. */
   readonly vridOffset?: number;
+  /**
+   * This node's addresses on the interface. An IPv6 instance over unicast
+   * sends from the one of them that is among its peers (`unicast_src_ip`):
+   * keepalived would send from the link-local address, which its peers do not
+   * list, and they drop the adverts (measured: both nodes then hold the VIP).
+   */
+  readonly localAddresses?: readonly string[];
 }
 
 /** A VIP offered to placement. `eligible: false` = this node must not hold it (drained, cordoned, not selected). */
@@ -48,7 +55,18 @@ export interface VrrpInstance {
   readonly vrid: number;
   readonly priority: number;
   readonly peers?: readonly string[];
+  /**
+   * The VIP's address of the other family (a dual-stack VIP: two addresses,
+   * one route id). A VRRP instance advertises one family only, so this one
+   * rides along in `virtual_ipaddress_excluded`: added and removed with `vip`
+   * on the same holder, in the same transition, announced with it (unsolicited
+   * neighbour advertisements), never advertised.
+   */
+  readonly excluded?: readonly string[];
 }
+
+/** An IPv6 address (as opposed to IPv4), by its text. */
+export const isV6 = (ip: string): boolean => ip.includes(":");
 
 /** Defaults: 100 ms adverts (takeover after ~0.3-0.4 s), 5 s before a returning node preempts. */
 export const VRRP_DEFAULTS: VrrpTimers = { advertInterval: 0.1, preemptDelay: 5 };
@@ -119,22 +137,51 @@ export const vridOffset = z.int({ error: "must be a whole number" })
   .min(0, { error: "must be between 0 and 254" })
   .max(254, { error: "must be between 0 and 254" });
 
-/** The instances this node runs: one per eligible VIP, ordered by route id; `offset` shifts the router ids. */
+/**
+ * The instances this node runs: one per route id of the eligible VIPs,
+ * ordered by route id; `offset` shifts the router ids. The addresses of one
+ * route id are one VIP's families (at most one each: the snapshot's rule). Its
+ * IPv4 address, where it has one, is the instance's own (adverts, peers and
+ * priority, as for a single-stack IPv4 VIP); the IPv6 one is `excluded`. An
+ * IPv6-only VIP gets an IPv6 instance (VRRPv3 over IPv6).
+ */
 export function vrrpInstances(
   vips: readonly PlacementVip[],
   node: string,
   offset = 0,
 ): VrrpInstance[] {
-  return vips.filter((v) => v.eligible !== false)
-    .map((v) => ({
-      name: instanceName(v.routeId),
+  const byRoute = new Map<number, PlacementVip[]>();
+  for (const v of vips) byRoute.set(v.routeId, [...(byRoute.get(v.routeId) ?? []), v]);
+  const instances: VrrpInstance[] = [];
+  for (const [routeId, group] of byRoute) {
+    if (group.some((v) => v.eligible === false)) continue;
+    const ordered = [...group].sort((a, b) => Number(isV6(a.ip)) - Number(isV6(b.ip)));
+    const [v, ...rest] = ordered;
+    const excluded = rest.filter((r) => isV6(r.ip) !== isV6(v.ip)).slice(0, 1).map((r) => r.ip);
+    instances.push({
+      name: instanceName(routeId),
       vip: v.ip,
-      routeId: v.routeId,
-      vrid: vrrpRouterId(v.routeId, offset),
+      routeId,
+      vrid: vrrpRouterId(routeId, offset),
       priority: vrrpPriority(v.ip, node),
       ...(v.peers ? { peers: v.peers } : {}),
-    }))
-    .sort((a, b) => a.routeId - b.routeId);
+      ...(excluded.length > 0 ? { excluded } : {}),
+    });
+  }
+  return instances.sort((a, b) => a.routeId - b.routeId);
+}
+
+/**
+ * One address line of `virtual_ipaddress`: IPv4 /32, IPv6 /128 deprecated
+ * (`preferred_lft 0`: RFC 6724 source selection never picks it, so neither the
+ * node's own traffic nor masqueraded pods leave with the VIP; measured, a
+ * plain /128 wins over the node's address). keepalived 2.2.7 adds IPv6 VIPs
+ * with `nodad` by itself (never "tentative" on the new holder; measured, DAD
+ * would hold a plain address back 1-2 s); its `-nodad` keyword turns DAD back
+ * on (measured), so it is never written.
+ */
+export function vipAddressLine(ip: string, iface: string): string {
+  return isV6(ip) ? `${ip}/128 dev ${iface} preferred_lft 0` : `${ip}/32 dev ${iface}`;
 }
 
 /** Seconds as keepalived reads them: at most two decimals, no float noise. */
@@ -149,10 +196,15 @@ function seconds(value: number): string {
  * - `state BACKUP` everywhere: nobody claims a VIP before hearing the others
  *   for 3 adverts, and the highest priority wins (preemption, after
  *   `preempt_delay` for a node that comes back).
- * - VIPs are /32 on the interface: the node's own subnet route is untouched.
- * - GARP: a burst at takeover and one more a second later (for neighbours that
- *   missed the first); no periodic refresh needed since adverts keep switches'
- *   MAC tables fresh.
+ * - VIPs are /32 (IPv4) or deprecated /128 (IPv6, `vipAddressLine`) on the
+ *   interface: the node's own subnet route is untouched.
+ * - A dual-stack VIP is one instance: IPv4 advertised, IPv6 excluded, so both
+ *   addresses always sit on one holder (`vrrpInstances`).
+ * - GARP, and for IPv6 unsolicited neighbour advertisements (override flag,
+ *   to ff02::1; measured with tcpdump, excluded addresses too): a burst at
+ *   takeover and one more a second later (for neighbours that missed the
+ *   first); no periodic refresh needed since adverts keep switches' MAC tables
+ *   fresh.
  * - `dynamic_interfaces`: an interface that disappears puts the instances in
  *   FAULT (VIPs released) and is picked up again when it comes back.
  * - No `vrrp_strict`: keepalived then never touches iptables/nftables.
@@ -185,10 +237,17 @@ export function renderKeepalivedConf(
       `  priority ${instance.priority}`,
       `  advert_int ${seconds(settings.advertInterval)}`,
       `  preempt_delay ${seconds(settings.preemptDelay)}`,
-      ...unicastPeerLines(instancePeers(instance, settings)),
+      ...unicastPeerLines(instance, settings),
       "  virtual_ipaddress {",
-      `    ${instance.vip}/32 dev ${settings.interface}`,
+      `    ${vipAddressLine(instance.vip, settings.interface)}`,
       "  }",
+      ...(instance.excluded
+        ? [
+          "  virtual_ipaddress_excluded {",
+          ...instance.excluded.map((ip) => `    ${vipAddressLine(ip, settings.interface)}`),
+          "  }",
+        ]
+        : []),
       "}",
     );
   }
@@ -203,10 +262,22 @@ export function instancePeers(
   return instance.peers ?? settings.unicastPeers ?? [];
 }
 
-/** `unicast_peer { ... }`: adverts sent to each peer instead of the VRRP multicast group. */
-function unicastPeerLines(peers: readonly string[]): string[] {
+/**
+ * `unicast_peer { ... }`: adverts sent to each peer instead of the VRRP
+ * multicast group; an IPv6 instance also names its source (see
+ * `KeepalivedSettings.localAddresses`).
+ */
+function unicastPeerLines(instance: VrrpInstance, settings: KeepalivedSettings): string[] {
+  const peers = instancePeers(instance, settings);
   if (peers.length === 0) return [];
-  return ["  unicast_peer {", ...peers.map((ip) => `    ${ip}`), "  }"];
+  const local = new Set(settings.localAddresses ?? []);
+  const source = isV6(instance.vip) ? peers.find((p) => local.has(p)) : undefined;
+  return [
+    ...(source ? [`  unicast_src_ip ${source}`] : []),
+    "  unicast_peer {",
+    ...peers.map((ip) => `    ${ip}`),
+    "  }",
+  ];
 }
 
 /** The VRRP states keepalived reports for an instance. */
@@ -229,6 +300,8 @@ export interface PlacementStatus {
     readonly state: VrrpState | "UNKNOWN";
     /** Where its adverts go by unicast; absent: multicast. */
     readonly peers?: readonly string[];
+    /** The VIP's address of the other family, placed with it (dual stack). */
+    readonly excluded?: readonly string[];
   }[];
   /** VIPs this node must not hold (eligible: false). */
   readonly ineligible: readonly string[];

@@ -3,7 +3,7 @@
  * evaluated with @bufbuild/cel: the standard library, plus the parts of
  * Kubernetes' own CEL libraries that our CRDs use (the IP/CIDR library of
  * Kubernetes 1.31: `isCIDR`, `cidr`, `.ip()`, `.family()`, `.masked()`,
- * `.prefixLength()`, `isIP`, `ip`). CIDRs and IPs are carried as their
+ * `.prefixLength()`, `isIP`, `ip`, `ip.isCanonical`). CIDRs and IPs are carried as their
  * canonical text, so `==` compares them as Kubernetes does.
  */
 import { celEnv, celFunc, celMethod, CelScalar, isCelError, parse, plan } from "@bufbuild/cel";
@@ -36,6 +36,11 @@ function masked(text: string): string {
 const FUNCS = [
   celFunc("isCIDR", [S], CelScalar.BOOL, (s) => ipv4Prefix(s) !== undefined),
   celFunc("isIP", [S], CelScalar.BOOL, (s) => isIPv4(s) || (isIPv6(s) && !s.includes("%"))),
+  celFunc("ip.isCanonical", [S], CelScalar.BOOL, (s) => {
+    if (isIPv4(s)) return true;
+    if (!isIPv6(s) || s.includes("%")) throw new Error(`IP Address "${s}" parse error`);
+    return new URL(`http://[${s}]/`).hostname === `[${s}]`;
+  }),
   celFunc("cidr", [S], S, (s) => {
     if (!ipv4Prefix(s)) {
       throw new Error(`network address parse error during conversion from string: ${s}`);

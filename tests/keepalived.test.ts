@@ -157,3 +157,86 @@ Deno.test("keepalived: state changes are read from its log lines, others ignored
   assert.equal(parseStateLine("(VI_1) Entering MASTER STATE"), undefined);
   assert.equal(parseStateLine("(kube_egress_5) setting VIPs."), undefined);
 });
+
+Deno.test("keepalived: an IPv6 VIP is a VRRPv3 IPv6 instance, its /128 deprecated and never -nodad", () => {
+  const text = renderKeepalivedConf(
+    vrrpInstances([{ ip: "2001:db8::50", routeId: 7 }], "node1"),
+    settings,
+  );
+  assert.ok(
+    text.includes(
+      [
+        "  virtual_ipaddress {",
+        "    2001:db8::50/128 dev eth0 preferred_lft 0",
+        "  }",
+        "}",
+      ].join("\n"),
+    ),
+    text,
+  );
+  // keepalived 2.2.7's "-nodad" turns DAD back on (measured in a namespace).
+  assert.doesNotMatch(text, /nodad|virtual_ipaddress_excluded/);
+});
+
+Deno.test("keepalived: a dual-stack VIP (two families, one route id) is one instance: IPv4 advertised, IPv6 excluded", () => {
+  const vips = [
+    { ip: "2001:db8::50", routeId: 3, peers: ["2001:db8::11", "2001:db8::12"] },
+    { ip: "192.0.2.50", routeId: 3, peers: ["192.0.2.11", "192.0.2.12"] },
+    { ip: "192.0.2.60", routeId: 4 },
+  ];
+  const instances = vrrpInstances(vips, "node1");
+  assert.deepEqual(instances.map((i) => [i.routeId, i.vip, i.excluded, i.peers]), [
+    [3, "192.0.2.50", ["2001:db8::50"], ["192.0.2.11", "192.0.2.12"]],
+    [4, "192.0.2.60", undefined, undefined],
+  ]);
+  // The priority is the IPv4 VIP's, as before it had an IPv6 address.
+  assert.equal(instances[0].priority, vrrpPriority("192.0.2.50", "node1"));
+  assert.deepEqual(vrrpInstances([...vips].reverse(), "node1"), instances);
+  const text = renderKeepalivedConf(instances, settings);
+  assert.ok(
+    text.includes(
+      [
+        "  virtual_ipaddress {",
+        "    192.0.2.50/32 dev eth0",
+        "  }",
+        "  virtual_ipaddress_excluded {",
+        "    2001:db8::50/128 dev eth0 preferred_lft 0",
+        "  }",
+        "}",
+      ].join("\n"),
+    ),
+    text,
+  );
+  // One address not eligible: the VIP (both families) is not held here.
+  assert.deepEqual(
+    vrrpInstances([{ ...vips[0], eligible: false }, vips[1]], "node1").map((i) => i.vip),
+    [],
+  );
+});
+
+Deno.test("keepalived: an IPv6 instance over unicast sends from this node's own peer address", () => {
+  const peers = ["2001:db8::11", "2001:db8::12"];
+  const instances = vrrpInstances([{ ip: "2001:db8::50", routeId: 7, peers }], "node1");
+  const text = renderKeepalivedConf(instances, {
+    ...settings,
+    localAddresses: ["2001:db8::12", "192.0.2.12"],
+  });
+  assert.ok(
+    text.includes(
+      [
+        "  unicast_src_ip 2001:db8::12",
+        "  unicast_peer {",
+        "    2001:db8::11",
+        "    2001:db8::12",
+        "  }",
+      ].join("\n"),
+    ),
+    text,
+  );
+  // IPv4 instances keep keepalived's own choice (the interface's primary address).
+  const v4 = renderKeepalivedConf(
+    vrrpInstances([{ ip: "192.0.2.50", routeId: 1, peers: ["192.0.2.11"] }], "node1"),
+    { ...settings, localAddresses: ["192.0.2.11"] },
+  );
+  assert.doesNotMatch(v4, /unicast_src_ip/);
+});

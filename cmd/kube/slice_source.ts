@@ -19,11 +19,10 @@ import {
   sameForSelection,
   sameRecord,
 } from "../../core/kube/objects.ts";
-import { EgressVIPStatus } from "../../core/kube/api.ts";
-import { eligibleVips } from "../../core/kube/placement.ts";
+import { EgressVIPStatus, vipAddresses } from "../../core/kube/api.ts";
 import { readVip } from "../../core/kube/selection.ts";
 import { type SliceRecord, sliceRecord } from "../../core/kube/slices.ts";
-import { compareIPv4 } from "../../core/ip.ts";
+import { compareAddress, eligibleVips } from "../../core/kube/placement.ts";
 import type { RawGuard, RawPod, RawSnapshot, RawVip } from "../../core/snapshot.ts";
 import type { Logger } from "../log.ts";
 import type { KubeClient } from "./client.ts";
@@ -189,20 +188,23 @@ export class SliceSource {
       const selected = status.success ? status.data.nodes : undefined;
       // Peers: the selected nodes that may hold it; the guard trusts the cordoned ones too.
       const peers = (selected ?? []).filter((n) => !n.cordoned).map((n) => n.ip)
-        .sort(compareIPv4);
-      const nodes = (selected ?? []).map((n) => n.ip).sort(compareIPv4);
+        .sort(compareAddress);
+      const nodes = (selected ?? []).map((n) => n.ip).sort(compareAddress);
       // VRRP by unicast needs the peers: until the controller has published them (an upgrade
       // from a version without status.nodes), this node does not hold the VIP rather than
       // advertise to nobody and become a second holder.
       const waitingForPeers = this.options.vrrpPeers === true && selected === undefined;
-      vips.push({
-        origin: `EgressVIP ${info.name}`,
-        ip: info.spec.ip,
-        routeId: info.routeId,
-        ...(eligible ? { eligible: eligible.has(info.spec.ip) && !waitingForPeers } : {}),
-        ...(this.options.vrrpPeers && eligible ? { peers } : {}),
-        ...(eligible && selected ? { nodes } : {}),
-      });
+      // A dual-stack VIP: one entry per family, one route id (one VRRP instance).
+      for (const ip of vipAddresses(info.spec)) {
+        vips.push({
+          origin: `EgressVIP ${info.name}`,
+          ip,
+          routeId: info.routeId,
+          ...(eligible ? { eligible: eligible.has(ip) && !waitingForPeers } : {}),
+          ...(this.options.vrrpPeers && eligible ? { peers } : {}),
+          ...(eligible && selected ? { nodes } : {}),
+        });
+      }
     }
     const byIp = new Map<string, RawPod>();
     const guards = new Map<string, RawGuard>();

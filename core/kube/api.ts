@@ -126,19 +126,102 @@ export const Condition = z.object({
 });
 export type Condition = z.output<typeof Condition>;
 
-export const EgressVIPSpec = z.object({
-  ip: ipv4.meta({ description: "the egress address; selected pods' traffic leaves with it" }),
-  routeId: routeId.optional().meta({
-    description:
-      "policy-routing table and fwmark id (1-252); assigned uniquely when absent and shown in status.routeId",
+/** The canonical text of an IPv6 address (RFC 5952, as the WHATWG URL parser writes it), or undefined. */
+export function canonicalIPv6(text: string): string | undefined {
+  if (!z.ipv6().safeParse(text).success) return undefined;
+  try {
+    return new URL(`http://[${text}]/`).hostname.slice(1, -1);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The messages of a VIP address, shared with the CRD's CEL rules. */
+export const VIP_ADDRESS_MESSAGES = {
+  syntax: "must be an IPv4 or IPv6 address such as 192.0.2.10 or 2001:db8::10",
+  canonical: "must be written canonically (lowercase, zeros compressed, as 2001:db8::10)",
+  mapped: "is an IPv4-mapped IPv6 address: write the IPv4 address",
+  families: "must hold at most one address of each family (IPv4, IPv6)",
+  first: "must start with spec.ip (as a Service's clusterIPs start with its clusterIP)",
+} as const;
+
+/**
+ * A VIP's address: IPv4 (canonical dotted quad) or IPv6 (canonical text,
+ * RFC 5952), so that two spellings of one address never make two VIPs.
+ */
+export const vipAddress = cel(
+  z.string().max(39).superRefine((text, ctx) => {
+    if (ipv4.safeParse(text).success) return;
+    const canonical = canonicalIPv6(text);
+    const message = canonical === undefined
+      ? VIP_ADDRESS_MESSAGES.syntax
+      : canonical.includes(".") || /^::ffff:/.test(canonical)
+      ? VIP_ADDRESS_MESSAGES.mapped
+      : canonical !== text
+      ? `${VIP_ADDRESS_MESSAGES.canonical}: ${canonical}`
+      : undefined;
+    if (message) ctx.addIssue({ code: "custom", input: text, message });
   }),
-  nodeSelector: LabelSelector.optional().meta({
-    description: "nodes allowed to hold the address; absent: every node",
+  { rule: "isIP(self)", message: VIP_ADDRESS_MESSAGES.syntax },
+  {
+    rule: "!isIP(self) || ip.isCanonical(self)",
+    message: VIP_ADDRESS_MESSAGES.canonical,
+  },
+  {
+    rule: "!isIP(self) || ip(self).family() == 4 || !self.startsWith('::ffff:')",
+    message: VIP_ADDRESS_MESSAGES.mapped,
+  },
+);
+
+/** The addresses of an EgressVIP: `ips` where given (dual stack), else `ip` alone. */
+export function vipAddresses(spec: { ip: string; ips?: readonly string[] }): readonly string[] {
+  return spec.ips && spec.ips.length > 0 ? spec.ips : [spec.ip];
+}
+
+const familyOf = (ip: string) => (ip.includes(":") ? 6 : 4);
+
+export const EgressVIPSpec = cel(
+  z.object({
+    ip: vipAddress.meta({
+      description:
+        "the egress address (IPv4 or IPv6); selected pods' traffic of its family leaves with it",
+    }),
+    ips: z.array(vipAddress).min(1).max(2).optional().meta({
+      description:
+        "dual stack: spec.ip, then the address of the other family (as a Service's clusterIPs); a dual-stack pod leaves with the address of the family it sends with. Both sit on one holder",
+    }),
+    routeId: routeId.optional().meta({
+      description:
+        "policy-routing table and fwmark id (1-252); assigned uniquely when absent and shown in status.routeId",
+    }),
+    nodeSelector: LabelSelector.optional().meta({
+      description: "nodes allowed to hold the address; absent: every node",
+    }),
+    namespaceSelector: LabelSelector.optional().meta({
+      description: "namespaces whose policies may use this VIP; absent: every namespace",
+    }),
+  }).superRefine((spec, ctx) => {
+    const ips = spec.ips;
+    if (!ips) return;
+    if (ips[0] !== spec.ip) {
+      ctx.addIssue({ code: "custom", path: ["ips"], message: VIP_ADDRESS_MESSAGES.first });
+    }
+    if (ips.length === 2 && familyOf(ips[0]) === familyOf(ips[1])) {
+      ctx.addIssue({ code: "custom", path: ["ips"], message: VIP_ADDRESS_MESSAGES.families });
+    }
   }),
-  namespaceSelector: LabelSelector.optional().meta({
-    description: "namespaces whose policies may use this VIP; absent: every namespace",
-  }),
-});
+  {
+    rule: "!has(self.ips) || self.ips[0] == self.ip",
+    message: VIP_ADDRESS_MESSAGES.first,
+    fieldPath: ".ips",
+  },
+  {
+    rule:
+      "!has(self.ips) || size(self.ips) < 2 || !isIP(self.ips[0]) || !isIP(self.ips[1]) || ip(self.ips[0]).family() != ip(self.ips[1]).family()",
+    message: VIP_ADDRESS_MESSAGES.families,
+    fieldPath: ".ips",
+  },
+);
 export type EgressVIPSpec = z.output<typeof EgressVIPSpec>;
 
 export const EgressVIPStatus = z.object({
@@ -150,11 +233,14 @@ export const EgressVIPStatus = z.object({
   policies: z.int().min(0).optional().meta({ description: "policies that use this VIP" }),
   nodes: z.array(z.object({
     name: z.string().meta({ description: "the Node" }),
-    ip: z.string().meta({ description: "its first IPv4 InternalIP" }),
+    ip: z.string().meta({
+      description:
+        "its first InternalIP of the VIP's VRRP family (IPv4 unless the VIP is IPv6-only)",
+    }),
     cordoned: z.boolean().optional().meta({ description: "cordoned: it may not take the address" }),
   })).optional().meta({
     description:
-      "nodes the nodeSelector selects that have an IPv4 InternalIP, by address (the VRRP unicast peers are those not cordoned; the guard trusts them all), published by the controller so that agents need not watch every Node",
+      "nodes the nodeSelector selects that have an InternalIP of the VIP's VRRP family, by address (the VRRP unicast peers are those not cordoned; the guard trusts them all), published by the controller so that agents need not watch every Node",
   }),
   observedGeneration: z.int().min(0).optional(),
   conditions: z.array(Condition).optional(),
@@ -275,6 +361,7 @@ export const KINDS = {
     description: "A floating egress address: selected pods' traffic leaves the cluster with it.",
     columns: [
       { name: "IP", type: "string", jsonPath: ".spec.ip" },
+      { name: "Other-IP", type: "string", jsonPath: ".spec.ips[1]" },
       { name: "Route", type: "integer", jsonPath: ".status.routeId" },
       { name: "Holder", type: "string", jsonPath: ".status.holder" },
       { name: "Pods", type: "integer", jsonPath: ".status.pods" },

@@ -60,6 +60,8 @@ export interface NodeRecord {
   readonly unschedulable: boolean;
   /** The first IPv4 InternalIP (VRRP over unicast advertises to it). */
   readonly internalIp?: string;
+  /** The first IPv6 InternalIP (an IPv6-only VIP's VRRP over unicast advertises to it). */
+  readonly internalIpv6?: string;
 }
 
 /** A ReplicaSet (metadata only): its controlling owner, e.g. the Deployment. */
@@ -88,6 +90,7 @@ function controller(meta: Metadata): OwnerRef | undefined {
 }
 
 const isV4 = (ip: string) => /^\d{1,3}(\.\d{1,3}){3}$/.test(ip);
+const isV6 = (ip: string) => ip.includes(":");
 
 /** Key of a namespaced object in stores: "namespace/name". */
 export function objectKey(meta: { namespace?: string; name: string }): string {
@@ -122,7 +125,7 @@ export function namespaceRecord(object: unknown): NamespaceRecord | undefined {
   return { name: parsed.data.metadata.name, labels: parsed.data.metadata.labels ?? {} };
 }
 
-/** Reduces a Node to its name, labels, whether it is cordoned, and its InternalIP. */
+/** Reduces a Node to its name, labels, whether it is cordoned, and its InternalIP of each family. */
 export function nodeRecord(object: unknown): NodeRecord | undefined {
   const parsed = z.object({
     metadata: Metadata,
@@ -132,14 +135,17 @@ export function nodeRecord(object: unknown): NodeRecord | undefined {
     }).optional(),
   }).safeParse(object);
   if (!parsed.success) return undefined;
-  const internalIp = parsed.data.status?.addresses?.find((a) =>
-    a.type === "InternalIP" && isV4(a.address)
-  )?.address;
+  const internal = (family: (ip: string) => boolean) =>
+    parsed.data.status?.addresses?.find((a) => a.type === "InternalIP" && family(a.address))
+      ?.address;
+  const internalIp = internal(isV4);
+  const internalIpv6 = internal(isV6);
   return {
     name: parsed.data.metadata.name,
     labels: parsed.data.metadata.labels ?? {},
     unschedulable: parsed.data.spec?.unschedulable === true,
     ...(internalIp ? { internalIp } : {}),
+    ...(internalIpv6 ? { internalIpv6 } : {}),
   };
 }
 

@@ -5,10 +5,39 @@
  * only the instances it may hold) and, for VRRP over unicast, for all nodes
  * (each instance advertises to the nodes that may hold its VIP).
  */
-import { compareIPv4 } from "../ip.ts";
-import { EgressVIPSpec } from "./api.ts";
+import { EgressVIPSpec, vipAddresses } from "./api.ts";
 import type { CustomRecord, NodeRecord } from "./objects.ts";
 import { optionalSelectorMatches } from "./selector.ts";
+
+/**
+ * The family a VIP's VRRP instance runs in (core/keepalived.ts): IPv4 where
+ * the VIP has an IPv4 address, else IPv6. Its unicast peers and the guard's
+ * trusted nodes are the nodes' InternalIPs of that family.
+ */
+export function instanceFamily(spec: EgressVIPSpec): 4 | 6 {
+  return vipAddresses(spec).some((ip) => !ip.includes(":")) ? 4 : 6;
+}
+
+/** A node's InternalIP in the family of the VIP's instance, if it has one. */
+function nodeAddress(spec: EgressVIPSpec, node: NodeRecord): string | undefined {
+  return instanceFamily(spec) === 4 ? node.internalIp : node.internalIpv6;
+}
+
+/** Orders addresses: IPv4 numerically, then IPv6 numerically (by their full form). */
+export function compareAddress(a: string, b: string): number {
+  const key = (ip: string) => {
+    if (!ip.includes(":")) return "4" + ip.split(".").map((o) => o.padStart(3, "0")).join(".");
+    const [head, tail = ""] = ip.split("::");
+    const h = head ? head.split(":") : [];
+    const t = tail ? tail.split(":") : [];
+    const groups = ip.includes("::")
+      ? [...h, ...Array(8 - h.length - t.length).fill("0"), ...t]
+      : h;
+    return "6" + groups.map((g) => g.padStart(4, "0")).join(":");
+  };
+  const ka = key(a), kb = key(b);
+  return ka < kb ? -1 : ka > kb ? 1 : 0;
+}
 
 function mayHold(spec: EgressVIPSpec, node: NodeRecord): boolean {
   return !node.unschedulable && optionalSelectorMatches(spec.nodeSelector, node.labels);
@@ -23,33 +52,49 @@ function validSpecs(vips: Iterable<CustomRecord>): EgressVIPSpec[] {
   return specs;
 }
 
-/** The VIP addresses `node` may hold (none for an unknown node). */
+/** The VIP addresses (each family of a dual-stack VIP) `node` may hold (none for an unknown node). */
 export function eligibleVips(
   vips: Iterable<CustomRecord>,
   node: NodeRecord | undefined,
 ): Set<string> {
   const eligible = new Set<string>();
   if (!node) return eligible;
-  for (const spec of validSpecs(vips)) if (mayHold(spec, node)) eligible.add(spec.ip);
+  for (const spec of validSpecs(vips)) {
+    if (mayHold(spec, node)) { for (const ip of vipAddresses(spec)) eligible.add(ip); }
+  }
   return eligible;
 }
 
+/** For each VIP, `pick` of the nodes with an InternalIP of its instance's family, by address. */
+function byVip(
+  vips: Iterable<CustomRecord>,
+  nodes: Iterable<NodeRecord>,
+  pick: (spec: EgressVIPSpec, node: NodeRecord) => boolean,
+): Map<string, string[]> {
+  const all = [...nodes];
+  const result = new Map<string, string[]>();
+  for (const spec of validSpecs(vips)) {
+    const ips = all.filter((n) => pick(spec, n))
+      .map((n) => nodeAddress(spec, n))
+      .filter((ip): ip is string => ip !== undefined)
+      .sort(compareAddress);
+    for (const ip of vipAddresses(spec)) result.set(ip, ips);
+  }
+  return result;
+}
+
 /**
- * For each VIP, the InternalIP addresses of the nodes that may hold it,
- * sorted (equal clusters render equal keepalived configurations). Nodes
- * without an IPv4 InternalIP cannot take part and are left out.
+ * For each VIP address (both of a dual-stack VIP), the InternalIP addresses
+ * of the nodes that may hold it, in the family of its VRRP instance
+ * (`instanceFamily`), sorted (equal clusters render equal keepalived
+ * configurations). Nodes without an InternalIP of that family cannot take
+ * part and are left out.
  */
 export function vrrpPeers(
   vips: Iterable<CustomRecord>,
   nodes: Iterable<NodeRecord>,
 ): Map<string, string[]> {
-  const addressed = [...nodes].filter((n) => n.internalIp !== undefined);
-  const peers = new Map<string, string[]>();
-  for (const spec of validSpecs(vips)) {
-    const ips = addressed.filter((n) => mayHold(spec, n)).map((n) => n.internalIp!);
-    peers.set(spec.ip, ips.sort(compareIPv4));
-  }
-  return peers;
+  return byVip(vips, nodes, mayHold);
 }
 
 /**
@@ -62,28 +107,21 @@ export function guardNodes(
   vips: Iterable<CustomRecord>,
   nodes: Iterable<NodeRecord>,
 ): Map<string, string[]> {
-  const addressed = [...nodes].filter((n) => n.internalIp !== undefined);
-  const result = new Map<string, string[]>();
-  for (const spec of validSpecs(vips)) {
-    const ips = addressed.filter((n) => optionalSelectorMatches(spec.nodeSelector, n.labels))
-      .map((n) => n.internalIp!);
-    result.set(spec.ip, ips.sort(compareIPv4));
-  }
-  return result;
+  return byVip(vips, nodes, (spec, n) => optionalSelectorMatches(spec.nodeSelector, n.labels));
 }
 
 /** A node the VIP's nodeSelector selects, as EgressVIP status.nodes lists it. */
 export interface SelectedNode {
   readonly name: string;
-  /** Its first IPv4 InternalIP. */
+  /** Its first InternalIP of the VIP's instance family (`instanceFamily`: IPv4 unless the VIP is IPv6-only). */
   readonly ip: string;
   /** Cordoned: it may not take the VIP (still trusted while it hands it over). */
   readonly cordoned?: boolean;
 }
 
 /**
- * For each VIP (by name), the nodes with an IPv4 InternalIP that its
- * nodeSelector selects, cordoned ones marked, sorted by address: what the
+ * For each VIP (by name), the nodes with an InternalIP of its instance's
+ * family (`instanceFamily`) that its nodeSelector selects, cordoned ones marked, sorted by address: what the
  * controller publishes in status.nodes, so that agents need not watch every
  * Node. The VRRP unicast peers are the ones not cordoned (`vrrpPeers`); the
  * guard trusts them all (`guardNodes`).
@@ -92,20 +130,20 @@ export function selectedNodes(
   vips: Iterable<CustomRecord>,
   nodes: Iterable<NodeRecord>,
 ): Map<string, SelectedNode[]> {
-  const addressed = [...nodes].filter((n) => n.internalIp !== undefined);
+  const all = [...nodes];
   const out = new Map<string, SelectedNode[]>();
   for (const vip of vips) {
     const spec = EgressVIPSpec.safeParse(vip.spec);
     if (!spec.success) continue;
+    const selected: SelectedNode[] = [];
+    for (const n of all) {
+      const ip = nodeAddress(spec.data, n);
+      if (ip === undefined || !optionalSelectorMatches(spec.data.nodeSelector, n.labels)) continue;
+      selected.push({ name: n.name, ip, ...(n.unschedulable ? { cordoned: true } : {}) });
+    }
     out.set(
       vip.metadata.name,
-      addressed.filter((n) => optionalSelectorMatches(spec.data.nodeSelector, n.labels))
-        .map((n) => ({
-          name: n.name,
-          ip: n.internalIp!,
-          ...(n.unschedulable ? { cordoned: true } : {}),
-        }))
-        .sort((a, b) => compareIPv4(a.ip, b.ip) || (a.name < b.name ? -1 : 1)),
+      selected.sort((a, b) => compareAddress(a.ip, b.ip) || (a.name < b.name ? -1 : 1)),
     );
   }
   return out;

@@ -26,6 +26,7 @@ import {
   type EgressVIPSpec,
   EgressVIPSpec as VipSpecSchema,
   EgressVIPStatus,
+  vipAddresses,
 } from "./api.ts";
 import {
   type CustomRecord,
@@ -175,7 +176,10 @@ export function selectEgress(view: ClusterView): Selection {
     const info = readVip(record);
     vips.set(info.name, info);
     if (info.spec && info.routeId !== undefined) {
-      rawVips.push({ origin: `EgressVIP ${info.name}`, ip: info.spec.ip, routeId: info.routeId });
+      // A dual-stack VIP: one entry per family, one route id.
+      for (const ip of vipAddresses(info.spec)) {
+        rawVips.push({ origin: `EgressVIP ${info.name}`, ip, routeId: info.routeId });
+      }
     }
   }
 

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { evaluate } from "../../sim/kube_cel.ts";
 import { parseAllDocuments } from "yaml";
 import { customResourceDefinition, renderCrdsYaml } from "../../core/kube/crd.ts";
 import { EgressPolicySpec, EgressVIPSpec } from "../../core/kube/api.ts";
@@ -85,12 +86,41 @@ Deno.test("crd: the CRD schema and the zod schema agree on example objects", () 
     "ReplicaSet",
     "Job",
   ]);
-  const pattern = new RegExp(vipSpec.properties.ip.pattern);
-  for (const ip of ["192.0.2.50", "10.0.0.1"]) {
-    assert.ok(pattern.test(ip) && EgressVIPSpec.safeParse({ ip }).success, ip);
+  // The CRD's CEL rules (as the test API server evaluates them) and zod agree.
+  const celOk = (rules: { rule: string }[], self: unknown) =>
+    rules.every((r) => evaluate(r.rule, self) === true);
+  const ipRules = vipSpec.properties.ip["x-kubernetes-validations"];
+  const specRules = vipSpec["x-kubernetes-validations"];
+  for (const ip of ["192.0.2.50", "10.0.0.1", "2001:db8::50", "fd00::1"]) {
+    assert.ok(celOk(ipRules, ip) && EgressVIPSpec.safeParse({ ip }).success, ip);
   }
-  for (const ip of ["192.0.2.050", "192.0.2", "256.1.1.1"]) {
-    assert.ok(!pattern.test(ip) && !EgressVIPSpec.safeParse({ ip }).success, ip);
+  for (
+    const ip of [
+      "192.0.2.050",
+      "192.0.2",
+      "256.1.1.1",
+      "2001:DB8::1",
+      "2001:db8:0::1",
+      "::ffff:c000:201",
+    ]
+  ) {
+    assert.ok(!celOk(ipRules, ip) && !EgressVIPSpec.safeParse({ ip }).success, ip);
   }
+  const specs: [unknown, boolean][] = [
+    [{ ip: "192.0.2.50", ips: ["192.0.2.50", "2001:db8::50"] }, true],
+    [{ ip: "2001:db8::50", ips: ["2001:db8::50", "192.0.2.50"] }, true],
+    [{ ip: "2001:db8::50", ips: ["2001:db8::50"] }, true],
+    [{ ip: "192.0.2.50", ips: ["192.0.2.50", "192.0.2.51"] }, false],
+    [{ ip: "192.0.2.50", ips: ["2001:db8::50", "192.0.2.50"] }, false],
+  ];
+  for (const [spec, ok] of specs) {
+    assert.equal(celOk(specRules, spec), ok, JSON.stringify(spec));
+    assert.equal(EgressVIPSpec.safeParse(spec).success, ok, JSON.stringify(spec));
+  }
+  const canonical = EgressVIPSpec.safeParse({ ip: "2001:DB8:0::1" });
+  assert.match(
+    canonical.error?.issues[0].message ?? "",
+    /must be written canonically .*: 2001:db8::1$/,
+  );
   assert.equal(EgressPolicySpec.safeParse({ vip: "office", podSelector: {} }).success, true);
 });

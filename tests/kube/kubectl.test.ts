@@ -67,7 +67,7 @@ Deno.test({
       assert.equal(wait.code, 0, wait.err);
       const get = await k("get", "evip,epol", "-A");
       assert.equal(get.code, 0, get.err);
-      assert.match(get.out, /NAME\s+IP\s+ROUTE\s+HOLDER\s+PODS\s+READY\s+AGE/);
+      assert.match(get.out, /NAME\s+IP\s+OTHER-IP\s+ROUTE\s+HOLDER\s+PODS\s+READY\s+AGE/);
       assert.match(
         get.out,
         /egressvip\.egress\.kube-egress\.io\/office-nat\s+192\.168\.1\.100\s+1\s+0\s+True\s+\d+s/,
@@ -188,6 +188,65 @@ Deno.test({
       } finally {
         await api.stop();
       }
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "kubectl: an IPv6 and a dual-stack EgressVIP apply and list with both families; wrong ones are refused in the agents' words",
+  ...opts,
+  fn: async () => {
+    const api = await startLocalApi({ installCrds: false });
+    try {
+      const k = kubectl(api);
+      assert.equal((await k("apply", "-f", "deploy/crds.yaml")).code, 0);
+      const file = `${api.dir}/vips.yaml`;
+      const vip = (name: string, spec: string) =>
+        `---\napiVersion: egress.kube-egress.io/v1alpha1\nkind: EgressVIP\nmetadata: {name: ${name}}\nspec: ${spec}\n`;
+      await Deno.writeTextFile(
+        file,
+        vip("v4", "{ip: 192.0.2.10, routeId: 1}") +
+          vip("v6", "{ip: '2001:db8::10', routeId: 2}") +
+          vip("dual", "{ip: 192.0.2.20, ips: [192.0.2.20, '2001:db8::20'], routeId: 3}"),
+      );
+      const applied = await k("apply", "--validate=strict", "-f", file);
+      assert.equal(applied.code, 0, applied.err);
+      const get = await k("get", "evip");
+      assert.match(get.out, /^NAME\s+IP\s+OTHER-IP\s+ROUTE\s+HOLDER\s+PODS\s+READY\s+AGE$/m);
+      // The server prints a column it has no value for empty (route ids: no controller here).
+      assert.match(get.out, /^dual\s+192\.0\.2\.20\s+2001:db8::20\s+\d+s$/m, get.out);
+      assert.match(get.out, /^v4\s+192\.0\.2\.10\s+\d+s$/m, get.out);
+      assert.match(get.out, /^v6\s+2001:db8::10\s+\d+s$/m, get.out);
+      const cases: [string, RegExp][] = [
+        [
+          "{ip: '2001:DB8::30'}",
+          /spec\.ip: Invalid value: "2001:DB8::30": must be written canonically/,
+        ],
+        ["{ip: '2001:db8:0::30'}", /must be written canonically/],
+        [
+          "{ip: '192.0.2.300'}",
+          /spec\.ip: Invalid value: "192\.0\.2\.300": must be an IPv4 or IPv6/,
+        ],
+        [
+          "{ip: 192.0.2.30, ips: [192.0.2.30, 192.0.2.31]}",
+          /spec\.ips: Invalid value: .*must hold at most one address of each family/,
+        ],
+        [
+          "{ip: 192.0.2.30, ips: ['2001:db8::30', 192.0.2.30]}",
+          /spec\.ips: Invalid value: .*must start with spec\.ip/,
+        ],
+        ["{ip: 192.0.2.30, ips: [192.0.2.30, '2001:db8::1', '2001:db8::2']}", /spec\.ips/],
+      ];
+      for (const [spec, message] of cases) {
+        const bad = `${api.dir}/bad.yaml`;
+        await Deno.writeTextFile(bad, vip("bad", spec));
+        const r = await k("apply", "-f", bad);
+        assert.notEqual(r.code, 0, spec);
+        assert.match(r.err, message, `${spec}: ${r.err}`);
+      }
+    } finally {
+      await api.stop();
     }
   },
 });
