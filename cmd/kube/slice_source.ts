@@ -22,7 +22,8 @@ import {
 import { EgressVIPStatus, vipAddresses } from "../../core/kube/api.ts";
 import { readVip } from "../../core/kube/selection.ts";
 import { type SliceRecord, sliceRecord } from "../../core/kube/slices.ts";
-import { compareAddress, eligibleVips } from "../../core/kube/placement.ts";
+import { eligibleVips } from "../../core/kube/placement.ts";
+import { compareIp } from "../../core/ip.ts";
 import type { RawGuard, RawPod, RawSnapshot, RawVip } from "../../core/snapshot.ts";
 import type { Logger } from "../log.ts";
 import type { KubeClient } from "./client.ts";
@@ -188,8 +189,8 @@ export class SliceSource {
       const selected = status.success ? status.data.nodes : undefined;
       // Peers: the selected nodes that may hold it; the guard trusts the cordoned ones too.
       const peers = (selected ?? []).filter((n) => !n.cordoned).map((n) => n.ip)
-        .sort(compareAddress);
-      const nodes = (selected ?? []).map((n) => n.ip).sort(compareAddress);
+        .sort(compareIp);
+      const nodes = (selected ?? []).map((n) => n.ip).sort(compareIp);
       // VRRP by unicast needs the peers: until the controller has published them (an upgrade
       // from a version without status.nodes), this node does not hold the VIP rather than
       // advertise to nobody and become a second holder.

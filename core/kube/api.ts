@@ -6,6 +6,7 @@
  */
 import { z } from "zod";
 import { CIDR_MESSAGES, cidrv4, ipv4, routeId } from "../schema.ts";
+import { formatIPv6, isIPv4Mapped, parseIPv6 } from "../ip.ts";
 
 export const GROUP = "egress.kube-egress.io";
 export const VERSION = "v1alpha1";
@@ -126,16 +127,6 @@ export const Condition = z.object({
 });
 export type Condition = z.output<typeof Condition>;
 
-/** The canonical text of an IPv6 address (RFC 5952, as the WHATWG URL parser writes it), or undefined. */
-export function canonicalIPv6(text: string): string | undefined {
-  if (!z.ipv6().safeParse(text).success) return undefined;
-  try {
-    return new URL(`http://[${text}]/`).hostname.slice(1, -1);
-  } catch {
-    return undefined;
-  }
-}
-
 /** The messages of a VIP address, shared with the CRD's CEL rules. */
 export const VIP_ADDRESS_MESSAGES = {
   syntax: "must be an IPv4 or IPv6 address such as 192.0.2.10 or 2001:db8::10",
@@ -152,13 +143,13 @@ export const VIP_ADDRESS_MESSAGES = {
 export const vipAddress = cel(
   z.string().max(39).superRefine((text, ctx) => {
     if (ipv4.safeParse(text).success) return;
-    const canonical = canonicalIPv6(text);
-    const message = canonical === undefined
+    const v6 = text.includes(":") ? parseIPv6(text) : undefined;
+    const message = v6 === undefined
       ? VIP_ADDRESS_MESSAGES.syntax
-      : canonical.includes(".") || /^::ffff:/.test(canonical)
+      : isIPv4Mapped(v6)
       ? VIP_ADDRESS_MESSAGES.mapped
-      : canonical !== text
-      ? `${VIP_ADDRESS_MESSAGES.canonical}: ${canonical}`
+      : formatIPv6(v6) !== text
+      ? `${VIP_ADDRESS_MESSAGES.canonical}: ${formatIPv6(v6)}`
       : undefined;
     if (message) ctx.addIssue({ code: "custom", input: text, message });
   }),

@@ -5,6 +5,7 @@
  * only the instances it may hold) and, for VRRP over unicast, for all nodes
  * (each instance advertises to the nodes that may hold its VIP).
  */
+import { compareIp } from "../ip.ts";
 import { EgressVIPSpec, vipAddresses } from "./api.ts";
 import type { CustomRecord, NodeRecord } from "./objects.ts";
 import { optionalSelectorMatches } from "./selector.ts";
@@ -21,22 +22,6 @@ export function instanceFamily(spec: EgressVIPSpec): 4 | 6 {
 /** A node's InternalIP in the family of the VIP's instance, if it has one. */
 function nodeAddress(spec: EgressVIPSpec, node: NodeRecord): string | undefined {
   return instanceFamily(spec) === 4 ? node.internalIp : node.internalIpv6;
-}
-
-/** Orders addresses: IPv4 numerically, then IPv6 numerically (by their full form). */
-export function compareAddress(a: string, b: string): number {
-  const key = (ip: string) => {
-    if (!ip.includes(":")) return "4" + ip.split(".").map((o) => o.padStart(3, "0")).join(".");
-    const [head, tail = ""] = ip.split("::");
-    const h = head ? head.split(":") : [];
-    const t = tail ? tail.split(":") : [];
-    const groups = ip.includes("::")
-      ? [...h, ...Array(8 - h.length - t.length).fill("0"), ...t]
-      : h;
-    return "6" + groups.map((g) => g.padStart(4, "0")).join(":");
-  };
-  const ka = key(a), kb = key(b);
-  return ka < kb ? -1 : ka > kb ? 1 : 0;
 }
 
 function mayHold(spec: EgressVIPSpec, node: NodeRecord): boolean {
@@ -77,7 +62,7 @@ function byVip(
     const ips = all.filter((n) => pick(spec, n))
       .map((n) => nodeAddress(spec, n))
       .filter((ip): ip is string => ip !== undefined)
-      .sort(compareAddress);
+      .sort(compareIp);
     for (const ip of vipAddresses(spec)) result.set(ip, ips);
   }
   return result;
@@ -143,7 +128,7 @@ export function selectedNodes(
     }
     out.set(
       vip.metadata.name,
-      selected.sort((a, b) => compareAddress(a.ip, b.ip) || (a.name < b.name ? -1 : 1)),
+      selected.sort((a, b) => compareIp(a.ip, b.ip) || (a.name < b.name ? -1 : 1)),
     );
   }
   return out;

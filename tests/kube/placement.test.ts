@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
 import {
-  compareAddress,
   eligibleVips,
   guardNodes,
   instanceFamily,
@@ -8,6 +7,7 @@ import {
   vrrpPeers,
 } from "../../core/kube/placement.ts";
 import { type CustomRecord, nodeRecord } from "../../core/kube/objects.ts";
+import { compareIp } from "../../core/ip.ts";
 
 const vip = (name: string, spec: unknown): CustomRecord => ({
   metadata: { name },
@@ -60,7 +60,7 @@ Deno.test("placement: peers and trusted nodes are the nodes' addresses of the VI
     "192.0.2.14",
   ]);
   assert.deepEqual(
-    [...eligibleVips(vips, nodes[0])].sort(compareAddress),
+    [...eligibleVips(vips, nodes[0])].sort(compareIp),
     ["192.0.2.50", "192.0.2.60", "2001:db8::50", "2001:db8::60"],
   );
   const selected = selectedNodes(vips, nodes);
@@ -74,7 +74,7 @@ Deno.test("placement: peers and trusted nodes are the nodes' addresses of the VI
 
 Deno.test("placement: addresses order IPv4 first, each family numerically", () => {
   const sorted = ["2001:db8::a:1", "192.0.2.9", "2001:db8::1", "10.0.0.1", "2001:db8:1::", "::1"]
-    .sort(compareAddress);
+    .sort(compareIp);
   assert.deepEqual(sorted, [
     "10.0.0.1",
     "192.0.2.9",
