@@ -12,6 +12,12 @@
  * outside host with another source (reporter log + packet capture), and how
  * many connections lasted. Between runs the holder is repaired and takes the
  * VIP back.
+ *
+ * The cluster is dual-stack (sim --family dual): the VIP has an IPv6 address
+ * too (one route id), every pod is mapped in both families, and each sending
+ * pod streams over IPv6 beside IPv4 through the same failovers. The IPv4
+ * figures (table and lines) are the IPv4 streams alone, as before; the IPv6
+ * ones follow in their own table (issue 13).
  */
 import { startAgent } from "../sim/agents.ts";
 import type { AgentProcess } from "../sim/agents.ts";
@@ -38,6 +44,10 @@ import { table } from "../core/status.ts";
 import { onInterrupt, stats } from "./lib.ts";
 
 const VIP = "192.0.2.50";
+/** The VIP's IPv6 address (the same route id). */
+const VIP6 = "2001:db8:1::50";
+/** A sender's IPv6 stream tag: its IPv4 tag and this. */
+const V6_TAG = "-v6";
 
 export type Fault = "keepalived killed" | "link down" | "agent SIGTERM" | "power off";
 
@@ -55,6 +65,38 @@ export interface FailoverFigure {
   readonly connections: ConnectionsSummary;
   /** Where the gap went, from the new holder agent's log (undefined: not seen). */
   readonly timeline?: FailoverTimeline;
+  /** The same failover's IPv6 streams (to the VIP's IPv6 address). */
+  readonly ipv6?: FamilyFigure;
+}
+
+/** One family's streams of a failover. */
+export interface FamilyFigure {
+  /** Worst stream's gap, ms (undefined: some stream never resumed). */
+  readonly gapMs: number | undefined;
+  readonly gaps: Readonly<Record<string, number | undefined>>;
+  /** Packets of this family with a wrong source at the outside host (wire capture). */
+  readonly wrongSource: number;
+  /** Who holds the VIP's address of this family after the fault. */
+  readonly newHolder: string;
+}
+
+/** Splits a run's streams and wire by family: IPv6 streams carry the tag suffix "-v6". */
+export function splitFamilies(
+  streams: readonly { readonly tag: string; readonly gapMs: number | undefined }[],
+  wireSources: readonly string[],
+): Record<"ipv4" | "ipv6", Omit<FamilyFigure, "newHolder">> {
+  const of = (six: boolean) => {
+    const mine = streams.filter((s) => s.tag.endsWith(V6_TAG) === six);
+    const gaps = mine.map((s) => s.gapMs);
+    return {
+      gapMs: gaps.length === 0 || gaps.some((g) => g === undefined)
+        ? undefined
+        : Math.max(...(gaps as number[])),
+      gaps: Object.fromEntries(mine.map((s) => [s.tag, s.gapMs])),
+      wrongSource: wireSources.filter((src) => src.includes(":") === six).length,
+    };
+  };
+  return { ipv4: of(false), ipv6: of(true) };
 }
 
 /**
@@ -161,7 +203,7 @@ async function powerOff(cluster: Cluster, node: Cluster["nodes"][number]): Promi
 
 /** Builds the cluster, runs every fault `runs` times, tears everything down. */
 export async function benchFailover(options: FailoverOptions): Promise<FailoverFigure[]> {
-  const cluster = await Cluster.create({ nodes: 3, podsPerNode: 1 }, {
+  const cluster = await Cluster.create({ nodes: 3, podsPerNode: 1, family: "dual" }, {
     progress: options.progress,
   });
   const agents: AgentProcess[] = [];
@@ -173,9 +215,10 @@ export async function benchFailover(options: FailoverOptions): Promise<FailoverF
   let rogue: Rogue | undefined;
   try {
     const [holder, ...others] = ranking(cluster, VIP);
-    await cluster.writeMappings(Object.fromEntries(cluster.pods.map((p) => [p.ip, VIP])), {
-      [VIP]: 5,
-    });
+    await cluster.writeMappings(
+      Object.fromEntries(cluster.pods.flatMap((p) => [[p.ip, VIP], [p.ip6!, VIP6]])),
+      { [VIP]: 5, [VIP6]: 5 },
+    );
     const flags: string[] = ["--conntrack-sync", "on"];
     if (options.syncPeers) {
       flags.push("--conntrack-sync-peers", cluster.nodes.map((n) => n.ip).join(","));
@@ -210,6 +253,12 @@ export async function benchFailover(options: FailoverOptions): Promise<FailoverF
       tag: `pod${node.index}`,
       ns: cluster.pod(node.index, 1).ns,
     }));
+    const senders6 = senders.map((s) => ({
+      ...s,
+      tag: `${s.tag}${V6_TAG}`,
+      vip: VIP6,
+      target: cluster.outside.ip6!,
+    }));
     const echo = await startEchoServer(cluster.outside.ns);
     const faults: Record<Fault, () => Promise<unknown>> = {
       "keepalived killed": () => killKeepalived(cluster, holder),
@@ -226,11 +275,20 @@ export async function benchFailover(options: FailoverOptions): Promise<FailoverF
         const conns = await Promise.all(
           senders.map((s) => startConnections(s.ns, { count: CONNECTIONS_PER_POD })),
         );
+        // The IPv6 address follows the IPv4 one (one keepalived instance): not waited for
+        // beyond a few seconds, so that a missing IPv6 placement shows as a gap of ∞.
+        await waitForPlacement(cluster, agents, VIP6, holder, 5_000).catch((error) =>
+          options.progress(`  IPv6: ${error instanceof Error ? error.message : error}`)
+        );
         const result = await measureFailover(cluster.outside, {
           vip: VIP,
-          senders,
+          senders: [...senders, ...senders6],
           fault: faults[fault],
         });
+        const families = splitFamilies(
+          result.streams.map((s) => ({ tag: s.tag, gapMs: s.analysis.gapMs })),
+          result.wire.packets.map((p) => p.src),
+        );
         const results = (await Promise.all(conns.map((c) => c.stop()))).flat();
         const connections = summarizeConnections(
           results,
@@ -241,8 +299,11 @@ export async function benchFailover(options: FailoverOptions): Promise<FailoverF
         const newAgent = agents.find((a) =>
           a.node !== holder && newHolder.split(",").includes(a.node.name)
         );
+        const newHolder6 = (await holdersOf(cluster, VIP6)).join(",") || "none";
         const firstAfter = Math.max(
-          ...result.streams.map((s) => s.analysis.firstAfter ?? result.faultAt),
+          ...result.streams.filter((s) => !s.tag.endsWith(V6_TAG)).map((s) =>
+            s.analysis.firstAfter ?? result.faultAt
+          ),
         );
         const timeline = newAgent
           ? failoverTimeline(newAgent.lines, VIP, result.faultAt, firstAfter)
@@ -262,19 +323,25 @@ export async function benchFailover(options: FailoverOptions): Promise<FailoverF
         figures.push({
           fault,
           run,
-          gapMs: result.gapMs,
-          gaps: Object.fromEntries(result.streams.map((s) => [s.tag, s.analysis.gapMs])),
-          wrongSource: result.wrongSource,
+          gapMs: families.ipv4.gapMs,
+          gaps: families.ipv4.gaps,
+          wrongSource: families.ipv4.wrongSource,
           newHolder,
           connections,
           ...(timeline ? { timeline } : {}),
+          ipv6: { ...families.ipv6, newHolder: newHolder6 },
         });
         options.progress(
           `  gap ${
-            result.gapMs ?? "never resumed"
-          } ms, wrong source ${result.wrongSource}, now on ${newHolder}; ${
+            families.ipv4.gapMs ?? "never resumed"
+          } ms, wrong source ${families.ipv4.wrongSource}, now on ${newHolder}; ${
             connectionsLine(fault, connections)
           }; ${timelineText(timeline)}`,
+        );
+        options.progress(
+          `  IPv6: gap ${
+            families.ipv6.gapMs ?? "never resumed"
+          } ms, wrong source ${families.ipv6.wrongSource}, ${VIP6} now on ${newHolder6}`,
         );
         // Repair: the holder gets its cable back, or its agent restarts keepalived, or its
         // agent is started again (after a power off: its VIP left on the unplugged interface
@@ -282,6 +349,7 @@ export async function benchFailover(options: FailoverOptions): Promise<FailoverF
         // run's waitForPlacement).
         if (fault === "power off") {
           await holder.ns.exec(["ip", "addr", "del", `${VIP}/32`, "dev", cluster.spec.iface]);
+          await holder.ns.exec(["ip", "addr", "del", `${VIP6}/128`, "dev", cluster.spec.iface]);
         }
         if (fault === "link down" || fault === "power off") await cluster.setLanLink(holder, true);
         if (fault === "agent SIGTERM" || fault === "power off") {
@@ -334,6 +402,56 @@ export function renderFailover(figures: readonly FailoverFigure[]): string {
         String(runs.reduce((n, f) => n + f.wrongSource, 0)),
       ];
     }),
+  );
+}
+
+/**
+ * The IPv6 streams of the same failovers, one row per fault, after the IPv4
+ * table (whose lines stay as they were).
+ */
+export function renderFailover6(figures: readonly FailoverFigure[]): string {
+  return `IPv6 (the same failovers; streams to ${VIP6}, the VIP's IPv6 address):\n` + table(
+    [
+      "FAULT",
+      "RUNS",
+      "GAP MIN (ms)",
+      "GAP MEDIAN (ms)",
+      "GAP MAX (ms)",
+      "NEVER RESUMED",
+      "WRONG SOURCE",
+    ],
+    FAULTS.filter((fault) => figures.some((f) => f.fault === fault && f.ipv6)).map((fault) => {
+      const runs = figures.filter((f) => f.fault === fault && f.ipv6).map((f) => f.ipv6!);
+      const gaps = runs.flatMap((f) => (f.gapMs === undefined ? [] : [f.gapMs]));
+      const s = stats(gaps);
+      return [
+        fault,
+        String(runs.length),
+        s.n ? String(s.min) : "–",
+        s.n ? String(s.median) : "–",
+        s.n ? String(s.max) : "–",
+        String(runs.length - gaps.length),
+        String(runs.reduce((n, f) => n + f.wrongSource, 0)),
+      ];
+    }),
+  );
+}
+
+/** Per fault, the IPv6 line: every run's gap and the median against the same target. */
+export function failoverNotes6(figures: readonly FailoverFigure[]): string[] {
+  return FAULTS.filter((fault) => figures.some((f) => f.fault === fault && f.ipv6)).map(
+    (fault) => {
+      const runs = figures.filter((f) => f.fault === fault && f.ipv6);
+      const gaps = runs.flatMap((f) => (f.ipv6!.gapMs === undefined ? [] : [f.ipv6!.gapMs]));
+      const wrong = runs.reduce((n, f) => n + f.ipv6!.wrongSource, 0);
+      const median = stats(gaps).median;
+      return `IPv6 ${fault}: ${
+        runs.map((f) => `run ${f.run} ${f.ipv6!.gapMs ?? "∞"} ms (new holder ${f.ipv6!.newHolder})`)
+          .join("; ")
+      }; median ${gaps.length ? `${median} ms` : "–"}${
+        gaps.length < runs.length ? `, ${runs.length - gaps.length} never resumed` : ""
+      }; ${wrong} wrong-source packet(s)`;
+    },
   );
 }
 

@@ -18,7 +18,14 @@ import {
   renderOneShot,
 } from "./apply.ts";
 import { commitDescription, loadAverage, machineDescription, tearDownOnSignals } from "./lib.ts";
-import { benchFailover, failoverNotes, FAULTS, renderFailover } from "./failover.ts";
+import {
+  benchFailover,
+  failoverNotes,
+  failoverNotes6,
+  FAULTS,
+  renderFailover,
+  renderFailover6,
+} from "./failover.ts";
 import { benchForwarding, forwardingNotes, renderForwarding } from "./forwarding.ts";
 import { benchPlanning, PLANNING_NOTES, renderPlanning } from "./planning.ts";
 import { benchMetrics, METRICS_NOTES, renderMetrics } from "./metrics.ts";
@@ -154,8 +161,11 @@ const sections: Record<string, Section> = {
         progress: (line: string) => console.error(`[failover] ${line}`),
       });
       return {
-        table: renderFailover(figures),
-        notes: failoverNotes(figures, unicast, advertInterval, guard, rogue),
+        table: `${renderFailover(figures)}\n\n${renderFailover6(figures)}`,
+        notes: [
+          ...failoverNotes(figures, unicast, advertInterval, guard, rogue),
+          ...failoverNotes6(figures),
+        ],
       };
     },
   },

@@ -1,5 +1,15 @@
 import assert from "node:assert/strict";
-import { failoverTimeline, logLineTime, timelineText } from "../bench/failover.ts";
+import {
+  type FailoverFigure,
+  failoverNotes,
+  failoverNotes6,
+  failoverTimeline,
+  logLineTime,
+  renderFailover,
+  renderFailover6,
+  splitFamilies,
+  timelineText,
+} from "../bench/failover.ts";
 import { formatLine } from "../cmd/log.ts";
 
 const VIP = "192.0.2.50";
@@ -37,4 +47,55 @@ Deno.test("bench failover: the timeline takes the first MASTER and holder role a
     assert.deepEqual(failoverTimeline(lines.slice(0, 3), VIP, fault, undefined), {}, format);
   }
   assert.equal(timelineText(undefined), "MASTER not seen, holder not seen, first packet not seen");
+});
+
+Deno.test("bench failover: IPv6 streams (tag -v6) and wire packets are split from the IPv4 ones", () => {
+  const split = splitFamilies(
+    [
+      { tag: "pod1", gapMs: 300 },
+      { tag: "pod3", gapMs: 410 },
+      { tag: "pod1-v6", gapMs: 280 },
+      { tag: "pod3-v6", gapMs: undefined },
+    ],
+    ["10.244.1.11", "fd00:10:244:3::11", "fd00:10:244:3::11"],
+  );
+  assert.deepEqual(split.ipv4, {
+    gapMs: 410,
+    gaps: { pod1: 300, pod3: 410 },
+    wrongSource: 1,
+  });
+  // One IPv6 stream never resumed: the family's gap is undefined (shown as never resumed).
+  assert.deepEqual(split.ipv6, {
+    gapMs: undefined,
+    gaps: { "pod1-v6": 280, "pod3-v6": undefined },
+    wrongSource: 2,
+  });
+});
+
+Deno.test("bench failover: the IPv4 table and lines stay as they were; IPv6 gets its own", () => {
+  const figure = (run: number, gap: number, gap6: number | undefined): FailoverFigure => ({
+    fault: "keepalived killed",
+    run,
+    gapMs: gap,
+    gaps: { pod1: gap },
+    wrongSource: 0,
+    newHolder: "node3",
+    connections: { survived: 20, total: 20, resets: 0, maxStallMs: 300, wrongSource: 0 },
+    ipv6: { gapMs: gap6, gaps: { "pod1-v6": gap6 }, wrongSource: 0, newHolder: "node3" },
+  });
+  const figures = [figure(1, 300, 310), figure(2, 320, undefined)];
+  const without = figures.map(({ ipv6: _, ...f }) => f);
+  assert.equal(renderFailover(figures), renderFailover(without));
+  assert.deepEqual(failoverNotes(figures), failoverNotes(without));
+  const six = renderFailover6(figures).split("\n");
+  assert.equal(
+    six[0],
+    "IPv6 (the same failovers; streams to 2001:db8:1::50, the VIP's IPv6 address):",
+  );
+  assert.match(six[2], /^keepalived killed\s+2\s+310\s+310\s+310\s+1\s+0$/);
+  assert.deepEqual(failoverNotes6(figures), [
+    "IPv6 keepalived killed: run 1 310 ms (new holder node3); run 2 ∞ ms (new holder node3); " +
+    "median 310 ms, 1 never resumed; 0 wrong-source packet(s)",
+  ]);
+  assert.equal(renderFailover6(without).split("\n").length, 2);
 });
