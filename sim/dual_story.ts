@@ -17,7 +17,7 @@ import type { Cluster, OutsideHost, SimNode, SimPod } from "./cluster.ts";
 import { agentCommand, type AgentProcess, startAgent } from "./agents.ts";
 import { checkPod, type PodCheck } from "./check.ts";
 import { type Proto, sourceSeenRetry } from "./probe.ts";
-import { lastRole } from "./placement.ts";
+import { lastRole, rankNodes } from "./placement.ts";
 import { measureFailover } from "./stream.ts";
 import { type VipDriver, vipHolders } from "./vip.ts";
 import { lineDiff } from "./story.ts";
@@ -362,25 +362,35 @@ export async function runDualStory(
         }); the other pods' families leave as their node`,
     );
     const started = performance.now();
+    // keepalived's choice: the VRRP priority of the instance's own address (a dual-stack
+    // VIP's IPv4 one; its IPv6 address rides along), so the dual VIP's two addresses sit
+    // on one node. Waiting for exactly that, not any first holder: a lower node that won
+    // the first election would hand the VIP over after the preempt delay, mid-check.
+    const rankDual = rankNodes(DUAL_VIP4, cluster.nodes);
+    const wanted = new Map([
+      [DUAL_VIP4, rankDual[0].name],
+      [DUAL_VIP6, rankDual[0].name],
+      [V6_VIP, rankNodes(V6_VIP, cluster.nodes)[0].name],
+    ]);
     // Exactly one holder per address, the dual VIP's two addresses on one node.
     const placed = (h: Map<string, string>, which: readonly string[]) =>
       which.every((v) => h.get(v) !== "none" && !h.get(v)!.includes("+")) &&
       (!which.includes(DUAL_VIP6) || h.get(DUAL_VIP6) === h.get(DUAL_VIP4));
-    const placeTimeout = 40_000;
-    const four = await waitHolders(
-      cluster,
-      [DUAL_VIP4],
-      (h) => placed(h, [DUAL_VIP4]),
-      placeTimeout,
-    );
+    const where = (h: Map<string, string>, which: readonly string[]) =>
+      which.every((v) => h.get(v) === wanted.get(v));
+    const four = await waitHolders(cluster, [DUAL_VIP4], (h) => where(h, [DUAL_VIP4]), 40_000);
     if (four.error) {
-      problem("IPv4", `keepalived placed ${DUAL_VIP4} on no single node ${four.error}`);
+      problem(
+        "IPv4",
+        `keepalived did not place ${DUAL_VIP4} on ${wanted.get(DUAL_VIP4)} ${four.error}`,
+      );
     }
-    const six = await waitHolders(cluster, vips, (h) => placed(h, vips), 10_000);
+    const six = await waitHolders(cluster, vips, (h) => where(h, vips), 10_000);
     if (six.error) {
       problem(
         "IPv6",
-        `the IPv6 addresses are not each on one node (${DUAL_VIP6} with ${DUAL_VIP4}) ${six.error}`,
+        `keepalived did not place ${DUAL_VIP6} with ${DUAL_VIP4} on ${wanted.get(DUAL_VIP6)} ` +
+          `and ${V6_VIP} on ${wanted.get(V6_VIP)} ${six.error}`,
       );
     }
     let holders = six.holders;
@@ -399,11 +409,13 @@ export async function runDualStory(
 
     const fromName = holders.get(DUAL_VIP4)!;
     const from = cluster.nodes.find((n) => n.name === fromName);
-    const streamer = cluster.pods.find((p) =>
-      p.node !== from && plan.mappings.get(p.name)?.IPv4 === DUAL_VIP4
-    );
-    if (from && streamer && cluster.nodes.length > 1) {
-      const target = cluster.nodes.find((n) => n !== from)!;
+    const next = rankDual.find((n) => n !== from);
+    const onDual = cluster.pods.filter((p) => plan.mappings.get(p.name)?.IPv4 === DUAL_VIP4);
+    // A pod on a node that neither loses nor gains the VIP, if there is one.
+    const streamer = onDual.find((p) => p.node !== from && p.node !== next) ??
+      onDual.find((p) => p.node !== from);
+    if (from && next && streamer) {
+      const target = next;
       say(
         `\nfailover of the dual-stack VIP: stopping keepalived on ${from.name} (SIGTERM), while ` +
           `${streamer.name} on ${streamer.node.name} streams over IPv4 to ${cluster.outside.ip} ` +
