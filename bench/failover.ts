@@ -109,6 +109,12 @@ export interface FailoverTimeline {
   readonly masterMs?: number;
   readonly holderMs?: number;
   readonly firstPacketMs?: number;
+  /**
+   * The takeover pass taken apart (its "pass applied" line, the first at or
+   * after MASTER): reading the node, then each step, "read 8 ms; nft 10, ip 3,
+   * conntrack 7, conntrackd 9 ms".
+   */
+  readonly pass?: string;
 }
 
 /** The time of an agent log line (text or JSON format), ms since the epoch. */
@@ -147,9 +153,16 @@ export function failoverTimeline(
   };
   const masterMs = after(/VRRP state.*MASTER/);
   const holderMs = after(/VIP role.*(to=holder|"to":"holder")/);
+  const pass = masterMs === undefined ? undefined : lines.find((line) => {
+    const t = logLineTime(line);
+    return t !== undefined && t >= faultAt + masterMs && /pass applied.*read_ms/.test(line);
+  });
+  const read = pass && /read_ms[=":]+(\d+)/.exec(pass)?.[1];
+  const steps = pass && /steps[=":]+"([^"]*)"/.exec(pass)?.[1];
   return {
     ...(masterMs !== undefined ? { masterMs } : {}),
     ...(holderMs !== undefined ? { holderMs } : {}),
+    ...(read ? { pass: `read ${read} ms${steps ? `; ${steps}` : ""}` } : {}),
     ...(firstAfter !== undefined ? { firstPacketMs: firstAfter - faultAt } : {}),
   };
 }
@@ -169,6 +182,8 @@ export interface FailoverOptions {
   readonly rogue?: boolean;
   /** NAT state sync by FTFW per peer also with multicast VRRP (BENCH_SYNC=peers). */
   readonly syncPeers?: boolean;
+  /** `--backend` of the agents (BENCH_BACKEND); default the agent's (auto). */
+  readonly backend?: "iptables" | "nftables";
   /** Only these faults (BENCH_FAULTS, comma-separated); default all. */
   readonly faults?: readonly Fault[];
   readonly progress: (line: string) => void;
@@ -220,6 +235,7 @@ export async function benchFailover(options: FailoverOptions): Promise<FailoverF
       { [VIP]: 5, [VIP6]: 5 },
     );
     const flags: string[] = ["--conntrack-sync", "on"];
+    if (options.backend) flags.push("--backend", options.backend);
     if (options.syncPeers) {
       flags.push("--conntrack-sync-peers", cluster.nodes.map((n) => n.ip).join(","));
     }
@@ -368,12 +384,12 @@ export async function benchFailover(options: FailoverOptions): Promise<FailoverF
   return figures;
 }
 
-/** "MASTER +310 ms, holder +365 ms, first packet +372 ms" (after the fault). */
+/** "MASTER +310 ms, holder +365 ms, first packet +372 ms (pass: read 8 ms; nft 10, ip 3 ms)" (after the fault). */
 export function timelineText(t: FailoverTimeline | undefined): string {
   const at = (ms: number | undefined) => (ms === undefined ? "not seen" : `+${ms} ms`);
   return `MASTER ${at(t?.masterMs)}, holder ${at(t?.holderMs)}, first packet ${
     at(t?.firstPacketMs)
-  }`;
+  }${t?.pass ? ` (pass: ${t.pass})` : ""}`;
 }
 
 /** One row per fault: min/median/max gap over the runs and the wrong-source total. */
@@ -483,6 +499,7 @@ export function failoverNotes(
   advertInterval = 0.1,
   guard?: FailoverOptions["guard"],
   rogue = false,
+  backend?: FailoverOptions["backend"],
 ): string[] {
   const notes = [
     ...connectionLines(figures),
@@ -498,7 +515,9 @@ export function failoverNotes(
       ? "VRRP by unicast: every node drops what it sends to the multicast group 224.0.0.18, and the agents run with --vrrp-unicast-peers <the 3 node addresses> (BENCH_VRRP=unicast)."
       : "VRRP by multicast (the default; BENCH_VRRP=unicast measures unicast adverts).",
     "Gap: per run, the worst of the two streams (mapped pods on the two non-holder nodes: the one that becomes the holder, whose flow must switch from forwarding to SNAT, and the other one); from the last packet that reached the outside host with the VIP source before the new holder took over to the first one after. Wrong source: packets that reached the outside host with any other source (packet capture), all runs. Targets: median < 1000 ms, wrong source 0.",
-    `Agents with --conntrack-sync on, --vrrp-advert-interval ${advertInterval} (BENCH_ADVERT), --vrrp-preempt-delay 5. keepalived killed = SIGKILL of its parent and VRRP child (no goodbye): peers wait for 3 missed adverts + skew. Link down = the holder's switch port down. Agent SIGTERM = the holder's agent stopped as in a rolling update (keepalived hands the VIP over with a priority-0 advert). Power off = the holder's link down and every process of its namespace SIGKILLed at once.`,
+    `Agents with --conntrack-sync on, --backend ${
+      backend ?? "auto"
+    } (BENCH_BACKEND), --vrrp-advert-interval ${advertInterval} (BENCH_ADVERT), --vrrp-preempt-delay 5. keepalived killed = SIGKILL of its parent and VRRP child (no goodbye): peers wait for 3 missed adverts + skew. Link down = the holder's switch port down. Agent SIGTERM = the holder's agent stopped as in a rolling update (keepalived hands the VIP over with a priority-0 advert). Power off = the holder's link down and every process of its namespace SIGKILLed at once.`,
     `Connections: ${CONNECTIONS_PER_POD} long-lived TCP connections from each of the two pods per run (8 bytes every 10 ms, echoed by the outside host); survived = never reset and every byte echoed; max stall = the longest silence between two echoes of any connection; wrong source = packets on the echo port with another source than the VIP (capture) plus connections the echo server accepted from another source. Targets: M of M, 0 resets, 0 wrong source; gap median < 100 ms for keepalived killed and link down.`,
   ];
   for (const fault of FAULTS.filter((f) => figures.some((x) => x.fault === f))) {

@@ -150,6 +150,10 @@ const sections: Record<string, Section> = {
       const rogue = Deno.env.get("BENCH_ROGUE") === "1";
       const only = Deno.env.get("BENCH_FAULTS")?.split(",").map((f) => f.trim());
       const faults = only ? FAULTS.filter((f) => only.includes(f)) : undefined;
+      const backendEnv = Deno.env.get("BENCH_BACKEND");
+      const backend = backendEnv === "nftables" || backendEnv === "iptables"
+        ? backendEnv
+        : undefined;
       const figures = await benchFailover({
         runs: Number(Deno.env.get("BENCH_RUNS") ?? 5),
         unicast,
@@ -158,12 +162,13 @@ const sections: Record<string, Section> = {
         rogue,
         faults,
         syncPeers: Deno.env.get("BENCH_SYNC") === "peers",
+        ...(backend ? { backend } : {}),
         progress: (line: string) => console.error(`[failover] ${line}`),
       });
       return {
         table: `${renderFailover(figures)}\n\n${renderFailover6(figures)}`,
         notes: [
-          ...failoverNotes(figures, unicast, advertInterval, guard, rogue),
+          ...failoverNotes(figures, unicast, advertInterval, guard, rogue, backend),
           ...failoverNotes6(figures),
         ],
       };

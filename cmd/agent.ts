@@ -117,6 +117,15 @@ export interface AgentSettings {
   readonly guard?: PassGuard;
 }
 
+/**
+ * Each step's tool and time, in order: "nft 10, ip 3, conntrack 7,
+ * conntrackd 9 ms" (a takeover's pass taken apart, bench/failover.ts).
+ */
+export function stepTimes(transaction: Transaction, stepMs: readonly number[]): string {
+  return transaction.steps.map((s, i) => `${s.tool} ${Math.round(stepMs[i] ?? 0)}`).join(", ") +
+    " ms";
+}
+
 /** What the agent needs of the guard. */
 export interface PassGuard {
   update(snapshot: Snapshot, held: readonly string[], trigger: string): Promise<void>;
@@ -243,6 +252,7 @@ export class Agent {
       this.#reportProblems(problems.map(formatProblem));
       await this.#settings.placement?.update(snapshot.vips);
       stage = "read_live";
+      const readStarted = performance.now();
       const live = await this.#host.readLive(config, {
         knownSets: known.sets,
         knownNft: known.nft,
@@ -250,6 +260,7 @@ export class Agent {
         ourChainsOnly: true,
         leftovers: !this.#leftoversChecked,
       });
+      const readMs = performance.now() - readStarted;
       if (!dryRun) await this.#settings.conntrackSync?.update(snapshot.vips, live.routes.podRoutes);
       stage = "apply";
       const planned = planPass(snapshot, config, live, {
@@ -318,6 +329,8 @@ export class Agent {
           lines,
           processes: result.processes,
           bytes: report.bytes,
+          read_ms: Math.round(readMs),
+          ...(report.stepMs ? { steps: stepTimes(transaction, report.stepMs) } : {}),
         });
       }
       return result;

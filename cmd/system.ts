@@ -106,6 +106,8 @@ export interface ApplyReport {
    * but its own `nft -f` steps was committed meanwhile (one generation each).
    */
   readonly nftGeneration?: { readonly before: number; readonly after: number };
+  /** How long each step took, ms, in the transaction's order (a takeover's timeline). */
+  readonly stepMs?: readonly number[];
 }
 
 /** The interface the agent was told to use does not exist: fatal before any change. */
@@ -448,7 +450,15 @@ export function systemHost(
       const nftSteps = transaction.steps.filter((s) => s.tool === "nft").length;
       const counted = !transaction.steps.some((s) => s.tool === "iptables");
       const before = counted ? generation() : undefined;
+      const stepMs: number[] = [];
+      let stepStart = performance.now();
+      const stepDone = () => {
+        const now = performance.now();
+        stepMs.push(now - stepStart);
+        stepStart = now;
+      };
       for (const [index, step] of transaction.steps.entries()) {
+        if (stepMs.length < index) stepDone();
         if (step.tool === "conntrackd") {
           for (const line of step.lines) {
             processes++;
@@ -490,11 +500,13 @@ export function systemHost(
         bytes += payload.length;
         if (result.code !== 0) throw new StepError(step, index, result.stderr);
       }
+      if (stepMs.length < transaction.steps.length) stepDone();
       const after = before === undefined ? undefined : generation();
       const alone = after !== undefined && after === before! + nftSteps;
       return {
         processes,
         bytes,
+        stepMs,
         ...(warnings.length > 0 ? { warnings } : {}),
         ...(alone ? { nftGeneration: { before: before!, after } } : {}),
       };

@@ -74,9 +74,17 @@ export interface NatSync {
  * The transaction that turns a node's live state into the intent, with the
  * configured backend: routes first, then the backend's objects, then the
  * leftovers of any other backend found in `live` (a node switched backends:
- * ours are in place before theirs go), the conntrack flushes of roles that
- * change (and the commit of replicated NAT state on a takeover),
- * reverse-path filters, and stale rules and routes last.
+ * ours are in place before theirs go), reverse-path filters, stale rules and
+ * routes, and last the conntrack flushes of roles that change (and the commit
+ * of replicated NAT state on a takeover).
+ *
+ * A takeover does the least work before traffic flows: its SNAT role (one
+ * `iptables-restore` or `nft -f`), then the forwarding rule goes (the node's
+ * own pods leave through its SNAT at once), then the conntrack work. Until the
+ * flush a packet of an entry without source NAT is dropped by the holder's
+ * `unnated` rule, and until the commit a mid-stream TCP packet by its
+ * `midstream` rule (core/desired.ts): nothing leaves with a wrong source or a
+ * new VIP port in between; the connections' next segments go out translated.
  */
 export function planApply(
   desired: Intent,
@@ -101,6 +109,15 @@ export function planApply(
       ...planner.plan(desired, live, config),
       ...others.flatMap((o) => o.remove(live)),
       ...step(
+        "sysctl",
+        "loose reverse-path filter on the interface and the overlay devices",
+        rpFilterFixes(
+          live.sysctls,
+          rpFilterInterfaces(config.interface, live.routes.podRoutes),
+        ),
+      ),
+      ...step("ip", "remove stale rules, then their routes", routes.remove),
+      ...step(
         "conntrack",
         "flush connections pinned to a VIP's old role",
         takeover.flushes,
@@ -110,15 +127,6 @@ export function planApply(
         "commit the NAT state replicated from the old holder",
         takeover.commits,
       ),
-      ...step(
-        "sysctl",
-        "loose reverse-path filter on the interface and the overlay devices",
-        rpFilterFixes(
-          live.sysctls,
-          rpFilterInterfaces(config.interface, live.routes.podRoutes),
-        ),
-      ),
-      ...step("ip", "remove stale rules, then their routes", routes.remove),
     ],
   };
 }

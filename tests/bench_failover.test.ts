@@ -32,8 +32,14 @@ Deno.test("bench failover: the timeline takes the first MASTER and holder role a
     // Another VIP's transition, and this VIP leaving the holder role, do not count.
     [20, "VRRP state", { vip: "192.0.2.51", state: "MASTER" }],
     [40, "VIP role", { vip: VIP, from: "holder", to: "forwarder" }],
+    [60, "pass applied", { trigger: "resync", read_ms: "5", steps: "ipset 2 ms" }],
     [79, "VRRP state", { vip: VIP, state: "MASTER" }],
     [165, "VIP role", { vip: VIP, from: "forwarder", to: "holder" }],
+    [165, "pass applied", {
+      trigger: "address change",
+      read_ms: "8",
+      steps: "nft 10, ip 3, conntrack 7, conntrackd 9 ms",
+    }],
     [900, "VRRP state", { vip: VIP, state: "MASTER" }],
   ];
   for (const format of ["text", "json"] as const) {
@@ -41,8 +47,16 @@ Deno.test("bench failover: the timeline takes the first MASTER and holder role a
       formatLine(format, "info", message, fields, at(ms))
     );
     const timeline = failoverTimeline(lines, VIP, fault, fault + 167);
-    assert.deepEqual(timeline, { masterMs: 79, holderMs: 165, firstPacketMs: 167 }, format);
-    assert.equal(timelineText(timeline), "MASTER +79 ms, holder +165 ms, first packet +167 ms");
+    const pass = "read 8 ms; nft 10, ip 3, conntrack 7, conntrackd 9 ms";
+    assert.deepEqual(
+      timeline,
+      { masterMs: 79, holderMs: 165, firstPacketMs: 167, pass },
+      format,
+    );
+    assert.equal(
+      timelineText(timeline),
+      `MASTER +79 ms, holder +165 ms, first packet +167 ms (pass: ${pass})`,
+    );
     // Nothing of this VIP after the fault: not seen.
     assert.deepEqual(failoverTimeline(lines.slice(0, 3), VIP, fault, undefined), {}, format);
   }

@@ -69,7 +69,7 @@ Deno.test("conntrack: flushes are owed after a failure between the role change a
   assert.equal(withOwedFlushes(tx, []), tx);
 });
 
-Deno.test("conntrack: with synced NAT state a takeover flushes the VIP, then commits, before its forwarding route goes", () => {
+Deno.test("conntrack: with synced NAT state a takeover's forwarding route goes right after its SNAT role, then it flushes the VIP and commits", () => {
   const commits = ["-C /run/ke/conntrackd-mcast.conf -c"];
   const natSync = { commits, localPodCidrs: ["10.244.1.0/24"] };
   const kernel = new FakeKernel();
@@ -83,8 +83,9 @@ Deno.test("conntrack: with synced NAT state a takeover flushes the VIP, then com
   const flushAt = tools.indexOf("conntrack");
   const commitAt = tools.indexOf("conntrackd");
   const routesGoAt = tools.lastIndexOf("ip");
+  // The least work before traffic flows: SNAT role, forwarding rule gone, then conntrack.
   assert.ok(
-    rulesAt < flushAt && flushAt + 1 === commitAt && commitAt < routesGoAt,
+    rulesAt + 1 === routesGoAt && routesGoAt + 1 === flushAt && flushAt + 1 === commitAt,
     tools.join(" "),
   );
   assert.deepEqual(tx.steps[flushAt].lines, [

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { countingExec, ExecError, systemExec } from "../cmd/exec.ts";
 import { StepError, systemHost } from "../cmd/system.ts";
+import { stepTimes } from "../cmd/agent.ts";
 import { FakeKernel } from "./fake_kernel.ts";
 
 Deno.test("exec: stdin in, stdout and exit code out; a non-zero exit is a result", async () => {
@@ -52,4 +53,31 @@ Deno.test("host over exec: a step whose tool is missing fails that step, the nex
   assert.equal(kernel.routes.length, 1, "the first step ran");
   assert.equal(kernel.rules.length, 0, "the step after the failed one did not");
   assert.equal(exec.count(), 2);
+});
+
+Deno.test("host over exec: apply reports each step's time in order (a takeover taken apart)", async () => {
+  const kernel = new FakeKernel();
+  // The ip step is slow (60 ms); the others answer at once.
+  const exec = countingExec(async (args, options) => {
+    if (args[0] === "ip") await new Promise((r) => setTimeout(r, 60));
+    return await kernel.exec(args, options);
+  });
+  const host = systemHost(exec, kernel.sysctlIO);
+  const transaction = {
+    steps: [
+      { tool: "ipset" as const, purpose: "sets", lines: ["create x hash:ip"] },
+      {
+        tool: "ip" as const,
+        purpose: "routes",
+        lines: ["route add default via 192.0.2.50 dev eth0 onlink table 5 proto 233"],
+      },
+      { tool: "ipset" as const, purpose: "more", lines: ["create y hash:ip"] },
+    ],
+  };
+  const report = await host.apply(transaction);
+  assert.equal(report.stepMs?.length, 3);
+  const [first, slow, last] = report.stepMs!;
+  assert.ok(slow >= 55, `the ip step took ${slow} ms`);
+  assert.ok(first < slow && last < slow, report.stepMs!.join(","));
+  assert.equal(stepTimes(transaction, [1.2, 60.4, 0.4]), "ipset 1, ip 60, ipset 0 ms");
 });

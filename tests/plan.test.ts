@@ -36,11 +36,12 @@ Deno.test("plan: a VIP arriving on the node turns forward into SNAT and drops it
   const tx = applyPass(kernel);
   assert.deepEqual(tx.steps.map((s) => [s.tool, s.purpose]), [
     ["iptables", "rewrite our chains and jumps"],
-    ["conntrack", "flush connections pinned to a VIP's old role"],
     ["ip", "remove stale rules, then their routes"],
+    ["conntrack", "flush connections pinned to a VIP's old role"],
   ]);
-  // Only the moved VIP's connections are flushed, after its SNAT rule is in place.
-  assert.deepEqual(tx.steps[1].lines, ["-D -f ipv4 --mark 0x6/0xff"]);
+  // Only the moved VIP's connections are flushed, after its SNAT rule is in place and its
+  // forwarding rule is gone (traffic flows first).
+  assert.deepEqual(tx.steps[2].lines, ["-D -f ipv4 --mark 0x6/0xff"]);
   // Only the other VIP (.50, held elsewhere) keeps its policy route.
   assert.deepEqual(kernel.rules.map((r) => r.table), [5]);
   assert.deepEqual(kernel.routes.map((r) => r.table), [5]);
@@ -189,8 +190,8 @@ Deno.test("plan: a VIP leaving the node flushes only its connections; a new VIP 
   assert.deepEqual(tx.steps.map((s) => s.tool), ["ip", "iptables", "conntrack"]);
   assert.deepEqual(kernel.conntrackRuns, ["-D -f ipv4 --mark 0x6/0xff"]);
   // Removing a VIP altogether: its forwarded connections are null bindings that would take
-  // the main route out with the pod's own address once unmarked; flushed after the rule
-  // step (until then `dropUnnatedRule` drops them), before the VIP's route goes.
+  // the main route out with the pod's own address once unmarked; flushed last, after the
+  // rule step and the VIP's route (until then `dropUnnatedRule` drops them).
   const removal = applyPass(kernel, snapshot({ "192.0.2.50": 5 }, { "10.244.1.5": "192.0.2.50" }));
   assert.deepEqual(kernel.conntrackRuns, [
     "-D -f ipv4 --mark 0x6/0xff",
@@ -198,5 +199,5 @@ Deno.test("plan: a VIP leaving the node flushes only its connections; a new VIP 
   ]);
   const tools = removal.steps.map((s) => s.tool);
   assert.ok(tools.indexOf("conntrack") > tools.indexOf("iptables"), tools.join(","));
-  assert.equal(tools.lastIndexOf("ip"), tools.length - 1, "the route goes last");
+  assert.ok(tools.lastIndexOf("ip") < tools.indexOf("conntrack"), "the flush goes last");
 });
