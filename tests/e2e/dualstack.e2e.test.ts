@@ -80,3 +80,49 @@ for (const backend of ["iptables", "nftables"] as const) {
     () => withCluster(assertDualStory, { family: "dual", backend }),
   );
 }
+
+Deno.test(
+  "e2e: dual stack: the baseline sees every IPv6 piece (ip6tables, ip -6 rule and routes, inet6 sets, nft, sysctls)",
+  e2e,
+  () =>
+    withCluster(async (cluster) => {
+      const node = cluster.node(1);
+      const iface = cluster.spec.iface;
+      const baseline = await cluster.ruleset(node);
+      const rule6 = "POSTROUTING -s fd00:10:244:1::11 -j ACCEPT";
+      const changes: [string, string, string][] = [
+        ["ip6tables", `ip6tables -t nat -A ${rule6}`, `ip6tables -t nat -D ${rule6}`],
+        [
+          "ip -6 rule",
+          "ip -6 rule add fwmark 0x5 table 105",
+          "ip -6 rule del fwmark 0x5 table 105",
+        ],
+        [
+          "IPv6 table",
+          `ip -6 route add default via 2001:db8:1::1 dev ${iface} table 105`,
+          "ip -6 route del default table 105",
+        ],
+        ["inet6 set", "ipset create ke-test6 hash:ip family inet6", "ipset destroy ke-test6"],
+        ["nft inet table", "nft add table inet ke_test", "nft delete table inet ke_test"],
+        [
+          "IPv6 sysctl",
+          `sysctl -qw net.ipv6.conf.${iface}.proxy_ndp=1`,
+          `sysctl -qw net.ipv6.conf.${iface}.proxy_ndp=0`,
+        ],
+        [
+          "IPv6 address",
+          `ip addr add 2001:db8:1::59/128 dev ${iface} nodad`,
+          `ip addr del 2001:db8:1::59/128 dev ${iface}`,
+        ],
+      ];
+      // (The ip6tables change goes to the nat table the CNI made: with iptables-nft a rule in
+      // another table creates that table, which outlives the rule, and rightly shows.)
+      for (const [what, change, undo] of changes) {
+        await node.ns.run(change.split(" "));
+        const changed = await cluster.ruleset(node);
+        await node.ns.run(undo.split(" "));
+        assert.notEqual(changed, baseline, `the baseline does not see a changed ${what}`);
+        assert.equal(await cluster.ruleset(node), baseline, `undoing the ${what} change`);
+      }
+    }, { family: "dual", nodes: 1, podsPerNode: 1 }),
+);
