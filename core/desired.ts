@@ -6,11 +6,17 @@
  */
 import { FAIL_CLOSED_SET, failClosedRules, failClosedSet } from "./fail_closed.ts";
 import { type Intent, intentOf, type VipRole } from "./intent.ts";
-import { hex } from "./marks.ts";
+import { hex, pickedUpMark } from "./marks.ts";
 import { MARK_CHAIN, NOSTEER_SET, PODS_SET, SNAT_CHAIN, type TableName } from "./names.ts";
 import type { DatapathConfig } from "./schema.ts";
 import type { Snapshot } from "./snapshot.ts";
-import { scopedMarkInvalidRule, scopedRule, wantedScopedSets, type WantedSet } from "./scoped.ts";
+import {
+  scopedMarkInvalidRule,
+  scopedMarkReplyRule,
+  scopedRule,
+  wantedScopedSets,
+  type WantedSet,
+} from "./scoped.ts";
 
 export type { PolicyRule, TableRoute, VipRole } from "./intent.ts";
 
@@ -54,6 +60,55 @@ export function markInvalidRule(): string {
 }
 
 /**
+ * A pod's TCP connection that conntrack picked up from the server's side: a
+ * segment from a steerable source to a pod, not a SYN, that starts a new
+ * entry. It happens when this node deleted the pod's entry (a role change's
+ * flush) while the server's segments still reach the pod through the holder
+ * that translated the connection (the router's neighbour entry still points
+ * there, or it keeps its entries for NAT state sync): the new entry is
+ * reversed, its original direction server → pod, so the pod's own packets
+ * are replies, which the mark rule leaves alone, and they would take the
+ * main route out with the pod's own address. The entry is tagged (only in
+ * the connection mark, with a mark no VIP has) so that `markReplyRule` marks
+ * the pod's packets of it. A connection opened from outside starts with a
+ * SYN and is never tagged.
+ */
+export function pickedUpRule(podCidr: string, mask: number): string {
+  return `-A ${MARK_CHAIN} -d ${podCidr} -p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN` +
+    ` -m set ! --match-set ${NOSTEER_SET} src -m conntrack --ctstate NEW` +
+    ` -m comment --comment "kube-egress picked up" -j CONNMARK --set-xmark ${
+      hex(pickedUpMark(mask))
+    }/${hex(mask)}`;
+}
+
+/**
+ * A mapped pod's packet in the reply direction of a connection we tagged
+ * (`pickedUpRule`) is marked with its VIP's mark: on a forwarder it goes to
+ * the holder, whose entry of the connection translates it; on the holder
+ * `holderDropReplyRule` drops it (nothing here can translate it).
+ */
+export function markReplyRule(mask: number): string {
+  return `-A ${MARK_CHAIN} -m set --match-set ${PODS_SET} src -m set ! --match-set ${NOSTEER_SET} dst` +
+    ` -m conntrack --ctdir REPLY -m connmark ! --mark 0x0/${
+      hex(mask)
+    } -j SET --map-set ${PODS_SET} src --map-mark`;
+}
+
+/**
+ * On the holder: a packet with the VIP's mark in the reply direction (a pod's
+ * packet of a connection picked up from the server's side, `pickedUpRule`)
+ * has no source NAT here and never will: NAT is decided on an entry's first
+ * packet, which was the server's. It would leave with the pod's own address,
+ * so it is dropped.
+ */
+export function holderDropReplyRule(role: VipRole, mask: number): string {
+  return `-A ${MARK_CHAIN} -m mark --mark ${hex(role.mark)}/${
+    hex(mask)
+  } -m conntrack --ctdir REPLY` +
+    ` -m comment --comment "kube-egress ${role.ip} reversed" -j DROP`;
+}
+
+/**
  * On the holder only: INVALID packets carrying the VIP's mark would leave
  * un-NATed, so they are dropped. Transit traffic elsewhere passes, whatever
  * its conntrack state.
@@ -87,10 +142,13 @@ export function holderDropUnnatedRule(role: VipRole, mask: number): string {
  * forwarder's null binding, and without the mark it takes the main route out.
  * Dropped until the entry is flushed (a VIP removed is flushed, see
  * core/conntrack.ts); the next packet starts a new entry that the CNI's
- * masquerade (or fail closed) decides.
+ * masquerade (or fail closed) decides. A connection picked up from the
+ * server's side (`pickedUpRule`) is not one: its original direction is the
+ * server's.
  */
 export function dropUnnatedRule(mask: number): string {
   return `-A ${MARK_CHAIN} -m mark --mark 0x0/${hex(mask)} -m connmark ! --mark 0x0/${hex(mask)}` +
+    ` -m connmark ! --mark ${hex(pickedUpMark(mask))}/${hex(mask)}` +
     ` -m conntrack ! --ctstate SNAT --ctstatus CONFIRMED --ctdir ORIGINAL` +
     ` -m comment --comment "kube-egress unnated" -j DROP`;
 }
@@ -112,10 +170,11 @@ export function dropInvalidUnsteeredRule(podCidr: string, mask: number): string 
  * Copies our mark bits (only ours, under the mask) into the connection's mark,
  * so the connections of one VIP can be found later: when this node's role for
  * the VIP changes, exactly those conntrack entries are flushed
- * (`conntrack -D --mark m/mask`), and nothing else's.
+ * (`conntrack -D --mark m/mask`), and nothing else's. Only in the original
+ * direction: a picked-up connection (`pickedUpRule`) keeps its tag.
  */
 export function saveMarkRule(mask: number): string {
-  return `-A ${MARK_CHAIN} -m mark ! --mark 0x0/${hex(mask)}` +
+  return `-A ${MARK_CHAIN} -m mark ! --mark 0x0/${hex(mask)} -m conntrack --ctdir ORIGINAL` +
     ` -j CONNMARK --save-mark --nfmask ${hex(mask)} --ctmask ${hex(mask)}`;
 }
 
@@ -189,13 +248,20 @@ export function renderIptables(intent: Intent): IptablesRendering {
     scopedSets,
     chains: {
       mangle: [
+        ...intent.podCidrs.map((cidr) => pickedUpRule(cidr, mask)),
         markRule(),
         markInvalidRule(),
-        ...scoped.flatMap((cls) => [scopedRule(cls), scopedMarkInvalidRule(cls)]),
+        markReplyRule(mask),
+        ...scoped.flatMap((cls) => [
+          scopedRule(cls),
+          scopedMarkInvalidRule(cls),
+          scopedMarkReplyRule(cls, mask),
+        ]),
         ...(guarded ? failClosedRules(mask) : []),
         ...intent.roles.filter((r) => r.role === "holder").flatMap((r) => [
           holderDropInvalidRule(r, mask),
           holderDropUnnatedRule(r, mask),
+          holderDropReplyRule(r, mask),
         ]),
         ...(intent.guardVips ? intent.roles.flatMap(vipGuardRules) : []),
         ...(intent.guardVips

@@ -24,3 +24,15 @@ export function routeIdOfMark(mark: number, mask: number): number {
 export function hex(value: number): string {
   return `0x${(value >>> 0).toString(16)}`;
 }
+
+/**
+ * The route id no VIP has (route ids are 1..252): its mark under the mask tags, in the
+ * connection mark only, a pod's TCP connection that conntrack picked up from a server's
+ * mid-stream segment (see `pickedUpRule`, core/desired.ts). Never a packet mark.
+ */
+export const PICKED_UP_ID = 255;
+
+/** The connection mark of a connection picked up mid-stream from the server's side. */
+export function pickedUpMark(mask: number): number {
+  return markFor(PICKED_UP_ID, mask);
+}

@@ -24,7 +24,7 @@
  */
 import { cidrContains, compareCidr, formatCidr, parseCidr } from "./ip.ts";
 import type { Intent, VipRole } from "./intent.ts";
-import { hex } from "./marks.ts";
+import { hex, pickedUpMark } from "./marks.ts";
 
 /** Our table's family and name. */
 export const NFT_FAMILY = "inet";
@@ -178,6 +178,16 @@ export function nftChains(intent: Intent): Map<string, string[]> {
   chains.set("prerouting", [
     // Replicated NAT state: see `vipGuardRules` (core/desired.ts) for why.
     ...(intent.guardVips ? intent.roles.flatMap(nftVipGuard) : []),
+    // A pod's TCP connection picked up from the server's side (its entry deleted here while the
+    // server's segments still came through the holder): tagged, so the VIP chain takes the
+    // pod's packets of it, replies to conntrack. See `pickedUpRule` (core/desired.ts).
+    ...(intent.podCidrs.length > 0
+      ? [
+        `ip daddr { ${intent.podCidrs.join(", ")} } ip saddr != @nosteer` +
+        ` tcp flags & (fin | syn | rst | ack) != syn ct state new` +
+        ` ct mark set ct mark & ${keep} | ${hex(pickedUpMark(mask))}`,
+      ]
+      : []),
     "ip daddr @nosteer return",
     ...(intent.scoped.some((c) => c.excluded)
       ? ["ip saddr . ip daddr @scoped-excluded return"]
@@ -211,8 +221,11 @@ export function nftChains(intent: Intent): Map<string, string[]> {
       ...(role.role === "holder" && intent.guardVips
         ? ["ct state new tcp flags & (fin | syn | rst | ack) != syn drop"]
         : []),
-      // Replies of connections the pod did not originate return the way they came.
-      "ct direction reply return",
+      // Replies of connections the pod did not originate return the way they came; not those
+      // of a connection picked up from the server's side (tagged in prerouting).
+      `ct direction reply ct mark & ${hex(mask)} == 0 return`,
+      // On the holder such a packet cannot be translated (`holderDropReplyRule`).
+      ...(role.role === "holder" ? ["ct direction reply drop"] : []),
       // On the holder a connection in the table without source NAT would leave with the
       // pod's own address (`holderDropUnnatedRule`, core/desired.ts).
       ...(role.role === "holder" ? ["ct status & (confirmed | snat) == confirmed drop"] : []),

@@ -66,6 +66,15 @@ export function scopedMarkInvalidRule(cls: ScopedClass): string {
     ` -m conntrack --ctstate INVALID -j SET --map-set ${names.pods} src --map-mark`;
 }
 
+/** The class's pods' packets of a connection picked up from the server's side, as `markReplyRule` does for the pods set. */
+export function scopedMarkReplyRule(cls: ScopedClass, mask: number): string {
+  const names = scopedSetNames(cls.id);
+  return `-A ${MARK_CHAIN} -m set --match-set ${names.pods} src ${scopeMatch(cls)}` +
+    ` -m conntrack --ctdir REPLY -m connmark ! --mark 0x0/${
+      hex(mask)
+    } -j SET --map-set ${names.pods} src --map-mark`;
+}
+
 /** Destinations a class steers: not never-steered, within its destinations, outside its exclusions. */
 function scopeMatch(cls: ScopedClass): string {
   const names = scopedSetNames(cls.id);

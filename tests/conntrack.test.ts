@@ -212,9 +212,28 @@ Deno.test("conntrack: the nftables backend drops what would leave un-NATed as th
   const holder = chains.get("vip-5")!;
   const unnated = "ct status & (confirmed | snat) == confirmed drop";
   assert.ok(
-    holder.indexOf(unnated) > holder.indexOf("ct direction reply return"),
+    holder.indexOf(unnated) > holder.indexOf("ct direction reply ct mark & 0xff00 == 0 return"),
     "the holder's, before its mark is set",
   );
   assert.ok(holder.indexOf(unnated) < holder.findIndex((r) => r.includes("meta mark set")));
   assert.equal(chains.get("vip-6")!.includes(unnated), false, "a forwarder's null bindings pass");
+});
+
+Deno.test("conntrack: the nftables backend tags a pod's TCP connection picked up from the server's side; its VIP chain takes the pod's packets of it, and the holder drops them", () => {
+  const chains = nftChains(intentOf(snap, config, ["192.0.2.50"]));
+  const prerouting = chains.get("prerouting")!;
+  const tag =
+    "ip daddr { 10.244.0.0/16 } ip saddr != @nosteer tcp flags & (fin | syn | rst | ack) != syn ct state new ct mark set ct mark & 0xffff00ff | 0xff00";
+  assert.ok(
+    prerouting.indexOf(tag) >= 0 &&
+      prerouting.indexOf(tag) < prerouting.indexOf("ip daddr @nosteer return"),
+    "before packets to pods return",
+  );
+  for (const [name, holder] of [["vip-5", true], ["vip-6", false]] as const) {
+    const vip = chains.get(name)!;
+    const back = vip.indexOf("ct direction reply ct mark & 0xff00 == 0 return");
+    assert.ok(back >= 0, `${name}: only untagged replies return the way they came`);
+    assert.equal(vip[back + 1] === "ct direction reply drop", holder, name);
+    assert.ok(back < vip.findIndex((r) => r.includes("meta mark set")), name);
+  }
 });

@@ -39,12 +39,15 @@ Deno.test("desired: a node holding no VIP routes every VIP's traffic to its hold
 });
 
 Deno.test("desired: one mark rule whatever the pod count; pods carry their VIP's mark", () => {
-  const desired = desiredState(snap, testConfig({ markMask: "0xff00" }), []);
+  const all = desiredState(snap, testConfig({ markMask: "0xff00" }), []);
   assert.equal(
-    desired.chains.mangle.length,
-    5,
-    "mark, mark INVALID, save into the ct mark, then the drops of what no VIP marked",
+    all.chains.mangle.length,
+    7,
+    "the picked-up tag, mark, mark INVALID, mark REPLY of a picked-up connection, save into the ct mark, then the drops of what no VIP marked",
   );
+  assert.match(all.chains.mangle[0], /"kube-egress picked up"/);
+  // From here on, the mark rules proper (the tag is about packets to pods).
+  const desired = { ...all, chains: { ...all.chains, mangle: all.chains.mangle.slice(1) } };
   assert.match(
     desired.chains.mangle[0],
     /^-A KUBE-EGRESS-MARK -m set --match-set kube-egress-pods src /,
@@ -60,8 +63,13 @@ Deno.test("desired: one mark rule whatever the pod count; pods carry their VIP's
   );
   assert.equal(
     desired.chains.mangle[2],
-    "-A KUBE-EGRESS-MARK -m mark ! --mark 0x0/0xff00 -j CONNMARK --save-mark --nfmask 0xff00 --ctmask 0xff00",
-    "only our bits are copied into the connection mark",
+    "-A KUBE-EGRESS-MARK -m set --match-set kube-egress-pods src -m set ! --match-set kube-egress-nosteer dst -m conntrack --ctdir REPLY -m connmark ! --mark 0x0/0xff00 -j SET --map-set kube-egress-pods src --map-mark",
+    "a pod's packets of a connection picked up from the server's side (tagged) are marked too",
+  );
+  assert.equal(
+    desired.chains.mangle[3],
+    "-A KUBE-EGRESS-MARK -m mark ! --mark 0x0/0xff00 -m conntrack --ctdir ORIGINAL -j CONNMARK --save-mark --nfmask 0xff00 --ctmask 0xff00",
+    "only our bits are copied into the connection mark, only in the original direction (the tag stays)",
   );
   assert.deepEqual([...desired.podMarks], [["10.244.1.5", 0x500], ["10.244.1.6", 0x600], [
     "10.244.2.7",
@@ -75,6 +83,7 @@ Deno.test("desired: INVALID packets are dropped only on the holder, where they w
   assert.deepEqual(drops, [
     '-A KUBE-EGRESS-MARK -m mark --mark 0x6/0xff -m conntrack --ctstate INVALID -m comment --comment "kube-egress 192.0.2.51 invalid" -j DROP',
     '-A KUBE-EGRESS-MARK -m mark --mark 0x6/0xff -m conntrack ! --ctstate SNAT --ctstatus CONFIRMED --ctdir ORIGINAL -m comment --comment "kube-egress 192.0.2.51 unnated" -j DROP',
+    '-A KUBE-EGRESS-MARK -m mark --mark 0x6/0xff -m conntrack --ctdir REPLY -m comment --comment "kube-egress 192.0.2.51 reversed" -j DROP',
     ...UNMARKED_DROPS,
   ]);
   assert.ok(
@@ -91,7 +100,7 @@ Deno.test("desired: INVALID packets are dropped only on the holder, where they w
 
 /** On every node: what no VIP marked and would leave with the pod's own address. */
 const UNMARKED_DROPS = [
-  '-A KUBE-EGRESS-MARK -m mark --mark 0x0/0xff -m connmark ! --mark 0x0/0xff -m conntrack ! --ctstate SNAT --ctstatus CONFIRMED --ctdir ORIGINAL -m comment --comment "kube-egress unnated" -j DROP',
+  '-A KUBE-EGRESS-MARK -m mark --mark 0x0/0xff -m connmark ! --mark 0x0/0xff -m connmark ! --mark 0xff/0xff -m conntrack ! --ctstate SNAT --ctstatus CONFIRMED --ctdir ORIGINAL -m comment --comment "kube-egress unnated" -j DROP',
   '-A KUBE-EGRESS-MARK -s 10.244.0.0/16 -m set ! --match-set kube-egress-nosteer dst -m mark --mark 0x0/0xff -m conntrack --ctstate INVALID -m comment --comment "kube-egress invalid unsteered" -j DROP',
 ];
 
@@ -122,4 +131,35 @@ Deno.test("desired: nosteer holds pod, service and excluded ranges, deduplicated
     "10.244.0.0/16",
     "192.0.2.0/24",
   ]);
+});
+
+Deno.test("desired: a pod's TCP connection picked up from the server's side is tagged, its pod's packets take the VIP's route, the holder drops them", () => {
+  // The pod's node deleted the pod's entry (a role change's flush) while the server's segments
+  // still came through the holder that translated the connection: the new entry is reversed
+  // (original direction server -> pod), so the pod's packets are replies. Before, nothing
+  // marked them and they left by the main route with the pod's own address.
+  const config = testConfig({ markMask: "0xff00" });
+  const forwarder = desiredState(snap, config, []).chains.mangle;
+  assert.deepEqual(forwarder.filter((r) => r.includes("picked up")), [
+    '-A KUBE-EGRESS-MARK -d 10.244.0.0/16 -p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN -m set ! --match-set kube-egress-nosteer src -m conntrack --ctstate NEW -m comment --comment "kube-egress picked up" -j CONNMARK --set-xmark 0xff00/0xff00',
+  ], "a segment other than a SYN from a steerable source that starts an entry to a pod");
+  const reply = forwarder.findIndex((r) => r.includes("--ctdir REPLY"));
+  assert.ok(reply > 0 && reply < forwarder.findIndex((r) => r.includes("--save-mark")));
+  assert.match(
+    forwarder[reply],
+    /-m connmark ! --mark 0x0\/0xff00 -j SET --map-set kube-egress-pods src --map-mark$/,
+  );
+  // The server's own packets of such a connection are its original direction, unmarked,
+  // with our tag in the connection mark and no NAT: they pass to the pod.
+  const unnated = forwarder.find((r) => r.includes('"kube-egress unnated"'))!;
+  assert.match(unnated, /-m connmark ! --mark 0xff00\/0xff00/);
+  const holder = desiredState(snap, config, ["192.0.2.50"]).chains.mangle;
+  const drop = holder.indexOf(
+    '-A KUBE-EGRESS-MARK -m mark --mark 0x500/0xff00 -m conntrack --ctdir REPLY -m comment --comment "kube-egress 192.0.2.50 reversed" -j DROP',
+  );
+  assert.ok(
+    drop > holder.findIndex((r) => r.includes("--ctdir REPLY -m connmark")),
+    "after the mark",
+  );
+  assert.equal(forwarder.some((r) => r.includes("reversed")), false, "a forwarder passes them on");
 });

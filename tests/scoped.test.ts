@@ -10,7 +10,13 @@ import assert from "node:assert/strict";
 import { desiredState, renderIptables } from "../core/desired.ts";
 import { confirmSets, parseIpsetTerse, setsAfterApply } from "../core/ipset.ts";
 import { isEmpty, planDelete, planPass } from "../core/plan.ts";
-import { scopedMarkInvalidRule, scopedRule, scopedSetNames } from "../core/scoped.ts";
+import {
+  scopedMarkInvalidRule,
+  scopedMarkReplyRule,
+  scopedRule,
+  scopedSetNames,
+} from "../core/scoped.ts";
+import { hex } from "../core/marks.ts";
 import { nodeStatus } from "../core/status.ts";
 import { type RawSnapshot, validateSnapshot } from "../core/snapshot.ts";
 import { FakeKernel } from "./fake_kernel.ts";
@@ -66,13 +72,21 @@ Deno.test("scoped: restricted pods get a class with its sets and rule; others st
   );
   assert.equal(
     desired.chains.mangle.length,
-    9,
-    "the pods rules (ORIGINAL, INVALID), two rules per class, the save-mark rule, the drops of what no VIP marked",
+    13,
+    "the picked-up tag, the pods rules (ORIGINAL, INVALID, REPLY of a picked-up connection), three rules per class, the save-mark rule, the drops of what no VIP marked",
   );
   assert.equal(
     scopedMarkInvalidRule(excl),
     scopedRule(excl).replace("--ctdir ORIGINAL", "--ctstate INVALID"),
     "a class marks INVALID packets to exactly the destinations it steers",
+  );
+  assert.equal(
+    scopedMarkReplyRule(excl, config.markMask),
+    scopedRule(excl).replace(
+      "--ctdir ORIGINAL",
+      `--ctdir REPLY -m connmark ! --mark 0x0/${hex(config.markMask)}`,
+    ),
+    "and its pods' packets of a connection picked up from the server's side",
   );
 });
 

@@ -8,8 +8,11 @@
  * the VIP is deleted (fail closed off): short connections and UDP (the
  * stream) and long-lived TCP connections (always open at the deletion, so
  * the old code leaked every time; the stream's only sometimes). Its capture
- * must see none of the pods' addresses, on either backend. Needs root; reported as skipped
- * otherwise.
+ * must see none of the pods' addresses, on either backend. And a connection
+ * whose entry the pod's node deleted (a role change's flush) while the
+ * server's segments still came through the holder: conntrack picks it up
+ * from the server's side, reversed, and the pod's packets are replies to it.
+ * Needs root; reported as skipped otherwise.
  */
 import assert from "node:assert/strict";
 import { type AgentProcess, EXTERNAL, startAgent } from "../../sim/agents.ts";
@@ -17,6 +20,9 @@ import type { Cluster } from "../../sim/cluster.ts";
 import { ECHO_PORT, startConnections, startEchoServer } from "../../sim/connections.ts";
 import { measureFailover, startCapture } from "../../sim/stream.ts";
 import { placeVip } from "../../sim/vip.ts";
+import { OUTSIDE_IP } from "../../sim/layout.ts";
+import { flushArgs } from "../../core/conntrack.ts";
+import { markFor } from "../../core/marks.ts";
 import { e2e, withCluster } from "./cluster.ts";
 
 const VIP = "192.0.2.50";
@@ -100,3 +106,90 @@ Deno.test({
   ...e2e,
   fn: () => withCluster((cluster) => vipDeletedWhileStreaming(cluster, "nftables")),
 });
+
+const PUSH_PORT = 7201;
+
+/** The TCP entries on `node` from `src` to `dst` (`conntrack -L` lines). */
+async function entries(node: Cluster["nodes"][number], src: string, dst: string) {
+  const out = await node.ns.run(["conntrack", "-L", "-p", "tcp", "-s", src, "-d", dst]);
+  return out.split("\n").filter((l) =>
+    l.includes(`dport=${PUSH_PORT}`) || l.includes(`sport=${PUSH_PORT}`)
+  );
+}
+
+/**
+ * A forwarder's pod reads from a server that sends every 50 ms (the pod only acknowledges). The
+ * forwarder's entry of the connection is deleted as a role change's flush deletes it (by the
+ * VIP's connection mark); the holder keeps its own, so the server's next segment is translated
+ * there and reaches the pod first: the forwarder's new entry is reversed. Before, the pod's
+ * acknowledgements were replies to it, unmarked, and left by the main route with the pod's own
+ * address (4 in 1 s, both backends); now they go to the holder and leave as the VIP.
+ */
+async function pickedUpFromTheServer(cluster: Cluster, backend: Backend) {
+  const pod = cluster.pod(2, 1);
+  await cluster.writeMappings({ [pod.ip]: VIP }, { [VIP]: 5 });
+  await placeVip(cluster.nodes, VIP, cluster.node(1), cluster.spec.iface);
+  const agents = cluster.nodes.map((n) =>
+    startAgent(cluster, n, [...EXTERNAL, "--backend", backend], 30)
+  );
+  const children: Deno.ChildProcess[] = [];
+  try {
+    await rolesApplied(cluster, backend, true);
+    const capture = await startCapture(cluster.outside.ns, { ports: [PUSH_PORT] });
+    children.push(cluster.outside.ns.spawn([
+      "socat",
+      `TCP-LISTEN:${PUSH_PORT},reuseaddr,fork`,
+      "SYSTEM:while true; do echo tick; sleep 0.05; done",
+    ]));
+    const forwarder = cluster.node(2);
+    let open: string[] = [];
+    for (let i = 0; i < 100 && open.length === 0; i++) {
+      if (i % 20 === 0) {
+        children.push(pod.ns.spawn(["socat", `TCP:${OUTSIDE_IP}:${PUSH_PORT}`, "EXEC:sleep 30"]));
+      }
+      await new Promise((r) => setTimeout(r, 100));
+      open = (await entries(forwarder, pod.ip, OUTSIDE_IP)).filter((l) =>
+        l.includes("ESTABLISHED")
+      );
+    }
+    assert.ok(open.length >= 1, "the pod's connection is established through the holder");
+    // The default mask 0xff: the VIP's connection mark is its route id.
+    await forwarder.ns.run(["conntrack", ...flushArgs(markFor(5, 0xff), 0xff).split(" ")]);
+    const deletedAt = Date.now();
+    await new Promise((r) => setTimeout(r, 1000));
+    const packets = await capture.stop();
+    const reversed = await entries(forwarder, OUTSIDE_IP, pod.ip);
+    const own = packets.filter((p) => p.src === pod.ip);
+    const asVip = packets.filter((p) => p.src === VIP && p.t > deletedAt);
+    console.log(
+      `  ${backend}: entry picked up from the server's side: ${own.length} packets with the ` +
+        `pod's own address, ${asVip.length} as the VIP after the deletion`,
+    );
+    assert.equal(
+      reversed.length,
+      1,
+      `the forwarder picked the connection up reversed: ${reversed}`,
+    );
+    assert.deepEqual(own, [], "packets that left with the pod's own address");
+    assert.ok(asVip.length > 0, "the pod's acknowledgements leave as the VIP, through the holder");
+  } finally {
+    for (const child of children) {
+      try {
+        child.kill("SIGTERM");
+      } catch {
+        // Exited already.
+      }
+      await child.status;
+    }
+    await Promise.all(agents.map((a) => a.stop()));
+  }
+}
+
+for (const backend of ["iptables", "nftables"] as const) {
+  Deno.test({
+    name:
+      `e2e un-NATed, ${backend}: a forwarder's connection picked up from the server's side after its entry was flushed: no packet leaves with the pod's own address`,
+    ...e2e,
+    fn: () => withCluster((cluster) => pickedUpFromTheServer(cluster, backend)),
+  });
+}
