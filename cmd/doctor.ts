@@ -6,6 +6,7 @@
  */
 import $ from "dax";
 import { type DoctorFacts, parseArpReplies } from "../core/doctor.ts";
+import { parseAddresses6 } from "../core/doctor_ipv6.ts";
 import { type NatSync, planPass } from "../core/plan.ts";
 import type { DatapathConfig } from "../core/schema.ts";
 import {
@@ -25,7 +26,21 @@ const OPTIONAL_TOOLS: readonly (Tool & { for: string })[] = [
   { command: "nft", pkg: "nftables", for: "native nftables rules in iptables-backend/mark-bits" },
   { command: "iptables-legacy-save", pkg: "iptables", for: "iptables-backend" },
   { command: "iptables-nft-save", pkg: "iptables", for: "iptables-backend" },
+  { command: "ip6tables-save", pkg: "iptables", for: "rp-filter-ipv6" },
 ];
+
+/** Where firewalld keeps its configuration (read-only; `KUBE_EGRESS_FIREWALLD_CONF` in tests). */
+function firewalldConfPath(): string {
+  return Deno.env.get("KUBE_EGRESS_FIREWALLD_CONF") || "/etc/firewalld/firewalld.conf";
+}
+
+async function readOptional(path: string): Promise<string | undefined> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch {
+    return undefined;
+  }
+}
 
 export interface DoctorOptions {
   readonly config: DatapathConfig;
@@ -96,17 +111,34 @@ export async function collectFacts(host: Host, options: DoctorOptions): Promise<
       ? await output(["iptables-save"])
       : undefined;
   };
-  const [nftSave, legacySave, nftRuleset, ipRules, ipRoutes, addresses, allAddresses] =
-    await Promise
-      .all([
-        save("nft"),
-        save("legacy"),
-        has("nft") ? output(["nft", "-j", "list", "ruleset"]) : undefined,
-        has("ip") ? output(["ip", "-N", "-j", "rule", "show"]) : undefined,
-        has("ip") ? output(["ip", "-4", "-N", "-j", "route", "show", "table", "all"]) : undefined,
-        has("ip") ? addressesOf(config.interface) : undefined,
-        has("ip") ? output(["ip", "-4", "-j", "address", "show"]) : undefined,
-      ]);
+  const [
+    nftSave,
+    legacySave,
+    nftRuleset,
+    ipRules,
+    ipRoutes,
+    addresses,
+    allAddresses,
+    addresses6,
+    ipRoutes6,
+    ip6tablesSave,
+    firewalldConf,
+  ] = await Promise
+    .all([
+      save("nft"),
+      save("legacy"),
+      has("nft") ? output(["nft", "-j", "list", "ruleset"]) : undefined,
+      has("ip") ? output(["ip", "-N", "-j", "rule", "show"]) : undefined,
+      has("ip") ? output(["ip", "-4", "-N", "-j", "route", "show", "table", "all"]) : undefined,
+      has("ip") ? addressesOf(config.interface) : undefined,
+      has("ip") ? output(["ip", "-4", "-j", "address", "show"]) : undefined,
+      has("ip")
+        ? output(["ip", "-6", "-j", "address", "show", "dev", config.interface])
+        : undefined,
+      has("ip") ? output(["ip", "-6", "-j", "route", "show"]) : undefined,
+      has("ip6tables-save") ? output(["ip6tables-save"]) : undefined,
+      readOptional(firewalldConfPath()),
+    ]);
   // A VIP on another interface is answered by ARP on the LAN too (arp_ignore 0), held or not.
   const elsewhere = allAddresses === undefined ? [] : (JSON.parse(allAddresses) as {
     ifname: string;
@@ -171,5 +203,9 @@ export async function collectFacts(host: Host, options: DoctorOptions): Promise<
     arpReplies,
     pendingLines,
     vipsElsewhere: elsewhere.filter((e) => (vips ?? []).some((v) => v.ip === e.vip)),
+    addresses6: addresses6 === undefined ? undefined : parseAddresses6(addresses6),
+    ipRoutes6,
+    ip6tablesSave,
+    firewalldConf,
   };
 }

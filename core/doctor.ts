@@ -19,6 +19,7 @@ import {
 } from "./mark_usage.ts";
 import type { DatapathConfig } from "./schema.ts";
 import type { Vip } from "./snapshot.ts";
+import { type Address6, checkRpFilter6, checkVipAddresses6 } from "./doctor_ipv6.ts";
 
 export type Verdict = "pass" | "warn" | "fail" | "skip";
 
@@ -61,6 +62,14 @@ export interface DoctorFacts {
   readonly pendingLines?: number;
   /** VIPs configured on another interface of this node (answered by ARP without being held). */
   readonly vipsElsewhere?: readonly { readonly vip: string; readonly iface: string }[];
+  /** IPv6 addresses on the interface with their flags (undefined: not read). */
+  readonly addresses6?: readonly Address6[];
+  /** `ip6tables-save` of the iptables flavour in use. */
+  readonly ip6tablesSave?: string;
+  /** /etc/firewalld/firewalld.conf, where present. */
+  readonly firewalldConf?: string;
+  /** `ip -6 -j route show` (main table). */
+  readonly ipRoutes6?: string;
 }
 
 const held = (facts: DoctorFacts) => {
@@ -665,6 +674,24 @@ export const CHECKS: readonly { id: string; run: (f: DoctorFacts) => CheckReport
   { id: "mark-bits", run: checkMarks },
   { id: "ip-forward", run: checkForwarding },
   { id: "rp-filter", run: checkRpFilter },
+  {
+    id: "rp-filter-ipv6",
+    run: (f) =>
+      checkRpFilter6({
+        iface: f.config.interface,
+        podCidrs: f.config.podCidrs,
+        vips: (f.vips ?? []).map((v) => v.ip),
+        ip6tablesSave: f.ip6tablesSave,
+        nftRuleset: f.nftRuleset,
+        firewalldConf: f.firewalldConf,
+        routes6: f.ipRoutes6,
+      }),
+  },
+  {
+    id: "vip-address-ipv6",
+    run: (f) =>
+      checkVipAddresses6(f.config.interface, (f.vips ?? []).map((v) => v.ip), f.addresses6),
+  },
   { id: "route-tables", run: checkRouteTables },
   { id: "duplicate-vip", run: checkDuplicates },
   { id: "guard", run: checkGuard },

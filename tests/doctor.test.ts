@@ -67,7 +67,7 @@ Deno.test("doctor: a healthy node passes every check and renders a summary", () 
   for (const r of reports) assert.equal(r.verdict, "pass", `${r.id}: ${r.detail}`);
   const text = renderDoctor(reports);
   assert.match(text, /^PASS {2}tools {12}/m);
-  assert.match(text, /doctor: 0 failed, 0 warning\(s\), 13 passed, 0 skipped\n$/);
+  assert.match(text, /doctor: 0 failed, 0 warning\(s\), 15 passed, 0 skipped\n$/);
 });
 
 Deno.test("mark usage: iptables-save MARK/CONNMARK/mark-match forms, our chains skipped", () => {
