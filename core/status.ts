@@ -7,7 +7,7 @@ import { parseRoleRule } from "./desired.ts";
 import type { PlacementStatus } from "./keepalived.ts";
 import { parseRuleCounters } from "./iptables.ts";
 import { SCOPED_PREFIX } from "./scoped.ts";
-import { compareIPv4 } from "./ip.ts";
+import { compareIp } from "./ip.ts";
 import { hex, routeIdOfMark } from "./marks.ts";
 import type { LiveState } from "./plan.ts";
 
@@ -73,7 +73,8 @@ export function nodeStatus(
   } = {},
 ): NodeStatus {
   const addresses = new Set(live.routes.addresses);
-  const vipOfMark = new Map<number, VipStatus>();
+  // Keyed by family and mark: the two addresses of a dual-stack VIP share its mark.
+  const vipOfMark = new Map<string, VipStatus>();
   if (live.nft.present) {
     return finish(iface, addresses, ...nftablesInForce(live, addresses), extra);
   }
@@ -81,7 +82,7 @@ export function nodeStatus(
     const rule = parseRoleRule(counter.rule);
     if (!rule) continue;
     const { ip, mark, mask, role } = rule;
-    vipOfMark.set(mark, {
+    vipOfMark.set(familyMark(ip, mark), {
       vip: ip,
       routeId: routeIdOfMark(mark, mask),
       mark: hex(mark),
@@ -95,9 +96,10 @@ export function nodeStatus(
   }
   const mappings: MappingStatus[] = [];
   for (const [podIp, entry] of live.sets.pods) {
-    const vip = vipOfMark.get(entry.mark);
+    const key = familyMark(podIp, entry.mark);
+    const vip = vipOfMark.get(key);
     if (!vip) continue;
-    vipOfMark.set(entry.mark, {
+    vipOfMark.set(key, {
       ...vip,
       pods: vip.pods + 1,
       packets: vip.packets + entry.packets,
@@ -109,11 +111,11 @@ export function nodeStatus(
   for (const [name, set] of live.sets.scoped ?? []) {
     if (!name.startsWith(`${SCOPED_PREFIX}p-`)) continue;
     for (const [podIp, args] of set.entries) {
-      const mark = parseInt(args.split(" skbmark ")[1] ?? "", 16);
-      const vip = vipOfMark.get(mark);
+      const key = familyMark(podIp, parseInt(args.split(" skbmark ")[1] ?? "", 16));
+      const vip = vipOfMark.get(key);
       if (!vip) continue;
       const { packets, bytes } = set.counters?.get(podIp) ?? { packets: 0, bytes: 0 };
-      vipOfMark.set(mark, {
+      vipOfMark.set(key, {
         ...vip,
         pods: vip.pods + 1,
         packets: vip.packets + packets,
@@ -125,6 +127,11 @@ export function nodeStatus(
   return finish(iface, addresses, vipOfMark, mappings, extra);
 }
 
+/** A VIP's (or a pod's) mark within its family: "4 0x500", "6 0x500". */
+function familyMark(ip: string, mark: number): string {
+  return `${ip.includes(":") ? 6 : 4} ${mark}`;
+}
+
 /**
  * The nftables backend's objects as status: the roles map (mark → snat-<id>),
  * the VIP from the holder's SNAT rule or the forwarder's route, the chains'
@@ -134,8 +141,8 @@ export function nodeStatus(
 function nftablesInForce(
   live: LiveState,
   addresses: ReadonlySet<string>,
-): [Map<number, VipStatus>, MappingStatus[]] {
-  const vipOfMark = new Map<number, VipStatus>();
+): [Map<string, VipStatus>, MappingStatus[]] {
+  const vipOfMark = new Map<string, VipStatus>();
   const markOfChain = new Map<string, number>();
   for (const [mark, target] of live.nft.roles) {
     const chain = target.replace(/^goto /, "");
@@ -145,7 +152,7 @@ function nftablesInForce(
     if (ip === undefined || !Number.isInteger(routeId)) continue;
     const steered = live.nft.counters.get(`vip-${routeId}`) ?? { packets: 0, bytes: 0 };
     markOfChain.set(`goto vip-${routeId}`, mark);
-    vipOfMark.set(mark, {
+    vipOfMark.set(familyMark(ip, mark), {
       vip: ip,
       routeId,
       mark: hex(mark),
@@ -165,10 +172,11 @@ function nftablesInForce(
   const seen = new Set<string>();
   for (const [podIp, target] of podTargets) {
     const mark = markOfChain.get(target);
-    const vip = mark === undefined ? undefined : vipOfMark.get(mark);
+    const key = mark === undefined ? undefined : familyMark(podIp, mark);
+    const vip = key === undefined ? undefined : vipOfMark.get(key);
     if (!vip || seen.has(podIp)) continue;
     seen.add(podIp);
-    vipOfMark.set(mark!, { ...vip, pods: vip.pods + 1 });
+    vipOfMark.set(key!, { ...vip, pods: vip.pods + 1 });
     mappings.push({ podIp, vip: vip.vip, packets: 0, bytes: 0 });
   }
   return [vipOfMark, mappings];
@@ -177,7 +185,7 @@ function nftablesInForce(
 function finish(
   iface: string,
   addresses: ReadonlySet<string>,
-  vipOfMark: ReadonlyMap<number, VipStatus>,
+  vipOfMark: ReadonlyMap<string, VipStatus>,
   mappings: MappingStatus[],
   extra: {
     pendingLines?: number;
@@ -188,7 +196,10 @@ function finish(
   const placement = extra.placement;
   const vrrpOf = (vip: VipStatus): VipStatus => {
     if (!placement) return vip;
-    const instance = placement.vips.find((v) => v.vip === vip.vip);
+    // A dual-stack VIP's IPv6 address rides in its IPv4 instance (`excluded`).
+    const instance = placement.vips.find((v) =>
+      v.vip === vip.vip || (v.excluded ?? []).includes(vip.vip)
+    );
     if (!instance) {
       return placement.ineligible.includes(vip.vip) ? { ...vip, vrrp: "ineligible" } : vip;
     }
@@ -202,9 +213,9 @@ function finish(
   };
   return {
     interface: iface,
-    addresses: [...addresses].sort(compareIPv4),
-    vips: [...vipOfMark.values()].map(vrrpOf).sort((a, b) => compareIPv4(a.vip, b.vip)),
-    mappings: mappings.sort((a, b) => compareIPv4(a.podIp, b.podIp)),
+    addresses: [...addresses].sort(compareIp),
+    vips: [...vipOfMark.values()].map(vrrpOf).sort((a, b) => compareIp(a.vip, b.vip)),
+    mappings: mappings.sort((a, b) => compareIp(a.podIp, b.podIp)),
     pendingLines: extra.pendingLines,
     problems: extra.problems ?? [],
     ...(placement
@@ -245,7 +256,7 @@ export function table(header: readonly string[], rows: readonly (readonly string
 /** The human-readable status. */
 export function renderStatus(status: NodeStatus): string {
   const out: string[] = [];
-  out.push(`interface ${status.interface}: ${status.addresses.join(", ") || "no IPv4 address"}`);
+  out.push(`interface ${status.interface}: ${status.addresses.join(", ") || "no address"}`);
   if (status.pendingLines === undefined) out.push("sync: unknown (inputs unreadable)");
   else if (status.pendingLines === 0) out.push("sync: in sync with the inputs");
   else out.push(`sync: ${status.pendingLines} change(s) pending; run \`plan\` to see them`);
