@@ -356,8 +356,8 @@ export async function benchFailover(options: FailoverOptions): Promise<FailoverF
         );
         options.progress(
           `  IPv6: gap ${
-            families.ipv6.gapMs ?? "never resumed"
-          } ms, wrong source ${families.ipv6.wrongSource}, ${VIP6} now on ${newHolder6}`,
+            families.ipv6.gapMs === undefined ? "never resumed" : `${families.ipv6.gapMs} ms`
+          }, wrong source ${families.ipv6.wrongSource}, ${VIP6} now on ${newHolder6}`,
         );
         // Repair: the holder gets its cable back, or its agent restarts keepalived, or its
         // agent is started again (after a power off: its VIP left on the unplugged interface
