@@ -199,21 +199,34 @@ export function podObject(
   };
 }
 
-/** Polls until the pod IP is in the pods set of a node; ms epoch when first seen (bounded). */
-async function inForceAt(node: SimNode, podIp: string, setName: string, timeoutMs: number) {
+/**
+ * Polls until the pod IP is in our pods set (iptables backend) or map
+ * (nftables) on a node; ms epoch when first seen (bounded).
+ */
+async function inForceAt(
+  node: SimNode,
+  podIp: string,
+  backend: "iptables" | "nftables",
+  timeoutMs: number,
+) {
   const deadline = Date.now() + timeoutMs;
+  const test = backend === "nftables"
+    ? ["nft", "get", "element", "inet", "kube-egress", "pods", `{ ${podIp} }`]
+    : ["ipset", "test", "kube-egress-pods", podIp];
   while (Date.now() < deadline) {
-    const r = await node.ns.exec(["ipset", "test", setName, podIp], { timeoutMs: 5000 });
+    const r = await node.ns.exec(test, { timeoutMs: 5000 });
     if (r.code === 0) return Date.now();
     await new Promise((resolve) => setTimeout(resolve, 5));
   }
-  throw new Error(`${podIp} not in ${setName} on ${node.name} within ${timeoutMs} ms`);
+  throw new Error(
+    `${podIp} not in the pods ${backend} objects on ${node.name} within ${timeoutMs} ms`,
+  );
 }
 
 /**
  * Creates a Pod object for `pod` (selected by `labels`) and measures the time
- * from the API server storing it to its IP being in the pods set on every
- * node. Resolution: one `ipset test` process per poll (a few ms).
+ * from the API server storing it to its IP being in the pods set (map) on
+ * every node. Resolution: one `ipset test` (`nft get element`) per poll (a few ms).
  */
 export async function podToRulesLatency(
   api: SimApiServer,
@@ -221,9 +234,9 @@ export async function podToRulesLatency(
   pod: SimPod,
   name: string,
   labels: Record<string, string>,
-  setName = "kube-egress-pods",
+  backend: "iptables" | "nftables" = "iptables",
 ): Promise<{ totalMs: number; perNodeMs: number[] }> {
-  const polls = nodes.map((n) => inForceAt(n, pod.ip, setName, 15_000));
+  const polls = nodes.map((n) => inForceAt(n, pod.ip, backend, 15_000));
   const { t } = await api.apply(podObject(pod, name, { labels }));
   const seen = await Promise.all(polls);
   const perNodeMs = seen.map((s) => Math.max(0, s - t));

@@ -29,6 +29,7 @@ import {
 } from "../../sim/kube_sim.ts";
 import type { Netns } from "../../sim/netns.ts";
 import { sourceSeen } from "../../sim/probe.ts";
+import { parseNftJson } from "../../core/nftables.ts";
 import { placeVip } from "../../sim/vip.ts";
 import {
   dropVrrpMulticast,
@@ -157,6 +158,7 @@ Deno.test({
           p,
           `measured-${i}`,
           { egress: "office" },
+          cluster.spec.backend,
         );
         figures.push(totalMs);
         console.log(
@@ -245,29 +247,54 @@ Deno.test({
         VIP,
         "excludedCIDRs: everything else is steered",
       );
-      // `status` counts the scoped pods' traffic from their own sets.
+      // `status` counts the scoped pods' traffic: per pod from their own sets (iptables); per VIP
+      // from its chain's counter (nftables: its maps keep no per-element counters).
       const status = JSON.parse(
         (await agentCommand(cluster, only.node, "status", [...EXTERNAL, "--json"])).stdout,
-      ) as { mappings: { podIp: string; packets: number; bytes: number }[] };
+      ) as {
+        vips: { vip: string; packets: number }[];
+        mappings: { podIp: string; packets: number; bytes: number }[];
+      };
+      const nftables = cluster.spec.backend === "nftables";
       for (const pod of [only, except]) {
         const row = status.mappings.find((m) => m.podIp === pod.ip);
-        assert.ok(row && row.packets > 0 && row.bytes > 0, `${pod.ip}: ${JSON.stringify(row)}`);
+        assert.ok(
+          row && (nftables || (row.packets > 0 && row.bytes > 0)),
+          `${pod.ip}: ${JSON.stringify(row)}`,
+        );
       }
-      // Lifting the restriction moves the pod to the plain pods set; its class sets go.
+      if (nftables) {
+        const row = status.vips.find((v) => v.vip === VIP);
+        assert.ok(row && row.packets > 0, `${VIP}: ${JSON.stringify(row)}`);
+      }
+      // Lifting the restriction moves the pod to the plain pods set (map); its class's go.
       await api.apply(policy("only", {}));
       await eventually(
         () => sourceSeen(only.ns, LAN_HOST_IP, "tcp"),
         (s) => s === VIP,
         "the LAN host steered once unrestricted",
       );
-      const scopedSets = async () =>
-        (await only.node.ns.run(["ipset", "list", "-n"])).split("\n").filter((n) =>
-          n.startsWith("kube-egress-s")
-        );
+      // iptables: a class is two sets of its own; nftables: its pods' elements in the scoped map.
+      const scoped = async () =>
+        nftables
+          ? [
+            ...new Set(
+              [
+                ...parseNftJson(
+                  await only.node.ns.run(["nft", "-j", "list", "table", "inet", "kube-egress"]),
+                ).scoped.keys(),
+              ].map((k) => k.split(" . ")[0]),
+            ),
+          ].join(",")
+          : String(
+            (await only.node.ns.run(["ipset", "list", "-n"])).split("\n").filter((n) =>
+              n.startsWith("kube-egress-s")
+            ).length,
+          );
       await eventually(
-        scopedSets,
-        (names) => names.length === 2,
-        "only the excluded class's two sets",
+        scoped,
+        (found) => found === (nftables ? except.ip : "2"),
+        "only the excluded class's objects",
       );
       for (const agent of agents.splice(0)) await agent.stop();
       for (const node of cluster.nodes) {
