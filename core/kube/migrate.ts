@@ -7,9 +7,16 @@
  * keeps its tables and marks). Each Egress becomes a policy naming its target;
  * a ConfigMap mapping with no Egress behind it becomes a policy for the pod
  * that has the IP now, when pods are known (from the API), else it is reported.
+ *
+ * IPv6: addresses of either family, written canonically (EgressVIP refuses
+ * other spellings), ConfigMap keys with dashes for colons as the files source
+ * reads them. An IPv4 and an IPv6 VIP with the same route id (the files
+ * source's dual-stack VIP) become one dual-stack EgressVIP (`ips`), named
+ * after its IPv4 address; the policies of both point at it.
  */
 import { z } from "zod";
-import { compareIPv4 } from "../ip.ts";
+import { canonicalIp, compareIp } from "../ip.ts";
+import { keyOfName } from "../mapping_files.ts";
 import { API_VERSION, TARGET_KINDS, type TargetKind } from "./api.ts";
 import type { PodRecord } from "./objects.ts";
 
@@ -32,9 +39,15 @@ export interface Migration {
   readonly problems: string[];
 }
 
-/** The name of the EgressVIP made for an address: "vip-192-0-2-50". */
+/** The name of the EgressVIP made for an address: "vip-192-0-2-50", "vip-2001-db8--50" ("::" → "--", a trailing one "0"). */
 export function vipName(ip: string): string {
-  return `vip-${ip.replaceAll(".", "-")}`;
+  return `vip-${ip.replace(/::$/, "::0").replace(/^::/, "0::").replaceAll(/[.:]/g, "-")}`;
+}
+
+/** An address as the old inputs wrote it (maybe a dashed ConfigMap key), canonical; the trimmed text if it is none. */
+function address(text: string): string {
+  const trimmed = text.trim();
+  return canonicalIp(keyOfName(trimmed)) ?? canonicalIp(trimmed) ?? trimmed;
 }
 
 const OldVip = z.object({
@@ -87,9 +100,10 @@ export function migrate(input: OldInputs): Migration {
     routeIds.set(ip, n);
   };
   const addresses = new Set<string>();
-  for (const [ip, id] of Object.entries(input.vipRouteIds)) {
-    addresses.add(ip.trim());
-    note(ip.trim(), id, "ConfigMap vip-routeid-mappings");
+  for (const [key, id] of Object.entries(input.vipRouteIds)) {
+    const ip = address(key);
+    addresses.add(ip);
+    note(ip, id, "ConfigMap vip-routeid-mappings");
   }
   for (const raw of input.vips) {
     const parsed = OldVip.safeParse(raw);
@@ -101,17 +115,25 @@ export function migrate(input: OldInputs): Migration {
       );
       continue;
     }
-    addresses.add(parsed.data.spec.ip);
+    const ip = address(parsed.data.spec.ip);
+    addresses.add(ip);
     if (parsed.data.spec.routeid !== undefined) {
-      note(
-        parsed.data.spec.ip,
-        parsed.data.spec.routeid,
-        `Vip ${parsed.data.metadata?.name ?? parsed.data.spec.ip}`,
-      );
+      note(ip, parsed.data.spec.routeid, `Vip ${parsed.data.metadata?.name ?? ip}`);
     }
   }
 
   const policies = new Map<string, Record<string, unknown>>();
+  /** The EgressVIP name of an address: its dual-stack partner's where they share a route id. */
+  const nameOf = (ip: string) => vipName(dualOf.get(ip) ?? ip);
+  /** IPv6 VIP → the IPv4 VIP with the same route id (one of each family, no other). */
+  const dualOf = new Map<string, string>();
+  const byRouteId = new Map<number, string[]>();
+  for (const [ip, id] of routeIds) byRouteId.set(id, [...(byRouteId.get(id) ?? []), ip]);
+  for (const ips of byRouteId.values()) {
+    const v4 = ips.filter((ip) => !ip.includes(":"));
+    const v6 = ips.filter((ip) => ip.includes(":"));
+    if (v4.length === 1 && v6.length === 1) dualOf.set(v6[0], v4[0]);
+  }
   const covered = new Set<string>(); // "ns/pod" named by an Egress
   const addPolicy = (
     namespace: string,
@@ -122,7 +144,12 @@ export function migrate(input: OldInputs): Migration {
   ) => {
     addresses.add(vip);
     const key = `${namespace}/${name}`;
-    if (policies.has(key)) {
+    const before = policies.get(key) as { spec: { vip: string; targets: unknown[] } } | undefined;
+    if (
+      before && before.spec.vip === nameOf(vip) &&
+      JSON.stringify(before.spec.targets) === JSON.stringify([{ kind, name: target }])
+    ) return; // the same pod's other family: one policy serves both
+    if (before) {
       problems.push(
         `EgressPolicy ${key} would be created twice; the second (${kind} ${target}) is skipped`,
       );
@@ -132,7 +159,7 @@ export function migrate(input: OldInputs): Migration {
       apiVersion: API_VERSION,
       kind: "EgressPolicy",
       metadata: { name, namespace },
-      spec: { vip: vipName(vip), targets: [{ kind, name: target }] },
+      spec: { vip: nameOf(vip), targets: [{ kind, name: target }] },
     });
   };
   for (const raw of input.egresses) {
@@ -155,19 +182,23 @@ export function migrate(input: OldInputs): Migration {
       continue;
     }
     if (kind === "Pod") covered.add(`${namespace}/${spec.name}`);
-    addPolicy(namespace, safeName(metadata.name), spec.ip, kind, spec.name);
+    addPolicy(namespace, safeName(metadata.name), address(spec.ip), kind, spec.name);
   }
 
   // ConfigMap-only mappings: name the pod that has the IP now, if pods are known.
   const podsByIp = new Map(
-    (input.pods ?? []).filter((p) => p.ip && !p.finished).map((p) => [p.ip!, p]),
+    (input.pods ?? []).filter((p) => !p.finished).flatMap((p) =>
+      [p.ip, p.ipv6].filter((ip): ip is string => ip !== undefined).map((ip) => [ip, p] as const)
+    ),
   );
-  for (const [podIp, vip] of Object.entries(input.podVips).sort(([a], [b]) => compareIPv4(a, b))) {
-    const pod = podsByIp.get(podIp.trim());
+  const podVips = Object.entries(input.podVips).map(([k, v]) => [address(k), address(v)] as const)
+    .sort(([a], [b]) => compareIp(a, b));
+  for (const [podIp, vip] of podVips) {
+    const pod = podsByIp.get(podIp);
     if (pod && covered.has(`${pod.namespace}/${pod.name}`)) continue;
     if (!input.pods) {
       problems.push(
-        `ConfigMap podip-vip-mappings: ${podIp} → ${vip.trim()} names no pod; run migrate against the API (--from-api) to resolve it, or write its policy by hand`,
+        `ConfigMap podip-vip-mappings: ${podIp} → ${vip} names no pod; run migrate against the API (--from-api) to resolve it, or write its policy by hand`,
       );
       continue;
     }
@@ -177,15 +208,23 @@ export function migrate(input: OldInputs): Migration {
       );
       continue;
     }
-    addPolicy(pod.namespace, safeName(`pod-${pod.name}`), vip.trim(), "Pod", pod.name);
+    addPolicy(pod.namespace, safeName(`pod-${pod.name}`), vip, "Pod", pod.name);
   }
 
-  const vips = [...addresses].filter(Boolean).sort(compareIPv4).map((ip) => ({
-    apiVersion: API_VERSION,
-    kind: "EgressVIP",
-    metadata: { name: vipName(ip) },
-    spec: { ip, ...(routeIds.has(ip) ? { routeId: routeIds.get(ip) } : {}) },
-  }));
+  const sorted = [...addresses].filter(Boolean).sort(compareIp);
+  const vips = sorted.filter((ip) => !dualOf.has(ip)).map((ip) => {
+    const partner = sorted.find((o) => dualOf.get(o) === ip);
+    return {
+      apiVersion: API_VERSION,
+      kind: "EgressVIP",
+      metadata: { name: vipName(ip) },
+      spec: {
+        ip,
+        ...(partner ? { ips: [ip, partner] } : {}),
+        ...(routeIds.has(ip) ? { routeId: routeIds.get(ip) } : {}),
+      },
+    };
+  });
   const sortedPolicies = [...policies.entries()].sort(([a], [b]) => (a < b ? -1 : 1)).map(([, p]) =>
     p
   );

@@ -42,6 +42,8 @@ export interface PodRecord {
   readonly owner?: OwnerRef;
   /** The pod's IPv4 address, once it has one. */
   readonly ip?: string;
+  /** The pod's IPv6 address (a dual-stack or IPv6-only pod), once it has one. */
+  readonly ipv6?: string;
   readonly node?: string;
   readonly hostNetwork: boolean;
   /** Succeeded/Failed pods keep their IP in status but no longer own it. */
@@ -102,8 +104,10 @@ export function podRecord(object: unknown): PodRecord | undefined {
   const parsed = PodShape.safeParse(object);
   if (!parsed.success) return undefined;
   const { metadata, spec, status } = parsed.data;
-  const ips = [status?.podIP, ...(status?.podIPs ?? []).map((p) => p.ip)]
-    .filter((ip): ip is string => ip !== undefined && isV4(ip));
+  const all = [status?.podIP, ...(status?.podIPs ?? []).map((p) => p.ip)]
+    .filter((ip): ip is string => ip !== undefined);
+  const ips = all.filter(isV4);
+  const ipv6 = all.find(isV6);
   const phase = status?.phase;
   return {
     namespace: metadata.namespace ?? "",
@@ -111,6 +115,7 @@ export function podRecord(object: unknown): PodRecord | undefined {
     labels: metadata.labels ?? {},
     owner: controller(metadata),
     ip: ips[0],
+    ...(ipv6 ? { ipv6 } : {}),
     node: spec?.nodeName,
     hostNetwork: spec?.hostNetwork === true,
     finished: phase === "Succeeded" || phase === "Failed",

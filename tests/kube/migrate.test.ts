@@ -187,3 +187,57 @@ Deno.test({
     }
   },
 });
+
+Deno.test("migrate: IPv6 entries (dashed ConfigMap keys, any spelling) become canonical EgressVIPs; an IPv4 and an IPv6 VIP with one route id become one dual-stack EgressVIP", () => {
+  const result = migrate({
+    vipRouteIds: {
+      "192.0.2.50": "5",
+      "2001-db8--50": "5", // the files source's dual-stack VIP: one route id, two families
+      "2001:DB8::60": "6", // IPv6-only, written non-canonically
+      "2001-db8--": "7",
+    },
+    podVips: {
+      "10.244.1.5": "192.0.2.50",
+      "fd00-10-244-1--5": "2001-db8--50", // the same pod's IPv6 address
+      "fd00:10:244:1::9": "2001:db8:0::60",
+    },
+    vips: [],
+    egresses: [],
+    pods: [
+      pod("default", "web", "10.244.1.5", { ipv6: "fd00:10:244:1::5" }),
+      pod("team", "v6only", undefined, { ipv6: "fd00:10:244:1::9" }),
+    ],
+  });
+  const byName = Object.fromEntries(
+    result.objects.map((o) => [(o.metadata as { name: string }).name, o.spec]),
+  );
+  assert.deepEqual(Object.keys(byName), [
+    "vip-192-0-2-50",
+    "vip-2001-db8--0",
+    "vip-2001-db8--60",
+    "pod-web",
+    "pod-v6only",
+  ]);
+  assert.deepEqual(byName["vip-192-0-2-50"], {
+    ip: "192.0.2.50",
+    ips: ["192.0.2.50", "2001:db8::50"],
+    routeId: 5,
+  });
+  assert.deepEqual(byName["vip-2001-db8--60"], { ip: "2001:db8::60", routeId: 6 });
+  assert.deepEqual(byName["vip-2001-db8--0"], { ip: "2001:db8::", routeId: 7 });
+  // One policy serves both families of the dual-stack pod.
+  assert.deepEqual(byName["pod-web"], {
+    vip: "vip-192-0-2-50",
+    targets: [{ kind: "Pod", name: "web" }],
+  });
+  assert.deepEqual(byName["pod-v6only"], {
+    vip: "vip-2001-db8--60",
+    targets: [{ kind: "Pod", name: "v6only" }],
+  });
+  assert.deepEqual(result.problems, []);
+  for (const o of result.objects) {
+    const schema = o.kind === "EgressVIP" ? EgressVIPSpec : EgressPolicySpec;
+    assert.equal(schema.safeParse(o.spec).success, true, JSON.stringify(o));
+    assert.match((o.metadata as { name: string }).name, /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/);
+  }
+});
