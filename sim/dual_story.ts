@@ -108,28 +108,39 @@ function fromPodCheck(c: PodCheck): FamilyCheck {
 }
 
 /** Probes one pod over IPv6 against every outside host's IPv6 address. */
-async function checkPod6(
-  pod: SimPod,
+/** Probes from `from` (a pod or a node) in one family against every outside host. */
+async function checkFrom(
+  from: { readonly pod: string; readonly node: string; readonly ns: SimPod["ns"] },
+  family: Family,
   expected: string,
   hosts: readonly OutsideHost[],
 ): Promise<FamilyCheck> {
   const outside = await Promise.all(hosts.map(async (h) => {
+    const target = family === "IPv6" ? h.ip6! : h.ip;
     const seen = await Promise.all(
-      PROTOS.map((p) => sourceSeenRetry(pod.ns, h.ip6!, p, { witness: h.icmp })),
+      PROTOS.map((p) => sourceSeenRetry(from.ns, target, p, { witness: h.icmp })),
     );
     return [h.name, { tcp: seen[0], udp: seen[1], icmp: seen[2] }] as const;
   }));
   return {
-    pod: pod.name,
-    node: pod.node.name,
-    family: "IPv6",
+    pod: from.pod,
+    node: from.node,
+    family,
     expected,
     outside: Object.fromEntries(outside),
     ok: outside.every(([, s]) => PROTOS.every((p) => s[p] === expected)),
   };
 }
 
-/** Every pod in both families, against `mappings` (empty: every pod leaves as its node). */
+/** The POD column of a node's own traffic. */
+export const NODE_ITSELF = "(the node)";
+
+/**
+ * Every pod in both families, against `mappings` (empty: every pod leaves as
+ * its node), then every node's own traffic in both families, which must leave
+ * with the node's address even while the node holds VIPs (an IPv6 VIP added
+ * the plain way would win the source address selection, RFC 6724 rule 8).
+ */
 export async function checkDual(
   cluster: Cluster,
   mappings: DualPlan["mappings"],
@@ -141,8 +152,20 @@ export async function checkDual(
       checkPod(cluster, pod, mappings.get(pod.name)?.IPv4 ?? pod.node.ip, hosts).then(
         fromPodCheck,
       ),
-    () => checkPod6(pod, mappings.get(pod.name)?.IPv6 ?? nodeIp6(pod.node), hosts),
-  ]);
+    () =>
+      checkFrom(
+        { pod: pod.name, node: pod.node.name, ns: pod.ns },
+        "IPv6",
+        mappings.get(pod.name)?.IPv6 ?? nodeIp6(pod.node),
+        hosts,
+      ),
+  ]).concat(cluster.nodes.flatMap((node) => {
+    const from = { pod: NODE_ITSELF, node: node.name, ns: node.ns };
+    return [
+      () => checkFrom(from, "IPv4", node.ip, hosts),
+      () => checkFrom(from, "IPv6", nodeIp6(node), hosts),
+    ];
+  }));
   const results: FamilyCheck[] = new Array(jobs.length);
   let next = 0;
   const worker = async () => {

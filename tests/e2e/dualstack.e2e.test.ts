@@ -14,6 +14,7 @@ import {
   DUAL_VIP6,
   type DualStoryResult,
   dualSummaryLine,
+  NODE_ITSELF,
   renderDualChecks,
   runDualStory,
   V6_VIP,
@@ -34,10 +35,23 @@ async function assertDualStory(cluster: Cluster) {
   const driver = keepalivedVips(cluster.nodes, cluster.spec.iface, (n) => stateDirOf(cluster, n));
   const result = await runDualStory(cluster, { driver });
   assert.ok(result.ok, explain(result));
-  // Three phases (mapped, after the failover, after delete), a row per pod and family.
-  assert.deepEqual(result.phases.map((p) => p.checks.length), [12, 12, 12]);
+  // Three phases (mapped, after the failover, after delete), a row per pod and family, and
+  // per node and family the node's own traffic.
+  assert.deepEqual(result.phases.map((p) => p.checks.length), [18, 18, 18]);
   const expected = (i: number) =>
-    Object.fromEntries(result.phases[i].checks.map((c) => [`${c.pod} ${c.family}`, c.expected]));
+    Object.fromEntries(
+      result.phases[i].checks.filter((c) => c.pod !== NODE_ITSELF).map((
+        c,
+      ) => [`${c.pod} ${c.family}`, c.expected]),
+    );
+  // The holders' own traffic leaves as the node in both families: no VIP wins the source
+  // address selection.
+  for (const phase of result.phases) {
+    assert.deepEqual(
+      phase.checks.filter((c) => c.pod === NODE_ITSELF).map((c) => `${c.node} ${c.expected}`),
+      cluster.nodes.flatMap((n) => [`${n.name} ${n.ip}`, `${n.name} ${n.ip6}`]),
+    );
+  }
   const [n1, n2, n3] = cluster.nodes;
   const mapped = {
     "pod1-1 IPv4": DUAL_VIP4,
