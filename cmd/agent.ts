@@ -284,7 +284,7 @@ export class Agent {
           });
         }
         await this.#neighbours(
-          roleChanges(live.iptables.nat.rules, desired.roles, config.markMask),
+          roleChanges(PLANNERS[config.backend].rolesInForce(live, config.markMask), desired.roles),
         );
       }
       this.#owedFlushes = [];

@@ -14,7 +14,7 @@
  *   (two such nodes send it to each other). Entries pinned by an operator
  *   (`nud permanent`) are theirs and stay.
  */
-import { parseRoleRule, type VipRole } from "./desired.ts";
+import type { VipRole } from "./desired.ts";
 
 /** One VIP whose role on this node changes with a pass. */
 export interface RoleChange {
@@ -27,20 +27,18 @@ export interface RoleChange {
 /** When gratuitous ARP is sent after a takeover, in ms from the pass: three rounds over two seconds. */
 export const ANNOUNCE_SCHEDULE_MS: readonly number[] = [0, 1000, 2000];
 
-/** The VIPs whose role changes from what our live SNAT chain says to `desiredRoles`. */
+/**
+ * The VIPs whose role changes from the one in force (mark → role, as the
+ * backend reads it from its own objects: `DatapathPlanner.rolesInForce`) to
+ * `desiredRoles`.
+ */
 export function roleChanges(
-  liveNatRules: readonly string[],
+  inForce: ReadonlyMap<number, VipRole["role"]>,
   desiredRoles: readonly VipRole[],
-  mask: number,
 ): RoleChange[] {
-  const live = new Map<string, VipRole["role"]>();
-  for (const rule of liveNatRules) {
-    const parsed = parseRoleRule(rule);
-    if (parsed && parsed.mask === mask) live.set(parsed.ip, parsed.role);
-  }
   return desiredRoles
-    .filter((r) => live.get(r.ip) !== r.role)
-    .map((r) => ({ vip: r.ip, from: live.get(r.ip) ?? "none", to: r.role }));
+    .filter((r) => inForce.get(r.mark) !== r.role)
+    .map((r) => ({ vip: r.ip, from: inForce.get(r.mark) ?? "none", to: r.role }));
 }
 
 /** What to do about neighbours after `changes`: entries to refresh, VIPs to announce. */

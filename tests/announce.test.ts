@@ -8,6 +8,13 @@ import {
   roleChanges,
 } from "../core/announce.ts";
 import { forwardRule, snatRule, type VipRole } from "../core/desired.ts";
+import { iptablesPlanner } from "../core/datapath_iptables.ts";
+import { intentOf } from "../core/intent.ts";
+import { NO_TABLE } from "../core/iptables.ts";
+import { nftAfterApply, NO_NFTABLES } from "../core/nftables.ts";
+import type { LiveState } from "../core/plan.ts";
+import { validateSnapshot } from "../core/snapshot.ts";
+import type { Host } from "../cmd/system.ts";
 import { FakeKernel } from "./fake_kernel.ts";
 import { raw, testConfig } from "./helpers.ts";
 
@@ -18,25 +25,70 @@ const role = (ip: string, r: VipRole["role"], routeId = 5): VipRole => ({
   role: r,
 });
 
-Deno.test("announce: role changes are read from our live SNAT chain, by exact VIP", () => {
-  const live = [
+Deno.test("announce: role changes are the roles in force by mark (iptables: our SNAT chain's rules)", () => {
+  const rules = [
     snatRule("eth0", role("192.0.2.50", "holder"), 0xff),
     forwardRule("eth0", role("192.0.2.51", "forwarder", 6), 0xff),
     forwardRule("eth0", role("192.0.2.52", "forwarder", 7), 0xff),
   ];
+  const live = {
+    iptables: { mangle: NO_TABLE, nat: { ...NO_TABLE, rules } },
+  } as unknown as LiveState;
   assert.deepEqual(
-    roleChanges(live, [
+    roleChanges(iptablesPlanner.rolesInForce(live, 0xff), [
       role("192.0.2.50", "forwarder"),
       role("192.0.2.51", "holder", 6),
       role("192.0.2.52", "forwarder", 7),
       role("192.0.2.5", "holder", 8),
-    ], 0xff),
+    ]),
     [
       { vip: "192.0.2.50", from: "holder", to: "forwarder" },
       { vip: "192.0.2.51", from: "forwarder", to: "holder" },
       { vip: "192.0.2.5", from: "none", to: "holder" },
     ],
   );
+});
+
+Deno.test("announce: on nftables a pass that only adds a pod reports no role change (the roles map is in force)", async () => {
+  // The nftables objects are the table a transaction leaves (nftAfterApply): the fake kernel
+  // has no native nftables, the rest of the node is its.
+  const kernel = new FakeKernel();
+  kernel.interfaces.get("eth0")!.push("192.0.2.50");
+  const config = testConfig({ backend: "nftables" });
+  let inputs = raw({ "192.0.2.50": "5", "192.0.2.51": "6" }, { "10.244.1.5": "192.0.2.50" });
+  let table = NO_NFTABLES;
+  const real = kernel.host();
+  const host: Host = {
+    readLive: async (c, o) => ({ ...await real.readLive(c, o), nft: table }),
+    apply: (tx) => {
+      table = nftAfterApply(
+        intentOf(validateSnapshot(inputs, config).snapshot, config, ["192.0.2.50"]),
+      );
+      return real.apply({ steps: tx.steps.filter((s) => s.tool !== "nft") });
+    },
+    watchAddresses: real.watchAddresses,
+  };
+  const seen: string[] = [];
+  const agent = new Agent(host, createLogger("text", () => {}), {
+    config,
+    readInputs: () => Promise.resolve(inputs),
+    dryRun: false,
+    neighbours: {
+      after(changes) {
+        for (const c of changes) seen.push(`${c.vip} ${c.from}→${c.to}`);
+        return Promise.resolve();
+      },
+    },
+  });
+  assert.ok((await agent.pass("start")).ok);
+  assert.deepEqual(seen, ["192.0.2.50 none→holder", "192.0.2.51 none→forwarder"]);
+  inputs = raw({ "192.0.2.50": "5", "192.0.2.51": "6" }, {
+    "10.244.1.5": "192.0.2.50",
+    "10.244.1.6": "192.0.2.51",
+  });
+  const added = await agent.pass("inputs changed");
+  assert.ok(added.ok && added.lines > 0, "the pod is written");
+  assert.deepEqual(seen.length, 2, `no VIP announced again: ${seen.slice(2)}`);
 });
 
 Deno.test("announce: every changed VIP's own entry is refreshed; takeovers announced only when asked", () => {
