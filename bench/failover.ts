@@ -63,6 +63,12 @@ export interface FailoverFigure {
   readonly newHolder: string;
   /** The long-lived connections of the run. */
   readonly connections: ConnectionsSummary;
+  /**
+   * The holder node's own pod's long-lived connections (BENCH_HOLDER_POD=1;
+   * not after a power off, where the pod dies with its node). Its entries are
+   * not replicated (core/conntrackd.ts), so this measures what that costs.
+   */
+  readonly holderPodConnections?: ConnectionsSummary;
   /** Where the gap went, from the new holder agent's log (undefined: not seen). */
   readonly timeline?: FailoverTimeline;
   /** The same failover's IPv6 streams (to the VIP's IPv6 address). */
@@ -186,6 +192,8 @@ export interface FailoverOptions {
   readonly backend?: "iptables" | "nftables";
   /** Only these faults (BENCH_FAULTS, comma-separated); default all. */
   readonly faults?: readonly Fault[];
+  /** Long-lived connections from the holder's own pod too, reported apart (BENCH_HOLDER_POD=1). */
+  readonly holderPod?: boolean;
   readonly progress: (line: string) => void;
 }
 
@@ -275,6 +283,7 @@ export async function benchFailover(options: FailoverOptions): Promise<FailoverF
       vip: VIP6,
       target: cluster.outside.ip6!,
     }));
+    const holderPod = options.holderPod ? cluster.pod(holder.index, 1) : undefined;
     const echo = await startEchoServer(cluster.outside.ns);
     const faults: Record<Fault, () => Promise<unknown>> = {
       "keepalived killed": () => killKeepalived(cluster, holder),
@@ -291,6 +300,10 @@ export async function benchFailover(options: FailoverOptions): Promise<FailoverF
         const conns = await Promise.all(
           senders.map((s) => startConnections(s.ns, { count: CONNECTIONS_PER_POD })),
         );
+        // A pod on a powered-off node dies with it: nothing of it to keep.
+        const holderPodConns = holderPod && fault !== "power off"
+          ? await startConnections(holderPod.ns, { count: CONNECTIONS_PER_POD })
+          : undefined;
         // The IPv6 address follows the IPv4 one (one keepalived instance): not waited for
         // beyond a few seconds, so that a missing IPv6 placement shows as a gap of ∞.
         await waitForPlacement(cluster, agents, VIP6, holder, 5_000).catch((error) =>
@@ -305,12 +318,24 @@ export async function benchFailover(options: FailoverOptions): Promise<FailoverF
           result.streams.map((s) => ({ tag: s.tag, gapMs: s.analysis.gapMs })),
           result.wire.packets.map((p) => p.src),
         );
-        const results = (await Promise.all(conns.map((c) => c.stop()))).flat();
+        const [results, holderPodResults] = await Promise.all([
+          Promise.all(conns.map((c) => c.stop())).then((r) => r.flat()),
+          holderPodConns?.stop(),
+        ]);
+        const packets = await capture.stop();
+        const sources = echo.accepted.slice(accepted);
+        // The holder's own pod's wrong-source packets (its own address) are counted apart.
+        const ofHolderPod = (src: string) => holderPodConns !== undefined && src === holderPod?.ip;
+        const holderPodWrong = packets.filter((p) => p.dport === ECHO_PORT && ofHolderPod(p.src))
+          .length + sources.filter(ofHolderPod).length;
         const connections = summarizeConnections(
           results,
-          wrongSourcePackets(await capture.stop(), VIP) +
-            echo.accepted.slice(accepted).filter((src) => src !== VIP).length,
+          wrongSourcePackets(packets, VIP) +
+            sources.filter((src) => src !== VIP).length - holderPodWrong,
         );
+        const holderPodConnections = holderPodResults
+          ? summarizeConnections(holderPodResults, holderPodWrong)
+          : undefined;
         const newHolder = (await holdersOf(cluster, VIP)).join(",") || "none";
         const newAgent = agents.find((a) =>
           a.node !== holder && newHolder.split(",").includes(a.node.name)
@@ -344,6 +369,7 @@ export async function benchFailover(options: FailoverOptions): Promise<FailoverF
           wrongSource: families.ipv4.wrongSource,
           newHolder,
           connections,
+          ...(holderPodConnections ? { holderPodConnections } : {}),
           ...(timeline ? { timeline } : {}),
           ipv6: { ...families.ipv6, newHolder: newHolder6 },
         });
@@ -354,6 +380,11 @@ export async function benchFailover(options: FailoverOptions): Promise<FailoverF
             connectionsLine(fault, connections)
           }; ${timelineText(timeline)}`,
         );
+        if (holderPodConnections) {
+          options.progress(
+            `  ${connectionsLine(`${fault} (holder's own pod)`, holderPodConnections)}`,
+          );
+        }
         options.progress(
           `  IPv6: gap ${
             families.ipv6.gapMs === undefined ? "never resumed" : `${families.ipv6.gapMs} ms`
@@ -475,8 +506,12 @@ export function failoverNotes6(figures: readonly FailoverFigure[]): string[] {
 export function faultConnections(
   figures: readonly FailoverFigure[],
   fault: Fault,
+  holderPod = false,
 ): ConnectionsSummary {
-  const runs = figures.filter((f) => f.fault === fault).map((f) => f.connections);
+  const runs = figures.filter((f) => f.fault === fault)
+    .flatMap((f) =>
+      holderPod ? (f.holderPodConnections ? [f.holderPodConnections] : []) : [f.connections]
+    );
   return {
     survived: runs.reduce((n, c) => n + c.survived, 0),
     total: runs.reduce((n, c) => n + c.total, 0),
@@ -488,8 +523,15 @@ export function faultConnections(
 
 /** The issue's line per fault: `<fault>: connections survived N/M, resets R, max stall S ms, wrong source W`. */
 export function connectionLines(figures: readonly FailoverFigure[]): string[] {
-  return FAULTS.filter((fault) => figures.some((f) => f.fault === fault))
-    .map((fault) => connectionsLine(fault, faultConnections(figures, fault)));
+  const faults = FAULTS.filter((fault) => figures.some((f) => f.fault === fault));
+  return [
+    ...faults.map((fault) => connectionsLine(fault, faultConnections(figures, fault))),
+    // BENCH_HOLDER_POD=1: the holder's own pod apart (its entries are not replicated).
+    ...faults.filter((fault) => figures.some((f) => f.fault === fault && f.holderPodConnections))
+      .map((fault) =>
+        connectionsLine(`${fault} (holder's own pod)`, faultConnections(figures, fault, true))
+      ),
+  ];
 }
 
 /** How to read the table, with every run's figures and the targets. */
@@ -518,7 +560,7 @@ export function failoverNotes(
     `Agents with --conntrack-sync on, --backend ${
       backend ?? "auto"
     } (BENCH_BACKEND), --vrrp-advert-interval ${advertInterval} (BENCH_ADVERT), --vrrp-preempt-delay 5. keepalived killed = SIGKILL of its parent and VRRP child (no goodbye): peers wait for 3 missed adverts + skew. Link down = the holder's switch port down. Agent SIGTERM = the holder's agent stopped as in a rolling update (keepalived hands the VIP over with a priority-0 advert). Power off = the holder's link down and every process of its namespace SIGKILLed at once.`,
-    `Connections: ${CONNECTIONS_PER_POD} long-lived TCP connections from each of the two pods per run (8 bytes every 10 ms, echoed by the outside host); survived = never reset and every byte echoed; max stall = the longest silence between two echoes of any connection; wrong source = packets on the echo port with another source than the VIP (capture) plus connections the echo server accepted from another source. Targets: M of M, 0 resets, 0 wrong source; gap median < 100 ms for keepalived killed and link down.`,
+    `Connections: ${CONNECTIONS_PER_POD} long-lived TCP connections from each of the two pods per run (8 bytes every 10 ms, echoed by the outside host); survived = never reset and every byte echoed; max stall = the longest silence between two echoes of any connection; wrong source = packets on the echo port with another source than the VIP (capture) plus connections the echo server accepted from another source. Targets: M of M, 0 resets, 0 wrong source; gap median < 100 ms for keepalived killed and link down. "(holder's own pod)" lines (BENCH_HOLDER_POD=1): ${CONNECTIONS_PER_POD} more from the holder node's own pod, not after a power off (the pod dies with its node); its wrong source = its own address on the echo port.`,
   ];
   for (const fault of FAULTS.filter((f) => figures.some((x) => x.fault === f))) {
     const runs = figures.filter((f) => f.fault === fault);

@@ -162,6 +162,7 @@ const sections: Record<string, Section> = {
         rogue,
         faults,
         syncPeers: Deno.env.get("BENCH_SYNC") === "peers",
+        holderPod: Deno.env.get("BENCH_HOLDER_POD") === "1",
         ...(backend ? { backend } : {}),
         progress: (line: string) => console.error(`[failover] ${line}`),
       });

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  connectionLines,
   type FailoverFigure,
   failoverNotes,
   failoverNotes6,
@@ -10,6 +11,8 @@ import {
   splitFamilies,
   timelineText,
 } from "../bench/failover.ts";
+import type { Fault } from "../bench/failover.ts";
+import type { ConnectionsSummary } from "../sim/connections.ts";
 import { formatLine } from "../cmd/log.ts";
 
 const VIP = "192.0.2.50";
@@ -112,4 +115,38 @@ Deno.test("bench failover: the IPv4 table and lines stay as they were; IPv6 gets
     "median 310 ms, 1 never resumed; 0 wrong-source packet(s)",
   ]);
   assert.equal(renderFailover6(without).split("\n").length, 2);
+});
+
+Deno.test("bench failover: the issue's line per fault, and the holder's own pod apart when measured", () => {
+  const summary = (survived: number, total: number, stall: number) => ({
+    survived,
+    total,
+    resets: total - survived,
+    maxStallMs: stall,
+    wrongSource: 0,
+  });
+  const figure = (fault: Fault, run: number, holderPod?: ConnectionsSummary): FailoverFigure => ({
+    fault,
+    run,
+    gapMs: 90,
+    gaps: {},
+    wrongSource: 0,
+    newHolder: "node3",
+    connections: summary(20, 20, 200 + run),
+    ...(holderPod ? { holderPodConnections: holderPod } : {}),
+  });
+  const figures = [
+    figure("keepalived killed", 1, summary(0, 10, 20)),
+    figure("keepalived killed", 2, summary(1, 10, 30)),
+    figure("power off", 1),
+  ];
+  assert.deepEqual(connectionLines(figures), [
+    "keepalived killed: connections survived 40/40, resets 0, max stall 202 ms, wrong source 0",
+    "power off: connections survived 20/20, resets 0, max stall 201 ms, wrong source 0",
+    "keepalived killed (holder's own pod): connections survived 1/20, resets 19, max stall 30 ms, wrong source 0",
+  ]);
+  // Not measured (no BENCH_HOLDER_POD): only the issue's lines.
+  assert.deepEqual(connectionLines([figure("power off", 1)]), [
+    "power off: connections survived 20/20, resets 0, max stall 201 ms, wrong source 0",
+  ]);
 });
