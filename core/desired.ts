@@ -60,6 +60,31 @@ export function markInvalidRule(): string {
 }
 
 /**
+ * On every node, for every VIP: a server's packet to the VIP that this node
+ * would translate back to a pod (the reply direction of a connection it
+ * source-NATed) while the VIP is no longer on it is dropped. The node held
+ * the VIP a moment ago and keeps the connection's entry until its pass
+ * flushes it (with NAT state sync it keeps other nodes' pods' entries for
+ * good); a router whose neighbour entry still points here (no gratuitous ARP
+ * reached it yet, or it ignores them) sends it the server's packets. Passed
+ * on, they would reach the pod's node, which may have deleted its own entry
+ * of the connection (the new holder flushes its pods' entries when it takes
+ * the VIP over): conntrack there would pick the connection up from the
+ * server's side, reversed, and the pod's next packets, replies to it, would
+ * leave by the main route with the pod's own address (TCP and UDP; measured
+ * in tests/e2e/vip.e2e.test.ts's three moves). Dropped, the server's packet
+ * is retransmitted (or the next one sent) to the VIP's new holder once the
+ * router follows. `addrtype` reads the node's addresses when the packet
+ * arrives, so this holds from the moment the address goes, before any pass.
+ */
+export function vipGoneRule(role: VipRole): string {
+  const prefix = role.ip.includes(":") ? 128 : 32;
+  return `-A ${MARK_CHAIN} -d ${role.ip}/${prefix} -m addrtype ! --dst-type LOCAL` +
+    ` -m conntrack --ctstate SNAT --ctdir REPLY` +
+    ` -m comment --comment "kube-egress ${role.ip} gone" -j DROP`;
+}
+
+/**
  * A pod's TCP connection that conntrack picked up from the server's side: a
  * segment from a steerable source to a pod, not a SYN, that starts a new
  * entry. It happens when this node deleted the pod's entry (a role change's
@@ -248,6 +273,7 @@ export function renderIptables(intent: Intent): IptablesRendering {
     scopedSets,
     chains: {
       mangle: [
+        ...intent.roles.map(vipGoneRule),
         ...intent.podCidrs.map((cidr) => pickedUpRule(cidr, mask)),
         markRule(),
         markInvalidRule(),

@@ -176,6 +176,12 @@ export function nftChains(intent: Intent): Map<string, string[]> {
   const keep = hex((~mask) >>> 0);
   const chains = new Map<string, string[]>();
   chains.set("prerouting", [
+    // A VIP no longer here: its translated connections' replies are not passed on to the pods
+    // (`vipGoneRule`, core/desired.ts).
+    ...intent.roles.map((role) =>
+      `${role.ip.includes(":") ? "ip6" : "ip"} daddr ${role.ip} fib daddr type != local` +
+      " ct direction reply ct status & snat == snat drop"
+    ),
     // Replicated NAT state: see `vipGuardRules` (core/desired.ts) for why.
     ...(intent.guardVips ? intent.roles.flatMap(nftVipGuard) : []),
     // A pod's TCP connection picked up from the server's side (its entry deleted here while the

@@ -150,14 +150,14 @@ Deno.test("conntrack: with synced NAT state every VIP is guarded against replies
   );
 });
 
-Deno.test("conntrack: the nftables backend guards the VIPs the same way, first in its prerouting chain", () => {
+Deno.test("conntrack: the nftables backend guards the VIPs the same way, in its prerouting chain right after the drops of what a VIP gone would translate", () => {
   const intent = intentOf(snap, config, ["192.0.2.50"], { guardVips: true });
   const prerouting = nftChains(intent).get("prerouting")!;
-  assert.deepEqual(prerouting.slice(0, 2), [
+  assert.deepEqual(prerouting.slice(3, 5), [
     "ip daddr 192.0.2.50 tcp flags & (fin | syn | rst | ack) != syn ct state { new, invalid } drop",
     "ip daddr 192.0.2.50 meta l4proto udp ct state { new, invalid } drop",
   ]);
-  const guard = (r: string) => r.startsWith("ip daddr 192.0.2.") && r.includes("drop");
+  const guard = (r: string) => r.startsWith("ip daddr 192.0.2.") && r.includes("ct state");
   assert.equal(prerouting.filter(guard).length, 6, "two per VIP");
   assert.ok(
     nftChains(intent).get("vip-5")!.includes(
@@ -235,5 +235,16 @@ Deno.test("conntrack: the nftables backend tags a pod's TCP connection picked up
     assert.ok(back >= 0, `${name}: only untagged replies return the way they came`);
     assert.equal(vip[back + 1] === "ct direction reply drop", holder, name);
     assert.ok(back < vip.findIndex((r) => r.includes("meta mark set")), name);
+  }
+});
+
+Deno.test("conntrack: the nftables backend drops a VIP's translated connections' replies once the VIP is not on the node", () => {
+  for (const addresses of [[], ["192.0.2.50"]]) {
+    const prerouting = nftChains(intentOf(snap, config, addresses)).get("prerouting")!;
+    assert.deepEqual(prerouting.slice(0, 3), [
+      "ip daddr 192.0.2.50 fib daddr type != local ct direction reply ct status & snat == snat drop",
+      "ip daddr 192.0.2.51 fib daddr type != local ct direction reply ct status & snat == snat drop",
+      "ip daddr 192.0.2.52 fib daddr type != local ct direction reply ct status & snat == snat drop",
+    ], "first, on every node whatever its role");
   }
 });

@@ -42,12 +42,16 @@ Deno.test("desired: one mark rule whatever the pod count; pods carry their VIP's
   const all = desiredState(snap, testConfig({ markMask: "0xff00" }), []);
   assert.equal(
     all.chains.mangle.length,
-    7,
-    "the picked-up tag, mark, mark INVALID, mark REPLY of a picked-up connection, save into the ct mark, then the drops of what no VIP marked",
+    9,
+    "one drop per VIP of what it would translate once gone, the picked-up tag, mark, mark INVALID, mark REPLY of a picked-up connection, save into the ct mark, then the drops of what no VIP marked",
   );
-  assert.match(all.chains.mangle[0], /"kube-egress picked up"/);
-  // From here on, the mark rules proper (the tag is about packets to pods).
-  const desired = { ...all, chains: { ...all.chains, mangle: all.chains.mangle.slice(1) } };
+  assert.deepEqual(all.chains.mangle.slice(0, 2), [
+    '-A KUBE-EGRESS-MARK -d 192.0.2.50/32 -m addrtype ! --dst-type LOCAL -m conntrack --ctstate SNAT --ctdir REPLY -m comment --comment "kube-egress 192.0.2.50 gone" -j DROP',
+    '-A KUBE-EGRESS-MARK -d 192.0.2.51/32 -m addrtype ! --dst-type LOCAL -m conntrack --ctstate SNAT --ctdir REPLY -m comment --comment "kube-egress 192.0.2.51 gone" -j DROP',
+  ]);
+  assert.match(all.chains.mangle[2], /"kube-egress picked up"/);
+  // From here on, the mark rules proper (the others are about packets to VIPs and pods).
+  const desired = { ...all, chains: { ...all.chains, mangle: all.chains.mangle.slice(3) } };
   assert.match(
     desired.chains.mangle[0],
     /^-A KUBE-EGRESS-MARK -m set --match-set kube-egress-pods src /,
@@ -79,7 +83,9 @@ Deno.test("desired: one mark rule whatever the pod count; pods carry their VIP's
 
 Deno.test("desired: INVALID packets are dropped only on the holder, where they would leave un-NATed", () => {
   const holder = desiredState(snap, testConfig(), ["192.0.2.51"]);
-  const drops = holder.chains.mangle.filter((rule) => rule.endsWith("-j DROP"));
+  const drops = holder.chains.mangle.filter((rule) =>
+    rule.endsWith("-j DROP") && !rule.includes(' gone" ')
+  );
   assert.deepEqual(drops, [
     '-A KUBE-EGRESS-MARK -m mark --mark 0x6/0xff -m conntrack --ctstate INVALID -m comment --comment "kube-egress 192.0.2.51 invalid" -j DROP',
     '-A KUBE-EGRESS-MARK -m mark --mark 0x6/0xff -m conntrack ! --ctstate SNAT --ctstatus CONFIRMED --ctdir ORIGINAL -m comment --comment "kube-egress 192.0.2.51 unnated" -j DROP',
@@ -92,7 +98,7 @@ Deno.test("desired: INVALID packets are dropped only on the holder, where they w
   );
   const forwarder = desiredState(snap, testConfig(), []);
   assert.deepEqual(
-    forwarder.chains.mangle.filter((rule) => rule.includes("DROP")),
+    forwarder.chains.mangle.filter((rule) => rule.includes("DROP") && !rule.includes(' gone" ')),
     UNMARKED_DROPS,
     "a node holding no VIP forwards transit traffic (marked) whatever its conntrack state",
   );
@@ -143,7 +149,7 @@ Deno.test("desired: a pod's TCP connection picked up from the server's side is t
   assert.deepEqual(forwarder.filter((r) => r.includes("picked up")), [
     '-A KUBE-EGRESS-MARK -d 10.244.0.0/16 -p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN -m set ! --match-set kube-egress-nosteer src -m conntrack --ctstate NEW -m comment --comment "kube-egress picked up" -j CONNMARK --set-xmark 0xff00/0xff00',
   ], "a segment other than a SYN from a steerable source that starts an entry to a pod");
-  const reply = forwarder.findIndex((r) => r.includes("--ctdir REPLY"));
+  const reply = forwarder.findIndex((r) => r.includes("--ctdir REPLY -m connmark"));
   assert.ok(reply > 0 && reply < forwarder.findIndex((r) => r.includes("--save-mark")));
   assert.match(
     forwarder[reply],
@@ -162,4 +168,18 @@ Deno.test("desired: a pod's TCP connection picked up from the server's side is t
     "after the mark",
   );
   assert.equal(forwarder.some((r) => r.includes("reversed")), false, "a forwarder passes them on");
+});
+
+Deno.test("desired: on every node, a VIP's translated connections' replies are dropped once the VIP is not on the node", () => {
+  // The old holder keeps its entries until its pass flushes them (for good, other nodes' pods',
+  // with NAT state sync); a router that still sends it the server's packets would have them
+  // translated back and passed to the pod's node, whose own entry the takeover flushed: picked
+  // up there reversed, the pod's packets would leave with its own address.
+  for (const addresses of [[], ["192.0.2.50"]]) {
+    const mangle = desiredState(snap, testConfig(), addresses).chains.mangle;
+    assert.deepEqual(mangle.filter((r) => r.includes(' gone" ')), [
+      '-A KUBE-EGRESS-MARK -d 192.0.2.50/32 -m addrtype ! --dst-type LOCAL -m conntrack --ctstate SNAT --ctdir REPLY -m comment --comment "kube-egress 192.0.2.50 gone" -j DROP',
+      '-A KUBE-EGRESS-MARK -d 192.0.2.51/32 -m addrtype ! --dst-type LOCAL -m conntrack --ctstate SNAT --ctdir REPLY -m comment --comment "kube-egress 192.0.2.51 gone" -j DROP',
+    ], "whatever the role: the address decides when the packet arrives");
+  }
 });

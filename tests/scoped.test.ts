@@ -72,8 +72,8 @@ Deno.test("scoped: restricted pods get a class with its sets and rule; others st
   );
   assert.equal(
     desired.chains.mangle.length,
-    13,
-    "the picked-up tag, the pods rules (ORIGINAL, INVALID, REPLY of a picked-up connection), three rules per class, the save-mark rule, the drops of what no VIP marked",
+    15,
+    "a drop per VIP of what it would translate once gone, the picked-up tag, the pods rules (ORIGINAL, INVALID, REPLY of a picked-up connection), three rules per class, the save-mark rule, the drops of what no VIP marked",
   );
   assert.equal(
     scopedMarkInvalidRule(excl),

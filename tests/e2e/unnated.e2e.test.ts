@@ -12,7 +12,11 @@
  * whose entry the pod's node deleted (a role change's flush) while the
  * server's segments still came through the holder: conntrack picks it up
  * from the server's side, reversed, and the pod's packets are replies to it.
- * Needs root; reported as skipped otherwise.
+ * And the way such connections arose in tests/e2e/vip.e2e.test.ts's three
+ * moves: the old holder, the VIP gone but its entries not yet flushed, still
+ * translated the server's packets back and passed them to the new holder,
+ * which had flushed its pod's entry (UDP here). Needs root; reported as
+ * skipped otherwise.
  */
 import assert from "node:assert/strict";
 import { type AgentProcess, EXTERNAL, startAgent } from "../../sim/agents.ts";
@@ -191,5 +195,102 @@ for (const backend of ["iptables", "nftables"] as const) {
       `e2e un-NATed, ${backend}: a forwarder's connection picked up from the server's side after its entry was flushed: no packet leaves with the pod's own address`,
     ...e2e,
     fn: () => withCluster((cluster) => pickedUpFromTheServer(cluster, backend)),
+  });
+}
+
+const PUSH_UDP_PORT = 7202;
+
+/**
+ * A pod on node3 talks UDP to a server that sends every 50 ms; node1 holds the VIP and
+ * translates. The router keeps node1's MAC for the VIP (a router that ignores gratuitous ARP)
+ * and node1's agent is paused, so node1 keeps its rules and entries: the VIP then moves to
+ * node3, whose agent takes it over and flushes its pod's entry. Before, node1 translated the
+ * server's next packets back and passed them to node3, which picked the flow up reversed: the
+ * pod's next datagrams were replies to it and left with the pod's own address (every one of
+ * them, for as long as the flow lasted). Now node1 drops them (the VIP is not on it), and the
+ * pod's datagrams leave as the VIP from node3.
+ */
+async function oldHolderTranslatesAfterTheMove(cluster: Cluster, backend: Backend) {
+  const [n1, , n3] = cluster.nodes;
+  const pod = cluster.pod(3, 1);
+  await cluster.writeMappings({ [pod.ip]: VIP }, { [VIP]: 5 });
+  await placeVip(cluster.nodes, VIP, n1, cluster.spec.iface);
+  const agents = cluster.nodes.map((n) =>
+    startAgent(cluster, n, [...EXTERNAL, "--backend", backend], 30)
+  );
+  const children: Deno.ChildProcess[] = [];
+  let paused = false;
+  try {
+    await rolesApplied(cluster, backend, true);
+    const n1Mac = JSON.parse(await n1.ns.run(["ip", "-j", "link", "show", cluster.spec.iface]))[0]
+      .address as string;
+    await cluster.router.run(
+      ["ip", "neigh", "replace", VIP, "lladdr", n1Mac, "dev", "eth0", "nud", "permanent"],
+    );
+    const capture = await startCapture(cluster.outside.ns, { ports: [PUSH_UDP_PORT] });
+    children.push(cluster.outside.ns.spawn([
+      "socat",
+      `UDP-LISTEN:${PUSH_UDP_PORT},fork`,
+      "SYSTEM:while true; do echo tick; sleep 0.05; done",
+    ]));
+    await new Promise((r) => setTimeout(r, 300));
+    const client = new Deno.Command("ip", {
+      args: ["netns", "exec", pod.ns.name, "socat", "-", `UDP:${OUTSIDE_IP}:${PUSH_UDP_PORT}`],
+      stdin: "piped",
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    children.push(client);
+    const writer = client.stdin.getWriter();
+    const say = () => writer.write(new TextEncoder().encode("hi\n"));
+    await say();
+    await new Promise((r) => setTimeout(r, 500));
+    const n1Agent = agents[0];
+    Deno.kill(n1Agent.pid, "SIGSTOP");
+    paused = true;
+    const n3Agent = agents[2];
+    const since = n3Agent.lines.length;
+    await placeVip(cluster.nodes, VIP, n3, cluster.spec.iface);
+    await n3Agent.waitFor(/VIP role vip=192\.0\.2\.50 from=forwarder to=holder/, 20_000, since);
+    // The server keeps sending to the VIP, through node1; then the pod speaks.
+    await new Promise((r) => setTimeout(r, 300));
+    const movedAt = Date.now();
+    for (let i = 0; i < 3; i++) {
+      await say();
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    const packets = await capture.stop();
+    await writer.close().catch(() => {});
+    const own = packets.filter((p) => p.src === pod.ip);
+    const asVip = packets.filter((p) => p.src === VIP && p.t >= movedAt);
+    const reversed = (await n3.ns.run(["conntrack", "-L", "-p", "udp", "-s", OUTSIDE_IP]))
+      .split("\n").filter((l) => l.includes(`sport=${PUSH_UDP_PORT}`)).length;
+    console.log(
+      `  ${backend}: the old holder's entries after the move: ${own.length} packets with the ` +
+        `pod's own address, ${asVip.length} as the VIP; entries picked up reversed on node3: ${reversed}`,
+    );
+    assert.deepEqual(own, [], "packets that left with the pod's own address");
+    assert.equal(asVip.length, 3, "the pod's datagrams after the move leave as the VIP");
+  } finally {
+    if (paused) Deno.kill(agents[0].pid, "SIGCONT");
+    for (const child of children) {
+      try {
+        child.kill("SIGTERM");
+      } catch {
+        // Exited already.
+      }
+      await child.status;
+    }
+    await Promise.all(agents.map((a) => a.stop()));
+  }
+}
+
+for (const backend of ["iptables", "nftables"] as const) {
+  Deno.test({
+    name:
+      `e2e un-NATed, ${backend}: the old holder, its VIP gone and its agent behind, does not translate the server's packets back to a pod whose entry the new holder flushed`,
+    ...e2e,
+    fn: () => withCluster((cluster) => oldHolderTranslatesAfterTheMove(cluster, backend)),
   });
 }
