@@ -25,11 +25,13 @@ import {
  * How the agent is meant to run (Dockerfile ENV/ENTRYPOINT, deno.json task
  * "run", README "Memory"): small V8 semi-spaces, an old generation that grows
  * by 1.5× (not up to V8's default 2-4×) between collections, and glibc
- * returning freed memory to the system instead of keeping it in its heap.
+ * returning freed memory to the system instead of keeping it in its heap
+ * (blocks of 16 KiB and more in mappings of their own, returned when freed).
  */
 export const AGENT_RUNTIME: RuntimeEnv = {
   DENO_V8_FLAGS: "--max-semi-space-size=2,--heap-growing-percent=50",
-  GLIBC_TUNABLES: "glibc.malloc.trim_threshold=65536",
+  GLIBC_TUNABLES:
+    "glibc.malloc.trim_threshold=65536:glibc.malloc.mmap_threshold=16384:glibc.malloc.top_pad=0",
 };
 
 /** AGENT_RUNTIME with V8's memory saver mode: smaller heap, more GC work per pass. */

@@ -54,6 +54,19 @@ export interface KubeFigures {
   readonly deleteMs: number[];
   /** The fleet: from the API storing a new pod until the last watcher has its event. */
   readonly fleetCreateMs: number[];
+  /**
+   * Where a pod creation's time goes, per sample (ms after the API stored the pod): the first
+   * and the last watcher of the fleet has the change, the real agents' passes start (the
+   * latest of the three) and last (the longest).
+   */
+  readonly createSteps: {
+    firstWatcher: number[];
+    lastWatcher: number[];
+    passStart: number[];
+    passMs: number[];
+    /** The longest pass's parts (its log line's inputs_ms, validate_ms, read_ms, ...), per sample. */
+    passParts: Record<string, number[]>;
+  };
   /** Bytes the API server sent the fleet per pod change, divided by the watchers (churn). */
   readonly bytesPerChangePerWatcher: number;
   readonly fleetSync: { seconds: number; bytes: number; measured: number };
@@ -190,6 +203,34 @@ class Fleet {
   }
 }
 
+/**
+ * The first "pass applied" an agent logged (JSON lines) that ended after `after`: when it started
+ * (its end less its duration, ms since the epoch) and how long it took; NaN when none did.
+ */
+export function firstPassApplied(
+  lines: readonly string[],
+  after: number,
+): { start: number; durationMs: number; parts: Record<string, number> } {
+  for (const line of lines) {
+    if (!line.includes('"pass applied"')) continue;
+    try {
+      const entry = JSON.parse(line) as Record<string, unknown>;
+      const end = Date.parse(String(entry.time));
+      const durationMs = Number(entry.duration_ms);
+      if (end < after || !Number.isFinite(durationMs)) continue;
+      const parts: Record<string, number> = {};
+      for (const part of ["inputs", "validate", "read", "plan", "apply"]) {
+        const ms = Number(entry[`${part}_ms`]);
+        if (Number.isFinite(ms)) parts[part] = ms;
+      }
+      return { start: end - durationMs, durationMs, parts };
+    } catch {
+      // Not a JSON line.
+    }
+  }
+  return { start: NaN, durationMs: NaN, parts: {} };
+}
+
 function percentile(samples: readonly number[], p: number): number {
   const sorted = samples.filter((s) => !Number.isNaN(s)).sort((a, b) => a - b);
   if (sorted.length === 0) return NaN;
@@ -232,12 +273,13 @@ export async function benchKubeDesign(
       "json",
       ...(design === "watch-all" ? ["--kube-selection", "agent"] : []),
     ];
-    const controller = design === "slices" ? startKubeController(cluster, server) : undefined;
+    // The controller runs from the same image as the agents: the same runtime flags.
+    const runtime = options.runtime ?? AGENT_RUNTIME;
+    const controller = design === "slices"
+      ? withEnvironment(runtime, () => startKubeController(cluster, server))
+      : undefined;
     if (controller) processes.push(controller);
-    const agents = withEnvironment(
-      options.runtime ?? AGENT_RUNTIME,
-      () => startKubeAgents(cluster, server, flags),
-    );
+    const agents = withEnvironment(runtime, () => startKubeAgents(cluster, server, flags));
     processes.push(...agents);
     let convergeMs = NaN;
     for (let i = 0; i < 2400; i++) {
@@ -256,12 +298,20 @@ export async function benchKubeDesign(
     const ipChangeMs: number[] = [];
     const deleteMs: number[] = [];
     const fleetCreateMs: number[] = [];
+    const createSteps = {
+      firstWatcher: [],
+      lastWatcher: [],
+      passStart: [],
+      passMs: [],
+      passParts: {},
+    } as KubeFigures["createSteps"];
     for (let i = 0; i < samples; i++) {
       const pod = simPods[(2 * i) % simPods.length];
       const other: SimPod = simPods[(2 * i + 1) % simPods.length];
       const name = `measured-${i}`;
       const labels = { measured: "yes" };
       await fleet.command("await", { marker: pod.ip });
+      const since = agents.map((a) => a.lines.length);
       const { t } = await api.apply(podObject(pod, name, { labels }));
       const inForce = await everywhere(cluster, pod.ip, true);
       createMs.push(inForce - t);
@@ -269,9 +319,18 @@ export async function benchKubeDesign(
         const seen = await fleet.command("seen") as { count: number; times: number[] };
         if (seen.count >= watchers) {
           fleetCreateMs.push(Math.max(...seen.times) - t);
+          createSteps.firstWatcher.push(Math.min(...seen.times) - t);
+          createSteps.lastWatcher.push(Math.max(...seen.times) - t);
           break;
         }
         await new Promise((r) => setTimeout(r, 20));
+      }
+      const passes = agents.map((a, k) => firstPassApplied(a.lines.slice(since[k]), t));
+      createSteps.passStart.push(Math.max(...passes.map((p) => p.start - t)));
+      const longest = passes.reduce((a, b) => (b.durationMs > a.durationMs ? b : a));
+      createSteps.passMs.push(longest.durationMs);
+      for (const [part, ms] of Object.entries(longest.parts)) {
+        (createSteps.passParts[part] ??= []).push(ms);
       }
       // Its IP changes (as a sandbox recreated on the node would).
       const moved = podObject(other, name, { labels });
@@ -342,6 +401,7 @@ export async function benchKubeDesign(
       ipChangeMs,
       deleteMs,
       fleetCreateMs,
+      createSteps,
       bytesPerChangePerWatcher: (afterBytes - beforeBytes) / changes / watchers,
       fleetSync: { seconds: (sync.ms * scale) / 1000, bytes: sync.bytes * scale, measured: sample },
       controller: {
@@ -411,6 +471,19 @@ export function renderKube(figures: readonly KubeFigures[]): string {
       }/s`,
     ]),
   );
+}
+
+/** Where a pod creation's time went (p50 of the samples), one note per size and design. */
+export function createStepsNote(f: KubeFigures): string {
+  const p = (s: readonly number[]) => f0(percentile(s, 50));
+  const c = f.createSteps;
+  return `${f.design} ${f.pods} pods, pod created → rules, where the time goes (p50, ms after the API stored the pod): first watcher of the fleet has the change ${
+    p(c.firstWatcher)
+  }, last watcher ${p(c.lastWatcher)}; the three agents' passes start by ${
+    p(c.passStart)
+  } and take ${p(c.passMs)} (the longest: ${
+    Object.entries(c.passParts).map(([part, ms]) => `${part} ${p(ms)}`).join(", ")
+  }); rules seen on every node ${p(f.createMs)}`;
 }
 
 export const KUBE_NOTES = [

@@ -31,7 +31,14 @@ import { benchPlanning, PLANNING_NOTES, renderPlanning } from "./planning.ts";
 import { benchMetrics, METRICS_NOTES, renderMetrics } from "./metrics.ts";
 import { benchReact, renderReact } from "./react.ts";
 import { errorMessage } from "../core/errors.ts";
-import { benchKubeDesign, KUBE_NOTES, kubeLine, renderKube } from "./kube.ts";
+import {
+  benchKubeDesign,
+  createStepsNote,
+  type Design,
+  KUBE_NOTES,
+  kubeLine,
+  renderKube,
+} from "./kube.ts";
 
 /** What a section prints: its table and the notes that say how to read it. */
 interface SectionResult {
@@ -99,10 +106,13 @@ const sections: Record<string, Section> = {
       const sizes = (Deno.env.get("BENCH_KUBE_PODS") ?? "10000,50000,100000").split(",")
         .map(Number);
       const watchers = Number(Deno.env.get("BENCH_KUBE_WATCHERS") ?? 500);
+      const designs = (Deno.env.get("BENCH_KUBE_DESIGNS") ?? "watch-all,slices").split(
+        ",",
+      ) as Design[];
       const figures = [];
       const failures: string[] = [];
       for (const pods of sizes) {
-        for (const design of ["watch-all", "slices"] as const) {
+        for (const design of designs) {
           console.error(`[kube] ${pods} pods, ${design}`);
           try {
             const f = await benchKubeDesign(pods, design, { watchers });
@@ -117,7 +127,10 @@ const sections: Record<string, Section> = {
         }
       }
       const lines = [...figures.map(kubeLine), ...failures];
-      return { table: [lines.join("\n"), renderKube(figures)].join("\n\n"), notes: KUBE_NOTES };
+      return {
+        table: [lines.join("\n"), renderKube(figures)].join("\n\n"),
+        notes: [...KUBE_NOTES, ...figures.map(createStepsNote)],
+      };
     },
   },
   forwarding: {

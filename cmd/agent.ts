@@ -245,9 +245,11 @@ export class Agent {
     this.#known = {};
     try {
       const raw = await this.#settings.readInputs(trigger);
+      const inputsRead = performance.now();
       if (raw !== this.#validated?.raw) {
         this.#validated = { raw, ...validateSnapshot(raw, config, this.#memo) };
       }
+      const validated = performance.now();
       const { snapshot, problems } = this.#validated;
       this.#reportProblems(problems.map(formatProblem));
       await this.#settings.placement?.update(snapshot.vips);
@@ -263,21 +265,25 @@ export class Agent {
       const readMs = performance.now() - readStarted;
       if (!dryRun) await this.#settings.conntrackSync?.update(snapshot.vips, live.routes.podRoutes);
       stage = "apply";
+      const planStarted = performance.now();
       const planned = planPass(snapshot, config, live, {
         natSync: this.#settings.conntrackSync?.natSync(),
       });
+      const plannedAt = performance.now();
       const { desired } = planned;
       const transaction = dryRun
         ? planned.transaction
         : withOwedFlushes(planned.transaction, this.#owedFlushes);
       const lines = transaction.steps.reduce((n, s) => n + s.lines.length, 0);
       let report: ApplyReport = { processes: 0, bytes: 0 };
+      let applyMs = 0;
       if (dryRun) {
         if (lines > 0) this.#settings.print?.(renderTransaction(transaction));
       } else if (lines > 0) {
         await this.#rememberRpFilters(transaction, live.sysctls);
         applying = transaction;
         report = await this.#host.apply(transaction);
+        applyMs = performance.now() - plannedAt;
         for (const warning of report.warnings ?? []) {
           this.#log.warn("replicated NAT state not committed; the VIP's connections restart", {
             error: warning,
@@ -329,7 +335,12 @@ export class Agent {
           lines,
           processes: result.processes,
           bytes: report.bytes,
+          // Where the pass's time went: the source, validation, reading the node, planning, writing.
+          inputs_ms: Math.round(inputsRead - started),
+          validate_ms: Math.round(validated - inputsRead),
           read_ms: Math.round(readMs),
+          plan_ms: Math.round(plannedAt - planStarted),
+          apply_ms: Math.round(applyMs),
           ...(report.stepMs ? { steps: stepTimes(transaction, report.stepMs) } : {}),
         });
       }
