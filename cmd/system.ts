@@ -24,9 +24,8 @@ import {
 } from "../core/ipset.ts";
 import { NO_TABLE, parseChainListings, parseIptablesSave } from "../core/iptables.ts";
 import { parseRoutesBatch, readRoutesBatch } from "../core/iproute.ts";
-import { CHAINS, NOSTEER_SET, PODS_SET, type TableName } from "../core/names.ts";
-import { SCOPED_PREFIX } from "../core/scoped.ts";
-import type { LiveState, Step, Transaction } from "../core/plan.ts";
+import { CHAINS, IPSET_V4, IPSET_V6, type IpsetFamily, type TableName } from "../core/names.ts";
+import type { LiveFamily, LiveState, Step, Transaction } from "../core/plan.ts";
 import type { DatapathConfig } from "../core/schema.ts";
 import { rpFilterInterfaces, rpFilterKeys } from "../core/sysctl.ts";
 
@@ -129,8 +128,10 @@ const STEP_COMMANDS: Record<
   string[]
 > = {
   ip: ["ip", "-force", "-batch", "-"],
+  ip6: ["ip", "-6", "-force", "-batch", "-"],
   ipset: ["ipset", "restore", "-exist"],
   iptables: ["iptables-restore", "--noflush", "--wait", "5"],
+  ip6tables: ["ip6tables-restore", "--noflush", "--wait", "5"],
   nft: ["nft", "-f", "-"],
 };
 
@@ -209,11 +210,16 @@ function countedAsSave(listing: string): string {
 /** iptables' ways of saying that a chain does not exist (legacy; nft 1.8.x). */
 const NO_CHAIN = /No chain\/target\/match by that name|incompatible, use 'nft' tool|does not exist/;
 
-/** One table: our chain and its hook chain only, or the whole table (`iptables-save`). */
-async function readTable(reader: Reader, table: TableName, options: ReadOptions) {
+/** One table: our chain and its hook chain only, or the whole table (`iptables-save`, `ip6tables-save`). */
+async function readTable(
+  reader: Reader,
+  table: TableName,
+  options: ReadOptions,
+  tool: "iptables" | "ip6tables" = "iptables",
+) {
   if (!options.ourChainsOnly) {
     const text = await reader.output([
-      "iptables-save",
+      `${tool}-save`,
       ...(options.counters ? ["-c"] : []),
       "-t",
       table,
@@ -223,15 +229,15 @@ async function readTable(reader: Reader, table: TableName, options: ReadOptions)
   const { chain, hook } = CHAINS.find((c) => c.table === table)!;
   const verbose = options.counters ? ["-v"] : [];
   const list = async (name: string) => {
-    const r = await reader.run(["iptables", "-w", "5", "-t", table, "-S", name, ...verbose]);
+    const r = await reader.run([tool, "-w", "5", "-t", table, "-S", name, ...verbose]);
     return { ...r, stdout: r.stdout.replace(/ -c \d+ \d+/g, ""), counted: r.stdout };
   };
   const [hookListing, chainListing] = await Promise.all([list(hook), list(chain)]);
   if (hookListing.code !== 0) {
-    throw new Error(`iptables -t ${table} -S ${hook} failed: ${hookListing.stderr.trim()}`);
+    throw new Error(`${tool} -t ${table} -S ${hook} failed: ${hookListing.stderr.trim()}`);
   }
   if (chainListing.code !== 0 && !NO_CHAIN.test(chainListing.stderr)) {
-    throw new Error(`iptables -t ${table} -S ${chain} failed: ${chainListing.stderr.trim()}`);
+    throw new Error(`${tool} -t ${table} -S ${chain} failed: ${chainListing.stderr.trim()}`);
   }
   const ours = chainListing.code === 0 ? chainListing.stdout : undefined;
   return {
@@ -250,11 +256,13 @@ async function readTable(reader: Reader, table: TableName, options: ReadOptions)
 async function readSets(
   reader: Reader,
   known: LiveSets | undefined,
+  f: IpsetFamily = IPSET_V4,
 ): Promise<{ sets: LiveSets; setsRead: LiveRead["setsRead"] }> {
   if (known) {
     const confirmed = confirmSets(
       known,
       parseIpsetTerse(await reader.output(["ipset", "list", "-t"])),
+      f,
     );
     if (confirmed) return { sets: confirmed, setsRead: "summary" };
   }
@@ -268,14 +276,14 @@ async function readSets(
     throw new Error(`ipset save ${name} failed: ${result.stderr.trim()}`);
   };
   const [fixed, names] = await Promise.all([
-    Promise.all([PODS_SET, NOSTEER_SET].map(save)),
+    Promise.all([f.pods, f.nosteer].map(save)),
     reader.output(["ipset", "list", "-n"]),
   ]);
   const scopedNames = names.split("\n").map((n) => n.trim()).filter((n) =>
-    n.startsWith(SCOPED_PREFIX)
+    n.startsWith(f.scopedPrefix)
   );
   const saved = [...fixed, ...await Promise.all(scopedNames.map(save))];
-  return { sets: parseIpsetSave(saved.join("\n")), setsRead: "entries" };
+  return { sets: parseIpsetSave(saved.join("\n"), f), setsRead: "entries" };
 }
 
 /**
@@ -362,9 +370,12 @@ export function systemHost(
           if (!(nftables && error instanceof ExecError && error.kind === "not_found")) throw error;
         }
       };
+      // Asked once per read, by whichever family's objects need it first.
+      let flavourRun: Promise<void> | undefined;
+      const flavourOnce = () => flavourRun ??= flavour();
       const iptablesObjects = async () => {
         if (!readIptables) return undefined;
-        await flavour();
+        await flavourOnce();
         if (backend === undefined) return undefined;
         if (!nftables) {
           return await Promise.all([
@@ -383,7 +394,7 @@ export function systemHost(
               : undefined,
             reader.output(["ipset", "list", "-n"]).catch(() => ""),
           ]);
-          const oursSets = names.split("\n").some((n) => n.trim().startsWith("kube-egress-"));
+          const oursSets = names.split("\n").some((n) => n.trim().startsWith("kube-egress"));
           let oursChains: boolean;
           if (chains?.code === 0) {
             oursChains = chains.stdout.includes('"name": "KUBE-EGRESS-');
@@ -408,15 +419,64 @@ export function systemHost(
           readSets(reader, undefined),
         ]);
       };
-      const [routes, iptables, nft] = await Promise.all([
+      // IPv6: when the cluster has an IPv6 pod range, and on full reads (to find what we left).
+      const v6Pods = config.podCidrs.filter((c) => c.includes(":"));
+      const v4Pods = config.podCidrs.filter((c) => !c.includes(":"));
+      const v6On = v6Pods.length > 0;
+      const ipv6Objects = async (): Promise<LiveFamily | undefined> => {
+        if (!v6On && options.ourChainsOnly === true) return undefined;
+        const routes = await reader.run(
+          ["ip", "-6", "-json", "-N", "-batch", "-"],
+          readRoutesBatch(config.interface, config.routeProtocol, v6Pods),
+        );
+        if (routes.code !== 0) {
+          if (/does not exist/.test(routes.stderr)) {
+            throw new InterfaceMissingError(config.interface);
+          }
+          // A node with IPv6 turned off: nothing of ours in IPv6 unless it is configured.
+          if (!v6On) return undefined;
+          throw new Error(
+            `reading IPv6 addresses, rules and routes failed: ${routes.stderr.trim()}`,
+          );
+        }
+        let iptables = { mangle: NO_TABLE, nat: NO_TABLE };
+        let sets = NO_SETS;
+        if (readIptables) await flavourOnce();
+        if (readIptables && backend !== undefined) {
+          const full = nftables ? { ...options, ourChainsOnly: false } : options;
+          try {
+            const [mangle, nat, read] = await Promise.all([
+              readTable(reader, "mangle", full, "ip6tables"),
+              readTable(reader, "nat", full, "ip6tables"),
+              readSets(reader, undefined, IPSET_V6),
+            ]);
+            iptables = { mangle: mangle.table, nat: nat.table };
+            sets = read.sets;
+          } catch (error) {
+            // No ip6tables on a node that needs none.
+            if (
+              !(error instanceof ExecError && error.kind === "not_found" && (!v6On || nftables))
+            ) {
+              throw error;
+            }
+          }
+        }
+        return {
+          routes: parseRoutesBatch(routes.stdout, config.routeProtocol, "ipv6"),
+          iptables,
+          sets,
+        };
+      };
+      const [routes, iptables, nft, ipv6] = await Promise.all([
         reader.run(
           ["ip", "-json", "-N", "-batch", "-"],
-          readRoutesBatch(config.interface, config.routeProtocol, config.podCidrs),
+          readRoutesBatch(config.interface, config.routeProtocol, v4Pods),
         ),
         iptablesObjects(),
         nftables || others
           ? readNftables(reader, nftables ? options : {}, generation)
           : { nft: NO_NFTABLES, read: "entries" as const, generation: undefined },
+        ipv6Objects(),
       ]);
       const [mangle, nat, setsRead] = iptables ??
         [undefined, undefined, { sets: NO_SETS, setsRead: "entries" as const }];
@@ -436,6 +496,7 @@ export function systemHost(
           rpFilterKeys(...rpFilterInterfaces(config.interface, parsedRoutes.podRoutes)),
         ),
         raw: { mangle: mangle?.text ?? "", nat: nat?.text ?? "" },
+        ...(ipv6 ? { ipv6 } : {}),
         setsRead: nftables ? nft.read : setsRead.setsRead,
         ...(nftables && nft.generation !== undefined ? { nftGeneration: nft.generation } : {}),
         processes: reader.processes,
@@ -530,7 +591,8 @@ export function systemHost(
               stderr: "null",
             }).spawn();
             for await (const chunk of child.stdout) {
-              if (decoder.decode(chunk).includes("inet ")) onChange();
+              // "inet " and "inet6 " lines: an address of either family came or went.
+              if (decoder.decode(chunk).includes("inet")) onChange();
             }
             await child.status;
           } catch {

@@ -8,13 +8,13 @@
  * `saveMarkRule`) are deleted, so the next packet starts a new entry that takes
  * the new role. Other VIPs' connections and everything unmarked are untouched.
  */
-import type { VipRole } from "./intent.ts";
+import type { Family, VipRole } from "./intent.ts";
 import { hex } from "./marks.ts";
 import type { Transaction } from "./plan.ts";
 
 /** `conntrack` arguments (one process each) that delete one VIP's connections. */
-export function flushArgs(mark: number, mask: number): string {
-  return `-D -f ipv4 --mark ${hex(mark)}/${hex(mask)}`;
+export function flushArgs(mark: number, mask: number, family: Family = "ipv4"): string {
+  return `-D -f ${family} --mark ${hex(mark)}/${hex(mask)}`;
 }
 
 /**
@@ -78,21 +78,27 @@ export function takeoverSteps(
   desiredRoles: readonly VipRole[],
   mask: number,
   sync?: { readonly commits: readonly string[]; readonly localPodCidrs: readonly string[] },
+  family: Family = "ipv4",
 ): { flushes: string[]; commits: string[] } {
+  const flush = (mark: number) => flushArgs(mark, mask, family);
   const changed = desiredRoles.filter((r) =>
     liveRole.has(r.mark) && liveRole.get(r.mark) !== r.role
   );
   // A VIP removed is flushed whole, with or without replication (`conntrackFlushes`).
-  const removed = removedMarks(liveRole, desiredRoles).map((mark) => flushArgs(mark, mask));
+  const removed = removedMarks(liveRole, desiredRoles).map((mark) => flush(mark));
+  // `conntrack -f ipv6 -s <IPv4 range>` is an error: each family's flush names its own ranges.
+  const localCidrs = (sync?.localPodCidrs ?? []).filter((c) =>
+    c.includes(":") === (family === "ipv6")
+  );
   if (sync === undefined) {
-    return { flushes: [...changed.map((r) => flushArgs(r.mark, mask)), ...removed], commits: [] };
+    return { flushes: [...changed.map((r) => flush(r.mark)), ...removed], commits: [] };
   }
   return {
     flushes: [
       ...changed.flatMap((r) =>
-        r.role === "holder" || sync.localPodCidrs.length === 0
-          ? [flushArgs(r.mark, mask)]
-          : sync.localPodCidrs.map((cidr) => `${flushArgs(r.mark, mask)} -s ${cidr}`)
+        r.role === "holder" || localCidrs.length === 0
+          ? [flush(r.mark)]
+          : localCidrs.map((cidr) => `${flush(r.mark)} -s ${cidr}`)
       ),
       ...removed,
     ],
@@ -116,7 +122,9 @@ export function owedFlushes(
 ): string[] {
   const steps = transaction.steps;
   // The roles change with the backend's rule step (iptables-restore or nft -f).
-  const rulesAt = steps.findIndex((s) => s.tool === "iptables" || s.tool === "nft");
+  const rulesAt = steps.findIndex((s) =>
+    s.tool === "iptables" || s.tool === "ip6tables" || s.tool === "nft"
+  );
   const flushAt = steps.findIndex((s, i) => s.tool === "conntrack" && i > rulesAt);
   const at = failedAt ?? flushAt;
   if (flushAt < 0 || at > flushAt) return [];
@@ -128,7 +136,9 @@ export function owedFlushes(
 export function withOwedFlushes(transaction: Transaction, owed: readonly string[]): Transaction {
   if (owed.length === 0) return transaction;
   const steps = [...transaction.steps];
-  const rulesAt = steps.findIndex((s) => s.tool === "iptables" || s.tool === "nft");
+  const rulesAt = steps.findIndex((s) =>
+    s.tool === "iptables" || s.tool === "ip6tables" || s.tool === "nft"
+  );
   const flushAt = steps.findIndex((s, i) => s.tool === "conntrack" && i > rulesAt);
   if (flushAt < 0) {
     steps.push({

@@ -6,10 +6,10 @@
  * steps in the routes that must exist before and go only after, so every
  * backend keeps the same safety order.
  */
-import type { Intent, VipRole } from "./intent.ts";
+import { type Family, type Intent, intentOfFamily, type VipRole } from "./intent.ts";
 import type { LiveSets } from "./ipset.ts";
 import type { LiveNftables } from "./nftables.ts";
-import type { LiveState, Step, Tool } from "./plan.ts";
+import type { LiveFamily, LiveState, Step, Tool } from "./plan.ts";
 import type { DatapathConfig } from "./schema.ts";
 
 /** The backends: iptables + ipset, or native nftables. */
@@ -22,8 +22,16 @@ export interface DatapathPlanner {
   plan(intent: Intent, live: LiveState, config: DatapathConfig): Step[];
   /** Steps that remove every object of this backend in `live`, and nothing else. */
   remove(live: LiveState): Step[];
-  /** Mark → role of the VIP rules in force (those written under `mask` only). */
-  rolesInForce(live: LiveState, mask: number): ReadonlyMap<number, VipRole["role"]>;
+  /**
+   * Mark → role of one family's VIP rules in force (those written under `mask`
+   * only). The families' marks are apart: an IPv4 and an IPv6 VIP may share a
+   * route id, and so a mark, each with its own role.
+   */
+  rolesInForce(
+    live: LiveState,
+    mask: number,
+    family?: Family,
+  ): ReadonlyMap<number, VipRole["role"]>;
   /**
    * This backend's objects as a transaction planned from `live` leaves them
    * once applied in full: the next quick pass confirms them cheaply instead of
@@ -82,4 +90,39 @@ export function chooseBackend(facts: BackendFacts): { backend: Backend; reason: 
       ? "the node already uses our iptables chains"
       : "iptables is installed and kube-proxy does not run in nftables mode",
   };
+}
+
+/** The objects of one family in `live`, or undefined when that family was not read. */
+export function liveFamily(live: LiveState, family: Family): LiveFamily | undefined {
+  return family === "ipv4" ? live : live.ipv6;
+}
+
+/**
+ * One family's part of the intent when that family is on (the cluster has a
+ * pod range of it), else the empty intent: a family without pod ranges gets
+ * none of our objects, and what we left of it before is removed.
+ */
+export function enabledPart(intent: Intent, family: Family): Intent {
+  const part = intentOfFamily(intent, family);
+  return part.podCidrs.length > 0 ? part : emptyOf(part);
+}
+
+const empties = new WeakMap<Intent, Intent>();
+function emptyOf(part: Intent): Intent {
+  let empty = empties.get(part);
+  if (empty === undefined) {
+    empty = {
+      ...part,
+      roles: [],
+      podMarks: new Map(),
+      scoped: [],
+      noSteer: [],
+      podCidrs: [],
+      rules: [],
+      routes: [],
+      failClosed: [],
+    };
+    empties.set(part, empty);
+  }
+  return empty;
 }

@@ -1,60 +1,95 @@
 /**
- * Backend 1: iptables + ipset. The intent is rendered as our two chains
- * (core/desired.ts) and our sets (core/ipset.ts, core/scoped.ts); a pass
- * writes the set changes, then one `iptables-restore --noflush` of our chains,
- * then destroys the destination sets no rule uses any more.
+ * Backend 1: iptables + ipset, per family: iptables and the IPv4 sets, and
+ * ip6tables and the IPv6 sets (`IPSET_V6`), each rendered from its family's
+ * part of the intent with the same rules (core/desired.ts, core/ipset.ts,
+ * core/scoped.ts). A pass writes a family's set changes, then one
+ * `iptables-restore --noflush` (`ip6tables-restore`) of our chains, then
+ * destroys the destination sets no rule uses any more. A family without pod
+ * ranges gets nothing, and loses what we left of it.
  */
-import { type DatapathPlanner, step } from "./datapath.ts";
+import { type DatapathPlanner, enabledPart, liveFamily, step } from "./datapath.ts";
 import { parseRoleRule, renderIptables, type VipRole } from "./desired.ts";
-import { deleteIpsets, diffIpsets, setsAfterApply, staleScopedSets } from "./ipset.ts";
+import { FAMILIES, type Family } from "./intent.ts";
+import { deleteIpsets, diffIpsets, NO_SETS, setsAfterApply, staleScopedSets } from "./ipset.ts";
 import { deleteIptables, diffIptables } from "./iptables.ts";
-import { intentOfFamily } from "./intent.ts";
-import type { Step } from "./plan.ts";
+import { IPSETS } from "./names.ts";
+import type { LiveFamily, Step } from "./plan.ts";
+
+const TOOLS = {
+  ipv4: { iptables: "iptables", nft: "ip", label: "" },
+  ipv6: { iptables: "ip6tables", nft: "ip6", label: "IPv6 " },
+} as const;
+
+function removeFamily(live: LiveFamily, family: Family, flavour: "nft" | "legacy"): Step[] {
+  const tools = TOOLS[family];
+  // iptables-nft-save lists a table that does not exist as if it held only its
+  // built-in chains: a table is ours to remove only if our chain or jump is in it.
+  const emptied = flavour === "nft"
+    ? (["mangle", "nat"] as const).filter((t) => {
+      const table = live.iptables[t];
+      return table.onlyOurs && (table.chainExists || table.hookRules.length > 0);
+    })
+    : [];
+  return [
+    ...step(
+      tools.iptables,
+      `remove our ${tools.label}jumps and chains`,
+      deleteIptables(live.iptables),
+    ),
+    ...step("ipset", `destroy our ${tools.label}sets`, deleteIpsets(live.sets, IPSETS[family])),
+    ...step(
+      "nft",
+      `remove ${tools.label}tables that only we used`,
+      emptied.map((t) => `delete table ${tools.nft} ${t}`),
+    ),
+  ];
+}
 
 export const iptablesPlanner: DatapathPlanner = {
   backend: "iptables",
 
   plan(dual, live) {
-    const intent = intentOfFamily(dual, "ipv4");
-    const { chains, scopedSets } = renderIptables(intent);
-    return [
-      ...step(
-        "ipset",
-        "update pod and nosteer sets",
-        diffIpsets(live.sets, intent.podMarks, intent.mask, intent.noSteer, scopedSets),
-      ),
-      ...step("iptables", "rewrite our chains and jumps", diffIptables(live.iptables, chains)),
-      ...step(
-        "ipset",
-        "destroy destination-scoped sets no rule uses any more",
-        staleScopedSets(live.sets, scopedSets),
-      ),
-    ];
+    return FAMILIES.flatMap((family) => {
+      const have = liveFamily(live, family);
+      if (have === undefined) return [];
+      const intent = enabledPart(dual, family);
+      // Off (no pod range of this family): nothing of ours, and what we left goes.
+      if (intent.podCidrs.length === 0) {
+        return removeFamily(have, family, live.backend).filter((s) => s.tool !== "nft");
+      }
+      const f = IPSETS[family];
+      const tools = TOOLS[family];
+      const { chains, scopedSets } = renderIptables(intent, f);
+      return [
+        ...step(
+          "ipset",
+          `update ${tools.label}pod and nosteer sets`,
+          diffIpsets(have.sets, intent.podMarks, intent.mask, intent.noSteer, scopedSets, f),
+        ),
+        ...step(
+          tools.iptables,
+          `rewrite our ${tools.label}chains and jumps`,
+          diffIptables(have.iptables, chains),
+        ),
+        ...step(
+          "ipset",
+          `destroy ${tools.label}destination-scoped sets no rule uses any more`,
+          staleScopedSets(have.sets, scopedSets),
+        ),
+      ];
+    });
   },
 
   remove(live): Step[] {
-    // iptables-nft-save lists a table that does not exist as if it held only its
-    // built-in chains: a table is ours to remove only if our chain or jump is in it.
-    const emptied = live.backend === "nft"
-      ? (["mangle", "nat"] as const).filter((t) => {
-        const table = live.iptables[t];
-        return table.onlyOurs && (table.chainExists || table.hookRules.length > 0);
-      })
-      : [];
-    return [
-      ...step("iptables", "remove our jumps and chains", deleteIptables(live.iptables)),
-      ...step("ipset", "destroy our sets", deleteIpsets(live.sets)),
-      ...step(
-        "nft",
-        "remove tables that only we used",
-        emptied.map((t) => `delete table ip ${t}`),
-      ),
-    ];
+    return FAMILIES.flatMap((family) => {
+      const have = liveFamily(live, family);
+      return have === undefined ? [] : removeFamily(have, family, live.backend);
+    });
   },
 
-  rolesInForce(live, mask) {
+  rolesInForce(live, mask, family = "ipv4") {
     const roles = new Map<number, VipRole["role"]>();
-    for (const rule of live.iptables.nat.rules) {
+    for (const rule of liveFamily(live, family)?.iptables.nat.rules ?? []) {
       const parsed = parseRoleRule(rule);
       if (parsed && parsed.mask === mask) roles.set(parsed.mark, parsed.role);
     }
@@ -62,7 +97,9 @@ export const iptablesPlanner: DatapathPlanner = {
   },
 
   afterApply(live, dual) {
-    const intent = intentOfFamily(dual, "ipv4");
+    // The IPv4 sets; IPv6's are listed on every pass that reads them.
+    const intent = enabledPart(dual, "ipv4");
+    if (intent.podCidrs.length === 0) return { sets: NO_SETS };
     const { scopedSets } = renderIptables(intent);
     return {
       sets: setsAfterApply(live.sets, intent.podMarks, intent.mask, intent.noSteer, scopedSets),

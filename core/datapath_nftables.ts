@@ -25,8 +25,8 @@ export const nftablesPlanner: DatapathPlanner = {
   remove(live) {
     return step("nft", "remove our nftables table", renderNft(removeNftables(live.nft)));
   },
-  rolesInForce(live, mask) {
-    return nftRolesInForce(live.nft, mask);
+  rolesInForce(live, mask, family = "ipv4") {
+    return family === "ipv4" ? nftRolesInForce(live.nft, mask) : new Map();
   },
   afterApply(_live, intent) {
     return { nft: nftAfterApply(intentOfFamily(intent, "ipv4")) };

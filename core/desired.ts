@@ -4,10 +4,10 @@
  * classes' ipsets. Nothing outside the iptables backend reads this syntax;
  * `desiredState` is the intent with this rendering beside it.
  */
-import { FAIL_CLOSED_SET, failClosedRules, failClosedSet } from "./fail_closed.ts";
-import { type Intent, intentOf, type VipRole } from "./intent.ts";
+import { failClosedRules, failClosedSet, failClosedSetName } from "./fail_closed.ts";
+import { type Intent, intentOf, intentOfFamily, type VipRole } from "./intent.ts";
 import { hex, pickedUpMark } from "./marks.ts";
-import { MARK_CHAIN, NOSTEER_SET, PODS_SET, SNAT_CHAIN, type TableName } from "./names.ts";
+import { IPSET_V4, type IpsetFamily, MARK_CHAIN, SNAT_CHAIN, type TableName } from "./names.ts";
 import type { DatapathConfig } from "./schema.ts";
 import type { Snapshot } from "./snapshot.ts";
 import {
@@ -37,9 +37,9 @@ export interface DesiredState extends Intent, IptablesRendering {}
  * of a node's traffic) one hash lookup ends the rule, before the nosteer
  * lookup (one per prefix length) and conntrack.
  */
-export function markRule(): string {
-  return `-A ${MARK_CHAIN} -m set --match-set ${PODS_SET} src -m set ! --match-set ${NOSTEER_SET} dst` +
-    ` -m conntrack --ctdir ORIGINAL -j SET --map-set ${PODS_SET} src --map-mark`;
+export function markRule(f: IpsetFamily = IPSET_V4): string {
+  return `-A ${MARK_CHAIN} -m set --match-set ${f.pods} src -m set ! --match-set ${f.nosteer} dst` +
+    ` -m conntrack --ctdir ORIGINAL -j SET --map-set ${f.pods} src --map-mark`;
 }
 
 /**
@@ -54,9 +54,9 @@ export function markRule(): string {
  * pod's own address (kube-proxy drops forwarded INVALID packets for the same
  * reason).
  */
-export function markInvalidRule(): string {
-  return `-A ${MARK_CHAIN} -m set --match-set ${PODS_SET} src -m set ! --match-set ${NOSTEER_SET} dst` +
-    ` -m conntrack --ctstate INVALID -j SET --map-set ${PODS_SET} src --map-mark`;
+export function markInvalidRule(f: IpsetFamily = IPSET_V4): string {
+  return `-A ${MARK_CHAIN} -m set --match-set ${f.pods} src -m set ! --match-set ${f.nosteer} dst` +
+    ` -m conntrack --ctstate INVALID -j SET --map-set ${f.pods} src --map-mark`;
 }
 
 /**
@@ -98,9 +98,9 @@ export function vipGoneRule(role: VipRole): string {
  * the pod's packets of it. A connection opened from outside starts with a
  * SYN and is never tagged.
  */
-export function pickedUpRule(podCidr: string, mask: number): string {
+export function pickedUpRule(podCidr: string, mask: number, f: IpsetFamily = IPSET_V4): string {
   return `-A ${MARK_CHAIN} -d ${podCidr} -p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN` +
-    ` -m set ! --match-set ${NOSTEER_SET} src -m conntrack --ctstate NEW` +
+    ` -m set ! --match-set ${f.nosteer} src -m conntrack --ctstate NEW` +
     ` -m comment --comment "kube-egress picked up" -j CONNMARK --set-xmark ${
       hex(pickedUpMark(mask))
     }/${hex(mask)}`;
@@ -112,11 +112,11 @@ export function pickedUpRule(podCidr: string, mask: number): string {
  * the holder, whose entry of the connection translates it; on the holder
  * `holderDropReplyRule` drops it (nothing here can translate it).
  */
-export function markReplyRule(mask: number): string {
-  return `-A ${MARK_CHAIN} -m set --match-set ${PODS_SET} src -m set ! --match-set ${NOSTEER_SET} dst` +
+export function markReplyRule(mask: number, f: IpsetFamily = IPSET_V4): string {
+  return `-A ${MARK_CHAIN} -m set --match-set ${f.pods} src -m set ! --match-set ${f.nosteer} dst` +
     ` -m conntrack --ctdir REPLY -m connmark ! --mark 0x0/${
       hex(mask)
-    } -j SET --map-set ${PODS_SET} src --map-mark`;
+    } -j SET --map-set ${f.pods} src --map-mark`;
 }
 
 /**
@@ -185,8 +185,12 @@ export function dropUnnatedRule(mask: number): string {
  * INVALID packets. Marked ones are handled by the VIP's role
  * (`markInvalidRule`).
  */
-export function dropInvalidUnsteeredRule(podCidr: string, mask: number): string {
-  return `-A ${MARK_CHAIN} -s ${podCidr} -m set ! --match-set ${NOSTEER_SET} dst` +
+export function dropInvalidUnsteeredRule(
+  podCidr: string,
+  mask: number,
+  f: IpsetFamily = IPSET_V4,
+): string {
+  return `-A ${MARK_CHAIN} -s ${podCidr} -m set ! --match-set ${f.nosteer} dst` +
     ` -m mark --mark 0x0/${hex(mask)} -m conntrack --ctstate INVALID` +
     ` -m comment --comment "kube-egress invalid unsteered" -j DROP`;
 }
@@ -216,7 +220,7 @@ export function forwardRule(iface: string, role: VipRole, mask: number): string 
 }
 
 const NAT_RULE_ROLE =
-  /--mark (0x[0-9a-f]+)\/(0x[0-9a-f]+) .*--comment "kube-egress ([0-9.]+) (holder|forward)"/;
+  /--mark (0x[0-9a-f]+)\/(0x[0-9a-f]+) .*--comment "kube-egress ([0-9a-f.:]+) (holder|forward)"/;
 
 /** Reads back a rule written by snatRule/forwardRule: its VIP, mark, mask and role; undefined for others. */
 export function parseRoleRule(
@@ -243,7 +247,8 @@ export function parseRoleRule(
  */
 export function vipGuardRules(role: VipRole): string[] {
   const guard = (match: string) =>
-    `-A ${MARK_CHAIN} -d ${role.ip}/32 ${match} -m conntrack --ctstate NEW,INVALID` +
+    `-A ${MARK_CHAIN} -d ${role.ip}/${role.ip.includes(":") ? 128 : 32} ${match}` +
+    ` -m conntrack --ctstate NEW,INVALID` +
     ` -m comment --comment "kube-egress ${role.ip} guard" -j DROP`;
   return [guard("-p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN"), guard("-p udp")];
 }
@@ -263,27 +268,31 @@ export function holderDropMidstreamRule(role: VipRole, mask: number): string {
     ` -m comment --comment "kube-egress ${role.ip} midstream" -j DROP`;
 }
 
-/** The iptables backend's chains and sets for an intent. */
-export function renderIptables(intent: Intent): IptablesRendering {
+/**
+ * The iptables backend's chains and sets for one family's intent
+ * (`intentOfFamily`): iptables and the IPv4 sets, or ip6tables and the IPv6
+ * sets (`IPSET_V6`), with the same rules.
+ */
+export function renderIptables(intent: Intent, f: IpsetFamily = IPSET_V4): IptablesRendering {
   const { mask, scoped } = intent;
   const guarded = intent.failClosed.length > 0;
-  const scopedSets = wantedScopedSets(scoped, mask);
-  if (guarded) scopedSets.set(FAIL_CLOSED_SET, failClosedSet(intent.failClosed));
+  const scopedSets = wantedScopedSets(scoped, mask, f);
+  if (guarded) scopedSets.set(failClosedSetName(f), failClosedSet(intent.failClosed, f));
   return {
     scopedSets,
     chains: {
       mangle: [
         ...intent.roles.map(vipGoneRule),
-        ...intent.podCidrs.map((cidr) => pickedUpRule(cidr, mask)),
-        markRule(),
-        markInvalidRule(),
-        markReplyRule(mask),
+        ...intent.podCidrs.map((cidr) => pickedUpRule(cidr, mask, f)),
+        markRule(f),
+        markInvalidRule(f),
+        markReplyRule(mask, f),
         ...scoped.flatMap((cls) => [
-          scopedRule(cls),
-          scopedMarkInvalidRule(cls),
-          scopedMarkReplyRule(cls, mask),
+          scopedRule(cls, f),
+          scopedMarkInvalidRule(cls, f),
+          scopedMarkReplyRule(cls, mask, f),
         ]),
-        ...(guarded ? failClosedRules(mask) : []),
+        ...(guarded ? failClosedRules(mask, f) : []),
         ...intent.roles.filter((r) => r.role === "holder").flatMap((r) => [
           holderDropInvalidRule(r, mask),
           holderDropUnnatedRule(r, mask),
@@ -297,7 +306,7 @@ export function renderIptables(intent: Intent): IptablesRendering {
           : []),
         saveMarkRule(mask),
         dropUnnatedRule(mask),
-        ...intent.podCidrs.map((cidr) => dropInvalidUnsteeredRule(cidr, mask)),
+        ...intent.podCidrs.map((cidr) => dropInvalidUnsteeredRule(cidr, mask, f)),
       ],
       nat: intent.roles.map((r) =>
         r.role === "holder"
@@ -318,5 +327,5 @@ export function desiredState(
   localAddresses: readonly string[],
 ): DesiredState {
   const intent = intentOf(snapshot, config, localAddresses);
-  return { ...intent, ...renderIptables(intent) };
+  return { ...intent, ...renderIptables(intentOfFamily(intent, "ipv4")) };
 }

@@ -15,17 +15,22 @@
  * guarded while its VIP is missing, when it is in no other set at all.
  */
 import { hex } from "./marks.ts";
-import { MARK_CHAIN, NOSTEER_SET } from "./names.ts";
-import { SCOPED_NETS_OPTIONS, SCOPED_PREFIX, type WantedSet } from "./scoped.ts";
+import { IPSET_V4, IPSET_V6, type IpsetFamily, MARK_CHAIN } from "./names.ts";
+import { scopedNetsOptions, type WantedSet } from "./scoped.ts";
 
-/** The guarded pods' set (its name keeps the scoped sets' prefix, so it is read and pruned with them). */
-export const FAIL_CLOSED_SET = `${SCOPED_PREFIX}g-failclosed`;
+/** The guarded pods' set of a family (its name keeps the scoped sets' prefix, so it is read and pruned with them). */
+export function failClosedSetName(f: IpsetFamily = IPSET_V4): string {
+  return `${f.scopedPrefix}g-failclosed`;
+}
 
-/** The set as wanted: one /32 per guarded pod (hash:net prints them without the prefix length). */
-export function failClosedSet(pods: readonly string[]): WantedSet {
+/** The IPv4 guarded pods' set. */
+export const FAIL_CLOSED_SET = failClosedSetName(IPSET_V4);
+
+/** The set as wanted: one /32 (/128) per guarded pod (hash:net prints them without the prefix length). */
+export function failClosedSet(pods: readonly string[], f: IpsetFamily = IPSET_V4): WantedSet {
   return {
-    options: SCOPED_NETS_OPTIONS,
-    entries: new Map(pods.map((ip) => [`${ip}/32`, `${ip}/32`])),
+    options: scopedNetsOptions(f),
+    entries: new Map(pods.map((ip) => [`${ip}/${f.host}`, `${ip}/${f.host}`])),
   };
 }
 
@@ -34,9 +39,9 @@ export function failClosedSet(pods: readonly string[]): WantedSet {
  * to a steered destination, whether conntrack saw it originate a connection
  * or calls it INVALID (no connection, no direction).
  */
-export function failClosedRules(mask: number): string[] {
-  const match = `-A ${MARK_CHAIN} -m set --match-set ${FAIL_CLOSED_SET} src` +
-    ` -m set ! --match-set ${NOSTEER_SET} dst -m mark --mark 0x0/${hex(mask)}`;
+export function failClosedRules(mask: number, f: IpsetFamily = IPSET_V4): string[] {
+  const match = `-A ${MARK_CHAIN} -m set --match-set ${failClosedSetName(f)} src` +
+    ` -m set ! --match-set ${f.nosteer} dst -m mark --mark 0x0/${hex(mask)}`;
   const comment = '-m comment --comment "kube-egress fail closed" -j DROP';
   return [
     `${match} -m conntrack --ctdir ORIGINAL ${comment}`,
@@ -49,8 +54,17 @@ export function guardedInKernel(live: {
   readonly sets: {
     readonly scoped?: ReadonlyMap<string, { readonly entries: ReadonlyMap<string, string> }>;
   };
-  readonly nft: { readonly failClosed?: ReadonlySet<string> };
+  readonly nft: {
+    readonly failClosed?: ReadonlySet<string>;
+    readonly failClosed6?: ReadonlySet<string>;
+  };
+  readonly ipv6?: {
+    readonly sets: {
+      readonly scoped?: ReadonlyMap<string, { readonly entries: ReadonlyMap<string, string> }>;
+    };
+  };
 }): number {
   return (live.sets.scoped?.get(FAIL_CLOSED_SET)?.entries.size ?? 0) +
-    (live.nft.failClosed?.size ?? 0);
+    (live.ipv6?.sets.scoped?.get(failClosedSetName(IPSET_V6))?.entries.size ?? 0) +
+    (live.nft.failClosed?.size ?? 0) + (live.nft.failClosed6?.size ?? 0);
 }

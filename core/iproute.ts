@@ -22,6 +22,9 @@ export interface LiveRoutes {
   readonly podRoutes: readonly PodRoute[];
 }
 
+/** No addresses, rules or routes. */
+export const NO_ROUTES: LiveRoutes = { addresses: [], rules: [], routes: [], podRoutes: [] };
+
 /** A main-table route into the pod ranges, one per next hop. */
 export interface PodRoute {
   readonly dst: string;
@@ -71,12 +74,15 @@ function podRoutesOf(route: Json): PodRoute[] {
  * arrays, one per line, in that order (addresses, rules, our routes, then one
  * array of main-table routes per pod range).
  */
-export function parseRoutesBatch(text: string, protocol: number): LiveRoutes {
+export function parseRoutesBatch(
+  text: string,
+  protocol: number,
+  family: "ipv4" | "ipv6" = "ipv4",
+): LiveRoutes {
+  const inet = family === "ipv4" ? "inet" : "inet6";
   const [addrs = [], rules = [], routes = [], ...podRanges] = jsonArrays(text);
   const addresses = addrs.flatMap((link) =>
-    ((link.addr_info ?? []) as Json[]).filter((a) => a.family === "inet").map((a) =>
-      String(a.local)
-    )
+    ((link.addr_info ?? []) as Json[]).filter((a) => a.family === inet).map((a) => String(a.local))
   );
   const ours = rules.filter((r) =>
     String(r.protocol) === String(protocol) && r.fwmark !== undefined
@@ -84,6 +90,7 @@ export function parseRoutesBatch(text: string, protocol: number): LiveRoutes {
   return {
     addresses,
     rules: ours.map((r) => ({
+      ...(family === "ipv6" ? { family } : {}),
       priority: Number(r.priority),
       mark: parseInt(String(r.fwmark), 16),
       mask: r.fwmask === undefined ? 0xffffffff : parseInt(String(r.fwmask), 16),

@@ -6,8 +6,8 @@
  */
 import { formatCidr, parseCidr } from "./ip.ts";
 import { hex } from "./marks.ts";
-import { NOSTEER_SET, PODS_SET, PODS_SET_MAXELEM, SCRATCH_SUFFIX } from "./names.ts";
-import { type LiveScopedSet, parseScopedSets, SCOPED_PREFIX, type WantedSet } from "./scoped.ts";
+import { IPSET_V4, type IpsetFamily, PODS_SET_MAXELEM, SCRATCH_SUFFIX } from "./names.ts";
+import { type LiveScopedSet, parseScopedSets, type WantedSet } from "./scoped.ts";
 
 /** One pods-set entry: its mark and the packets/bytes it has steered. */
 export interface PodEntry {
@@ -31,12 +31,12 @@ export interface LiveSets {
 export const NO_SETS: LiveSets = { pods: new Map(), nosteer: new Set() };
 
 /** The options each set is created with; a live set whose header lacks one is rebuilt. */
-const PODS_OPTIONS =
-  `hash:ip family inet hashsize 1024 maxelem ${PODS_SET_MAXELEM} counters skbinfo`;
-const NOSTEER_OPTIONS = "hash:net family inet hashsize 64 maxelem 65536";
-
-const POD_ADD = `add ${PODS_SET} `;
-const NOSTEER_ADD = `add ${NOSTEER_SET} `;
+function podsOptions(f: IpsetFamily): string {
+  return `hash:ip family ${f.inet} hashsize 1024 maxelem ${PODS_SET_MAXELEM} counters skbinfo`;
+}
+function nosteerOptions(f: IpsetFamily): string {
+  return `hash:net family ${f.inet} hashsize 64 maxelem 65536`;
+}
 
 /**
  * Parses `ipset save` output of our sets (other sets in the text are ignored).
@@ -44,7 +44,9 @@ const NOSTEER_ADD = `add ${NOSTEER_SET} `;
  * check, so its lines are scanned in place (no per-line strings but the IP);
  * the few other lines are split as usual.
  */
-export function parseIpsetSave(text: string): LiveSets {
+export function parseIpsetSave(text: string, f: IpsetFamily = IPSET_V4): LiveSets {
+  const POD_ADD = `add ${f.pods} `;
+  const NOSTEER_ADD = `add ${f.nosteer} `;
   let podsHeader: string | undefined;
   let nosteerHeader: string | undefined;
   const pods = new Map<string, PodEntry>();
@@ -63,12 +65,12 @@ export function parseIpsetSave(text: string): LiveSets {
     } else if (text.startsWith("create ", start)) {
       const line = text.slice(start, end);
       const name = line.split(/\s+/)[1];
-      if (name === PODS_SET) podsHeader = line;
-      else if (name === NOSTEER_SET) nosteerHeader = line;
+      if (name === f.pods) podsHeader = line;
+      else if (name === f.nosteer) nosteerHeader = line;
     }
     start = next + 1;
   }
-  const scoped = text.includes(` ${SCOPED_PREFIX}`) ? parseScopedSets(text) : undefined;
+  const scoped = text.includes(` ${f.scopedPrefix}`) ? parseScopedSets(text, f) : undefined;
   return { podsHeader, pods, nosteerHeader, nosteer, ...(scoped?.size ? { scoped } : {}) };
 }
 
@@ -131,6 +133,7 @@ export function diffIpsets(
   markMask: number,
   desiredNosteer: readonly string[],
   desiredScoped: ReadonlyMap<string, WantedSet> = new Map(),
+  f: IpsetFamily = IPSET_V4,
 ): string[] {
   // Marks repeat (one per VIP): format each "mark/mask" once, not once per pod.
   const formatted = new Map<number, string>();
@@ -165,8 +168,8 @@ export function diffIpsets(
     });
   });
   return [
-    ...diffOneSet(PODS_SET, PODS_OPTIONS, live.podsHeader, pods),
-    ...diffOneSet(NOSTEER_SET, NOSTEER_OPTIONS, live.nosteerHeader, nosteer),
+    ...diffOneSet(f.pods, podsOptions(f), live.podsHeader, pods),
+    ...diffOneSet(f.nosteer, nosteerOptions(f), live.nosteerHeader, nosteer),
     ...scoped,
   ];
 }
@@ -264,14 +267,15 @@ export function parseIpsetTerse(text: string): Map<string, SetSummary> {
 export function confirmSets(
   known: LiveSets,
   summary: ReadonlyMap<string, SetSummary>,
+  f: IpsetFamily = IPSET_V4,
 ): LiveSets | undefined {
-  const pods = summary.get(PODS_SET);
-  const nosteer = summary.get(NOSTEER_SET);
+  const pods = summary.get(f.pods);
+  const nosteer = summary.get(f.nosteer);
   const agrees = (header: string | undefined, live: SetSummary | undefined, size: number) =>
     live === undefined ? header === undefined : header !== undefined && live.entries === size;
   if (!agrees(known.podsHeader, pods, known.pods.size)) return undefined;
   if (!agrees(known.nosteerHeader, nosteer, known.nosteer.size)) return undefined;
-  const liveScoped = [...summary.keys()].filter((name) => name.startsWith(SCOPED_PREFIX));
+  const liveScoped = [...summary.keys()].filter((name) => name.startsWith(f.scopedPrefix));
   if (liveScoped.length !== (known.scoped?.size ?? 0)) return undefined;
   const scoped = new Map<string, LiveScopedSet>();
   for (const name of liveScoped) {
@@ -299,6 +303,7 @@ export function setsAfterApply(
   markMask: number,
   desiredNosteer: readonly string[],
   desiredScoped: ReadonlyMap<string, WantedSet> = new Map(),
+  f: IpsetFamily = IPSET_V4,
 ): LiveSets {
   // One shared entry per mark: this copy is kept between passes.
   const entries = new Map<number, PodEntry>();
@@ -313,9 +318,9 @@ export function setsAfterApply(
   const header = (have: string | undefined, name: string, options: string) =>
     headerFits(have, options) ? have : `create ${name} ${options}`;
   return {
-    podsHeader: header(live.podsHeader, PODS_SET, PODS_OPTIONS),
+    podsHeader: header(live.podsHeader, f.pods, podsOptions(f)),
     pods,
-    nosteerHeader: header(live.nosteerHeader, NOSTEER_SET, NOSTEER_OPTIONS),
+    nosteerHeader: header(live.nosteerHeader, f.nosteer, nosteerOptions(f)),
     nosteer: new Set(desiredNosteer),
     ...(desiredScoped.size
       ? {
@@ -331,10 +336,10 @@ export function setsAfterApply(
 }
 
 /** Lines that destroy our sets (after the rules that use them are gone). */
-export function deleteIpsets(live: LiveSets): string[] {
+export function deleteIpsets(live: LiveSets, f: IpsetFamily = IPSET_V4): string[] {
   const lines: string[] = [];
-  if (live.podsHeader !== undefined) lines.push(`destroy ${PODS_SET}`);
-  if (live.nosteerHeader !== undefined) lines.push(`destroy ${NOSTEER_SET}`);
+  if (live.podsHeader !== undefined) lines.push(`destroy ${f.pods}`);
+  if (live.nosteerHeader !== undefined) lines.push(`destroy ${f.nosteer}`);
   for (const name of [...(live.scoped?.keys() ?? [])].sort()) lines.push(`destroy ${name}`);
   return lines;
 }

@@ -24,3 +24,49 @@ export type TableName = (typeof CHAINS)[number]["table"];
 
 /** Capacity of the pods set; hash sets grow up to this many entries. */
 export const PODS_SET_MAXELEM = 1048576;
+
+/**
+ * The ipsets of one address family. An ipset holds one family only, and set
+ * names share one namespace, so IPv6 has sets of its own beside the IPv4 ones
+ * (as ip6tables has tables of its own beside iptables'); the names of one
+ * family never start like the other's.
+ */
+export interface IpsetFamily {
+  readonly family: "ipv4" | "ipv6";
+  /** The pods set (hash:ip skbinfo). */
+  readonly pods: string;
+  /** The nosteer set (hash:net). */
+  readonly nosteer: string;
+  /** Every destination-scoped (and fail-closed) set's name starts with this. */
+  readonly scopedPrefix: string;
+  /** ipset's `family` option. */
+  readonly inet: "inet" | "inet6";
+  /** The prefix length of one host. */
+  readonly host: 32 | 128;
+}
+
+/** IPv4: the names kube-egress always used. */
+export const IPSET_V4: IpsetFamily = {
+  family: "ipv4",
+  pods: PODS_SET,
+  nosteer: NOSTEER_SET,
+  scopedPrefix: "kube-egress-s",
+  inet: "inet",
+  host: 32,
+};
+
+/** IPv6: the same sets, "kube-egress6-" instead of "kube-egress-". */
+export const IPSET_V6: IpsetFamily = {
+  family: "ipv6",
+  pods: "kube-egress6-pods",
+  nosteer: "kube-egress6-nosteer",
+  scopedPrefix: "kube-egress6-s",
+  inet: "inet6",
+  host: 128,
+};
+
+/** Each family's sets. */
+export const IPSETS: Readonly<Record<IpsetFamily["family"], IpsetFamily>> = {
+  ipv4: IPSET_V4,
+  ipv6: IPSET_V6,
+};

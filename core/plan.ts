@@ -5,10 +5,17 @@
  * marked for them, and rules go away only after nothing is marked for them.
  */
 import { takeoverSteps } from "./conntrack.ts";
-import { type Backend, BACKENDS, type DatapathPlanner, step } from "./datapath.ts";
+import {
+  type Backend,
+  BACKENDS,
+  type DatapathPlanner,
+  enabledPart,
+  liveFamily,
+  step,
+} from "./datapath.ts";
 import { iptablesPlanner } from "./datapath_iptables.ts";
 import { nftablesPlanner } from "./datapath_nftables.ts";
-import { type Intent, intentOf, intentOfFamily, type VipRole } from "./intent.ts";
+import { FAMILIES, type Intent, intentOf, type VipRole } from "./intent.ts";
 import type { LiveSets } from "./ipset.ts";
 import type { LiveIptables } from "./iptables.ts";
 import type { LiveNftables } from "./nftables.ts";
@@ -28,6 +35,20 @@ export interface LiveState {
   readonly nft: LiveNftables;
   /** sysctl values we care about, keyed "net.ipv4.conf.<if>.<name>". */
   readonly sysctls: Readonly<Record<string, number>>;
+  /**
+   * IPv6: `ip -6` addresses, rules and routes, ip6tables' tables and the IPv6
+   * sets (`IPSET_V6`); absent: not read (IPv4 above). Read when an IPv6 pod
+   * range is configured, and on every full read (delete, plan, status), so
+   * IPv6 objects of ours are found even after IPv6 was turned off.
+   */
+  readonly ipv6?: LiveFamily;
+}
+
+/** One family's objects outside the nftables table (IPv4's are LiveState's own fields). */
+export interface LiveFamily {
+  readonly routes: LiveRoutes;
+  readonly iptables: LiveIptables;
+  readonly sets: LiveSets;
 }
 
 /**
@@ -35,7 +56,16 @@ export interface LiveState {
  * stdin, except `sysctl` (each line written to /proc/sys) and `conntrack`
  * and `conntrackd` (each line is the arguments of one such process).
  */
-export type Tool = "ip" | "ipset" | "iptables" | "sysctl" | "nft" | "conntrack" | "conntrackd";
+export type Tool =
+  | "ip"
+  | "ip6"
+  | "ipset"
+  | "iptables"
+  | "ip6tables"
+  | "sysctl"
+  | "nft"
+  | "conntrack"
+  | "conntrackd";
 
 export interface Step {
   readonly tool: Tool;
@@ -92,20 +122,32 @@ export function planApply(
   config: DatapathConfig,
   options: PassOptions = {},
 ): Transaction {
-  const v4 = intentOfFamily(desired, "ipv4");
-  const routes = diffRoutes(live.routes, v4, config.routeProtocol);
+  // Each family's rules and routes (`ip -4`, `ip -6`) from its own part of the intent.
+  const routes = FAMILIES.map((family) => {
+    const have = liveFamily(live, family);
+    return have === undefined
+      ? { add: [], remove: [] }
+      : diffRoutes(have.routes, enabledPart(desired, family), config.routeProtocol);
+  });
   const planner = PLANNERS[config.backend];
   const others = BACKENDS.filter((b): boolean => b !== config.backend)
     .map((b) => PLANNERS[b]);
-  // The roles in force: our backend's objects, else a previous backend's.
-  const liveRoles = new Map<number, VipRole["role"]>(
-    others.flatMap((o) => [...o.rolesInForce(live, config.markMask)]),
-  );
-  for (const [mark, role] of planner.rolesInForce(live, config.markMask)) liveRoles.set(mark, role);
-  const takeover = takeoverSteps(liveRoles, v4.roles, config.markMask, options.natSync);
+  const takeovers = FAMILIES.map((family) => {
+    // The roles in force: our backend's objects, else a previous backend's.
+    const liveRoles = new Map<number, VipRole["role"]>(
+      others.flatMap((o) => [...o.rolesInForce(live, config.markMask, family)]),
+    );
+    for (const [mark, role] of planner.rolesInForce(live, config.markMask, family)) {
+      liveRoles.set(mark, role);
+    }
+    const roles = enabledPart(desired, family).roles;
+    return takeoverSteps(liveRoles, roles, config.markMask, options.natSync, family);
+  });
+  const commits = [...new Set(takeovers.flatMap((t) => t.commits))];
   return {
     steps: [
-      ...step("ip", "add routes, then the rules that use them", routes.add),
+      ...step("ip", "add routes, then the rules that use them", routes[0].add),
+      ...step("ip6", "add IPv6 routes, then the rules that use them", routes[1].add),
       ...planner.plan(desired, live, config),
       ...others.flatMap((o) => o.remove(live)),
       ...step(
@@ -116,16 +158,17 @@ export function planApply(
           rpFilterInterfaces(config.interface, live.routes.podRoutes),
         ),
       ),
-      ...step("ip", "remove stale rules, then their routes", routes.remove),
+      ...step("ip", "remove stale rules, then their routes", routes[0].remove),
+      ...step("ip6", "remove stale IPv6 rules, then their routes", routes[1].remove),
       ...step(
         "conntrack",
         "flush connections pinned to a VIP's old role",
-        takeover.flushes,
+        takeovers.flatMap((t) => t.flushes),
       ),
       ...step(
         "conntrackd",
         "commit the NAT state replicated from the old holder",
-        takeover.commits,
+        commits,
       ),
     ],
   };
@@ -138,7 +181,10 @@ export function planPass(
   live: LiveState,
   options: PassOptions = {},
 ): { desired: Intent; transaction: Transaction } {
-  const desired = intentOf(snapshot, config, live.routes.addresses, {
+  const addresses = live.ipv6
+    ? [...live.routes.addresses, ...live.ipv6.routes.addresses]
+    : live.routes.addresses;
+  const desired = intentOf(snapshot, config, addresses, {
     guardVips: options.natSync !== undefined,
   });
   return { desired, transaction: planApply(desired, live, config, options) };
@@ -162,6 +208,11 @@ export function planDelete(
     steps: [
       ...removals.flat().filter((s) => s.tool !== "nft"),
       ...step("ip", "remove our rules and routes", deleteRoutes(live.routes, config.routeProtocol)),
+      ...step(
+        "ip6",
+        "remove our IPv6 rules and routes",
+        live.ipv6 ? deleteRoutes(live.ipv6.routes, config.routeProtocol) : [],
+      ),
       ...tables,
       ...step(
         "sysctl",
@@ -182,6 +233,8 @@ export function renderTransaction(transaction: Transaction): string {
   if (isEmpty(transaction)) return "no changes: the node already matches the desired state\n";
   const commands: Record<Tool, string> = {
     ip: "ip -force -batch -",
+    ip6: "ip -6 -force -batch -",
+    ip6tables: "ip6tables-restore --noflush",
     ipset: "ipset restore -exist",
     iptables: "iptables-restore --noflush",
     sysctl: "sysctl -w",

@@ -18,15 +18,24 @@
  */
 import { formatCidr, parseCidr } from "./ip.ts";
 import { hex } from "./marks.ts";
-import { MARK_CHAIN, NOSTEER_SET } from "./names.ts";
+import { IPSET_V4, type IpsetFamily, MARK_CHAIN } from "./names.ts";
 import type { ScopedClass } from "./intent.ts";
 
-/** Every scoped set's name starts with this. */
-export const SCOPED_PREFIX = "kube-egress-s";
+/** Every IPv4 scoped set's name starts with this (IPv6: `IPSET_V6.scopedPrefix`). */
+export const SCOPED_PREFIX = IPSET_V4.scopedPrefix;
 
-export const SCOPED_PODS_OPTIONS =
-  "hash:ip family inet hashsize 64 maxelem 1048576 counters skbinfo";
-export const SCOPED_NETS_OPTIONS = "hash:net family inet hashsize 64 maxelem 65536";
+/** A class's pod set's options, per family. */
+export function scopedPodsOptions(f: IpsetFamily = IPSET_V4): string {
+  return `hash:ip family ${f.inet} hashsize 64 maxelem 1048576 counters skbinfo`;
+}
+
+/** A class's range sets' options (and the fail-closed set's), per family. */
+export function scopedNetsOptions(f: IpsetFamily = IPSET_V4): string {
+  return `hash:net family ${f.inet} hashsize 64 maxelem 65536`;
+}
+
+export const SCOPED_PODS_OPTIONS = scopedPodsOptions(IPSET_V4);
+export const SCOPED_NETS_OPTIONS = scopedNetsOptions(IPSET_V4);
 
 /** A set as we want it: its create options and entries (key → words after the set name). */
 export interface WantedSet {
@@ -42,43 +51,47 @@ export interface LiveScopedSet {
   readonly counters?: ReadonlyMap<string, { readonly packets: number; readonly bytes: number }>;
 }
 
-export function scopedSetNames(id: string) {
+export function scopedSetNames(id: string, f: IpsetFamily = IPSET_V4) {
   return {
-    pods: `${SCOPED_PREFIX}p-${id}`,
-    destinations: `${SCOPED_PREFIX}d-${id}`,
-    excluded: `${SCOPED_PREFIX}x-${id}`,
+    pods: `${f.scopedPrefix}p-${id}`,
+    destinations: `${f.scopedPrefix}d-${id}`,
+    excluded: `${f.scopedPrefix}x-${id}`,
   };
 }
 
 export { isScoped, type ScopedClass, scopedClasses } from "./intent.ts";
 
 /** The class's mangle rule, in iptables-save form. */
-export function scopedRule(cls: ScopedClass): string {
-  const names = scopedSetNames(cls.id);
-  return `-A ${MARK_CHAIN} -m set --match-set ${names.pods} src ${scopeMatch(cls)}` +
+export function scopedRule(cls: ScopedClass, f: IpsetFamily = IPSET_V4): string {
+  const names = scopedSetNames(cls.id, f);
+  return `-A ${MARK_CHAIN} -m set --match-set ${names.pods} src ${scopeMatch(cls, f)}` +
     ` -m conntrack --ctdir ORIGINAL -j SET --map-set ${names.pods} src --map-mark`;
 }
 
 /** The class's INVALID packets to its destinations are marked too, as `markInvalidRule` does for the pods set. */
-export function scopedMarkInvalidRule(cls: ScopedClass): string {
-  const names = scopedSetNames(cls.id);
-  return `-A ${MARK_CHAIN} -m set --match-set ${names.pods} src ${scopeMatch(cls)}` +
+export function scopedMarkInvalidRule(cls: ScopedClass, f: IpsetFamily = IPSET_V4): string {
+  const names = scopedSetNames(cls.id, f);
+  return `-A ${MARK_CHAIN} -m set --match-set ${names.pods} src ${scopeMatch(cls, f)}` +
     ` -m conntrack --ctstate INVALID -j SET --map-set ${names.pods} src --map-mark`;
 }
 
 /** The class's pods' packets of a connection picked up from the server's side, as `markReplyRule` does for the pods set. */
-export function scopedMarkReplyRule(cls: ScopedClass, mask: number): string {
-  const names = scopedSetNames(cls.id);
-  return `-A ${MARK_CHAIN} -m set --match-set ${names.pods} src ${scopeMatch(cls)}` +
+export function scopedMarkReplyRule(
+  cls: ScopedClass,
+  mask: number,
+  f: IpsetFamily = IPSET_V4,
+): string {
+  const names = scopedSetNames(cls.id, f);
+  return `-A ${MARK_CHAIN} -m set --match-set ${names.pods} src ${scopeMatch(cls, f)}` +
     ` -m conntrack --ctdir REPLY -m connmark ! --mark 0x0/${
       hex(mask)
     } -j SET --map-set ${names.pods} src --map-mark`;
 }
 
 /** Destinations a class steers: not never-steered, within its destinations, outside its exclusions. */
-function scopeMatch(cls: ScopedClass): string {
-  const names = scopedSetNames(cls.id);
-  return `-m set ! --match-set ${NOSTEER_SET} dst` +
+function scopeMatch(cls: ScopedClass, f: IpsetFamily): string {
+  const names = scopedSetNames(cls.id, f);
+  return `-m set ! --match-set ${f.nosteer} dst` +
     (cls.destinations ? ` -m set --match-set ${names.destinations} dst` : "") +
     (cls.excluded ? ` -m set ! --match-set ${names.excluded} dst` : "");
 }
@@ -87,25 +100,27 @@ function scopeMatch(cls: ScopedClass): string {
 export function wantedScopedSets(
   classes: readonly ScopedClass[],
   markMask: number,
+  f: IpsetFamily = IPSET_V4,
 ): Map<string, WantedSet> {
   const sets = new Map<string, WantedSet>();
   const nets = (list: readonly string[]) => new Map(list.map((c) => [c, c]));
+  const netsOptions = scopedNetsOptions(f);
   for (const cls of classes) {
-    const names = scopedSetNames(cls.id);
+    const names = scopedSetNames(cls.id, f);
     sets.set(names.pods, {
-      options: SCOPED_PODS_OPTIONS,
+      options: scopedPodsOptions(f),
       entries: new Map(
         [...cls.podMarks].map(([ip, mark]) => [ip, `${ip} skbmark ${hex(mark)}/${hex(markMask)}`]),
       ),
     });
     if (cls.destinations) {
       sets.set(names.destinations, {
-        options: SCOPED_NETS_OPTIONS,
+        options: netsOptions,
         entries: nets(cls.destinations),
       });
     }
     if (cls.excluded) {
-      sets.set(names.excluded, { options: SCOPED_NETS_OPTIONS, entries: nets(cls.excluded) });
+      sets.set(names.excluded, { options: netsOptions, entries: nets(cls.excluded) });
     }
   }
   return sets;
@@ -123,7 +138,10 @@ function entryOf(words: readonly string[]): [string, string] | undefined {
 }
 
 /** Parses the scoped sets out of `ipset save` text (other sets are ignored). */
-export function parseScopedSets(text: string): Map<string, LiveScopedSet> {
+export function parseScopedSets(
+  text: string,
+  f: IpsetFamily = IPSET_V4,
+): Map<string, LiveScopedSet> {
   const sets = new Map<
     string,
     {
@@ -135,7 +153,7 @@ export function parseScopedSets(text: string): Map<string, LiveScopedSet> {
   for (const raw of text.split("\n")) {
     const line = raw.trim();
     const words = line.split(/\s+/);
-    if (!words[1]?.startsWith(SCOPED_PREFIX)) continue;
+    if (!words[1]?.startsWith(f.scopedPrefix)) continue;
     if (words[0] === "create") sets.set(words[1], { header: line, entries: new Map() });
     else if (words[0] === "add") {
       const set = sets.get(words[1]);

@@ -1,0 +1,290 @@
+/**
+ * IPv6 and dual stack on the iptables backend, against the fake kernel (as
+ * strict as ip6tables-restore, ipset and `ip -6` about families): each family
+ * gets its own chains, sets, rules and routes from its part of the intent;
+ * an IPv4-only cluster never touches IPv6; delete gives back the baseline.
+ */
+import fc from "fast-check";
+import assert from "node:assert/strict";
+import { formatIp, parseIPv4 } from "../core/ip.ts";
+import { isEmpty, planDelete, planPass, type Transaction } from "../core/plan.ts";
+import { type RawSnapshot, validateSnapshot } from "../core/snapshot.ts";
+import { FakeKernel } from "./fake_kernel.ts";
+import { raw, testConfig } from "./helpers.ts";
+
+const dual = testConfig({
+  podCidrs: ["10.244.0.0/16", "fd00:10:244::/56"],
+  serviceCidrs: ["10.96.0.0/12", "fd00:10:96::/112"],
+});
+const MASQ6 = "-s fd00:10:244::/56 ! -d fd00:10:244::/56 -j MASQUERADE";
+
+function dualSnapshot(extra: Record<string, string> = {}) {
+  const { snapshot, problems } = validateSnapshot(
+    raw(
+      { "192.0.2.50": "5", "2001:db8::50": "5", "2001:db8::51": "6" },
+      {
+        "10.244.1.5": "192.0.2.50",
+        "fd00:10:244::5": "2001:db8::50",
+        "fd00:10:244:1::7": "2001:db8::51",
+        ...extra,
+      },
+    ),
+    dual,
+  );
+  assert.deepEqual(problems, []);
+  return snapshot;
+}
+
+function kernelWith(addresses: string[]) {
+  const kernel = new FakeKernel();
+  kernel.interfaces.set("eth0", addresses);
+  kernel.tables6.set("nat", {
+    chains: new Map([
+      ["PREROUTING", []],
+      ["INPUT", []],
+      ["OUTPUT", []],
+      ["POSTROUTING", [MASQ6]],
+    ]),
+  });
+  return kernel;
+}
+
+Deno.test("dual stack: each family gets its chains, sets, rules and routes; the next pass writes nothing", () => {
+  // This node holds the IPv6 VIP 2001:db8::51 only; the dual-stack VIP (route id 5) is elsewhere.
+  const kernel = kernelWith(["192.0.2.11", "2001:db8::11", "2001:db8::51"]);
+  const snap = dualSnapshot();
+  const { transaction } = planPass(snap, dual, kernel.live(dual));
+  assert.deepEqual(transaction.steps.map((s) => s.tool), [
+    "ip",
+    "ip6",
+    "ipset",
+    "iptables",
+    "ipset",
+    "ip6tables",
+  ]);
+  kernel.apply(transaction);
+  assert.equal(isEmpty(planPass(snap, dual, kernel.live(dual)).transaction), true);
+
+  // One route id, one mark, a rule and a route in each family's table 5.
+  assert.deepEqual(kernel.rules.map((r) => [r.fwmark, r.table]), [["0x5", 5]]);
+  assert.deepEqual(kernel.rules6.map((r) => [r.fwmark, r.table]), [["0x5", 5]]);
+  assert.deepEqual(kernel.routes.map((r) => r.gateway), ["192.0.2.50"]);
+  assert.deepEqual(kernel.routes6.map((r) => [r.table, r.gateway]), [[5, "2001:db8::50"]]);
+  assert.deepEqual([...kernel.sets.get("kube-egress6-pods")!.entries.keys()], [
+    "fd00:10:244::5",
+    "fd00:10:244:1::7",
+  ]);
+  assert.deepEqual([...kernel.sets.get("kube-egress-pods")!.entries.keys()], ["10.244.1.5"]);
+  assert.match(kernel.sets.get("kube-egress6-pods")!.header, /^hash:ip family inet6 /);
+  assert.deepEqual([...kernel.sets.get("kube-egress6-nosteer")!.entries.keys()], [
+    "fd00:10:96::/112",
+    "fd00:10:244::/56",
+  ]);
+  const nat6 = kernel.iptablesSave("nat", false, "ipv6");
+  assert.match(
+    nat6,
+    /--comment "kube-egress 2001:db8::51 holder" -j SNAT --to-source 2001:db8::51/,
+  );
+  assert.match(nat6, /--comment "kube-egress 2001:db8::50 forward" -j ACCEPT/);
+  // The jump comes before the CNI's IPv6 masquerade.
+  assert.deepEqual(kernel.tables6.get("nat")!.chains.get("POSTROUTING"), [
+    "-m comment --comment kube-egress -j KUBE-EGRESS-SNAT",
+    MASQ6,
+  ]);
+  assert.match(
+    kernel.iptablesSave("mangle", false, "ipv6"),
+    /-s fd00:10:244::\/56 -m set ! --match-set kube-egress6-nosteer dst/,
+  );
+  // The IPv4 nat table knows nothing of IPv6.
+  assert.doesNotMatch(kernel.iptablesSave("nat"), /2001:db8/);
+});
+
+Deno.test("dual stack: a role change in one family flushes that family's connections only", () => {
+  const kernel = kernelWith(["192.0.2.11", "2001:db8::11"]);
+  const snap = dualSnapshot();
+  kernel.apply(planPass(snap, dual, kernel.live(dual)).transaction);
+  // The IPv6 half of the dual-stack VIP arrives; its IPv4 half (same mark) stays elsewhere.
+  kernel.interfaces.get("eth0")!.push("2001:db8::50");
+  const { transaction } = planPass(snap, dual, kernel.live(dual));
+  kernel.apply(transaction);
+  assert.deepEqual(
+    transaction.steps.map((s) => [s.tool, s.lines]).filter(([t]) => t !== "ip6tables"),
+    [
+      ["conntrack", ["-D -f ipv6 --mark 0x5/0xff"]],
+      ["ip6", [
+        "rule del pref 1000 fwmark 0x5/0xff lookup 5 proto 233",
+        "route del default via 2001:db8::50 dev eth0 onlink table 5 proto 233",
+      ]],
+    ],
+  );
+  assert.deepEqual(kernel.rules.map((r) => r.table), [5], "the IPv4 half still forwards");
+});
+
+Deno.test("dual stack: an IPv4-only cluster never touches IPv6, even with IPv6 VIPs given", () => {
+  const v4 = testConfig();
+  const kernel = kernelWith(["192.0.2.11", "2001:db8::11"]);
+  const ipv6 = (k: FakeKernel) =>
+    JSON.stringify([
+      k.iptablesSave("mangle", false, "ipv6"),
+      k.iptablesSave("nat", false, "ipv6"),
+      [...k.sets.keys()].filter((n) => n.startsWith("kube-egress6")),
+      k.rules6,
+      k.routes6,
+    ]);
+  const before = ipv6(kernel);
+  const { snapshot } = validateSnapshot(
+    raw({ "192.0.2.50": "5", "2001:db8::50": "6" }, { "10.244.1.5": "192.0.2.50" }),
+    v4,
+  );
+  const { transaction } = planPass(snapshot, v4, kernel.live(v4));
+  assert.equal(transaction.steps.some((s) => s.tool === "ip6" || s.tool === "ip6tables"), false);
+  kernel.apply(transaction);
+  assert.equal(ipv6(kernel), before);
+  assert.equal(kernel.tables6.get("mangle"), undefined);
+});
+
+Deno.test("dual stack: delete gives back the baseline of both families; turning IPv6 off removes its objects", () => {
+  const kernel = kernelWith(["192.0.2.11", "2001:db8::11", "2001:db8::51"]);
+  const baseline = kernel.dump();
+  kernel.apply(planPass(dualSnapshot(), dual, kernel.live(dual)).transaction);
+  assert.notEqual(kernel.dump(), baseline);
+  kernel.apply(planDelete(kernel.live(dual), dual));
+  assert.equal(kernel.dump(), baseline);
+
+  kernel.apply(planPass(dualSnapshot(), dual, kernel.live(dual)).transaction);
+  const v4 = testConfig();
+  const { snapshot } = validateSnapshot(
+    raw({ "192.0.2.50": "5" }, { "10.244.1.5": "192.0.2.50" }),
+    v4,
+  );
+  kernel.apply(planPass(snapshot, v4, kernel.live(v4)).transaction);
+  assert.deepEqual(kernel.rules6, []);
+  assert.deepEqual(kernel.routes6, []);
+  assert.deepEqual([...kernel.sets.keys()].filter((n) => n.startsWith("kube-egress6")), []);
+  assert.doesNotMatch(kernel.iptablesSave("nat", false, "ipv6"), /KUBE-EGRESS/);
+});
+
+/** a.b.c.d → fd00::a.b.c.d and /n → /96+n: every order and containment kept. */
+function toV6(text: string): string {
+  const [addr, len] = text.split("/");
+  const v4 = parseIPv4(addr);
+  if (v4 === undefined) return text;
+  const v6 = formatIp((0xfd00n << 112n) | BigInt(v4));
+  return len === undefined ? v6 : `${v6}/${Number(len) + 96}`;
+}
+
+/** A class's sets are named by a hash of its ranges' text (a name, not a behaviour): numbered in order of appearance. */
+function unnamed(steps: readonly { tool: string; lines: readonly string[] }[]) {
+  const ids = new Map<string, number>();
+  return steps.map((s) => ({
+    tool: s.tool,
+    lines: s.lines.map((l) =>
+      l.replace(/-s([pdx])-([0-9a-f]{8})\b/g, (_, kind, id) => {
+        if (!ids.has(id)) ids.set(id, ids.size);
+        return `-s${kind}-#${ids.get(id)}`;
+      })
+    ),
+  }));
+}
+
+/** An IPv4 transaction's text as the IPv6 one must be: addresses mapped, IPv6 tools, sets and flags. */
+function asIPv6(tx: Transaction) {
+  const tools: Record<string, string> = { ip: "ip6", iptables: "ip6tables" };
+  return tx.steps.map((s) => ({
+    tool: tools[s.tool] ?? s.tool,
+    lines: s.lines.map((line) =>
+      line.replace(/\b\d{1,3}(\.\d{1,3}){3}(\/\d{1,2})?\b/g, (m) => toV6(m))
+        .replaceAll("kube-egress-", "kube-egress6-")
+        .replaceAll("family inet ", "family inet6 ")
+        .replaceAll("-f ipv4", "-f ipv6")
+    ),
+  }));
+}
+
+const vipIp = fc.integer({ min: 40, max: 60 }).map((n) => `192.0.2.${n}`);
+const podIp = fc.tuple(fc.integer({ min: 0, max: 3 }), fc.integer({ min: 2, max: 40 }))
+  .map(([a, b]) => `10.244.${a}.${b}`);
+// One destination class per run: classes are ordered by a hash of their ranges' text, which
+// differs between the families (the intent-level property in plan_property.test.ts covers many).
+const raw4: fc.Arbitrary<RawSnapshot> = fc.record({
+  vips: fc.array(fc.record({ ip: vipIp, routeId: fc.integer({ min: 1, max: 12 }) }), {
+    maxLength: 6,
+  }),
+  pods: fc.array(fc.record({ podIp, vip: vipIp, scoped: fc.boolean() }), { maxLength: 20 }),
+  destinations: fc.subarray(["203.0.113.0/24", "198.51.100.0/25"], { minLength: 1 }),
+}).map(({ vips, pods, destinations }) => ({
+  vips: vips.map((v, i) => ({ origin: `vips/${i}`, ...v })),
+  pods: pods.map((p, i) => ({
+    origin: `pods/${i}`,
+    podIp: p.podIp,
+    vip: p.vip,
+    ...(p.scoped ? { destinations } : {}),
+  })),
+  problems: [],
+  failClosed: pods.slice(0, 2).map((p, i) => ({ origin: `guard/${i}`, podIp: p.podIp })),
+}));
+
+Deno.test("property: planning is family-independent: an IPv6-only cluster gets the IPv4 operations, mapped", () => {
+  const v4 = testConfig({ excludeCidrs: ["192.0.2.0/28"] });
+  const v6 = testConfig({
+    podCidrs: v4.podCidrs.map(toV6),
+    serviceCidrs: v4.serviceCidrs.map(toV6),
+    excludeCidrs: v4.excludeCidrs.map(toV6),
+  });
+  const held = fc.subarray(["192.0.2.40", "192.0.2.45", "192.0.2.50"]);
+  fc.assert(
+    fc.property(fc.array(fc.tuple(raw4, held), { minLength: 1, maxLength: 3 }), (passes) => {
+      const k4 = new FakeKernel();
+      const k6 = new FakeKernel();
+      for (const [snap4, addresses] of passes) {
+        k4.interfaces.set("eth0", ["192.0.2.11", ...addresses]);
+        k6.interfaces.set("eth0", ["192.0.2.11", toV6("192.0.2.11"), ...addresses.map(toV6)]);
+        const snap6: RawSnapshot = {
+          vips: snap4.vips.map((v) => ({ ...v, ip: toV6(String(v.ip)) })),
+          pods: snap4.pods.map((p) => ({
+            ...p,
+            podIp: toV6(String(p.podIp)),
+            vip: toV6(String(p.vip)),
+            ...(p.destinations ? { destinations: (p.destinations as string[]).map(toV6) } : {}),
+          })),
+          problems: [],
+          failClosed: snap4.failClosed!.map((g) => ({ ...g, podIp: toV6(String(g.podIp)) })),
+        };
+        const a = planPass(validateSnapshot(snap4, v4).snapshot, v4, k4.live(v4)).transaction;
+        const b = planPass(validateSnapshot(snap6, v6).snapshot, v6, k6.live(v6)).transaction;
+        assert.deepEqual(unnamed(b.steps), unnamed(asIPv6(a)));
+        k4.apply(a);
+        k6.apply(b);
+      }
+      // And back to the baseline, in either family.
+      k6.apply(planDelete(k6.live(v6), v6));
+      assert.deepEqual(k6.rules6, []);
+      assert.deepEqual(k6.sets.size, 0);
+    }),
+    { numRuns: 150 },
+  );
+});
+
+Deno.test("dual stack: the real host's reads and applies (cmd/system.ts) program and read back both families", async () => {
+  const kernel = kernelWith(["192.0.2.11", "2001:db8::11", "2001:db8::51"]);
+  const host = kernel.host();
+  const snap = dualSnapshot();
+  for (const ourChainsOnly of [false, true]) {
+    const live = await host.readLive(dual, { ourChainsOnly });
+    await host.apply(planPass(snap, dual, live).transaction);
+    const again = await host.readLive(dual, { ourChainsOnly });
+    assert.deepEqual(
+      planPass(snap, dual, again).transaction.steps,
+      [],
+      `ourChainsOnly ${ourChainsOnly}`,
+    );
+    assert.deepEqual(again.ipv6?.routes.addresses, ["2001:db8::11", "2001:db8::51"]);
+    assert.deepEqual([...again.ipv6!.sets.pods.keys()], ["fd00:10:244::5", "fd00:10:244:1::7"]);
+  }
+  // An IPv4-only cluster's quick pass does not even read IPv6.
+  const v4 = testConfig();
+  assert.equal((await host.readLive(v4, { ourChainsOnly: true })).ipv6, undefined);
+  await host.apply(planDelete(await host.readLive(dual), dual));
+  assert.deepEqual(kernel.rules6, []);
+  assert.deepEqual([...kernel.sets.keys()], []);
+});
