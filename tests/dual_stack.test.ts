@@ -110,11 +110,11 @@ Deno.test("dual stack: a role change in one family flushes that family's connect
   assert.deepEqual(
     transaction.steps.map((s) => [s.tool, s.lines]).filter(([t]) => t !== "ip6tables"),
     [
-      ["conntrack", ["-D -f ipv6 --mark 0x5/0xff"]],
       ["ip6", [
         "rule del pref 1000 fwmark 0x5/0xff lookup 5 proto 233",
         "route del default via 2001:db8::50 dev eth0 onlink table 5 proto 233",
       ]],
+      ["conntrack", ["-D -f ipv6 --mark 0x5/0xff"]],
     ],
   );
   assert.deepEqual(kernel.rules.map((r) => r.table), [5], "the IPv4 half still forwards");
