@@ -535,8 +535,17 @@ export async function runDualStory(
   const deleted = await Promise.all(
     cluster.nodes.map((n) => agentCommand(cluster, n, "delete", driver.agentFlags)),
   );
+  // A failed delete is told and the story goes on: the table and the baseline show what it left.
   deleted.forEach((r, i) => {
-    if (r.code !== 0) throw new Error(`delete on node${i + 1} failed: ${r.stderr}`);
+    if (r.code !== 0) {
+      const family = /IPv6/.test(r.stderr) ? "IPv6" : /IPv4/.test(r.stderr) ? "IPv4" : "both";
+      problem(
+        family,
+        `delete on node${i + 1} failed (exit ${r.code}): ${
+          r.stderr.trim().split("\n").join(" / ")
+        }`,
+      );
+    }
   });
   const gone = await waitHolders(
     cluster,
