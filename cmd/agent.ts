@@ -20,14 +20,8 @@ import {
 } from "../core/plan.ts";
 import type { DatapathConfig } from "../core/schema.ts";
 import { rememberOriginals } from "../core/sysctl.ts";
-import {
-  formatProblem,
-  type Problem,
-  type RawSnapshot,
-  type Snapshot,
-  validateSnapshot,
-  ValidationMemo,
-} from "../core/snapshot.ts";
+import { formatProblem, type Problem, type RawSnapshot, type Snapshot } from "../core/snapshot.ts";
+import { DeltaValidation } from "../core/snapshot_delta.ts";
 import type { Logger } from "./log.ts";
 import {
   readRpFilterOriginals,
@@ -209,8 +203,11 @@ export class Agent {
   #lastErrorLog = 0;
   /** Our sets as the last pass left them; dropped whenever a pass fails. */
   #known: Known = {};
-  /** The schema results of the last validation's pod entries (most stay the same). */
-  readonly #memo = new ValidationMemo();
+  /**
+   * Validation that follows the source's deltas pod by pod (core/snapshot_delta.ts), and keeps
+   * the schema results of the last full validation's pod entries (most stay the same).
+   */
+  readonly #validation = new DeltaValidation();
   /** A pass has succeeded: the other backend's leftovers were read (and removed) then. */
   #leftoversChecked = false;
   /** Conntrack flushes a failed pass still owes (its roles changed, its flush did not run). */
@@ -247,7 +244,7 @@ export class Agent {
       const raw = await this.#settings.readInputs(trigger);
       const inputsRead = performance.now();
       if (raw !== this.#validated?.raw) {
-        this.#validated = { raw, ...validateSnapshot(raw, config, this.#memo) };
+        this.#validated = { raw, ...this.#validation.validate(raw, config) };
       }
       const validated = performance.now();
       const { snapshot, problems } = this.#validated;

@@ -9,6 +9,12 @@
  * Its addresses stay in force until a live slice lists them again (the
  * controller republishes within a round) or HOLD_MS passes, so an agent never
  * reads such a deletion as "these pods left".
+ *
+ * A pod change rewrites one slice; the snapshot after it is the last one with
+ * the addresses of that slice looked at again, and says so (a `PodDelta`), so
+ * that the agent validates those addresses, not every selected pod
+ * (core/snapshot_delta.ts). VIP and Node changes, slices held after a deletion
+ * and fail-closed slices rebuild it in full.
  */
 import { EGRESS_SLICES, EGRESS_VIPS, NODES } from "../../core/kube/resources.ts";
 import {
@@ -24,7 +30,8 @@ import { readVip } from "../../core/kube/selection.ts";
 import { type SliceRecord, sliceRecord } from "../../core/kube/slices.ts";
 import { eligibleVips } from "../../core/kube/placement.ts";
 import { compareIp } from "../../core/ip.ts";
-import type { RawGuard, RawPod, RawSnapshot, RawVip } from "../../core/snapshot.ts";
+import type { RawGuard, RawPod, RawVip } from "../../core/snapshot.ts";
+import type { DeltaSnapshot } from "../../core/snapshot_delta.ts";
 import type { Logger } from "../log.ts";
 import type { KubeClient } from "./client.ts";
 import { Reflector } from "./reflector.ts";
@@ -54,6 +61,25 @@ function sameVip(a: CustomRecord, b: CustomRecord): boolean {
   return sameForSelection(a, b) && nodes(a) === nodes(b);
 }
 
+/** A pod IP's entry as a slice steers it. */
+function podEntry(slice: SliceRecord, podIp: string, vip: string): RawPod {
+  return {
+    origin: `EgressSlice ${slice.name}`,
+    podIp,
+    vip,
+    ...(slice.egress.destinations ? { destinations: slice.egress.destinations } : {}),
+    ...(slice.egress.excluded ? { excluded: slice.egress.excluded } : {}),
+  };
+}
+
+/** Entries that steer alike, from the same slice (so that problems name the same origin). */
+function sameEntry(a: RawPod | undefined, b: RawPod | undefined): boolean {
+  if (a === undefined || b === undefined) return a === b;
+  return a.origin === b.origin && a.vip === b.vip &&
+    JSON.stringify(a.destinations) === JSON.stringify(b.destinations) &&
+    JSON.stringify(a.excluded) === JSON.stringify(b.excluded);
+}
+
 export class SliceSource {
   readonly slices: Reflector<SliceRecord>;
   readonly vips: Reflector<CustomRecord>;
@@ -64,8 +90,16 @@ export class SliceSource {
   readonly #syncTimeoutMs: number;
   readonly #holdMs: number;
   #version = 0;
-  #inputs?: { version: number; value: RawSnapshot };
+  #inputs?: { version: number; value: DeltaSnapshot };
   #holdTimer?: ReturnType<typeof setTimeout>;
+  /** Pod IP → the live slices that steer it (not guard-only): a name, or the sorted names. */
+  readonly #steering = new Map<string, string | string[]>();
+  /** Pod IPs whose slices changed since the last snapshot. */
+  readonly #changedIps = new Set<string>();
+  /** The next snapshot is built in full (VIPs or the Node changed, slices held, guards). */
+  #rebuild = true;
+  /** The last snapshot, its entries by pod IP and the VIP addresses it used. */
+  #last?: { raw: DeltaSnapshot; byIp: Map<string, RawPod>; vipIps: Map<string, string> };
 
   constructor(
     readonly client: KubeClient,
@@ -84,6 +118,14 @@ export class SliceSource {
         for (const listener of this.#listeners) listener();
       },
     };
+    // Everything but the slices' addresses: the snapshot is rebuilt.
+    const rebuilding = {
+      ...common,
+      onChange: (significant: boolean) => {
+        if (significant) this.#rebuild = true;
+        common.onChange(significant);
+      },
+    };
     this.slices = new Reflector<SliceRecord>(client, log, {
       ...common,
       resource: EGRESS_SLICES,
@@ -91,14 +133,14 @@ export class SliceSource {
       onItem: (name, before, after) => this.#sliceChanged(name, before, after),
     });
     this.vips = new Reflector<CustomRecord>(client, log, {
-      ...common,
+      ...rebuilding,
       resource: EGRESS_VIPS,
       reduce: customRecord,
       equivalent: sameVip,
     });
     // Only this node's object: a field selector on its name.
     this.nodes = new Reflector<NodeRecord>(client, log, {
-      ...common,
+      ...rebuilding,
       resource: NODES,
       reduce: nodeRecord,
       equivalent: sameRecord,
@@ -132,12 +174,14 @@ export class SliceSource {
   }
 
   #sliceChanged(name: string, before: SliceRecord | undefined, after: SliceRecord | undefined) {
+    this.#follow(name, before, after);
     if (after && !after.deleting) {
       // Republished under its name: nothing to hold any more.
-      this.#held.delete(name);
+      if (this.#held.delete(name)) this.#rebuild = true;
       return;
     }
     if (before && before.pods.length > 0) {
+      this.#rebuild = true;
       this.#held.set(name, { slice: before, until: Date.now() + this.#holdMs });
       this.log.warn("EgressSlice deleted with pods in it; keeping them until republished", {
         slice: name,
@@ -146,6 +190,41 @@ export class SliceSource {
       });
       this.#armHoldTimer();
     }
+  }
+
+  /** Keeps #steering as the live slices are; notes the addresses they changed. */
+  #follow(name: string, before: SliceRecord | undefined, after: SliceRecord | undefined) {
+    if (before?.egress.failClosed || after?.egress.failClosed) this.#rebuild = true;
+    const steers = (s: SliceRecord | undefined) =>
+      s && !s.deleting && !s.egress.guardOnly ? s.pods : [];
+    for (const ip of steers(before)) {
+      const names = this.#steering.get(ip);
+      if (names === name) this.#steering.delete(ip);
+      else if (Array.isArray(names)) {
+        const rest = names.filter((n) => n !== name);
+        this.#steering.set(ip, rest.length === 1 ? rest[0] : rest);
+      }
+      this.#changedIps.add(ip);
+    }
+    for (const ip of steers(after)) {
+      const names = this.#steering.get(ip);
+      if (names === undefined) this.#steering.set(ip, name);
+      else if (names !== name && !(Array.isArray(names) && names.includes(name))) {
+        this.#steering.set(ip, [...(Array.isArray(names) ? names : [names]), name].sort());
+      }
+      this.#changedIps.add(ip);
+    }
+  }
+
+  /** The entry of a pod IP: from the first live slice by name that steers it to a known VIP. */
+  #entry(ip: string, vipIps: ReadonlyMap<string, string>): RawPod | undefined {
+    const names = this.#steering.get(ip);
+    for (const name of names === undefined ? [] : Array.isArray(names) ? names : [names]) {
+      const slice = this.slices.store.get(name);
+      const vip = slice && vipIps.get(slice.egress.vip);
+      if (vip !== undefined) return podEntry(slice!, ip, vip);
+    }
+    return undefined;
   }
 
   #armHoldTimer() {
@@ -167,7 +246,7 @@ export class SliceSource {
   }
 
   /** The agent's readInputs: the published selection as a RawSnapshot for this node. */
-  readInputs = async (): Promise<RawSnapshot> => {
+  readInputs = async (): Promise<DeltaSnapshot> => {
     await this.waitForSync();
     if (this.#inputs?.version !== this.#version) {
       this.#inputs = { version: this.#version, value: this.snapshot(Date.now()) };
@@ -175,8 +254,36 @@ export class SliceSource {
     return this.#inputs.value;
   };
 
-  /** Builds the snapshot now (`now` decides which held slices expired). */
-  snapshot(now: number): RawSnapshot {
+  /**
+   * The snapshot now (`now` decides which held slices expired): the last one with the changed
+   * addresses looked at again (and a delta saying which), or built in full.
+   */
+  snapshot(now: number): DeltaSnapshot {
+    const last = this.#last;
+    if (this.#rebuild || last === undefined || this.#held.size > 0) return this.#full(now);
+    const { byIp, vipIps } = last;
+    const changed = new Map<string, RawPod[]>();
+    for (const ip of this.#changedIps) {
+      const before = byIp.get(ip);
+      const entry = this.#entry(ip, vipIps);
+      if (entry) byIp.set(ip, entry);
+      else byIp.delete(ip);
+      if (!sameEntry(before, entry)) changed.set(ip, entry ? [entry] : []);
+    }
+    this.#changedIps.clear();
+    const raw: DeltaSnapshot = {
+      ...last.raw,
+      pods: [...byIp.values()],
+      delta: { base: last.raw, pods: changed },
+    };
+    this.#last = { raw, byIp, vipIps };
+    return raw;
+  }
+
+  /** Builds the snapshot from every slice, VIP and held slice. */
+  #full(now: number): DeltaSnapshot {
+    this.#rebuild = false;
+    this.#changedIps.clear();
     const node = this.options.nodeName ? this.nodes.store.get(this.options.nodeName) : undefined;
     const eligible = node ? eligibleVips(this.vips.store.values(), node) : undefined;
     const vipIps = new Map<string, string>();
@@ -222,13 +329,7 @@ export class SliceSource {
       for (const podIp of slice.pods) {
         // An address in two slices (a move under way): the first by name, never both.
         if (byIp.has(podIp)) continue;
-        byIp.set(podIp, {
-          origin: `EgressSlice ${slice.name}`,
-          podIp,
-          vip,
-          ...(slice.egress.destinations ? { destinations: slice.egress.destinations } : {}),
-          ...(slice.egress.excluded ? { excluded: slice.egress.excluded } : {}),
-        });
+        byIp.set(podIp, podEntry(slice, podIp, vip));
       }
     };
     const live = [...this.slices.store.values()].filter((s) => !s.deleting)
@@ -244,12 +345,14 @@ export class SliceSource {
       }
       add(slice);
     }
-    return {
+    const raw: DeltaSnapshot = {
       vips,
       pods: [...byIp.values()],
       problems: [],
       ...(guards.size > 0 ? { failClosed: [...guards.values()] } : {}),
     };
+    this.#last = { raw, byIp, vipIps };
+    return raw;
   }
 
   watchInputs = (onChange: () => void): { stop(): void } => {

@@ -204,3 +204,64 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name:
+    "slice source: after a slice rewrite the snapshot is a delta of the last one (the addresses whose entry changed), equal to a rebuild",
+  ...opts,
+  fn: () =>
+    withOfficeSource([
+      slice("office-a-0", ["10.244.1.2", "10.244.1.3"]),
+      slice("office-a-1", ["10.244.1.4"]),
+    ], async ({ api, s }) => {
+      const byIp = (raw: { pods: readonly { podIp: unknown }[] }) =>
+        [...raw.pods].sort((a, b) => String(a.podIp) < String(b.podIp) ? -1 : 1);
+      const rebuilt = async () => {
+        const { client, source: fresh } = await source(api);
+        try {
+          return await fresh.readInputs();
+        } finally {
+          await fresh.stop();
+          client.close();
+        }
+      };
+      let last = await s.readInputs();
+      const step = async (object: Record<string, unknown>, until: (ips: string[]) => boolean) => {
+        api.apply(object);
+        await eventually(async () => until(podsOf(await s.readInputs())), "the slice rewrite");
+        const raw = await s.readInputs();
+        assert.equal(raw.delta?.base, last);
+        assert.deepEqual(byIp(raw), byIp(await rebuilt()));
+        last = raw;
+        return [...raw.delta!.pods.keys()].sort();
+      };
+      // .3 leaves, .5 comes: only those two are looked at again (.2 stays as it was).
+      assert.deepEqual(
+        await step(
+          slice("office-a-0", ["10.244.1.2", "10.244.1.5"]),
+          (ips) => ips.includes("10.244.1.5"),
+        ),
+        ["10.244.1.3", "10.244.1.5"],
+      );
+      // .2 in two slices (a move under way): still the first slice's, nothing changed for it.
+      assert.deepEqual(
+        await step(
+          slice("office-a-1", ["10.244.1.4", "10.244.1.2"]),
+          () => s.slices.store.get("office-a-1")?.pods.length === 2,
+        ),
+        [],
+      );
+      // The move done: .2 is now the second slice's (another origin).
+      assert.deepEqual(
+        await step(
+          slice("office-a-0", ["10.244.1.5"]),
+          () => s.slices.store.get("office-a-0")?.pods.length === 1,
+        ),
+        ["10.244.1.2"],
+      );
+      assert.equal(
+        last.pods.find((p) => p.podIp === "10.244.1.2")?.origin,
+        "EgressSlice office-a-1",
+      );
+    }),
+});
