@@ -4,7 +4,6 @@
  * so there is no ordering between set and rule updates.
  */
 import { type DatapathPlanner, step } from "./datapath.ts";
-import { intentOfFamily } from "./intent.ts";
 import {
   nftAfterApply,
   nftRolesInForce,
@@ -19,16 +18,16 @@ export const nftablesPlanner: DatapathPlanner = {
     return step(
       "nft",
       "update our nftables table",
-      renderNft(planNftables(intentOfFamily(intent, "ipv4"), live.nft)),
+      renderNft(planNftables(intent, live.nft)),
     );
   },
   remove(live) {
     return step("nft", "remove our nftables table", renderNft(removeNftables(live.nft)));
   },
   rolesInForce(live, mask, family = "ipv4") {
-    return family === "ipv4" ? nftRolesInForce(live.nft, mask) : new Map();
+    return nftRolesInForce(live.nft, mask, family);
   },
   afterApply(_live, intent) {
-    return { nft: nftAfterApply(intentOfFamily(intent, "ipv4")) };
+    return { nft: nftAfterApply(intent) };
   },
 };

@@ -23,7 +23,8 @@
  * are compared by those comments, never re-parsed.
  */
 import { cidrContains, compareCidr, formatCidr, parseCidr } from "./ip.ts";
-import type { Intent, VipRole } from "./intent.ts";
+import { enabledPart } from "./datapath.ts";
+import type { Family, Intent, VipRole } from "./intent.ts";
 import { hex, pickedUpMark } from "./marks.ts";
 
 /** Our table's family and name. */
@@ -59,7 +60,56 @@ export interface LiveNftables {
   readonly declarations?: ReadonlyMap<string, string>;
   /** Packets/bytes of each chain's counter (vip-<id>: steered; snat-<id>: new connections). */
   readonly counters: ReadonlyMap<string, { readonly packets: number; readonly bytes: number }>;
+  /**
+   * The IPv6 sets' and maps' elements (pods6, nosteer6, scoped6,
+   * scoped-excluded6, roles6, failclosed6), absent when none exists. Their
+   * chains (vip6-<id>, snat6-<id>) are in `chains` and `snatTo`.
+   */
+  readonly ipv6?: NftFamilyElements;
 }
+
+/** One family's elements, as read or wanted. */
+export interface NftFamilyElements {
+  readonly pods: ReadonlyMap<string, string>;
+  readonly nosteer: ReadonlySet<string>;
+  readonly scoped: ReadonlyMap<string, string>;
+  readonly excluded: ReadonlySet<string>;
+  readonly roles: ReadonlyMap<number, string>;
+  readonly failClosed?: ReadonlySet<string>;
+}
+
+/**
+ * How one family is written in our one `inet` table: its match prefix (`ip`,
+ * `ip6`), its element types, and the suffix of its sets' and chains' names
+ * (IPv4's have none, as before IPv6; IPv6's end in "6": pods6, vip6-<id>).
+ */
+interface NftFamily {
+  readonly family: Family;
+  readonly ip: "ip" | "ip6";
+  readonly addr: "ipv4_addr" | "ipv6_addr";
+  readonly suffix: "" | "6";
+  /** Every address: a class without destination ranges steers towards it. */
+  readonly all: string;
+  /** The interval sets print a one-host element without its prefix length. */
+  readonly host: 32 | 128;
+}
+
+const NFT_V4: NftFamily = {
+  family: "ipv4",
+  ip: "ip",
+  addr: "ipv4_addr",
+  suffix: "",
+  all: "0.0.0.0/0",
+  host: 32,
+};
+const NFT_V6: NftFamily = {
+  family: "ipv6",
+  ip: "ip6",
+  addr: "ipv6_addr",
+  suffix: "6",
+  all: "::/0",
+  host: 128,
+};
 
 /** No table of ours. */
 export const NO_NFTABLES: LiveNftables = {
@@ -109,13 +159,25 @@ export type NftOp =
     readonly value?: string;
   };
 
-const SETS: readonly NftSetDecl[] = [
-  { name: "pods", type: "ipv4_addr", map: "verdict" },
-  { name: "nosteer", type: "ipv4_addr", interval: true },
-  { name: "scoped", type: "ipv4_addr . ipv4_addr", map: "verdict", interval: true },
-  { name: "scoped-excluded", type: "ipv4_addr . ipv4_addr", interval: true },
-  { name: "roles", type: "mark", map: "verdict" },
-];
+/** A family's sets and maps (nft sets are typed: ipv4_addr or ipv6_addr). */
+function setsOf(f: NftFamily): readonly NftSetDecl[] {
+  const x = f.suffix;
+  return [
+    { name: `pods${x}`, type: f.addr, map: "verdict" },
+    { name: `nosteer${x}`, type: f.addr, interval: true },
+    { name: `scoped${x}`, type: `${f.addr} . ${f.addr}`, map: "verdict", interval: true },
+    { name: `scoped-excluded${x}`, type: `${f.addr} . ${f.addr}`, interval: true },
+    { name: `roles${x}`, type: "mark", map: "verdict" },
+  ];
+}
+
+const SETS = setsOf(NFT_V4);
+const SETS_V6 = setsOf(NFT_V6);
+
+/** Declared only while some pod of the family fails closed. */
+function failClosedSetOf(f: NftFamily): NftSetDecl {
+  return { name: `failclosed${f.suffix}`, type: f.addr };
+}
 
 /** A set's declaration as compared: type, data type, interval. */
 function setSignature(set: NftSetDecl): string {
@@ -129,7 +191,7 @@ const HOOK_PRIORITIES: Readonly<Record<string, number>> = { prerouting: -150, po
 function misdeclared(live: LiveNftables): boolean {
   const have = live.declarations;
   if (!have) return false;
-  for (const set of [...SETS, FAIL_CLOSED_SET]) {
+  for (const set of [...SETS, FAIL_CLOSED_SET, ...SETS_V6, FAIL_CLOSED_SET_V6]) {
     const found = have.get(set.name);
     if (found !== undefined && found !== setSignature(set)) return true;
   }
@@ -142,7 +204,8 @@ function misdeclared(live: LiveNftables): boolean {
 }
 
 /** Declared only while some pod fails closed, so a node without any has exactly the sets above. */
-const FAIL_CLOSED_SET: NftSetDecl = { name: "failclosed", type: "ipv4_addr" };
+const FAIL_CLOSED_SET: NftSetDecl = failClosedSetOf(NFT_V4);
+const FAIL_CLOSED_SET_V6: NftSetDecl = failClosedSetOf(NFT_V6);
 
 const HOOKS: Readonly<Record<string, NftHook>> = {
   prerouting: { type: "filter", hook: "prerouting", priority: "mangle" },
@@ -159,67 +222,97 @@ export function ruleHash(rule: string): string {
   return `ke:${h.toString(16).padStart(8, "0")}`;
 }
 
-const vipChain = (role: VipRole) => `vip-${role.routeId}`;
-const snatChain = (role: VipRole) => `snat-${role.routeId}`;
+const familyOfRole = (role: VipRole) => (role.ip.includes(":") ? NFT_V6 : NFT_V4);
+const vipChain = (role: VipRole) => `vip${familyOfRole(role).suffix}-${role.routeId}`;
+const snatChain = (role: VipRole) => `snat${familyOfRole(role).suffix}-${role.routeId}`;
 
 /** Packets to a VIP that start no connection and belong to none are dropped (no reset from this node). */
 function nftVipGuard(role: VipRole): string[] {
+  const ip = familyOfRole(role).ip;
   return [
-    `ip daddr ${role.ip} tcp flags & (fin | syn | rst | ack) != syn ct state { new, invalid } drop`,
-    `ip daddr ${role.ip} meta l4proto udp ct state { new, invalid } drop`,
+    `${ip} daddr ${role.ip} tcp flags & (fin | syn | rst | ack) != syn ct state { new, invalid } drop`,
+    `${ip} daddr ${role.ip} meta l4proto udp ct state { new, invalid } drop`,
   ];
 }
 
-/** Our chains and their rules for an intent (nft syntax, without the hash comments). */
+/** IPv6 is programmed when the cluster has an IPv6 pod range (`enabledPart`). */
+function ipv6On(intent: Intent): boolean {
+  return enabledPart(intent, "ipv6").podCidrs.length > 0;
+}
+
+/**
+ * Our chains and their rules for an intent (nft syntax, without the hash
+ * comments). Each family's rules match its own packets (`ip`, `ip6`); IPv6's
+ * come after IPv4's, before the rules both families share.
+ */
 export function nftChains(intent: Intent): Map<string, string[]> {
   const { mask } = intent;
   const keep = hex((~mask) >>> 0);
+  const v4 = enabledPart(intent, "ipv4");
+  const v6 = ipv6On(intent) ? enabledPart(intent, "ipv6") : undefined;
   const chains = new Map<string, string[]>();
+  const steer = (part: Intent, f: NftFamily): string[] => {
+    const x = f.suffix;
+    return [
+      // A VIP no longer here: its translated connections' replies are not passed on to the pods
+      // (`vipGoneRule`, core/desired.ts).
+      ...part.roles.map((role) =>
+        `${f.ip} daddr ${role.ip} fib daddr type != local` +
+        " ct direction reply ct status & snat == snat drop"
+      ),
+      // Replicated NAT state: see `vipGuardRules` (core/desired.ts) for why.
+      ...(part.guardVips ? part.roles.flatMap(nftVipGuard) : []),
+      // A pod's TCP connection picked up from the server's side (its entry deleted here while the
+      // server's segments still came through the holder): tagged, so the VIP chain takes the
+      // pod's packets of it, replies to conntrack. See `pickedUpRule` (core/desired.ts).
+      ...(part.podCidrs.length > 0
+        ? [
+          `${f.ip} daddr { ${part.podCidrs.join(", ")} } ${f.ip} saddr != @nosteer${x}` +
+          ` tcp flags & (fin | syn | rst | ack) != syn ct state new` +
+          ` ct mark set ct mark & ${keep} | ${hex(pickedUpMark(mask))}`,
+        ]
+        : []),
+      `${f.ip} daddr @nosteer${x} return`,
+      ...(part.scoped.some((c) => c.excluded)
+        ? [`${f.ip} saddr . ${f.ip} daddr @scoped-excluded${x} return`]
+        : []),
+      `${f.ip} saddr vmap @pods${x}`,
+      ...(part.scoped.length > 0 ? [`${f.ip} saddr . ${f.ip} daddr vmap @scoped${x}`] : []),
+      // Still here: no VIP chain took the packet (core/fail_closed.ts).
+      ...(part.failClosed.length > 0
+        ? [
+          `${f.ip} saddr @failclosed${x} ct direction original drop`,
+          `${f.ip} saddr @failclosed${x} ct state invalid drop`,
+        ]
+        : []),
+    ];
+  };
+  // A pod's INVALID packet no VIP took: NAT never sees it (`dropInvalidUnsteeredRule`).
+  const invalid = (part: Intent, f: NftFamily): string[] =>
+    part.podCidrs.length > 0
+      ? [`${f.ip} saddr { ${part.podCidrs.join(", ")} } ct state invalid drop`]
+      : [];
   chains.set("prerouting", [
-    // A VIP no longer here: its translated connections' replies are not passed on to the pods
-    // (`vipGoneRule`, core/desired.ts).
-    ...intent.roles.map((role) =>
-      `${role.ip.includes(":") ? "ip6" : "ip"} daddr ${role.ip} fib daddr type != local` +
-      " ct direction reply ct status & snat == snat drop"
-    ),
-    // Replicated NAT state: see `vipGuardRules` (core/desired.ts) for why.
-    ...(intent.guardVips ? intent.roles.flatMap(nftVipGuard) : []),
-    // A pod's TCP connection picked up from the server's side (its entry deleted here while the
-    // server's segments still came through the holder): tagged, so the VIP chain takes the
-    // pod's packets of it, replies to conntrack. See `pickedUpRule` (core/desired.ts).
-    ...(intent.podCidrs.length > 0
-      ? [
-        `ip daddr { ${intent.podCidrs.join(", ")} } ip saddr != @nosteer` +
-        ` tcp flags & (fin | syn | rst | ack) != syn ct state new` +
-        ` ct mark set ct mark & ${keep} | ${hex(pickedUpMark(mask))}`,
-      ]
-      : []),
-    "ip daddr @nosteer return",
-    ...(intent.scoped.some((c) => c.excluded)
-      ? ["ip saddr . ip daddr @scoped-excluded return"]
-      : []),
-    "ip saddr vmap @pods",
-    ...(intent.scoped.length > 0 ? ["ip saddr . ip daddr vmap @scoped"] : []),
-    // Still here: no VIP chain took the packet (core/fail_closed.ts).
-    ...(intent.failClosed.length > 0
-      ? [
-        "ip saddr @failclosed ct direction original drop",
-        "ip saddr @failclosed ct state invalid drop",
-      ]
-      : []),
+    ...steer(v4, NFT_V4),
+    ...(v6 ? steer(v6, NFT_V6) : []),
     // A connection we steered, now unmarked and never translated (a forwarder's null
     // binding whose pod or VIP went): it would leave with the pod's own address.
     // See `dropUnnatedRule` (core/desired.ts).
     `ct direction original ct mark & ${
       hex(mask)
     } != 0 ct status & (confirmed | snat) == confirmed drop`,
-    // A pod's INVALID packet no VIP took: NAT never sees it (`dropInvalidUnsteeredRule`).
-    ...(intent.podCidrs.length > 0
-      ? [`ip saddr { ${intent.podCidrs.join(", ")} } ct state invalid drop`]
-      : []),
+    ...invalid(v4, NFT_V4),
+    ...(v6 ? invalid(v6, NFT_V6) : []),
   ]);
-  chains.set("postrouting", [`oifname "${intent.interface}" meta mark & ${hex(mask)} vmap @roles`]);
-  for (const role of intent.roles) {
+  const roles = `oifname "${intent.interface}" meta mark & ${hex(mask)} vmap @roles`;
+  // The families' marks are apart (an IPv4 and an IPv6 VIP may share a route id): each family's
+  // packets go by its own roles map. (A snat of the other family would do nothing at all.)
+  chains.set(
+    "postrouting",
+    v6 ? [`meta nfproto ipv4 ${roles}`, `meta nfproto ipv6 ${roles}6`] : [roles],
+  );
+  for (const role of [...v4.roles, ...(v6?.roles ?? [])]) {
+    const { ip } = familyOfRole(role);
     chains.set(vipChain(role), [
       // On the holder an INVALID packet would leave un-NATed; elsewhere it goes to the holder.
       ...(role.role === "holder" ? ["ct state invalid drop"] : []),
@@ -241,8 +334,8 @@ export function nftChains(intent: Intent): Map<string, string[]> {
     chains.set(snatChain(role), [
       // The nat hook sees a connection's first packet only: the counter counts connections.
       role.role === "holder"
-        ? `counter snat ip to ${role.ip} fully-random`
-        : "counter snat ip to ip saddr",
+        ? `counter snat ${ip} to ${role.ip} fully-random`
+        : `counter snat ${ip} to ${ip} saddr`,
     ]);
   }
   return chains;
@@ -257,10 +350,13 @@ export function outermost(cidrs: readonly string[]): string[] {
   ).map((p) => p.text);
 }
 
-/** The elements each set or map must hold for an intent. */
-export function nftElements(intent: Intent): NftElements {
-  let elements = elementsOf.get(intent);
-  if (elements === undefined) elementsOf.set(intent, elements = computeElements(intent));
+/** The elements each IPv4 (or IPv6) set or map must hold for an intent. */
+export function nftElements(intent: Intent, family: Family = "ipv4"): NftElements {
+  const part = enabledPart(intent, family);
+  let elements = elementsOf.get(part);
+  if (elements === undefined) {
+    elementsOf.set(part, elements = computeElements(part, family === "ipv4" ? NFT_V4 : NFT_V6));
+  }
   return elements;
 }
 
@@ -277,14 +373,14 @@ export interface NftElements {
 /** A pass plans and then records what it applied from one intent: its elements are built once. */
 const elementsOf = new WeakMap<Intent, NftElements>();
 
-function computeElements(intent: Intent): NftElements {
+function computeElements(intent: Intent, f: NftFamily): NftElements {
   const chainOfMark = new Map(intent.roles.map((r) => [r.mark, vipChain(r)]));
   const pods = new Map<string, string>();
   for (const [ip, mark] of intent.podMarks) pods.set(ip, `goto ${chainOfMark.get(mark)}`);
   const scoped = new Map<string, string>();
   const excluded = new Set<string>();
   for (const cls of intent.scoped) {
-    const destinations = outermost(cls.destinations ?? ["0.0.0.0/0"]);
+    const destinations = outermost(cls.destinations ?? [f.all]);
     const exclusions = cls.excluded ? outermost(cls.excluded) : [];
     for (const [ip, mark] of cls.podMarks) {
       for (const range of destinations) {
@@ -303,11 +399,20 @@ function computeElements(intent: Intent): NftElements {
   };
 }
 
+const NO_ELEMENTS: NftFamilyElements = {
+  pods: new Map(),
+  nosteer: new Set(),
+  scoped: new Map(),
+  excluded: new Set(),
+  roles: new Map(),
+};
+
 /**
  * The operations that turn our live table into the intent's, or [] when
  * nothing differs. Declarations are idempotent (`add`), chains are rewritten
  * only when their rules differ, elements are added and deleted one by one,
- * and chains no longer wanted go last, once nothing refers to them.
+ * and chains no longer wanted go last, once nothing refers to them. The IPv6
+ * sets and maps exist while the cluster has an IPv6 pod range.
  */
 export function planNftables(intent: Intent, live: LiveNftables): NftOp[] {
   // A set or base chain of ours declared otherwise (another type, hook or priority) cannot be
@@ -316,13 +421,17 @@ export function planNftables(intent: Intent, live: LiveNftables): NftOp[] {
     return [{ op: "delete table" }, ...planNftables(intent, NO_NFTABLES)];
   }
   const chains = nftChains(intent);
-  const want = nftElements(intent);
+  const v6 = ipv6On(intent);
+  const families = v6 ? [NFT_V4, NFT_V6] : [NFT_V4];
   const body: NftOp[] = [];
   const setOps: NftOp[] = [];
-  for (const set of SETS) if (!live.sets.has(set.name)) setOps.push({ op: "add set", set });
-  const guarded = intent.failClosed.length > 0;
-  if (guarded && !live.sets.has(FAIL_CLOSED_SET.name)) {
-    setOps.push({ op: "add set", set: FAIL_CLOSED_SET });
+  const guarded = (f: NftFamily) => enabledPart(intent, f.family).failClosed.length > 0;
+  for (const f of families) {
+    for (const set of setsOf(f)) if (!live.sets.has(set.name)) setOps.push({ op: "add set", set });
+    const failClosed = failClosedSetOf(f);
+    if (guarded(f) && !live.sets.has(failClosed.name)) {
+      setOps.push({ op: "add set", set: failClosed });
+    }
   }
   const chainOps: NftOp[] = [];
   for (const [chain, rules] of chains) {
@@ -356,18 +465,27 @@ export function planNftables(intent: Intent, live: LiveNftables): NftOp[] {
     for (const k of wantSet) if (!have.has(k)) elementOps.push({ op: "add element", set, key: k });
   };
   const text = (k: string) => k;
-  diffMap("pods", live.pods, want.pods, text);
-  diffSet("nosteer", live.nosteer, want.nosteer);
-  diffMap("scoped", live.scoped, want.scoped, text);
-  diffSet("scoped-excluded", live.excluded, want.excluded);
-  diffMap("roles", live.roles, want.roles, hex);
-  if (guarded) diffSet(FAIL_CLOSED_SET.name, live.failClosed ?? new Set(), want.failClosed);
+  for (const f of families) {
+    const want = nftElements(intent, f.family);
+    const have: NftFamilyElements = f.family === "ipv4" ? live : live.ipv6 ?? NO_ELEMENTS;
+    const x = f.suffix;
+    diffMap(`pods${x}`, have.pods, want.pods, text);
+    diffSet(`nosteer${x}`, have.nosteer, want.nosteer);
+    diffMap(`scoped${x}`, have.scoped, want.scoped, text);
+    diffSet(`scoped-excluded${x}`, have.excluded, want.excluded);
+    diffMap(`roles${x}`, have.roles, want.roles, hex);
+    if (guarded(f)) {
+      diffSet(failClosedSetOf(f).name, have.failClosed ?? new Set(), want.failClosed);
+    }
+  }
   const staleChains: NftOp[] = [...live.chains.keys()].filter((c) => !chains.has(c)).sort()
     .flatMap((chain) => [{ op: "flush chain", chain }, { op: "delete chain", chain }] as NftOp[]);
-  // The set goes once the rules that use it are rewritten without it (same transaction, after).
-  const staleSets: NftOp[] = !guarded && live.sets.has(FAIL_CLOSED_SET.name)
-    ? [{ op: "delete set", set: FAIL_CLOSED_SET.name }]
-    : [];
+  // A set goes once the rules that use it are rewritten without it (same transaction, after).
+  const staleSets: NftOp[] = [
+    ...(!guarded(NFT_V4) ? [FAIL_CLOSED_SET] : []),
+    ...(!v6 ? SETS_V6 : []),
+    ...(!v6 || !guarded(NFT_V6) ? [FAIL_CLOSED_SET_V6] : []),
+  ].filter((set) => live.sets.has(set.name)).map((set) => ({ op: "delete set", set: set.name }));
   body.push(...setOps, ...chainOps, ...elementOps, ...staleChains, ...staleSets);
   if (body.length === 0) return [];
   return [{ op: "add table" }, ...body];
@@ -444,7 +562,11 @@ type Json = Record<string, unknown>;
 
 /** One set element's key as we write it: "a.b.c.d", "a.b.c.d/n", "a . b/n", or a mark number. */
 function elementKey(value: unknown, interval: boolean): string {
-  if (typeof value === "string") return interval && !value.includes("/") ? `${value}/32` : value;
+  if (typeof value === "string") {
+    return interval && !value.includes("/")
+      ? `${value}/${value.includes(":") ? NFT_V6.host : NFT_V4.host}`
+      : value;
+  }
   if (typeof value === "number") return String(value);
   const v = value as Json;
   if (v.prefix) {
@@ -486,6 +608,14 @@ export function parseNftJson(text: string): LiveNftables {
   const failClosed = new Set<string>();
   const counters = new Map<string, { packets: number; bytes: number }>();
   const declarations = new Map<string, string>();
+  const v6 = {
+    pods: new Map<string, string>(),
+    nosteer: new Set<string>(),
+    scoped: new Map<string, string>(),
+    excluded: new Set<string>(),
+    roles: new Map<number, string>(),
+    failClosed: new Set<string>(),
+  };
   let present = false;
   for (const item of items) {
     // `nft list chains inet` lists every inet table's chains: only ours count.
@@ -527,11 +657,17 @@ export function parseNftJson(text: string): LiveNftables {
           if (name === "pods") pods.set(k, target);
           else if (name === "scoped") scoped.set(k, target);
           else if (name === "roles") roles.set(Number(k), target);
+          else if (name === "pods6") v6.pods.set(k, target);
+          else if (name === "scoped6") v6.scoped.set(k, target);
+          else if (name === "roles6") v6.roles.set(Number(k), target);
         } else {
           const k = elementKey(elem, interval);
           if (name === "nosteer") nosteer.add(k);
           else if (name === "scoped-excluded") excluded.add(k);
           else if (name === FAIL_CLOSED_SET.name) failClosed.add(k);
+          else if (name === "nosteer6") v6.nosteer.add(k);
+          else if (name === "scoped-excluded6") v6.excluded.add(k);
+          else if (name === FAIL_CLOSED_SET_V6.name) v6.failClosed.add(k);
         }
       }
     }
@@ -549,6 +685,18 @@ export function parseNftJson(text: string): LiveNftables {
     counters,
     declarations,
     ...(failClosed.size > 0 ? { failClosed } : {}),
+    ...(SETS_V6.some((d) => sets.has(d.name))
+      ? {
+        ipv6: {
+          pods: v6.pods,
+          nosteer: v6.nosteer,
+          scoped: v6.scoped,
+          excluded: v6.excluded,
+          roles: v6.roles,
+          ...(v6.failClosed.size > 0 ? { failClosed: v6.failClosed } : {}),
+        },
+      }
+      : {}),
   };
 }
 
@@ -556,9 +704,11 @@ export function parseNftJson(text: string): LiveNftables {
 export function nftRolesInForce(
   live: LiveNftables,
   mask: number,
+  family: Family = "ipv4",
 ): Map<number, VipRole["role"]> {
   const roles = new Map<number, VipRole["role"]>();
-  for (const [mark, target] of live.roles) {
+  const map = family === "ipv4" ? live.roles : live.ipv6?.roles ?? new Map<number, string>();
+  for (const [mark, target] of map) {
     if ((mark & ~mask) !== 0) continue;
     const chain = target.replace(/^goto /, "");
     roles.set(mark, live.snatTo.has(chain) ? "holder" : "forwarder");
@@ -570,14 +720,22 @@ export function nftRolesInForce(
 export function nftAfterApply(intent: Intent): LiveNftables {
   const want = nftElements(intent);
   const chains = nftChains(intent);
+  const v6 = ipv6On(intent);
   const snatTo = new Map<string, string>();
-  for (const r of intent.roles) if (r.role === "holder") snatTo.set(snatChain(r), r.ip);
+  const roles = [
+    ...enabledPart(intent, "ipv4").roles,
+    ...(v6 ? enabledPart(intent, "ipv6").roles : []),
+  ];
+  for (const r of roles) if (r.role === "holder") snatTo.set(snatChain(r), r.ip);
+  const want6 = v6 ? nftElements(intent, "ipv6") : undefined;
   return {
     present: true,
     chains: new Map([...chains].map(([c, rules]) => [c, rules.map(ruleHash)])),
     sets: new Set([
       ...SETS.map((s) => s.name),
-      ...(intent.failClosed.length > 0 ? [FAIL_CLOSED_SET.name] : []),
+      ...(want.failClosed.size > 0 ? [FAIL_CLOSED_SET.name] : []),
+      ...(want6 ? SETS_V6.map((s) => s.name) : []),
+      ...(want6 && want6.failClosed.size > 0 ? [FAIL_CLOSED_SET_V6.name] : []),
     ]),
     pods: want.pods,
     nosteer: want.nosteer,
@@ -587,6 +745,18 @@ export function nftAfterApply(intent: Intent): LiveNftables {
     snatTo,
     ...(want.failClosed.size > 0 ? { failClosed: want.failClosed } : {}),
     counters: new Map(),
+    ...(want6
+      ? {
+        ipv6: {
+          pods: want6.pods,
+          nosteer: want6.nosteer,
+          scoped: want6.scoped,
+          excluded: want6.excluded,
+          roles: want6.roles,
+          ...(want6.failClosed.size > 0 ? { failClosed: want6.failClosed } : {}),
+        },
+      }
+      : {}),
   };
 }
 

@@ -6,7 +6,16 @@
  */
 import fc from "fast-check";
 import assert from "node:assert/strict";
+import { intentOf } from "../core/intent.ts";
 import { formatIp, parseIPv4 } from "../core/ip.ts";
+import {
+  nftAfterApply,
+  nftChains,
+  nftRolesInForce,
+  NO_NFTABLES,
+  planNftables,
+  renderNft,
+} from "../core/nftables.ts";
 import { isEmpty, planDelete, planPass, type Transaction } from "../core/plan.ts";
 import { type RawSnapshot, validateSnapshot } from "../core/snapshot.ts";
 import { FakeKernel } from "./fake_kernel.ts";
@@ -287,4 +296,94 @@ Deno.test("dual stack: the real host's reads and applies (cmd/system.ts) program
   await host.apply(planDelete(await host.readLive(dual), dual));
   assert.deepEqual(kernel.rules6, []);
   assert.deepEqual([...kernel.sets.keys()], []);
+});
+
+const dualNft = testConfig({ ...dual, backend: "nftables" });
+
+Deno.test("dual stack, nftables: one table, IPv6 sets typed ipv6_addr, IPv6 chains, one transaction; re-planning finds nothing", () => {
+  const intent = intentOf(dualSnapshot(), dualNft, ["192.0.2.11", "2001:db8::51"]);
+  const ops = planNftables(intent, NO_NFTABLES);
+  const sets = ops.flatMap((o) => (o.op === "add set" ? [[o.set.name, o.set.type]] : []));
+  assert.deepEqual(sets, [
+    ["pods", "ipv4_addr"],
+    ["nosteer", "ipv4_addr"],
+    ["scoped", "ipv4_addr . ipv4_addr"],
+    ["scoped-excluded", "ipv4_addr . ipv4_addr"],
+    ["roles", "mark"],
+    ["pods6", "ipv6_addr"],
+    ["nosteer6", "ipv6_addr"],
+    ["scoped6", "ipv6_addr . ipv6_addr"],
+    ["scoped-excluded6", "ipv6_addr . ipv6_addr"],
+    ["roles6", "mark"],
+  ]);
+  const elements = (set: string) =>
+    ops.flatMap((
+      o,
+    ) => (o.op === "add element" && o.set === set ? [`${o.key} ${o.value ?? ""}`] : []));
+  assert.deepEqual(elements("pods6"), [
+    "fd00:10:244::5 goto vip6-5",
+    "fd00:10:244:1::7 goto vip6-6",
+  ]);
+  assert.deepEqual(elements("pods"), ["10.244.1.5 goto vip-5"]);
+  assert.deepEqual(elements("roles6"), ["0x5 goto snat6-5", "0x6 goto snat6-6"]);
+  const chains = nftChains(intent);
+  // Route id 5 is both families' (a dual-stack VIP): each has its own chains and roles map.
+  assert.deepEqual(chains.get("snat-5"), ["counter snat ip to ip saddr"]);
+  assert.deepEqual(chains.get("snat6-5"), ["counter snat ip6 to ip6 saddr"]);
+  assert.deepEqual(chains.get("snat6-6"), ["counter snat ip6 to 2001:db8::51 fully-random"]);
+  assert.deepEqual(chains.get("postrouting"), [
+    'meta nfproto ipv4 oifname "eth0" meta mark & 0xff vmap @roles',
+    'meta nfproto ipv6 oifname "eth0" meta mark & 0xff vmap @roles6',
+  ]);
+  const pre = chains.get("prerouting")!;
+  assert.ok(pre.indexOf("ip6 saddr vmap @pods6") > pre.indexOf("ip saddr vmap @pods"));
+  assert.ok(
+    pre.indexOf("ip6 saddr vmap @pods6") <
+      pre.findIndex((r) => r.startsWith("ct direction original")),
+  );
+  assert.ok(pre.includes("ip6 saddr { fd00:10:244::/56 } ct state invalid drop"));
+  assert.deepEqual(planNftables(intent, nftAfterApply(intent)), []);
+  // Roles per family from the table's own maps: this node holds only the IPv6 VIP of route id 6.
+  const live = nftAfterApply(intent);
+  assert.deepEqual([...nftRolesInForce(live, 0xff, "ipv4")], [[5, "forwarder"]]);
+  assert.deepEqual([...nftRolesInForce(live, 0xff, "ipv6")], [[5, "forwarder"], [6, "holder"]]);
+  // The rendering: one `nft -f` script with the families' element lines.
+  const script = renderNft(ops).join("\n");
+  assert.match(script, /add map inet kube-egress pods6 \{ type ipv6_addr : verdict; \}/);
+  assert.match(
+    script,
+    /add element inet kube-egress nosteer6 \{ fd00:10:96::\/112, fd00:10:244::\/56 \}/,
+  );
+});
+
+Deno.test("dual stack, nftables: an IPv4-only cluster's table is what it always was; turning IPv6 off removes its sets and chains", () => {
+  const v4 = testConfig({ backend: "nftables" });
+  const only4 = intentOf(
+    validateSnapshot(raw({ "192.0.2.50": "5" }, { "10.244.1.5": "192.0.2.50" }), v4).snapshot,
+    v4,
+    [],
+  );
+  const ops4 = planNftables(only4, NO_NFTABLES);
+  assert.doesNotMatch(renderNft(ops4).join("\n"), /ip6|pods6|nfproto/);
+  const both = intentOf(dualSnapshot(), dualNft, []);
+  const off = planNftables(only4, nftAfterApply(both));
+  const deleted = off.filter((o) => o.op === "delete set" || o.op === "delete chain")
+    .map((o) => o.op === "delete set" ? o.set : o.op === "delete chain" ? o.chain : "");
+  assert.deepEqual(deleted, [
+    "snat6-5",
+    "snat6-6",
+    "vip6-5",
+    "vip6-6",
+    "pods6",
+    "nosteer6",
+    "scoped6",
+    "scoped-excluded6",
+    "roles6",
+  ]);
+  // The rules that use them are rewritten first, in the same transaction.
+  const firstDelete = off.findIndex((o) => o.op === "delete set");
+  assert.ok(off.findIndex((o) => o.op === "flush chain" && o.chain === "prerouting") < firstDelete);
+  const after = nftAfterApply(only4);
+  assert.equal(after.ipv6, undefined);
+  assert.deepEqual(planNftables(only4, after), []);
 });
