@@ -28,10 +28,13 @@ import {
   ValidationMemo,
 } from "./snapshot.ts";
 
-/** What changed since `base`: every other pod entry is base's. */
+/** What changed since the snapshot `since` names: every other pod entry is that one's. */
 export interface PodDelta {
-  /** The snapshot this one was derived from (the same object). */
-  readonly base: RawSnapshot;
+  /**
+   * The `version` of the snapshot this one was derived from (a token, not the snapshot: a
+   * chain of snapshots, each holding the one before, would keep them all).
+   */
+  readonly since: object;
   /**
    * Pod IP (canonical) → its entries now (none: it has no entry any more), for
    * every pod IP whose entries differ from base's.
@@ -41,6 +44,8 @@ export interface PodDelta {
 
 /** A raw snapshot that may say what changed since an earlier one. */
 export interface DeltaSnapshot extends RawSnapshot {
+  /** Names this snapshot for the delta of the next one (any object, compared by identity). */
+  readonly version?: object;
   readonly delta?: PodDelta;
 }
 
@@ -52,7 +57,7 @@ interface Entry {
 }
 
 interface State {
-  readonly raw: RawSnapshot;
+  readonly raw: DeltaSnapshot;
   readonly config: Settings;
   readonly snapshot: Snapshot;
   readonly problems: readonly Problem[];
@@ -121,7 +126,8 @@ export class DeltaValidation {
   ): { snapshot: Snapshot; problems: Problem[] } | undefined {
     const delta = raw.delta;
     if (
-      delta === undefined || delta.base !== state.raw || config !== state.config ||
+      delta === undefined || state.raw.version === undefined ||
+      delta.since !== state.raw.version || config !== state.config ||
       raw.vips !== state.raw.vips || !sameProblems(raw.problems, state.raw.problems) ||
       raw.failClosed !== state.raw.failClosed
     ) return undefined;

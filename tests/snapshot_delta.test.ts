@@ -19,7 +19,7 @@ const VIPS = [
 /** A source as the slice source is: a map of pod IP → entries, each snapshot a delta of the last. */
 class Source {
   readonly entries = new Map<string, RawPod[]>();
-  last?: RawSnapshot;
+  last?: DeltaSnapshot;
   constructor(
     public vips: RawSnapshot["vips"] = VIPS,
     public failClosed?: RawSnapshot["failClosed"],
@@ -35,7 +35,10 @@ class Source {
       pods: [...this.entries.values()].flat(),
       problems: [],
       ...(this.failClosed ? { failClosed: this.failClosed } : {}),
-      ...(withDelta && this.last && changed ? { delta: { base: this.last, pods: changed } } : {}),
+      version: {},
+      ...(withDelta && this.last?.version && changed
+        ? { delta: { since: this.last.version, pods: changed } }
+        : {}),
     };
     this.last = raw;
     return raw;

@@ -274,7 +274,8 @@ export class SliceSource {
     const raw: DeltaSnapshot = {
       ...last.raw,
       pods: [...byIp.values()],
-      delta: { base: last.raw, pods: changed },
+      version: {},
+      delta: { since: last.raw.version!, pods: changed },
     };
     this.#last = { raw, byIp, vipIps };
     return raw;
@@ -350,6 +351,7 @@ export class SliceSource {
       pods: [...byIp.values()],
       problems: [],
       ...(guards.size > 0 ? { failClosed: [...guards.values()] } : {}),
+      version: {},
     };
     this.#last = { raw, byIp, vipIps };
     return raw;
