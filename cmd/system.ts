@@ -469,7 +469,8 @@ export function systemHost(
       };
       const [routes, iptables, nft, ipv6] = await Promise.all([
         reader.run(
-          ["ip", "-json", "-N", "-batch", "-"],
+          // -4: without it `route show table all` lists the IPv6 routes of our tables too.
+          ["ip", "-4", "-json", "-N", "-batch", "-"],
           readRoutesBatch(config.interface, config.routeProtocol, v4Pods),
         ),
         iptablesObjects(),

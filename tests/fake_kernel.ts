@@ -212,9 +212,11 @@ export class FakeKernel {
     iface: string,
     protocol: number,
     podCidrs: readonly string[] = [],
-    family: Fam = "ipv4",
+    family: Fam | "any" = "ipv4",
   ): string {
-    const addrs = this.interfaces.get(iface)!.filter((a) => isV6(a) === (family === "ipv6"));
+    const addrs = this.interfaces.get(iface)!.filter((a) =>
+      family === "any" || isV6(a) === (family === "ipv6")
+    );
     const link = [{
       ifindex: 2,
       ifname: iface,
@@ -224,7 +226,7 @@ export class FakeKernel {
           : { family: "inet", local, prefixlen: 32 }
       ),
     }];
-    const ours = family === "ipv4" ? this.rules : this.rules6;
+    const ours = family === "ipv6" ? this.rules6 : this.rules;
     const rules = [
       { priority: 0, src: "all", table: "255" },
       ...ours.map((r) => ({
@@ -237,9 +239,12 @@ export class FakeKernel {
       })),
       { priority: 32766, src: "all", table: "254" },
     ];
-    const routes = (family === "ipv4" ? this.routes : this.routes6).filter((r) =>
-      r.protocol === protocol
-    ).map((r) => ({
+    const tables = family === "any"
+      ? [...this.routes, ...this.routes6]
+      : family === "ipv4"
+      ? this.routes
+      : this.routes6;
+    const routes = tables.filter((r) => r.protocol === protocol).map((r) => ({
       dst: "default",
       gateway: r.gateway,
       dev: r.dev,
@@ -582,7 +587,10 @@ export class FakeKernel {
         this.reads.summary++;
         return ok(this.ipsetListTerse());
       }
-      if (line === "ip -json -N -batch -") return this.#ipRead(lines, "ipv4");
+      if (line === "ip -4 -json -N -batch -") return this.#ipRead(lines, "ipv4");
+      // As the real one: no family given, `address show` and `route show table all` list both
+      // families (`rule show` IPv4 only).
+      if (line === "ip -json -N -batch -") return this.#ipRead(lines, "any");
       if (line === "ip -6 -json -N -batch -") return this.#ipRead(lines, "ipv6");
       if (args[0] === "nft" && args.includes("list")) {
         // No native nftables here: no table of ours, no chains.
@@ -621,7 +629,7 @@ export class FakeKernel {
   }
 
   /** `ip -json -N -batch -` of `readRoutesBatch`'s lines. */
-  #ipRead(lines: readonly string[], family: Fam): ExecResult {
+  #ipRead(lines: readonly string[], family: Fam | "any"): ExecResult {
     const iface = /^address show dev (\S+)$/.exec(lines[0] ?? "")?.[1];
     if (iface === undefined || !this.interfaces.has(iface)) {
       return { code: 1, stdout: "", stderr: `Device "${iface}" does not exist.\n` };
@@ -629,7 +637,7 @@ export class FakeKernel {
     const protocol = Number(/proto (\d+)/.exec(lines[2] ?? "")?.[1]);
     const pods = lines.slice(3).map((l) => /root (\S+)$/.exec(l)![1]);
     // Like `ip`: a prefix of the other family is an error (ours are split per family).
-    const wrong = pods.find((c) => addressFamily(c) !== family);
+    const wrong = pods.find((c) => family !== "any" && addressFamily(c) !== family);
     if (wrong) {
       return {
         code: 1,
