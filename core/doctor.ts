@@ -6,6 +6,7 @@
  */
 import { GUARD_FAMILY, GUARD_TABLE, type LiveGuard, parseGuard } from "./guard.ts";
 import { effectiveRpFilter } from "./sysctl.ts";
+import { reachableRules, tableRules } from "./iptables.ts";
 import { hex, markFor } from "./marks.ts";
 import { CHAINS, MARK_CHAIN, SNAT_CHAIN } from "./names.ts";
 import {
@@ -259,24 +260,6 @@ function checkBackend(f: DoctorFacts): CheckReport {
 }
 
 /** Chains reachable from `chain` (jumps and gotos) in one table's rules. */
-function reachable(rules: readonly string[], chain: string, seen = new Set<string>()): string[] {
-  if (seen.has(chain)) return [];
-  seen.add(chain);
-  const own = rules.filter((r) => r.startsWith(`-A ${chain} `));
-  const targets = own.flatMap((r) => [...r.matchAll(/ -[jg] (\S+)/g)].map((m) => m[1]));
-  return [...own, ...targets.flatMap((t) => reachable(rules, t, seen))];
-}
-
-function tableRules(save: string, table: string): string[] {
-  const out: string[] = [];
-  let current = "";
-  for (const line of save.split("\n")) {
-    if (line.startsWith("*")) current = line.slice(1).trim();
-    else if (current === table && line.startsWith("-A ")) out.push(line.trim());
-  }
-  return out;
-}
-
 function checkChainOrder(f: DoctorFacts): CheckReport {
   if (f.config.backend === "nftables") {
     return { id: "chain-order", verdict: "skip", detail: "the nftables backend is in use" };
@@ -296,7 +279,7 @@ function checkChainOrder(f: DoctorFacts): CheckReport {
       continue;
     }
     for (const before of hookRules.slice(0, at)) {
-      const effective = [before, ...reachable(rules, / -[jg] (\S+)/.exec(before)?.[1] ?? "")];
+      const effective = [before, ...reachableRules(rules, / -[jg] (\S+)/.exec(before)?.[1] ?? "")];
       const bad = table === "nat"
         ? effective.find((r) => NAT_TARGETS.test(r) || / -j ACCEPT\b/.test(r))
         : effective.find((r) => / -j (ACCEPT|DROP)\b/.test(r));

@@ -15,6 +15,7 @@
 import { z } from "zod";
 import type { CheckReport } from "./doctor.ts";
 import { cidrContains, cidrsOverlap, parseCidr, parseIp } from "./ip.ts";
+import { reachableRules, tableRules } from "./iptables.ts";
 
 /** One IPv6 address of the interface and its flags, as `ip -6 -j address show dev <if>` prints them. */
 export interface Address6 {
@@ -147,8 +148,8 @@ export interface StrictRpFilter {
 export function strictIp6tablesRpFilters(save: string, iface: string): StrictRpFilter[] {
   const out: StrictRpFilter[] = [];
   for (const table of ["raw", "mangle"]) {
-    const rules = tableLines(save, table);
-    for (const rule of reachableFrom(rules, "PREROUTING")) {
+    const rules = tableRules(save, table);
+    for (const rule of reachableRules(rules, "PREROUTING")) {
       if (!/-m rpfilter\b/.test(rule) || /--loose\b/.test(rule)) continue;
       if (!/-j (DROP|REJECT)\b/.test(rule)) continue;
       const input = /(!\s+)?-i (\S+)/.exec(rule);
@@ -168,28 +169,6 @@ export function strictIp6tablesRpFilters(save: string, iface: string): StrictRpF
 
 function interfaceMatches(pattern: string, iface: string): boolean {
   return pattern.endsWith("+") ? iface.startsWith(pattern.slice(0, -1)) : pattern === iface;
-}
-
-function tableLines(save: string, table: string): string[] {
-  const out: string[] = [];
-  let current = "";
-  for (const line of save.split("\n")) {
-    if (line.startsWith("*")) current = line.slice(1).trim();
-    else if (current === table && line.startsWith("-A ")) out.push(line.trim());
-  }
-  return out;
-}
-
-function reachableFrom(
-  rules: readonly string[],
-  chain: string,
-  seen = new Set<string>(),
-): string[] {
-  if (seen.has(chain)) return [];
-  seen.add(chain);
-  const own = rules.filter((r) => r.startsWith(`-A ${chain} `));
-  const targets = own.flatMap((r) => [...r.matchAll(/ -[jg] (\S+)/g)].map((m) => m[1]));
-  return [...own, ...targets.flatMap((t) => reachableFrom(rules, t, seen))];
 }
 
 const NftJson = z.object({ nftables: z.array(z.record(z.string(), z.unknown())) });

@@ -48,6 +48,30 @@ function jumpsTo(chain: string, rule: string): boolean {
   return rule.endsWith(` -j ${chain}`) || rule.includes(` -j ${chain} `);
 }
 
+/** The `-A` rules of one table of `iptables-save`/`ip6tables-save` output, trimmed. */
+export function tableRules(save: string, table: string): string[] {
+  const out: string[] = [];
+  let current = "";
+  for (const line of save.split("\n")) {
+    if (line.startsWith("*")) current = line.slice(1).trim();
+    else if (current === table && line.startsWith("-A ")) out.push(line.trim());
+  }
+  return out;
+}
+
+/** The rules of `chain` and of every chain it jumps or goes to, each chain once. */
+export function reachableRules(
+  rules: readonly string[],
+  chain: string,
+  seen = new Set<string>(),
+): string[] {
+  if (seen.has(chain)) return [];
+  seen.add(chain);
+  const own = rules.filter((r) => r.startsWith(`-A ${chain} `));
+  const targets = own.flatMap((r) => [...r.matchAll(/ -[jg] (\S+)/g)].map((m) => m[1]));
+  return [...own, ...targets.flatMap((t) => reachableRules(rules, t, seen))];
+}
+
 /** Parses one table of `iptables-save` output (the whole output is fine too). */
 export function parseIptablesSave(text: string, table: TableName): LiveTable {
   const { chain, hook } = CHAINS.find((c) => c.table === table)!;
