@@ -20,7 +20,7 @@ import { type Proto, sourceSeenRetry } from "./probe.ts";
 import { lastRole, rankNodes } from "./placement.ts";
 import { measureFailover } from "./stream.ts";
 import { type VipDriver, vipHolders } from "./vip.ts";
-import { lineDiff } from "./story.ts";
+import { compareWithBaseline } from "./story.ts";
 import { table } from "../core/status.ts";
 import { errorMessage } from "../core/errors.ts";
 
@@ -556,13 +556,9 @@ export async function runDualStory(
   if (gone.error) problem("both", `VIPs still on a node after the agents stopped ${gone.error}`);
   await check("after delete, every pod leaves as its node again, in both families:", new Map());
 
-  const after = await Promise.all(cluster.nodes.map((n) => cluster.ruleset(n)));
-  const baselineResult = cluster.nodes.map((n, i) => ({
-    node: n.name,
-    equal: after[i] === baseline[i],
-  }));
-  const baselineDiff = cluster.nodes.flatMap((n, i) =>
-    lineDiff(baseline[i], after[i]).map((l) => `${n.name}: ${l}`)
+  const { result: baselineResult, diff: baselineDiff } = await compareWithBaseline(
+    cluster,
+    baseline,
   );
   say(
     "rulesets (iptables-save, ip6tables-save, ip rule and ip -6 rule, every IPv4 and IPv6 " +

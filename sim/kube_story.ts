@@ -19,7 +19,7 @@ import { agentCommand, type AgentProcess, modArgv, startAgent, watchAgent } from
 import { checkPods, checksLegend, type PodCheck, renderChecks } from "./check.ts";
 import { kubeconfigYaml, type LocalApi, startLocalApi } from "./kube_api_local.ts";
 import { API_IP, API_PORT, nodeObject, podObject } from "./kube_sim.ts";
-import { lineDiff } from "./story.ts";
+import { compareWithBaseline } from "./story.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 export const STORY_VIP = "192.0.2.50";
@@ -303,18 +303,15 @@ export async function runKubeStory(
     "kube-egress uninstall, then kubectl delete -k deploy/ completes",
     uninstall.code === 0 && (await kubectl("delete", "-k", "deploy/", "--timeout=30s")).code === 0,
   );
-  const after = await Promise.all(cluster.nodes.map((n) => cluster.ruleset(n)));
-  const baselineResult = cluster.nodes.map((n, i) => ({
-    node: n.name,
-    equal: after[i] === baseline[i],
-  }));
+  const { result: baselineResult, diff: baselineDiff } = await compareWithBaseline(
+    cluster,
+    baseline,
+  );
   say(
     "rulesets (iptables-save, ip rule, every routing table, ipsets, rp_filter) equal the baseline: " +
       baselineResult.map((b) => `${b.node} ${mark(b.equal)}`).join("  "),
   );
-  cluster.nodes.forEach((n, i) =>
-    lineDiff(baseline[i], after[i]).forEach((l) => say(`  ${n.name}: ${l}`))
-  );
+  for (const line of baselineDiff) say(`  ${line}`);
   await api.stop();
   const ok = steps.every((s) => s.ok) && checks.every((c) => c.checks.every((x) => x.ok)) &&
     baselineResult.every((b) => b.equal);

@@ -200,6 +200,29 @@ export function lineDiff(before: string, after: string): string[] {
   ];
 }
 
+/** One node's rulesets compared with its baseline. */
+export interface BaselineResult {
+  readonly node: string;
+  readonly equal: boolean;
+}
+
+/**
+ * Reads every node's rulesets again and compares each with its baseline:
+ * per node equal or not, and the differing lines prefixed with the node's name.
+ */
+export async function compareWithBaseline(
+  cluster: Cluster,
+  baseline: readonly string[],
+): Promise<{ result: BaselineResult[]; diff: string[] }> {
+  const after = await Promise.all(cluster.nodes.map((n) => cluster.ruleset(n)));
+  return {
+    result: cluster.nodes.map((n, i) => ({ node: n.name, equal: after[i] === baseline[i] })),
+    diff: cluster.nodes.flatMap((n, i) =>
+      lineDiff(baseline[i], after[i]).map((l) => `${n.name}: ${l}`)
+    ),
+  };
+}
+
 /** Waits (bounded) until each VIP sits on its holder alone and every agent agrees. */
 function settled(
   cluster: Cluster,
@@ -483,13 +506,9 @@ export async function runStory(cluster: Cluster, options: StoryOptions): Promise
   await driver.release(vips);
   await check("after delete, every pod leaves as its node again:", new Map());
 
-  const after = await Promise.all(cluster.nodes.map((n) => cluster.ruleset(n)));
-  const baselineResult = cluster.nodes.map((n, i) => ({
-    node: n.name,
-    equal: after[i] === baseline[i],
-  }));
-  const baselineDiff = cluster.nodes.flatMap((n, i) =>
-    lineDiff(baseline[i], after[i]).map((l) => `${n.name}: ${l}`)
+  const { result: baselineResult, diff: baselineDiff } = await compareWithBaseline(
+    cluster,
+    baseline,
   );
   say(
     "rulesets (iptables-save, ip rule, every routing table, ipsets, rp_filter) equal the baseline: " +
