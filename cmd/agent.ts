@@ -7,7 +7,7 @@
 import { type RoleChange, roleChanges } from "../core/announce.ts";
 import { Backoff } from "../core/backoff.ts";
 import { guardedInKernel } from "../core/fail_closed.ts";
-import { owedFlushes, withOwedFlushes } from "../core/conntrack.ts";
+import { owedFlushes, rolesChangedBefore, withOwedFlushes } from "../core/conntrack.ts";
 import type { Known } from "../core/datapath.ts";
 import {
   type LiveState,
@@ -233,6 +233,7 @@ export class Agent {
     const empty = { vips: 0, mappings: 0, rejected: 0, lines: 0, processes: 0, bytes: 0 };
     let stage: ErrorKind = "inputs";
     let applying: Transaction | undefined;
+    let changes: readonly RoleChange[] = [];
     const known = options.setCheck === "quick" ? this.#known : {};
     // Exact (read in full or written alone): trusted on any pass while the generation holds.
     const proven = this.#known.nft && this.#known.nftGeneration !== undefined
@@ -278,6 +279,10 @@ export class Agent {
         if (lines > 0) this.#settings.print?.(renderTransaction(transaction));
       } else if (lines > 0) {
         await this.#rememberRpFilters(transaction, live.sysctls);
+        changes = roleChanges(
+          PLANNERS[config.backend].rolesInForce(live, config.markMask),
+          desired.roles,
+        );
         applying = transaction;
         report = await this.#host.apply(transaction);
         applyMs = performance.now() - plannedAt;
@@ -286,9 +291,7 @@ export class Agent {
             error: warning,
           });
         }
-        await this.#neighbours(
-          roleChanges(PLANNERS[config.backend].rolesInForce(live, config.markMask), desired.roles),
-        );
+        await this.#neighbours(changes);
       }
       this.#owedFlushes = [];
       // What our objects are now: as the transaction left them, or as read when it wrote nothing.
@@ -346,7 +349,12 @@ export class Agent {
       const message = errorMessage(error);
       if (applying) {
         const failedAt = error instanceof StepError ? error.index : undefined;
-        this.#owedFlushes = owedFlushes(applying, failedAt, this.#owedFlushes);
+        const ranAfter = error instanceof StepError ? error.ranAfter : [];
+        this.#owedFlushes = owedFlushes(applying, failedAt, this.#owedFlushes, ranAfter);
+        // The roles changed before the step that failed: the next pass sees no change to announce.
+        if (failedAt !== undefined && rolesChangedBefore(applying, failedAt)) {
+          await this.#neighbours(changes);
+        }
       }
       this.#reportFailure(trigger, message);
       const errorKind: ErrorKind = error instanceof InterfaceMissingError

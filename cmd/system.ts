@@ -23,7 +23,8 @@ import {
   parseIpsetTerse,
 } from "../core/ipset.ts";
 import { NO_TABLE, parseChainListings, parseIptablesSave } from "../core/iptables.ts";
-import { parseRoutesBatch, readRoutesBatch } from "../core/iproute.ts";
+import { onlyGoneDeletions, parseRoutesBatch, readRoutesBatch } from "../core/iproute.ts";
+import { stillRunAfter } from "../core/conntrack.ts";
 import { CHAINS, IPSET_V4, IPSET_V6, type IpsetFamily, type TableName } from "../core/names.ts";
 import type { LiveFamily, LiveState, Step, Transaction } from "../core/plan.ts";
 import type { DatapathConfig } from "../core/schema.ts";
@@ -116,8 +117,13 @@ export class InterfaceMissingError extends Error {
   }
 }
 
-/** A step of a transaction failed; the steps after it were not run. */
+/**
+ * A step of a transaction failed; the steps after it were not run, except
+ * those `stillRunAfter` (core/conntrack.ts) names: `ranAfter` lists the ones
+ * of them that succeeded.
+ */
 export class StepError extends Error {
+  ranAfter: readonly number[] = [];
   constructor(readonly step: Step, readonly index: number, stderr: string) {
     super(`step ${index + 1} (${step.purpose}) failed: ${stderr.trim() || "no error text"}`);
   }
@@ -519,8 +525,7 @@ export function systemHost(
         stepMs.push(now - stepStart);
         stepStart = now;
       };
-      for (const [index, step] of transaction.steps.entries()) {
-        if (stepMs.length < index) stepDone();
+      const runStep = async (step: Step, index: number) => {
         if (step.tool === "conntrackd") {
           for (const line of step.lines) {
             processes++;
@@ -530,7 +535,7 @@ export function systemHost(
               warnings.push(`conntrackd ${line}: ${(result.stderr || result.stdout).trim()}`);
             }
           }
-          continue;
+          return;
         }
         // A tool that is missing or does not finish in time fails its step, like a bad payload.
         const run = (args: string[], stdin?: string) =>
@@ -544,7 +549,7 @@ export function systemHost(
             await sysctls.write(key, value);
             bytes += value.length;
           }
-          continue;
+          return;
         }
         if (step.tool === "conntrack") {
           for (const line of step.lines) {
@@ -554,13 +559,36 @@ export function systemHost(
             const nothing = result.code === 1 && /0 flow entries/.test(result.stderr);
             if (result.code !== 0 && !nothing) throw new StepError(step, index, result.stderr);
           }
-          continue;
+          return;
         }
         const payload = step.lines.join("\n") + "\n";
         const result = await run(STEP_COMMANDS[step.tool], payload);
         processes++;
         bytes += payload.length;
-        if (result.code !== 0) throw new StepError(step, index, result.stderr);
+        // A deletion that finds its rule or route already gone is done (`-force` ran the rest).
+        const gone = (step.tool === "ip" || step.tool === "ip6") &&
+          onlyGoneDeletions(step.lines, result.stderr);
+        if (result.code !== 0 && !gone) throw new StepError(step, index, result.stderr);
+      };
+      for (const [index, step] of transaction.steps.entries()) {
+        if (stepMs.length < index) stepDone();
+        try {
+          await runStep(step, index);
+        } catch (error) {
+          if (!(error instanceof StepError)) throw error;
+          // The roles changed already: the flush and the commit still run (core/conntrack.ts).
+          const ranAfter: number[] = [];
+          for (const later of stillRunAfter(transaction, index)) {
+            try {
+              await runStep(transaction.steps[later], later);
+              ranAfter.push(later);
+            } catch (laterError) {
+              if (!(laterError instanceof StepError)) throw laterError;
+            }
+          }
+          error.ranAfter = ranAfter;
+          throw error;
+        }
       }
       if (stepMs.length < transaction.steps.length) stepDone();
       const after = before === undefined ? undefined : generation();

@@ -119,15 +119,14 @@ export function owedFlushes(
   transaction: Transaction,
   failedAt: number | undefined,
   owedBefore: readonly string[],
+  /** Steps after `failedAt` that still ran and succeeded (`stillRunAfter`). */
+  ranAfter: readonly number[] = [],
 ): string[] {
   const steps = transaction.steps;
-  // The roles change with the backend's rule step (iptables-restore or nft -f).
-  const rulesAt = steps.findIndex((s) =>
-    s.tool === "iptables" || s.tool === "ip6tables" || s.tool === "nft"
-  );
+  const rulesAt = rulesStep(transaction);
   const flushAt = steps.findIndex((s, i) => s.tool === "conntrack" && i > rulesAt);
   const at = failedAt ?? flushAt;
-  if (flushAt < 0 || at > flushAt) return [];
+  if (flushAt < 0 || at > flushAt || ranAfter.includes(flushAt)) return [];
   const rolesChanged = rulesAt >= 0 && rulesAt < at;
   return steps[flushAt].lines.filter((line) => rolesChanged || owedBefore.includes(line));
 }
@@ -136,9 +135,7 @@ export function owedFlushes(
 export function withOwedFlushes(transaction: Transaction, owed: readonly string[]): Transaction {
   if (owed.length === 0) return transaction;
   const steps = [...transaction.steps];
-  const rulesAt = steps.findIndex((s) =>
-    s.tool === "iptables" || s.tool === "ip6tables" || s.tool === "nft"
-  );
+  const rulesAt = rulesStep(transaction);
   const flushAt = steps.findIndex((s, i) => s.tool === "conntrack" && i > rulesAt);
   if (flushAt < 0) {
     steps.push({
@@ -154,4 +151,34 @@ export function withOwedFlushes(transaction: Transaction, owed: readonly string[
     };
   }
   return { steps };
+}
+
+/** The backend's rule step (iptables-restore or nft -f): the roles change with it; -1: none. */
+function rulesStep(transaction: Transaction): number {
+  return transaction.steps.findIndex((s) =>
+    s.tool === "iptables" || s.tool === "ip6tables" || s.tool === "nft"
+  );
+}
+
+/**
+ * The steps that still run after step `failedAt` failed: once the rule step
+ * has changed the roles, the conntrack flush and the commit of replicated NAT
+ * state after it. Skipping them would cost every synced connection of a VIP
+ * taken over (its packets stay dropped as mid-stream, core/desired.ts) for a
+ * step that has nothing to do with them (a stale route that was already gone,
+ * a reverse-path filter), and the next pass sees no role change, so it would
+ * never commit. A failure before or at the rule step changed no role: nothing
+ * runs after it.
+ */
+export function stillRunAfter(transaction: Transaction, failedAt: number): number[] {
+  if (!rolesChangedBefore(transaction, failedAt)) return [];
+  return transaction.steps.flatMap((s, i) =>
+    i > failedAt && (s.tool === "conntrack" || s.tool === "conntrackd") ? [i] : []
+  );
+}
+
+/** Whether the roles had changed (the rule step ran) when step `failedAt` failed. */
+export function rolesChangedBefore(transaction: Transaction, failedAt: number): boolean {
+  const rulesAt = rulesStep(transaction);
+  return rulesAt >= 0 && failedAt > rulesAt;
 }

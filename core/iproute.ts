@@ -180,3 +180,35 @@ export function diffRoutes(
 export function deleteRoutes(live: LiveRoutes, protocol: number): string[] {
   return diffRoutes(live, { rules: [], routes: [] }, protocol).remove;
 }
+
+/**
+ * Whether an `ip -force -batch` run that exited non-zero failed only at
+ * deletions of objects already gone: `route del` answered "No such process"
+ * (ESRCH), `rule del` "No such file or directory" (ENOENT). The kernel drops
+ * such objects on its own between our read and our write (an address or the
+ * link of the VIP came or went), and what a deletion wants is then done. With
+ * `-force` the lines after a failed one still run; each failure is reported
+ * as its error, then "Command failed <file>:<line>". Anything else, or an
+ * error text we cannot attribute to a line, is a real failure.
+ */
+export function onlyGoneDeletions(lines: readonly string[], stderr: string): boolean {
+  const gone = [
+    { verb: /^route del /, error: /^RTNETLINK answers: No such process$/ },
+    { verb: /^rule del /, error: /^RTNETLINK answers: No such file or directory$/ },
+  ];
+  let errors: string[] = [];
+  let failed = 0;
+  for (const text of stderr.split("\n").map((l) => l.trim()).filter((l) => l !== "")) {
+    const at = /^Command failed \S*:(\d+)$/.exec(text);
+    if (!at) {
+      errors.push(text);
+      continue;
+    }
+    const line = lines[Number(at[1]) - 1] ?? "";
+    const kind = gone.find((g) => g.verb.test(line));
+    if (!kind || errors.length !== 1 || !kind.error.test(errors[0])) return false;
+    errors = [];
+    failed++;
+  }
+  return failed > 0 && errors.length === 0;
+}

@@ -452,3 +452,66 @@ Deno.test("agent: a bad state file is named in a warning; delete removes the res
     await Deno.remove(stateDir, { recursive: true });
   }
 });
+
+/** An agent with NAT state sync; `meanwhile` runs between its read of the node and its apply. */
+function syncSetup(meanwhile: (kernel: FakeKernel) => void) {
+  const kernel = new FakeKernel();
+  const lines: string[] = [];
+  const agent = new Agent(kernel.host(), createLogger("text", (l) => lines.push(l)), {
+    config: testConfig(),
+    readInputs: () => Promise.resolve(GOOD),
+    dryRun: false,
+    conntrackSync: {
+      update: () => Promise.resolve(meanwhile(kernel)),
+      natSync: () => ({ commits: ["-c -C /run/sync.conf"], localPodCidrs: ["10.244.1.0/24"] }),
+    },
+  });
+  return { kernel, agent, lines };
+}
+
+Deno.test("agent: a takeover whose forwarding rule and route the kernel dropped meanwhile succeeds and commits", async () => {
+  let takeover = false;
+  const { kernel, agent } = syncSetup((k) => {
+    // The VIP's arrival took the forwarding rule and route away after our read (the kernel does).
+    if (takeover) [k.rules, k.routes] = [[], []];
+  });
+  assert.equal((await agent.pass("start")).ok, true);
+  assert.equal(kernel.rules.length, 1);
+  kernel.interfaces.get("eth0")!.push("192.0.2.50");
+  takeover = true;
+  const result = await agent.pass("address change");
+  assert.equal(result.ok, true, result.error);
+  assert.deepEqual(kernel.conntrackRuns, ["-D -f ipv4 --mark 0x5/0xff"]);
+  assert.deepEqual(kernel.conntrackdRuns, ["-c -C /run/sync.conf"]);
+  takeover = false;
+  assert.equal((await agent.pass("resync")).changed, false, "nothing left to do");
+});
+
+Deno.test("agent: a takeover whose route step fails still flushes and commits, and owes no flush after", async () => {
+  const { kernel, agent } = syncSetup(() => {});
+  assert.equal((await agent.pass("start")).ok, true);
+  kernel.interfaces.get("eth0")!.push("192.0.2.50");
+  kernel.failNext = "ip";
+  const failed = await agent.pass("address change");
+  assert.equal(failed.ok, false);
+  assert.equal(failed.errorKind, "apply_ip");
+  assert.deepEqual(kernel.conntrackRuns, ["-D -f ipv4 --mark 0x5/0xff"], "flushed once");
+  assert.deepEqual(kernel.conntrackdRuns, ["-c -C /run/sync.conf"], "committed");
+  const retry = await agent.pass("resync");
+  assert.equal(retry.ok, true, retry.error);
+  assert.equal(kernel.rules.length, 0, "the forwarding rule goes with the retry");
+  assert.deepEqual(
+    kernel.conntrackRuns,
+    ["-D -f ipv4 --mark 0x5/0xff"],
+    "a flush after the commit would delete the synced connections",
+  );
+  assert.deepEqual(kernel.conntrackdRuns, ["-c -C /run/sync.conf"]);
+});
+
+Deno.test("agent: a route step failing before the roles change runs no flush and no commit", async () => {
+  const { kernel, agent } = syncSetup(() => {});
+  kernel.failNext = "ip";
+  const failed = await agent.pass("start");
+  assert.equal(failed.ok, false);
+  assert.deepEqual([kernel.conntrackRuns, kernel.conntrackdRuns], [[], []]);
+});

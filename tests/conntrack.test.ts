@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   conntrackFlushes,
   owedFlushes,
+  stillRunAfter,
   takeoverSteps,
   withOwedFlushes,
 } from "../core/conntrack.ts";
@@ -247,4 +248,24 @@ Deno.test("conntrack: the nftables backend drops a VIP's translated connections'
       "ip daddr 192.0.2.52 fib daddr type != local ct direction reply ct status & snat == snat drop",
     ], "first, on every node whatever its role");
   }
+});
+
+Deno.test("conntrack: after the roles changed, a failed step still lets the flush and the commit run", () => {
+  const flush = "-D -f ipv4 --mark 0x500/0xff00";
+  const tx = {
+    steps: [
+      { tool: "ip" as const, purpose: "routes", lines: ["route add x"] },
+      { tool: "nft" as const, purpose: "table", lines: ["add table inet t"] },
+      { tool: "ip" as const, purpose: "remove", lines: ["rule del y"] },
+      { tool: "ip6" as const, purpose: "remove", lines: ["rule del z"] },
+      { tool: "conntrack" as const, purpose: "flush", lines: [flush] },
+      { tool: "conntrackd" as const, purpose: "commit", lines: ["-c"] },
+    ],
+  };
+  assert.deepEqual(stillRunAfter(tx, 0), [], "failed before the roles changed");
+  assert.deepEqual(stillRunAfter(tx, 1), [], "nft -f is all or nothing");
+  assert.deepEqual(stillRunAfter(tx, 3), [4, 5]);
+  assert.deepEqual(stillRunAfter(tx, 4), [5], "a failed flush still commits");
+  assert.deepEqual(owedFlushes(tx, 3, [], [4, 5]), [], "flushed after the failure: nothing owed");
+  assert.deepEqual(owedFlushes(tx, 3, [], [5]), [flush], "the flush failed too: owed");
 });

@@ -403,53 +403,69 @@ export class FakeKernel {
   ipBatch(lines: readonly string[], family: Fam = "ipv4") {
     const rules = family === "ipv4" ? this.rules : this.rules6;
     const routes = family === "ipv4" ? this.routes : this.routes6;
-    for (const line of lines) {
-      const w = line.split(" ");
-      const arg = (k: string) => w[w.indexOf(k) + 1];
-      if (w[0] === "rule") {
-        const [fwmark, fwmask] = arg("fwmark").split("/");
-        const rule = {
-          priority: Number(arg("pref")),
-          fwmark,
-          fwmask,
-          table: Number(arg("lookup")),
-          protocol: Number(arg("proto")),
-        };
-        const i = rules.findIndex((r) => JSON.stringify(r) === JSON.stringify(rule));
-        if (w[1] === "add") {
-          if (i >= 0) throw new Error("RTNETLINK answers: File exists");
-          rules.push(rule);
-        } else {
-          if (i < 0) throw new Error("RTNETLINK answers: No such file or directory");
-          rules.splice(i, 1);
-        }
-      } else if (w[0] === "route") {
-        if (addressFamily(arg("via")) !== family) {
-          throw new Error(
-            `Error: ${family === "ipv4" ? "inet" : "inet6"} address is expected rather than "${
-              arg("via")
-            }".`,
-          );
-        }
-        const route = {
-          table: Number(arg("table")),
-          gateway: arg("via"),
-          dev: arg("dev"),
-          protocol: Number(arg("proto")),
-        };
-        const i = routes.findIndex((r) => r.table === route.table);
-        if (w[1] === "add") {
-          if (i >= 0) throw new Error("RTNETLINK answers: File exists");
-          routes.push(route);
-        } else if (w[1] === "replace") {
-          if (i >= 0) routes[i] = route;
-          else routes.push(route);
-        } else {
-          if (i < 0) throw new Error("RTNETLINK answers: No such process");
-          routes.splice(i, 1);
-        }
-      } else throw new Error(`ip: unknown line ${line}`);
+    // As `ip -force -batch`: a failed line is reported and the rest still run.
+    const errors: string[] = [];
+    for (const [n, line] of lines.entries()) {
+      try {
+        this.#ipLine(line, rules, routes, family);
+      } catch (error) {
+        errors.push(`${error instanceof Error ? error.message : error}\nCommand failed -:${n + 1}`);
+      }
     }
+    if (errors.length > 0) throw new Error(errors.join("\n") + "\n");
+  }
+
+  #ipLine(
+    line: string,
+    rules: FakeRule[],
+    routes: FakeRoute[],
+    family: Fam,
+  ) {
+    const w = line.split(" ");
+    const arg = (k: string) => w[w.indexOf(k) + 1];
+    if (w[0] === "rule") {
+      const [fwmark, fwmask] = arg("fwmark").split("/");
+      const rule = {
+        priority: Number(arg("pref")),
+        fwmark,
+        fwmask,
+        table: Number(arg("lookup")),
+        protocol: Number(arg("proto")),
+      };
+      const i = rules.findIndex((r) => JSON.stringify(r) === JSON.stringify(rule));
+      if (w[1] === "add") {
+        if (i >= 0) throw new Error("RTNETLINK answers: File exists");
+        rules.push(rule);
+      } else {
+        if (i < 0) throw new Error("RTNETLINK answers: No such file or directory");
+        rules.splice(i, 1);
+      }
+    } else if (w[0] === "route") {
+      if (addressFamily(arg("via")) !== family) {
+        throw new Error(
+          `Error: ${family === "ipv4" ? "inet" : "inet6"} address is expected rather than "${
+            arg("via")
+          }".`,
+        );
+      }
+      const route = {
+        table: Number(arg("table")),
+        gateway: arg("via"),
+        dev: arg("dev"),
+        protocol: Number(arg("proto")),
+      };
+      const i = routes.findIndex((r) => r.table === route.table);
+      if (w[1] === "add") {
+        if (i >= 0) throw new Error("RTNETLINK answers: File exists");
+        routes.push(route);
+      } else if (w[1] === "replace") {
+        if (i >= 0) routes[i] = route;
+        else routes.push(route);
+      } else {
+        if (i < 0) throw new Error("RTNETLINK answers: No such process");
+        routes.splice(i, 1);
+      }
+    } else throw new Error(`ip: unknown line ${line}`);
   }
 
   #set(name: string): IpSet {

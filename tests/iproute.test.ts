@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { deleteRoutes, diffRoutes, parseRoutesBatch, readRoutesBatch } from "../core/iproute.ts";
+import {
+  deleteRoutes,
+  diffRoutes,
+  onlyGoneDeletions,
+  parseRoutesBatch,
+  readRoutesBatch,
+} from "../core/iproute.ts";
 
 // Output of `ip -json -N -batch -` on readRoutesBatch("eth0", 233), as printed by iproute2 6.1.
 const OUTPUT = [
@@ -91,4 +97,38 @@ Deno.test("iproute: equal state gives no lines; delete removes all of ours and n
   const del = deleteRoutes(live, 233);
   assert.equal(del.length, 5);
   assert.ok(del.every((l) => l.endsWith("proto 233")));
+});
+
+Deno.test("iproute: a batch that failed only at deletions of objects already gone is done", () => {
+  const lines = [
+    "rule del pref 100 fwmark 0x5/0xff lookup 5 proto 200",
+    "rule del pref 100 fwmark 0x5/0xff lookup 5 proto 200",
+    "route del default via 2001:db8:1::50 dev eth0 onlink table 5 proto 200",
+    "route del default via 2001:db8:1::50 dev eth0 onlink table 5 proto 200",
+  ];
+  // As iproute2 6.1 printed it for these lines in a namespace.
+  const stderr = "RTNETLINK answers: No such file or directory\nCommand failed -:2\n" +
+    "RTNETLINK answers: No such process\nCommand failed -:4\n";
+  assert.equal(onlyGoneDeletions(lines, stderr), true);
+  assert.equal(
+    onlyGoneDeletions(lines, "RTNETLINK answers: No such process\nCommand failed -:2\n"),
+    false,
+    "a rule del answers ENOENT, not ESRCH",
+  );
+  const add = ["route add default via 192.0.2.50 dev eth0 onlink table 5 proto 200"];
+  assert.equal(
+    onlyGoneDeletions(add, "RTNETLINK answers: No such process\nCommand failed -:1\n"),
+    false,
+    "an add is never done by failing",
+  );
+  assert.equal(
+    onlyGoneDeletions(lines, "Error: Nexthop has invalid gateway.\nCommand failed -:3\n"),
+    false,
+  );
+  assert.equal(
+    onlyGoneDeletions(lines, "RTNETLINK answers: No such process\n"),
+    false,
+    "no line named",
+  );
+  assert.equal(onlyGoneDeletions(lines, ""), false);
 });
