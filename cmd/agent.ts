@@ -250,16 +250,20 @@ export class Agent {
       const validated = performance.now();
       const { snapshot, problems } = this.#validated;
       this.#reportProblems(problems.map(formatProblem));
-      await this.#settings.placement?.update(snapshot.vips);
       stage = "read_live";
       const readStarted = performance.now();
-      const live = await this.#host.readLive(config, {
-        knownSets: known.sets,
-        knownNft: known.nft,
-        ...(proven ? { provenNft: proven } : {}),
-        ourChainsOnly: true,
-        leftovers: !this.#leftoversChecked,
-      });
+      // Placement (keepalived's configuration, which may run a process) beside the read, not
+      // before it: on a takeover this pass is the gap's tail. Neither needs the other.
+      const [, live] = await Promise.all([
+        this.#settings.placement?.update(snapshot.vips),
+        this.#host.readLive(config, {
+          knownSets: known.sets,
+          knownNft: known.nft,
+          ...(proven ? { provenNft: proven } : {}),
+          ourChainsOnly: true,
+          leftovers: !this.#leftoversChecked,
+        }),
+      ]);
       const readMs = performance.now() - readStarted;
       if (!dryRun) await this.#settings.conntrackSync?.update(snapshot.vips, live.routes.podRoutes);
       stage = "apply";

@@ -515,3 +515,38 @@ Deno.test("agent: a route step failing before the roles change runs no flush and
   assert.equal(failed.ok, false);
   assert.deepEqual([kernel.conntrackRuns, kernel.conntrackdRuns], [[], []]);
 });
+
+Deno.test("agent: the node is read while placement updates, not after it", async () => {
+  const kernel = new FakeKernel();
+  const host = kernel.host();
+  let readBegan!: () => void;
+  const read = new Promise<void>((r) => (readBegan = r));
+  const seen: string[] = [];
+  const agent = new Agent(
+    {
+      ...host,
+      readLive: (config, options) => {
+        readBegan();
+        return host.readLive(config, options);
+      },
+    },
+    createLogger("text", () => {}),
+    {
+      config: testConfig(),
+      readInputs: () => Promise.resolve(GOOD),
+      dryRun: false,
+      placement: {
+        // Bounded: a placement the read waited for would see no read within 1 s.
+        update: async () => {
+          let timer: ReturnType<typeof setTimeout> | undefined;
+          const late = new Promise<string>((r) => (timer = setTimeout(() => r("no read"), 1000)));
+          seen.push(await Promise.race([read.then(() => "read"), late]));
+          clearTimeout(timer);
+        },
+        stop: () => Promise.resolve(),
+      },
+    },
+  );
+  assert.equal((await agent.pass("address change")).ok, true);
+  assert.deepEqual(seen, ["read"]);
+});
