@@ -3,7 +3,7 @@
  * section (never pass/fail) and appends them to bench/results.md with the
  * machine, date, commit and load average, so runs can be compared over time.
  *
- * Sections: planning, metrics (no root); apply, react, agent, kube, forwarding and failover
+ * Sections: planning, metrics (no root); apply, oneshot, react, agent, kube, forwarding and failover
  * (root: network namespaces).
  */
 import $ from "dax";
@@ -52,6 +52,11 @@ interface Section {
   run(): Promise<SectionResult>;
 }
 
+/** How the one-shot figures were taken (bench/apply.ts benchOneShot). */
+const ONE_SHOT_NOTES = [
+  "Each run: ip netns exec <ns with eth0 192.0.2.11/24> deno run -A --cached-only mod.ts run -i eth0 -p 10.0.0.0/8 -s 172.16.0.0/12 -v <pods> -r <vips> --state-dir <dir> --backend <backend> (1,000 pod files, 16 VIP files), from exec to exit; per round first (no objects of ours), unchanged (in sync), then delete (not timed).",
+];
+
 const sections: Record<string, Section> = {
   planning: {
     title: "Planning: snapshot → desired state → payload (pure core)",
@@ -76,6 +81,11 @@ const sections: Record<string, Section> = {
         notes: APPLY_NOTES,
       };
     },
+  },
+  oneshot: {
+    title: "One-shot `mod.ts run` (no -u) as a whole process, 1,000 mappings (also part of apply)",
+    needsRoot: true,
+    run: async () => ({ table: renderOneShot(await benchOneShot()), notes: ONE_SHOT_NOTES }),
   },
   react: {
     title: "Reaction of a running agent (mod.ts run -u 300) to a VIP moving",

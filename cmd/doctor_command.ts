@@ -7,6 +7,7 @@ import { CHECKS, diagnose, renderDoctor, summarize } from "../core/doctor.ts";
 import type { RawSnapshot } from "../core/snapshot.ts";
 import type { CommonSettings } from "./options.ts";
 import type { Host } from "./system.ts";
+import { UsageError } from "./exit.ts";
 
 /** Runs doctor with validated settings and its own flags; returns the exit code. */
 export async function doctorCommand(
@@ -42,6 +43,3 @@ export async function doctorCommand(
   } else console.log(renderDoctor(reports).trimEnd());
   return failed ? 1 : 0;
 }
-
-/** A bad flag value found after parsing (exit code 2). */
-export class UsageError extends Error {}

@@ -4,7 +4,7 @@
  * the pass, so a lost mount never wipes working mappings; a bad file only
  * skips that file.
  */
-import { join } from "node:path";
+import { joinPath } from "./path.ts";
 import { type FileEntry, isIgnoredName, rawSnapshotFromFiles } from "../core/mapping_files.ts";
 import type { RawSnapshot } from "../core/snapshot.ts";
 import { errorMessage } from "../core/errors.ts";
@@ -19,7 +19,7 @@ const MAX_FILE_BYTES = 1024;
  * long as that.
  */
 function readEntry(dir: string, name: string, buffer: Uint8Array, decoder: TextDecoder): FileEntry {
-  const path = join(dir, name);
+  const path = joinPath(dir, name);
   try {
     using file = Deno.openSync(path);
     let length = 0;

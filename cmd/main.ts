@@ -3,7 +3,6 @@
  * `status`. Each command validates its flags, then drives the agent or the
  * core; exit codes: 0 success, 1 failure, 2 usage error.
  */
-import { Command, Option } from "@commander-js/extra-typings";
 import { type NatSync, planPass, renderTransaction } from "../core/plan.ts";
 import { nodeStatus, renderStatus } from "../core/status.ts";
 import { formatProblem, type RawSnapshot, validateSnapshot } from "../core/snapshot.ts";
@@ -14,16 +13,15 @@ import { deleteGuardTable, Guard } from "./guard.ts";
 import { fileInputs, type Inputs, openInputs } from "./inputs.ts";
 import { createLogger, fatalLine, type LogFormat, logFormatFromArgs, type Logger } from "./log.ts";
 import {
-  collectList,
   type CommonSettings,
   commonSettings,
-  DATAPATH_FLAGS,
   type ListenAddress,
-  PLACEMENT_FLAGS,
   type PlacementSettings,
+  RUN_FLAGS,
   runSettings,
 } from "./options.ts";
-import { doctorCommand, UsageError } from "./doctor_command.ts";
+import { readRunArgs, runLongOptions } from "./run_args.ts";
+import { Exit, UsageError } from "./exit.ts";
 import { resolveBackend } from "./backend.ts";
 import { type Host, InterfaceMissingError, systemHost } from "./system.ts";
 import { agentTools, ensureTools, PLACEMENT_TOOLS, SYNC_TOOLS } from "./tools.ts";
@@ -32,50 +30,12 @@ import type { VipPlacement } from "./keepalived.ts";
 import { type KeepalivedSettings, vrrpInstances } from "../core/keepalived.ts";
 import { errorMessage } from "../core/errors.ts";
 import { busyMessage, lockStateDir, StateDirBusyError, stateDirOwner } from "./state_lock.ts";
-import { egressShCommandLine, EgressShUsageError, type LongOption } from "./egress_sh.ts";
+import { egressShCommandLine, EgressShUsageError } from "./egress_sh.ts";
 
 /** Resync interval of `run --source kubernetes` when -u is not given (changes arrive by watch). */
 const KUBERNETES_RESYNC_SECONDS = 60;
 
-/** After `run --help` (and `mod.ts --help`, which is run's, as `egress.sh --help` was). */
-const RUN_HELP = `
-Defaults, as egress.sh:
-  With the mapping directories (--source files, the default) the agent does not place VIPs: each
-  VIP must be on exactly one node already (keepalived-vip, kube-vip, MetalLB, a router), and the
-  agent follows wherever it is (--vip-mode external). Without -u it applies once and exits.
-  To let the agent place the VIPs itself (keepalived, one VRRP instance per VIP), add
-  --vip-mode keepalived -u <seconds>; stop the other placement first (README "Migration").
-  With --source kubernetes the agent always runs and places the VIPs (--vip-mode keepalived).
-  On SIGTERM the rules stay in place (egress.sh removed them); --cleanup-on-exit removes them.
-
-egress.sh's command lines work unchanged: with no command, flags mean run
-(mod.ts --update-interval=5 ... = mod.ts run --update-interval=5 ...), and as with its getopt
-a long option may be abbreviated (--update=5) and an empty value means the default.
-
-Other commands: plan, status, delete, doctor, migrate, crds (mod.ts help <command>).`;
-
-/** Raised inside actions to end with an exit code and a message. */
-class Exit extends Error {
-  constructor(readonly code: number, message: string) {
-    super(message);
-  }
-}
-
-function addDatapathFlags(command: Command): Command {
-  for (const spec of [...DATAPATH_FLAGS, ...PLACEMENT_FLAGS]) {
-    const option = new Option(spec.flags, spec.description);
-    if (spec.list) {
-      const defaults = spec.defaultValue as string[];
-      option.default(defaults).argParser((value: string, previous: string[]) =>
-        collectList(value, previous, defaults)
-      );
-    } else if (spec.defaultValue !== undefined) option.default(spec.defaultValue);
-    command.addOption(option as unknown as Option);
-  }
-  return command;
-}
-
-function settingsFrom(options: Record<string, unknown>): CommonSettings {
+export function settingsFrom(options: Record<string, unknown>): CommonSettings {
   const parsed = commonSettings(options);
   if (!parsed.ok) throw new Exit(2, `invalid flags: ${parsed.message}`);
   return parsed.value;
@@ -85,7 +45,7 @@ function settingsFrom(options: Record<string, unknown>): CommonSettings {
  * Settles `--backend auto` into the backend this node uses (config.backend,
  * which every read and plan follows); done once, before anything reads the node.
  */
-async function settleBackend(settings: CommonSettings): Promise<void> {
+export async function settleBackend(settings: CommonSettings): Promise<void> {
   const { backend } = await resolveBackend(settings.backend);
   settings.config.backend = backend;
 }
@@ -297,7 +257,7 @@ function waitForSignal(log: Logger): Promise<string> {
   });
 }
 
-async function controllerCommand(options: Record<string, unknown>): Promise<number> {
+export async function controllerCommand(options: Record<string, unknown>): Promise<number> {
   const format = options.logFormat === "json"
     ? "json"
     : options.logFormat === "text"
@@ -316,7 +276,7 @@ async function controllerCommand(options: Record<string, unknown>): Promise<numb
   return 0;
 }
 
-async function runCommand(options: Record<string, unknown>, host: Host): Promise<number> {
+export async function runCommand(options: Record<string, unknown>, host: Host): Promise<number> {
   const parsed = runSettings(options);
   if (!parsed.ok) throw new Exit(2, `invalid flags: ${parsed.message}`);
   const settings = parsed.value;
@@ -453,7 +413,7 @@ async function runAgent(
 }
 
 /** Reads the inputs once from the configured source (files, or one full list of the API). */
-async function readOnce(settings: CommonSettings): Promise<RawSnapshot> {
+export async function readOnce(settings: CommonSettings): Promise<RawSnapshot> {
   const inputs = await openInputs(settings, createLogger(settings.logFormat), { agent: false });
   try {
     return await inputs.readInputs("once");
@@ -470,7 +430,7 @@ export function planningNatSync(settings: CommonSettings): NatSync | undefined {
   return settings.conntrackSync.syncMode === "on" ? { commits: [], localPodCidrs: [] } : undefined;
 }
 
-async function planCommand(options: Record<string, unknown>, host: Host): Promise<number> {
+export async function planCommand(options: Record<string, unknown>, host: Host): Promise<number> {
   const settings = settingsFrom(options);
   await preflight(host, settings);
   const { snapshot, problems } = validateSnapshot(await readOnce(settings), settings.config);
@@ -505,7 +465,7 @@ async function planCommand(options: Record<string, unknown>, host: Host): Promis
   return 0;
 }
 
-async function deleteCommand(options: Record<string, unknown>, host: Host): Promise<number> {
+export async function deleteCommand(options: Record<string, unknown>, host: Host): Promise<number> {
   const settings = settingsFrom(options);
   await preflight(host, settings);
   const log = createLogger(settings.logFormat);
@@ -514,7 +474,7 @@ async function deleteCommand(options: Record<string, unknown>, host: Host): Prom
   return 0;
 }
 
-async function statusCommand(options: Record<string, unknown>, host: Host): Promise<number> {
+export async function statusCommand(options: Record<string, unknown>, host: Host): Promise<number> {
   const settings = settingsFrom(options);
   await preflight(host, settings);
   const live = await host.readLive(settings.config, { counters: true });
@@ -559,219 +519,41 @@ async function placementStatusOfThisNode(settings: CommonSettings) {
   return await (await import("./keepalived.ts")).readPlacementStatus(stateDir);
 }
 
-/** Builds the program; `host` is injectable so the CLI can be tested without root. */
-export function buildProgram(
+/**
+ * Runs a command's body: an error ends it with its message (the fatal line)
+ * and its exit code (`Exit`'s; 2 for a usage error, else 1).
+ */
+export async function runAction(
+  body: (options: Record<string, unknown>, host: Host) => Promise<number>,
+  options: Record<string, unknown>,
   host: Host,
-  done: (code: number) => void,
-  logFormat: LogFormat = "text",
-): Command {
-  const program = new Command("kube-egress")
-    .description(
-      "Static egress IPs for Kubernetes pods on bare metal: steer mapped pods' traffic to the node holding their VIP and SNAT it there.",
-    )
-    .exitOverride() as unknown as Command;
-  // With JSON logs, stderr carries only JSON lines: usage errors too, without the help text.
-  program.configureOutput({
-    writeErr: (text) => console.error(text.replace(/\n$/, "")),
-    outputError: (text, write) =>
-      write(logFormat === "json" ? fatalLine("json", text.trim().replace(/^error: /, "")) : text),
-  });
-  if (logFormat === "text") program.showHelpAfterError();
-  const action =
-    (fn: (options: Record<string, unknown>, host: Host) => Promise<number>) =>
-    async (options: Record<string, unknown>) => {
-      try {
-        done(await fn(options, host));
-      } catch (error) {
-        const code = error instanceof Exit ? error.code : error instanceof UsageError ? 2 : 1;
-        console.error(fatalLine(logFormat, errorMessage(error)));
-        done(code);
-      }
-    };
-
-  addDatapathFlags(
-    program.command("run")
-      .description(
-        "program this node from the mapping directories (the egress.sh replacement: its flags work " +
-          "unchanged, also without the word run) or from the Kubernetes API",
-      ) as unknown as Command,
-  )
-    .option(
-      "-u, --update-interval <seconds>",
-      "re-apply every N seconds and react to VIP moves at once; absent or empty = apply once and exit, as egress.sh (--source kubernetes: always runs, default 60)",
-    )
-    .option("-d, --delete", "remove everything kube-egress created on this node, then exit")
-    .option("--dry-run", "print what each pass would write instead of writing it")
-    .option(
-      "--cleanup-on-exit",
-      "on SIGTERM/SIGINT remove our rules (default: leave them, so rolling updates keep egress working)",
-    )
-    .option(
-      "--metrics-addr <host:port>",
-      "serve Prometheus /metrics, /healthz and /readyz here (e.g. 0.0.0.0:9479); off by default",
-    )
-    .addHelpText("after", RUN_HELP)
-    .action(action(runCommand) as never);
-
-  addDatapathFlags(
-    program.command("plan").description(
-      "print the exact payloads a pass would write and the diff against the node, changing nothing",
-    ) as unknown as Command,
-  ).action(action(planCommand) as never);
-
-  addDatapathFlags(
-    program.command("delete").description(
-      "remove exactly what kube-egress created on this node",
-    ) as unknown as Command,
-  )
-    .option("--dry-run", "print what would be removed")
-    .action(action(deleteCommand) as never);
-
-  addDatapathFlags(
-    program.command("status").description(
-      "VIPs held here, mappings in force and per-VIP counters",
-    ) as unknown as Command,
-  )
-    .option("--json", "print JSON instead of a table")
-    .action(action(statusCommand) as never);
-
-  program.command("controller")
-    .description(
-      "the cluster-wide controller (a Deployment, deploy/controller.yaml): while it holds the Lease, select pods once for the cluster and publish EgressSlices, statuses, finalizers and Events",
-    )
-    .option("--kubeconfig <path>", "kubeconfig (default: in-cluster, $KUBECONFIG, ~/.kube/config)")
-    .option(
-      "--lease-namespace <namespace>",
-      "namespace of the leader-election Lease (default: the pod's or kubeconfig context's, else kube-egress)",
-    )
-    .option(
-      "--identity <name>",
-      "this replica's name in the Lease (default: $POD_NAME, else the host name)",
-    )
-    .option("--log-format <format>", "text or json", "text")
-    .action(action(controllerCommand) as never);
-
-  program.command("crds")
-    .description("print the CustomResourceDefinitions (deploy/crds.yaml) as YAML")
-    .action(async () => {
-      const { renderCrdsYaml } = await import("../core/kube/crd.ts");
-      Deno.stdout.writeSync(new TextEncoder().encode(renderCrdsYaml()));
-      done(0);
-    });
-
-  program.command("migrate")
-    .description(
-      "turn the old ConfigMaps (podip-vip-mappings, vip-routeid-mappings) and egress-mapper Vip/Egress objects into EgressVIP/EgressPolicy objects (printed as YAML)",
-    )
-    .argument("[files...]", "YAML files with the old ConfigMaps and Vip/Egress objects (Lists too)")
-    .option("--from-api", "also read them from the Kubernetes API (and name pods by their IPs)")
-    .option("--apply", "create the new objects in the API (existing ones are left alone)")
-    .option("--kubeconfig <path>", "kubeconfig (default: in-cluster, $KUBECONFIG, ~/.kube/config)")
-    .option(
-      "--configmap-namespace <ns>",
-      "namespace of the old ConfigMaps (egress-mapper and kube-egress's examples: default)",
-      "default",
-    )
-    .option(
-      "--old-api <group/version>",
-      "API of egress-mapper's Vip/Egress CRDs",
-      "egress.mapper.com/v1alpha1",
-    )
-    .action(async (files: string[], options: Record<string, unknown>) => {
-      try {
-        const { runMigrate } = await import("./migrate.ts");
-        const result = await runMigrate({
-          files,
-          fromApi: options.fromApi === true,
-          apply: options.apply === true,
-          kubeconfig: options.kubeconfig as string | undefined,
-          configMapNamespace: String(options.configmapNamespace),
-          oldApi: String(options.oldApi),
-        });
-        for (const line of result.err) console.error(line);
-        Deno.stdout.writeSync(new TextEncoder().encode(result.out));
-        done(0);
-      } catch (error) {
-        console.error(`kube-egress: ${errorMessage(error)}`);
-        done(1);
-      }
-    });
-
-  program.command("uninstall")
-    .description(
-      "before `kubectl delete -k deploy/` (or to finish one that hangs): delete every EgressPolicy and EgressVIP, releasing the in-use finalizer, without the agents",
-    )
-    .option("--kubeconfig <path>", "kubeconfig (default: in-cluster, $KUBECONFIG, ~/.kube/config)")
-    .action(async (options: Record<string, unknown>) => {
-      try {
-        const { uninstall } = await import("./kube/uninstall.ts");
-        for (
-          const line of await uninstall({ kubeconfig: options.kubeconfig as string | undefined })
-        ) {
-          console.log(line);
-        }
-        done(0);
-      } catch (error) {
-        console.error(`kube-egress: ${errorMessage(error)}`);
-        done(1);
-      }
-    });
-
-  addDatapathFlags(
-    program.command("doctor").description(
-      "check this node for what breaks egress (backend, marks, rp_filter, forwarding, chain order, duplicate VIPs, tools, route tables); exit 1 on a failed check",
-    ) as unknown as Command,
-  )
-    .option("--json", "print JSON instead of a report")
-    .option("--no-arp", "do not send ARP probes for the VIPs (skips duplicate-vip)")
-    .option("--skip <checks>", "comma-separated check ids to skip")
-    .action(
-      action(async (options, host) => {
-        const settings = settingsFrom(options);
-        await settleBackend(settings);
-        return doctorCommand(settings, options, host, () => readOnce(settings));
-      }) as never,
-    );
-
-  return program;
-}
-
-/** `run`'s long options, for reading an egress.sh command line (cmd/egress_sh.ts). */
-function runLongOptions(program: Command): LongOption[] {
-  const run = program.commands.find((c) => c.name() === "run")!;
-  return [
-    ...run.options.filter((o) => o.long).map((o) => ({
-      long: o.long!,
-      short: o.short,
-      takesValue: o.required || o.optional,
-    })),
-    { long: "--help", short: "-h", takesValue: false },
-  ];
-}
-
-/** Runs the CLI and returns its exit code. */
-export async function main(args: string[], host: Host = systemHost()): Promise<number> {
-  let code = 0;
-  const logFormat = logFormatFromArgs(args);
-  const program = buildProgram(host, (c) => (code = c), logFormat);
+  logFormat: LogFormat,
+): Promise<number> {
   try {
-    args = egressShCommandLine(args, runLongOptions(program));
+    return await body(options, host);
+  } catch (error) {
+    const code = error instanceof Exit ? error.code : error instanceof UsageError ? 2 : 1;
+    console.error(fatalLine(logFormat, errorMessage(error)));
+    return code;
+  }
+}
+
+/**
+ * Runs the CLI and returns its exit code. The usual `run` line is read
+ * without commander (cmd/run_args.ts); every other line (the other commands,
+ * help, usage errors) is commander's (cmd/program.ts), loaded only then.
+ */
+export async function main(args: string[], host: Host = systemHost()): Promise<number> {
+  const logFormat = logFormatFromArgs(args);
+  try {
+    args = egressShCommandLine(args, runLongOptions(RUN_FLAGS));
   } catch (error) {
     if (!(error instanceof EgressShUsageError)) throw error;
     console.error(fatalLine(logFormat, error.message));
     return 2;
   }
-  try {
-    await program.parseAsync(args, { from: "user" });
-  } catch (error) {
-    // exitOverride: commander reports help/usage through exceptions.
-    const e = error as { exitCode?: number; code?: string };
-    if (
-      e.code === "commander.helpDisplayed" || e.code === "commander.help" ||
-      e.code === "commander.version"
-    ) return 0;
-    return typeof e.exitCode === "number" && e.exitCode !== 0 ? 2 : 0;
-  }
-  if (args.length === 0) program.outputHelp();
-  return code;
+  const runOptions = args[0] === "run" ? readRunArgs(args.slice(1), RUN_FLAGS) : undefined;
+  if (runOptions) return await runAction(runCommand, runOptions, host, logFormat);
+  const { runProgram } = await import("./program.ts");
+  return await runProgram(args, host, logFormat);
 }

@@ -222,6 +222,37 @@ export const PLACEMENT_FLAGS: readonly FlagSpec[] = [
   },
 ];
 
+/** `run`'s own flags, after the shared ones. */
+export const RUN_ONLY_FLAGS: readonly FlagSpec[] = [
+  {
+    flags: "-u, --update-interval <seconds>",
+    description:
+      "re-apply every N seconds and react to VIP moves at once; absent or empty = apply once and exit, as egress.sh (--source kubernetes: always runs, default 60)",
+  },
+  {
+    flags: "-d, --delete",
+    description: "remove everything kube-egress created on this node, then exit",
+  },
+  { flags: "--dry-run", description: "print what each pass would write instead of writing it" },
+  {
+    flags: "--cleanup-on-exit",
+    description:
+      "on SIGTERM/SIGINT remove our rules (default: leave them, so rolling updates keep egress working)",
+  },
+  {
+    flags: "--metrics-addr <host:port>",
+    description:
+      "serve Prometheus /metrics, /healthz and /readyz here (e.g. 0.0.0.0:9479); off by default",
+  },
+];
+
+/** Every flag of `run`, in the order its help lists them. */
+export const RUN_FLAGS: readonly FlagSpec[] = [
+  ...DATAPATH_FLAGS,
+  ...PLACEMENT_FLAGS,
+  ...RUN_ONLY_FLAGS,
+];
+
 /** Flag labels for error messages, keyed by the config field they feed. */
 const LABELS: Record<string, string> = {
   interface: "--interface",

@@ -4,7 +4,7 @@
  * DaemonSet the state dir is the host's /run/kube-egress: it outlives the
  * pods and is cleared at reboot, when the sysctls are reset anyway.
  */
-import { join } from "node:path";
+import { joinPath } from "./path.ts";
 import { z } from "zod";
 import { writeAtomically } from "./state_file.ts";
 
@@ -17,7 +17,7 @@ const Originals = z.record(
 
 /** The remembered originals; none when the file is absent. Throws, naming the file, when it is not valid. */
 export async function readRpFilterOriginals(stateDir: string): Promise<Record<string, number>> {
-  const path = join(stateDir, FILE);
+  const path = joinPath(stateDir, FILE);
   let text: string;
   try {
     text = await Deno.readTextFile(path);
@@ -44,12 +44,12 @@ export async function writeRpFilterOriginals(
   originals: Readonly<Record<string, number>>,
 ): Promise<void> {
   await Deno.mkdir(stateDir, { recursive: true });
-  await writeAtomically(join(stateDir, FILE), JSON.stringify(originals, null, 2) + "\n");
+  await writeAtomically(joinPath(stateDir, FILE), JSON.stringify(originals, null, 2) + "\n");
 }
 
 /** Forgets the originals once they were given back. */
 export async function removeRpFilterOriginals(stateDir: string): Promise<void> {
-  await Deno.remove(join(stateDir, FILE)).catch((error) => {
+  await Deno.remove(joinPath(stateDir, FILE)).catch((error) => {
     if (!(error instanceof Deno.errors.NotFound)) throw error;
   });
 }

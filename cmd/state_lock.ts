@@ -16,7 +16,7 @@
  * refuse (or, for `status`, ignore) a directory owned from another network
  * namespace: its contents describe another node.
  */
-import { join } from "node:path";
+import { joinPath } from "./path.ts";
 import { z } from "zod";
 
 export const LOCK_FILE = "agent.lock";
@@ -85,7 +85,7 @@ async function netnsName(netns: string): Promise<string | undefined> {
   if (!inode) return undefined;
   try {
     for await (const entry of Deno.readDir("/run/netns")) {
-      const stat = await Deno.stat(join("/run/netns", entry.name)).catch(() => undefined);
+      const stat = await Deno.stat(joinPath("/run/netns", entry.name)).catch(() => undefined);
       if (stat?.ino != null && String(stat.ino) === inode) return entry.name;
     }
   } catch {
@@ -145,7 +145,7 @@ export function busyMessage(dir: string, view: OwnerView): string {
   const owner = view.owner;
   if (!owner) {
     return `state directory ${dir} is locked by another process (${
-      join(dir, LOCK_FILE)
+      joinPath(dir, LOCK_FILE)
     } names no owner yet): is another kube-egress agent starting with it?`;
   }
   const who = `pid ${owner.pid} (node ${owner.node}, since ${owner.since})`;
@@ -157,7 +157,7 @@ export function busyMessage(dir: string, view: OwnerView): string {
     `${who} in network namespace ${named(owner.netns, view.ownerNetnsName)}, ` +
     `while this process runs in ${named(view.ownNetns, view.ownNetnsName)}. ` +
     "Network namespaces do not separate files: agents started in several node namespaces of one " +
-    `machine need one --state-dir each (e.g. --state-dir ${join(dir, "<node name>")})`;
+    `machine need one --state-dir each (e.g. --state-dir ${joinPath(dir, "<node name>")})`;
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -173,7 +173,7 @@ export async function lockStateDir(
   options: { node: string; waitMs?: number; onWait?: (message: string) => void },
 ): Promise<StateDirLock> {
   await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-  const path = join(dir, LOCK_FILE);
+  const path = joinPath(dir, LOCK_FILE);
   const file = await Deno.open(path, { read: true, write: true, create: true });
   const deadline = performance.now() + (options.waitMs ?? 10_000);
   let told = false;
@@ -214,7 +214,7 @@ export async function lockStateDir(
  * probe: it fails only while an agent holds the lock).
  */
 export async function stateDirOwner(dir: string): Promise<OwnerView | undefined> {
-  const path = join(dir, LOCK_FILE);
+  const path = joinPath(dir, LOCK_FILE);
   let file: Deno.FsFile;
   try {
     file = await Deno.open(path, { read: true });

@@ -17,7 +17,7 @@
  */
 import { join } from "node:path";
 import { parse as parseYaml } from "yaml";
-import { buildProgram } from "../cmd/main.ts";
+import { buildProgram } from "../cmd/program.ts";
 import { SERVICE_ACCOUNT_DIR } from "../core/kube/kubeconfig.ts";
 import { formatLine, type Level } from "../cmd/log.ts";
 import type { Host } from "../cmd/system.ts";

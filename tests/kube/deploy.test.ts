@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { parseAllDocuments } from "yaml";
 import $ from "dax";
 import { relative } from "node:path";
-import { buildProgram } from "../../cmd/main.ts";
+import { buildProgram } from "../../cmd/program.ts";
 import { EgressPolicySpec, EgressVIPSpec } from "../../core/kube/api.ts";
 import { AGENT_PERMISSIONS, CONTROLLER_PERMISSIONS } from "../../core/kube/resources.ts";
 import { FakeKernel } from "../fake_kernel.ts";
