@@ -122,6 +122,33 @@ function partial(object: Obj): Obj {
   return { apiVersion: "meta.k8s.io/v1", kind: "PartialObjectMetadata", metadata: object.metadata };
 }
 
+const lineEncoder = new TextEncoder();
+
+/** One watch event's line (JSON, newline-terminated). */
+function watchLine(type: string, object: unknown): Uint8Array {
+  return lineEncoder.encode(JSON.stringify({ type, object }) + "\n");
+}
+
+/**
+ * A stored event's line, full or metadata-only, encoded on first use and then
+ * shared by every watch that sends it: encoding it once per watch made the fan-out
+ * to hundreds of watchers (bench kube's fleet) cost the test server more CPU than
+ * the code under test, and capped the changes per second the bench could make.
+ */
+const encodedEvents = {
+  full: new WeakMap<StoredEvent, Uint8Array>(),
+  partial: new WeakMap<StoredEvent, Uint8Array>(),
+};
+function encodedEvent(event: StoredEvent, metadataOnly: boolean): Uint8Array {
+  const cache = metadataOnly ? encodedEvents.partial : encodedEvents.full;
+  let bytes = cache.get(event);
+  if (!bytes) {
+    bytes = watchLine(event.type, metadataOnly ? partial(event.object) : event.object);
+    cache.set(event, bytes);
+  }
+  return bytes;
+}
+
 const apiVersionOf = (
   info: ServedResource,
 ) => (info.group ? `${info.group}/${info.version}` : info.version);
@@ -576,18 +603,17 @@ export function startTestApiServer(options: TestApiServerOptions = {}): Promise<
     const timeout = Number(url.searchParams.get("timeoutSeconds") ?? 1800);
     const selector = labelFilter(url.searchParams.get("labelSelector"));
     const fields = fieldFilter(url.searchParams.get("fieldSelector"));
-    const encoder = new TextEncoder();
     let cleanup = () => {};
     const body = new ReadableStream<Uint8Array>({
       start(controller) {
         let closed = false;
         let silent = false;
-        const send = (type: string, object: unknown) => {
-          if (!closed && !silent) {
-            controller.enqueue(encoder.encode(JSON.stringify({ type, object }) + "\n"));
-          }
+        const enqueue = (bytes: Uint8Array) => {
+          if (!closed && !silent) controller.enqueue(bytes);
         };
-        const show = (o: Obj) => (metadataOnly ? partial(o) : o);
+        const send = (type: string, object: unknown) => enqueue(watchLine(type, object));
+        // A stored event is encoded once for all watches (as kube-apiserver's watch cache does).
+        const sendEvent = (e: StoredEvent) => enqueue(encodedEvent(e, metadataOnly));
         const matches = (e: StoredEvent) =>
           e.resource === resource && (!namespace || e.object.metadata.namespace === namespace) &&
           selector(e.object) && fields(e.object);
@@ -630,9 +656,9 @@ export function startTestApiServer(options: TestApiServerOptions = {}): Promise<
           close();
           return;
         }
-        for (const e of replay) send(e.type, show(e.object));
+        for (const e of replay) sendEvent(e);
         const unsubscribe = store.subscribe((e) => {
-          if (matches(e)) send(e.type, show(e.object));
+          if (matches(e)) sendEvent(e);
         });
         const bookmark = bookmarks
           ? setInterval(() =>

@@ -237,3 +237,59 @@ Deno.test({
       assert.match(JSON.stringify(refused.body), /failClosed/);
     }),
 });
+
+Deno.test({
+  name:
+    "kube api: watches share each event's encoding, full or metadata-only, and every watch gets every event whole",
+  ...opts,
+  fn: () =>
+    withServer(async (api) => {
+      const version = String(api.store.resourceVersion);
+      const open = async (accept: string) => {
+        const response = await fetch(
+          `${api.url}/api/v1/namespaces/default/pods?watch=true&resourceVersion=${version}`,
+          { headers: { accept } },
+        );
+        return response.body!.pipeThrough(new TextDecoderStream()).getReader();
+      };
+      const full = "application/json";
+      const meta = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1";
+      const readers = await Promise.all([open(full), open(meta), open(full), open(meta)]);
+      const pod = (name: string, ip: string) => ({
+        apiVersion: "v1",
+        kind: "Pod",
+        metadata: { name, namespace: "default" },
+        spec: { nodeName: "node-1", containers: [{ name: "app", image: "app" }] },
+        status: { podIP: ip },
+      });
+      api.apply(pod("a", "10.244.1.2"));
+      api.apply(pod("b", "10.244.1.3"));
+      // apply stores each pod and then its status: four events.
+      const lines = await Promise.all(readers.map(async (reader) => {
+        let text = "";
+        while (text.split("\n").length < 5) text += (await reader.read()).value ?? "";
+        await reader.cancel();
+        return text.split("\n").slice(0, 4).map((l) => JSON.parse(l));
+      }));
+      assert.deepEqual(lines[0], lines[2]);
+      assert.deepEqual(lines[1], lines[3]);
+      assert.deepEqual(
+        lines[0].map((e) => [e.type, e.object.metadata.name, e.object.status?.podIP ?? null]),
+        [
+          ["ADDED", "a", null],
+          ["MODIFIED", "a", "10.244.1.2"],
+          ["ADDED", "b", null],
+          ["MODIFIED", "b", "10.244.1.3"],
+        ],
+      );
+      assert.deepEqual(
+        lines[1].map((e) => [e.type, e.object.kind, e.object.metadata.name, "spec" in e.object]),
+        ["a", "a", "b", "b"].map((name, k) => [
+          k % 2 ? "MODIFIED" : "ADDED",
+          "PartialObjectMetadata",
+          name,
+          false,
+        ]),
+      );
+    }),
+});
