@@ -1,20 +1,21 @@
 /**
  * Apply benchmark: real passes of the agent against the kernel, in a
- * throwaway network namespace, for 1,000 and 10,000 mappings. Figures, not
- * pass/fail.
+ * throwaway network namespace, for 1,000 and 10,000 mappings, each backend
+ * with an IPv4 cluster and with an IPv6 one. Figures, not pass/fail.
  */
 import { join } from "node:path";
 import type { Backend } from "../core/datapath.ts";
 import { modArgv } from "../sim/agents.ts";
 import { NetnsSet, newRunId } from "../sim/netns.ts";
 import { benchNode, mappingFlags } from "./file_agent.ts";
-import { syntheticSnapshot } from "./inputs.ts";
+import { type BenchFamily, syntheticSnapshot } from "./inputs.ts";
 import { table } from "../core/status.ts";
 import { formatStats, onInterrupt, runWorker, type Stats, stats } from "./lib.ts";
 
 interface Sample {
   op: string;
   backend: Backend;
+  family: BenchFamily;
   mappings: number;
   foreignServices: number;
   vips: number;
@@ -28,6 +29,8 @@ interface Sample {
 export interface ApplyFigure {
   op: string;
   backend: Backend;
+  /** The cluster's family: IPv4, or IPv6 alone (pods, VIPs and ranges). */
+  family: BenchFamily;
   mappings: number;
   /** Foreign service chains in the nat table (kube-proxy-like), 0 = none. */
   foreignServices: number;
@@ -51,31 +54,43 @@ export interface ApplyCase {
   readonly backend: Backend;
   readonly mappings: number;
   readonly foreignServices: number;
+  /** IPv4 unless given. */
+  readonly family?: BenchFamily;
 }
 
-/** Both backends side by side at 1,000 and 10,000 mappings; kube-proxy-like nat rules on iptables. */
+/**
+ * Both backends side by side at 1,000 and 10,000 mappings, IPv4 then IPv6;
+ * kube-proxy-like nat rules on iptables (IPv4).
+ */
 const CASES: readonly ApplyCase[] = [
   { backend: "iptables", mappings: 1_000, foreignServices: 0 },
   { backend: "nftables", mappings: 1_000, foreignServices: 0 },
   { backend: "iptables", mappings: 10_000, foreignServices: 0 },
   { backend: "nftables", mappings: 10_000, foreignServices: 0 },
   { backend: "iptables", mappings: 10_000, foreignServices: 2_000 },
+  { backend: "iptables", mappings: 1_000, foreignServices: 0, family: "ipv6" },
+  { backend: "nftables", mappings: 1_000, foreignServices: 0, family: "ipv6" },
+  { backend: "iptables", mappings: 10_000, foreignServices: 0, family: "ipv6" },
+  { backend: "nftables", mappings: 10_000, foreignServices: 0, family: "ipv6" },
 ];
 
 /** Runs the worker for each case in a fresh namespace and returns its figures. */
 export async function benchApply(cases = CASES, vips = 16): Promise<ApplyFigure[]> {
   const figures: ApplyFigure[] = [];
-  for (const { backend, mappings: size, foreignServices } of cases) {
+  for (const { backend, mappings: size, foreignServices, family = "ipv4" } of cases) {
     const namespaces = new NetnsSet(newRunId());
     const unregister = onInterrupt(() => namespaces.destroy());
     try {
       const ns = await benchNode(namespaces, "bench");
+      // The node's own IPv6 address puts the VIPs on link (a route via one needs it).
+      if (family === "ipv6") await ns.ip(["addr add 2001:db8::11/64 dev eth0 nodad"]);
       const samples = await runWorker<Sample>(WORKER, [
         size,
         vips,
         cyclesFor(size),
         foreignServices,
         backend,
+        family,
       ], {
         prefix: ["ip", "netns", "exec", ns.name],
       });
@@ -86,6 +101,7 @@ export async function benchApply(cases = CASES, vips = 16): Promise<ApplyFigure[
         figures.push({
           op,
           backend,
+          family,
           mappings: size,
           foreignServices,
           vips,
@@ -110,6 +126,7 @@ export function renderApply(figures: readonly ApplyFigure[]): string {
     [
       "OPERATION",
       "BACKEND",
+      "FAMILY",
       "MAPPINGS",
       "FOREIGN NAT",
       "TIME ms median (min–max)",
@@ -122,6 +139,7 @@ export function renderApply(figures: readonly ApplyFigure[]): string {
     figures.map((f) => [
       f.op,
       f.backend,
+      f.family,
       String(f.mappings),
       f.foreignServices > 0 ? `${f.foreignServices * 5 + 2} rules` : "–",
       formatStats(f.time),
@@ -138,28 +156,32 @@ export function renderApply(figures: readonly ApplyFigure[]): string {
  * The issue's lines, one per backend and size (no foreign rules):
  * `apply <backend> <n>: first <X> ms, unchanged <Y> ms, one pod added <Z> ms`
  * (medians: first apply; unchanged pass with a full read, as on an interval
- * resync; one pod added, as on an event).
+ * resync; one pod added, as on an event), each followed by the IPv6 cluster's
+ * `apply <backend> <n> ipv6: ...` where it was measured.
  */
 export function applyLines(figures: readonly ApplyFigure[]): string[] {
   const lines: string[] = [];
   const sizes = [...new Set(figures.map((f) => f.mappings))].sort((a, b) => a - b);
   for (const mappings of sizes) {
     for (const backend of ["iptables", "nftables"] as const) {
-      const of = (op: string) =>
-        figures.find((f) =>
-          f.backend === backend && f.mappings === mappings && f.foreignServices === 0 &&
-          f.op === op
-        )?.time.median;
-      const first = of("first apply");
-      const unchanged = of("unchanged pass, full check (resync)");
-      const added = of("one pod added (event)");
-      if (first === undefined || unchanged === undefined || added === undefined) continue;
-      const ms = (x: number) => x.toFixed(1);
-      lines.push(
-        `apply ${backend} ${mappings}: first ${ms(first)} ms, unchanged ${
-          ms(unchanged)
-        } ms, one pod added ${ms(added)} ms`,
-      );
+      for (const family of ["ipv4", "ipv6"] as const) {
+        const of = (op: string) =>
+          figures.find((f) =>
+            f.backend === backend && f.family === family && f.mappings === mappings &&
+            f.foreignServices === 0 && f.op === op
+          )?.time.median;
+        const first = of("first apply");
+        const unchanged = of("unchanged pass, full check (resync)");
+        const added = of("one pod added (event)");
+        if (first === undefined || unchanged === undefined || added === undefined) continue;
+        const ms = (x: number) => x.toFixed(1);
+        const label = family === "ipv6" ? `${mappings} ipv6` : String(mappings);
+        lines.push(
+          `apply ${backend} ${label}: first ${ms(first)} ms, unchanged ${
+            ms(unchanged)
+          } ms, one pod added ${ms(added)} ms`,
+        );
+      }
     }
   }
   return lines;
@@ -260,7 +282,8 @@ export const APPLY_NOTES = [
   "PROCESSES: every process the pass started, reads included: ip -batch, iptables -S of our chain and its hook chain per table (4), ipset save of our 2 sets (full check) or ipset list -t (quick check); then one per write step. The first pass also asks iptables --version; delete reads whole tables (iptables-save).",
   "SETS READ: entries = our ipsets listed in full (`ipset save`); summary = the agent's copy confirmed by `ipset list -t` (quick check).",
   "FOREIGN NAT: the nat table also holds kube-proxy-like service chains (a KUBE-SVC chain with 4 DNAT rules per service, 2,000 services), as on a node of a cluster with that many services.",
-  "One case: ip netns exec <ns with eth0 192.0.2.11/24> deno run -A bench/apply_worker.ts <mappings> 16 <cycles> <services> <backend> (JSON lines).",
+  "One case: ip netns exec <ns with eth0 192.0.2.11/24> deno run -A bench/apply_worker.ts <mappings> 16 <cycles> <services> <backend> <family> (JSON lines).",
+  "FAMILY ipv6 (lines `apply <backend> <n> ipv6: ...`): the same passes for a cluster of IPv6 alone, as many pods (fd00:10::/64) over 16 VIPs (2001:db8::50-65), eth0 also 2001:db8::11/64: ip6tables and `inet6` ipsets, or the nftables table's IPv6 sets and chains (pods6, vip6-<id>), `ip -6` rules and routes; the moving VIP is placed /128 nodad.",
   "nftables: reads are `ip -batch` and the nf_tables ruleset generation (one netlink request, cmd/nft_generation.ts); while it is the one the agent's last read or write left, nothing was committed since and the agent's copy of our table is exact (SETS READ generation, no nft process). Otherwise `nft -j list table inet kube-egress` (full check; entries) or `nft -j list chains inet` against the agent's copy (quick check; summary). Every write is one `nft -f`. Its first pass also looks for the iptables backend's leftovers (iptables -S of our chains, ipset list -n).",
   "nftables, 'another table changed': a foreign commit (`nft add table ip ke-bench-other`, then `delete`) before each pass moves the generation: the resync lists our table in full. 'element deleted by hand': `nft delete element ... pods` before the pass; the resync puts it back (the worker fails otherwise).",
 ];

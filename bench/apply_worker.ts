@@ -6,23 +6,29 @@
  * > 0, the nat table first gets as many kube-proxy-like service chains of five
  * rules each, as on a node of a cluster with that many services.
  *
+ * With family `ipv6`, the cluster is IPv6 alone (bench/inputs.ts: pods in
+ * fd00:10::/64, VIPs from 2001:db8::50): the same passes through ip6tables
+ * and `inet6` ipsets, or the nftables table's IPv6 sets, and `ip -6`.
+ *
  * Usage: deno run -A bench/apply_worker.ts <mappings> <vips> <cycles> [foreignServices] [backend]
+ *   [family]
  */
 import $ from "dax";
 import { Agent, type PassOptions } from "../cmd/agent.ts";
 import { createLogger } from "../cmd/log.ts";
 import { systemHost } from "../cmd/system.ts";
 import type { RawSnapshot } from "../core/snapshot.ts";
-import { BENCH_CONFIG, syntheticSnapshot, vipAddress } from "./inputs.ts";
+import { benchConfig, syntheticSnapshot, vipAddress } from "./inputs.ts";
 
 const [mappings, vipCount, cycles, foreignServices = 0] = Deno.args.slice(0, 4).map(Number);
 const backend = Deno.args[4] === "nftables" ? "nftables" : "iptables";
+const family = Deno.args[5] === "ipv6" ? "ipv6" : "ipv4";
 /** Samples of each repeated operation per cycle. */
 const REPEAT = 5;
 
-let inputs: RawSnapshot = syntheticSnapshot(mappings, vipCount);
+let inputs: RawSnapshot = syntheticSnapshot(mappings, vipCount, family);
 const agent = new Agent(systemHost(), createLogger("text", () => {}), {
-  config: { ...BENCH_CONFIG, backend },
+  config: { ...benchConfig(family), backend },
   readInputs: () => Promise.resolve(inputs),
   dryRun: false,
 });
@@ -34,7 +40,9 @@ function sample(op: string, r: {
   lines: number;
   setsRead?: string;
 }) {
-  console.log(JSON.stringify({ op, mappings, vips: vipCount, foreignServices, backend, ...r }));
+  console.log(
+    JSON.stringify({ op, mappings, vips: vipCount, foreignServices, backend, family, ...r }),
+  );
 }
 
 async function pass(op: string, options: PassOptions) {
@@ -46,13 +54,18 @@ async function pass(op: string, options: PassOptions) {
 const full = { setCheck: "full" } as const;
 const quick = { setCheck: "quick" } as const;
 const withExtra = (extra: number) => {
-  const snapshot = syntheticSnapshot(mappings + extra, vipCount);
+  const snapshot = syntheticSnapshot(mappings + extra, vipCount, family);
   return () => (inputs = snapshot);
 };
-const base = syntheticSnapshot(mappings, vipCount);
+const base = syntheticSnapshot(mappings, vipCount, family);
 const plusOne = withExtra(1);
 // VIP #1 moves onto this node and away again: the role flips twice.
-const movingVip = vipAddress(1);
+// An IPv6 VIP is placed as the agent places it (nodad: never "tentative").
+const movingVip = vipAddress(1, family);
+const vipPlacement = family === "ipv6"
+  ? [`${movingVip}/128`, "dev", "eth0", "nodad"]
+  : [`${movingVip}/32`, "dev", "eth0"];
+const podsMap = family === "ipv6" ? "pods6" : "pods";
 
 /** Service chains like kube-proxy's (iptables mode), jumped to from a KUBE-SERVICES chain. */
 function kubeProxyLikeNat(services: number): string {
@@ -92,7 +105,9 @@ for (let cycle = 0; cycle < cycles; cycle++) {
     }
     // An element deleted by hand is put back by the next resync.
     for (let i = 0; i < REPEAT; i++) {
-      await $`nft delete element inet kube-egress pods ${`{ ${String(base.pods[i].podIp)} }`}`;
+      await $`nft delete element inet kube-egress ${podsMap} ${`{ ${
+        String(base.pods[i].podIp)
+      } }`}`;
       const r = await agent.pass("bench", full);
       if (!r.ok || r.lines === 0) throw new Error(`hand-deleted element not repaired: ${r.error}`);
       sample("element deleted by hand, full check (resync)", { ms: r.durationMs, ...r });
@@ -109,9 +124,9 @@ for (let cycle = 0; cycle < cycles; cycle++) {
   inputs = base;
   await pass("one pod removed, full check (resync)", full);
   for (let i = 0; i < REPEAT; i++) {
-    await $`ip addr add ${movingVip}/32 dev eth0`;
+    await $`ip addr add ${vipPlacement}`;
     await pass("VIP moves here (address event)", quick);
-    await $`ip addr del ${movingVip}/32 dev eth0`;
+    await $`ip addr del ${vipPlacement.slice(0, 3)}`;
     await pass("VIP moves away (address event)", quick);
   }
   const started = performance.now();
