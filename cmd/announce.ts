@@ -1,13 +1,24 @@
 /**
  * Carries out core/announce.ts: flushes this node's own neighbour entry for
  * each VIP whose role changed (`ip neigh flush to <vip> dev <iface>`, which
- * leaves permanent entries alone), and sends gratuitous ARP for each VIP this
- * node took, at ANNOUNCE_SCHEDULE_MS. Later rounds run on timers; `stop`
- * cancels them and `settled` waits for them (a one-shot run waits before it
- * exits). Failures are logged, never fatal: traffic does not depend on them.
+ * leaves permanent entries alone), and announces each VIP this node took at
+ * ANNOUNCE_SCHEDULE_MS: gratuitous ARP (arping) for IPv4, unsolicited
+ * neighbour advertisements (na6, ipv6toolkit) for IPv6. Later rounds run on
+ * timers; `stop` cancels them and `settled` waits for them (a one-shot run
+ * waits before it exits). Failures are logged, never fatal: traffic does not
+ * depend on them.
  */
-import { type ExecResult, systemExec } from "./exec.ts";
-import { ANNOUNCE_SCHEDULE_MS, neighbourActions, type RoleChange } from "../core/announce.ts";
+import { type ExecResult, systemExec, which } from "./exec.ts";
+import {
+  ANNOUNCE_SCHEDULE_MS,
+  type Announcement,
+  ANNOUNCEMENTS_PER_ROUND,
+  type ArpingFlavour,
+  gratuitousArpArgv,
+  neighbourActions,
+  type RoleChange,
+  unsolicitedNaArgv,
+} from "../core/announce.ts";
 import { errorMessage } from "../core/errors.ts";
 import type { Logger } from "./log.ts";
 
@@ -17,12 +28,12 @@ export class NeighbourAnnouncer {
   readonly #announceTakeovers: boolean;
   readonly #timers = new Map<string, Set<ReturnType<typeof setTimeout>>>();
   readonly #pending = new Set<Promise<void>>();
-  #habets: Promise<boolean | undefined> | undefined;
-  #warnedMissing = false;
+  #arping: Promise<ArpingFlavour | undefined> | undefined;
+  readonly #warnedMissing = new Set<Announcement["kind"]>();
 
   /**
-   * `announceTakeovers`: send gratuitous ARP for VIPs this node takes (false
-   * where keepalived places them: it announces its own).
+   * `announceTakeovers`: announce the VIPs this node takes (false where
+   * keepalived places them: it announces its own).
    */
   constructor(iface: string, log: Logger, announceTakeovers: boolean) {
     this.#iface = iface;
@@ -36,20 +47,21 @@ export class NeighbourAnnouncer {
     const { refresh, announce } = neighbourActions(changes, this.#announceTakeovers);
     for (const vip of refresh) this.#cancel(vip);
     await Promise.all(refresh.map((vip) => this.#refresh(vip)));
-    for (const vip of announce) {
+    for (const announcement of announce) {
+      const { vip } = announcement;
       const [first, ...later] = ANNOUNCE_SCHEDULE_MS;
       const timers = new Set<ReturnType<typeof setTimeout>>();
       for (const ms of later) {
         const timer = setTimeout(() => {
           timers.delete(timer);
           if (timers.size === 0) this.#timers.delete(vip);
-          const round = this.#announce(vip).finally(() => this.#pending.delete(round));
+          const round = this.#announce(announcement).finally(() => this.#pending.delete(round));
           this.#pending.add(round);
         }, ms - first);
         timers.add(timer);
       }
       if (timers.size > 0) this.#timers.set(vip, timers);
-      await this.#announce(vip);
+      await this.#announce(announcement);
     }
   }
 
@@ -81,41 +93,65 @@ export class NeighbourAnnouncer {
     }
   }
 
-  async #announce(vip: string) {
+  async #announce(announcement: Announcement) {
+    const { vip, kind } = announcement;
+    const what = kind === "arp" ? "gratuitous ARP" : "unsolicited neighbour advertisement";
     try {
-      const habets = await (this.#habets ??= whichArping());
-      if (habets === undefined) {
-        if (!this.#warnedMissing) {
-          this.#log.warn("arping not found: VIPs taken are not announced", { vip });
-          this.#warnedMissing = true;
+      const rounds = await this.#commands(announcement);
+      if (rounds === undefined) {
+        if (!this.#warnedMissing.has(kind)) {
+          this.#log.warn(
+            kind === "arp"
+              ? "arping not found: IPv4 VIPs taken are not announced"
+              : "na6 not found (package ipv6toolkit): IPv6 VIPs taken are not announced",
+            { vip },
+          );
+          this.#warnedMissing.add(kind);
         }
         return;
       }
-      const args = habets
-        ? ["arping", "-q", "-U", "-c", "2", "-W", "0.05", "-i", this.#iface, "-S", vip, vip]
-        : ["arping", "-q", "-U", "-c", "2", "-I", this.#iface, "-s", vip, vip];
-      const r = await quietly(args);
-      // Exit 1 is "no replies": normal for unsolicited ARP.
-      if (r.code > 1 || r.stderr.trim()) {
-        this.#log.warn("gratuitous ARP failed", {
-          vip,
-          error: r.stderr.trim() || `exit ${r.code}`,
-        });
+      for (const args of rounds) {
+        const r = await quietly(args);
+        // Exit 1 is arping's "no replies": normal for unsolicited ARP.
+        if (r.code > (kind === "arp" ? 1 : 0) || r.stderr.trim()) {
+          this.#log.warn(`${what} failed`, { vip, error: r.stderr.trim() || `exit ${r.code}` });
+          return;
+        }
       }
     } catch (error) {
-      this.#log.warn("gratuitous ARP failed", { vip, error: errorMessage(error) });
+      this.#log.warn(`${what} failed`, { vip, error: errorMessage(error) });
     }
+  }
+
+  /** The processes of one round, in order; undefined when the tool is missing. */
+  async #commands({ vip, kind }: Announcement): Promise<string[][] | undefined> {
+    if (kind === "arp") {
+      const flavour = await (this.#arping ??= arpingFlavour());
+      return flavour && [gratuitousArpArgv(vip, this.#iface, flavour)];
+    }
+    if (which("na6") === undefined) return undefined;
+    const router = await forwardsIPv6(this.#iface);
+    return Array(ANNOUNCEMENTS_PER_ROUND).fill(unsolicitedNaArgv(vip, this.#iface, router));
   }
 }
 
-/** true: Habets' arping; false: iputils'; undefined: none. */
-async function whichArping(): Promise<boolean | undefined> {
+/** Which arping the node has, if any. */
+async function arpingFlavour(): Promise<ArpingFlavour | undefined> {
   try {
     const help = await quietly(["arping", "--help"]);
     if (help.code === 127) return undefined;
-    return /Habets/.test(help.stdout + help.stderr);
+    return /Habets/.test(help.stdout + help.stderr) ? "habets" : "iputils";
   } catch {
     return undefined;
+  }
+}
+
+/** True when the interface forwards IPv6 (the kernel then sets the NA's router flag too). */
+async function forwardsIPv6(iface: string): Promise<boolean> {
+  try {
+    return (await Deno.readTextFile(`/proc/sys/net/ipv6/conf/${iface}/forwarding`)).trim() === "1";
+  } catch {
+    return false;
   }
 }
 

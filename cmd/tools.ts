@@ -49,6 +49,8 @@ export const SIM_TOOLS: readonly Tool[] = [
   { command: "nft", pkg: "nftables" },
   { command: "socat", pkg: "socat" },
   { command: "arping", pkg: "arping" },
+  // The agent's unsolicited neighbour advertisements for IPv6 VIPs it takes (--vip-mode external).
+  { command: "na6", pkg: "ipv6toolkit" },
   { command: "tcpdump", pkg: "tcpdump" },
   { command: "ping", pkg: "iputils-ping" },
   { command: "iperf3", pkg: "iperf3" },

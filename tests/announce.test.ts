@@ -3,9 +3,12 @@ import { Agent } from "../cmd/agent.ts";
 import { createLogger } from "../cmd/log.ts";
 import {
   ANNOUNCE_SCHEDULE_MS,
+  ANNOUNCEMENTS_PER_ROUND,
+  gratuitousArpArgv,
   neighbourActions,
   type RoleChange,
   roleChanges,
+  unsolicitedNaArgv,
 } from "../core/announce.ts";
 import { forwardRule, snatRule, type VipRole } from "../core/desired.ts";
 import { iptablesPlanner } from "../core/datapath_iptables.ts";
@@ -98,11 +101,40 @@ Deno.test("announce: every changed VIP's own entry is refreshed; takeovers annou
   ];
   assert.deepEqual(neighbourActions(changes, true), {
     refresh: ["192.0.2.50", "192.0.2.51"],
-    announce: ["192.0.2.51"],
+    announce: [{ vip: "192.0.2.51", kind: "arp" }],
   });
   assert.deepEqual(neighbourActions(changes, false).announce, [], "keepalived announces its own");
   assert.ok(ANNOUNCE_SCHEDULE_MS.length >= 3, "repeated a few times");
   assert.ok(ANNOUNCE_SCHEDULE_MS.at(-1)! >= 1000, "over seconds, past a neighbour's locktime");
+});
+
+Deno.test("announce: an IPv6 VIP taken is announced by unsolicited neighbour advertisement, never by ARP", () => {
+  const changes: RoleChange[] = [
+    { vip: "2001:db8::50", from: "forwarder", to: "holder" },
+    { vip: "192.0.2.50", from: "none", to: "holder" },
+    { vip: "2001:db8::51", from: "holder", to: "forwarder" },
+  ];
+  assert.deepEqual(neighbourActions(changes, true), {
+    refresh: ["2001:db8::50", "192.0.2.50", "2001:db8::51"],
+    announce: [{ vip: "2001:db8::50", kind: "na" }, { vip: "192.0.2.50", kind: "arp" }],
+  });
+  assert.deepEqual(neighbourActions(changes, false).announce, [], "keepalived sends its own NAs");
+});
+
+Deno.test("announce: a round's packets: arping of either flavour, na6 from the VIP to all nodes with override and target LLA", () => {
+  assert.equal(ANNOUNCEMENTS_PER_ROUND, 2);
+  assert.deepEqual(gratuitousArpArgv("192.0.2.50", "eth0", "habets"), [
+    ..."arping -q -U -c 2 -W 0.05 -i eth0 -S 192.0.2.50 192.0.2.50".split(" "),
+  ]);
+  assert.deepEqual(gratuitousArpArgv("192.0.2.50", "eth0", "iputils"), [
+    ..."arping -q -U -c 2 -I eth0 -s 192.0.2.50 192.0.2.50".split(" "),
+  ]);
+  assert.deepEqual(unsolicitedNaArgv("2001:db8::50", "eth0", false), [
+    ..."na6 -i eth0 -s 2001:db8::50 -d ff02::1 -t 2001:db8::50 -o -e".split(" "),
+  ]);
+  assert.deepEqual(unsolicitedNaArgv("2001:db8::50", "bond0", true), [
+    ..."na6 -i bond0 -s 2001:db8::50 -d ff02::1 -t 2001:db8::50 -o -e -r".split(" "),
+  ]);
 });
 
 Deno.test("announce: the agent reports each applied role change once, after the rules are in place", async () => {

@@ -10,6 +10,9 @@
  * mapped pod on every node must leave as the VIP: the pinned node's traffic
  * goes through the old holder, which must forward it to the new one whatever
  * its own conntrack makes of a connection it sees in one direction only.
+ * And an IPv6 VIP moved the same way (dual-stack cluster): the agent that
+ * takes it sends unsolicited neighbour advertisements (na6), in more than one
+ * round, seen by tcpdump on the router, which then sends to the new holder.
  * Needs root; reported as skipped otherwise.
  */
 import assert from "node:assert/strict";
@@ -17,6 +20,7 @@ import { type AgentProcess, EXTERNAL, startAgent } from "../../sim/agents.ts";
 import { type Cluster, OUTSIDE_IP, type SimNode } from "../../sim/cluster.ts";
 import { type Proto, sourceSeenRetry } from "../../sim/probe.ts";
 import { placeVip } from "../../sim/vip.ts";
+import { eachLine } from "../../sim/children.ts";
 import { e2e, withCluster } from "./cluster.ts";
 
 const VIP = "192.0.2.50";
@@ -178,4 +182,114 @@ Deno.test({
   name: "e2e neighbour, nftables backend: the same 20 moves",
   ...e2e,
   fn: () => withCluster((cluster) => staleNeighbourMoves(cluster, "nftables")),
+});
+
+const VIP6 = "2001:db8:1::50";
+
+/** The role node's ip6tables SNAT rules give the IPv6 VIP, once its agent applied one. */
+async function appliedRole6(node: SimNode): Promise<string | undefined> {
+  const rules = await node.ns.exec(["ip6tables", "-t", "nat", "-S"]);
+  return new RegExp(`kube-egress ${VIP6} (holder|forward)`).exec(rules.stdout)?.[1];
+}
+
+/** The IPv6 VIP placed as the agent places it (no DAD, deprecated), on `to` only. */
+async function moveVip6(cluster: Cluster, to: SimNode) {
+  const iface = cluster.spec.iface;
+  for (const node of cluster.nodes) {
+    if (node !== to) await node.ns.exec(["ip", "-6", "addr", "del", `${VIP6}/128`, "dev", iface]);
+  }
+  await to.ns.run(
+    ["ip", "-6", "addr", "replace", `${VIP6}/128`, "dev", iface, "nodad", "preferred_lft", "0"],
+  );
+}
+
+async function waitUntil(what: string, ms: number, ok: () => Promise<boolean>) {
+  const deadline = Date.now() + ms;
+  while (!(await ok())) {
+    if (Date.now() >= deadline) throw new Error(`timed out after ${ms} ms: ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+Deno.test({
+  name:
+    "e2e neighbour, IPv6: the agent that takes an IPv6 VIP sends unsolicited neighbour advertisements (override, its MAC) in rounds; the router follows",
+  ...e2e,
+  fn: () =>
+    withCluster(async (cluster) => {
+      const iface = cluster.spec.iface;
+      const [n1, n2] = cluster.nodes;
+      await cluster.writeMappings(
+        Object.fromEntries(cluster.nodes.map((n) => [cluster.pod(n.index, 1).ip6!, VIP6])),
+        { [VIP6]: 5 },
+      );
+      const macs = await Promise.all(cluster.nodes.map((n) => macOf(n, iface)));
+      await moveVip6(cluster, n1);
+      const agents = cluster.nodes.map((n) => startAgent(cluster, n, EXTERNAL));
+      const capture = cluster.router.spawn(
+        ["tcpdump", "-l", "-n", "-e", "-vv", "-Q", "in", "-i", "eth0", "icmp6 and ip6[40] == 136"],
+        { stdout: "piped", stderr: "null" },
+      );
+      const seen: { at: number; line: string }[] = [];
+      const read = eachLine(capture.stdout!, (line) => {
+        // -vv prints the target link-layer address option on lines of its own, indented.
+        if (/^\d/.test(line)) seen.push({ at: performance.now(), line });
+        else if (seen.length > 0) seen[seen.length - 1].line += " " + line.trim();
+      }).catch(() => {});
+      try {
+        const roles = () => Promise.all(cluster.nodes.map(appliedRole6));
+        await waitUntil("node1 holds the IPv6 VIP", 20_000, async () =>
+          (await roles()).join() === "holder,forward");
+        // The router learns node1's MAC for the VIP (traffic to it), as a router on a LAN would.
+        await cluster.router.run(["ping", "-6", "-c", "1", "-W", "2", VIP6]);
+        await new Promise((r) =>
+          setTimeout(r, 1000)
+        ); // tcpdump attached, earlier NAs passed
+        seen.length = 0;
+        const movedAt = performance.now();
+        await moveVip6(cluster, n2);
+        await waitUntil("node2 holds the IPv6 VIP", 20_000, async () =>
+          (await roles()).join() === "forward,holder");
+        const fromNew = () =>
+          seen.filter((s) =>
+            s.line.includes(`${macs[1]} > 33:33:00:00:00:01`) &&
+            s.line.includes(`${VIP6} > ff02::1`) && s.line.includes(`tgt is ${VIP6}`)
+          );
+        await waitUntil("two rounds of NA from node2, over a second apart", 6_000, () => {
+          const times = fromNew().map((s) =>
+            s.at
+          );
+          return Promise.resolve(
+            times.length >= 2 && Math.max(...times) - Math.min(...times) > 500,
+          );
+        });
+        await new Promise((r) =>
+          setTimeout(r, 200)
+        ); // the last packet's option lines
+        for (const { line } of fromNew()) {
+          assert.match(line, /Flags \[[^\]]*override/, line);
+          assert.ok(line.includes(`link-address option (2), length 8 (1): ${macs[1]}`), line);
+        }
+        const addr = JSON.parse(
+          await n2.ns.run(["ip", "-json", "-6", "addr", "show", "dev", iface]),
+        )
+          .flatMap((l: { addr_info: { local: string; tentative?: boolean }[] }) => l.addr_info)
+          .find((a: { local: string }) => a.local === VIP6);
+        assert.ok(addr && !addr.tentative, `never tentative: ${JSON.stringify(addr)}`);
+        const entries = JSON.parse(
+          await cluster.router.run(["ip", "-json", "-6", "neigh", "show", "to", VIP6]) || "[]",
+        ) as { lladdr?: string }[];
+        assert.equal(entries[0]?.lladdr, macs[1], "the router's entry names the new holder");
+        console.log(
+          `[neighbour ipv6] ${fromNew().length} NA from the new holder; first ${
+            Math.round(fromNew()[0].at - movedAt)
+          } ms after the move (loaded machine: indicative)`,
+        );
+      } finally {
+        capture.kill("SIGTERM");
+        await capture.status;
+        await read;
+        await Promise.all(agents.map((a) => a.stop()));
+      }
+    }, { family: "dual", nodes: 2 }),
 });
