@@ -4,6 +4,7 @@
  * core; exit codes: 0 success, 1 failure, 2 usage error.
  */
 import { type NatSync, planPass, renderTransaction } from "../core/plan.ts";
+import { localPodRanges } from "../core/conntrack.ts";
 import { nodeStatus, renderStatus } from "../core/status.ts";
 import { formatProblem, type RawSnapshot, validateSnapshot } from "../core/snapshot.ts";
 import { Agent, type AgentObserver, type AgentSettings, runLoop } from "./agent.ts";
@@ -231,8 +232,7 @@ async function newConntrackSync(
         ? [...new Set(vips.flatMap((v) => v.peers ?? []))]
         : flagPeers;
       // This node's own pods: the pod ranges routed to a local device, not via a next hop.
-      localPodCidrs = podRoutes.filter((r) => r.gateway === undefined && r.dev !== iface)
-        .map((r) => r.dst);
+      localPodCidrs = localPodRanges(podRoutes, iface);
       return sync.update({
         interface: iface,
         address,

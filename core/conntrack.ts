@@ -9,6 +9,8 @@
  * the new role. Other VIPs' connections and everything unmarked are untouched.
  */
 import type { Family, VipRole } from "./intent.ts";
+import { cidrContains, parseCidr, parseIp } from "./ip.ts";
+import type { PodRoute } from "./iproute.ts";
 import { hex } from "./marks.ts";
 import type { Transaction } from "./plan.ts";
 
@@ -47,6 +49,71 @@ function removedMarks(
 ): number[] {
   const desired = new Set(desiredRoles.map((r) => r.mark));
   return [...liveRole.keys()].filter((mark) => !desired.has(mark)).sort((a, b) => a - b);
+}
+
+/** This node's own pod ranges: the pod routes to a local device (the CNI's bridge), not via a next hop. */
+export function localPodRanges(podRoutes: readonly PodRoute[], iface: string): string[] {
+  return podRoutes.filter((r) => r.gateway === undefined && r.dev !== iface).map((r) => r.dst);
+}
+
+/**
+ * `conntrack` arguments that delete one pod's connections source-NATed to
+ * `address`, a node address that our rules never translate to (they SNAT to
+ * VIPs only): the CNI's masquerade.
+ */
+export function unmappedFlushArgs(pod: string, address: string, family: Family = "ipv4"): string {
+  return `-D -f ${family} -s ${pod} --src-nat ${address}`;
+}
+
+/**
+ * Flushes of the connections a pod made before it was mapped. A pod's flow
+ * that started before our rules mapped it (the node booting, its pods running
+ * before its agent; or the pod mapped while it streams) was masqueraded on its
+ * first packet, and that entry outlives our new rules: a UDP flow would keep
+ * leaving with the node's address for as long as it keeps sending. So each
+ * desired pod of `family` that our objects do not map yet (`inForce`, read
+ * from the backend's sets) and that runs on this node (in `localRanges`) gets
+ * its entries translated to each of the node's own addresses (`nodeAddresses`:
+ * the interface's, without VIPs or link-local ones) deleted, after the rule
+ * step: its next packet starts an entry our rules decide. Not by connection
+ * mark: once our rules are in, every packet of the old flow sets our mark on
+ * its entry too, before the flush runs. Connections our rules translated (to a
+ * VIP: established or synced entries) and un-NATed ones (to pods, to services
+ * through kube-proxy's DNAT, a forwarder's null bindings) are kept. Other
+ * nodes' pods are not flushed here (one process per pod: a holder's first
+ * pass would run one per pod of the cluster); with no local pod range known,
+ * no pod is.
+ */
+export function unmappedFlushes(
+  desiredPods: Iterable<string>,
+  inForce: ReadonlySet<string>,
+  localRanges: readonly string[],
+  nodeAddresses: readonly string[],
+  family: Family = "ipv4",
+): string[] {
+  const version = family === "ipv4" ? 4 : 6;
+  const ranges = localRanges.flatMap((text) => {
+    const cidr = parseCidr(text);
+    return cidr === undefined || cidr.family !== version ? [] : [cidr];
+  });
+  // Masquerade never picks a link-local source for a routed destination.
+  const linkLocal = parseCidr("fe80::/10")!;
+  const addresses = nodeAddresses.filter((text) => {
+    const address = parseIp(text);
+    if (address === undefined || (typeof address === "number") !== (family === "ipv4")) {
+      return false;
+    }
+    return typeof address === "number" || !cidrContains(linkLocal, address);
+  });
+  if (ranges.length === 0 || addresses.length === 0) return [];
+  const flushes: string[] = [];
+  for (const pod of desiredPods) {
+    if (inForce.has(pod)) continue;
+    const address = parseIp(pod);
+    if (address === undefined || !ranges.some((r) => cidrContains(r, address))) continue;
+    flushes.push(...addresses.map((a) => unmappedFlushArgs(pod, a, family)));
+  }
+  return flushes;
 }
 
 /**
@@ -107,6 +174,15 @@ export function takeoverSteps(
 }
 
 /**
+ * The backend's first step that maps pods: its sets (ipset restore, before
+ * the rules; a new pod may change nothing else), else its rule step; -1: none.
+ */
+function podsStep(transaction: Transaction): number {
+  const sets = transaction.steps.findIndex((s) => s.tool === "ipset");
+  return sets >= 0 ? sets : rulesStep(transaction);
+}
+
+/**
  * The flushes still owed after `transaction` failed at step `failedAt`
  * (undefined: where is unknown). Deleting by mark is idempotent, so owing too
  * much costs nothing and owing too little leaves flows pinned: once the
@@ -128,7 +204,12 @@ export function owedFlushes(
   const at = failedAt ?? flushAt;
   if (flushAt < 0 || at > flushAt || ranAfter.includes(flushAt)) return [];
   const rolesChanged = rulesAt >= 0 && rulesAt < at;
-  return steps[flushAt].lines.filter((line) => rolesChanged || owedBefore.includes(line));
+  // A pod's flush (`unmappedFlushArgs`) is owed once its sets changed: the next pass sees it mapped.
+  const podsAt = podsStep(transaction);
+  const podsChanged = podsAt >= 0 && podsAt < at;
+  return steps[flushAt].lines.filter((line) =>
+    rolesChanged || (podsChanged && line.includes(" --src-nat ")) || owedBefore.includes(line)
+  );
 }
 
 /** `transaction` with the owed flushes added to its conntrack step after the rule step (or a new last one). */

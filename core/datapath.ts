@@ -33,6 +33,12 @@ export interface DatapathPlanner {
     family?: Family,
   ): ReadonlyMap<number, VipRole["role"]>;
   /**
+   * The pod addresses of one family that this backend's objects map now
+   * (unrestricted and destination-scoped): a desired pod not among them
+   * becomes mapped with this pass (see `unmappedFlushes`, core/conntrack.ts).
+   */
+  podsInForce(live: LiveState, family?: Family): ReadonlySet<string>;
+  /**
    * This backend's objects as a transaction planned from `live` leaves them
    * once applied in full: the next quick pass confirms them cheaply instead of
    * listing them again (see `ReadOptions` in cmd/system.ts).

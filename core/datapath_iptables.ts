@@ -96,6 +96,17 @@ export const iptablesPlanner: DatapathPlanner = {
     return roles;
   },
 
+  podsInForce(live, family = "ipv4") {
+    const sets = liveFamily(live, family)?.sets ?? NO_SETS;
+    const scopedPods = `${IPSETS[family].scopedPrefix}p-`;
+    return new Set([
+      ...sets.pods.keys(),
+      ...[...sets.scoped ?? []].flatMap(([name, set]) =>
+        name.startsWith(scopedPods) ? [...set.entries.keys()] : []
+      ),
+    ]);
+  },
+
   afterApply(live, dual) {
     // The IPv4 sets; IPv6's are listed on every pass that reads them.
     const intent = enabledPart(dual, "ipv4");

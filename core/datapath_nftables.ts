@@ -27,6 +27,15 @@ export const nftablesPlanner: DatapathPlanner = {
   rolesInForce(live, mask, family = "ipv4") {
     return nftRolesInForce(live.nft, mask, family);
   },
+  podsInForce(live, family = "ipv4") {
+    const elements = family === "ipv4" ? live.nft : live.nft.ipv6;
+    if (elements === undefined) return new Set();
+    // The scoped map's keys are "pod . range".
+    return new Set([
+      ...elements.pods.keys(),
+      ...[...elements.scoped.keys()].map((key) => key.split(" . ")[0]),
+    ]);
+  },
   afterApply(_live, intent) {
     return { nft: nftAfterApply(intent) };
   },

@@ -4,7 +4,7 @@
  * The order keeps traffic safe at every step: routes exist before anything is
  * marked for them, and rules go away only after nothing is marked for them.
  */
-import { takeoverSteps } from "./conntrack.ts";
+import { localPodRanges, takeoverSteps, unmappedFlushes } from "./conntrack.ts";
 import {
   type Backend,
   BACKENDS,
@@ -105,8 +105,9 @@ export interface NatSync {
  * configured backend: routes first, then the backend's objects, then the
  * leftovers of any other backend found in `live` (a node switched backends:
  * ours are in place before theirs go), reverse-path filters, stale rules and
- * routes, and last the conntrack flushes of roles that change (and the commit
- * of replicated NAT state on a takeover).
+ * routes, and last the conntrack flushes of roles that change and of local
+ * pods mapped with this pass (core/conntrack.ts `unmappedFlushes`), and the
+ * commit of replicated NAT state on a takeover.
  *
  * A takeover does the least work before traffic flows: its SNAT role (one
  * `iptables-restore` or `nft -f`), then the forwarding rule goes (the node's
@@ -144,6 +145,22 @@ export function planApply(
     return takeoverSteps(liveRoles, roles, config.markMask, options.natSync, family);
   });
   const commits = [...new Set(takeovers.flatMap((t) => t.commits))];
+  // Each family's local pods mapped with this pass: their connections masqueraded before.
+  const unmapped = FAMILIES.flatMap((family) => {
+    const part = enabledPart(desired, family);
+    const inForce = new Set(
+      [planner, ...others].flatMap((p) => [...p.podsInForce(live, family)]),
+    );
+    const routes = liveFamily(live, family)?.routes;
+    const vips = new Set(part.roles.map((r) => r.ip));
+    return unmappedFlushes(
+      [...part.podMarks.keys(), ...part.scoped.flatMap((c) => [...c.podMarks.keys()])],
+      inForce,
+      localPodRanges(routes?.podRoutes ?? [], config.interface),
+      (routes?.addresses ?? []).filter((a) => !vips.has(a)),
+      family,
+    );
+  });
   return {
     steps: [
       ...step("ip", "add routes, then the rules that use them", routes[0].add),
@@ -162,8 +179,8 @@ export function planApply(
       ...step("ip6", "remove stale IPv6 rules, then their routes", routes[1].remove),
       ...step(
         "conntrack",
-        "flush connections pinned to a VIP's old role",
-        takeovers.flatMap((t) => t.flushes),
+        "flush connections pinned to a VIP's old role or made before their pod was mapped",
+        [...takeovers.flatMap((t) => t.flushes), ...unmapped],
       ),
       ...step(
         "conntrackd",

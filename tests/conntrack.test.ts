@@ -1,19 +1,22 @@
 import assert from "node:assert/strict";
 import {
   conntrackFlushes,
+  localPodRanges,
   owedFlushes,
   stillRunAfter,
   takeoverSteps,
+  unmappedFlushes,
   withOwedFlushes,
 } from "../core/conntrack.ts";
+import { type Snapshot, validateSnapshot } from "../core/snapshot.ts";
 import { planPass } from "../core/plan.ts";
 import { intentOf } from "../core/intent.ts";
-import { nftChains } from "../core/nftables.ts";
+import { nftAfterApply, nftChains, NO_NFTABLES } from "../core/nftables.ts";
 import { FakeKernel } from "./fake_kernel.ts";
 import { desiredState, forwardRule, snatRule } from "../core/desired.ts";
 import { iptablesPlanner } from "../core/datapath_iptables.ts";
 import type { LiveState } from "../core/plan.ts";
-import { snapshot, testConfig } from "./helpers.ts";
+import { raw, snapshot, testConfig } from "./helpers.ts";
 
 const config = testConfig({ markMask: "0xff00" });
 /** The roles the iptables backend reads from these nat-chain rules. */
@@ -268,4 +271,94 @@ Deno.test("conntrack: after the roles changed, a failed step still lets the flus
   assert.deepEqual(stillRunAfter(tx, 4), [5], "a failed flush still commits");
   assert.deepEqual(owedFlushes(tx, 3, [], [4, 5]), [], "flushed after the failure: nothing owed");
   assert.deepEqual(owedFlushes(tx, 3, [], [5]), [flush], "the flush failed too: owed");
+});
+
+for (const backend of ["iptables", "nftables"] as const) {
+  Deno.test(`conntrack (${backend}): the first pass, and each pass that maps a pod, flushes what this node's newly mapped pods made before (masqueraded to the node's address, never to a VIP), in both families`, () => {
+    const dual = testConfig({
+      backend,
+      markMask: "0xff00",
+      podCidrs: ["10.244.0.0/16", "fd00:10:244::/48"],
+    });
+    const local = "10.244.1.5", remote = "10.244.2.7", local6 = "fd00:10:244:1::5";
+    const pods = (extra: Record<string, string>) =>
+      validateSnapshot(
+        raw({ "192.0.2.50": 5, "2001:db8::50": 5 }, {
+          [local]: "192.0.2.50",
+          [remote]: "192.0.2.50",
+          [local6]: "2001:db8::50",
+          ...extra,
+        }),
+        dual,
+      ).snapshot;
+    const kernel = new FakeKernel();
+    // The node's own addresses (link-local: never a masquerade's), and a VIP it holds.
+    kernel.interfaces.set(dual.interface, ["192.0.2.11", "192.0.2.50", "2001:db8::11", "fe80::11"]);
+    // This node's pod bridge, and another node's range via its address.
+    kernel.mainRoutes.push(
+      { dst: "10.244.1.0/24", dev: "cni0" },
+      { dst: "10.244.2.0/24", dev: "eth0", gateway: "192.0.2.12" },
+      { dst: "fd00:10:244:1::/64", dev: "cni0" },
+      { dst: "fd00:10:244:2::/64", dev: "eth0", gateway: "2001:db8::12" },
+    );
+    // The fake kernel has no nftables: our table is as the last pass left it.
+    let nft = NO_NFTABLES;
+    const flushes = (snap: Snapshot) => {
+      const { desired, transaction } = planPass(snap, dual, { ...kernel.live(dual), nft });
+      kernel.apply({ steps: transaction.steps.filter((s) => s.tool !== "nft") });
+      if (backend === "nftables") nft = nftAfterApply(desired);
+      return transaction.steps.filter((s) => s.tool === "conntrack").flatMap((s) => s.lines);
+    };
+    // The node boots: nothing of ours yet; the local pods' connections made before are flushed.
+    assert.deepEqual(flushes(pods({})), [
+      "-D -f ipv4 -s 10.244.1.5 --src-nat 192.0.2.11",
+      "-D -f ipv6 -s fd00:10:244:1::5 --src-nat 2001:db8::11",
+    ]);
+    // Mapped already: nothing again (a connection made since is ours, or the pod's own choice).
+    assert.deepEqual(flushes(pods({})), []);
+    // A pod mapped later, local and remote: only the local one.
+    assert.deepEqual(
+      flushes(pods({ "10.244.1.6": "192.0.2.50", "10.244.2.8": "192.0.2.50" })),
+      ["-D -f ipv4 -s 10.244.1.6 --src-nat 192.0.2.11"],
+    );
+    // A pod unmapped and mapped again is flushed again.
+    flushes(pods({}));
+    assert.deepEqual(flushes(pods({ "10.244.1.6": "192.0.2.50" })), [
+      "-D -f ipv4 -s 10.244.1.6 --src-nat 192.0.2.11",
+    ]);
+  });
+}
+
+Deno.test("conntrack: pods mapped with a pass are flushed only where this node runs them, and never without pod ranges", () => {
+  const ranges = localPodRanges([
+    { dst: "10.244.1.0/24", dev: "cni0" },
+    { dst: "10.244.2.0/24", dev: "eth0", gateway: "192.0.2.12" },
+    { dst: "10.244.3.0/24", dev: "eth0" }, // on the LAN itself: not our pods
+  ], "eth0");
+  assert.deepEqual(ranges, ["10.244.1.0/24"]);
+  const inForce = new Set(["10.244.1.4"]);
+  const node = ["192.0.2.11", "2001:db8::11", "fe80::11"];
+  assert.deepEqual(
+    unmappedFlushes(["10.244.1.4", "10.244.1.9", "10.244.2.9"], inForce, ranges, node),
+    ["-D -f ipv4 -s 10.244.1.9 --src-nat 192.0.2.11"],
+  );
+  assert.deepEqual(unmappedFlushes(["10.244.1.9"], inForce, [], node), []);
+  assert.deepEqual(unmappedFlushes(["10.244.1.9"], inForce, ranges, []), []);
+  assert.deepEqual(unmappedFlushes(["10.244.1.9"], inForce, ranges, node, "ipv6"), []);
+  assert.deepEqual(
+    unmappedFlushes(["fd00:10:244:1::9"], inForce, ["fd00:10:244:1::/64"], node, "ipv6"),
+    ["-D -f ipv6 -s fd00:10:244:1::9 --src-nat 2001:db8::11"],
+  );
+});
+
+Deno.test("conntrack: a failed pass owes the flushes of the pods its ipset step mapped", () => {
+  const flush = "-D -f ipv4 -s 10.244.1.9 --src-nat 192.0.2.11";
+  const tx = {
+    steps: [
+      { tool: "ipset" as const, purpose: "pods", lines: ["add kube-egress-pods 10.244.1.9"] },
+      { tool: "conntrack" as const, purpose: "flush", lines: [flush] },
+    ],
+  };
+  assert.deepEqual(owedFlushes(tx, 0, []), [], "the set was not written");
+  assert.deepEqual(owedFlushes(tx, 1, []), [flush], "mapped, not flushed: owed");
 });

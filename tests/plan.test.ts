@@ -37,7 +37,10 @@ Deno.test("plan: a VIP arriving on the node turns forward into SNAT and drops it
   assert.deepEqual(tx.steps.map((s) => [s.tool, s.purpose]), [
     ["iptables", "rewrite our chains and jumps"],
     ["ip", "remove stale rules, then their routes"],
-    ["conntrack", "flush connections pinned to a VIP's old role"],
+    [
+      "conntrack",
+      "flush connections pinned to a VIP's old role or made before their pod was mapped",
+    ],
   ]);
   // Only the moved VIP's connections are flushed, after its SNAT rule is in place and its
   // forwarding rule is gone (traffic flows first).
