@@ -3,7 +3,7 @@
  * `status`. Each command validates its flags, then drives the agent or the
  * core; exit codes: 0 success, 1 failure, 2 usage error.
  */
-import { type NatSync, planPass, renderTransaction } from "../core/plan.ts";
+import { interfaceAddresses, type NatSync, planPass, renderTransaction } from "../core/plan.ts";
 import { localPodRanges } from "../core/conntrack.ts";
 import { nodeStatus, renderStatus } from "../core/status.ts";
 import { formatProblem, type RawSnapshot, validateSnapshot } from "../core/snapshot.ts";
@@ -449,7 +449,7 @@ export async function planCommand(options: Record<string, unknown>, host: Host):
   };
   const out: string[] = [
     `# interface ${settings.config.interface}: ${
-      live.routes.addresses.join(", ") || "no IPv4 address"
+      interfaceAddresses(live).join(", ") || "no address"
     }`,
     `# ${snapshot.vips.length} VIP(s), ${snapshot.pods.length} mapping(s) valid, ${problems.length} input(s) rejected`,
     ...desired.roles.map((r) =>

@@ -40,7 +40,7 @@ export interface DoctorFacts {
   readonly missingTools: readonly { command: string; pkg: string }[];
   /** Optional tools not found (checks that need them are skipped). */
   readonly missingOptional: readonly { command: string; pkg: string; for: string }[];
-  /** IPv4 addresses on the interface; undefined when the interface does not exist. */
+  /** IPv4 addresses on the interface (IPv6: `addresses6`); undefined when it does not exist. */
   readonly addresses?: readonly string[];
   /** The inputs' valid VIPs, or why they could not be read. */
   readonly vips?: readonly Vip[];
@@ -113,15 +113,22 @@ function checkInterface(f: DoctorFacts): CheckReport {
       fix: "pass the node's LAN interface with --interface (see `ip -br link`)",
     };
   }
-  if (f.addresses.length === 0) {
+  // Each family the pod ranges use needs an address of the node's own (IPv6: not link-local).
+  const own6 = f.addresses6?.map((a) => a.local).filter((ip) => !/^fe[89ab]/i.test(ip));
+  const missing = [
+    f.config.podCidrs.some((c) => !c.includes(":")) && f.addresses.length === 0 && "IPv4",
+    f.config.podCidrs.some((c) => c.includes(":")) && own6?.length === 0 && "IPv6",
+  ].filter((family) => family !== false);
+  if (missing.length > 0) {
     return {
       id: "interface",
       verdict: "fail",
-      detail: `interface ${iface} has no IPv4 address`,
+      detail: `interface ${iface} has no ${missing.join(" and no ")} address`,
       fix: "use the interface that carries the node's LAN address",
     };
   }
-  return { id: "interface", verdict: "pass", detail: `${iface}: ${f.addresses.join(", ")}` };
+  const all = [...f.addresses, ...(own6 ?? [])];
+  return { id: "interface", verdict: "pass", detail: `${iface}: ${all.join(", ")}` };
 }
 
 function checkInputs(f: DoctorFacts): CheckReport {

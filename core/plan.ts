@@ -191,6 +191,13 @@ export function planApply(
   };
 }
 
+/** This node's addresses on the interface, IPv4 then IPv6 (where IPv6 was read). */
+export function interfaceAddresses(live: LiveState): readonly string[] {
+  return live.ipv6
+    ? [...live.routes.addresses, ...live.ipv6.routes.addresses]
+    : live.routes.addresses;
+}
+
 /** Intent and transaction of one pass, from a snapshot and the live state. */
 export function planPass(
   snapshot: Snapshot,
@@ -198,10 +205,7 @@ export function planPass(
   live: LiveState,
   options: PassOptions = {},
 ): { desired: Intent; transaction: Transaction } {
-  const addresses = live.ipv6
-    ? [...live.routes.addresses, ...live.ipv6.routes.addresses]
-    : live.routes.addresses;
-  const desired = intentOf(snapshot, config, addresses, {
+  const desired = intentOf(snapshot, config, interfaceAddresses(live), {
     guardVips: options.natSync !== undefined,
   });
   return { desired, transaction: planApply(desired, live, config, options) };

@@ -9,7 +9,7 @@ import { parseRuleCounters } from "./iptables.ts";
 import { SCOPED_PREFIX } from "./scoped.ts";
 import { compareIp } from "./ip.ts";
 import { hex, routeIdOfMark } from "./marks.ts";
-import type { LiveState } from "./plan.ts";
+import { interfaceAddresses, type LiveState } from "./plan.ts";
 
 export interface VipStatus {
   readonly vip: string;
@@ -72,7 +72,8 @@ export function nodeStatus(
     placement?: PlacementStatus;
   } = {},
 ): NodeStatus {
-  const addresses = new Set(live.routes.addresses);
+  // Both families': an IPv6 VIP is held when its address is on the interface too.
+  const addresses = new Set(interfaceAddresses(live));
   // Keyed by family and mark: the two addresses of a dual-stack VIP share its mark.
   const vipOfMark = new Map<string, VipStatus>();
   if (live.nft.present) {

@@ -329,3 +329,34 @@ Deno.test("doctor datapath-backend: on nftables, a masquerade ahead of our nat p
     "skip",
   );
 });
+
+Deno.test("doctor interface: each family of the pod ranges needs an address of the node's own", () => {
+  const addr6 = (local: string) => ({
+    local,
+    prefixlen: 64,
+    tentative: false,
+    dadfailed: false,
+    deprecated: false,
+    nodad: true,
+  });
+  const v6only = testConfig({ podCidrs: ["fd00:10:244::/56"], serviceCidrs: [] });
+  const dual = testConfig({ podCidrs: ["10.244.0.0/16", "fd00:10:244::/56"] });
+  const ok = check(
+    "interface",
+    facts({ config: v6only, addresses: [], addresses6: [addr6("2001:db8::11")] }),
+  );
+  assert.equal(ok.verdict, "pass", ok.detail);
+  assert.equal(ok.detail, "eth0: 2001:db8::11");
+  const linkLocal = check(
+    "interface",
+    facts({ config: v6only, addresses: [], addresses6: [addr6("fe80::1")] }),
+  );
+  assert.deepEqual([linkLocal.verdict, linkLocal.detail], [
+    "fail",
+    "interface eth0 has no IPv6 address",
+  ]);
+  const none = check("interface", facts({ config: dual, addresses: [], addresses6: [] }));
+  assert.equal(none.detail, "interface eth0 has no IPv4 and no IPv6 address");
+  const v4 = check("interface", facts({ addresses: [] }));
+  assert.deepEqual([v4.verdict, v4.detail], ["fail", "interface eth0 has no IPv4 address"]);
+});

@@ -16,7 +16,14 @@ import {
   planNftables,
   renderNft,
 } from "../core/nftables.ts";
-import { isEmpty, planDelete, planPass, type Transaction } from "../core/plan.ts";
+import {
+  interfaceAddresses,
+  isEmpty,
+  planDelete,
+  planPass,
+  type Transaction,
+} from "../core/plan.ts";
+import { nodeStatus, renderStatus } from "../core/status.ts";
 import { type RawSnapshot, validateSnapshot } from "../core/snapshot.ts";
 import { FakeKernel } from "./fake_kernel.ts";
 import { raw, testConfig } from "./helpers.ts";
@@ -386,4 +393,19 @@ Deno.test("dual stack, nftables: an IPv4-only cluster's table is what it always 
   const after = nftAfterApply(only4);
   assert.equal(after.ipv6, undefined);
   assert.deepEqual(planNftables(only4, after), []);
+});
+
+Deno.test("dual stack: status and plan name the interface's addresses of both families", () => {
+  const kernel = kernelWith(["192.0.2.11", "2001:db8::11", "2001:db8::51"]);
+  const read = kernel.live(dual);
+  assert.deepEqual(interfaceAddresses(read), ["192.0.2.11", "2001:db8::11", "2001:db8::51"]);
+  const status = nodeStatus(read, read.raw.nat, "eth0");
+  assert.deepEqual(status.addresses, ["192.0.2.11", "2001:db8::11", "2001:db8::51"]);
+  assert.match(
+    renderStatus(status),
+    /^interface eth0: 192\.0\.2\.11, 2001:db8::11, 2001:db8::51$/m,
+  );
+  // An IPv6-only node: no "no address" where it has one.
+  const v6only = kernelWith(["2001:db8::11"]).live(dual);
+  assert.match(renderStatus(nodeStatus(v6only, "", "eth0")), /^interface eth0: 2001:db8::11$/m);
 });
