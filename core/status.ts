@@ -10,6 +10,8 @@ import { SCOPED_PREFIX } from "./scoped.ts";
 import { compareIp } from "./ip.ts";
 import { hex, routeIdOfMark } from "./marks.ts";
 import { interfaceAddresses, type LiveState } from "./plan.ts";
+import type { LiveRoutes } from "./iproute.ts";
+import type { NftFamilyElements } from "./nftables.ts";
 
 export interface VipStatus {
   readonly vip: string;
@@ -134,51 +136,62 @@ function familyMark(ip: string, mark: number): string {
 }
 
 /**
- * The nftables backend's objects as status: the roles map (mark → snat-<id>),
- * the VIP from the holder's SNAT rule or the forwarder's route, the chains'
- * counters (steered packets, new connections) and the pods map. Per-pod
- * counters are the iptables backend's only (its ipset keeps them per entry).
+ * The nftables backend's objects as status, per family: the roles map (mark
+ * → snat-<id>; IPv6: roles6 → snat6-<id>), the VIP from the holder's SNAT
+ * rule or the forwarder's route, the chains' counters (steered packets, new
+ * connections) and the pods map. Per-pod counters are the iptables backend's
+ * only (its ipset keeps them per entry).
  */
 function nftablesInForce(
   live: LiveState,
   addresses: ReadonlySet<string>,
 ): [Map<string, VipStatus>, MappingStatus[]] {
   const vipOfMark = new Map<string, VipStatus>();
-  const markOfChain = new Map<string, number>();
-  for (const [mark, target] of live.nft.roles) {
-    const chain = target.replace(/^goto /, "");
-    const routeId = Number(chain.replace(/^snat-/, ""));
-    const holderIp = live.nft.snatTo.get(chain);
-    const ip = holderIp ?? live.routes.routes.find((r) => r.table === routeId)?.gateway;
-    if (ip === undefined || !Number.isInteger(routeId)) continue;
-    const steered = live.nft.counters.get(`vip-${routeId}`) ?? { packets: 0, bytes: 0 };
-    markOfChain.set(`goto vip-${routeId}`, mark);
-    vipOfMark.set(familyMark(ip, mark), {
-      vip: ip,
-      routeId,
-      mark: hex(mark),
-      role: holderIp !== undefined ? "holder" : "forwarder",
-      held: addresses.has(ip),
-      pods: 0,
-      packets: steered.packets,
-      bytes: steered.bytes,
-      connections: live.nft.counters.get(chain)?.packets ?? 0,
-    });
-  }
   const mappings: MappingStatus[] = [];
-  const podTargets = [
-    ...live.nft.pods,
-    ...[...live.nft.scoped].map(([k, v]) => [k.split(" . ")[0], v] as [string, string]),
-  ];
   const seen = new Set<string>();
-  for (const [podIp, target] of podTargets) {
-    const mark = markOfChain.get(target);
-    const key = mark === undefined ? undefined : familyMark(podIp, mark);
-    const vip = key === undefined ? undefined : vipOfMark.get(key);
-    if (!vip || seen.has(podIp)) continue;
-    seen.add(podIp);
-    vipOfMark.set(key!, { ...vip, pods: vip.pods + 1 });
-    mappings.push({ podIp, vip: vip.vip, packets: 0, bytes: 0 });
+  // Each family's roles map, chains (IPv6's end in "6": snat6-<id>, vip6-<id>) and routes.
+  const families: { suffix: "" | "6"; elements: NftFamilyElements; routes: LiveRoutes }[] = [
+    { suffix: "", elements: live.nft, routes: live.routes },
+    ...(live.nft.ipv6 && live.ipv6
+      ? [{ suffix: "6" as const, elements: live.nft.ipv6, routes: live.ipv6.routes }]
+      : []),
+  ];
+  for (const { suffix, elements, routes } of families) {
+    const markOfChain = new Map<string, number>();
+    for (const [mark, target] of elements.roles) {
+      const chain = target.replace(/^goto /, "");
+      const routeId = Number(chain.replace(`snat${suffix}-`, ""));
+      const holderIp = live.nft.snatTo.get(chain);
+      const ip = holderIp ?? routes.routes.find((r) => r.table === routeId)?.gateway;
+      if (ip === undefined || !Number.isInteger(routeId)) continue;
+      const vipChain = `vip${suffix}-${routeId}`;
+      const steered = live.nft.counters.get(vipChain) ?? { packets: 0, bytes: 0 };
+      markOfChain.set(`goto ${vipChain}`, mark);
+      vipOfMark.set(familyMark(ip, mark), {
+        vip: ip,
+        routeId,
+        mark: hex(mark),
+        role: holderIp !== undefined ? "holder" : "forwarder",
+        held: addresses.has(ip),
+        pods: 0,
+        packets: steered.packets,
+        bytes: steered.bytes,
+        connections: live.nft.counters.get(chain)?.packets ?? 0,
+      });
+    }
+    const podTargets = [
+      ...elements.pods,
+      ...[...elements.scoped].map(([k, v]) => [k.split(" . ")[0], v] as [string, string]),
+    ];
+    for (const [podIp, target] of podTargets) {
+      const mark = markOfChain.get(target);
+      const key = mark === undefined ? undefined : familyMark(podIp, mark);
+      const vip = key === undefined ? undefined : vipOfMark.get(key);
+      if (!vip || seen.has(podIp)) continue;
+      seen.add(podIp);
+      vipOfMark.set(key!, { ...vip, pods: vip.pods + 1 });
+      mappings.push({ podIp, vip: vip.vip, packets: 0, bytes: 0 });
+    }
   }
   return [vipOfMark, mappings];
 }

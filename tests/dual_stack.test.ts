@@ -409,3 +409,26 @@ Deno.test("dual stack: status and plan name the interface's addresses of both fa
   const v6only = kernelWith(["2001:db8::11"]).live(dual);
   assert.match(renderStatus(nodeStatus(v6only, "", "eth0")), /^interface eth0: 2001:db8::11$/m);
 });
+
+Deno.test("dual stack, nftables: status shows the IPv6 VIPs (roles6) beside the IPv4 ones, held where their address is", () => {
+  // This node holds the IPv6 VIP 2001:db8::51 only; the dual-stack VIP (route id 5) is elsewhere.
+  const kernel = kernelWith(["192.0.2.11", "2001:db8::11", "2001:db8::51"]);
+  const snapshot = dualSnapshot();
+  const { desired, transaction } = planPass(snapshot, dualNft, kernel.live(dualNft));
+  kernel.apply({ steps: transaction.steps.filter((s) => s.tool !== "nft") });
+  const live = { ...kernel.live(dualNft), nft: nftAfterApply(desired) };
+  const status = nodeStatus(live, "", "eth0");
+  assert.deepEqual(
+    status.vips.map((v) => [v.vip, v.routeId, v.role, v.held, v.pods]),
+    [
+      ["192.0.2.50", 5, "forwarder", false, 1],
+      ["2001:db8::50", 5, "forwarder", false, 1],
+      ["2001:db8::51", 6, "holder", true, 1],
+    ],
+  );
+  assert.deepEqual(status.mappings.map((m) => [m.podIp, m.vip]), [
+    ["10.244.1.5", "192.0.2.50"],
+    ["fd00:10:244::5", "2001:db8::50"],
+    ["fd00:10:244:1::7", "2001:db8::51"],
+  ]);
+});
