@@ -494,7 +494,7 @@ export async function statusCommand(options: Record<string, unknown>, host: Host
   const placement = settings.placement.mode === "keepalived"
     ? await placementStatusOfThisNode(settings)
     : undefined;
-  const status = nodeStatus(live, live.raw.nat, settings.config.interface, {
+  const status = nodeStatus(live, live.raw, settings.config.interface, {
     ...extra,
     placement,
   });

@@ -350,7 +350,7 @@ export class AgentMetrics implements AgentObserver {
     const { config, host } = this.#options;
     try {
       const live = await host.readLive(config, { counters: true, ourChainsOnly: true });
-      const figures = kernelFigures(live, live.raw.nat, config.interface);
+      const figures = kernelFigures(live, live.raw, config.interface);
       this.#packets.update(figures.packets);
       this.#bytes.update(figures.bytes);
       this.#connections.update(figures.connections);

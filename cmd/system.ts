@@ -37,9 +37,9 @@ export interface Host {
   watchAddresses(iface: string, onChange: () => void): { stop(): void };
 }
 
-/** The raw iptables text, kept for status counters. */
+/** The raw iptables text, kept for status counters (nat6: ip6tables', "" where not read). */
 export interface Raw {
-  readonly raw: { readonly mangle: string; readonly nat: string };
+  readonly raw: { readonly mangle: string; readonly nat: string; readonly nat6: string };
 }
 
 export interface ReadOptions {
@@ -429,6 +429,7 @@ export function systemHost(
       const v6Pods = config.podCidrs.filter((c) => c.includes(":"));
       const v4Pods = config.podCidrs.filter((c) => !c.includes(":"));
       const v6On = v6Pods.length > 0;
+      let nat6Text = "";
       const ipv6Objects = async (): Promise<LiveFamily | undefined> => {
         if (!v6On && options.ourChainsOnly === true) return undefined;
         const routes = await reader.run(
@@ -457,6 +458,7 @@ export function systemHost(
               readSets(reader, undefined, IPSET_V6),
             ]);
             iptables = { mangle: mangle.table, nat: nat.table };
+            nat6Text = nat.text;
             sets = read.sets;
           } catch (error) {
             // No ip6tables on a node that needs none.
@@ -502,7 +504,7 @@ export function systemHost(
           sysctls,
           rpFilterKeys(...rpFilterInterfaces(config.interface, parsedRoutes.podRoutes)),
         ),
-        raw: { mangle: mangle?.text ?? "", nat: nat?.text ?? "" },
+        raw: { mangle: mangle?.text ?? "", nat: nat?.text ?? "", nat6: nat6Text },
         ...(ipv6 ? { ipv6 } : {}),
         setsRead: nftables ? nft.read : setsRead.setsRead,
         ...(nftables && nft.generation !== undefined ? { nftGeneration: nft.generation } : {}),

@@ -9,7 +9,7 @@
  * accumulator adds what each entry grew since the previous read to the total
  * of the VIP and the role this node had for it at the time of the read.
  */
-import { nodeStatus } from "./status.ts";
+import { type NatSaves, nodeStatus } from "./status.ts";
 import type { LiveState } from "./plan.ts";
 
 /** One kernel counter: its identity, the total it feeds, and its current value. */
@@ -93,10 +93,10 @@ export function groupOf(vip: string, role: Role): string {
 /** Reads the figures out of a live state read with counters. */
 export function kernelFigures(
   live: LiveState,
-  natSaveWithCounters: string,
+  natSaves: NatSaves,
   iface: string,
 ): KernelFigures {
-  const status = nodeStatus(live, natSaveWithCounters, iface);
+  const status = nodeStatus(live, natSaves, iface);
   const roleOf = new Map(status.vips.map((v) => [v.vip, v.role]));
   const packets: Sample[] = [];
   const bytes: Sample[] = [];

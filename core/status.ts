@@ -63,10 +63,16 @@ export interface NodeStatus {
   };
 }
 
-/** Builds the status from a live state read with counters (`iptables-save -c`). */
+/** The nat table read with counters (`iptables-save -c`; nat6: `ip6tables-save -c`, if read). */
+export interface NatSaves {
+  readonly nat: string;
+  readonly nat6?: string;
+}
+
+/** Builds the status from a live state read with counters, both families'. */
 export function nodeStatus(
   live: LiveState,
-  natSaveWithCounters: string,
+  natSaves: NatSaves,
   iface: string,
   extra: {
     pendingLines?: number;
@@ -81,7 +87,11 @@ export function nodeStatus(
   if (live.nft.present) {
     return finish(iface, addresses, ...nftablesInForce(live, addresses), extra);
   }
-  for (const counter of parseRuleCounters(natSaveWithCounters, "nat")) {
+  const counted = [
+    ...parseRuleCounters(natSaves.nat, "nat"),
+    ...parseRuleCounters(natSaves.nat6 ?? "", "nat"),
+  ];
+  for (const counter of counted) {
     const rule = parseRoleRule(counter.rule);
     if (!rule) continue;
     const { ip, mark, mask, role } = rule;
@@ -98,7 +108,8 @@ export function nodeStatus(
     });
   }
   const mappings: MappingStatus[] = [];
-  for (const [podIp, entry] of live.sets.pods) {
+  const familySets = live.ipv6 ? [live.sets, live.ipv6.sets] : [live.sets];
+  for (const [podIp, entry] of familySets.flatMap((sets) => [...sets.pods])) {
     const key = familyMark(podIp, entry.mark);
     const vip = vipOfMark.get(key);
     if (!vip) continue;
@@ -111,7 +122,7 @@ export function nodeStatus(
     mappings.push({ podIp, vip: vip.vip, packets: entry.packets, bytes: entry.bytes });
   }
   // Destination-scoped pods: their own sets, with counters of their own.
-  for (const [name, set] of live.sets.scoped ?? []) {
+  for (const [name, set] of familySets.flatMap((sets) => [...(sets.scoped ?? [])])) {
     if (!name.startsWith(`${SCOPED_PREFIX}p-`)) continue;
     for (const [podIp, args] of set.entries) {
       const key = familyMark(podIp, parseInt(args.split(" skbmark ")[1] ?? "", 16));

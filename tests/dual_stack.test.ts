@@ -399,7 +399,7 @@ Deno.test("dual stack: status and plan name the interface's addresses of both fa
   const kernel = kernelWith(["192.0.2.11", "2001:db8::11", "2001:db8::51"]);
   const read = kernel.live(dual);
   assert.deepEqual(interfaceAddresses(read), ["192.0.2.11", "2001:db8::11", "2001:db8::51"]);
-  const status = nodeStatus(read, read.raw.nat, "eth0");
+  const status = nodeStatus(read, read.raw, "eth0");
   assert.deepEqual(status.addresses, ["192.0.2.11", "2001:db8::11", "2001:db8::51"]);
   assert.match(
     renderStatus(status),
@@ -407,7 +407,10 @@ Deno.test("dual stack: status and plan name the interface's addresses of both fa
   );
   // An IPv6-only node: no "no address" where it has one.
   const v6only = kernelWith(["2001:db8::11"]).live(dual);
-  assert.match(renderStatus(nodeStatus(v6only, "", "eth0")), /^interface eth0: 2001:db8::11$/m);
+  assert.match(
+    renderStatus(nodeStatus(v6only, { nat: "" }, "eth0")),
+    /^interface eth0: 2001:db8::11$/m,
+  );
 });
 
 Deno.test("dual stack, nftables: status shows the IPv6 VIPs (roles6) beside the IPv4 ones, held where their address is", () => {
@@ -417,7 +420,7 @@ Deno.test("dual stack, nftables: status shows the IPv6 VIPs (roles6) beside the 
   const { desired, transaction } = planPass(snapshot, dualNft, kernel.live(dualNft));
   kernel.apply({ steps: transaction.steps.filter((s) => s.tool !== "nft") });
   const live = { ...kernel.live(dualNft), nft: nftAfterApply(desired) };
-  const status = nodeStatus(live, "", "eth0");
+  const status = nodeStatus(live, { nat: "" }, "eth0");
   assert.deepEqual(
     status.vips.map((v) => [v.vip, v.routeId, v.role, v.held, v.pods]),
     [
@@ -430,5 +433,26 @@ Deno.test("dual stack, nftables: status shows the IPv6 VIPs (roles6) beside the 
     ["10.244.1.5", "192.0.2.50"],
     ["fd00:10:244::5", "2001:db8::50"],
     ["fd00:10:244:1::7", "2001:db8::51"],
+  ]);
+});
+
+Deno.test("dual stack, iptables: status shows the IPv6 VIPs (ip6tables' SNAT chain, the inet6 pods set) with their pods' counters", () => {
+  const kernel = kernelWith(["192.0.2.11", "2001:db8::11", "2001:db8::51"]);
+  kernel.apply(planPass(dualSnapshot(), dual, kernel.live(dual)).transaction);
+  kernel.setCounters.set("fd00:10:244:1::7", { packets: 4, bytes: 400 });
+  const live = kernel.live(dual, true);
+  const status = nodeStatus(live, live.raw, "eth0");
+  assert.deepEqual(
+    status.vips.map((v) => [v.vip, v.routeId, v.role, v.held, v.pods, v.packets]),
+    [
+      ["192.0.2.50", 5, "forwarder", false, 1, 0],
+      ["2001:db8::50", 5, "forwarder", false, 1, 0],
+      ["2001:db8::51", 6, "holder", true, 1, 4],
+    ],
+  );
+  assert.deepEqual(status.mappings.map((m) => [m.podIp, m.vip, m.bytes]), [
+    ["10.244.1.5", "192.0.2.50", 0],
+    ["fd00:10:244::5", "2001:db8::50", 0],
+    ["fd00:10:244:1::7", "2001:db8::51", 400],
   ]);
 });

@@ -521,6 +521,7 @@ export class FakeKernel {
     if (!this.interfaces.has(config.interface)) throw new InterfaceMissingError(config.interface);
     const mangle = this.iptablesSave("mangle", counters);
     const nat = this.iptablesSave("nat", counters);
+    const nat6 = this.iptablesSave("nat", counters, "ipv6");
     const v4Pods = config.podCidrs.filter((c) => !isV6(c));
     const v6Pods = config.podCidrs.filter(isV6);
     const routes = parseRoutesBatch(
@@ -535,7 +536,7 @@ export class FakeKernel {
       ),
       iptables: {
         mangle: parseIptablesSave(this.iptablesSave("mangle", false, "ipv6"), "mangle"),
-        nat: parseIptablesSave(this.iptablesSave("nat", false, "ipv6"), "nat"),
+        nat: parseIptablesSave(nat6, "nat"),
       },
       sets: parseIpsetSave(
         [...this.sets.keys()].map((s) => this.ipsetSave(s)).join(""),
@@ -553,7 +554,7 @@ export class FakeKernel {
           k,
         ) => [k, this.sysctls[k] ?? 0]),
       ),
-      raw: { mangle, nat },
+      raw: { mangle, nat, nat6 },
       ipv6,
     };
   }

@@ -190,7 +190,7 @@ Deno.test("scoped: status lists destination-scoped pods with their VIP and their
   kernel.setCounters.set("10.244.1.1", { packets: 3, bytes: 300 });
   kernel.setCounters.set("10.244.1.2", { packets: 5, bytes: 700 });
   const live = kernel.live(config, true);
-  const status = nodeStatus(live, live.raw.nat, "eth0");
+  const status = nodeStatus(live, live.raw, "eth0");
   assert.deepEqual(status.mappings.map((m) => [m.podIp, m.vip, m.packets, m.bytes]), [
     ["10.244.1.1", VIP, 3, 300],
     ["10.244.1.2", VIP, 5, 700],
