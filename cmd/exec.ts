@@ -22,6 +22,8 @@ export interface ExecOptions {
   readonly stdin?: string;
   /** Killed (SIGKILL) after this long; default `DEFAULT_TIMEOUT_MS`. */
   readonly timeoutMs?: number;
+  /** Variables added to the agent's environment for this process. */
+  readonly env?: Readonly<Record<string, string>>;
 }
 
 /** Runs `args[0]` with the rest as arguments. Throws only `ExecError`. */
@@ -81,6 +83,7 @@ export const systemExec: Exec = async (args, options = {}) => {
   try {
     child = new Deno.Command(path, {
       args: rest,
+      ...(options.env ? { env: { ...options.env } } : {}),
       stdin: options.stdin === undefined ? "null" : "piped",
       stdout: "piped",
       stderr: "piped",

@@ -10,9 +10,9 @@
  * The datapath never listens to keepalived: it follows the addresses on the
  * interface, whoever put them there.
  */
-import $ from "dax";
+import { systemExec, which } from "./exec.ts";
 import { z } from "zod";
-import { join } from "node:path";
+import { joinPath } from "./path.ts";
 import {
   instancePeers,
   isV6,
@@ -29,7 +29,6 @@ import type { Logger } from "./log.ts";
 import { LatestFile, writeAtomically } from "./state_file.ts";
 import { Backoff } from "../core/backoff.ts";
 import { errorMessage } from "../core/errors.ts";
-import { systemExec } from "./exec.ts";
 
 /** Who places VIPs on this node (keepalived today; a Kubernetes lease mode may follow). */
 export interface VipPlacement {
@@ -65,8 +64,8 @@ const KEPT_LOG_LINES = 20;
 const NOTEWORTHY = /error|fail|cannot|can't|unknown|invalid|warning|duplicate|conflict/i;
 
 interface Running {
-  /** dax's handle: used to wait for the exit and read the log, not to signal (see #signal). */
-  readonly child: ReturnType<typeof spawnKeepalived>;
+  /** Used to wait for the exit and read the log; signals go by pid once known (see #signal). */
+  readonly child: Deno.ChildProcess;
   readonly startedAt: number;
   readonly exited: Promise<number>;
   /** keepalived's (parent) pid, read from its pid file once it has written it. */
@@ -75,9 +74,25 @@ interface Running {
   reloadPending?: boolean;
 }
 
-function spawnKeepalived(paths: Paths) {
-  return $`keepalived --dont-fork --log-console --vrrp --no_bfd --use-file ${paths.conf} --pid ${paths.pid} --vrrp_pid ${paths.vrrpPid}`
-    .stdin("null").stdout("null").stderr("piped").noThrow().spawn();
+/** keepalived as a child (Deno.Command: dax, ~20 MiB of the agent's memory, is not loaded for it). */
+function spawnKeepalived(paths: Paths): Deno.ChildProcess {
+  return new Deno.Command(which("keepalived") ?? "keepalived", {
+    args: [
+      "--dont-fork",
+      "--log-console",
+      "--vrrp",
+      "--no_bfd",
+      "--use-file",
+      paths.conf,
+      "--pid",
+      paths.pid,
+      "--vrrp_pid",
+      paths.vrrpPid,
+    ],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
 }
 
 interface Paths {
@@ -146,10 +161,10 @@ export class KeepalivedPlacement implements VipPlacement {
     this.#restarts = new Backoff(options.restartDelayMs ?? 1000, MAX_RESTART_DELAY_MS);
     const dir = options.stateDir;
     this.#paths = {
-      conf: join(dir, "keepalived.conf"),
-      pid: join(dir, "keepalived.pid"),
-      vrrpPid: join(dir, "vrrp.pid"),
-      status: join(dir, PLACEMENT_STATUS_FILE),
+      conf: joinPath(dir, "keepalived.conf"),
+      pid: joinPath(dir, "keepalived.pid"),
+      vrrpPid: joinPath(dir, "vrrp.pid"),
+      status: joinPath(dir, PLACEMENT_STATUS_FILE),
     };
     // keepalived's state lines come in bursts: each rewrites the file, in order.
     this.#statusFile = new LatestFile(this.#paths.status, () => this.#renderStatus());
@@ -213,10 +228,8 @@ export class KeepalivedPlacement implements VipPlacement {
   }
 
   /**
-   * Signals keepalived through its pid. dax's kill() cannot be used more than
-   * once: the Node child_process layer it runs on in Deno ignores every kill
-   * after the first, so a SIGHUP (reload) would swallow the later SIGTERM.
-   * Before the pid is known, dax's one kill is still unused and serves.
+   * Signals keepalived through the pid it wrote (the process that owns the
+   * pid files); before that pid is known, through the child handle.
    */
   #signal(running: Running, signal: "SIGHUP" | "SIGTERM" | "SIGKILL") {
     try {
@@ -256,10 +269,10 @@ export class KeepalivedPlacement implements VipPlacement {
     await this.#retirePrevious();
     const child = spawnKeepalived(this.#paths);
     const startedAt = performance.now();
-    const exited = child.then((result) => result.code);
+    const exited = child.status.then((status) => status.code);
     const running: Running = { child, startedAt, exited };
     this.#running = running;
-    this.#followLog(child.stderr());
+    this.#followLog(child.stderr);
     this.#options.log.info("keepalived started", {
       config: this.#paths.conf,
       instances: this.#instances.length,
@@ -376,8 +389,8 @@ export class KeepalivedPlacement implements VipPlacement {
       `address del ${i.vip}/32 dev ${this.#options.interface}`
     );
     // -force: go on past addresses that are not there.
-    await $`ip -force -batch -`.stdinText(lines.join("\n") + "\n").stdout("null").stderr("null")
-      .noThrow();
+    await systemExec(["ip", "-force", "-batch", "-"], { stdin: lines.join("\n") + "\n" })
+      .catch(() => {});
   }
 
   #writeStatus(): Promise<void> {
@@ -448,11 +461,11 @@ function unicastPeersOf(
 export async function readPlacementStatus(stateDir: string): Promise<PlacementStatus | undefined> {
   let status: PlacementStatus;
   try {
-    status = JSON.parse(await Deno.readTextFile(join(stateDir, PLACEMENT_STATUS_FILE)));
+    status = JSON.parse(await Deno.readTextFile(joinPath(stateDir, PLACEMENT_STATUS_FILE)));
   } catch {
     return undefined;
   }
-  const pid = await readPid(join(stateDir, "keepalived.pid"));
+  const pid = await readPid(joinPath(stateDir, "keepalived.pid"));
   const alive = pid !== undefined && (await liveKeepalived(pid)) !== undefined;
   return { ...status, running: status.running && alive };
 }

@@ -81,3 +81,10 @@ Deno.test("host over exec: apply reports each step's time in order (a takeover t
   assert.ok(first < slow && last < slow, report.stepMs!.join(","));
   assert.equal(stepTimes(transaction, [1.2, 60.4, 0.4]), "ipset 1, ip 60, ipset 0 ms");
 });
+
+Deno.test("exec: env adds variables to the agent's environment for that process", async () => {
+  const result = await systemExec(["sh", "-c", 'echo "$KE_EXEC_TEST:${PATH:+path}"'], {
+    env: { KE_EXEC_TEST: "given" },
+  });
+  assert.equal(result.stdout, "given:path\n");
+});

@@ -161,9 +161,10 @@ Deno.test("run args: run's long options in commander's order, help last", () => 
   ]);
 });
 
-Deno.test("run args: a one-shot run loads neither commander nor dax, yaml, prom-client or the Kubernetes client", async () => {
+/** The modules a module loads before any of its code runs: its static imports, transitively. */
+async function staticGraph(path: string): Promise<string[]> {
   const output = await new Deno.Command(Deno.execPath(), {
-    args: ["info", "--json", new URL("../mod.ts", import.meta.url).pathname],
+    args: ["info", "--json", new URL(path, import.meta.url).pathname],
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -178,7 +179,6 @@ Deno.test("run args: a one-shot run loads neither commander nor dax, yaml, prom-
   };
   const bySpecifier = new Map(info.modules.map((m) => [m.specifier, m]));
   const resolve = (s: string) => info.redirects[s] ?? s;
-  // The modules loaded before any code runs: the static imports from mod.ts.
   const loaded = new Set<string>();
   const visit = (specifier: string) => {
     const s = resolve(specifier);
@@ -189,10 +189,24 @@ Deno.test("run args: a one-shot run loads neither commander nor dax, yaml, prom-
     }
   };
   visit(info.roots[0]);
-  const names = [...loaded];
-  for (const unwanted of ["commander", "dax", "yaml", "prom-client", "/cmd/kube/", "node:"]) {
-    assert.deepEqual(names.filter((n) => n.includes(unwanted)), [], unwanted);
-  }
+  return [...loaded];
+}
+
+function assertNone(names: readonly string[], unwanted: readonly string[]) {
+  for (const u of unwanted) assert.deepEqual(names.filter((n) => n.includes(u)), [], u);
+}
+
+Deno.test("run args: a one-shot run loads neither commander nor dax, yaml, prom-client or the Kubernetes client", async () => {
+  const names = await staticGraph("../mod.ts");
+  assertNone(names, ["commander", "dax", "yaml", "prom-client", "/cmd/kube/", "node:"]);
   // Sanity: the graph was read (the CLI and the core are there).
   assert.ok(names.some((n) => n.endsWith("/cmd/main.ts")));
+});
+
+Deno.test("run args: the running agent's placement and Kubernetes client load no dax (~20 MiB) and no yaml", async () => {
+  for (const path of ["../cmd/keepalived.ts", "../cmd/kube/client.ts", "../cmd/kube/source.ts"]) {
+    const names = await staticGraph(path);
+    assertNone(names, ["commander", "dax", "yaml"]);
+    assert.ok(names.some((n) => n.endsWith(path.slice(2))), path);
+  }
 });

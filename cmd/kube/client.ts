@@ -10,7 +10,6 @@
  * not granted is refused here, before it ever reaches the API server.
  */
 import { dirname } from "node:path";
-import { parse } from "yaml";
 import {
   type Connection,
   connectionFromKubeconfigs,
@@ -173,6 +172,8 @@ export class KubeClient {
       : kubeconfigPaths(env.KUBECONFIG, env.HOME ?? "/root");
     const files: KubeconfigFile[] = [];
     const problems: string[] = [];
+    // yaml is loaded only for kubeconfig files: an agent in a pod uses its service account.
+    const { parse } = await import("yaml");
     for (const path of paths) {
       try {
         files.push({ data: parse(await Deno.readTextFile(path)), dir: dirname(path), path });

@@ -9,7 +9,7 @@
  * is honoured by connecting to the server's address while TLS verifies the
  * given name.
  */
-import $ from "dax";
+import { systemExec } from "../exec.ts";
 import type { Connection } from "../../core/kube/kubeconfig.ts";
 import { parseExecCredential } from "../../core/kube/kubeconfig.ts";
 import { errorMessage } from "../../core/errors.ts";
@@ -114,13 +114,10 @@ export class Credentials {
     const env = Object.fromEntries(exec.env.map((e) => [e.name, e.value]));
     let result;
     try {
-      result = await $`${exec.command} ${exec.args}`
-        .env({ ...env, KUBERNETES_EXEC_INFO: JSON.stringify(info) })
-        .stdin("null")
-        .stdout("piped")
-        .stderr("piped")
-        .timeout(EXEC_TIMEOUT_MS)
-        .noThrow();
+      result = await systemExec([exec.command, ...exec.args], {
+        env: { ...env, KUBERNETES_EXEC_INFO: JSON.stringify(info) },
+        timeoutMs: EXEC_TIMEOUT_MS,
+      });
     } catch (error) {
       throw new Error(
         `kubeconfig exec plugin ${exec.command} could not be run: ${errorMessage(error)}` +
