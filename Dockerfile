@@ -26,6 +26,7 @@ ARG KEEPALIVED_VERSION=1:2.2.7-1+b2
 ARG CONNTRACK_VERSION=1:1.4.7-1+b2
 ARG CONNTRACKD_VERSION=1:1.4.7-1+b2
 ARG ARPING_VERSION=2.23-1
+ARG IPV6TOOLKIT_VERSION=2.0+ds.1-2+b1
 ARG TINI_VERSION=0.19.0-1+b3
 ARG VERSION=dev
 ARG REVISION=unknown
@@ -34,11 +35,14 @@ ARG SOURCE=
 # Files nothing in the container reads are never unpacked (also on a base that
 # is not slim): documentation, manuals, translations, and what keepalived's
 # SNMP library drags in: MIBs, PCI ids and Perl's modules (~45 MB; keepalived
-# links libperl.so but runs no Perl, and the agent enables no SNMP). One
+# links libperl.so but runs no Perl, and the agent enables no SNMP), and what
+# ipv6toolkit depends on for tools other than na6: ieee-data's OUI lists
+# (~14 MB, read by scan6 and addr6) and scan6's port names (~1 MB). One
 # layer: install, then drop the package lists, caches and logs.
 RUN printf 'path-exclude %s\n' '/usr/share/doc/*' '/usr/share/man/*' '/usr/share/info/*' \
       '/usr/share/locale/*' '/usr/share/lintian/*' '/usr/share/snmp/mibs/*' /usr/share/misc/pci.ids \
       '/usr/share/perl/*' '/usr/lib/x86_64-linux-gnu/perl/*' \
+      '/usr/share/ieee-data/*' '/usr/share/ipv6toolkit/*' \
       > /etc/dpkg/dpkg.cfg.d/kube-egress \
  && apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
@@ -50,6 +54,7 @@ RUN printf 'path-exclude %s\n' '/usr/share/doc/*' '/usr/share/man/*' '/usr/share
       conntrack=${CONNTRACK_VERSION} \
       conntrackd=${CONNTRACKD_VERSION} \
       arping=${ARPING_VERSION} \
+      ipv6toolkit=${IPV6TOOLKIT_VERSION} \
       tini=${TINI_VERSION} \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/cache/debconf/*-old \
@@ -84,6 +89,7 @@ LABEL org.opencontainers.image.title="kube-egress" \
       io.kube-egress.debian.conntrack="${CONNTRACK_VERSION}" \
       io.kube-egress.debian.conntrackd="${CONNTRACKD_VERSION}" \
       io.kube-egress.debian.arping="${ARPING_VERSION}" \
+      io.kube-egress.debian.ipv6toolkit="${IPV6TOOLKIT_VERSION}" \
       io.kube-egress.debian.tini="${TINI_VERSION}"
 
 # Runs as root with NET_ADMIN/NET_RAW granted by the DaemonSet (not privileged).

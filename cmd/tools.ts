@@ -38,6 +38,22 @@ export const SYNC_TOOLS: readonly Tool[] = [{ command: "conntrackd", pkg: "connt
 /** What `--vip-mode keepalived` adds. */
 export const PLACEMENT_TOOLS: readonly Tool[] = [{ command: "keepalived", pkg: "keepalived" }];
 
+/** What `--vip-mode external` announces the VIPs it takes with (optional: warned once when missing). */
+export const ANNOUNCE_TOOLS: readonly Tool[] = [
+  { command: "arping", pkg: "arping" },
+  // Unsolicited neighbour advertisements for IPv6 VIPs.
+  { command: "na6", pkg: "ipv6toolkit" },
+];
+
+/** Everything the agent may run, in any mode and backend: what the node image must hold. */
+export const NODE_TOOLS: readonly Tool[] = [
+  ...AGENT_TOOLS,
+  ...NFTABLES_AGENT_TOOLS,
+  ...SYNC_TOOLS,
+  ...PLACEMENT_TOOLS,
+  ...ANNOUNCE_TOOLS,
+];
+
 /** What the simulator adds: hosts, probes, VRRP, captures. */
 export const SIM_TOOLS: readonly Tool[] = [
   ...AGENT_TOOLS,
@@ -48,9 +64,7 @@ export const SIM_TOOLS: readonly Tool[] = [
   { command: "setsid", pkg: "util-linux" },
   { command: "nft", pkg: "nftables" },
   { command: "socat", pkg: "socat" },
-  { command: "arping", pkg: "arping" },
-  // The agent's unsolicited neighbour advertisements for IPv6 VIPs it takes (--vip-mode external).
-  { command: "na6", pkg: "ipv6toolkit" },
+  ...ANNOUNCE_TOOLS,
   { command: "tcpdump", pkg: "tcpdump" },
   { command: "ping", pkg: "iputils-ping" },
   { command: "iperf3", pkg: "iperf3" },

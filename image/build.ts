@@ -8,6 +8,7 @@
 import $ from "dax";
 import { join } from "node:path";
 import type { Docker } from "./docker.ts";
+import { NODE_TOOLS } from "../cmd/tools.ts";
 import { type DebianRecipe, DEFAULT_MIRRORS, importBases, type LocalBases } from "./bases.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
@@ -225,6 +226,8 @@ export interface ImageDescription {
   readonly parts: Readonly<Record<string, number>>;
   /** What must not be in it, found anyway (compilers, package lists, docs). */
   readonly unwanted: readonly string[];
+  /** Commands the agent may run (NODE_TOOLS) that are not on the image's PATH. */
+  readonly missing: readonly string[];
 }
 
 /** What each packaged tool says its version is (first line). */
@@ -237,6 +240,7 @@ const TOOL_VERSION_COMMANDS: Record<string, string> = {
   conntrack: "conntrack -V",
   conntrackd: "conntrackd -v",
   arping: "arping --help 2>&1",
+  ipv6toolkit: "na6 -h 2>&1",
   tini: "tini --version",
 };
 
@@ -266,6 +270,9 @@ export async function describeImage(docker: Docker, tag: string): Promise<ImageD
     `echo "size deno-binary=$(du -sk /usr/bin/deno | cut -f1)"`,
     // Hygiene: none of these may exist.
     `for c in gcc cc g++ make; do command -v $c >/dev/null && echo "unwanted compiler $c"; done`,
+    `for c in ${
+      [...new Set(NODE_TOOLS.map((t) => t.command))].join(" ")
+    }; do command -v $c >/dev/null || echo "missing $c"; done`,
     `[ -n "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v '^lock$' | grep -v '^partial$')" ] && echo "unwanted apt package lists in /var/lib/apt/lists"`,
     `[ -n "$(find /usr/share/doc -type f ! -name copyright 2>/dev/null | head -1)" ] && echo "unwanted documentation in /usr/share/doc"`,
     `[ -n "$(ls -A /usr/share/man 2>/dev/null)" ] && echo "unwanted manuals in /usr/share/man"`,
@@ -279,11 +286,13 @@ export async function describeImage(docker: Docker, tag: string): Promise<ImageD
   const says: Record<string, string> = {};
   const parts: Record<string, number> = {};
   const unwanted: string[] = [];
+  const missing: string[] = [];
   for (const line of out.split("\n")) {
     let m: RegExpExecArray | null;
     if ((m = /^say ([a-z0-9]+)=(.*)$/.exec(line))) says[m[1]] = m[2].trim();
     else if ((m = /^size ([a-z-]+)=(\d+)$/.exec(line))) parts[m[1]] = Number(m[2]);
     else if ((m = /^unwanted (.*)$/.exec(line))) unwanted.push(m[1]);
+    else if ((m = /^missing (\S+)$/.exec(line))) missing.push(m[1]);
     else if ((m = /^([a-z0-9.+-]+)=(\S+)$/.exec(line))) installed[m[1]] = m[2];
   }
   return {
@@ -300,6 +309,7 @@ export async function describeImage(docker: Docker, tag: string): Promise<ImageD
     })),
     parts,
     unwanted,
+    missing,
   };
 }
 
@@ -332,5 +342,6 @@ export function renderDescription(d: ImageDescription): string[] {
     ...d.tools.map((t) => `    ${t.pkg}=${t.installed}  ${t.says}`),
   ];
   if (d.unwanted.length > 0) lines.push(`  unwanted: ${d.unwanted.join("; ")}`);
+  if (d.missing.length > 0) lines.push(`  missing commands the agent runs: ${d.missing.join(" ")}`);
   return lines;
 }

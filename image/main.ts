@@ -63,7 +63,11 @@ async function imageCommand(flags: ImageFlags): Promise<number> {
     log(`built ${built.tag} in ${built.seconds.toFixed(1)} s`);
     const description = await describeImage(docker, built.tag);
     for (const line of renderDescription(description)) log(line);
-    const problems = [...pinMismatches(description), ...description.unwanted];
+    const problems = [
+      ...pinMismatches(description),
+      ...description.unwanted,
+      ...description.missing.map((c) => `missing ${c}`),
+    ];
     if (flags.save) {
       await docker.run(["save", "--output", flags.save, built.tag], { timeoutMs: 10 * 60_000 });
       log(`saved to ${flags.save} (docker load -i ${flags.save})`);

@@ -22,6 +22,7 @@ import {
   toolPins,
 } from "../image/build.ts";
 import { formatLine } from "../cmd/log.ts";
+import { NODE_TOOLS, packagesOf } from "../cmd/tools.ts";
 
 const DAEMONSET = `
 apiVersion: apps/v1
@@ -202,10 +203,13 @@ Deno.test("image build: the Dockerfile's defaults are the published bases and ev
     "iproute2",
     "ipset",
     "iptables",
+    "ipv6toolkit",
     "keepalived",
     "nftables",
     "tini",
   ]);
+  // Every package behind a command the agent may run (na6 of ipv6toolkit too) is pinned.
+  assert.deepEqual(packagesOf(NODE_TOOLS).filter((pkg) => !(pkg in pins)), []);
   for (const [pkg, version] of Object.entries(pins)) {
     assert.ok(
       text.includes(`${pkg}=\${${pkg.toUpperCase()}_VERSION}`),

@@ -65,6 +65,7 @@ Deno.test({
       console.log(`image ${megabytes(image.bytes)}: ${image.deno}`);
       assert.deepEqual(pinMismatches(image), [], "every tool is installed at its pinned version");
       assert.deepEqual(image.unwanted, []);
+      assert.deepEqual(image.missing, [], "every command the agent may run (na6 too) is on PATH");
       assert.ok(image.tools.every((t) => t.says !== ""), JSON.stringify(image.tools));
       const head = (await $`git rev-parse HEAD`.text()).trim();
       assert.match(image.labels["org.opencontainers.image.revision"], new RegExp(`^${head}`));
