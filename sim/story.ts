@@ -127,6 +127,8 @@ export interface StoryFailover {
   readonly gapMs?: number;
   /** Packets that reached the outside host with another source than the VIP (wire capture). */
   readonly wrongSource?: number;
+  /** Those packets, each as "udp 192.0.2.12:4000 > 203.0.113.10:7000 at 120 ms" (from the fault). */
+  readonly wrongPackets?: readonly string[];
   /** The stream's UDP datagrams that never arrived. */
   readonly udpLost?: number;
   /** Long-lived TCP connections of the VIP's pods on the other nodes through the failover. */
@@ -433,6 +435,10 @@ export async function runStory(cluster: Cluster, options: StoryOptions): Promise
           streamer: streamer.name,
           gapMs: run.gapMs,
           wrongSource: run.wrongSource,
+          wrongPackets: run.wire.packets.map(({ proto, src, sport, dst, dport, flags, t }) =>
+            `${proto} ${src}:${sport} > ${dst}:${dport}${flags ? ` [${flags}]` : ""} ` +
+            `at ${t - run.faultAt} ms`
+          ),
           udpLost: analysis.udpLost,
           connections,
           ok: run.gapMs !== undefined && run.wrongSource === 0 && connectionsOk,
