@@ -49,7 +49,12 @@ const VIP6 = "2001:db8:1::50";
 /** A sender's IPv6 stream tag: its IPv4 tag and this. */
 const V6_TAG = "-v6";
 
-export type Fault = "keepalived killed" | "link down" | "agent SIGTERM" | "power off";
+export type Fault =
+  | "keepalived killed"
+  | "link down"
+  | "agent SIGTERM"
+  | "power off"
+  | "link down (holder frozen)";
 
 export interface FailoverFigure {
   readonly fault: Fault;
@@ -203,6 +208,16 @@ export const FAULTS: readonly Fault[] = [
   "agent SIGTERM",
   "power off",
 ];
+/**
+ * Faults run only when BENCH_FAULTS names them: measurements, not faults a
+ * real node has. "link down (holder frozen)" is a link down whose old holder
+ * does nothing after it (every process of its namespace SIGSTOPped at once,
+ * SIGCONTed at the repair): on this shared machine, what the old holder's
+ * reaction to its own link failure costs the new holder.
+ */
+export const DIAGNOSTIC_FAULTS: readonly Fault[] = ["link down (holder frozen)"];
+/** Every fault, in the order they run and are reported. */
+const ALL_FAULTS: readonly Fault[] = [...FAULTS, ...DIAGNOSTIC_FAULTS];
 /** Long-lived connections per sending pod (two pods: 20 per run). */
 const CONNECTIONS_PER_POD = 10;
 
@@ -214,14 +229,28 @@ const CONNECTIONS_PER_POD = 10;
 async function powerOff(cluster: Cluster, node: Cluster["nodes"][number]): Promise<void> {
   const pids = await node.ns.pids();
   const unplugged = cluster.setLanLink(node, false);
-  for (const pid of pids) {
-    try {
-      Deno.kill(pid, "SIGKILL");
-    } catch {
-      // Gone already.
-    }
-  }
+  for (const pid of pids) signal(pid, "SIGKILL");
   await unplugged;
+}
+
+/**
+ * The node's link goes down and every process of its namespace is SIGSTOPped
+ * at once (as `powerOff` kills them); returns them, to be SIGCONTed at the repair.
+ */
+async function freeze(cluster: Cluster, node: Cluster["nodes"][number]): Promise<number[]> {
+  const pids = await node.ns.pids();
+  const unplugged = cluster.setLanLink(node, false);
+  for (const pid of pids) signal(pid, "SIGSTOP");
+  await unplugged;
+  return pids;
+}
+
+function signal(pid: number, sig: Deno.Signal): void {
+  try {
+    Deno.kill(pid, sig);
+  } catch {
+    // Gone already.
+  }
 }
 
 /** Builds the cluster, runs every fault `runs` times, tears everything down. */
@@ -285,11 +314,15 @@ export async function benchFailover(options: FailoverOptions): Promise<FailoverF
     }));
     const holderPod = options.holderPod ? cluster.pod(holder.index, 1) : undefined;
     const echo = await startEchoServer(cluster.outside.ns);
+    let frozen: number[] = [];
     const faults: Record<Fault, () => Promise<unknown>> = {
       "keepalived killed": () => killKeepalived(cluster, holder),
       "link down": () => cluster.setLanLink(holder, false),
       "agent SIGTERM": () => agents[holderAt].stop("SIGTERM"),
       "power off": () => powerOff(cluster, holder),
+      "link down (holder frozen)": async () => {
+        frozen = await freeze(cluster, holder);
+      },
     };
     for (const fault of options.faults ?? FAULTS) {
       for (let run = 1; run <= options.runs; run++) {
@@ -350,16 +383,22 @@ export async function benchFailover(options: FailoverOptions): Promise<FailoverF
           ? failoverTimeline(newAgent.lines, VIP, result.faultAt, firstAfter)
           : undefined;
         const logDir = Deno.env.get("BENCH_AGENT_LOGS");
-        if (logDir && newAgent) {
-          // The new holder's log around the fault, for taking a gap apart by hand.
-          const near = newAgent.lines.filter((l) => {
-            const t = logLineTime(l);
-            return t !== undefined && t >= result.faultAt - 200 && t <= result.faultAt + 2000;
-          });
-          await Deno.writeTextFile(
-            `${logDir}/${fault.replace(/ /g, "-")}-${run}.log`,
-            `fault at ${new Date(result.faultAt).toISOString()}\n${near.join("\n")}\n`,
-          );
+        if (logDir) {
+          // Every agent's log around the fault (the new holder's as before, the others beside
+          // it: the old holder's reaction runs at the same time), for taking a gap apart by hand.
+          for (const agent of agents) {
+            const near = agent.lines.filter((l) => {
+              const t = logLineTime(l);
+              return t !== undefined && t >= result.faultAt - 200 && t <= result.faultAt + 2000;
+            });
+            const role = agent === newAgent ? "" : agent.node === holder ? "-old" : "-other";
+            await Deno.writeTextFile(
+              `${logDir}/${fault.replace(/ /g, "-")}-${run}${role}${
+                role ? `-${agent.node.name}` : ""
+              }.log`,
+              `fault at ${new Date(result.faultAt).toISOString()}\n${near.join("\n")}\n`,
+            );
+          }
         }
         figures.push({
           fault,
@@ -398,7 +437,11 @@ export async function benchFailover(options: FailoverOptions): Promise<FailoverF
           await holder.ns.exec(["ip", "addr", "del", `${VIP}/32`, "dev", cluster.spec.iface]);
           await holder.ns.exec(["ip", "addr", "del", `${VIP6}/128`, "dev", cluster.spec.iface]);
         }
-        if (fault === "link down" || fault === "power off") await cluster.setLanLink(holder, true);
+        for (const pid of frozen) signal(pid, "SIGCONT");
+        frozen = [];
+        if (fault !== "keepalived killed" && fault !== "agent SIGTERM") {
+          await cluster.setLanLink(holder, true);
+        }
         if (fault === "agent SIGTERM" || fault === "power off") {
           agents[holderAt] = startAgent(cluster, holder, flags, 300);
         }
@@ -435,7 +478,7 @@ export function renderFailover(figures: readonly FailoverFigure[]): string {
       "NEVER RESUMED",
       "WRONG SOURCE",
     ],
-    FAULTS.filter((fault) => figures.some((f) => f.fault === fault)).map((fault) => {
+    ALL_FAULTS.filter((fault) => figures.some((f) => f.fault === fault)).map((fault) => {
       const runs = figures.filter((f) => f.fault === fault);
       const gaps = runs.flatMap((f) => (f.gapMs === undefined ? [] : [f.gapMs]));
       const s = stats(gaps);
@@ -467,7 +510,7 @@ export function renderFailover6(figures: readonly FailoverFigure[]): string {
       "NEVER RESUMED",
       "WRONG SOURCE",
     ],
-    FAULTS.filter((fault) => figures.some((f) => f.fault === fault && f.ipv6)).map((fault) => {
+    ALL_FAULTS.filter((fault) => figures.some((f) => f.fault === fault && f.ipv6)).map((fault) => {
       const runs = figures.filter((f) => f.fault === fault && f.ipv6).map((f) => f.ipv6!);
       const gaps = runs.flatMap((f) => (f.gapMs === undefined ? [] : [f.gapMs]));
       const s = stats(gaps);
@@ -486,7 +529,7 @@ export function renderFailover6(figures: readonly FailoverFigure[]): string {
 
 /** Per fault, the IPv6 line: every run's gap and the median against the same target. */
 export function failoverNotes6(figures: readonly FailoverFigure[]): string[] {
-  return FAULTS.filter((fault) => figures.some((f) => f.fault === fault && f.ipv6)).map(
+  return ALL_FAULTS.filter((fault) => figures.some((f) => f.fault === fault && f.ipv6)).map(
     (fault) => {
       const runs = figures.filter((f) => f.fault === fault && f.ipv6);
       const gaps = runs.flatMap((f) => (f.ipv6!.gapMs === undefined ? [] : [f.ipv6!.gapMs]));
@@ -523,7 +566,7 @@ export function faultConnections(
 
 /** The issue's line per fault: `<fault>: connections survived N/M, resets R, max stall S ms, wrong source W`. */
 export function connectionLines(figures: readonly FailoverFigure[]): string[] {
-  const faults = FAULTS.filter((fault) => figures.some((f) => f.fault === fault));
+  const faults = ALL_FAULTS.filter((fault) => figures.some((f) => f.fault === fault));
   return [
     ...faults.map((fault) => connectionsLine(fault, faultConnections(figures, fault))),
     // BENCH_HOLDER_POD=1: the holder's own pod apart (its entries are not replicated).
@@ -562,7 +605,7 @@ export function failoverNotes(
     } (BENCH_BACKEND), --vrrp-advert-interval ${advertInterval} (BENCH_ADVERT), --vrrp-preempt-delay 5. keepalived killed = SIGKILL of its parent and VRRP child (no goodbye): peers wait for 3 missed adverts + skew. Link down = the holder's switch port down. Agent SIGTERM = the holder's agent stopped as in a rolling update (keepalived hands the VIP over with a priority-0 advert). Power off = the holder's link down and every process of its namespace SIGKILLed at once.`,
     `Connections: ${CONNECTIONS_PER_POD} long-lived TCP connections from each of the two pods per run (8 bytes every 10 ms, echoed by the outside host); survived = never reset and every byte echoed; max stall = the longest silence between two echoes of any connection; wrong source = packets on the echo port with another source than the VIP (capture) plus connections the echo server accepted from another source. Targets: M of M, 0 resets, 0 wrong source; gap median < 100 ms for keepalived killed and link down. "(holder's own pod)" lines (BENCH_HOLDER_POD=1): ${CONNECTIONS_PER_POD} more from the holder node's own pod, not after a power off (the pod dies with its node); its wrong source = its own address on the echo port.`,
   ];
-  for (const fault of FAULTS.filter((f) => figures.some((x) => x.fault === f))) {
+  for (const fault of ALL_FAULTS.filter((f) => figures.some((x) => x.fault === f))) {
     const runs = figures.filter((f) => f.fault === fault);
     notes.push(
       `${fault}: ${

@@ -20,6 +20,7 @@ import {
 import { commitDescription, loadAverage, machineDescription, tearDownOnSignals } from "./lib.ts";
 import {
   benchFailover,
+  DIAGNOSTIC_FAULTS,
   failoverNotes,
   failoverNotes6,
   FAULTS,
@@ -172,7 +173,9 @@ const sections: Record<string, Section> = {
       const guard = guardEnv === "nodes" || guardEnv === "off" ? guardEnv : undefined;
       const rogue = Deno.env.get("BENCH_ROGUE") === "1";
       const only = Deno.env.get("BENCH_FAULTS")?.split(",").map((f) => f.trim());
-      const faults = only ? FAULTS.filter((f) => only.includes(f)) : undefined;
+      const faults = only
+        ? [...FAULTS, ...DIAGNOSTIC_FAULTS].filter((f) => only.includes(f))
+        : undefined;
       const backendEnv = Deno.env.get("BENCH_BACKEND");
       const backend = backendEnv === "nftables" || backendEnv === "iptables"
         ? backendEnv
