@@ -31,6 +31,7 @@ import {
 import type { VipPlacement } from "./keepalived.ts";
 import type { GuardObserver } from "./guard.ts";
 import {
+  type ApplyOptions,
   type ApplyReport,
   type Host,
   InterfaceMissingError,
@@ -38,6 +39,7 @@ import {
   StepError,
 } from "./system.ts";
 import { errorMessage } from "../core/errors.ts";
+import { canonicalIp } from "../core/ip.ts";
 
 /** Someone who wants to know what the agent did (metrics, Kubernetes Events, benchmarks). */
 export interface AgentObserver extends GuardObserver {
@@ -288,7 +290,7 @@ export class Agent {
           desired.roles,
         );
         applying = transaction;
-        report = await this.#host.apply(transaction);
+        report = await this.#host.apply(transaction, this.#takeoverCheck(changes));
         applyMs = performance.now() - plannedAt;
         for (const warning of report.warnings ?? []) {
           this.#log.warn("replicated NAT state not committed; the VIP's connections restart", {
@@ -376,6 +378,28 @@ export class Agent {
         interfaceMissing: error instanceof InterfaceMissingError,
       };
     }
+  }
+
+  /**
+   * A takeover's flush and commit run only while this node still has the VIPs
+   * it takes: two backups can both enter MASTER within the skew of an advert,
+   * and the one that yields a few ms later must not apply the holder's
+   * conntrack work after the read that saw its VIP (cmd/system.ts
+   * `TakeoverAbandoned`).
+   */
+  #takeoverCheck(changes: readonly RoleChange[]): ApplyOptions {
+    const addresses = this.#host.addresses?.bind(this.#host);
+    const taken = changes.filter((c) => c.to === "holder" && c.from !== "holder")
+      .map((c) => canonicalIp(c.vip) ?? c.vip);
+    if (addresses === undefined || taken.length === 0) return {};
+    return {
+      takenOverGone: () => {
+        const here = new Set(
+          (addresses(this.#settings.config.interface) ?? []).map((a) => canonicalIp(a) ?? a),
+        );
+        return taken.filter((vip) => !here.has(vip));
+      },
+    };
   }
 
   async #neighbours(changes: readonly RoleChange[]) {

@@ -219,7 +219,8 @@ export class AgentMetrics implements AgentObserver {
   observe(host: Host): Host {
     return {
       readLive: (config, options) => host.readLive(config, options),
-      apply: (transaction) => host.apply(transaction),
+      apply: (transaction, options) => host.apply(transaction, options),
+      ...(host.addresses ? { addresses: (iface: string) => host.addresses!(iface) } : {}),
       watchAddresses: (iface, onChange) =>
         host.watchAddresses(iface, () => {
           this.#takeovers.addressEvent(this.#now());

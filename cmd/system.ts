@@ -24,7 +24,7 @@ import {
 } from "../core/ipset.ts";
 import { NO_TABLE, parseChainListings, parseIptablesSave } from "../core/iptables.ts";
 import { onlyGoneDeletions, parseRoutesBatch, readRoutesBatch } from "../core/iproute.ts";
-import { stillRunAfter } from "../core/conntrack.ts";
+import { rolesChangedBefore, stillRunAfter } from "../core/conntrack.ts";
 import { CHAINS, IPSET_V4, IPSET_V6, type IpsetFamily, type TableName } from "../core/names.ts";
 import type { LiveFamily, LiveState, Step, Transaction } from "../core/plan.ts";
 import type { DatapathConfig } from "../core/schema.ts";
@@ -33,8 +33,23 @@ import { rpFilterInterfaces, rpFilterKeys } from "../core/sysctl.ts";
 /** What a pass needs from the machine; the agent loop is tested against a fake one. */
 export interface Host {
   readLive(config: DatapathConfig, options?: ReadOptions): Promise<LiveRead>;
-  apply(transaction: Transaction): Promise<ApplyReport>;
+  apply(transaction: Transaction, options?: ApplyOptions): Promise<ApplyReport>;
   watchAddresses(iface: string, onChange: () => void): { stop(): void };
+  /**
+   * The interface's addresses now, without starting a process (a takeover's
+   * check before its conntrack work); undefined: the interface is not there.
+   */
+  addresses?(iface: string): readonly string[] | undefined;
+}
+
+export interface ApplyOptions {
+  /**
+   * Asked once, just before the first conntrack or conntrackd step after the
+   * rule step (a takeover's flush and commit): the VIPs taken over that are no
+   * longer on the interface. Any stops the transaction there with a
+   * `TakeoverAbandoned` error, and nothing after it runs.
+   */
+  readonly takenOverGone?: () => readonly string[];
 }
 
 /** The raw iptables text, kept for status counters (nat6: ip6tables', "" where not read). */
@@ -126,6 +141,20 @@ export class StepError extends Error {
   ranAfter: readonly number[] = [];
   constructor(readonly step: Step, readonly index: number, stderr: string) {
     super(`step ${index + 1} (${step.purpose}) failed: ${stderr.trim() || "no error text"}`);
+  }
+}
+
+/**
+ * A takeover stopped before its flush and commit: the VIPs it took left the
+ * interface while it applied the holder role (keepalived gave them to a peer
+ * that won the same election a moment later). Its flush would cut this node's
+ * own forwarded connections and its commit would load the peers' NAT state
+ * here; the next pass, which the address event already asked for, gives the
+ * role back (the flush is owed to it as after any failed step).
+ */
+export class TakeoverAbandoned extends StepError {
+  constructor(step: Step, index: number, vips: readonly string[]) {
+    super(step, index, `${vips.join(", ")} left the interface during the takeover`);
   }
 }
 
@@ -512,7 +541,7 @@ export function systemHost(
       };
     },
 
-    async apply(transaction) {
+    async apply(transaction, options = {}) {
       let processes = 0;
       let bytes = 0;
       const warnings: string[] = [];
@@ -572,8 +601,15 @@ export function systemHost(
           onlyGoneDeletions(step.lines, result.stderr);
         if (result.code !== 0 && !gone) throw new StepError(step, index, result.stderr);
       };
+      const checkAt = options.takenOverGone === undefined ? -1 : transaction.steps.findIndex(
+        (s, i) =>
+          (s.tool === "conntrack" || s.tool === "conntrackd") && rolesChangedBefore(transaction, i),
+      );
       for (const [index, step] of transaction.steps.entries()) {
         if (stepMs.length < index) stepDone();
+        // Outside the try: an abandoned takeover runs neither its flush nor its commit.
+        const gone = index === checkAt ? options.takenOverGone!() : [];
+        if (gone.length > 0) throw new TakeoverAbandoned(step, index, gone);
         try {
           await runStep(step, index);
         } catch (error) {
@@ -602,6 +638,12 @@ export function systemHost(
         ...(warnings.length > 0 ? { warnings } : {}),
         ...(alone ? { nftGeneration: { before: before!, after } } : {}),
       };
+    },
+
+    addresses(iface) {
+      // getifaddrs(3) in this process: no `ip` to start on a takeover's critical path.
+      const mine = Deno.networkInterfaces().filter((i) => i.name === iface);
+      return mine.length === 0 ? undefined : mine.map((i) => i.address);
     },
 
     watchAddresses(iface, onChange) {

@@ -454,8 +454,7 @@ Deno.test("agent: a bad state file is named in a warning; delete removes the res
 });
 
 /** An agent with NAT state sync; `meanwhile` runs between its read of the node and its apply. */
-function syncSetup(meanwhile: (kernel: FakeKernel) => void) {
-  const kernel = new FakeKernel();
+function syncSetup(meanwhile: (kernel: FakeKernel) => void, kernel = new FakeKernel()) {
   const lines: string[] = [];
   const agent = new Agent(kernel.host(), createLogger("text", (l) => lines.push(l)), {
     config: testConfig(),
@@ -506,6 +505,39 @@ Deno.test("agent: a takeover whose route step fails still flushes and commits, a
     "a flush after the commit would delete the synced connections",
   );
   assert.deepEqual(kernel.conntrackdRuns, ["-c -C /run/sync.conf"]);
+});
+
+Deno.test("agent: a takeover whose VIP leaves while it applies runs no flush and no commit; the next pass gives the role back", async () => {
+  const fake = new FakeKernel();
+  const eth0 = fake.interfaces.get("eth0")!;
+  let yielding = false;
+  // keepalived takes the VIP back right after our rule step (a peer won the same election).
+  const exec = fake.exec;
+  fake.exec = (args, options) => {
+    const result = exec(args, options);
+    if (yielding && args[0] === "iptables-restore") eth0.splice(eth0.indexOf("192.0.2.50"), 1);
+    return result;
+  };
+  const { kernel, agent, lines } = syncSetup(() => {}, fake);
+  assert.equal((await agent.pass("start")).ok, true);
+  eth0.push("192.0.2.50");
+  yielding = true;
+  const abandoned = await agent.pass("address change");
+  assert.equal(abandoned.ok, false);
+  assert.match(abandoned.error ?? "", /192\.0\.2\.50 left the interface during the takeover/);
+  assert.deepEqual(kernel.conntrackdRuns, [], "the peers' NAT state is not loaded here");
+  assert.deepEqual(kernel.conntrackRuns, [], "this node's forwarded connections are kept");
+  assert.equal(kernel.rules.length, 0, "the holder role was applied");
+  yielding = false;
+  const back = await agent.pass("address change");
+  assert.equal(back.ok, true, back.error);
+  assert.equal(kernel.rules.length, 1, "the forwarding rule is back");
+  assert.deepEqual(kernel.conntrackRuns, [
+    "-D -f ipv4 --mark 0x5/0xff -s 10.244.1.0/24",
+    "-D -f ipv4 --mark 0x5/0xff",
+  ], "its own pods' entries made meanwhile go; the abandoned flush is owed");
+  assert.deepEqual(kernel.conntrackdRuns, []);
+  assert.ok(lines.some((l) => l.includes("left the interface")));
 });
 
 Deno.test("agent: a route step failing before the roles change runs no flush and no commit", async () => {

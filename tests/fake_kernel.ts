@@ -681,10 +681,11 @@ export class FakeKernel {
     const real = systemHost(this.exec, this.sysctlIO);
     return {
       readLive: (config, options) => real.readLive(config, options),
-      apply: (tx) => {
+      apply: (tx, options) => {
         this.applied.push(tx);
-        return real.apply(tx);
+        return real.apply(tx, options);
       },
+      addresses: (iface) => this.interfaces.get(iface),
       watchAddresses: (_iface, onChange) => {
         watchers.add(onChange);
         return { stop: () => watchers.delete(onChange) };
