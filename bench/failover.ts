@@ -54,7 +54,8 @@ export type Fault =
   | "link down"
   | "agent SIGTERM"
   | "power off"
-  | "link down (holder frozen)";
+  | "link down (holder frozen)"
+  | "link down (holder agent frozen)";
 
 export interface FailoverFigure {
   readonly fault: Fault;
@@ -213,9 +214,14 @@ export const FAULTS: readonly Fault[] = [
  * real node has. "link down (holder frozen)" is a link down whose old holder
  * does nothing after it (every process of its namespace SIGSTOPped at once,
  * SIGCONTed at the repair): on this shared machine, what the old holder's
- * reaction to its own link failure costs the new holder.
+ * reaction to its own link failure costs the new holder. "link down (holder
+ * agent frozen)" stops only its agent (keepalived still goes to FAULT and
+ * drops the VIP, conntrackd runs on): the agent's pass apart from the rest.
  */
-export const DIAGNOSTIC_FAULTS: readonly Fault[] = ["link down (holder frozen)"];
+export const DIAGNOSTIC_FAULTS: readonly Fault[] = [
+  "link down (holder frozen)",
+  "link down (holder agent frozen)",
+];
 /** Every fault, in the order they run and are reported. */
 const ALL_FAULTS: readonly Fault[] = [...FAULTS, ...DIAGNOSTIC_FAULTS];
 /** Long-lived connections per sending pod (two pods: 20 per run). */
@@ -235,10 +241,15 @@ async function powerOff(cluster: Cluster, node: Cluster["nodes"][number]): Promi
 
 /**
  * The node's link goes down and every process of its namespace is SIGSTOPped
- * at once (as `powerOff` kills them); returns them, to be SIGCONTed at the repair.
+ * at once (as `powerOff` kills them), or only process `only`; returns them, to
+ * be SIGCONTed at the repair.
  */
-async function freeze(cluster: Cluster, node: Cluster["nodes"][number]): Promise<number[]> {
-  const pids = await node.ns.pids();
+async function freeze(
+  cluster: Cluster,
+  node: Cluster["nodes"][number],
+  only?: number,
+): Promise<number[]> {
+  const pids = only === undefined ? await node.ns.pids() : [only];
   const unplugged = cluster.setLanLink(node, false);
   for (const pid of pids) signal(pid, "SIGSTOP");
   await unplugged;
@@ -322,6 +333,9 @@ export async function benchFailover(options: FailoverOptions): Promise<FailoverF
       "power off": () => powerOff(cluster, holder),
       "link down (holder frozen)": async () => {
         frozen = await freeze(cluster, holder);
+      },
+      "link down (holder agent frozen)": async () => {
+        frozen = await freeze(cluster, holder, agents[holderAt].pid);
       },
     };
     for (const fault of options.faults ?? FAULTS) {
