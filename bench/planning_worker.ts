@@ -11,6 +11,7 @@ import { NO_NFTABLES } from "../core/nftables.ts";
 import { jumpRule } from "../core/iptables.ts";
 import { setsAfterApply } from "../core/ipset.ts";
 import { type LiveState, planApply } from "../core/plan.ts";
+import { render, renderedLines } from "../core/render.ts";
 import { validateSnapshot } from "../core/snapshot.ts";
 import { BENCH_CONFIG, syntheticSnapshot } from "./inputs.ts";
 import { peakRssMiB, rssMiB } from "./lib.ts";
@@ -36,7 +37,10 @@ for (let run = 0; run <= reps; run++) {
   const desired = desiredState(snapshot, config, ["192.0.2.11"]);
   const t2 = performance.now();
   const transaction = planApply(desired, emptyNode, config);
-  const bytes = transaction.steps.reduce((n, s) => n + s.lines.join("\n").length + 1, 0);
+  const bytes = transaction.steps.reduce(
+    (n, s) => n + render(s.op).lines.join("\n").length + 1,
+    0,
+  );
   const t3 = performance.now();
   // The pass after: the same desired state against a node that already has it.
   const chain = (table: "mangle" | "nat") => ({
@@ -67,8 +71,8 @@ for (let run = 0; run <= reps; run++) {
     desiredMs: t2 - t1,
     payloadMs: t3 - t2,
     inSyncMs: t5 - t4,
-    lines: transaction.steps.reduce((n, s) => n + s.lines.length, 0),
-    inSyncLines: again.steps.reduce((n, s) => n + s.lines.length, 0),
+    lines: renderedLines(transaction.steps),
+    inSyncLines: renderedLines(again.steps),
     bytes,
   }));
 }

@@ -18,6 +18,8 @@ import {
   renderTransaction,
   type Transaction,
 } from "../core/plan.ts";
+import type { ConntrackFlush } from "../core/operation.ts";
+import { renderedLines, type ToolName, toolName } from "../core/render.ts";
 import type { DatapathConfig } from "../core/schema.ts";
 import { rememberOriginals } from "../core/sysctl.ts";
 import { formatProblem, type Problem, type RawSnapshot, type Snapshot } from "../core/snapshot.ts";
@@ -118,7 +120,8 @@ export interface AgentSettings {
  * conntrackd 9 ms" (a takeover's pass taken apart, bench/failover.ts).
  */
 export function stepTimes(transaction: Transaction, stepMs: readonly number[]): string {
-  return transaction.steps.map((s, i) => `${s.tool} ${Math.round(stepMs[i] ?? 0)}`).join(", ") +
+  return transaction.steps.map((s, i) => `${toolName(s.op)} ${Math.round(stepMs[i] ?? 0)}`)
+    .join(", ") +
     " ms";
 }
 
@@ -162,7 +165,7 @@ export type ErrorKind =
   | "inputs"
   | "interface_missing"
   | "read_live"
-  | `apply_${StepError["step"]["tool"]}`
+  | `apply_${ToolName}`
   | "apply";
 
 /** How often a failure that persists is logged again (it is logged at once when it starts). */
@@ -213,7 +216,7 @@ export class Agent {
   /** A pass has succeeded: the other backend's leftovers were read (and removed) then. */
   #leftoversChecked = false;
   /** Conntrack flushes a failed pass still owes (its roles changed, its flush did not run). */
-  #owedFlushes: string[] = [];
+  #owedFlushes: ConntrackFlush[] = [];
 
   constructor(host: Host, log: Logger, settings: AgentSettings) {
     this.#host = host;
@@ -278,7 +281,7 @@ export class Agent {
       const transaction = dryRun
         ? planned.transaction
         : withOwedFlushes(planned.transaction, this.#owedFlushes);
-      const lines = transaction.steps.reduce((n, s) => n + s.lines.length, 0);
+      const lines = renderedLines(transaction.steps);
       let report: ApplyReport = { processes: 0, bytes: 0 };
       let applyMs = 0;
       if (dryRun) {
@@ -366,7 +369,7 @@ export class Agent {
       const errorKind: ErrorKind = error instanceof InterfaceMissingError
         ? "interface_missing"
         : error instanceof StepError
-        ? `apply_${error.step.tool}`
+        ? `apply_${toolName(error.step.op)}`
         : stage;
       return {
         ok: false,
@@ -460,7 +463,7 @@ export class Agent {
    */
   async #rememberRpFilters(transaction: Transaction, live: Readonly<Record<string, number>>) {
     const { stateDir } = this.#settings;
-    const fixes = transaction.steps.filter((s) => s.tool === "sysctl").flatMap((s) => s.lines);
+    const fixes = transaction.steps.flatMap((s) => s.op.tool === "sysctl" ? s.op.writes : []);
     if (stateDir === undefined || fixes.length === 0) return;
     try {
       const remembered = await readRpFilterOriginals(stateDir);
@@ -491,7 +494,7 @@ export class Agent {
       }
     }
     const transaction = planDelete(live, this.#settings.config, originals);
-    const lines = transaction.steps.reduce((n, s) => n + s.lines.length, 0);
+    const lines = renderedLines(transaction.steps);
     if (this.#settings.dryRun) {
       this.#settings.print?.(renderTransaction(transaction));
       return { processes: live.processes, bytes: 0, lines };

@@ -13,8 +13,8 @@
 import $ from "dax";
 import { join } from "node:path";
 import { Backoff } from "../core/backoff.ts";
+import type { ConntrackdCommit } from "../core/operation.ts";
 import {
-  commitArgs,
   type ConntrackdInstance,
   conntrackdInstances,
   type ConntrackdPaths,
@@ -87,8 +87,8 @@ export class ConntrackSync {
   }
 
   /** The commits a takeover runs: one per instance. */
-  commits(): string[] {
-    return [...this.#running.values()].map((r) => commitArgs(r.configPath));
+  commits(): ConntrackdCommit[] {
+    return [...this.#running.values()].map((r) => ({ config: r.configPath }));
   }
 
   /** Renders the instances for `settings`; starts, restarts and stops them to match. Never throws. */

@@ -8,6 +8,7 @@ import $ from "dax";
 import { type DoctorFacts, parseArpReplies } from "../core/doctor.ts";
 import { parseAddresses6 } from "../core/doctor_ipv6.ts";
 import { type NatSync, planPass } from "../core/plan.ts";
+import { renderedLines } from "../core/render.ts";
 import type { DatapathConfig } from "../core/schema.ts";
 import {
   formatProblem,
@@ -180,7 +181,7 @@ export async function collectFacts(host: Host, options: DoctorOptions): Promise<
       const { transaction } = planPass(snapshot, config, await host.readLive(config), {
         natSync: options.natSync,
       });
-      pendingLines = transaction.steps.reduce((n, s) => n + s.lines.length, 0);
+      pendingLines = renderedLines(transaction.steps);
     } catch {
       pendingLines = undefined;
     }

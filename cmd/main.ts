@@ -5,6 +5,7 @@
  */
 import { interfaceAddresses, type NatSync, planPass, renderTransaction } from "../core/plan.ts";
 import { localPodRanges } from "../core/conntrack.ts";
+import { renderedLines } from "../core/render.ts";
 import { nodeStatus, renderStatus } from "../core/status.ts";
 import { formatProblem, type RawSnapshot, validateSnapshot } from "../core/snapshot.ts";
 import { Agent, type AgentObserver, type AgentSettings, runLoop } from "./agent.ts";
@@ -485,7 +486,7 @@ export async function statusCommand(options: Record<string, unknown>, host: Host
       natSync: planningNatSync(settings),
     });
     extra = {
-      pendingLines: transaction.steps.reduce((n, s) => n + s.lines.length, 0),
+      pendingLines: renderedLines(transaction.steps),
       problems: problems.map(formatProblem),
     };
   } catch (error) {

@@ -24,6 +24,7 @@ import {
 } from "../core/ipset.ts";
 import { NO_TABLE, parseChainListings, parseIptablesSave } from "../core/iptables.ts";
 import { onlyGoneDeletions, parseRoutesBatch, readRoutesBatch } from "../core/iproute.ts";
+import { conntrackArgs, conntrackdArgs, render } from "../core/render.ts";
 import { rolesChangedBefore, stillRunAfter } from "../core/conntrack.ts";
 import { CHAINS, IPSET_V4, IPSET_V6, type IpsetFamily, type TableName } from "../core/names.ts";
 import type { LiveFamily, LiveState, Step, Transaction } from "../core/plan.ts";
@@ -157,18 +158,6 @@ export class TakeoverAbandoned extends StepError {
     super(step, index, `${vips.join(", ")} left the interface during the takeover`);
   }
 }
-
-const STEP_COMMANDS: Record<
-  Exclude<Step["tool"], "sysctl" | "conntrack" | "conntrackd">,
-  string[]
-> = {
-  ip: ["ip", "-force", "-batch", "-"],
-  ip6: ["ip", "-6", "-force", "-batch", "-"],
-  ipset: ["ipset", "restore", "-exist"],
-  iptables: ["iptables-restore", "--noflush", "--wait", "5"],
-  ip6tables: ["ip6tables-restore", "--noflush", "--wait", "5"],
-  nft: ["nft", "-f", "-"],
-};
 
 /**
  * Where the node's sysctls are. In an unprivileged container /proc/sys is
@@ -546,8 +535,8 @@ export function systemHost(
       let bytes = 0;
       const warnings: string[] = [];
       // Each `nft -f` commits one generation; iptables-nft commits too, a number we do not count.
-      const nftSteps = transaction.steps.filter((s) => s.tool === "nft").length;
-      const counted = !transaction.steps.some((s) => s.tool === "iptables");
+      const nftSteps = transaction.steps.filter((s) => s.op.tool === "nft").length;
+      const counted = !transaction.steps.some((s) => s.op.tool === "iptables");
       const before = counted ? generation() : undefined;
       const stepMs: number[] = [];
       let stepStart = performance.now();
@@ -557,13 +546,17 @@ export function systemHost(
         stepStart = now;
       };
       const runStep = async (step: Step, index: number) => {
-        if (step.tool === "conntrackd") {
-          for (const line of step.lines) {
+        const { op } = step;
+        if (op.tool === "conntrackd") {
+          for (const commit of op.commits) {
             processes++;
-            const result = await exec(["conntrackd", ...line.split(" ")], { timeoutMs: 5000 })
+            const args = conntrackdArgs(commit);
+            const result = await exec(["conntrackd", ...args], { timeoutMs: 5000 })
               .catch((error) => ({ code: -1, stdout: "", stderr: errorMessage(error) }));
             if (result.code !== 0) {
-              warnings.push(`conntrackd ${line}: ${(result.stderr || result.stdout).trim()}`);
+              warnings.push(
+                `conntrackd ${args.join(" ")}: ${(result.stderr || result.stdout).trim()}`,
+              );
             }
           }
           return;
@@ -574,17 +567,16 @@ export function systemHost(
             if (error instanceof ExecError) throw new StepError(step, index, error.message);
             throw error;
           });
-        if (step.tool === "sysctl") {
-          for (const line of step.lines) {
-            const [key, value] = line.split("=");
-            await sysctls.write(key, value);
-            bytes += value.length;
+        if (op.tool === "sysctl") {
+          for (const { key, value } of op.writes) {
+            await sysctls.write(key, String(value));
+            bytes += String(value).length;
           }
           return;
         }
-        if (step.tool === "conntrack") {
-          for (const line of step.lines) {
-            const result = await run(["conntrack", ...line.split(" ")]);
+        if (op.tool === "conntrack") {
+          for (const flush of op.flushes) {
+            const result = await run(["conntrack", ...conntrackArgs(flush)]);
             processes++;
             // Exit 1 with "0 flow entries" only means there was nothing to delete.
             const nothing = result.code === 1 && /0 flow entries/.test(result.stderr);
@@ -592,18 +584,19 @@ export function systemHost(
           }
           return;
         }
-        const payload = step.lines.join("\n") + "\n";
-        const result = await run(STEP_COMMANDS[step.tool], payload);
+        const { command, lines } = render(op);
+        const payload = lines.join("\n") + "\n";
+        const result = await run([...command!], payload);
         processes++;
         bytes += payload.length;
         // A deletion that finds its rule or route already gone is done (`-force` ran the rest).
-        const gone = (step.tool === "ip" || step.tool === "ip6") &&
-          onlyGoneDeletions(step.lines, result.stderr);
+        const gone = op.tool === "ip" && onlyGoneDeletions(op.changes, result.stderr);
         if (result.code !== 0 && !gone) throw new StepError(step, index, result.stderr);
       };
       const checkAt = options.takenOverGone === undefined ? -1 : transaction.steps.findIndex(
         (s, i) =>
-          (s.tool === "conntrack" || s.tool === "conntrackd") && rolesChangedBefore(transaction, i),
+          (s.op.tool === "conntrack" || s.op.tool === "conntrackd") &&
+          rolesChangedBefore(transaction, i),
       );
       for (const [index, step] of transaction.steps.entries()) {
         if (stepMs.length < index) stepDone();

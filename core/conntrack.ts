@@ -11,12 +11,16 @@
 import type { Family, VipRole } from "./intent.ts";
 import { cidrContains, parseCidr, parseIp } from "./ip.ts";
 import type { PodRoute } from "./iproute.ts";
-import { hex } from "./marks.ts";
+import type { ConntrackdCommit, ConntrackFlush, Operation, Step } from "./operation.ts";
 import type { Transaction } from "./plan.ts";
 
-/** `conntrack` arguments (one process each) that delete one VIP's connections. */
-export function flushArgs(mark: number, mask: number, family: Family = "ipv4"): string {
-  return `-D -f ${family} --mark ${hex(mark)}/${hex(mask)}`;
+/** The flush of one VIP's connections (by its mark under our mask). */
+export function roleFlush(
+  mark: number,
+  mask: number,
+  family: Family = "ipv4",
+): Extract<ConntrackFlush, { why: "role" }> {
+  return { why: "role", family, mark, mask };
 }
 
 /**
@@ -33,13 +37,13 @@ export function conntrackFlushes(
   liveRole: ReadonlyMap<number, VipRole["role"]>,
   desiredRoles: readonly VipRole[],
   mask: number,
-): string[] {
+): ConntrackFlush[] {
   return [
     ...desiredRoles
       .filter((r) => liveRole.has(r.mark) && liveRole.get(r.mark) !== r.role)
       .map((r) => r.mark),
     ...removedMarks(liveRole, desiredRoles),
-  ].map((mark) => flushArgs(mark, mask));
+  ].map((mark) => roleFlush(mark, mask));
 }
 
 /** Marks with a role in force and none desired: their VIPs are removed with this pass. */
@@ -54,15 +58,6 @@ function removedMarks(
 /** This node's own pod ranges: the pod routes to a local device (the CNI's bridge), not via a next hop. */
 export function localPodRanges(podRoutes: readonly PodRoute[], iface: string): string[] {
   return podRoutes.filter((r) => r.gateway === undefined && r.dev !== iface).map((r) => r.dst);
-}
-
-/**
- * `conntrack` arguments that delete one pod's connections source-NATed to
- * `address`, a node address that our rules never translate to (they SNAT to
- * VIPs only): the CNI's masquerade.
- */
-export function unmappedFlushArgs(pod: string, address: string, family: Family = "ipv4"): string {
-  return `-D -f ${family} -s ${pod} --src-nat ${address}`;
 }
 
 /**
@@ -90,7 +85,7 @@ export function unmappedFlushes(
   localRanges: readonly string[],
   nodeAddresses: readonly string[],
   family: Family = "ipv4",
-): string[] {
+): ConntrackFlush[] {
   const version = family === "ipv4" ? 4 : 6;
   const ranges = localRanges.flatMap((text) => {
     const cidr = parseCidr(text);
@@ -106,12 +101,15 @@ export function unmappedFlushes(
     return typeof address === "number" || !cidrContains(linkLocal, address);
   });
   if (ranges.length === 0 || addresses.length === 0) return [];
-  const flushes: string[] = [];
+  const flushes: ConntrackFlush[] = [];
   for (const pod of desiredPods) {
     if (inForce.has(pod)) continue;
     const address = parseIp(pod);
     if (address === undefined || !ranges.some((r) => cidrContains(r, address))) continue;
-    flushes.push(...addresses.map((a) => unmappedFlushArgs(pod, a, family)));
+    // The address is one our rules never translate to (they SNAT to VIPs only): the CNI's masquerade.
+    flushes.push(
+      ...addresses.map((srcNat): ConntrackFlush => ({ why: "mapped", family, pod, srcNat })),
+    );
   }
   return flushes;
 }
@@ -144,10 +142,13 @@ export function takeoverSteps(
   liveRole: ReadonlyMap<number, VipRole["role"]>,
   desiredRoles: readonly VipRole[],
   mask: number,
-  sync?: { readonly commits: readonly string[]; readonly localPodCidrs: readonly string[] },
+  sync?: {
+    readonly commits: readonly ConntrackdCommit[];
+    readonly localPodCidrs: readonly string[];
+  },
   family: Family = "ipv4",
-): { flushes: string[]; commits: string[] } {
-  const flush = (mark: number) => flushArgs(mark, mask, family);
+): { flushes: ConntrackFlush[]; commits: ConntrackdCommit[] } {
+  const flush = (mark: number) => roleFlush(mark, mask, family);
   const changed = desiredRoles.filter((r) =>
     liveRole.has(r.mark) && liveRole.get(r.mark) !== r.role
   );
@@ -165,7 +166,7 @@ export function takeoverSteps(
       ...changed.flatMap((r) =>
         r.role === "holder" || localCidrs.length === 0
           ? [flush(r.mark)]
-          : localCidrs.map((cidr) => `${flush(r.mark)} -s ${cidr}`)
+          : localCidrs.map((source): ConntrackFlush => ({ ...flush(r.mark), source }))
       ),
       ...removed,
     ],
@@ -178,8 +179,26 @@ export function takeoverSteps(
  * the rules; a new pod may change nothing else), else its rule step; -1: none.
  */
 function podsStep(transaction: Transaction): number {
-  const sets = transaction.steps.findIndex((s) => s.tool === "ipset");
+  const sets = transaction.steps.findIndex((s) => s.op.tool === "ipset");
   return sets >= 0 ? sets : rulesStep(transaction);
+}
+
+/** Two flushes delete the same connections. */
+export function sameFlush(a: ConntrackFlush, b: ConntrackFlush): boolean {
+  if (a.family !== b.family) return false;
+  if (a.why === "mapped") return b.why === "mapped" && a.pod === b.pod && a.srcNat === b.srcNat;
+  return b.why === "role" && a.mark === b.mark && a.mask === b.mask && a.source === b.source;
+}
+
+/** The flushes of a conntrack step (none for any other step). */
+function flushesOf(step: Step): readonly ConntrackFlush[] {
+  return step.op.tool === "conntrack" ? step.op.flushes : [];
+}
+
+/** The conntrack step after the rule step; -1: none. */
+function flushStep(transaction: Transaction): number {
+  const rulesAt = rulesStep(transaction);
+  return transaction.steps.findIndex((s, i) => s.op.tool === "conntrack" && i > rulesAt);
 }
 
 /**
@@ -194,41 +213,46 @@ function podsStep(transaction: Transaction): number {
 export function owedFlushes(
   transaction: Transaction,
   failedAt: number | undefined,
-  owedBefore: readonly string[],
+  owedBefore: readonly ConntrackFlush[],
   /** Steps after `failedAt` that still ran and succeeded (`stillRunAfter`). */
   ranAfter: readonly number[] = [],
-): string[] {
+): ConntrackFlush[] {
   const steps = transaction.steps;
   const rulesAt = rulesStep(transaction);
-  const flushAt = steps.findIndex((s, i) => s.tool === "conntrack" && i > rulesAt);
+  const flushAt = flushStep(transaction);
   const at = failedAt ?? flushAt;
   if (flushAt < 0 || at > flushAt || ranAfter.includes(flushAt)) return [];
   const rolesChanged = rulesAt >= 0 && rulesAt < at;
-  // A pod's flush (`unmappedFlushArgs`) is owed once its sets changed: the next pass sees it mapped.
+  // A newly mapped pod's flush is owed once its sets changed: the next pass sees it mapped.
   const podsAt = podsStep(transaction);
   const podsChanged = podsAt >= 0 && podsAt < at;
-  return steps[flushAt].lines.filter((line) =>
-    rolesChanged || (podsChanged && line.includes(" --src-nat ")) || owedBefore.includes(line)
+  return flushesOf(steps[flushAt]).filter((flush) =>
+    rolesChanged || (podsChanged && flush.why === "mapped") ||
+    owedBefore.some((owed) => sameFlush(owed, flush))
   );
 }
 
 /** `transaction` with the owed flushes added to its conntrack step after the rule step (or a new last one). */
-export function withOwedFlushes(transaction: Transaction, owed: readonly string[]): Transaction {
+export function withOwedFlushes(
+  transaction: Transaction,
+  owed: readonly ConntrackFlush[],
+): Transaction {
   if (owed.length === 0) return transaction;
   const steps = [...transaction.steps];
-  const rulesAt = rulesStep(transaction);
-  const flushAt = steps.findIndex((s, i) => s.tool === "conntrack" && i > rulesAt);
+  const flushAt = flushStep(transaction);
   if (flushAt < 0) {
     steps.push({
-      tool: "conntrack",
       purpose: "flush connections owed by a failed pass",
-      lines: owed,
+      op: { tool: "conntrack", flushes: owed },
     });
   } else {
-    const lines = steps[flushAt].lines;
+    const flushes = flushesOf(steps[flushAt]);
     steps[flushAt] = {
       ...steps[flushAt],
-      lines: [...lines, ...owed.filter((l) => !lines.includes(l))],
+      op: {
+        tool: "conntrack",
+        flushes: [...flushes, ...owed.filter((o) => !flushes.some((f) => sameFlush(f, o)))],
+      },
     };
   }
   return { steps };
@@ -236,9 +260,12 @@ export function withOwedFlushes(transaction: Transaction, owed: readonly string[
 
 /** The backend's rule step (iptables-restore or nft -f): the roles change with it; -1: none. */
 function rulesStep(transaction: Transaction): number {
-  return transaction.steps.findIndex((s) =>
-    s.tool === "iptables" || s.tool === "ip6tables" || s.tool === "nft"
-  );
+  return transaction.steps.findIndex((s) => s.op.tool === "iptables" || s.op.tool === "nft");
+}
+
+/** The operations that still run after a failure once the roles changed. */
+function runsAfterFailure(op: Operation): boolean {
+  return op.tool === "conntrack" || op.tool === "conntrackd";
 }
 
 /**
@@ -253,9 +280,7 @@ function rulesStep(transaction: Transaction): number {
  */
 export function stillRunAfter(transaction: Transaction, failedAt: number): number[] {
   if (!rolesChangedBefore(transaction, failedAt)) return [];
-  return transaction.steps.flatMap((s, i) =>
-    i > failedAt && (s.tool === "conntrack" || s.tool === "conntrackd") ? [i] : []
-  );
+  return transaction.steps.flatMap((s, i) => i > failedAt && runsAfterFailure(s.op) ? [i] : []);
 }
 
 /** Whether the roles had changed (the rule step ran) when step `failedAt` failed. */

@@ -1,6 +1,7 @@
 /**
- * NAT state replication with conntrackd (FTFW mode), decided here and rendered
- * as text. The holder of a VIP keeps the NAT mapping of every connection it
+ * NAT state replication with conntrackd (FTFW mode), decided here and its
+ * configuration rendered as text (the takeover's commit is an operation,
+ * `ConntrackdCommit`, rendered in core/render.ts). The holder of a VIP keeps the NAT mapping of every connection it
  * translates in its conntrack table; conntrackd copies those entries to the
  * other nodes' external caches as they change, and the node that takes a VIP
  * over commits its cache into its own table before it starts translating
@@ -84,11 +85,6 @@ export interface ConntrackdPaths {
 /** conntrackd's multicast group for our sync messages (organisation-local scope). */
 export const SYNC_GROUP = "239.255.71.80";
 export const SYNC_BASE_PORT = 3780;
-
-/** `conntrackd` arguments that commit an instance's external cache into the kernel table. */
-export function commitArgs(configPath: string): string {
-  return `-C ${configPath} -c`;
-}
 
 /** The UDP port a unicast pair uses: both nodes derive it from the shared, sorted peer list. */
 export function pairPort(peers: readonly string[], a: string, b: string, base = SYNC_BASE_PORT) {

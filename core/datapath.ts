@@ -9,7 +9,8 @@
 import { type Family, type Intent, intentOfFamily, type VipRole } from "./intent.ts";
 import type { LiveSets } from "./ipset.ts";
 import type { LiveNftables } from "./nftables.ts";
-import type { LiveFamily, LiveState, Step, Tool } from "./plan.ts";
+import type { Step } from "./operation.ts";
+import type { LiveFamily, LiveState } from "./plan.ts";
 import type { DatapathConfig } from "./schema.ts";
 
 /** The backends: iptables + ipset, or native nftables. */
@@ -57,11 +58,6 @@ export interface Known {
    * full, or written by a transaction nobody else committed alongside).
    */
   readonly nftGeneration?: number;
-}
-
-/** A step with these lines, or none when there are no lines. */
-export function step(tool: Tool, purpose: string, lines: readonly string[]): Step[] {
-  return lines.length > 0 ? [{ tool, purpose, lines }] : [];
 }
 
 /** What `--backend auto` looks at on the node. */

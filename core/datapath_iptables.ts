@@ -7,17 +7,18 @@
  * destroys the destination sets no rule uses any more. A family without pod
  * ranges gets nothing, and loses what we left of it.
  */
-import { type DatapathPlanner, enabledPart, liveFamily, step } from "./datapath.ts";
+import { type DatapathPlanner, enabledPart, liveFamily } from "./datapath.ts";
 import { parseRoleRule, renderIptables, type VipRole } from "./desired.ts";
 import { FAMILIES, type Family } from "./intent.ts";
 import { deleteIpsets, diffIpsets, NO_SETS, setsAfterApply, staleScopedSets } from "./ipset.ts";
 import { deleteIptables, diffIptables } from "./iptables.ts";
 import { IPSETS } from "./names.ts";
-import type { LiveFamily, Step } from "./plan.ts";
+import { type Step, step } from "./operation.ts";
+import type { LiveFamily } from "./plan.ts";
 
 const TOOLS = {
-  ipv4: { iptables: "iptables", nft: "ip", label: "" },
-  ipv6: { iptables: "ip6tables", nft: "ip6", label: "IPv6 " },
+  ipv4: { nft: "ip", label: "" },
+  ipv6: { nft: "ip6", label: "IPv6 " },
 } as const;
 
 function removeFamily(live: LiveFamily, family: Family, flavour: "nft" | "legacy"): Step[] {
@@ -31,17 +32,20 @@ function removeFamily(live: LiveFamily, family: Family, flavour: "nft" | "legacy
     })
     : [];
   return [
-    ...step(
-      tools.iptables,
-      `remove our ${tools.label}jumps and chains`,
-      deleteIptables(live.iptables),
-    ),
-    ...step("ipset", `destroy our ${tools.label}sets`, deleteIpsets(live.sets, IPSETS[family])),
-    ...step(
-      "nft",
-      `remove ${tools.label}tables that only we used`,
-      emptied.map((t) => `delete table ${tools.nft} ${t}`),
-    ),
+    ...step(`remove our ${tools.label}jumps and chains`, {
+      tool: "iptables",
+      family,
+      tables: deleteIptables(live.iptables),
+    }),
+    ...step(`destroy our ${tools.label}sets`, {
+      tool: "ipset",
+      family,
+      changes: deleteIpsets(live.sets, IPSETS[family]),
+    }),
+    ...step(`remove ${tools.label}tables that only we used`, {
+      tool: "nft",
+      ops: emptied.map((name) => ({ op: "delete table", table: { family: tools.nft, name } })),
+    }),
   ];
 }
 
@@ -55,27 +59,34 @@ export const iptablesPlanner: DatapathPlanner = {
       const intent = enabledPart(dual, family);
       // Off (no pod range of this family): nothing of ours, and what we left goes.
       if (intent.podCidrs.length === 0) {
-        return removeFamily(have, family, live.backend).filter((s) => s.tool !== "nft");
+        return removeFamily(have, family, live.backend).filter((s) => s.op.tool !== "nft");
       }
       const f = IPSETS[family];
-      const tools = TOOLS[family];
+      const { label } = TOOLS[family];
       const { chains, scopedSets } = renderIptables(intent, f);
       return [
-        ...step(
-          "ipset",
-          `update ${tools.label}pod and nosteer sets`,
-          diffIpsets(have.sets, intent.podMarks, intent.mask, intent.noSteer, scopedSets, f),
-        ),
-        ...step(
-          tools.iptables,
-          `rewrite our ${tools.label}chains and jumps`,
-          diffIptables(have.iptables, chains),
-        ),
-        ...step(
-          "ipset",
-          `destroy ${tools.label}destination-scoped sets no rule uses any more`,
-          staleScopedSets(have.sets, scopedSets),
-        ),
+        ...step(`update ${label}pod and nosteer sets`, {
+          tool: "ipset",
+          family,
+          changes: diffIpsets(
+            have.sets,
+            intent.podMarks,
+            intent.mask,
+            intent.noSteer,
+            scopedSets,
+            f,
+          ),
+        }),
+        ...step(`rewrite our ${label}chains and jumps`, {
+          tool: "iptables",
+          family,
+          tables: diffIptables(have.iptables, chains),
+        }),
+        ...step(`destroy ${label}destination-scoped sets no rule uses any more`, {
+          tool: "ipset",
+          family,
+          changes: staleScopedSets(have.sets, scopedSets),
+        }),
       ];
     });
   },

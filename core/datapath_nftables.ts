@@ -3,26 +3,17 @@
  * transaction: declarations, changed chains and element updates together,
  * so there is no ordering between set and rule updates.
  */
-import { type DatapathPlanner, step } from "./datapath.ts";
-import {
-  nftAfterApply,
-  nftRolesInForce,
-  planNftables,
-  removeNftables,
-  renderNft,
-} from "./nftables.ts";
+import type { DatapathPlanner } from "./datapath.ts";
+import { nftAfterApply, nftRolesInForce, planNftables, removeNftables } from "./nftables.ts";
+import { step } from "./operation.ts";
 
 export const nftablesPlanner: DatapathPlanner = {
   backend: "nftables",
   plan(intent, live) {
-    return step(
-      "nft",
-      "update our nftables table",
-      renderNft(planNftables(intent, live.nft)),
-    );
+    return step("update our nftables table", { tool: "nft", ops: planNftables(intent, live.nft) });
   },
   remove(live) {
-    return step("nft", "remove our nftables table", renderNft(removeNftables(live.nft)));
+    return step("remove our nftables table", { tool: "nft", ops: removeNftables(live.nft) });
   },
   rolesInForce(live, mask, family = "ipv4") {
     return nftRolesInForce(live.nft, mask, family);

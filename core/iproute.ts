@@ -1,11 +1,12 @@
 /**
  * Policy routing: our `ip rule` entries and routes, told apart from everyone
  * else's by the route protocol we tag them with. Read from `ip -json`, compared
- * as keys, written with `ip -batch`. Additions run before the firewall changes
- * and removals after, so marked traffic always finds its route.
+ * as keys, changed by typed `RouteChange`s (rendered to `ip -batch` in
+ * core/render.ts). Additions run before the firewall changes and removals
+ * after, so marked traffic always finds its route.
  */
 import type { PolicyRule, TableRoute } from "./intent.ts";
-import { hex } from "./marks.ts";
+import type { RouteChange } from "./operation.ts";
 
 export interface LiveRoutes {
   /** IPv4 addresses on the interface. */
@@ -107,34 +108,23 @@ export function parseRoutesBatch(
   };
 }
 
-function ruleArgs(rule: PolicyRule, protocol: number): string {
-  return `pref ${rule.priority} fwmark ${hex(rule.mark)}/${
-    hex(rule.mask)
-  } lookup ${rule.table} proto ${protocol}`;
-}
-
-function routeArgs(route: TableRoute, protocol: number): string {
-  return `default via ${route.gateway} dev ${route.dev} onlink table ${route.table} proto ${protocol}`;
-}
-
 const ruleKey = (r: PolicyRule) => `${r.priority}|${r.mark}|${r.mask}|${r.table}`;
 const routeKey = (r: TableRoute) => `${r.table}|${r.gateway}|${r.dev}`;
 
 export interface RouteChanges {
   /** Run before the firewall changes: routes first, then the rules that use them. */
-  readonly add: string[];
+  readonly add: RouteChange[];
   /** Run after: rules first, then the routes they used. */
-  readonly remove: string[];
+  readonly remove: RouteChange[];
 }
 
-/** The `ip -batch` lines that make our rules and routes equal the desired ones. */
+/** The changes that make our rules and routes equal the desired ones. */
 export function diffRoutes(
   live: LiveRoutes,
   desired: { rules: readonly PolicyRule[]; routes: readonly TableRoute[] },
-  protocol: number,
 ): RouteChanges {
-  const add: string[] = [];
-  const remove: string[] = [];
+  const add: RouteChange[] = [];
+  const remove: RouteChange[] = [];
 
   const liveDefaults = new Map(
     live.routes.filter((r) => r.dst === "default").map((r) => [r.table, r]),
@@ -143,9 +133,9 @@ export function diffRoutes(
   for (const route of desired.routes) {
     const have = liveDefaults.get(route.table);
     // Our default in that table with another gateway is replaced in place: no gap.
-    if (!have) add.push(`route add ${routeArgs(route, protocol)}`);
+    if (!have) add.push({ verb: "add", route: tableRoute(route) });
     else if (routeKey(have) !== routeKey(route)) {
-      add.push(`route replace ${routeArgs(route, protocol)}`);
+      add.push({ verb: "replace", route: tableRoute(route) });
     }
   }
   const replacedTables = new Set(desired.routes.map((r) => r.table));
@@ -162,23 +152,33 @@ export function diffRoutes(
     seen.add(key);
   }
   for (const rule of desired.rules) {
-    if (!seen.has(ruleKey(rule))) add.push(`rule add ${ruleArgs(rule, protocol)}`);
+    if (!seen.has(ruleKey(rule))) add.push({ verb: "add", rule: policyRule(rule) });
   }
 
-  remove.push(...staleRules.map((r) => `rule del ${ruleArgs(r, protocol)}`));
+  remove.push(...staleRules.map((r): RouteChange => ({ verb: "del", rule: policyRule(r) })));
   remove.push(
-    ...staleRoutes.map((r) =>
+    ...staleRoutes.map((r): RouteChange =>
       r.dst === "default"
-        ? `route del ${routeArgs(r, protocol)}`
-        : `route del ${r.dst} table ${r.table} proto ${protocol}`
+        ? { verb: "del", route: tableRoute(r) }
+        : { verb: "del", stale: { dst: r.dst, table: r.table } }
     ),
   );
   return { add, remove };
 }
 
-/** Lines that remove every rule and route of ours. */
-export function deleteRoutes(live: LiveRoutes, protocol: number): string[] {
-  return diffRoutes(live, { rules: [], routes: [] }, protocol).remove;
+/** A rule's fields only (the family is the operation's). */
+function policyRule(r: PolicyRule): PolicyRule {
+  return { priority: r.priority, mark: r.mark, mask: r.mask, table: r.table };
+}
+
+/** A route's fields only (a live route also has its `dst`). */
+function tableRoute(r: TableRoute): TableRoute {
+  return { table: r.table, gateway: r.gateway, dev: r.dev };
+}
+
+/** The changes that remove every rule and route of ours. */
+export function deleteRoutes(live: LiveRoutes): RouteChange[] {
+  return diffRoutes(live, { rules: [], routes: [] }).remove;
 }
 
 /**
@@ -191,11 +191,13 @@ export function deleteRoutes(live: LiveRoutes, protocol: number): string[] {
  * as its error, then "Command failed <file>:<line>". Anything else, or an
  * error text we cannot attribute to a line, is a real failure.
  */
-export function onlyGoneDeletions(lines: readonly string[], stderr: string): boolean {
-  const gone = [
-    { verb: /^route del /, error: /^RTNETLINK answers: No such process$/ },
-    { verb: /^rule del /, error: /^RTNETLINK answers: No such file or directory$/ },
-  ];
+export function onlyGoneDeletions(changes: readonly RouteChange[], stderr: string): boolean {
+  const gone = (change: RouteChange | undefined) =>
+    change?.verb !== "del"
+      ? undefined
+      : "rule" in change
+      ? /^RTNETLINK answers: No such file or directory$/
+      : /^RTNETLINK answers: No such process$/;
   let errors: string[] = [];
   let failed = 0;
   for (const text of stderr.split("\n").map((l) => l.trim()).filter((l) => l !== "")) {
@@ -204,9 +206,9 @@ export function onlyGoneDeletions(lines: readonly string[], stderr: string): boo
       errors.push(text);
       continue;
     }
-    const line = lines[Number(at[1]) - 1] ?? "";
-    const kind = gone.find((g) => g.verb.test(line));
-    if (!kind || errors.length !== 1 || !kind.error.test(errors[0])) return false;
+    // Each change is one line of the batch (core/render.ts).
+    const error = gone(changes[Number(at[1]) - 1]);
+    if (!error || errors.length !== 1 || !error.test(errors[0])) return false;
     errors = [];
     failed++;
   }

@@ -7,6 +7,7 @@
 import { formatCidr, parseCidr } from "./ip.ts";
 import { hex } from "./marks.ts";
 import { IPSET_V4, type IpsetFamily, PODS_SET_MAXELEM, SCRATCH_SUFFIX } from "./names.ts";
+import type { SetChange } from "./operation.ts";
 import { type LiveScopedSet, parseScopedSets, type WantedSet } from "./scoped.ts";
 
 /** One pods-set entry: its mark and the packets/bytes it has steered. */
@@ -123,7 +124,7 @@ function podArgs(ip: string, markMask: string): string {
 }
 
 /**
- * The `ipset restore -exist` lines that make the live sets equal the desired
+ * The set changes (one `ipset restore -exist`) that make the live sets equal the desired
  * ones. Scoped sets no longer wanted are not destroyed here (a rule may still
  * use them): see `staleScopedSets`.
  */
@@ -134,7 +135,7 @@ export function diffIpsets(
   desiredNosteer: readonly string[],
   desiredScoped: ReadonlyMap<string, WantedSet> = new Map(),
   f: IpsetFamily = IPSET_V4,
-): string[] {
+): SetChange[] {
   // Marks repeat (one per VIP): format each "mark/mask" once, not once per pod.
   const formatted = new Map<number, string>();
   const markText = (mark: number) => {
@@ -174,20 +175,20 @@ export function diffIpsets(
   ];
 }
 
-/** Lines that destroy scoped sets no longer wanted (run after the rules that used them are gone). */
+/** Changes that destroy scoped sets no longer wanted (run after the rules that used them are gone). */
 export function staleScopedSets(
   live: LiveSets,
   desiredScoped: ReadonlyMap<string, WantedSet> = new Map(),
-): string[] {
+): SetChange[] {
   return [...(live.scoped?.keys() ?? [])].filter((name) => !desiredScoped.has(name)).sort()
-    .map((name) => `destroy ${name}`);
+    .map((set): SetChange => ({ verb: "destroy", set }));
 }
 
 /** The desired contents of one set, and how they compare with the live ones. */
 interface SetContents {
   /** Desired keys, in the order they are written. */
   keys(): Iterable<string>;
-  /** The words after the set name in the key's `add` line. */
+  /** The key as a member of the set (the words after the set name in `ipset save`'s `add` line). */
   args(key: string): string;
   /** The live set lacks the key or holds it with other data. */
   differs(key: string): boolean;
@@ -205,27 +206,27 @@ function diffOneSet(
   options: string,
   header: string | undefined,
   want: SetContents,
-): string[] {
-  const lines: string[] = [];
+): SetChange[] {
+  const changes: SetChange[] = [];
   const addAll = (set: string) => {
-    for (const key of want.keys()) lines.push(`add ${set} ${want.args(key)}`);
+    for (const key of want.keys()) changes.push({ verb: "add", set, entry: want.args(key) });
   };
   if (header === undefined) {
-    lines.push(`create ${name} ${options}`);
+    changes.push({ verb: "create", set: name, options });
     addAll(name);
   } else if (!headerFits(header, options)) {
     // A scratch set left by an interrupted pass is reused: create -exist, then flush.
     const scratch = name + SCRATCH_SUFFIX;
-    lines.push(`create ${scratch} ${options}`, `flush ${scratch}`);
+    changes.push({ verb: "create", set: scratch, options }, { verb: "flush", set: scratch });
     addAll(scratch);
-    lines.push(`swap ${scratch} ${name}`, `destroy ${scratch}`);
+    changes.push({ verb: "swap", set: scratch, with: name }, { verb: "destroy", set: scratch });
   } else {
     for (const key of want.keys()) {
-      if (want.differs(key)) lines.push(`add ${name} ${want.args(key)}`);
+      if (want.differs(key)) changes.push({ verb: "add", set: name, entry: want.args(key) });
     }
-    for (const key of want.stale()) lines.push(`del ${name} ${key}`);
+    for (const key of want.stale()) changes.push({ verb: "del", set: name, entry: key });
   }
-  return lines;
+  return changes;
 }
 
 /** What `ipset list -t` tells about a set without listing its entries. */
@@ -335,11 +336,12 @@ export function setsAfterApply(
   };
 }
 
-/** Lines that destroy our sets (after the rules that use them are gone). */
-export function deleteIpsets(live: LiveSets, f: IpsetFamily = IPSET_V4): string[] {
-  const lines: string[] = [];
-  if (live.podsHeader !== undefined) lines.push(`destroy ${f.pods}`);
-  if (live.nosteerHeader !== undefined) lines.push(`destroy ${f.nosteer}`);
-  for (const name of [...(live.scoped?.keys() ?? [])].sort()) lines.push(`destroy ${name}`);
-  return lines;
+/** Changes that destroy our sets (after the rules that use them are gone). */
+export function deleteIpsets(live: LiveSets, f: IpsetFamily = IPSET_V4): SetChange[] {
+  const names = [
+    ...(live.podsHeader !== undefined ? [f.pods] : []),
+    ...(live.nosteerHeader !== undefined ? [f.nosteer] : []),
+    ...[...(live.scoped?.keys() ?? [])].sort(),
+  ];
+  return names.map((set): SetChange => ({ verb: "destroy", set }));
 }

@@ -6,6 +6,7 @@
  * empty; they are never rewritten.
  */
 import { CHAINS, type TableName } from "./names.ts";
+import type { ChainChange, TableChanges } from "./operation.ts";
 
 /** What one table holds, as far as we care. */
 export interface LiveTable {
@@ -148,8 +149,16 @@ export function parseRuleCounters(
   return counters;
 }
 
-function deleteLine(rule: string): string {
-  return rule.replace(/^-A /, "-D ");
+/** A rule as iptables-save prints it ("-A CHAIN <rule>"), as chain and rule. */
+export function splitRule(line: string): { chain: string; rule: string } {
+  const space = line.indexOf(" ", 3);
+  return space < 0
+    ? { chain: line.slice(3), rule: "" }
+    : { chain: line.slice(3, space), rule: line.slice(space + 1) };
+}
+
+function deletion(line: string): ChainChange {
+  return { verb: "delete", ...splitRule(line) };
 }
 
 function sameList(a: readonly string[], b: readonly string[]): boolean {
@@ -157,7 +166,7 @@ function sameList(a: readonly string[], b: readonly string[]): boolean {
 }
 
 /**
- * The restore payload that turns `live` into `desired`, or [] when nothing
+ * The changes (one restore) that turn `live` into `desired`, or [] when nothing
  * differs. Our chain is rewritten whole when any of its rules differ (it holds
  * one rule per VIP at most; pod changes go to the ipset, not here). The jump
  * must be the first rule of the hook chain, exactly once.
@@ -165,37 +174,40 @@ function sameList(a: readonly string[], b: readonly string[]): boolean {
 export function diffIptables(
   live: LiveIptables,
   desired: Readonly<Record<TableName, readonly string[]>>,
-): string[] {
-  const lines: string[] = [];
-  for (const { table, chain, hook } of CHAINS) {
+): TableChanges[] {
+  const tables: TableChanges[] = [];
+  for (const { table, chain } of CHAINS) {
     const have = live[table];
     const want = desired[table];
-    const body: string[] = [];
+    const declare: ChainChange[] = [];
+    const rules: ChainChange[] = [];
     if (!have.chainExists || !sameList(have.rules, want)) {
-      body.push(`:${chain} - [0:0]`, ...want);
+      declare.push({ verb: "declare", chain });
+      rules.push(...want.map((line): ChainChange => ({ verb: "append", ...splitRule(line) })));
     }
     const jump = jumpRule(table);
     const jumps = have.hookRules.filter((rule) => jumpsTo(chain, rule));
+    const reorder: ChainChange[] = [];
     if (!(jumps.length === 1 && have.hookRules[0] === jump)) {
-      // Declared chains come first in the section, so the jump's target exists.
-      const reorder = [...jumps.map(deleteLine), jump.replace(`-A ${hook} `, `-I ${hook} 1 `)];
-      body.splice(body[0]?.startsWith(":") ? 1 : 0, 0, ...reorder);
+      reorder.push(...jumps.map(deletion), { verb: "insert", position: 1, ...splitRule(jump) });
     }
-    if (body.length > 0) lines.push(`*${table}`, ...body, "COMMIT");
+    // Declared chains come first in the section, so the jump's target exists.
+    const changes = [...declare, ...reorder, ...rules];
+    if (changes.length > 0) tables.push({ table, changes });
   }
-  return lines;
+  return tables;
 }
 
-/** The restore payload that removes our jumps and chains, leaving every other rule alone. */
-export function deleteIptables(live: LiveIptables): string[] {
-  const lines: string[] = [];
+/** The changes (one restore) that remove our jumps and chains, leaving every other rule alone. */
+export function deleteIptables(live: LiveIptables): TableChanges[] {
+  const tables: TableChanges[] = [];
   for (const { table, chain } of CHAINS) {
     const have = live[table];
     const jumps = have.hookRules.filter((rule) => jumpsTo(chain, rule));
     if (!have.chainExists && jumps.length === 0) continue;
-    lines.push(`*${table}`, ...jumps.map(deleteLine));
-    if (have.chainExists) lines.push(`-F ${chain}`, `-X ${chain}`);
-    lines.push("COMMIT");
+    const changes: ChainChange[] = jumps.map(deletion);
+    if (have.chainExists) changes.push({ verb: "flush", chain }, { verb: "remove", chain });
+    tables.push({ table, changes });
   }
-  return lines;
+  return tables;
 }

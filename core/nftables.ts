@@ -144,7 +144,14 @@ export interface NftHook {
 /** One operation of a transaction: typed data, rendered by `renderNft`. */
 export type NftOp =
   | { readonly op: "add table" }
-  | { readonly op: "delete table" }
+  /**
+   * Ours, or (`table`) a table of iptables-nft's that only our chains used
+   * (the iptables backend's removal, core/datapath_iptables.ts).
+   */
+  | {
+    readonly op: "delete table";
+    readonly table?: { readonly family: "ip" | "ip6"; readonly name: string };
+  }
   | { readonly op: "add set"; readonly set: NftSetDecl }
   | { readonly op: "delete set"; readonly set: string }
   | { readonly op: "add chain"; readonly chain: string; readonly hook?: NftHook }
@@ -534,7 +541,7 @@ function renderOne(t: string, o: Exclude<NftOp, { op: "add element" | "delete el
       case "add table":
         return `add table ${t}`;
       case "delete table":
-        return `delete table ${t}`;
+        return `delete table ${o.table ? `${o.table.family} ${o.table.name}` : t}`;
       case "add set": {
         const kind = o.set.map ? "map" : "set";
         const type = o.set.map ? `${o.set.type} : ${o.set.map}` : o.set.type;

@@ -1,6 +1,8 @@
 /**
  * Live state + desired state → a transaction: plain data listing, in order,
- * the payload for each tool. An unchanged node gets an empty transaction.
+ * the typed operation of each tool process (core/operation.ts; rendered to
+ * the tools' syntax in core/render.ts only). An unchanged node gets an empty
+ * transaction.
  * The order keeps traffic safe at every step: routes exist before anything is
  * marked for them, and rules go away only after nothing is marked for them.
  */
@@ -11,7 +13,6 @@ import {
   type DatapathPlanner,
   enabledPart,
   liveFamily,
-  step,
 } from "./datapath.ts";
 import { iptablesPlanner } from "./datapath_iptables.ts";
 import { nftablesPlanner } from "./datapath_nftables.ts";
@@ -22,7 +23,11 @@ import type { LiveNftables } from "./nftables.ts";
 import { deleteRoutes, diffRoutes, type LiveRoutes } from "./iproute.ts";
 import type { DatapathConfig } from "./schema.ts";
 import type { Snapshot } from "./snapshot.ts";
+import { type ConntrackdCommit, type IpOperation, type Step, step } from "./operation.ts";
+import { render } from "./render.ts";
 import { rpFilterFixes, rpFilterInterfaces, rpFilterRestores } from "./sysctl.ts";
+
+export type { Step } from "./operation.ts";
 
 /** Everything we read from a node before deciding. */
 export interface LiveState {
@@ -51,28 +56,6 @@ export interface LiveFamily {
   readonly sets: LiveSets;
 }
 
-/**
- * The tools a transaction drives; each step is one process fed `lines` on
- * stdin, except `sysctl` (each line written to /proc/sys) and `conntrack`
- * and `conntrackd` (each line is the arguments of one such process).
- */
-export type Tool =
-  | "ip"
-  | "ip6"
-  | "ipset"
-  | "iptables"
-  | "ip6tables"
-  | "sysctl"
-  | "nft"
-  | "conntrack"
-  | "conntrackd";
-
-export interface Step {
-  readonly tool: Tool;
-  readonly purpose: string;
-  readonly lines: readonly string[];
-}
-
 export interface Transaction {
   readonly steps: readonly Step[];
 }
@@ -91,11 +74,8 @@ export interface PassOptions {
 
 /** What a pass needs to know of NAT state replication. */
 export interface NatSync {
-  /**
-   * `conntrackd` arguments that commit replicated NAT state, one per instance;
-   * run when this node takes a VIP over.
-   */
-  readonly commits: readonly string[];
+  /** The commits of replicated NAT state, one per instance; run when this node takes a VIP over. */
+  readonly commits: readonly ConntrackdCommit[];
   /** This node's own pod ranges (their connections are not replicated). */
   readonly localPodCidrs: readonly string[];
 }
@@ -128,7 +108,7 @@ export function planApply(
     const have = liveFamily(live, family);
     return have === undefined
       ? { add: [], remove: [] }
-      : diffRoutes(have.routes, enabledPart(desired, family), config.routeProtocol);
+      : diffRoutes(have.routes, enabledPart(desired, family));
   });
   const planner = PLANNERS[config.backend];
   const others = BACKENDS.filter((b): boolean => b !== config.backend)
@@ -144,7 +124,15 @@ export function planApply(
     const roles = enabledPart(desired, family).roles;
     return takeoverSteps(liveRoles, roles, config.markMask, options.natSync, family);
   });
-  const commits = [...new Set(takeovers.flatMap((t) => t.commits))];
+  const commits = [
+    ...new Map(takeovers.flatMap((t) => t.commits).map((c) => [c.config, c])).values(),
+  ];
+  const ip = (family: IpOperation["family"], changes: IpOperation["changes"]): IpOperation => ({
+    tool: "ip",
+    family,
+    protocol: config.routeProtocol,
+    changes,
+  });
   // Each family's local pods mapped with this pass: their connections masqueraded before.
   const unmapped = FAMILIES.flatMap((family) => {
     const part = enabledPart(desired, family);
@@ -163,30 +151,27 @@ export function planApply(
   });
   return {
     steps: [
-      ...step("ip", "add routes, then the rules that use them", routes[0].add),
-      ...step("ip6", "add IPv6 routes, then the rules that use them", routes[1].add),
+      ...step("add routes, then the rules that use them", ip("ipv4", routes[0].add)),
+      ...step("add IPv6 routes, then the rules that use them", ip("ipv6", routes[1].add)),
       ...planner.plan(desired, live, config),
       ...others.flatMap((o) => o.remove(live)),
-      ...step(
-        "sysctl",
-        "loose reverse-path filter on the interface and the overlay devices",
-        rpFilterFixes(
+      ...step("loose reverse-path filter on the interface and the overlay devices", {
+        tool: "sysctl",
+        writes: rpFilterFixes(
           live.sysctls,
           rpFilterInterfaces(config.interface, live.routes.podRoutes),
         ),
-      ),
-      ...step("ip", "remove stale rules, then their routes", routes[0].remove),
-      ...step("ip6", "remove stale IPv6 rules, then their routes", routes[1].remove),
+      }),
+      ...step("remove stale rules, then their routes", ip("ipv4", routes[0].remove)),
+      ...step("remove stale IPv6 rules, then their routes", ip("ipv6", routes[1].remove)),
       ...step(
-        "conntrack",
         "flush connections pinned to a VIP's old role or made before their pod was mapped",
-        [...takeovers.flatMap((t) => t.flushes), ...unmapped],
+        { tool: "conntrack", flushes: [...takeovers.flatMap((t) => t.flushes), ...unmapped] },
       ),
-      ...step(
-        "conntrackd",
-        "commit the NAT state replicated from the old holder",
+      ...step("commit the NAT state replicated from the old holder", {
+        tool: "conntrackd",
         commits,
-      ),
+      }),
     ],
   };
 }
@@ -224,22 +209,23 @@ export function planDelete(
 ): Transaction {
   const removals = BACKENDS.map((b) => PLANNERS[b].remove(live));
   // Tables that only we used go after our rules and routes (as iptables created them for us).
-  const tables = removals.flat().filter((s) => s.tool === "nft");
+  const tables = removals.flat().filter((s) => s.op.tool === "nft");
+  const ip = (family: IpOperation["family"], routes: LiveFamily["routes"]): IpOperation => ({
+    tool: "ip",
+    family,
+    protocol: config.routeProtocol,
+    changes: deleteRoutes(routes),
+  });
   return {
     steps: [
-      ...removals.flat().filter((s) => s.tool !== "nft"),
-      ...step("ip", "remove our rules and routes", deleteRoutes(live.routes, config.routeProtocol)),
-      ...step(
-        "ip6",
-        "remove our IPv6 rules and routes",
-        live.ipv6 ? deleteRoutes(live.ipv6.routes, config.routeProtocol) : [],
-      ),
+      ...removals.flat().filter((s) => s.op.tool !== "nft"),
+      ...step("remove our rules and routes", ip("ipv4", live.routes)),
+      ...(live.ipv6 ? step("remove our IPv6 rules and routes", ip("ipv6", live.ipv6.routes)) : []),
       ...tables,
-      ...step(
-        "sysctl",
-        "give back the reverse-path filters we loosened",
-        rpFilterRestores(rpFilterOriginals, live.sysctls),
-      ),
+      ...step("give back the reverse-path filters we loosened", {
+        tool: "sysctl",
+        writes: rpFilterRestores(rpFilterOriginals, live.sysctls),
+      }),
     ],
   };
 }
@@ -252,18 +238,8 @@ export function isEmpty(transaction: Transaction): boolean {
 /** Renders a transaction for `plan` and `--dry-run`: each step with its tool and payload. */
 export function renderTransaction(transaction: Transaction): string {
   if (isEmpty(transaction)) return "no changes: the node already matches the desired state\n";
-  const commands: Record<Tool, string> = {
-    ip: "ip -force -batch -",
-    ip6: "ip -6 -force -batch -",
-    ip6tables: "ip6tables-restore --noflush",
-    ipset: "ipset restore -exist",
-    iptables: "iptables-restore --noflush",
-    sysctl: "sysctl -w",
-    nft: "nft -f -",
-    conntrack: "conntrack (one process per line)",
-    conntrackd: "conntrackd (one process per line)",
-  };
-  return transaction.steps.map((s, i) =>
-    `# step ${i + 1}: ${s.purpose}\n# | ${commands[s.tool]}\n${s.lines.join("\n")}\n`
-  ).join("\n");
+  return transaction.steps.map((s, i) => {
+    const { shown, lines } = render(s.op);
+    return `# step ${i + 1}: ${s.purpose}\n# | ${shown}\n${lines.join("\n")}\n`;
+  }).join("\n");
 }

@@ -7,6 +7,10 @@
  * leaves every other interface as it was. Off (0) is left alone.
  */
 import type { PodRoute } from "./iproute.ts";
+import type { SysctlWrite } from "./operation.ts";
+
+/** The value a loosened reverse-path filter is given. */
+const LOOSE = 2;
 
 /** The sysctl keys a pass reads for these interfaces. */
 export function rpFilterKeys(...ifaces: string[]): string[] {
@@ -35,47 +39,43 @@ export function effectiveRpFilter(
   return Math.max(all, own);
 }
 
-/** "key=value" writes that make each interface's effective mode loose where it is strict. */
+/** The writes that make each interface's effective mode loose where it is strict. */
 export function rpFilterFixes(
   sysctls: Readonly<Record<string, number>>,
   ifaces: readonly string[],
-): string[] {
+): SysctlWrite[] {
   return ifaces.filter((i) => effectiveRpFilter(sysctls, i) === 1)
-    .map((i) => `net.ipv4.conf.${i}.rp_filter=2`);
+    .map((i) => ({ key: `net.ipv4.conf.${i}.rp_filter`, value: LOOSE }));
 }
 
-/** The value a loosened reverse-path filter is given. */
-const LOOSE = 2;
-
 /**
- * The originals to remember before `fixes` ("key=2" lines) are applied: each
+ * The originals to remember before `fixes` (loose writes) are applied: each
  * key's live value, unless one is already remembered (the first original is
  * the one to give back, not the loose value a later pass sees).
  */
 export function rememberOriginals(
   remembered: Readonly<Record<string, number>>,
-  fixes: readonly string[],
+  fixes: readonly SysctlWrite[],
   live: Readonly<Record<string, number>>,
 ): Record<string, number> {
   const next = { ...remembered };
-  for (const line of fixes) {
-    const key = line.slice(0, line.indexOf("="));
+  for (const { key } of fixes) {
     if (!(key in next) && key in live) next[key] = live[key];
   }
   return next;
 }
 
 /**
- * "key=value" writes that give back the remembered reverse-path filters: only
+ * The writes that give back the remembered reverse-path filters: only
  * where the value is still the loose one we set (an operator's later change
  * stands) and the interface is still there (a key the node did not report).
  */
 export function rpFilterRestores(
   remembered: Readonly<Record<string, number>>,
   live: Readonly<Record<string, number>>,
-): string[] {
+): SysctlWrite[] {
   return Object.entries(remembered)
     .filter(([key, original]) => live[key] === LOOSE && original !== LOOSE)
-    .map(([key, original]) => `${key}=${original}`)
-    .sort();
+    .sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)
+    .map(([key, value]) => ({ key, value }));
 }

@@ -252,9 +252,11 @@ Deno.test("agent: quick checks confirm the sets by size and write only what chan
   inputs = manyPods(1);
   const added = await agent.pass("event", { setCheck: "quick" });
   assert.equal(added.setsRead, "summary");
-  assert.deepEqual(kernel.applied.at(-1)!.steps.map((s) => s.lines), [[
-    "add kube-egress-pods 10.244.1.20 skbmark 0x5/0xff",
-  ]]);
+  assert.deepEqual(kernel.applied.at(-1)!.steps.map((s) => s.op), [{
+    tool: "ipset",
+    family: "ipv4",
+    changes: [{ verb: "add", set: "kube-egress-pods", entry: "10.244.1.20 skbmark 0x5/0xff" }],
+  }]);
   // What the agent now believes is exactly what a full listing finds.
   assert.equal((await agent.pass("event", { setCheck: "quick" })).lines, 0);
   const full = await agent.pass("resync", { setCheck: "full" });
@@ -462,7 +464,10 @@ function syncSetup(meanwhile: (kernel: FakeKernel) => void, kernel = new FakeKer
     dryRun: false,
     conntrackSync: {
       update: () => Promise.resolve(meanwhile(kernel)),
-      natSync: () => ({ commits: ["-c -C /run/sync.conf"], localPodCidrs: ["10.244.1.0/24"] }),
+      natSync: () => ({
+        commits: [{ config: "/run/sync.conf" }],
+        localPodCidrs: ["10.244.1.0/24"],
+      }),
     },
   });
   return { kernel, agent, lines };
@@ -481,7 +486,7 @@ Deno.test("agent: a takeover whose forwarding rule and route the kernel dropped 
   const result = await agent.pass("address change");
   assert.equal(result.ok, true, result.error);
   assert.deepEqual(kernel.conntrackRuns, ["-D -f ipv4 --mark 0x5/0xff"]);
-  assert.deepEqual(kernel.conntrackdRuns, ["-c -C /run/sync.conf"]);
+  assert.deepEqual(kernel.conntrackdRuns, ["-C /run/sync.conf -c"]);
   takeover = false;
   assert.equal((await agent.pass("resync")).changed, false, "nothing left to do");
 });
@@ -495,7 +500,7 @@ Deno.test("agent: a takeover whose route step fails still flushes and commits, a
   assert.equal(failed.ok, false);
   assert.equal(failed.errorKind, "apply_ip");
   assert.deepEqual(kernel.conntrackRuns, ["-D -f ipv4 --mark 0x5/0xff"], "flushed once");
-  assert.deepEqual(kernel.conntrackdRuns, ["-c -C /run/sync.conf"], "committed");
+  assert.deepEqual(kernel.conntrackdRuns, ["-C /run/sync.conf -c"], "committed");
   const retry = await agent.pass("resync");
   assert.equal(retry.ok, true, retry.error);
   assert.equal(kernel.rules.length, 0, "the forwarding rule goes with the retry");
@@ -504,7 +509,7 @@ Deno.test("agent: a takeover whose route step fails still flushes and commits, a
     ["-D -f ipv4 --mark 0x5/0xff"],
     "a flush after the commit would delete the synced connections",
   );
-  assert.deepEqual(kernel.conntrackdRuns, ["-c -C /run/sync.conf"]);
+  assert.deepEqual(kernel.conntrackdRuns, ["-C /run/sync.conf -c"]);
 });
 
 Deno.test("agent: a takeover whose VIP leaves while it applies runs no flush and no commit; the next pass gives the role back", async () => {

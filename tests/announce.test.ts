@@ -67,7 +67,7 @@ Deno.test("announce: on nftables a pass that only adds a pod reports no role cha
       table = nftAfterApply(
         intentOf(validateSnapshot(inputs, config).snapshot, config, ["192.0.2.50"]),
       );
-      return real.apply({ steps: tx.steps.filter((s) => s.tool !== "nft") });
+      return real.apply({ steps: tx.steps.filter((s) => s.op.tool !== "nft") });
     },
     watchAddresses: real.watchAddresses,
   };

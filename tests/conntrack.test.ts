@@ -15,8 +15,9 @@ import { nftAfterApply, nftChains, NO_NFTABLES } from "../core/nftables.ts";
 import { FakeKernel } from "./fake_kernel.ts";
 import { desiredState, forwardRule, snatRule } from "../core/desired.ts";
 import { iptablesPlanner } from "../core/datapath_iptables.ts";
-import type { LiveState } from "../core/plan.ts";
-import { raw, snapshot, testConfig } from "./helpers.ts";
+import type { LiveState, Transaction } from "../core/plan.ts";
+import type { ConntrackFlush, Operation } from "../core/operation.ts";
+import { appended, raw, snapshot, testConfig } from "./helpers.ts";
 
 const config = testConfig({ markMask: "0xff00" });
 /** The roles the iptables backend reads from these nat-chain rules. */
@@ -26,12 +27,43 @@ const rolesOf = (rules: readonly string[]) =>
     config.markMask,
   );
 const snap = snapshot({ "192.0.2.50": 5, "192.0.2.51": 6, "192.0.2.52": 7 }, {});
+/** The flush of one VIP's connections by its mark under our mask (0xff00 here). */
+const byMark = (mark: number, source?: string): ConntrackFlush => ({
+  why: "role",
+  family: "ipv4",
+  mark,
+  mask: 0xff00,
+  ...(source ? { source } : {}),
+});
+/** The flush of a newly mapped pod's connections masqueraded to a node address. */
+const mapped = (pod: string, srcNat: string): ConntrackFlush => ({
+  why: "mapped",
+  family: pod.includes(":") ? "ipv6" : "ipv4",
+  pod,
+  srcNat,
+});
+/** The flushes of a transaction's conntrack steps. */
+const flushesOf = (tx: Transaction) =>
+  tx.steps.flatMap((s) => s.op.tool === "conntrack" ? s.op.flushes : []);
+/** A step of this operation (the transactions of the step-order tests). */
+const at = (purpose: string, op: Operation) => ({ purpose, op });
+const ops = {
+  routes: { tool: "ip", family: "ipv4", protocol: 233, changes: [] },
+  chains: { tool: "iptables", family: "ipv4", tables: [] },
+  table: { tool: "nft", ops: [{ op: "add table" }] },
+  pods: {
+    tool: "ipset",
+    family: "ipv4",
+    changes: [{ verb: "add", set: "kube-egress-pods", entry: "10.244.1.9" }],
+  },
+} as const;
+const flushOp = (...flushes: ConntrackFlush[]): Operation => ({ tool: "conntrack", flushes });
 
 Deno.test("conntrack: only VIPs whose role flips are flushed, by their mark under our mask", () => {
   const before = desiredState(snap, config, ["192.0.2.50"]);
   const after = desiredState(snap, config, ["192.0.2.51"]);
   const flushes = conntrackFlushes(rolesOf(before.chains.nat), after.roles, config.markMask);
-  assert.deepEqual(flushes, ["-D -f ipv4 --mark 0x500/0xff00", "-D -f ipv4 --mark 0x600/0xff00"]);
+  assert.deepEqual(flushes, [byMark(0x500), byMark(0x600)]);
   assert.deepEqual(conntrackFlushes(rolesOf(after.chains.nat), after.roles, config.markMask), []);
 });
 
@@ -46,18 +78,18 @@ Deno.test("conntrack: rules of another mask or foreign rules never cause a flush
   assert.deepEqual(conntrackFlushes(rolesOf(live), roles, config.markMask), []);
   assert.deepEqual(
     conntrackFlushes(rolesOf([snatRule("eth0", holder, 0xff00)]), [other], config.markMask),
-    ["-D -f ipv4 --mark 0x500/0xff00"],
+    [byMark(0x500)],
   );
 });
 
 Deno.test("conntrack: flushes are owed after a failure between the role change and the flush, and only then", () => {
-  const flush = "-D -f ipv4 --mark 0x500/0xff00";
+  const flush = byMark(0x500);
   const tx = {
     steps: [
-      { tool: "ip" as const, purpose: "routes", lines: ["route add x"] },
-      { tool: "iptables" as const, purpose: "chains", lines: ["*nat", "COMMIT"] },
-      { tool: "conntrack" as const, purpose: "flush", lines: [flush] },
-      { tool: "ip" as const, purpose: "remove", lines: ["rule del y"] },
+      at("routes", ops.routes),
+      at("chains", ops.chains),
+      at("flush", flushOp(flush)),
+      at("remove", ops.routes),
     ],
   };
   assert.deepEqual(owedFlushes(tx, 0, []), [], "failed before the roles changed");
@@ -68,13 +100,18 @@ Deno.test("conntrack: flushes are owed after a failure between the role change a
   assert.deepEqual(owedFlushes(tx, 0, [flush]), [flush], "owed before: still owed");
   // The next pass's transaction carries them, once.
   const next = withOwedFlushes({ steps: [] }, [flush]);
-  assert.deepEqual(next.steps.map((s) => [s.tool, s.lines]), [["conntrack", [flush]]]);
-  assert.deepEqual(withOwedFlushes(tx, [flush]).steps[2].lines, [flush]);
+  assert.deepEqual(next.steps.map((s) => s.op), [flushOp(flush)]);
+  assert.deepEqual(withOwedFlushes(tx, [flush]).steps[2].op, flushOp(flush));
+  assert.deepEqual(
+    withOwedFlushes(tx, [byMark(0x600)]).steps[2].op,
+    flushOp(flush, byMark(0x600)),
+    "added to the pass's own flush step",
+  );
   assert.equal(withOwedFlushes(tx, []), tx);
 });
 
 Deno.test("conntrack: with synced NAT state a takeover's forwarding route goes right after its SNAT role, then it flushes the VIP and commits", () => {
-  const commits = ["-C /run/ke/conntrackd-mcast.conf -c"];
+  const commits = [{ config: "/run/ke/conntrackd-mcast.conf" }];
   const natSync = { commits, localPodCidrs: ["10.244.1.0/24"] };
   const kernel = new FakeKernel();
   kernel.interfaces.set(config.interface, ["192.0.2.11", "192.0.2.51"]); // holds .51
@@ -82,7 +119,7 @@ Deno.test("conntrack: with synced NAT state a takeover's forwarding route goes r
   kernel.interfaces.set(config.interface, ["192.0.2.11", "192.0.2.50"]); // takes .50, gives .51 up
   const live = kernel.live(config);
   const tx = planPass(snap, config, live, { natSync }).transaction;
-  const tools = tx.steps.map((s) => s.tool);
+  const tools = tx.steps.map((s) => s.op.tool);
   const rulesAt = tools.indexOf("iptables");
   const flushAt = tools.indexOf("conntrack");
   const commitAt = tools.indexOf("conntrackd");
@@ -92,20 +129,24 @@ Deno.test("conntrack: with synced NAT state a takeover's forwarding route goes r
     rulesAt + 1 === routesGoAt && routesGoAt + 1 === flushAt && flushAt + 1 === commitAt,
     tools.join(" "),
   );
-  assert.deepEqual(tx.steps[flushAt].lines, [
-    "-D -f ipv4 --mark 0x500/0xff00", // taken over: all of this node's entries of it
-    "-D -f ipv4 --mark 0x600/0xff00 -s 10.244.1.0/24", // given up: this node's own pods only
-  ]);
-  assert.deepEqual(tx.steps[commitAt].lines, commits);
+  assert.deepEqual(
+    tx.steps[flushAt].op,
+    flushOp(
+      byMark(0x500), // taken over: all of this node's entries of it
+      byMark(0x600, "10.244.1.0/24"), // given up: this node's own pods only
+    ),
+  );
+  assert.deepEqual(tx.steps[commitAt].op, { tool: "conntrackd", commits });
   // Unknown own pod ranges: the VIP given up is flushed whole, as without sync.
   assert.deepEqual(
-    planPass(snap, config, live, { natSync: { commits, localPodCidrs: [] } }).transaction.steps
-      .find((s) => s.tool === "conntrack")!.lines,
-    ["-D -f ipv4 --mark 0x500/0xff00", "-D -f ipv4 --mark 0x600/0xff00"],
+    flushesOf(
+      planPass(snap, config, live, { natSync: { commits, localPodCidrs: [] } }).transaction,
+    ),
+    [byMark(0x500), byMark(0x600)],
   );
   // Without sync nothing is committed.
   const plain = planPass(snap, config, live).transaction;
-  assert.equal(plain.steps.some((s) => s.tool === "conntrackd"), false);
+  assert.equal(plain.steps.some((s) => s.op.tool === "conntrackd"), false);
   // No takeover (unchanged, or only giving a VIP up): nothing committed.
   const held = desiredState(snap, config, ["192.0.2.50"]);
   assert.deepEqual(
@@ -115,7 +156,7 @@ Deno.test("conntrack: with synced NAT state a takeover's forwarding route goes r
   const none = desiredState(snap, config, []);
   assert.deepEqual(
     takeoverSteps(rolesOf(held.chains.nat), none.roles, config.markMask, natSync),
-    { flushes: ["-D -f ipv4 --mark 0x500/0xff00 -s 10.244.1.0/24"], commits: [] },
+    { flushes: [byMark(0x500, "10.244.1.0/24")], commits: [] },
   );
 });
 
@@ -124,11 +165,11 @@ Deno.test("conntrack: with synced NAT state every VIP is guarded against replies
   kernel.interfaces.set(config.interface, ["192.0.2.11", "192.0.2.50"]);
   const natSync = { commits: [], localPodCidrs: [] };
   const { transaction } = planPass(snap, config, kernel.live(config), { natSync });
-  const mangle = transaction.steps.find((s) => s.tool === "iptables")!.lines;
+  const mangle = appended(transaction, "mangle");
   for (const vip of ["192.0.2.50", "192.0.2.51", "192.0.2.52"]) {
     assert.ok(
       mangle.includes(
-        `-A KUBE-EGRESS-MARK -d ${vip}/32 -p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN` +
+        `-d ${vip}/32 -p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN` +
           ` -m conntrack --ctstate NEW,INVALID -m comment --comment "kube-egress ${vip} guard" -j DROP`,
       ),
       vip,
@@ -137,7 +178,7 @@ Deno.test("conntrack: with synced NAT state every VIP is guarded against replies
   // The holder (of .50 only) drops its VIP's mid-stream TCP packets that no entry knows.
   const midstream = mangle.filter((l) => l.includes("midstream"));
   assert.deepEqual(midstream, [
-    "-A KUBE-EGRESS-MARK -m mark --mark 0x500/0xff00 -p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN" +
+    "-m mark --mark 0x500/0xff00 -p tcp -m tcp ! --tcp-flags FIN,SYN,RST,ACK SYN" +
     ' -m conntrack --ctstate NEW -m comment --comment "kube-egress 192.0.2.50 midstream" -j DROP',
   ]);
   kernel.apply(transaction);
@@ -148,8 +189,8 @@ Deno.test("conntrack: with synced NAT state every VIP is guarded against replies
   );
   // Without sync, no guard.
   assert.equal(
-    planPass(snap, config, new FakeKernel().live(config)).transaction.steps
-      .find((s) => s.tool === "iptables")!.lines.some((l) => l.includes("guard")),
+    appended(planPass(snap, config, new FakeKernel().live(config)).transaction, "mangle")
+      .some((l) => l.includes("guard")),
     false,
   );
 });
@@ -185,23 +226,21 @@ Deno.test("conntrack: a VIP removed is flushed by its mark (its forwarded null b
   const without51 = snapshot({ "192.0.2.50": 5, "192.0.2.52": 7 }, {});
   const after = desiredState(without51, config, ["192.0.2.50"]);
   const live = rolesOf(before.chains.nat);
-  assert.deepEqual(conntrackFlushes(live, after.roles, config.markMask), [
-    "-D -f ipv4 --mark 0x600/0xff00",
-  ]);
-  const sync = { commits: ["-C /etc/x.conf -c"], localPodCidrs: ["10.244.1.0/24"] };
+  assert.deepEqual(conntrackFlushes(live, after.roles, config.markMask), [byMark(0x600)]);
+  const sync = { commits: [{ config: "/etc/x.conf" }], localPodCidrs: ["10.244.1.0/24"] };
   assert.deepEqual(takeoverSteps(live, after.roles, config.markMask, sync), {
-    flushes: ["-D -f ipv4 --mark 0x600/0xff00"],
+    flushes: [byMark(0x600)],
     commits: [],
   });
   assert.deepEqual(takeoverSteps(live, after.roles, config.markMask), {
-    flushes: ["-D -f ipv4 --mark 0x600/0xff00"],
+    flushes: [byMark(0x600)],
     commits: [],
   });
   // Every VIP gone (the last EgressVIP deleted): all of them.
   assert.deepEqual(conntrackFlushes(live, [], config.markMask), [
-    "-D -f ipv4 --mark 0x500/0xff00",
-    "-D -f ipv4 --mark 0x600/0xff00",
-    "-D -f ipv4 --mark 0x700/0xff00",
+    byMark(0x500),
+    byMark(0x600),
+    byMark(0x700),
   ]);
 });
 
@@ -254,15 +293,15 @@ Deno.test("conntrack: the nftables backend drops a VIP's translated connections'
 });
 
 Deno.test("conntrack: after the roles changed, a failed step still lets the flush and the commit run", () => {
-  const flush = "-D -f ipv4 --mark 0x500/0xff00";
+  const flush = byMark(0x500);
   const tx = {
     steps: [
-      { tool: "ip" as const, purpose: "routes", lines: ["route add x"] },
-      { tool: "nft" as const, purpose: "table", lines: ["add table inet t"] },
-      { tool: "ip" as const, purpose: "remove", lines: ["rule del y"] },
-      { tool: "ip6" as const, purpose: "remove", lines: ["rule del z"] },
-      { tool: "conntrack" as const, purpose: "flush", lines: [flush] },
-      { tool: "conntrackd" as const, purpose: "commit", lines: ["-c"] },
+      at("routes", ops.routes),
+      at("table", ops.table),
+      at("remove", ops.routes),
+      at("remove", { ...ops.routes, family: "ipv6" }),
+      at("flush", flushOp(flush)),
+      at("commit", { tool: "conntrackd", commits: [{ config: "/etc/x.conf" }] }),
     ],
   };
   assert.deepEqual(stillRunAfter(tx, 0), [], "failed before the roles changed");
@@ -305,26 +344,26 @@ for (const backend of ["iptables", "nftables"] as const) {
     let nft = NO_NFTABLES;
     const flushes = (snap: Snapshot) => {
       const { desired, transaction } = planPass(snap, dual, { ...kernel.live(dual), nft });
-      kernel.apply({ steps: transaction.steps.filter((s) => s.tool !== "nft") });
+      kernel.apply({ steps: transaction.steps.filter((s) => s.op.tool !== "nft") });
       if (backend === "nftables") nft = nftAfterApply(desired);
-      return transaction.steps.filter((s) => s.tool === "conntrack").flatMap((s) => s.lines);
+      return flushesOf(transaction);
     };
     // The node boots: nothing of ours yet; the local pods' connections made before are flushed.
     assert.deepEqual(flushes(pods({})), [
-      "-D -f ipv4 -s 10.244.1.5 --src-nat 192.0.2.11",
-      "-D -f ipv6 -s fd00:10:244:1::5 --src-nat 2001:db8::11",
+      mapped("10.244.1.5", "192.0.2.11"),
+      mapped("fd00:10:244:1::5", "2001:db8::11"),
     ]);
     // Mapped already: nothing again (a connection made since is ours, or the pod's own choice).
     assert.deepEqual(flushes(pods({})), []);
     // A pod mapped later, local and remote: only the local one.
     assert.deepEqual(
       flushes(pods({ "10.244.1.6": "192.0.2.50", "10.244.2.8": "192.0.2.50" })),
-      ["-D -f ipv4 -s 10.244.1.6 --src-nat 192.0.2.11"],
+      [mapped("10.244.1.6", "192.0.2.11")],
     );
     // A pod unmapped and mapped again is flushed again.
     flushes(pods({}));
     assert.deepEqual(flushes(pods({ "10.244.1.6": "192.0.2.50" })), [
-      "-D -f ipv4 -s 10.244.1.6 --src-nat 192.0.2.11",
+      mapped("10.244.1.6", "192.0.2.11"),
     ]);
   });
 }
@@ -340,25 +379,21 @@ Deno.test("conntrack: pods mapped with a pass are flushed only where this node r
   const node = ["192.0.2.11", "2001:db8::11", "fe80::11"];
   assert.deepEqual(
     unmappedFlushes(["10.244.1.4", "10.244.1.9", "10.244.2.9"], inForce, ranges, node),
-    ["-D -f ipv4 -s 10.244.1.9 --src-nat 192.0.2.11"],
+    [mapped("10.244.1.9", "192.0.2.11")],
   );
   assert.deepEqual(unmappedFlushes(["10.244.1.9"], inForce, [], node), []);
   assert.deepEqual(unmappedFlushes(["10.244.1.9"], inForce, ranges, []), []);
   assert.deepEqual(unmappedFlushes(["10.244.1.9"], inForce, ranges, node, "ipv6"), []);
   assert.deepEqual(
     unmappedFlushes(["fd00:10:244:1::9"], inForce, ["fd00:10:244:1::/64"], node, "ipv6"),
-    ["-D -f ipv6 -s fd00:10:244:1::9 --src-nat 2001:db8::11"],
+    [mapped("fd00:10:244:1::9", "2001:db8::11")],
   );
 });
 
 Deno.test("conntrack: a failed pass owes the flushes of the pods its ipset step mapped", () => {
-  const flush = "-D -f ipv4 -s 10.244.1.9 --src-nat 192.0.2.11";
-  const tx = {
-    steps: [
-      { tool: "ipset" as const, purpose: "pods", lines: ["add kube-egress-pods 10.244.1.9"] },
-      { tool: "conntrack" as const, purpose: "flush", lines: [flush] },
-    ],
-  };
+  const flush = mapped("10.244.1.9", "192.0.2.11");
+  const role = byMark(0x500);
+  const tx = { steps: [at("pods", ops.pods), at("flush", flushOp(role, flush))] };
   assert.deepEqual(owedFlushes(tx, 0, []), [], "the set was not written");
-  assert.deepEqual(owedFlushes(tx, 1, []), [flush], "mapped, not flushed: owed");
+  assert.deepEqual(owedFlushes(tx, 1, []), [flush], "mapped, not flushed: owed; no role changed");
 });

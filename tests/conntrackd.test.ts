@@ -1,11 +1,5 @@
 import assert from "node:assert/strict";
-import {
-  commitArgs,
-  conntrackdInstances,
-  pairPort,
-  rangesExcept,
-  SYNC_GROUP,
-} from "../core/conntrackd.ts";
+import { conntrackdInstances, pairPort, rangesExcept, SYNC_GROUP } from "../core/conntrackd.ts";
 
 const paths = (name: string) => ({
   lock: `/run/ke/conntrackd-${name}.lock`,
@@ -73,10 +67,6 @@ Deno.test("conntrackd: unicast peers get one instance each, and both ends of a p
     pairPort(["192.0.2.11", "192.0.2.12", "192.0.2.13"], "192.0.2.11", "192.0.2.12"),
   );
   assert.equal(pairPort(peers, "192.0.2.11", "192.0.2.11"), undefined);
-});
-
-Deno.test("conntrackd: a takeover commits each instance's external cache", () => {
-  assert.equal(commitArgs("/run/ke/conntrackd-mcast.conf"), "-C /run/ke/conntrackd-mcast.conf -c");
 });
 
 Deno.test("conntrackd: this node's own pod ranges are cut out of the replicated ones", () => {

@@ -23,6 +23,8 @@ import {
   planPass,
   type Transaction,
 } from "../core/plan.ts";
+import type { Operation } from "../core/operation.ts";
+import { toolName } from "../core/render.ts";
 import { nodeStatus, renderStatus } from "../core/status.ts";
 import { type RawSnapshot, validateSnapshot } from "../core/snapshot.ts";
 import { FakeKernel } from "./fake_kernel.ts";
@@ -70,7 +72,7 @@ Deno.test("dual stack: each family gets its chains, sets, rules and routes; the 
   const kernel = kernelWith(["192.0.2.11", "2001:db8::11", "2001:db8::51"]);
   const snap = dualSnapshot();
   const { transaction } = planPass(snap, dual, kernel.live(dual));
-  assert.deepEqual(transaction.steps.map((s) => s.tool), [
+  assert.deepEqual(transaction.steps.map((s) => toolName(s.op)), [
     "ip",
     "ip6",
     "ipset",
@@ -124,13 +126,18 @@ Deno.test("dual stack: a role change in one family flushes that family's connect
   const { transaction } = planPass(snap, dual, kernel.live(dual));
   kernel.apply(transaction);
   assert.deepEqual(
-    transaction.steps.map((s) => [s.tool, s.lines]).filter(([t]) => t !== "ip6tables"),
+    transaction.steps.map((s) => s.op).filter((op) => op.tool !== "iptables"),
     [
-      ["ip6", [
-        "rule del pref 1000 fwmark 0x5/0xff lookup 5 proto 233",
-        "route del default via 2001:db8::50 dev eth0 onlink table 5 proto 233",
-      ]],
-      ["conntrack", ["-D -f ipv6 --mark 0x5/0xff"]],
+      {
+        tool: "ip",
+        family: "ipv6",
+        protocol: 233,
+        changes: [
+          { verb: "del", rule: { priority: 1000, mark: 5, mask: 0xff, table: 5 } },
+          { verb: "del", route: { table: 5, gateway: "2001:db8::50", dev: "eth0" } },
+        ],
+      },
+      { tool: "conntrack", flushes: [{ why: "role", family: "ipv6", mark: 5, mask: 0xff }] },
     ],
   );
   assert.deepEqual(kernel.rules.map((r) => r.table), [5], "the IPv4 half still forwards");
@@ -153,7 +160,7 @@ Deno.test("dual stack: an IPv4-only cluster never touches IPv6, even with IPv6 V
     v4,
   );
   const { transaction } = planPass(snapshot, v4, kernel.live(v4));
-  assert.equal(transaction.steps.some((s) => s.tool === "ip6" || s.tool === "ip6tables"), false);
+  assert.equal(transaction.steps.some((s) => "family" in s.op && s.op.family === "ipv6"), false);
   kernel.apply(transaction);
   assert.equal(ipv6(kernel), before);
   assert.equal(kernel.tables6.get("mangle"), undefined);
@@ -190,31 +197,40 @@ function toV6(text: string): string {
 }
 
 /** A class's sets are named by a hash of its ranges' text (a name, not a behaviour): numbered in order of appearance. */
-function unnamed(steps: readonly { tool: string; lines: readonly string[] }[]) {
+function unnamed(ops: readonly Operation[]): Operation[] {
   const ids = new Map<string, number>();
-  return steps.map((s) => ({
-    tool: s.tool,
-    lines: s.lines.map((l) =>
-      l.replace(/-s([pdx])-([0-9a-f]{8})\b/g, (_, kind, id) => {
+  return ops.map((op) =>
+    mapStrings(op, (text) =>
+      text.replace(/-s([pdx])-([0-9a-f]{8})\b/g, (_, kind, id) => {
         if (!ids.has(id)) ids.set(id, ids.size);
         return `-s${kind}-#${ids.get(id)}`;
-      })
-    ),
-  }));
+      }))
+  );
 }
 
-/** An IPv4 transaction's text as the IPv6 one must be: addresses mapped, IPv6 tools, sets and flags. */
-function asIPv6(tx: Transaction) {
-  const tools: Record<string, string> = { ip: "ip6", iptables: "ip6tables" };
-  return tx.steps.map((s) => ({
-    tool: tools[s.tool] ?? s.tool,
-    lines: s.lines.map((line) =>
-      line.replace(/\b\d{1,3}(\.\d{1,3}){3}(\/\d{1,2})?\b/g, (m) => toV6(m))
+/** `value` with every string in it (keys and values) mapped. */
+function mapStrings<T>(value: T, map: (text: string) => string): T {
+  if (typeof value === "string") return map(value) as T;
+  if (Array.isArray(value)) return value.map((v) => mapStrings(v, map)) as T;
+  if (value !== null && typeof value === "object") {
+    return Object.fromEntries(
+      Object.entries(value).map(([k, v]) => [k, mapStrings(v, map)]),
+    ) as T;
+  }
+  return value;
+}
+
+/** An IPv4 transaction's operations as the IPv6 one's must be: addresses, families, sets and set types mapped. */
+function asIPv6(tx: Transaction): Operation[] {
+  return tx.steps.map((s) =>
+    mapStrings(s.op, (text) =>
+      text === "ipv4" ? "ipv6" : text.replace(
+        /\b\d{1,3}(\.\d{1,3}){3}(\/\d{1,2})?\b/g,
+        (m) => toV6(m),
+      )
         .replaceAll("kube-egress-", "kube-egress6-")
-        .replaceAll("family inet ", "family inet6 ")
-        .replaceAll("-f ipv4", "-f ipv6")
-    ),
-  }));
+        .replaceAll("family inet ", "family inet6 "))
+  );
 }
 
 const vipIp = fc.integer({ min: 40, max: 60 }).map((n) => `192.0.2.${n}`);
@@ -268,7 +284,7 @@ Deno.test("property: planning is family-independent: an IPv6-only cluster gets t
         };
         const a = planPass(validateSnapshot(snap4, v4).snapshot, v4, k4.live(v4)).transaction;
         const b = planPass(validateSnapshot(snap6, v6).snapshot, v6, k6.live(v6)).transaction;
-        assert.deepEqual(unnamed(b.steps), unnamed(asIPv6(a)));
+        assert.deepEqual(unnamed(b.steps.map((s) => s.op)), unnamed(asIPv6(a)));
         k4.apply(a);
         k6.apply(b);
       }
@@ -418,7 +434,7 @@ Deno.test("dual stack, nftables: status shows the IPv6 VIPs (roles6) beside the 
   const kernel = kernelWith(["192.0.2.11", "2001:db8::11", "2001:db8::51"]);
   const snapshot = dualSnapshot();
   const { desired, transaction } = planPass(snapshot, dualNft, kernel.live(dualNft));
-  kernel.apply({ steps: transaction.steps.filter((s) => s.tool !== "nft") });
+  kernel.apply({ steps: transaction.steps.filter((s) => s.op.tool !== "nft") });
   const live = { ...kernel.live(dualNft), nft: nftAfterApply(desired) };
   const status = nodeStatus(live, { nat: "" }, "eth0");
   assert.deepEqual(

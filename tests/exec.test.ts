@@ -1,8 +1,22 @@
 import assert from "node:assert/strict";
+import type { Operation, RouteChange } from "../core/operation.ts";
 import { countingExec, ExecError, systemExec } from "../cmd/exec.ts";
 import { StepError, systemHost } from "../cmd/system.ts";
 import { stepTimes } from "../cmd/agent.ts";
 import { FakeKernel } from "./fake_kernel.ts";
+
+const ROUTE = { table: 5, gateway: "192.0.2.50", dev: "eth0" };
+const ipOp = (...changes: RouteChange[]): Operation => ({
+  tool: "ip",
+  family: "ipv4",
+  protocol: 233,
+  changes,
+});
+const createSet = (set: string): Operation => ({
+  tool: "ipset",
+  family: "ipv4",
+  changes: [{ verb: "create", set, options: "hash:ip" }],
+});
 
 Deno.test("exec: stdin in, stdout and exit code out; a non-zero exit is a result", async () => {
   assert.deepEqual(await systemExec(["cat"], { stdin: "a\nb\n" }), {
@@ -35,16 +49,11 @@ Deno.test("host over exec: a step whose tool is missing fails that step, the nex
   await assert.rejects(
     host.apply({
       steps: [
+        { purpose: "routes", op: ipOp({ verb: "add", route: ROUTE }) },
+        { purpose: "sets", op: createSet("x") },
         {
-          tool: "ip",
-          purpose: "routes",
-          lines: ["route add default via 192.0.2.50 dev eth0 onlink table 5 proto 233"],
-        },
-        { tool: "ipset", purpose: "sets", lines: ["create x hash:ip"] },
-        {
-          tool: "ip",
           purpose: "later",
-          lines: ["rule add pref 1000 fwmark 0x5/0xff lookup 5 proto 233"],
+          op: ipOp({ verb: "add", rule: { priority: 1000, mark: 5, mask: 0xff, table: 5 } }),
         },
       ],
     }),
@@ -65,13 +74,9 @@ Deno.test("host over exec: apply reports each step's time in order (a takeover t
   const host = systemHost(exec, kernel.sysctlIO);
   const transaction = {
     steps: [
-      { tool: "ipset" as const, purpose: "sets", lines: ["create x hash:ip"] },
-      {
-        tool: "ip" as const,
-        purpose: "routes",
-        lines: ["route add default via 192.0.2.50 dev eth0 onlink table 5 proto 233"],
-      },
-      { tool: "ipset" as const, purpose: "more", lines: ["create y hash:ip"] },
+      { purpose: "sets", op: createSet("x") },
+      { purpose: "routes", op: ipOp({ verb: "add", route: ROUTE }) },
+      { purpose: "more", op: createSet("y") },
     ],
   };
   const report = await host.apply(transaction);

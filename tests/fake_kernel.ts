@@ -14,6 +14,7 @@ import { parseIptablesSave } from "../core/iptables.ts";
 import { NO_NFTABLES } from "../core/nftables.ts";
 import { parseRoutesBatch } from "../core/iproute.ts";
 import type { LiveState, Transaction } from "../core/plan.ts";
+import { render, toolName } from "../core/render.ts";
 import type { DatapathConfig } from "../core/schema.ts";
 import { cidrContains, parseCidr } from "../core/ip.ts";
 import { rpFilterInterfaces, rpFilterKeys } from "../core/sysctl.ts";
@@ -487,32 +488,27 @@ export class FakeKernel {
   apply(transaction: Transaction): ApplyReport {
     this.applied.push(transaction);
     let bytes = 0;
+    let processes = 0;
     for (const [index, step] of transaction.steps.entries()) {
-      if (this.failNext === step.tool) {
+      const tool = toolName(step.op);
+      if (this.failNext === tool) {
         this.failNext = undefined;
-        throw new StepError(step, index, `${step.tool} failed (injected)`);
+        throw new StepError(step, index, `${tool} failed (injected)`);
       }
-      bytes += step.lines.join("\n").length + 1;
-      if (step.tool === "iptables") this.iptablesRestore(step.lines);
-      else if (step.tool === "ip6tables") this.iptablesRestore(step.lines, "ipv6");
-      else if (step.tool === "ipset") this.ipsetRestore(step.lines);
-      else if (step.tool === "ip") this.ipBatch(step.lines);
-      else if (step.tool === "ip6") this.ipBatch(step.lines, "ipv6");
-      else if (step.tool === "nft") this.nft(step.lines);
-      else if (step.tool === "conntrack") this.conntrackRuns.push(...step.lines);
-      else if (step.tool === "conntrackd") this.conntrackdRuns.push(...step.lines);
-      else for (const l of step.lines) this.sysctls[l.split("=")[0]] = Number(l.split("=")[1]);
+      // The tools' own input, as cmd/system.ts feeds it to them.
+      const { lines, command } = render(step.op);
+      bytes += lines.join("\n").length + 1;
+      processes += command ? 1 : step.op.tool === "sysctl" ? 0 : lines.length;
+      if (tool === "iptables") this.iptablesRestore(lines);
+      else if (tool === "ip6tables") this.iptablesRestore(lines, "ipv6");
+      else if (tool === "ipset") this.ipsetRestore(lines);
+      else if (tool === "ip") this.ipBatch(lines);
+      else if (tool === "ip6") this.ipBatch(lines, "ipv6");
+      else if (tool === "nft") this.nft(lines);
+      else if (tool === "conntrack") this.conntrackRuns.push(...lines);
+      else if (tool === "conntrackd") this.conntrackdRuns.push(...lines);
+      else for (const l of lines) this.sysctls[l.split("=")[0]] = Number(l.split("=")[1]);
     }
-    const processes = transaction.steps.reduce(
-      (n, s) =>
-        n +
-        (s.tool === "sysctl"
-          ? 0
-          : s.tool === "conntrack" || s.tool === "conntrackd"
-          ? s.lines.length
-          : 1),
-      0,
-    );
     return { processes, bytes };
   }
 

@@ -69,16 +69,16 @@ Deno.test("iproute: adds before, removals after; a changed gateway is replaced i
       gateway: "192.0.2.53",
       dev: "eth0",
     }],
-  }, 233);
+  });
   assert.deepEqual(changes.add, [
-    "route replace default via 192.0.2.61 dev eth0 onlink table 6 proto 233",
-    "route add default via 192.0.2.53 dev eth0 onlink table 8 proto 233",
-    "rule add pref 1000 fwmark 0x8/0xff lookup 8 proto 233",
+    { verb: "replace", route: { table: 6, gateway: "192.0.2.61", dev: "eth0" } },
+    { verb: "add", route: { table: 8, gateway: "192.0.2.53", dev: "eth0" } },
+    { verb: "add", rule: { priority: 1000, mark: 8, mask: 0xff, table: 8 } },
   ]);
   assert.deepEqual(changes.remove, [
-    "rule del pref 1000 fwmark 0x7/0xff lookup 7 proto 233",
-    "route del default via 192.0.2.52 dev eth0 onlink table 7 proto 233",
-    "route del 198.51.100.0/24 table 9 proto 233",
+    { verb: "del", rule: { priority: 1000, mark: 7, mask: 0xff, table: 7 } },
+    { verb: "del", route: { table: 7, gateway: "192.0.2.52", dev: "eth0" } },
+    { verb: "del", stale: { dst: "198.51.100.0/24", table: 9 } },
   ]);
 });
 
@@ -91,21 +91,22 @@ Deno.test("iproute: equal state gives no lines; delete removes all of ours and n
       gateway: "192.0.2.52",
       dev: "eth0",
     }],
-  }, 233);
+  });
   assert.deepEqual(same.add, []);
-  assert.deepEqual(same.remove, ["route del 198.51.100.0/24 table 9 proto 233"]);
-  const del = deleteRoutes(live, 233);
+  assert.deepEqual(same.remove, [{ verb: "del", stale: { dst: "198.51.100.0/24", table: 9 } }]);
+  const del = deleteRoutes(live);
   assert.equal(del.length, 5);
-  assert.ok(del.every((l) => l.endsWith("proto 233")));
+  assert.ok(del.every((c) => c.verb === "del"));
 });
 
 Deno.test("iproute: a batch that failed only at deletions of objects already gone is done", () => {
-  const lines = [
-    "rule del pref 100 fwmark 0x5/0xff lookup 5 proto 200",
-    "rule del pref 100 fwmark 0x5/0xff lookup 5 proto 200",
-    "route del default via 2001:db8:1::50 dev eth0 onlink table 5 proto 200",
-    "route del default via 2001:db8:1::50 dev eth0 onlink table 5 proto 200",
-  ];
+  const rule = { verb: "del", rule: { priority: 100, mark: 5, mask: 0xff, table: 5 } } as const;
+  const route = {
+    verb: "del",
+    route: { table: 5, gateway: "2001:db8:1::50", dev: "eth0" },
+  } as const;
+  // One line each in the batch (core/render.ts): lines 1-2 the rule, 3-4 the route.
+  const lines = [rule, rule, route, route];
   // As iproute2 6.1 printed it for these lines in a namespace.
   const stderr = "RTNETLINK answers: No such file or directory\nCommand failed -:2\n" +
     "RTNETLINK answers: No such process\nCommand failed -:4\n";
@@ -115,7 +116,7 @@ Deno.test("iproute: a batch that failed only at deletions of objects already gon
     false,
     "a rule del answers ENOENT, not ESRCH",
   );
-  const add = ["route add default via 192.0.2.50 dev eth0 onlink table 5 proto 200"];
+  const add = [{ verb: "add", route: { table: 5, gateway: "192.0.2.50", dev: "eth0" } } as const];
   assert.equal(
     onlyGoneDeletions(add, "RTNETLINK answers: No such process\nCommand failed -:1\n"),
     false,

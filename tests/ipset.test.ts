@@ -8,6 +8,8 @@ import {
   setsAfterApply,
 } from "../core/ipset.ts";
 
+const PODS = "kube-egress-pods";
+const POD_OPTIONS = "hash:ip family inet hashsize 1024 maxelem 1048576 counters skbinfo";
 const SAVE =
   `create kube-egress-pods hash:ip family inet hashsize 1024 maxelem 1048576 counters skbinfo bucketsize 12 initval 0x3a8a7cbf
 add kube-egress-pods 10.244.1.5 packets 12 bytes 840 skbmark 0x5/0xff
@@ -48,14 +50,18 @@ Deno.test("ipset: pods entries parse in any option order, without counters, with
 });
 
 Deno.test("ipset: missing sets are created with all entries", () => {
-  const lines = diffIpsets(parseIpsetSave(""), new Map([["10.244.1.5", 5]]), 0xff, [
+  const changes = diffIpsets(parseIpsetSave(""), new Map([["10.244.1.5", 5]]), 0xff, [
     "10.244.0.0/16",
   ]);
-  assert.deepEqual(lines, [
-    "create kube-egress-pods hash:ip family inet hashsize 1024 maxelem 1048576 counters skbinfo",
-    "add kube-egress-pods 10.244.1.5 skbmark 0x5/0xff",
-    "create kube-egress-nosteer hash:net family inet hashsize 64 maxelem 65536",
-    "add kube-egress-nosteer 10.244.0.0/16",
+  assert.deepEqual(changes, [
+    { verb: "create", set: PODS, options: POD_OPTIONS },
+    { verb: "add", set: PODS, entry: "10.244.1.5 skbmark 0x5/0xff" },
+    {
+      verb: "create",
+      set: "kube-egress-nosteer",
+      options: "hash:net family inet hashsize 64 maxelem 65536",
+    },
+    { verb: "add", set: "kube-egress-nosteer", entry: "10.244.0.0/16" },
   ]);
 });
 
@@ -71,10 +77,10 @@ Deno.test("ipset: only changed entries are written (add, remap, remove)", () => 
   assert.deepEqual(
     diffIpsets(live, new Map([["10.244.1.5", 6], ["10.244.1.7", 5]]), 0xff, ["10.244.0.0/16"]),
     [
-      "add kube-egress-pods 10.244.1.5 skbmark 0x6/0xff",
-      "add kube-egress-pods 10.244.1.7 skbmark 0x5/0xff",
-      "del kube-egress-pods 10.244.1.6",
-      "del kube-egress-nosteer 192.0.2.9/32",
+      { verb: "add", set: PODS, entry: "10.244.1.5 skbmark 0x6/0xff" },
+      { verb: "add", set: PODS, entry: "10.244.1.7 skbmark 0x5/0xff" },
+      { verb: "del", set: PODS, entry: "10.244.1.6" },
+      { verb: "del", set: "kube-egress-nosteer", entry: "192.0.2.9/32" },
     ],
   );
 });
@@ -83,20 +89,21 @@ Deno.test("ipset: a set of the wrong type is rebuilt aside and swapped in", () =
   const live = parseIpsetSave(
     "create kube-egress-pods hash:ip family inet hashsize 1024 maxelem 65536\nadd kube-egress-pods 10.244.1.5\n",
   );
-  const lines = diffIpsets(live, new Map([["10.244.1.5", 5]]), 0xff, []);
-  assert.deepEqual(lines.slice(0, 5), [
-    "create kube-egress-pods-new hash:ip family inet hashsize 1024 maxelem 1048576 counters skbinfo",
-    "flush kube-egress-pods-new",
-    "add kube-egress-pods-new 10.244.1.5 skbmark 0x5/0xff",
-    "swap kube-egress-pods-new kube-egress-pods",
-    "destroy kube-egress-pods-new",
+  const changes = diffIpsets(live, new Map([["10.244.1.5", 5]]), 0xff, []);
+  const scratch = "kube-egress-pods-new";
+  assert.deepEqual(changes.slice(0, 5), [
+    { verb: "create", set: scratch, options: POD_OPTIONS },
+    { verb: "flush", set: scratch },
+    { verb: "add", set: scratch, entry: "10.244.1.5 skbmark 0x5/0xff" },
+    { verb: "swap", set: scratch, with: PODS },
+    { verb: "destroy", set: scratch },
   ]);
 });
 
 Deno.test("ipset: delete destroys only our existing sets", () => {
   assert.deepEqual(deleteIpsets(parseIpsetSave(SAVE)), [
-    "destroy kube-egress-pods",
-    "destroy kube-egress-nosteer",
+    { verb: "destroy", set: PODS },
+    { verb: "destroy", set: "kube-egress-nosteer" },
   ]);
   assert.deepEqual(deleteIpsets(parseIpsetSave("")), []);
 });
@@ -164,12 +171,14 @@ Deno.test("ipset: a confirmed set still takes the kernel's header, so a changed 
   const retyped = TERSE.replace("maxelem 1048576 counters skbinfo", "maxelem 65536");
   const confirmed = confirmSets(known, parseIpsetTerse(retyped))!;
   assert.match(confirmed.podsHeader!, /maxelem 65536 bucketsize/);
-  const lines = diffIpsets(confirmed, new Map([["10.244.1.5", 5], ["10.244.1.6", 6]]), 0xff, [
+  const changes = diffIpsets(confirmed, new Map([["10.244.1.5", 5], ["10.244.1.6", 6]]), 0xff, [
     "10.244.0.0/16",
     "192.0.2.9/32",
   ]);
-  assert.match(lines[0], /^create kube-egress-pods-new hash:ip .*counters skbinfo$/);
-  assert.ok(lines.includes("swap kube-egress-pods-new kube-egress-pods"));
+  assert.deepEqual(changes[0], { verb: "create", set: `${PODS}-new`, options: POD_OPTIONS });
+  assert.deepEqual(changes.filter((c) => c.verb === "swap"), [
+    { verb: "swap", set: `${PODS}-new`, with: PODS },
+  ]);
 });
 
 Deno.test("ipset: the sets after an apply are what a fresh read would find", () => {

@@ -75,10 +75,11 @@ Deno.test("nftables: a role change rewrites only that VIP's chains, and planAppl
     sysctls: {},
   };
   const tx = planApply(holder, live, config);
-  assert.deepEqual(tx.steps.find((s) => s.tool === "conntrack")?.lines, [
-    "-D -f ipv4 --mark 0x5/0xff",
-  ]);
-  assert.equal(tx.steps.filter((s) => s.tool === "nft").length, 1, "one nft -f per pass");
+  assert.deepEqual(tx.steps.find((s) => s.op.tool === "conntrack")?.op, {
+    tool: "conntrack",
+    flushes: [{ why: "role", family: "ipv4", mark: 5, mask: 0xff }],
+  });
+  assert.equal(tx.steps.filter((s) => s.op.tool === "nft").length, 1, "one nft -f per pass");
 });
 
 Deno.test("nftables: destination classes are pod . range elements; contained ranges are dropped", () => {

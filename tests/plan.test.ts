@@ -20,7 +20,7 @@ function applyPass(kernel: FakeKernel, s = snap) {
 Deno.test("plan: first pass creates everything in safe order; the second writes nothing", () => {
   const kernel = new FakeKernel({ foreignNat: [MASQ] });
   const first = applyPass(kernel);
-  assert.deepEqual(first.steps.map((s) => s.tool), ["ip", "ipset", "iptables"]);
+  assert.deepEqual(first.steps.map((s) => s.op.tool), ["ip", "ipset", "iptables"]);
   assert.equal(isEmpty(planPass(snap, config, kernel.live(config)).transaction), true);
   // The foreign masquerade is kept, behind our jump.
   assert.deepEqual(kernel.tables.get("nat")!.chains.get("POSTROUTING"), [
@@ -34,7 +34,7 @@ Deno.test("plan: a VIP arriving on the node turns forward into SNAT and drops it
   applyPass(kernel);
   kernel.interfaces.get("eth0")!.push("192.0.2.51");
   const tx = applyPass(kernel);
-  assert.deepEqual(tx.steps.map((s) => [s.tool, s.purpose]), [
+  assert.deepEqual(tx.steps.map((s) => [s.op.tool, s.purpose]), [
     ["iptables", "rewrite our chains and jumps"],
     ["ip", "remove stale rules, then their routes"],
     [
@@ -44,7 +44,10 @@ Deno.test("plan: a VIP arriving on the node turns forward into SNAT and drops it
   ]);
   // Only the moved VIP's connections are flushed, after its SNAT rule is in place and its
   // forwarding rule is gone (traffic flows first).
-  assert.deepEqual(tx.steps[2].lines, ["-D -f ipv4 --mark 0x6/0xff"]);
+  assert.deepEqual(tx.steps[2].op, {
+    tool: "conntrack",
+    flushes: [{ why: "role", family: "ipv4", mark: 6, mask: 0xff }],
+  });
   // Only the other VIP (.50, held elsewhere) keeps its policy route.
   assert.deepEqual(kernel.rules.map((r) => r.table), [5]);
   assert.deepEqual(kernel.routes.map((r) => r.table), [5]);
@@ -60,9 +63,12 @@ Deno.test("plan: adding one pod writes one set entry and nothing else", () => {
   );
   const tx = applyPass(kernel, more);
   assert.deepEqual(tx.steps, [{
-    tool: "ipset",
     purpose: "update pod and nosteer sets",
-    lines: ["add kube-egress-pods 10.244.3.3 skbmark 0x5/0xff"],
+    op: {
+      tool: "ipset",
+      family: "ipv4",
+      changes: [{ verb: "add", set: "kube-egress-pods", entry: "10.244.3.3 skbmark 0x5/0xff" }],
+    },
   }]);
 });
 
@@ -80,9 +86,11 @@ Deno.test("plan: strict rp_filter on the interface is made loose; loose and off 
   const kernel = new FakeKernel();
   kernel.sysctls["net.ipv4.conf.all.rp_filter"] = 1;
   const tx = applyPass(kernel);
-  assert.deepEqual(tx.steps.find((s) => s.tool === "sysctl")?.lines, [
-    "net.ipv4.conf.eth0.rp_filter=2",
-  ]);
+  assert.deepEqual(tx.steps.find((s) => s.op.tool === "sysctl")?.op, {
+    tool: "sysctl",
+    writes: [{ key: "net.ipv4.conf.eth0.rp_filter", value: 2 }],
+  });
+  assert.equal(kernel.sysctls["net.ipv4.conf.eth0.rp_filter"], 2);
   assert.equal(isEmpty(planPass(snap, config, kernel.live(config)).transaction), true);
 });
 
@@ -95,10 +103,15 @@ Deno.test("plan: with an overlay, the device reaching other nodes' pods is loose
     { dst: "10.244.3.0/24", dev: "vxlan0", gateway: "10.244.3.0", flags: ["onlink"] },
   ];
   const tx = applyPass(kernel);
-  assert.deepEqual(tx.steps.find((s) => s.tool === "sysctl"), {
-    tool: "sysctl",
+  assert.deepEqual(tx.steps.find((s) => s.op.tool === "sysctl"), {
     purpose: "loose reverse-path filter on the interface and the overlay devices",
-    lines: ["net.ipv4.conf.eth0.rp_filter=2", "net.ipv4.conf.vxlan0.rp_filter=2"],
+    op: {
+      tool: "sysctl",
+      writes: [
+        { key: "net.ipv4.conf.eth0.rp_filter", value: 2 },
+        { key: "net.ipv4.conf.vxlan0.rp_filter", value: 2 },
+      ],
+    },
   });
   assert.equal(isEmpty(planPass(snap, config, kernel.live(config)).transaction), true);
 });
@@ -114,9 +127,8 @@ Deno.test("plan: delete gives back the reverse-path filters remembered before th
     "net.ipv4.conf.eth0.rp_filter": before["net.ipv4.conf.eth0.rp_filter"],
   });
   assert.deepEqual(tx.steps.at(-1), {
-    tool: "sysctl",
     purpose: "give back the reverse-path filters we loosened",
-    lines: ["net.ipv4.conf.eth0.rp_filter=1"],
+    op: { tool: "sysctl", writes: [{ key: "net.ipv4.conf.eth0.rp_filter", value: 1 }] },
   });
   kernel.apply(tx);
   assert.deepEqual(kernel.sysctls, before);
@@ -139,7 +151,13 @@ Deno.test("plan: delete on an empty node removes the tables iptables created for
   const baseline = kernel.dump();
   applyPass(kernel);
   const tx = planDelete(kernel.live(config), config);
-  assert.deepEqual(tx.steps.at(-1)?.lines, ["delete table ip mangle", "delete table ip nat"]);
+  assert.deepEqual(tx.steps.at(-1)?.op, {
+    tool: "nft",
+    ops: [
+      { op: "delete table", table: { family: "ip", name: "mangle" } },
+      { op: "delete table", table: { family: "ip", name: "nat" } },
+    ],
+  });
   kernel.apply(tx);
   assert.equal(kernel.dump(), baseline);
   assert.equal(isEmpty(planDelete(kernel.live(config), config)), true);
@@ -190,7 +208,7 @@ Deno.test("plan: a VIP leaving the node flushes only its connections; a new VIP 
   assert.deepEqual(kernel.conntrackRuns, [], "a VIP seen for the first time has nothing pinned");
   kernel.interfaces.set("eth0", ["192.0.2.11"]);
   const tx = applyPass(kernel);
-  assert.deepEqual(tx.steps.map((s) => s.tool), ["ip", "iptables", "conntrack"]);
+  assert.deepEqual(tx.steps.map((s) => s.op.tool), ["ip", "iptables", "conntrack"]);
   assert.deepEqual(kernel.conntrackRuns, ["-D -f ipv4 --mark 0x6/0xff"]);
   // Removing a VIP altogether: its forwarded connections are null bindings that would take
   // the main route out with the pod's own address once unmarked; flushed last, after the
@@ -200,7 +218,7 @@ Deno.test("plan: a VIP leaving the node flushes only its connections; a new VIP 
     "-D -f ipv4 --mark 0x6/0xff",
     "-D -f ipv4 --mark 0x6/0xff",
   ]);
-  const tools = removal.steps.map((s) => s.tool);
+  const tools = removal.steps.map((s) => s.op.tool);
   assert.ok(tools.indexOf("conntrack") > tools.indexOf("iptables"), tools.join(","));
   assert.ok(tools.lastIndexOf("ip") < tools.indexOf("conntrack"), "the flush goes last");
 });

@@ -49,7 +49,7 @@ Deno.test("sysctl: strict (all or interface) becomes loose on exactly the listed
       "net.ipv4.conf.eth0.rp_filter": 0,
       "net.ipv4.conf.vxlan0.rp_filter": 2,
     }, ifaces),
-    ["net.ipv4.conf.eth0.rp_filter=2"],
+    [{ key: "net.ipv4.conf.eth0.rp_filter", value: 2 }],
   );
   // all=0 with strict interfaces: both are fixed; off (0) everywhere is left alone.
   assert.deepEqual(
@@ -57,7 +57,10 @@ Deno.test("sysctl: strict (all or interface) becomes loose on exactly the listed
       { "net.ipv4.conf.eth0.rp_filter": 1, "net.ipv4.conf.vxlan0.rp_filter": 1 },
       ifaces,
     ),
-    ["net.ipv4.conf.eth0.rp_filter=2", "net.ipv4.conf.vxlan0.rp_filter=2"],
+    [{ key: "net.ipv4.conf.eth0.rp_filter", value: 2 }, {
+      key: "net.ipv4.conf.vxlan0.rp_filter",
+      value: 2,
+    }],
   );
   assert.deepEqual(rpFilterFixes({}, ifaces), []);
   // all=2 (loose everywhere) needs nothing.
@@ -69,7 +72,10 @@ Deno.test("sysctl: strict (all or interface) becomes loose on exactly the listed
 
 Deno.test("sysctl: the first original is remembered; only what is still loose is given back", () => {
   const live = { "net.ipv4.conf.eth0.rp_filter": 1, "net.ipv4.conf.vxlan0.rp_filter": 0 };
-  const fixes = ["net.ipv4.conf.eth0.rp_filter=2", "net.ipv4.conf.vxlan0.rp_filter=2"];
+  const fixes = [
+    { key: "net.ipv4.conf.eth0.rp_filter", value: 2 },
+    { key: "net.ipv4.conf.vxlan0.rp_filter", value: 2 },
+  ];
   const first = rememberOriginals({}, fixes, live);
   assert.deepEqual(first, live);
   // A later pass sees the loose value: the original stays.
@@ -80,7 +86,7 @@ Deno.test("sysctl: the first original is remembered; only what is still loose is
       "net.ipv4.conf.eth0.rp_filter": 2,
       "net.ipv4.conf.vxlan0.rp_filter": 1, // changed by someone since: stands
     }),
-    ["net.ipv4.conf.eth0.rp_filter=1"],
+    [{ key: "net.ipv4.conf.eth0.rp_filter", value: 1 }],
   );
   assert.deepEqual(rpFilterRestores(first, {}), [], "interfaces gone: nothing to write");
 });

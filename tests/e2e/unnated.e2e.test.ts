@@ -25,7 +25,8 @@ import { ECHO_PORT, startConnections, startEchoServer } from "../../sim/connecti
 import { measureFailover, startCapture } from "../../sim/stream.ts";
 import { placeVip } from "../../sim/vip.ts";
 import { OUTSIDE_IP } from "../../sim/layout.ts";
-import { flushArgs } from "../../core/conntrack.ts";
+import { roleFlush } from "../../core/conntrack.ts";
+import { conntrackArgs } from "../../core/render.ts";
 import { markFor } from "../../core/marks.ts";
 import { e2e, withCluster } from "./cluster.ts";
 
@@ -158,7 +159,7 @@ async function pickedUpFromTheServer(cluster: Cluster, backend: Backend) {
     }
     assert.ok(open.length >= 1, "the pod's connection is established through the holder");
     // The default mask 0xff: the VIP's connection mark is its route id.
-    await forwarder.ns.run(["conntrack", ...flushArgs(markFor(5, 0xff), 0xff).split(" ")]);
+    await forwarder.ns.run(["conntrack", ...conntrackArgs(roleFlush(markFor(5, 0xff), 0xff))]);
     const deletedAt = Date.now();
     await new Promise((r) => setTimeout(r, 1000));
     const packets = await capture.stop();
