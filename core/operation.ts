@@ -150,7 +150,7 @@ export interface NftOperation {
   readonly ops: readonly NftOp[];
 }
 
-/** How many objects (lines once rendered) an operation changes: zero for nothing to do. */
+/** How many changes an operation carries (for iptables: tables changed); zero: nothing to do. */
 export function operationSize(op: Operation): number {
   switch (op.tool) {
     case "ip":

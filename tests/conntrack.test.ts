@@ -349,10 +349,25 @@ for (const backend of ["iptables", "nftables"] as const) {
       return flushesOf(transaction);
     };
     // The node boots: nothing of ours yet; the local pods' connections made before are flushed.
+    const toVip = { family: "ipv4", src: local, mark: 0x500, srcNat: "192.0.2.50" } as const;
+    const remoteMasq = { family: "ipv4", src: remote, mark: 0, srcNat: "192.0.2.11" } as const;
+    const toPod = { family: "ipv4", src: local, mark: 0 } as const;
+    kernel.connections = [
+      { family: "ipv4", src: local, mark: 0, srcNat: "192.0.2.11" },
+      { family: "ipv6", src: local6, mark: 0, srcNat: "2001:db8::11" },
+      toVip,
+      remoteMasq,
+      toPod,
+    ];
     assert.deepEqual(flushes(pods({})), [
       mapped("10.244.1.5", "192.0.2.11"),
       mapped("fd00:10:244:1::5", "2001:db8::11"),
     ]);
+    assert.deepEqual(
+      kernel.connections,
+      [toVip, remoteMasq, toPod],
+      "the masqueraded ones of local pods are gone; translated to a VIP, other nodes' and un-NATed kept",
+    );
     // Mapped already: nothing again (a connection made since is ours, or the pod's own choice).
     assert.deepEqual(flushes(pods({})), []);
     // A pod mapped later, local and remote: only the local one.

@@ -16,7 +16,7 @@ import { parseRoutesBatch } from "../core/iproute.ts";
 import type { LiveState, Transaction } from "../core/plan.ts";
 import { render, toolName } from "../core/render.ts";
 import type { DatapathConfig } from "../core/schema.ts";
-import { cidrContains, parseCidr } from "../core/ip.ts";
+import { cidrContains, parseCidr, parseIp } from "../core/ip.ts";
 import { rpFilterInterfaces, rpFilterKeys } from "../core/sysctl.ts";
 import type { ApplyReport, Host, Raw, Sysctls } from "../cmd/system.ts";
 import { InterfaceMissingError, StepError, systemHost } from "../cmd/system.ts";
@@ -57,6 +57,17 @@ function canonical(body: string): string {
 }
 
 type Fam = "ipv4" | "ipv6";
+
+/** One entry of the fake conntrack table. */
+export interface FakeConnection {
+  readonly family: Fam;
+  /** The original source (a pod). */
+  readonly src: string;
+  /** The connection mark (our mark bits saved into it, `saveMarkRule`). */
+  readonly mark: number;
+  /** The address the source was translated to (a VIP, a node address); absent: not translated. */
+  readonly srcNat?: string;
+}
 const isV6 = (text: string) => text.includes(":");
 
 /** The family an address word is of, or undefined when it is no address ("a.b.c.d", "x::y", with or without "/n"). */
@@ -91,6 +102,8 @@ export class FakeKernel {
   ruleCounters = new Map<string, { packets: number; bytes: number }>();
   /** `conntrack` invocations, as their argument lines. */
   conntrackRuns: string[] = [];
+  /** The conntrack table (tests add the connections; `conntrack -D` deletes what its filters match). */
+  connections: FakeConnection[] = [];
   /** `conntrackd` invocations (commits of replicated NAT state), as their argument lines. */
   conntrackdRuns: string[] = [];
   /** Makes the next apply of this tool fail (to test partial failures). */
@@ -484,6 +497,33 @@ export class FakeKernel {
     }
   }
 
+  /**
+   * `conntrack -D` as conntrack-tools takes it: `-f` family, `--mark m/mask`
+   * (the connection mark under the mask), `-s` source (address or range),
+   * `--src-nat` the address the source was translated to; an entry is deleted
+   * when every filter given matches. Any other option is an error.
+   */
+  conntrackDelete(args: readonly string[]) {
+    this.conntrackRuns.push(args.join(" "));
+    if (args[0] !== "-D") throw new Error(`conntrack: only -D is known: ${args.join(" ")}`);
+    const tests: ((c: FakeConnection) => boolean)[] = [];
+    for (let i = 1; i < args.length; i += 2) {
+      const [option, value] = [args[i], args[i + 1]];
+      if (value === undefined) throw new Error(`conntrack: ${option} needs a value`);
+      if (option === "-f") tests.push((c) => c.family === value);
+      else if (option === "--mark") {
+        const [mark, mask] = value.split("/").map((v) => parseInt(v, 16));
+        tests.push((c) => (c.mark & mask) === mark);
+      } else if (option === "-s") {
+        const range = parseCidr(value);
+        if (range === undefined) throw new Error(`conntrack: bad source ${value}`);
+        tests.push((c) => cidrContains(range, parseIp(c.src)!));
+      } else if (option === "--src-nat") tests.push((c) => c.srcNat === value);
+      else throw new Error(`conntrack: unknown option ${option}`);
+    }
+    this.connections = this.connections.filter((c) => !tests.every((t) => t(c)));
+  }
+
   /** Applies a transaction step by step, stopping at the first failing step. */
   apply(transaction: Transaction): ApplyReport {
     this.applied.push(transaction);
@@ -505,7 +545,7 @@ export class FakeKernel {
       else if (tool === "ip") this.ipBatch(lines);
       else if (tool === "ip6") this.ipBatch(lines, "ipv6");
       else if (tool === "nft") this.nft(lines);
-      else if (tool === "conntrack") this.conntrackRuns.push(...lines);
+      else if (tool === "conntrack") { for (const l of lines) this.conntrackDelete(l.split(" ")); }
       else if (tool === "conntrackd") this.conntrackdRuns.push(...lines);
       else for (const l of lines) this.sysctls[l.split("=")[0]] = Number(l.split("=")[1]);
     }
@@ -628,7 +668,7 @@ export class FakeKernel {
       if (args[0] === "conntrack") {
         const failed = injected("conntrack");
         if (failed) return failed;
-        this.conntrackRuns.push(args.slice(1).join(" "));
+        this.conntrackDelete(args.slice(1));
         return ok();
       }
       if (args[0] === "conntrackd") {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { parseIptablesSave } from "../core/iptables.ts";
 import { isEmpty, planDelete, planPass, renderTransaction } from "../core/plan.ts";
-import { FakeKernel } from "./fake_kernel.ts";
+import { type FakeConnection, FakeKernel } from "./fake_kernel.ts";
 import { snapshot, testConfig } from "./helpers.ts";
 
 const config = testConfig();
@@ -204,20 +204,39 @@ Deno.test("plan: rendering names each step's command and payload", () => {
 Deno.test("plan: a VIP leaving the node flushes only its connections; a new VIP flushes nothing, a removed one its own", () => {
   const kernel = new FakeKernel();
   kernel.interfaces.get("eth0")!.push("192.0.2.51");
+  // This node translates .51's (mark 6) to .51 and forwards .50's (mark 5) un-NATed; the
+  // node's own masquerade of an unmapped pod carries no mark of ours.
+  const snat51: FakeConnection = {
+    family: "ipv4",
+    src: "10.244.2.7",
+    mark: 6,
+    srcNat: "192.0.2.51",
+  };
+  const forwarded50: FakeConnection = { family: "ipv4", src: "10.244.1.5", mark: 5 };
+  const unmapped: FakeConnection = {
+    family: "ipv4",
+    src: "10.244.3.3",
+    mark: 0,
+    srcNat: "192.0.2.11",
+  };
+  kernel.connections = [snat51, forwarded50, unmapped];
   applyPass(kernel);
-  assert.deepEqual(kernel.conntrackRuns, [], "a VIP seen for the first time has nothing pinned");
+  assert.deepEqual(
+    kernel.connections,
+    [snat51, forwarded50, unmapped],
+    "a new VIP has none pinned",
+  );
   kernel.interfaces.set("eth0", ["192.0.2.11"]);
   const tx = applyPass(kernel);
   assert.deepEqual(tx.steps.map((s) => s.op.tool), ["ip", "iptables", "conntrack"]);
-  assert.deepEqual(kernel.conntrackRuns, ["-D -f ipv4 --mark 0x6/0xff"]);
+  assert.deepEqual(kernel.connections, [forwarded50, unmapped], "only .51's SNAT is gone");
   // Removing a VIP altogether: its forwarded connections are null bindings that would take
   // the main route out with the pod's own address once unmarked; flushed last, after the
   // rule step and the VIP's route (until then `dropUnnatedRule` drops them).
+  const forwarded51: FakeConnection = { family: "ipv4", src: "10.244.2.7", mark: 6 };
+  kernel.connections.push(forwarded51);
   const removal = applyPass(kernel, snapshot({ "192.0.2.50": 5 }, { "10.244.1.5": "192.0.2.50" }));
-  assert.deepEqual(kernel.conntrackRuns, [
-    "-D -f ipv4 --mark 0x6/0xff",
-    "-D -f ipv4 --mark 0x6/0xff",
-  ]);
+  assert.deepEqual(kernel.connections, [forwarded50, unmapped]);
   const tools = removal.steps.map((s) => s.op.tool);
   assert.ok(tools.indexOf("conntrack") > tools.indexOf("iptables"), tools.join(","));
   assert.ok(tools.lastIndexOf("ip") < tools.indexOf("conntrack"), "the flush goes last");
