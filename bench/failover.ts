@@ -29,7 +29,7 @@ import {
   ranking,
   waitForPlacement,
 } from "../sim/placement.ts";
-import { measureFailover, startCapture } from "../sim/stream.ts";
+import { measureFailover, startCapture, type WirePacket } from "../sim/stream.ts";
 import {
   connectionsLine,
   type ConnectionsSummary,
@@ -66,6 +66,8 @@ export interface FailoverFigure {
   readonly gaps: Readonly<Record<string, number | undefined>>;
   /** Packets with a wrong source at the outside host (wire capture). */
   readonly wrongSource: number;
+  /** Those packets summed up by flow (`wrongFlows`), IPv4 and IPv6. */
+  readonly wrongFlows?: readonly string[];
   readonly newHolder: string;
   /** The long-lived connections of the run. */
   readonly connections: ConnectionsSummary;
@@ -109,6 +111,27 @@ export function splitFamilies(
     };
   };
   return { ipv4: of(false), ipv6: of(true) };
+}
+
+/**
+ * Wrong-source packets by flow, "udp 10.244.3.5:40000 > 203.0.113.10:9000 x86
+ * at +120..+980 ms" (ms after the fault), most packets first: where they came
+ * from and when, for finding out why.
+ */
+export function wrongFlows(packets: readonly WirePacket[], faultAt: number): string[] {
+  const flows = new Map<string, { n: number; first: number; last: number }>();
+  for (const p of packets) {
+    const key = `${p.proto} ${p.src}:${p.sport} > ${p.dst}:${p.dport}`;
+    const flow = flows.get(key);
+    if (flow) {
+      flow.n++;
+      flow.first = Math.min(flow.first, p.t);
+      flow.last = Math.max(flow.last, p.t);
+    } else flows.set(key, { n: 1, first: p.t, last: p.t });
+  }
+  return [...flows].sort((a, b) => b[1].n - a[1].n).map(([key, f]) =>
+    `${key} x${f.n} at +${f.first - faultAt}${f.n > 1 ? `..+${f.last - faultAt}` : ""} ms`
+  );
 }
 
 /**
@@ -420,6 +443,9 @@ export async function benchFailover(options: FailoverOptions): Promise<FailoverF
           gapMs: families.ipv4.gapMs,
           gaps: families.ipv4.gaps,
           wrongSource: families.ipv4.wrongSource,
+          ...(result.wire.packets.length > 0
+            ? { wrongFlows: wrongFlows(result.wire.packets, result.faultAt) }
+            : {}),
           newHolder,
           connections,
           ...(holderPodConnections ? { holderPodConnections } : {}),
@@ -626,9 +652,9 @@ export function failoverNotes(
         runs.map((f) =>
           `run ${f.run} ${f.gapMs ?? "∞"} ms (${
             Object.entries(f.gaps).map(([tag, g]) => `${tag} ${g ?? "∞"}`).join(", ")
-          }; new holder ${f.newHolder}; ${
-            timelineText(f.timeline)
-          }; wrong ${f.wrongSource}; connections ${f.connections.survived}/${f.connections.total}, stall ${f.connections.maxStallMs} ms)`
+          }; new holder ${f.newHolder}; ${timelineText(f.timeline)}; wrong ${f.wrongSource}${
+            f.wrongFlows ? ` (${f.wrongFlows.slice(0, 3).join("; ")})` : ""
+          }; connections ${f.connections.survived}/${f.connections.total}, stall ${f.connections.maxStallMs} ms)`
         ).join("; ")
       }`,
     );

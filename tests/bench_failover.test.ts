@@ -10,6 +10,7 @@ import {
   renderFailover6,
   splitFamilies,
   timelineText,
+  wrongFlows,
 } from "../bench/failover.ts";
 import type { Fault } from "../bench/failover.ts";
 import type { ConnectionsSummary } from "../sim/connections.ts";
@@ -149,4 +150,25 @@ Deno.test("bench failover: the issue's line per fault, and the holder's own pod 
   assert.deepEqual(connectionLines([figure("power off", 1)]), [
     "power off: connections survived 20/20, resets 0, max stall 201 ms, wrong source 0",
   ]);
+});
+
+Deno.test("bench failover: wrong-source packets summed up by flow, the largest first, in ms after the fault", () => {
+  const p = (t: number, src: string, sport: number) => ({
+    t: fault + t,
+    proto: "udp" as const,
+    src,
+    sport,
+    dst: "203.0.113.10",
+    dport: 9000,
+  });
+  assert.deepEqual(
+    wrongFlows(
+      [p(130, "10.244.3.5", 40000), p(120, "192.0.2.13", 5), p(980, "10.244.3.5", 40000)],
+      fault,
+    ),
+    [
+      "udp 10.244.3.5:40000 > 203.0.113.10:9000 x2 at +130..+980 ms",
+      "udp 192.0.2.13:5 > 203.0.113.10:9000 x1 at +120 ms",
+    ],
+  );
 });
