@@ -7,7 +7,12 @@
 import { type RoleChange, roleChanges } from "../core/announce.ts";
 import { Backoff } from "../core/backoff.ts";
 import { guardedInKernel } from "../core/fail_closed.ts";
-import { owedFlushes, rolesChangedBefore, withOwedFlushes } from "../core/conntrack.ts";
+import {
+  owedFlushes,
+  rolesChangedBefore,
+  withOwedCommits,
+  withOwedFlushes,
+} from "../core/conntrack.ts";
 import type { Known } from "../core/datapath.ts";
 import {
   type LiveState,
@@ -18,7 +23,7 @@ import {
   renderTransaction,
   type Transaction,
 } from "../core/plan.ts";
-import type { ConntrackFlush } from "../core/operation.ts";
+import type { ConntrackdCommit, ConntrackFlush } from "../core/operation.ts";
 import { renderedLines, type ToolName, toolName } from "../core/render.ts";
 import type { DatapathConfig } from "../core/schema.ts";
 import { rememberOriginals } from "../core/sysctl.ts";
@@ -39,6 +44,7 @@ import {
   InterfaceMissingError,
   type LiveRead,
   StepError,
+  TakeoverAbandoned,
 } from "./system.ts";
 import { errorMessage } from "../core/errors.ts";
 import { canonicalIp } from "../core/ip.ts";
@@ -217,6 +223,12 @@ export class Agent {
   #leftoversChecked = false;
   /** Conntrack flushes a failed pass still owes (its roles changed, its flush did not run). */
   #owedFlushes: ConntrackFlush[] = [];
+  /**
+   * A takeover stopped before its flush and commit (`TakeoverAbandoned`): its
+   * VIPs and commits. A later pass that holds those VIPs again (they left and
+   * came back: keepalived went MASTER, BACKUP, MASTER) runs the commit it owes.
+   */
+  #abandoned: { vips: readonly string[]; commits: readonly ConntrackdCommit[] } | undefined;
 
   constructor(host: Host, log: Logger, settings: AgentSettings) {
     this.#host = host;
@@ -278,9 +290,16 @@ export class Agent {
       });
       const plannedAt = performance.now();
       const { desired } = planned;
+      const held = new Set(
+        desired.roles.filter((r) => r.role === "holder").map((r) => canonicalIp(r.ip)),
+      );
+      const abandoned = this.#abandoned;
+      const owedCommits = abandoned && abandoned.vips.every((v) => held.has(canonicalIp(v)))
+        ? abandoned.commits
+        : [];
       const transaction = dryRun
         ? planned.transaction
-        : withOwedFlushes(planned.transaction, this.#owedFlushes);
+        : withOwedCommits(withOwedFlushes(planned.transaction, this.#owedFlushes), owedCommits);
       const lines = renderedLines(transaction.steps);
       let report: ApplyReport = { processes: 0, bytes: 0 };
       let applyMs = 0;
@@ -303,6 +322,7 @@ export class Agent {
         await this.#neighbours(changes);
       }
       this.#owedFlushes = [];
+      this.#abandoned = undefined;
       // What our objects are now: as the transaction left them, or as read when it wrote nothing.
       this.#known = !dryRun && lines > 0
         ? { ...PLANNERS[config.backend].afterApply(live, desired), ...exactAfter(live, report) }
@@ -360,6 +380,12 @@ export class Agent {
         const failedAt = error instanceof StepError ? error.index : undefined;
         const ranAfter = error instanceof StepError ? error.ranAfter : [];
         this.#owedFlushes = owedFlushes(applying, failedAt, this.#owedFlushes, ranAfter);
+        if (error instanceof TakeoverAbandoned) {
+          this.#abandoned = {
+            vips: error.vips,
+            commits: applying.steps.flatMap((s) => s.op.tool === "conntrackd" ? s.op.commits : []),
+          };
+        }
         // The roles changed before the step that failed: the next pass sees no change to announce.
         if (failedAt !== undefined && rolesChangedBefore(applying, failedAt)) {
           await this.#neighbours(changes);

@@ -154,7 +154,7 @@ export class StepError extends Error {
  * role back (the flush is owed to it as after any failed step).
  */
 export class TakeoverAbandoned extends StepError {
-  constructor(step: Step, index: number, vips: readonly string[]) {
+  constructor(step: Step, index: number, readonly vips: readonly string[]) {
     super(step, index, `${vips.join(", ")} left the interface during the takeover`);
   }
 }

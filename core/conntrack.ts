@@ -258,6 +258,28 @@ export function withOwedFlushes(
   return { steps };
 }
 
+/**
+ * `transaction` with the commits of a takeover that stopped before them (its
+ * VIP left the interface meanwhile, cmd/system.ts `TakeoverAbandoned`) as its
+ * last step, those it does not run already: the VIP is back, the holder role
+ * is in force since then, so this pass sees no role change and would not
+ * commit. Only for a pass that holds the VIPs again (the caller's check).
+ */
+export function withOwedCommits(
+  transaction: Transaction,
+  commits: readonly ConntrackdCommit[],
+): Transaction {
+  const running = transaction.steps.flatMap((s) => s.op.tool === "conntrackd" ? s.op.commits : []);
+  const owed = commits.filter((c) => !running.some((r) => r.config === c.config));
+  if (owed.length === 0) return transaction;
+  return {
+    steps: [...transaction.steps, {
+      purpose: "commit the NAT state replicated from the old holder (owed by a stopped takeover)",
+      op: { tool: "conntrackd", commits: owed },
+    }],
+  };
+}
+
 /** The backend's rule step (iptables-restore or nft -f): the roles change with it; -1: none. */
 function rulesStep(transaction: Transaction): number {
   return transaction.steps.findIndex((s) => s.op.tool === "iptables" || s.op.tool === "nft");

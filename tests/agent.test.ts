@@ -545,6 +545,33 @@ Deno.test("agent: a takeover whose VIP leaves while it applies runs no flush and
   assert.ok(lines.some((l) => l.includes("left the interface")));
 });
 
+Deno.test("agent: a takeover stopped because its VIP left, back by the next pass, flushes and commits then", async () => {
+  const fake = new FakeKernel();
+  const eth0 = fake.interfaces.get("eth0")!;
+  let yielding = false;
+  const exec = fake.exec;
+  fake.exec = (args, options) => {
+    const result = exec(args, options);
+    if (yielding && args[0] === "iptables-restore") eth0.splice(eth0.indexOf("192.0.2.50"), 1);
+    return result;
+  };
+  const { kernel, agent } = syncSetup(() => {}, fake);
+  assert.equal((await agent.pass("start")).ok, true);
+  eth0.push("192.0.2.50");
+  yielding = true;
+  assert.equal((await agent.pass("address change")).ok, false);
+  yielding = false;
+  // keepalived went MASTER, BACKUP, MASTER: the VIP is back before the next pass reads.
+  eth0.push("192.0.2.50");
+  const back = await agent.pass("address change");
+  assert.equal(back.ok, true, back.error);
+  assert.equal(kernel.rules.length, 0, "still the holder");
+  assert.deepEqual(kernel.conntrackRuns, ["-D -f ipv4 --mark 0x5/0xff"], "the owed flush");
+  assert.deepEqual(kernel.conntrackdRuns, ["-C /run/sync.conf -c"], "the owed commit, after it");
+  assert.equal((await agent.pass("resync")).changed, false, "nothing owed any more");
+  assert.deepEqual(kernel.conntrackdRuns, ["-C /run/sync.conf -c"]);
+});
+
 Deno.test("agent: a route step failing before the roles change runs no flush and no commit", async () => {
   const { kernel, agent } = syncSetup(() => {});
   kernel.failNext = "ip";

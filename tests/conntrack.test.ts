@@ -6,6 +6,7 @@ import {
   stillRunAfter,
   takeoverSteps,
   unmappedFlushes,
+  withOwedCommits,
   withOwedFlushes,
 } from "../core/conntrack.ts";
 import { type Snapshot, validateSnapshot } from "../core/snapshot.ts";
@@ -16,7 +17,7 @@ import { FakeKernel } from "./fake_kernel.ts";
 import { desiredState, forwardRule, snatRule } from "../core/desired.ts";
 import { iptablesPlanner } from "../core/datapath_iptables.ts";
 import type { LiveState, Transaction } from "../core/plan.ts";
-import type { ConntrackFlush, Operation } from "../core/operation.ts";
+import type { ConntrackFlush, Operation, Step } from "../core/operation.ts";
 import { appended, raw, snapshot, testConfig } from "./helpers.ts";
 
 const config = testConfig({ markMask: "0xff00" });
@@ -411,4 +412,24 @@ Deno.test("conntrack: a failed pass owes the flushes of the pods its ipset step 
   const tx = { steps: [at("pods", ops.pods), at("flush", flushOp(role, flush))] };
   assert.deepEqual(owedFlushes(tx, 0, []), [], "the set was not written");
   assert.deepEqual(owedFlushes(tx, 1, []), [flush], "mapped, not flushed: owed; no role changed");
+});
+
+Deno.test("conntrack: owed commits go last, once, and only those the pass does not run", () => {
+  const commit = { config: "/run/sync.conf" };
+  const flush: Step = {
+    purpose: "flush",
+    op: {
+      tool: "conntrack",
+      flushes: [{ why: "role", family: "ipv4", mark: 5, mask: 0xff }],
+    },
+  };
+  assert.deepEqual(withOwedCommits({ steps: [flush] }, [commit]).steps.map((s) => s.op), [
+    flush.op,
+    { tool: "conntrackd", commits: [commit] },
+  ]);
+  const tx = {
+    steps: [flush, { purpose: "commit", op: { tool: "conntrackd" as const, commits: [commit] } }],
+  };
+  assert.equal(withOwedCommits(tx, [commit]), tx, "already committed by this pass");
+  assert.equal(withOwedCommits(tx, []), tx);
 });
