@@ -10,6 +10,8 @@
  * defenders can never storm the LAN: the last word after a burst is ours,
  * since a defence held back by the bound is sent when the bound allows.
  */
+import type { NftOperation } from "../core/operation.ts";
+import { render } from "../core/render.ts";
 import { systemExec, which } from "./exec.ts";
 import {
   deleteGuard,
@@ -86,12 +88,17 @@ export async function readGuard(): Promise<LiveGuard | undefined> {
   return parseGuard(r.stdout);
 }
 
+/** The `nft -f` input of the guard's operations. */
+function payload(op: NftOperation): string {
+  return render(op).lines.join("\n") + "\n";
+}
+
 /** Removes the guard table if it is there (`delete`). */
 export async function deleteGuardTable(): Promise<boolean> {
   if (which("nft") === undefined) return false;
   const live = await readGuard().catch(() => undefined);
   if (!live) return false;
-  const r = await run(["nft", "-f", "-"], deleteGuard().join("\n") + "\n");
+  const r = await run(["nft", "-f", "-"], payload(deleteGuard()));
   if (r.code !== 0) throw new Error(`nft: removing the guard table failed: ${r.stderr.trim()}`);
   return true;
 }
@@ -260,9 +267,9 @@ export class Guard {
         vrrp: this.#options.vrrp,
       });
       this.#intent = intent;
-      const lines = planGuard(intent, live);
-      if (lines.length > 0) {
-        const r = await run(["nft", "-f", "-"], lines.join("\n") + "\n");
+      const op = planGuard(intent, live);
+      if (op.ops.length > 0) {
+        const r = await run(["nft", "-f", "-"], payload(op));
         if (r.code !== 0) throw new Error(`nft -f (guard table) failed: ${r.stderr.trim()}`);
         this.#options.log.info("guard table written", {
           guarded: intent.guarded.length,
@@ -309,8 +316,8 @@ export class Guard {
       vrrp: this.#options.vrrp,
     });
     this.#intent = intent;
-    const lines = planGuard(intent, await readGuard());
-    if (lines.length > 0) await run(["nft", "-f", "-"], lines.join("\n") + "\n");
+    const op = planGuard(intent, await readGuard());
+    if (op.ops.length > 0) await run(["nft", "-f", "-"], payload(op));
   }
 
   /** Removes the table (`delete`); true when there was one. */

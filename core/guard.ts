@@ -19,10 +19,13 @@
  * Whatever claims, adverts or next hops were refused stay in dynamic sets for
  * an hour with their packet counts: the agent reads them for metrics,
  * alerts, Events and the holder's defence (cmd/guard.ts), `doctor` for its
- * report. Pure: rendering, parsing and comparing; no I/O.
+ * report. Pure: typed nft operations (rendered in core/render.ts), parsing
+ * and comparing; no I/O.
  */
 import { compareIPv4 } from "./ip.ts";
 import { hex } from "./marks.ts";
+import type { NftOp } from "./nftables.ts";
+import type { NftOperation } from "./operation.ts";
 
 /** The table's family and name: `nft list table netdev kube-egress-guard`. */
 export const GUARD_FAMILY = "netdev";
@@ -157,10 +160,6 @@ function setName(key: ContentSet): string {
   return key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
 }
 
-function typeLine(type: string): string {
-  return type.startsWith("typeof ") ? type : `type ${type}`;
-}
-
 function elementsOf(intent: GuardIntent, key: ContentSet): string[] {
   const values = intent[key] as readonly (string | number)[];
   return values.map((v) => (typeof v === "number" && key === "marks" ? hex(v) : String(v)));
@@ -222,13 +221,13 @@ export interface SeenNextHop {
 }
 
 /**
- * The `nft -f` payload that makes the table match the intent; empty when it
- * already does. Creating is idempotent (`add`), contents are flushed and
- * written again in the same transaction: all or nothing, and the counters and
- * the refused lists survive.
+ * The `nft -f` transaction that makes the table match the intent; no
+ * operations when it already does. Creating is idempotent (`add`), contents
+ * are flushed and written again in the same transaction: all or nothing, and
+ * the counters and the refused lists survive.
  */
-export function planGuard(intent: GuardIntent, live: LiveGuard | undefined): string[] {
-  if (guardIsEmpty(intent)) return live ? deleteGuard() : [];
+export function planGuard(intent: GuardIntent, live: LiveGuard | undefined): NftOperation {
+  if (guardIsEmpty(intent)) return live ? deleteGuard() : guardOperation([]);
   const rules = guardRules(intent);
   const sameSets = live !== undefined && (Object.keys(CONTENT_SETS) as ContentSet[]).every((k) => {
     const want = elementsOf(intent, k);
@@ -242,52 +241,71 @@ export function planGuard(intent: GuardIntent, live: LiveGuard | undefined): str
     live.chains.egress?.rules === rules.egress.length &&
     live.sets["own_mac"]?.[0] === intent.ownMac &&
     live.sets["iface"]?.[0] === intent.iface;
-  if (sameSets && sameChains) return [];
-  const t = `${GUARD_FAMILY} ${GUARD_TABLE}`;
-  const lines: string[] = [`add table ${t}`];
+  if (sameSets && sameChains) return guardOperation([]);
+  const ops: NftOp[] = [{ op: "add table" }];
   // Chains bound to another device (another --interface) are replaced.
   if (live !== undefined && live.sets["iface"]?.[0] !== intent.iface) {
-    for (const c of ["ingress", "egress"]) if (live.chains[c]) lines.push(`delete chain ${t} ${c}`);
-  }
-  for (const c of GUARD_COUNTERS) lines.push(`add counter ${t} ${c}`);
-  for (const key of Object.keys(CONTENT_SETS) as ContentSet[]) {
-    lines.push(`add set ${t} ${setName(key)} { ${typeLine(CONTENT_SETS[key])}; }`);
-  }
-  // The own MAC as a one-element set, so that a changed MAC is seen by comparing sets.
-  lines.push(`add set ${t} own_mac { type ether_addr; }`, `add set ${t} iface { type ifname; }`);
-  for (const [name, type] of Object.entries(SEEN_SETS)) {
-    lines.push(
-      `add set ${t} ${name} { ${typeLine(type)}; size ${GUARD_SEEN_SIZE}; ` +
-        `flags dynamic,timeout; timeout ${GUARD_SEEN_TIMEOUT_S}s; counter; }`,
-    );
-  }
-  lines.push(
-    `add chain ${t} ingress { type filter hook ingress device "${intent.iface}" priority -500; policy accept; }`,
-    `add chain ${t} egress { type filter hook egress device "${intent.iface}" priority 500; policy accept; }`,
-    `flush chain ${t} ingress`,
-    `flush chain ${t} egress`,
-  );
-  for (const key of Object.keys(CONTENT_SETS) as ContentSet[]) {
-    lines.push(`flush set ${t} ${setName(key)}`);
-    const elements = elementsOf(intent, key);
-    if (elements.length > 0) {
-      lines.push(`add element ${t} ${setName(key)} { ${elements.join(", ")} }`);
+    for (const chain of ["ingress", "egress"]) {
+      if (live.chains[chain]) ops.push({ op: "delete chain", chain });
     }
   }
-  lines.push(
-    `flush set ${t} own_mac`,
-    `add element ${t} own_mac { ${intent.ownMac} }`,
-    `flush set ${t} iface`,
-    `add element ${t} iface { "${intent.iface}" }`,
+  for (const counter of GUARD_COUNTERS) ops.push({ op: "add counter", counter });
+  for (const key of Object.keys(CONTENT_SETS) as ContentSet[]) {
+    ops.push({ op: "add set", set: { name: setName(key), type: CONTENT_SETS[key] } });
+  }
+  // The own MAC as a one-element set, so that a changed MAC is seen by comparing sets.
+  ops.push(
+    { op: "add set", set: { name: "own_mac", type: "ether_addr" } },
+    { op: "add set", set: { name: "iface", type: "ifname" } },
   );
-  for (const rule of rules.ingress) lines.push(`add rule ${t} ingress ${rule}`);
-  for (const rule of rules.egress) lines.push(`add rule ${t} egress ${rule}`);
-  return lines;
+  for (const [name, type] of Object.entries(SEEN_SETS)) {
+    ops.push({
+      op: "add set",
+      set: { name, type, size: GUARD_SEEN_SIZE, timeout: GUARD_SEEN_TIMEOUT_S, counter: true },
+    });
+  }
+  const device = intent.iface;
+  ops.push(
+    {
+      op: "add chain",
+      chain: "ingress",
+      hook: { ...HOOK, hook: "ingress", device, priority: "-500" },
+    },
+    {
+      op: "add chain",
+      chain: "egress",
+      hook: { ...HOOK, hook: "egress", device, priority: "500" },
+    },
+    { op: "flush chain", chain: "ingress" },
+    { op: "flush chain", chain: "egress" },
+  );
+  const fill = (set: string, keys: readonly string[]) => {
+    ops.push(
+      { op: "flush set", set },
+      ...keys.map((key): NftOp => ({ op: "add element", set, key })),
+    );
+  };
+  for (const key of Object.keys(CONTENT_SETS) as ContentSet[]) {
+    fill(setName(key), elementsOf(intent, key));
+  }
+  fill("own_mac", [intent.ownMac]);
+  fill("iface", [`"${intent.iface}"`]);
+  for (const chain of ["ingress", "egress"] as const) {
+    for (const rule of rules[chain]) ops.push({ op: "add rule", chain, rule, unhashed: true });
+  }
+  return guardOperation(ops);
+}
+
+const HOOK = { type: "filter" } as const;
+
+/** Operations on the guard table (rendered by core/render.ts). */
+function guardOperation(ops: NftOp[]): NftOperation {
+  return { tool: "nft", table: { family: GUARD_FAMILY, name: GUARD_TABLE }, ops };
 }
 
 /** Removes the table with everything in it. */
-export function deleteGuard(): string[] {
-  return [`delete table ${GUARD_FAMILY} ${GUARD_TABLE}`];
+export function deleteGuard(): NftOperation {
+  return guardOperation([{ op: "delete table" }]);
 }
 
 /** Marks print as 0x00000007 in listings and 0x7 in our payload: compare them as numbers. */

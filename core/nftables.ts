@@ -128,16 +128,25 @@ export const NO_NFTABLES: LiveNftables = {
 /** A set or map of ours, as declared. */
 export interface NftSetDecl {
   readonly name: string;
+  /** The key's type ("ipv4_addr"), or `typeof <expression>`. */
   readonly type: string;
   /** Maps: the data type ("verdict"). */
   readonly map?: string;
   readonly interval?: boolean;
+  /** At most this many elements. */
+  readonly size?: number;
+  /** Filled by the datapath (`update @set`), each element dropped after this many seconds. */
+  readonly timeout?: number;
+  /** Each element counts its packets. */
+  readonly counter?: boolean;
 }
 
 /** A base chain's hook. */
 export interface NftHook {
   readonly type: "filter" | "nat";
-  readonly hook: "prerouting" | "postrouting";
+  readonly hook: "prerouting" | "postrouting" | "ingress" | "egress";
+  /** netdev hooks: the device the chain is bound to. */
+  readonly device?: string;
   readonly priority: string;
 }
 
@@ -153,11 +162,19 @@ export type NftOp =
     readonly table?: { readonly family: "ip" | "ip6"; readonly name: string };
   }
   | { readonly op: "add set"; readonly set: NftSetDecl }
+  | { readonly op: "flush set"; readonly set: string }
+  | { readonly op: "add counter"; readonly counter: string }
   | { readonly op: "delete set"; readonly set: string }
   | { readonly op: "add chain"; readonly chain: string; readonly hook?: NftHook }
   | { readonly op: "flush chain"; readonly chain: string }
   | { readonly op: "delete chain"; readonly chain: string }
-  | { readonly op: "add rule"; readonly chain: string; readonly rule: string }
+  | {
+    readonly op: "add rule";
+    readonly chain: string;
+    readonly rule: string;
+    /** Written without our hash comment (a table whose rules are compared by count: the guard's). */
+    readonly unhashed?: boolean;
+  }
   | {
     readonly op: "add element" | "delete element";
     readonly set: string;
@@ -508,8 +525,11 @@ export function removeNftables(live: LiveNftables): NftOp[] {
  * element operations on one set are written as one line (10,000 pods: one
  * `add element` of 10,000 elements, which nft parses far faster than lines).
  */
-export function renderNft(ops: readonly NftOp[]): string[] {
-  const t = `${NFT_FAMILY} ${NFT_TABLE}`;
+export function renderNft(
+  ops: readonly NftOp[],
+  /** The table, "family name": ours unless given (the guard's). */
+  t = `${NFT_FAMILY} ${NFT_TABLE}`,
+): string[] {
   const lines: string[] = [];
   let batch: { head: string; elements: string[] } | undefined;
   const flush = () => {
@@ -543,24 +563,40 @@ function renderOne(t: string, o: Exclude<NftOp, { op: "add element" | "delete el
       case "delete table":
         return `delete table ${o.table ? `${o.table.family} ${o.table.name}` : t}`;
       case "add set": {
-        const kind = o.set.map ? "map" : "set";
-        const type = o.set.map ? `${o.set.type} : ${o.set.map}` : o.set.type;
-        return `add ${kind} ${t} ${o.set.name} { type ${type};${
-          o.set.interval ? " flags interval;" : ""
-        } }`;
+        const set = o.set;
+        const kind = set.map ? "map" : "set";
+        const type = set.map ? `${set.type} : ${set.map}` : set.type;
+        const options = [
+          type.startsWith("typeof ") ? type : `type ${type}`,
+          ...(set.interval ? ["flags interval"] : []),
+          ...(set.size !== undefined ? [`size ${set.size}`] : []),
+          ...(set.timeout !== undefined
+            ? ["flags dynamic,timeout", `timeout ${set.timeout}s`]
+            : []),
+          ...(set.counter ? ["counter"] : []),
+        ];
+        return `add ${kind} ${t} ${set.name} { ${options.join("; ")}; }`;
       }
+      case "flush set":
+        return `flush set ${t} ${o.set}`;
+      case "add counter":
+        return `add counter ${t} ${o.counter}`;
       case "delete set":
         return `delete set ${t} ${o.set}`;
       case "add chain":
         return o.hook
-          ? `add chain ${t} ${o.chain} { type ${o.hook.type} hook ${o.hook.hook} priority ${o.hook.priority}; policy accept; }`
+          ? `add chain ${t} ${o.chain} { type ${o.hook.type} hook ${o.hook.hook}${
+            o.hook.device === undefined ? "" : ` device "${o.hook.device}"`
+          } priority ${o.hook.priority}; policy accept; }`
           : `add chain ${t} ${o.chain}`;
       case "flush chain":
         return `flush chain ${t} ${o.chain}`;
       case "delete chain":
         return `delete chain ${t} ${o.chain}`;
       case "add rule":
-        return `add rule ${t} ${o.chain} ${o.rule} comment "${ruleHash(o.rule)}"`;
+        return o.unhashed
+          ? `add rule ${t} ${o.chain} ${o.rule}`
+          : `add rule ${t} ${o.chain} ${o.rule} comment "${ruleHash(o.rule)}"`;
     }
   }
 }

@@ -147,6 +147,8 @@ export type ChainChange =
 /** One `nft -f` transaction (core/nftables.ts). */
 export interface NftOperation {
   readonly tool: "nft";
+  /** The table the operations name: ours (`inet kube-egress`) unless given (the guard's). */
+  readonly table?: { readonly family: string; readonly name: string };
   readonly ops: readonly NftOp[];
 }
 

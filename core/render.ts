@@ -74,7 +74,11 @@ export function render(op: Operation): Rendered {
       };
     }
     case "nft":
-      return { shown: "nft -f -", command: ["nft", "-f", "-"], lines: renderNft(op.ops) };
+      return {
+        shown: "nft -f -",
+        command: ["nft", "-f", "-"],
+        lines: renderNft(op.ops, op.table && `${op.table.family} ${op.table.name}`),
+      };
   }
 }
 

@@ -47,7 +47,7 @@ Deno.test("guard: external placement filters no adverts", () => {
 
 Deno.test("guard: no VIP, no table; a table left over is removed", () => {
   const intent = guardIntent({ ...input, vips: [] });
-  assert.deepEqual(planGuard(intent, undefined), []);
+  assert.deepEqual(planGuard(intent, undefined).ops, []);
   const live: LiveGuard = {
     sets: {},
     chains: {},
@@ -56,7 +56,11 @@ Deno.test("guard: no VIP, no table; a table left over is removed", () => {
     adverts: [],
     nextHops: [],
   };
-  assert.deepEqual(planGuard(intent, live), ["delete table netdev kube-egress-guard"]);
+  assert.deepEqual(planGuard(intent, live), {
+    tool: "nft",
+    table: { family: "netdev", name: "kube-egress-guard" },
+    ops: [{ op: "delete table" }],
+  });
 });
 
 /** What `nft -j list table` says after our payload (nft 1.0.6), trimmed to what we read. */
@@ -101,18 +105,30 @@ function listing(extra: Record<string, unknown>[] = []): string {
 
 Deno.test("guard: an unchanged table gets an empty payload; a new node MAC rewrites the sets only", () => {
   const live = parseGuard(listing())!;
-  assert.deepEqual(planGuard(guardIntent(input), live), []);
+  assert.deepEqual(planGuard(guardIntent(input), live).ops, []);
   const more = new Map([...input.macs, ["192.0.2.13", "02:00:00:00:00:0d"]]);
-  const lines = planGuard(guardIntent({ ...input, macs: more }), live);
-  assert.ok(lines.includes(
-    "add element netdev kube-egress-guard next_hops { 0x5 . 02:00:00:00:00:0b, 0x5 . 02:00:00:00:00:0c, 0x5 . 02:00:00:00:00:0d }",
-  ));
+  const { ops } = planGuard(guardIntent({ ...input, macs: more }), live);
+  assert.deepEqual(
+    ops.flatMap((o) => o.op === "add element" && o.set === "next_hops" ? [o.key] : []),
+    ["0x5 . 02:00:00:00:00:0b", "0x5 . 02:00:00:00:00:0c", "0x5 . 02:00:00:00:00:0d"],
+  );
   // Counters and the refused lists survive: never deleted, never flushed.
-  assert.ok(!lines.some((l) => /delete|flush set \S+ \S+ seen_|flush counter/.test(l)));
+  assert.deepEqual(ops.filter((o) => o.op.startsWith("delete")), []);
+  assert.deepEqual(
+    ops.filter((o) => o.op === "flush set" && o.set.startsWith("seen_")),
+    [],
+  );
   // Another interface: the chains are bound again.
-  const moved = planGuard(guardIntent({ ...input, iface: "eth1" }), live);
-  assert.ok(moved.includes("delete chain netdev kube-egress-guard ingress"));
-  assert.ok(moved.some((l) => l.includes('hook ingress device "eth1"')));
+  const moved = planGuard(guardIntent({ ...input, iface: "eth1" }), live).ops;
+  assert.deepEqual(moved.filter((o) => o.op === "delete chain"), [
+    { op: "delete chain", chain: "ingress" },
+    { op: "delete chain", chain: "egress" },
+  ]);
+  assert.deepEqual(moved.find((o) => o.op === "add chain" && o.chain === "ingress"), {
+    op: "add chain",
+    chain: "ingress",
+    hook: { type: "filter", hook: "ingress", device: "eth1", priority: "-500" },
+  });
 });
 
 Deno.test("guard: parseGuard reads counters and what was refused, with packets", () => {

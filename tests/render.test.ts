@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import { conntrackArgs, conntrackdArgs, render } from "../core/render.ts";
+import { deleteGuard, planGuard } from "../core/guard.ts";
+import { guardRenderScenarios } from "./guard_render_scenarios.ts";
 import { planRenderScenarios } from "./plan_render_scenarios.ts";
 
 const FIXTURES = new URL("./fixtures/plan_render/", import.meta.url);
@@ -10,6 +12,19 @@ Deno.test("render: plan output of typed operations is byte for byte what the tex
   assert.deepEqual(Object.keys(out).sort(), names);
   for (const name of names) {
     assert.equal(out[name], Deno.readTextFileSync(new URL(`${name}.txt`, FIXTURES)), name);
+  }
+});
+
+Deno.test("render: the guard table's nft payloads are byte for byte what planGuard wrote as text", () => {
+  const dir = new URL("./fixtures/guard_render/", import.meta.url);
+  const out = guardRenderScenarios(
+    (intent, live) => [...render(planGuard(intent, live)).lines],
+    () => [...render(deleteGuard()).lines],
+  );
+  const names = [...Deno.readDirSync(dir)].map((e) => e.name.replace(/\.txt$/, "")).sort();
+  assert.deepEqual(Object.keys(out).sort(), names);
+  for (const name of names) {
+    assert.equal(out[name], Deno.readTextFileSync(new URL(`${name}.txt`, dir)), name);
   }
 });
 
