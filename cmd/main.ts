@@ -11,7 +11,7 @@ import { formatProblem, type RawSnapshot, validateSnapshot } from "../core/snaps
 import { Agent, type AgentObserver, type AgentSettings, runLoop } from "./agent.ts";
 import { NeighbourAnnouncer } from "./announce.ts";
 import type { PassGuard } from "./agent.ts";
-import { deleteGuardTable, Guard } from "./guard.ts";
+import type { Guard } from "./guard.ts";
 import { fileInputs, type Inputs, openInputs } from "./inputs.ts";
 import { createLogger, fatalLine, type LogFormat, logFormatFromArgs, type Logger } from "./log.ts";
 import {
@@ -33,6 +33,7 @@ import { type KeepalivedSettings, vrrpInstances } from "../core/keepalived.ts";
 import { errorMessage } from "../core/errors.ts";
 import { busyMessage, lockStateDir, StateDirBusyError, stateDirOwner } from "./state_lock.ts";
 import { egressShCommandLine, EgressShUsageError } from "./egress_sh.ts";
+import { tuneMallocForAgent } from "./malloc.ts";
 
 /** Resync interval of `run --source kubernetes` when -u is not given (changes arrive by watch). */
 const KUBERNETES_RESYNC_SECONDS = 60;
@@ -120,7 +121,8 @@ function newNeighbours(
 /** Agents that do not guard (one-shot runs, `delete`) still remove a guard table a running agent left. */
 const REMOVE_GUARD_ONLY: PassGuard = {
   update: () => Promise.resolve(),
-  delete: () => deleteGuardTable(),
+  // Loaded only here and by running agents: the guard and its probes are not a one-shot run's.
+  delete: async () => (await import("./guard.ts")).deleteGuardTable(),
 };
 
 /**
@@ -128,13 +130,14 @@ const REMOVE_GUARD_ONLY: PassGuard = {
  * run. The files source knows no Nodes: `--node-addresses`, else the unicast
  * peers, are every VIP's nodes; without either the guard only watches.
  */
-function newGuard(
+async function newGuard(
   settings: CommonSettings,
   log: Logger,
   dryRun: boolean,
   observers: readonly AgentObserver[],
-): Guard | undefined {
+): Promise<Guard | undefined> {
   if (settings.guard === "off" || dryRun) return undefined;
+  const { Guard } = await import("./guard.ts");
   const { unicastPeers } = settings.placement;
   const nodes = settings.nodeAddresses.length > 0
     ? settings.nodeAddresses
@@ -266,6 +269,7 @@ export async function controllerCommand(options: Record<string, unknown>): Promi
     : undefined;
   if (!format) throw new Exit(2, 'invalid flags: --log-format must be "text" or "json"');
   const log = createLogger(format);
+  tuneMallocForAgent();
   const { startController } = await import("./controller.ts");
   const running = await startController({
     kubeconfig: options.kubeconfig as string | undefined,
@@ -332,6 +336,8 @@ export async function runCommand(options: Record<string, unknown>, host: Host): 
     await neighbours?.settled();
     return result.ok ? 0 : 1;
   }
+  // From here on the process stays: glibc gives memory back (cmd/malloc.ts; a one-shot never pays).
+  tuneMallocForAgent();
   // A dry run writes nothing there; a running agent owns its state directory.
   const lock = dryRun ? undefined : await lockStateDir(settings.placement.stateDir, {
     node: settings.placement.nodeName,
@@ -382,7 +388,7 @@ async function runAgent(
   const neighbours = newNeighbours(settings, log, dryRun);
   const sync = dryRun ? undefined : await newConntrackSync(settings, log);
   const allObservers = [...inputs.observers, ...observers];
-  const guard = newGuard(settings, log, dryRun, allObservers)?.start();
+  const guard = (await newGuard(settings, log, dryRun, allObservers))?.start();
   const agent = newAgent(
     agentHost,
     log,

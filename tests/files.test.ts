@@ -42,6 +42,26 @@ Deno.test("files: oversized files and directories are reported per entry, not fa
   await Deno.remove(dir, { recursive: true });
 });
 
+Deno.test("files: an entry's path is the directory joined with its name, however the directory is written", async () => {
+  const root = await Deno.makeTempDir();
+  await Deno.mkdir(join(root, "pods"));
+  await Deno.writeTextFile(join(root, "pods", "10.244.1.5"), "192.0.2.50");
+  const cwd = Deno.cwd();
+  Deno.chdir(root);
+  try {
+    for (
+      const dir of [`${root}/pods`, `${root}//pods/`, `${root}/./pods/../pods`, "pods", "./pods/"]
+    ) {
+      assert.deepEqual(readMappingDir(dir).map((e) => e.path), [join(dir, "10.244.1.5")], dir);
+    }
+    Deno.chdir(join(root, "pods"));
+    assert.deepEqual(readMappingDir(".").map((e) => e.path), ["10.244.1.5"]);
+  } finally {
+    Deno.chdir(cwd);
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
 Deno.test("files: a missing directory is an error naming it", () => {
   assert.throws(
     () => readMappingDir("/nonexistent/kube-egress/pods"),
