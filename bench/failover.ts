@@ -426,7 +426,7 @@ export async function benchFailover(options: FailoverOptions): Promise<FailoverF
           for (const agent of agents) {
             const near = agent.lines.filter((l) => {
               const t = logLineTime(l);
-              return t !== undefined && t >= result.faultAt - 200 && t <= result.faultAt + 2000;
+              return t !== undefined && t >= result.faultAt - 200 && t <= result.faultAt + 6000;
             });
             const role = agent === newAgent ? "" : agent.node === holder ? "-old" : "-other";
             await Deno.writeTextFile(
