@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { Agent, runLoop } from "../cmd/agent.ts";
 import { createLogger } from "../cmd/log.ts";
 import type { RawSnapshot } from "../core/snapshot.ts";
-import { FakeKernel } from "./fake_kernel.ts";
+import { type FakeConnection, FakeKernel } from "./fake_kernel.ts";
 import { raw, testConfig } from "./helpers.ts";
 
 function setup(inputs: () => RawSnapshot | Promise<RawSnapshot>, dryRun = false) {
@@ -83,16 +83,33 @@ Deno.test("agent: a VIP transition is logged once with old and new role; unchang
 Deno.test("agent: a conntrack flush that failed after the role changed is retried by the next pass", async () => {
   const { agent, kernel } = setup(() => GOOD);
   await agent.pass("start");
+  // The pod's connection forwarded un-NATed to the holder, and one not ours.
+  const forwarded: FakeConnection = { family: "ipv4", src: "10.244.1.5", mark: 5 };
+  const other: FakeConnection = {
+    family: "ipv4",
+    src: "10.244.9.9",
+    mark: 0,
+    srcNat: "192.0.2.11",
+  };
+  kernel.connections = [forwarded, other];
   kernel.interfaces.get("eth0")!.push("192.0.2.50");
   kernel.failNext = "conntrack";
   const failed = await agent.pass("address change");
   assert.equal(failed.ok, false);
   assert.equal(failed.errorKind, "apply_conntrack");
-  assert.deepEqual(kernel.conntrackRuns, [], "the roles changed, the flush did not run");
+  assert.deepEqual(
+    kernel.connections,
+    [forwarded, other],
+    "the roles changed, the flush did not run",
+  );
   const retry = await agent.pass("resync");
   assert.equal(retry.ok, true);
-  assert.deepEqual(kernel.conntrackRuns, ["-D -f ipv4 --mark 0x5/0xff"]);
+  assert.deepEqual(kernel.connections, [other], "the owed flush ran");
+  // A connection of the new role: the next pass owes nothing and keeps it.
+  const snat: FakeConnection = { family: "ipv4", src: "10.244.1.5", mark: 5, srcNat: "192.0.2.50" };
+  kernel.connections.push(snat);
   assert.equal((await agent.pass("resync")).changed, false, "owed once, then nothing");
+  assert.deepEqual(kernel.connections, [other, snat]);
 });
 
 Deno.test("agent: unreadable inputs fail the pass and keep the applied state; the error is logged once", async () => {
