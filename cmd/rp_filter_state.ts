@@ -10,10 +10,13 @@ import { writeAtomically } from "./state_file.ts";
 
 const FILE = "rp_filter.json";
 
-const Originals = z.record(
-  z.string().regex(/^net\.ipv4\.conf\..+\.rp_filter$/),
-  z.int().min(0).max(2),
-);
+/** Built when first needed: a pass that writes nothing (a one-shot run in sync) never reads the file. */
+let originals: z.ZodType<Record<string, number>> | undefined;
+const Originals = () =>
+  originals ??= z.record(
+    z.string().regex(/^net\.ipv4\.conf\..+\.rp_filter$/),
+    z.int().min(0).max(2),
+  );
 
 /** The remembered originals; none when the file is absent. Throws, naming the file, when it is not valid. */
 export async function readRpFilterOriginals(stateDir: string): Promise<Record<string, number>> {
@@ -31,7 +34,7 @@ export async function readRpFilterOriginals(stateDir: string): Promise<Record<st
   } catch {
     throw new Error(`${path}: not JSON`);
   }
-  const parsed = Originals.safeParse(json);
+  const parsed = Originals().safeParse(json);
   if (!parsed.success) {
     throw new Error(`${path}: ${parsed.error.issues.map((i) => i.message).join("; ")}`);
   }
