@@ -61,7 +61,7 @@ interface Section {
 
 /** How the one-shot figures were taken (bench/apply.ts benchOneShot). */
 const ONE_SHOT_NOTES = [
-  `Each run, as the image's ENTRYPOINT starts it (no GLIBC_TUNABLES: an agent that keeps running sets malloc's itself, cmd/malloc.ts): ip netns exec <ns with eth0 192.0.2.11/24> deno run -A --cached-only --v8-flags=${AGENT_RUNTIME.DENO_V8_FLAGS} mod.ts run -i eth0 -p 10.0.0.0/8 -s 172.16.0.0/12 -v <pods> -r <vips> --state-dir <dir> --backend <backend> (1,000 pod files, 16 VIP files), from exec to exit; per round first (no objects of ours), unchanged (in sync), then delete (not timed).`,
+  `Each run, as the image's ENTRYPOINT starts it (no GLIBC_TUNABLES: an agent that keeps running sets malloc's itself, cmd/malloc.ts): ip netns exec <ns with eth0 192.0.2.11/24> deno run -A --cached-only --v8-flags=${AGENT_RUNTIME.DENO_V8_FLAGS} mod.ts run -i eth0 -p 10.0.0.0/8 -s 172.16.0.0/12 -v <pods> -r <vips> --state-dir <dir> --backend <backend> (1,000 pod files, 16 VIP files), from exec to exit; one run and delete first (not timed: V8's code cache is written then, as on a node that ran it before); per round first (no objects of ours), unchanged (in sync), then delete (not timed).`,
 ];
 
 const sections: Record<string, Section> = {
