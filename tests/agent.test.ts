@@ -529,28 +529,36 @@ Deno.test("agent: a takeover whose route step fails still flushes and commits, a
   assert.deepEqual(kernel.conntrackdRuns, ["-C /run/sync.conf -c"]);
 });
 
-Deno.test("agent: a takeover whose VIP leaves while it applies runs no flush and no commit; the next pass gives the role back", async () => {
+/**
+ * A fake kernel where, while `yielding.on`, keepalived takes 192.0.2.50 off
+ * eth0 right after our rule step (a peer won the same election).
+ */
+function yieldingKernel() {
   const fake = new FakeKernel();
   const eth0 = fake.interfaces.get("eth0")!;
-  let yielding = false;
-  // keepalived takes the VIP back right after our rule step (a peer won the same election).
+  const yielding = { on: false };
   const exec = fake.exec;
   fake.exec = (args, options) => {
     const result = exec(args, options);
-    if (yielding && args[0] === "iptables-restore") eth0.splice(eth0.indexOf("192.0.2.50"), 1);
+    if (yielding.on && args[0] === "iptables-restore") eth0.splice(eth0.indexOf("192.0.2.50"), 1);
     return result;
   };
+  return { fake, eth0, yielding };
+}
+
+Deno.test("agent: a takeover whose VIP leaves while it applies runs no flush and no commit; the next pass gives the role back", async () => {
+  const { fake, eth0, yielding } = yieldingKernel();
   const { kernel, agent, lines } = syncSetup(() => {}, fake);
   assert.equal((await agent.pass("start")).ok, true);
   eth0.push("192.0.2.50");
-  yielding = true;
+  yielding.on = true;
   const abandoned = await agent.pass("address change");
   assert.equal(abandoned.ok, false);
   assert.match(abandoned.error ?? "", /192\.0\.2\.50 left the interface during the takeover/);
   assert.deepEqual(kernel.conntrackdRuns, [], "the peers' NAT state is not loaded here");
   assert.deepEqual(kernel.conntrackRuns, [], "this node's forwarded connections are kept");
   assert.equal(kernel.rules.length, 0, "the holder role was applied");
-  yielding = false;
+  yielding.on = false;
   const back = await agent.pass("address change");
   assert.equal(back.ok, true, back.error);
   assert.equal(kernel.rules.length, 1, "the forwarding rule is back");
@@ -563,21 +571,13 @@ Deno.test("agent: a takeover whose VIP leaves while it applies runs no flush and
 });
 
 Deno.test("agent: a takeover stopped because its VIP left, back by the next pass, flushes and commits then", async () => {
-  const fake = new FakeKernel();
-  const eth0 = fake.interfaces.get("eth0")!;
-  let yielding = false;
-  const exec = fake.exec;
-  fake.exec = (args, options) => {
-    const result = exec(args, options);
-    if (yielding && args[0] === "iptables-restore") eth0.splice(eth0.indexOf("192.0.2.50"), 1);
-    return result;
-  };
+  const { fake, eth0, yielding } = yieldingKernel();
   const { kernel, agent } = syncSetup(() => {}, fake);
   assert.equal((await agent.pass("start")).ok, true);
   eth0.push("192.0.2.50");
-  yielding = true;
+  yielding.on = true;
   assert.equal((await agent.pass("address change")).ok, false);
-  yielding = false;
+  yielding.on = false;
   // keepalived went MASTER, BACKUP, MASTER: the VIP is back before the next pass reads.
   eth0.push("192.0.2.50");
   const back = await agent.pass("address change");

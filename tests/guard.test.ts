@@ -1,26 +1,7 @@
 /** core/guard.ts: what the guard table holds, its payload, its reading and the alerts. */
 import assert from "node:assert/strict";
-import {
-  guardAlerts,
-  type GuardInput,
-  guardIntent,
-  type LiveGuard,
-  parseGuard,
-  planGuard,
-} from "../core/guard.ts";
-
-const OWN = "02:00:00:00:00:0b";
-const input: GuardInput = {
-  iface: "eth0",
-  ownMac: OWN.toUpperCase(),
-  mask: 0xff,
-  vrrp: true,
-  vips: [
-    { ip: "192.0.2.50", vrid: 5, mark: 5, nodes: ["192.0.2.11", "192.0.2.12", "192.0.2.13"] },
-    { ip: "192.0.2.51", vrid: 6, mark: 6 },
-  ],
-  macs: new Map([["192.0.2.11", OWN], ["192.0.2.12", "02:00:00:00:00:0c"]]),
-};
+import { guardAlerts, guardIntent, type LiveGuard, parseGuard, planGuard } from "../core/guard.ts";
+import { input, OWN } from "./guard_render_scenarios.ts";
 
 Deno.test("guard: a VIP with nodes is guarded; only its nodes' MACs may claim it or carry its traffic", () => {
   const intent = guardIntent(input);

@@ -6,8 +6,9 @@
  */
 import { type GuardInput, guardIntent, type LiveGuard } from "../core/guard.ts";
 
-const OWN = "02:00:00:00:00:0b";
-const input: GuardInput = {
+/** The node's own MAC and the guard input every guard test starts from. */
+export const OWN = "02:00:00:00:00:0b";
+export const input: GuardInput = {
   iface: "eth0",
   ownMac: OWN.toUpperCase(),
   mask: 0xff,
