@@ -15,7 +15,6 @@ import { z } from "zod";
 import { joinPath } from "./path.ts";
 import {
   instancePeers,
-  isV6,
   type KeepalivedSettings,
   parseStateLine,
   type PlacementStatus,
@@ -420,26 +419,26 @@ export class KeepalivedPlacement implements VipPlacement {
 }
 
 /**
- * The settings with this node's IPv6 addresses on the interface, where an
- * IPv6 instance advertises by unicast and must name its source
- * (`KeepalivedSettings.localAddresses`); as they are otherwise.
+ * The settings with this node's addresses on the interface, where an instance
+ * advertises by unicast: they are left out of its peers, and an IPv6 one names
+ * its source (`KeepalivedSettings.localAddresses`); as they are otherwise.
  */
 export async function withLocalAddresses(
   instances: readonly VrrpInstance[],
   settings: KeepalivedSettings,
 ): Promise<KeepalivedSettings> {
   if (settings.localAddresses) return settings;
-  if (!instances.some((i) => isV6(i.vip) && instancePeers(i, settings).length > 0)) return settings;
-  const r = await systemExec(["ip", "-6", "-json", "addr", "show", "dev", settings.interface], {
+  if (!instances.some((i) => instancePeers(i, settings).length > 0)) return settings;
+  const r = await systemExec(["ip", "-json", "addr", "show", "dev", settings.interface], {
     timeoutMs: 5_000,
   });
   if (r.code !== 0) {
-    throw new Error(`ip -6 addr show dev ${settings.interface}: ${r.stderr.trim()}`);
+    throw new Error(`ip addr show dev ${settings.interface}: ${r.stderr.trim()}`);
   }
   const parsed = z.array(z.object({
     addr_info: z.array(z.object({ local: z.string(), scope: z.string().optional() })).optional(),
   })).safeParse(JSON.parse(r.stdout || "[]"));
-  if (!parsed.success) throw new Error(`ip -6 addr show dev ${settings.interface}: unreadable`);
+  if (!parsed.success) throw new Error(`ip addr show dev ${settings.interface}: unreadable`);
   const localAddresses = parsed.data.flatMap((link) => link.addr_info ?? [])
     .filter((a) => a.scope !== "link").map((a) => a.local);
   return { ...settings, localAddresses };

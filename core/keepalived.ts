@@ -7,6 +7,7 @@
  * VIP holds it, so VIPs spread over the nodes instead of piling up on one.
  */
 import { z } from "zod";
+import { canonicalIp } from "./ip.ts";
 
 /** VRRP timers and placement knobs shared by every instance. */
 export interface VrrpTimers {
@@ -30,10 +31,12 @@ export interface KeepalivedSettings extends VrrpTimers {
   /** Shifts the virtual router ids (see `vrrpRouterId`); 0 by default. */
   readonly vridOffset?: number;
   /**
-   * This node's addresses on the interface. An IPv6 instance over unicast
-   * sends from the one of them that is among its peers (`unicast_src_ip`):
-   * keepalived would send from the link-local address, which its peers do not
-   * list, and they drop the adverts (measured: both nodes then hold the VIP).
+   * This node's addresses on the interface. They are left out of every
+   * `unicast_peer` list (a node that sends to itself sees its own adverts). An
+   * IPv6 instance over unicast sends from the one of them that is among its
+   * peers (`unicast_src_ip`): keepalived would send from the link-local
+   * address, which its peers do not list, and they drop the adverts (measured:
+   * both nodes then hold the VIP).
    */
   readonly localAddresses?: readonly string[];
 }
@@ -270,12 +273,17 @@ export function instancePeers(
 function unicastPeerLines(instance: VrrpInstance, settings: KeepalivedSettings): string[] {
   const peers = instancePeers(instance, settings);
   if (peers.length === 0) return [];
-  const local = new Set(settings.localAddresses ?? []);
-  const source = isV6(instance.vip) ? peers.find((p) => local.has(p)) : undefined;
+  const local = new Set((settings.localAddresses ?? []).map((a) => canonicalIp(a) ?? a));
+  const own = (p: string) => local.has(canonicalIp(p) ?? p);
+  const source = isV6(instance.vip) ? peers.find(own) : undefined;
+  // Not to ourselves: keepalived takes each of its own adverts for a peer's and logs a
+  // warning per advert (100 a second at 0.01 s), work in the middle of a takeover. A list
+  // of ourselves alone stays: an empty one would turn the instance to multicast.
+  const others = peers.filter((p) => !own(p));
   return [
     ...(source ? [`  unicast_src_ip ${source}`] : []),
     "  unicast_peer {",
-    ...peers.map((ip) => `    ${ip}`),
+    ...(others.length > 0 ? others : peers).map((ip) => `    ${ip}`),
     "  }",
   ];
 }

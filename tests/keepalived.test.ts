@@ -227,7 +227,6 @@ Deno.test("keepalived: an IPv6 instance over unicast sends from this node's own 
         "  unicast_src_ip 2001:db8::12",
         "  unicast_peer {",
         "    2001:db8::11",
-        "    2001:db8::12",
         "  }",
       ].join("\n"),
     ),
@@ -239,4 +238,29 @@ Deno.test("keepalived: an IPv6 instance over unicast sends from this node's own 
     { ...settings, localAddresses: ["192.0.2.11"] },
   );
   assert.doesNotMatch(v4, /unicast_src_ip/);
+});
+
+Deno.test("keepalived: a unicast node does not advertise to itself (one warning per own advert otherwise)", () => {
+  const peers = ["192.0.2.11", "192.0.2.12", "192.0.2.13"];
+  const v4 = renderKeepalivedConf(vrrpInstances([{ ip: "192.0.2.50", routeId: 1 }], "node2"), {
+    ...settings,
+    unicastPeers: peers,
+    localAddresses: ["192.0.2.12", "192.0.2.50", "2001:db8::12"],
+  });
+  assert.ok(v4.includes("  unicast_peer {\n    192.0.2.11\n    192.0.2.13\n  }"), v4);
+  // Written differently, the same address.
+  const v6 = renderKeepalivedConf(
+    vrrpInstances(
+      [{ ip: "2001:db8::50", routeId: 7, peers: ["2001:DB8:0::12", "2001:db8::13"] }],
+      "node2",
+    ),
+    { ...settings, localAddresses: ["2001:db8::12"] },
+  );
+  assert.ok(v6.includes("  unicast_peer {\n    2001:db8::13\n  }"), v6);
+  // A list of this node alone stays (an empty one would mean multicast).
+  const alone = renderKeepalivedConf(
+    vrrpInstances([{ ip: "192.0.2.50", routeId: 1, peers: ["192.0.2.12"] }], "node2"),
+    { ...settings, localAddresses: ["192.0.2.12"] },
+  );
+  assert.ok(alone.includes("  unicast_peer {\n    192.0.2.12\n  }"), alone);
 });
