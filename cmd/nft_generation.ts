@@ -10,42 +10,16 @@
  * it is asked over netlink through libc (Deno's FFI); without FFI (no
  * --allow-ffi, no libc) it reads as undefined and every pass lists the table.
  */
+import { netfilterRequest } from "./netlink.ts";
 
 /** The generation now, or undefined when it cannot be read. */
 export type NftGeneration = () => number | undefined;
 
-const AF_NETLINK = 16;
-const SOCK_RAW = 3;
-const SOCK_CLOEXEC = 0o2000000;
-const NETLINK_NETFILTER = 12;
 const NFNL_SUBSYS_NFTABLES = 10;
 const NFT_MSG_NEWGEN = 15;
 const NFT_MSG_GETGEN = 16;
 const NLM_F_REQUEST = 1;
 const NFTA_GEN_ID = 1;
-
-type Libc = Deno.DynamicLibrary<{
-  socket: { parameters: ["i32", "i32", "i32"]; result: "i32" };
-  send: { parameters: ["i32", "buffer", "usize", "i32"]; result: "isize" };
-  recv: { parameters: ["i32", "buffer", "usize", "i32"]; result: "isize" };
-  close: { parameters: ["i32"]; result: "i32" };
-}>;
-
-let libc: Libc | null | undefined;
-
-function openLibc(): Libc | null {
-  try {
-    if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") return null;
-    return Deno.dlopen("libc.so.6", {
-      socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
-      send: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
-      recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
-      close: { parameters: ["i32"], result: "i32" },
-    });
-  } catch {
-    return null;
-  }
-}
 
 /** The NFTA_GEN_ID of a NEWGEN reply, or undefined for anything else (an error reply). */
 export function parseGenReply(reply: Uint8Array): number | undefined {
@@ -67,25 +41,14 @@ export function parseGenReply(reply: Uint8Array): number | undefined {
 
 /** The kernel's generation, asked over netlink. */
 export const kernelNftGeneration: NftGeneration = () => {
-  if (libc === undefined) libc = openLibc();
-  if (libc === null) return undefined;
-  const { socket, send, recv, close } = libc.symbols;
-  const fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
-  if (fd < 0) return undefined;
-  try {
-    const request = new Uint8Array(20);
-    const view = new DataView(request.buffer);
-    view.setUint32(0, request.length, true);
-    view.setUint16(4, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN, true);
-    view.setUint16(6, NLM_F_REQUEST, true);
-    view.setUint32(8, 1, true);
-    if (Number(send(fd, request, BigInt(request.length), 0)) !== request.length) return undefined;
-    const reply = new Uint8Array(4096);
-    const got = Number(recv(fd, reply, BigInt(reply.length), 0));
-    return got > 0 ? parseGenReply(reply.subarray(0, got)) : undefined;
-  } finally {
-    close(fd);
-  }
+  const request = new Uint8Array(20);
+  const view = new DataView(request.buffer);
+  view.setUint32(0, request.length, true);
+  view.setUint16(4, (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN, true);
+  view.setUint16(6, NLM_F_REQUEST, true);
+  view.setUint32(8, 1, true);
+  const reply = netfilterRequest(request);
+  return reply ? parseGenReply(reply) : undefined;
 };
 
 /** For hosts without nf_tables of their own (a fake kernel): never known. */

@@ -6,6 +6,7 @@
  */
 import { type Exec, ExecError, systemExec, which } from "./exec.ts";
 import { kernelNftGeneration, type NftGeneration, noNftGeneration } from "./nft_generation.ts";
+import { kernelConntrackFlush, type KernelFlush, noKernelFlush } from "./conntrack_flush.ts";
 import { errorMessage } from "../core/errors.ts";
 import {
   type LiveNftables,
@@ -363,12 +364,14 @@ function flavourOfBinary(): LiveState["backend"] | undefined {
 /**
  * The real node, reached through iproute2, iptables, ipset, nft and /proc/sys,
  * all run by `exec`; the nf_tables generation is the kernel's with the
- * system's exec, never known with another one (a fake kernel) unless given.
+ * system's exec, never known with another one (a fake kernel) unless given;
+ * so are conntrack flushes by mark alone (cmd/conntrack_flush.ts).
  */
 export function systemHost(
   exec: Exec = systemExec,
   sysctls: Sysctls = procSysctls,
   generation: NftGeneration = exec === systemExec ? kernelNftGeneration : noNftGeneration,
+  kernelFlush: KernelFlush = exec === systemExec ? kernelConntrackFlush : noKernelFlush,
 ): Host {
   let backend: LiveState["backend"] | undefined;
   return {
@@ -548,7 +551,8 @@ export function systemHost(
       const runStep = async (step: Step, index: number) => {
         const { op } = step;
         if (op.tool === "conntrackd") {
-          for (const commit of op.commits) {
+          // Side by side: each instance commits its own external cache (a takeover's last step).
+          await Promise.all(op.commits.map(async (commit) => {
             processes++;
             const args = conntrackdArgs(commit);
             const result = await exec(["conntrackd", ...args], { timeoutMs: 5000 })
@@ -558,7 +562,7 @@ export function systemHost(
                 `conntrackd ${args.join(" ")}: ${(result.stderr || result.stdout).trim()}`,
               );
             }
-          }
+          }));
           return;
         }
         // A tool that is missing or does not finish in time fails its step, like a bad payload.
@@ -575,13 +579,21 @@ export function systemHost(
           return;
         }
         if (op.tool === "conntrack") {
-          for (const flush of op.flushes) {
-            const result = await run(["conntrack", ...conntrackArgs(flush)]);
-            processes++;
-            // Exit 1 with "0 flow entries" only means there was nothing to delete.
-            const nothing = result.code === 1 && /0 flow entries/.test(result.stderr);
-            if (result.code !== 0 && !nothing) throw new StepError(step, index, result.stderr);
-          }
+          // By mark alone in the kernel; the rest as processes, one family beside the other:
+          // their connections never overlap, where a `conntrack -D` whose entry another one
+          // deleted first fails ("such conntrack doesn't exist").
+          const rest = op.flushes.filter((flush) => !kernelFlush(flush));
+          const families = ["ipv4", "ipv6"].map(async (family) => {
+            for (const flush of rest.filter((f) => f.family === family)) {
+              const result = await run(["conntrack", ...conntrackArgs(flush)]);
+              processes++;
+              // Exit 1 with "0 flow entries" only means there was nothing to delete.
+              const nothing = result.code === 1 && /0 flow entries/.test(result.stderr);
+              if (result.code !== 0 && !nothing) throw new StepError(step, index, result.stderr);
+            }
+          });
+          const failed = (await Promise.allSettled(families)).find((r) => r.status === "rejected");
+          if (failed) throw failed.reason;
           return;
         }
         const { command, lines } = render(op);

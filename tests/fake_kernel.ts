@@ -504,6 +504,12 @@ export class FakeKernel {
    * when every filter given matches. Any other option is an error.
    */
   conntrackDelete(args: readonly string[]) {
+    const doomed = new Set(this.conntrackMatching(args));
+    this.connections = this.connections.filter((c) => !doomed.has(c));
+  }
+
+  /** The entries `conntrack -D <args>` deletes (see `conntrackDelete`). */
+  conntrackMatching(args: readonly string[]): FakeConnection[] {
     this.conntrackRuns.push(args.join(" "));
     if (args[0] !== "-D") throw new Error(`conntrack: only -D is known: ${args.join(" ")}`);
     const tests: ((c: FakeConnection) => boolean)[] = [];
@@ -521,7 +527,36 @@ export class FakeKernel {
       } else if (option === "--src-nat") tests.push((c) => c.srcNat === value);
       else throw new Error(`conntrack: unknown option ${option}`);
     }
-    this.connections = this.connections.filter((c) => !tests.every((t) => t(c)));
+    return this.connections.filter((c) => tests.every((t) => t(c)));
+  }
+
+  /**
+   * A `conntrack -D` process, as conntrack-tools 1.4.7 runs one: it dumps the
+   * entries its filters match, then deletes them one by one, and an entry
+   * another process deleted meanwhile fails the run (exit 1, measured with two
+   * overlapping runs). Here the dump and the deletes are a macrotask apart.
+   */
+  async #conntrackProcess(args: readonly string[]): Promise<ExecResult> {
+    let doomed: FakeConnection[];
+    try {
+      doomed = this.conntrackMatching(args);
+    } catch (error) {
+      return {
+        code: 1,
+        stdout: "",
+        stderr: error instanceof Error ? error.message : String(error),
+      };
+    }
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    for (const connection of doomed) {
+      if (!this.connections.includes(connection)) {
+        const stderr =
+          "conntrack v1.4.7 (conntrack-tools): Operation failed: such conntrack doesn't exist\n";
+        return { code: 1, stdout: "", stderr };
+      }
+      this.connections = this.connections.filter((c) => c !== connection);
+    }
+    return { code: 0, stdout: "", stderr: "" };
   }
 
   /** Applies a transaction step by step, stopping at the first failing step. */
@@ -600,7 +635,10 @@ export class FakeKernel {
    * the real tool's output format and exit codes, so the real host's read and
    * apply orchestration (cmd/system.ts) runs against this kernel unchanged.
    */
-  exec: Exec = (args, options = {}) => Promise.resolve().then(() => this.#run(args, options.stdin));
+  exec: Exec = (args, options = {}) =>
+    args[0] === "conntrack" && this.failNext !== "conntrack"
+      ? this.#conntrackProcess(args.slice(1))
+      : Promise.resolve().then(() => this.#run(args, options.stdin));
 
   #run(args: readonly string[], stdin = ""): ExecResult {
     const ok = (stdout = ""): ExecResult => ({ code: 0, stdout, stderr: "" });
