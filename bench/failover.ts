@@ -627,7 +627,6 @@ export function failoverNotes(
   backend?: FailoverOptions["backend"],
 ): string[] {
   const notes = [
-    ...connectionLines(figures),
     (guard === "nodes"
       ? "Guard enforcing (--node-addresses <the 3 node addresses>, BENCH_GUARD=nodes)"
       : guard === "off"

@@ -26,6 +26,7 @@ import {
 import { commitDescription, loadAverage, machineDescription, tearDownOnSignals } from "./lib.ts";
 import {
   benchFailover,
+  connectionLines,
   DIAGNOSTIC_FAULTS,
   failoverNotes,
   failoverNotes6,
@@ -199,7 +200,10 @@ const sections: Record<string, Section> = {
         progress: (line: string) => console.error(`[failover] ${line}`),
       });
       return {
-        table: `${renderFailover(figures)}\n\n${renderFailover6(figures)}`,
+        // The issue's line per fault, each alone on its line (read by scripts).
+        table: `${renderFailover(figures)}\n\n${connectionLines(figures).join("\n")}\n\n${
+          renderFailover6(figures)
+        }`,
         notes: [
           ...failoverNotes(figures, unicast, advertInterval, guard, rogue, backend),
           ...failoverNotes6(figures),
