@@ -28,7 +28,10 @@ const AF_INET = 2;
 const AF_INET6 = 10;
 
 /** Whether the kernel can run `flush`: by mark alone, on Linux 4.19 or later. */
-export function kernelCanFlush(flush: ConntrackFlush, release: string): boolean {
+export function kernelCanFlush(
+  flush: ConntrackFlush,
+  release: string,
+): flush is Extract<ConntrackFlush, { why: "role" }> {
   if (flush.why !== "role" || flush.source !== undefined) return false;
   const [major, minor] = release.split(/[.-]/).map(Number);
   return major > 4 || (major === 4 && minor >= 19);
@@ -79,7 +82,7 @@ function osRelease(): string {
 
 /** The kernel of this network namespace, over netlink (cmd/netlink.ts). */
 export const kernelConntrackFlush: KernelFlush = (flush) => {
-  if (flush.why !== "role" || !kernelCanFlush(flush, osRelease())) return false;
+  if (!kernelCanFlush(flush, osRelease())) return false;
   seq = (seq + 1) >>> 0;
   const reply = netfilterRequest(flushRequest(flush, seq));
   return reply !== undefined && ackErrno(reply, seq) === 0;

@@ -537,6 +537,8 @@ export class FakeKernel {
    * overlapping runs). Here the dump and the deletes are a macrotask apart.
    */
   async #conntrackProcess(args: readonly string[]): Promise<ExecResult> {
+    const failed = this.#injected("conntrack");
+    if (failed) return failed;
     let doomed: FakeConnection[];
     try {
       doomed = this.conntrackMatching(args);
@@ -636,20 +638,23 @@ export class FakeKernel {
    * apply orchestration (cmd/system.ts) runs against this kernel unchanged.
    */
   exec: Exec = (args, options = {}) =>
-    args[0] === "conntrack" && this.failNext !== "conntrack"
+    args[0] === "conntrack"
       ? this.#conntrackProcess(args.slice(1))
       : Promise.resolve().then(() => this.#run(args, options.stdin));
+
+  /** The failure injected for `tool` (`failNext`), once, or undefined. */
+  #injected(tool: string): ExecResult | undefined {
+    if (this.failNext !== tool) return undefined;
+    this.failNext = undefined;
+    return { code: 1, stdout: "", stderr: `${tool} failed (injected)` };
+  }
 
   #run(args: readonly string[], stdin = ""): ExecResult {
     const ok = (stdout = ""): ExecResult => ({ code: 0, stdout, stderr: "" });
     const fail = (stderr: string, code = 1): ExecResult => ({ code, stdout: "", stderr });
     const line = args.join(" ");
     const lines = stdin.split("\n").filter((l) => l !== "");
-    const injected = (tool: string) => {
-      if (this.failNext !== tool) return undefined;
-      this.failNext = undefined;
-      return fail(`${tool} failed (injected)`);
-    };
+    const injected = (tool: string) => this.#injected(tool);
     try {
       if (line === "iptables --version") return ok("iptables v1.8.9 (nf_tables)\n");
       let m = /^(ip6?tables) -w 5 -t (\w+) -S (\S+)( -v)?$/.exec(line);
@@ -703,12 +708,6 @@ export class FakeKernel {
         return injected("iptables") ?? (this.iptablesRestore(lines), ok());
       }
       if (line === "nft -f -") return injected("nft") ?? (this.nft(lines), ok());
-      if (args[0] === "conntrack") {
-        const failed = injected("conntrack");
-        if (failed) return failed;
-        this.conntrackDelete(args.slice(1));
-        return ok();
-      }
       if (args[0] === "conntrackd") {
         this.conntrackdRuns.push(args.slice(1).join(" "));
         return ok();
