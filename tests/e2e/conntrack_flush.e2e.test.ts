@@ -54,7 +54,7 @@ Deno.test({
           .map((l) => l.replace(/^(\S+\s+\d+)\s+\d+/, "$1")).sort();
       assert.equal((await table(ours)).length, ENTRIES.length);
       for (const [family, mark] of [["ipv4", 5], ["ipv6", 6]] as const) {
-        const flushed = await ns(ours).flush(family, mark);
+        const flushed = await inNamespace(ours).flush(family, mark);
         assert.equal(flushed, "true", `our ${family} flush ran in the kernel`);
         await tool.run(["conntrack", "-D", "-f", family, "--mark", `0x${mark.toString(16)}/0xff`]);
         assert.deepEqual(await table(ours), await table(tool), `after the ${family} flush`);
@@ -71,7 +71,7 @@ Deno.test({
 });
 
 /** Runs our flush inside the namespace (the process's network namespace is the kernel's table). */
-function ns(target: { name: string }) {
+function inNamespace(target: { name: string }) {
   return {
     async flush(family: string, mark: number): Promise<string> {
       const code = `import { kernelConntrackFlush } from "${FLUSH}";
